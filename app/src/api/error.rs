@@ -1,0 +1,248 @@
+//! The one error type every command and query answers with, on every route.
+//!
+//! On the wire: `{"error": {"code": "insufficient_funds", "message": "..."}}` with the HTTP
+//! status [`ApiError::status`] gives. Server functions always answer errors with 500; the
+//! server's `json_errors` middleware reads the code back and sets the proper status.
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{DomainError, MoneyError, OwnerIdError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, a missing or mistyped field, a bad UUID or token.
+    InvalidRequest,
+    InvalidAmount,
+    InvalidOwner,
+    PayloadTooLarge,
+    /// No such route.
+    NotFound,
+    MethodNotAllowed,
+    AccountNotFound,
+    AccountAlreadyExists,
+    InsufficientFunds,
+    BalanceLimitExceeded,
+    /// A concurrent writer kept winning; the command was not applied.
+    Conflict,
+    /// The request never got an answer from the server (seen only in the browser).
+    RequestFailed,
+    /// The database is unreachable or overloaded; retrying later may succeed.
+    ServiceUnavailable,
+    /// A fault of ours, never of the client's input. Logged on the server.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::InvalidAmount | ErrorCode::InvalidOwner => 400,
+            ErrorCode::AccountNotFound | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::AccountAlreadyExists
+            | ErrorCode::InsufficientFunds
+            | ErrorCode::BalanceLimitExceeded => 422,
+            ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(from = "ErrorBody", into = "ErrorBody")]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn account_not_found(account_id: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ErrorCode::AccountNotFound, format!("account {account_id} does not exist"))
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(ErrorCode::Internal, "internal error; it has been logged")
+    }
+
+    pub fn service_unavailable() -> ApiError {
+        ApiError::new(ErrorCode::ServiceUnavailable, "the database is unavailable; please retry shortly")
+    }
+}
+
+/// The wire shape: the error wrapped in an `error` object.
+#[derive(Serialize, Deserialize)]
+struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorFields {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> ApiError {
+        ApiError { code: body.error.code, message: body.error.message }
+    }
+}
+
+impl From<ApiError> for ErrorBody {
+    fn from(error: ApiError) -> ErrorBody {
+        ErrorBody { error: ErrorFields { code: error.code, message: error.message } }
+    }
+}
+
+impl FromServerFnError for ApiError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(error: ServerFnErrorErr) -> ApiError {
+        match error {
+            // The request body or arguments could not be decoded: the client sent something wrong.
+            ServerFnErrorErr::Deserialization(message)
+            | ServerFnErrorErr::Args(message)
+            | ServerFnErrorErr::MissingArg(message) => {
+                ApiError::invalid_request(format!("the request could not be read: {message}"))
+            }
+            ServerFnErrorErr::UnsupportedRequestMethod(message) => ApiError::invalid_request(message),
+            ServerFnErrorErr::Request(message) => {
+                ApiError::new(ErrorCode::RequestFailed, format!("the request failed: {message}"))
+            }
+            other => ApiError::new(ErrorCode::Internal, other.to_string()),
+        }
+    }
+}
+
+impl From<MoneyError> for ApiError {
+    fn from(error: MoneyError) -> ApiError {
+        ApiError::new(ErrorCode::InvalidAmount, format!("invalid amount: {error}"))
+    }
+}
+
+impl From<OwnerIdError> for ApiError {
+    fn from(error: OwnerIdError) -> ApiError {
+        ApiError::new(ErrorCode::InvalidOwner, format!("invalid owner: {error}"))
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> ApiError {
+        let code = match error {
+            DomainError::AccountAlreadyExists => ErrorCode::AccountAlreadyExists,
+            DomainError::AccountNotFound => ErrorCode::AccountNotFound,
+            DomainError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
+            DomainError::BalanceLimitExceeded => ErrorCode::BalanceLimitExceeded,
+        };
+        ApiError::new(code, capitalised(&error.to_string()))
+    }
+}
+
+fn capitalised(message: &str) -> String {
+    let mut chars = message.chars();
+    chars.next().map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_in_the_contract_shape() {
+        let error = ApiError::new(ErrorCode::InsufficientFunds, "Insufficient funds: balance 40.00, withdrawal 50.00");
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "insufficient_funds",
+                "message": "Insufficient funds: balance 40.00, withdrawal 50.00"}})
+        );
+        assert_eq!(serde_json::from_value::<ApiError>(json).unwrap(), error);
+    }
+
+    #[test]
+    fn domain_refusals_are_422_and_read_like_sentences() {
+        let error = ApiError::from(DomainError::AccountAlreadyExists);
+        assert_eq!(error.status(), 422);
+        assert_eq!(error.message, "The account already exists");
+    }
+
+    #[test]
+    fn undecodable_requests_are_400() {
+        let error = ApiError::from_server_fn_error(ServerFnErrorErr::Deserialization("expected value".into()));
+        assert_eq!(error.status(), 400);
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    //! Turning server-side failures into answers: the cause is logged, the client gets a
+    //! clear message and never a 500 for something it sent.
+
+    use super::{ApiError, ErrorCode};
+    use crate::write_side::CommandError;
+
+    impl From<sqlx::Error> for ApiError {
+        fn from(error: sqlx::Error) -> ApiError {
+            if is_unavailable(&error) {
+                tracing::warn!(%error, "database unavailable");
+                ApiError::service_unavailable()
+            } else {
+                tracing::error!(%error, "database error");
+                ApiError::internal()
+            }
+        }
+    }
+
+    /// Errors that say the database cannot be reached or is overloaded, as opposed to a
+    /// statement that failed.
+    fn is_unavailable(error: &sqlx::Error) -> bool {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                // Class 08: connection exception; 57P0x: the server is shutting down or
+                // restarting; 53300: too many connections.
+                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P0") || code == "53300")
+            }
+            _ => false,
+        }
+    }
+
+    impl From<CommandError> for ApiError {
+        fn from(error: CommandError) -> ApiError {
+            match error {
+                CommandError::Rejected(refusal) => refusal.into(),
+                conflict @ CommandError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, conflict.to_string()),
+                CommandError::Corrupt(error) => {
+                    tracing::error!(%error, "unreadable event in an account's stream");
+                    ApiError::internal()
+                }
+                CommandError::Database(error) => error.into(),
+            }
+        }
+    }
+
+    impl axum::response::IntoResponse for ApiError {
+        fn into_response(self) -> axum::response::Response {
+            let status = axum::http::StatusCode::from_u16(self.status())
+                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            (status, axum::Json(self)).into_response()
+        }
+    }
+}

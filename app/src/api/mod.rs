@@ -1,0 +1,29 @@
+//! The API: commands and queries as Leptos server functions, their wire types and the one
+//! error type. The browser calls these functions directly; other clients use the same routes
+//! with JSON (see `HTTP-CONTRACT.md`).
+
+pub mod commands;
+pub mod dto;
+pub mod error;
+pub mod exact_number;
+pub mod queries;
+
+pub use dto::{AccountList, AccountView, CommandAccepted};
+pub use error::{ApiError, ErrorCode};
+pub use exact_number::ExactNumber;
+
+/// What the server functions need, provided as Leptos context by the server.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct Services {
+    pub commands: crate::write_side::CommandHandler,
+    pub read_model: crate::read_side::ReadModel,
+}
+
+#[cfg(feature = "ssr")]
+fn services() -> Result<Services, ApiError> {
+    leptos::prelude::use_context::<Services>().ok_or_else(|| {
+        tracing::error!("server function called without Services in its context");
+        ApiError::internal()
+    })
+}

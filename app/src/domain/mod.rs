@@ -1,0 +1,8 @@
+//! The bank's rules, pure: no I/O, no async, no framework. Compiled for the server and for the
+//! browser, so the browser validates input with exactly the code the server uses.
+
+pub mod account;
+pub mod money;
+
+pub use account::{AccountCommand, AccountEvent, AccountState, DomainError, OwnerId, OwnerIdError, decide, evolve};
+pub use money::{Amount, Balance, Money, MoneyError};

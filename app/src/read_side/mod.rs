@@ -1,0 +1,143 @@
+//! The read side: projections that keep read tables current, and the queries that read them.
+//!
+//! Every answer carries the checkpoint it is current as of. A caller holding a command's
+//! consistency token may ask to wait (bounded) until the read model has passed it.
+
+pub mod account_summary;
+
+use std::time::Duration;
+
+use eventstore::Position;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::api::dto::{AccountList, AccountView};
+pub use account_summary::AccountSummaryProjection;
+use account_summary::PROJECTION_NAME;
+
+/// The most a list query returns.
+pub const LIST_LIMIT: i64 = 100;
+
+#[derive(Clone)]
+pub struct ReadModel {
+    pool: PgPool,
+    /// How long a query with `after=<token>` waits for the projection to pass the token.
+    catch_up_bound: Duration,
+}
+
+/// One `account_summary` row and the projection checkpoint, read by one statement so that the
+/// two are consistent.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    account_id: Uuid,
+    owner_id: String,
+    current_balance: Decimal,
+    total_deposits: Decimal,
+    total_withdrawals: Decimal,
+    transaction_count: i64,
+    last_transaction: OffsetDateTime,
+    created_at: OffsetDateTime,
+    version: i64,
+    as_of_transaction_id: i64,
+    as_of_global_position: i64,
+}
+
+impl SummaryRow {
+    fn as_of(&self) -> Position {
+        Position { transaction_id: self.as_of_transaction_id, global_position: self.as_of_global_position }
+    }
+
+    fn into_view(self, stale: bool) -> AccountView {
+        AccountView {
+            as_of: self.as_of(),
+            account_id: self.account_id,
+            owner_id: self.owner_id,
+            current_balance: self.current_balance,
+            total_deposits: self.total_deposits,
+            total_withdrawals: self.total_withdrawals,
+            transaction_count: self.transaction_count,
+            last_transaction: self.last_transaction,
+            created_at: self.created_at,
+            version: self.version,
+            stale,
+        }
+    }
+}
+
+/// Columns of `account_summary s` joined with its checkpoint `c`.
+const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits,
+        s.total_withdrawals, s.transaction_count, s.last_transaction, s.created_at, s.version,
+        c.transaction_id::text::bigint AS as_of_transaction_id, c.global_position AS as_of_global_position
+     FROM account_summary s
+     JOIN projection_checkpoints c ON c.projection_name = $1";
+
+impl ReadModel {
+    pub fn new(pool: PgPool, catch_up_bound: Duration) -> ReadModel {
+        ReadModel { pool, catch_up_bound }
+    }
+
+    /// The account as the read model knows it; `None` if it does not know it (yet).
+    ///
+    /// With `after`, waits until the projection has passed that position or the bound expires;
+    /// in the second case the answer is marked stale.
+    #[tracing::instrument(skip(self))]
+    pub async fn account(&self, account_id: Uuid, after: Option<Position>) -> Result<Option<AccountView>, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + self.catch_up_bound;
+        loop {
+            let row: Option<SummaryRow> = sqlx::query_as(&format!("{SUMMARY_SELECT} WHERE s.account_id = $2"))
+                .bind(PROJECTION_NAME)
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            let as_of = match &row {
+                Some(row) => row.as_of(),
+                None => self.checkpoint().await?,
+            };
+            let behind = after.is_some_and(|after| as_of < after);
+            if !behind || tokio::time::Instant::now() >= deadline {
+                return Ok(row.map(|row| row.into_view(behind)));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].
+    pub async fn accounts(&self, owner_id: Option<&str>) -> Result<AccountList, sqlx::Error> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+            "{SUMMARY_SELECT} WHERE $2::text IS NULL OR s.owner_id = $2
+             ORDER BY s.created_at DESC, s.account_id LIMIT {LIST_LIMIT}"
+        ))
+        .bind(PROJECTION_NAME)
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        self.list(rows).await
+    }
+
+    /// Accounts holding at least `min_balance`, highest first, at most [`LIST_LIMIT`].
+    pub async fn high_value_accounts(&self, min_balance: Decimal) -> Result<AccountList, sqlx::Error> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+            "{SUMMARY_SELECT} WHERE s.current_balance >= $2
+             ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
+        ))
+        .bind(PROJECTION_NAME)
+        .bind(min_balance)
+        .fetch_all(&self.pool)
+        .await?;
+        self.list(rows).await
+    }
+
+    async fn list(&self, rows: Vec<SummaryRow>) -> Result<AccountList, sqlx::Error> {
+        let as_of = match rows.first() {
+            Some(row) => row.as_of(),
+            None => self.checkpoint().await?,
+        };
+        Ok(AccountList { accounts: rows.into_iter().map(|row| row.into_view(false)).collect(), as_of })
+    }
+
+    async fn checkpoint(&self) -> Result<Position, sqlx::Error> {
+        eventstore::projection::checkpoint(&self.pool, PROJECTION_NAME).await
+    }
+}

@@ -1,0 +1,70 @@
+//! The pages. Rendered on the server, then hydrated in the browser, where they poll the read
+//! model so that users watch it catch up with their commands.
+
+mod account_page;
+mod accounts_page;
+mod format;
+mod money_form;
+mod polling;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use account_page::AccountPage;
+use accounts_page::AccountsPage;
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/cqrs-bank.css" />
+        <Title text="CQRS Bank" />
+        <Router>
+            <header class="site-header">
+                <A href="/" attr:class="brand">"CQRS Bank"</A>
+                <span class="tagline">"commands append events · projections build what you read"</span>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <NotFound /> }>
+                    <Route path=path!("") view=AccountsPage />
+                    <Route path=path!("/accounts/:id") view=AccountPage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <section class="card">
+            <h1>"Page not found"</h1>
+            <p>"There is nothing at this address. " <A href="/">"Back to the accounts"</A></p>
+        </section>
+    }
+}

@@ -1,0 +1,108 @@
+//! The deposit and withdraw forms.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::api::commands::{deposit, withdraw};
+use crate::api::{ApiError, CommandAccepted};
+use crate::domain::Amount;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoneyCommand {
+    Deposit,
+    Withdraw,
+}
+
+impl MoneyCommand {
+    fn label(self) -> &'static str {
+        match self {
+            MoneyCommand::Deposit => "Deposit",
+            MoneyCommand::Withdraw => "Withdraw",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            MoneyCommand::Deposit => "deposit",
+            MoneyCommand::Withdraw => "withdraw",
+        }
+    }
+
+    async fn send(self, account_id: Uuid, amount: Amount, command_id: Uuid) -> Result<CommandAccepted, ApiError> {
+        let amount = amount.value().into();
+        match self {
+            MoneyCommand::Deposit => deposit(account_id, amount, Some(command_id)).await,
+            MoneyCommand::Withdraw => withdraw(account_id, amount, Some(command_id)).await,
+        }
+    }
+}
+
+/// An amount field and a button. The amount is checked in the browser with the server's own
+/// `Amount` parser; the server checks it again. While the command runs the button is disabled
+/// and says so; a refusal is shown next to the form.
+#[component]
+pub fn MoneyForm(
+    kind: MoneyCommand,
+    account_id: Uuid,
+    /// Called with the command's answer once it is accepted.
+    on_accepted: Callback<CommandAccepted>,
+) -> impl IntoView {
+    let amount_text = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+
+    // One command id per submission: a retry of this submission is recognisable as such.
+    let send = Action::new(move |(amount, command_id): &(Amount, Uuid)| {
+        let (amount, command_id) = (*amount, *command_id);
+        async move { kind.send(account_id, amount, command_id).await }
+    });
+    let pending = send.pending();
+
+    Effect::new(move |_| match send.value().get() {
+        Some(Ok(accepted)) => {
+            error.set(None);
+            amount_text.set(String::new());
+            on_accepted.run(accepted);
+        }
+        Some(Err(refusal)) => error.set(Some(refusal.message)),
+        None => {}
+    });
+
+    let submit = move |event: SubmitEvent| {
+        event.prevent_default();
+        if pending.get_untracked() {
+            return;
+        }
+        match Amount::parse(&amount_text.get_untracked()) {
+            Ok(amount) => {
+                error.set(None);
+                send.dispatch((amount, Uuid::new_v4()));
+            }
+            Err(invalid) => error.set(Some(format!("Invalid amount: {invalid}"))),
+        }
+    };
+
+    let input_id = format!("{}-amount", kind.slug());
+    view! {
+        <form class="money-form" data-testid=format!("{}-form", kind.slug()) on:submit=submit>
+            <label for=input_id.clone()>{kind.label()} " amount"</label>
+            <div class="money-form-row">
+                <input
+                    id=input_id
+                    name="amount"
+                    type="text"
+                    inputmode="decimal"
+                    autocomplete="off"
+                    placeholder="0.00"
+                    bind:value=amount_text
+                />
+                <button type="submit" disabled=move || pending.get()>
+                    {move || if pending.get() { "Processing…" } else { kind.label() }}
+                </button>
+            </div>
+            <p class="form-error" role="alert" data-testid=format!("{}-error", kind.slug())>
+                {move || error.get()}
+            </p>
+        </form>
+    }
+}

@@ -1,0 +1,26 @@
+//! A Postgres event store and projection runner that know nothing about bank accounts.
+//!
+//! - [`store`]: append events to a stream at an expected version (optimistic concurrency), read
+//!   a stream back, and read the global log in a gap-safe order.
+//! - [`projection`]: run a named projection over the global log, applying each batch and
+//!   advancing its checkpoint in one transaction.
+//!
+//! The schema lives in the workspace's `migrations/` folder. Without the default `postgres`
+//! feature only [`Position`] remains, for code compiled to WebAssembly.
+
+pub mod position;
+pub use position::{ParsePositionError, Position};
+
+#[cfg(feature = "postgres")]
+pub mod event;
+#[cfg(feature = "postgres")]
+pub mod projection;
+#[cfg(feature = "postgres")]
+pub mod store;
+
+#[cfg(feature = "postgres")]
+pub use event::{NewEvent, RecordedEvent};
+#[cfg(feature = "postgres")]
+pub use projection::{Projection, ProjectionError, ProjectionRunner};
+#[cfg(feature = "postgres")]
+pub use store::{AppendError, Appended, append, read_all_after, read_stream};

@@ -1,0 +1,117 @@
+//! Appending and reading events.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::{NewEvent, Position, RecordedEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to the stream since it was read. Reload and decide again.
+    #[error("stream {stream_id} is no longer at version {expected_version}")]
+    Conflict { stream_id: Uuid, expected_version: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What an append wrote: the stream's new version and the position of its last event, which is
+/// the consistency token the command answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub version: i64,
+    pub position: Position,
+}
+
+const RECORDED_EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
+     event_id, stream_id, stream_version, event_type, schema_version, data, metadata, recorded_at";
+
+/// Appends `events` to `stream_id`, which must be at `expected_version` (0 for a new stream).
+///
+/// One statement, so it is atomic on its own; run it inside the caller's transaction to commit
+/// it together with other writes. The version check and the `UNIQUE (stream_id,
+/// stream_version)` constraint together make a stale writer fail with
+/// [`AppendError::Conflict`] instead of overwriting or leaving a gap. On a conflict the caller's
+/// transaction is aborted and must be rolled back.
+#[tracing::instrument(skip(conn, events), fields(events = events.len()))]
+pub async fn append(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    expected_version: i64,
+    events: &[NewEvent],
+) -> Result<Appended, AppendError> {
+    assert!(!events.is_empty(), "an append needs at least one event");
+    let conflict = || AppendError::Conflict { stream_id, expected_version };
+
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schema_versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
+    let metadata: Vec<&serde_json::Value> = events.iter().map(|e| &e.metadata).collect();
+
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+         SELECT e.event_id, $1, $2 + e.ord, e.event_type, e.schema_version, e.data, e.metadata
+         FROM UNNEST($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+              WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, ord)
+         WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
+         ORDER BY e.ord
+         RETURNING stream_version, transaction_id::text::bigint, global_position",
+    )
+    .bind(stream_id)
+    .bind(expected_version)
+    .bind(&event_ids)
+    .bind(&event_types)
+    .bind(&schema_versions)
+    .bind(&data)
+    .bind(&metadata)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|error| match &error {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_unique") => conflict(),
+        _ => AppendError::Database(error),
+    })?;
+
+    let (version, transaction_id, global_position) = *rows.iter().max().ok_or_else(conflict)?;
+    Ok(Appended { version, position: Position { transaction_id, global_position } })
+}
+
+/// The events of one stream with a version above `after_version`, in version order.
+pub async fn read_stream(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    after_version: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RECORDED_EVENT_COLUMNS} FROM events
+         WHERE stream_id = $1 AND stream_version > $2
+         ORDER BY stream_version"
+    ))
+    .bind(stream_id)
+    .bind(after_version)
+    .fetch_all(executor)
+    .await
+}
+
+/// Up to `limit` events after `after` in the global log, in reader order, never skipping one.
+///
+/// Only events of transactions older than every transaction still running are returned: a
+/// transaction still in flight may yet commit events that sort before ones already visible, and
+/// returning the later ones first would make the reader's checkpoint jump past them.
+pub async fn read_all_after(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RECORDED_EVENT_COLUMNS} FROM events
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY transaction_id, global_position
+         LIMIT $3"
+    ))
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

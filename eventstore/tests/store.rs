@@ -1,0 +1,148 @@
+//! The event store against a real Postgres (a fresh database per test, from `DATABASE_URL`).
+
+use eventstore::{AppendError, NewEvent, Position, RecordedEvent, append, read_all_after, read_stream};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Counted".into(),
+        schema_version: 1,
+        data: json!({ "n": n }),
+        metadata: json!({ "commandId": Uuid::new_v4() }),
+    }
+}
+
+async fn append_now(pool: &PgPool, stream: Uuid, expected: i64, events: &[NewEvent]) -> Result<eventstore::Appended, AppendError> {
+    let mut conn = pool.acquire().await.unwrap();
+    append(&mut conn, stream, expected, events).await
+}
+
+/// Reads the global log until it holds `expected` events. The snapshot horizon is cluster-wide:
+/// transactions of tests running beside this one (in other databases) hold it back for a moment.
+async fn read_all_eventually(pool: &PgPool, after: Position, limit: i64, expected: usize) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    for _ in 0..250 {
+        events = read_all_after(pool, after, limit).await.unwrap();
+        if events.len() >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    events
+}
+
+async fn count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn appended_events_read_back_in_version_order(pool: PgPool) {
+    let stream = Uuid::new_v4();
+    let first = append_now(&pool, stream, 0, &[event(1), event(2)]).await.unwrap();
+    assert_eq!(first.version, 2);
+    let second = append_now(&pool, stream, 2, &[event(3)]).await.unwrap();
+    assert_eq!(second.version, 3);
+    assert!(second.position > first.position);
+
+    let events = read_stream(&pool, stream, 0).await.unwrap();
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    let payloads: Vec<i64> = events.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
+    assert_eq!(payloads, vec![1, 2, 3]);
+    assert_eq!(events[2].position(), second.position);
+    assert!(events.iter().all(|e| e.stream_id == stream && e.event_type == "Counted" && e.schema_version == 1));
+    assert!(events.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+
+    let tail = read_stream(&pool, stream, 2).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].stream_version, 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool) {
+    let stream = Uuid::new_v4();
+    append_now(&pool, stream, 0, &[event(1), event(2)]).await.unwrap();
+
+    for stale in [0, 1] {
+        let result = append_now(&pool, stream, stale, &[event(9)]).await;
+        assert!(
+            matches!(result, Err(AppendError::Conflict { stream_id, expected_version }) if stream_id == stream && expected_version == stale),
+            "expected a conflict at {stale}, got {result:?}"
+        );
+    }
+    // Ahead of the stream is as wrong as behind it: it would leave a gap.
+    assert!(matches!(append_now(&pool, stream, 5, &[event(9)]).await, Err(AppendError::Conflict { .. })));
+    assert_eq!(count(&pool).await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn of_concurrent_writers_at_one_version_exactly_one_wins(pool: PgPool) {
+    let stream = Uuid::new_v4();
+    append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move { append_now(&pool, stream, 1, &[event(n)]).await })
+        })
+        .collect();
+    let mut won = 0;
+    for writer in writers {
+        match writer.await.unwrap() {
+            Ok(appended) => {
+                won += 1;
+                assert_eq!(appended.version, 2);
+            }
+            Err(AppendError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(count(&pool).await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_conflict_rolls_back_the_callers_other_writes(pool: PgPool) {
+    let stream = Uuid::new_v4();
+    append_now(&pool, stream, 0, &[event(1)]).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    append(&mut tx, Uuid::new_v4(), 0, &[event(2)]).await.unwrap();
+    assert!(append(&mut tx, stream, 0, &[event(3)]).await.is_err());
+    drop(tx);
+    assert_eq!(count(&pool).await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_global_log_reads_in_order_and_resumes_after_a_position(pool: PgPool) {
+    let streams = [Uuid::new_v4(), Uuid::new_v4()];
+    for round in 0..3 {
+        for stream in streams {
+            append_now(&pool, stream, round, &[event(round)]).await.unwrap();
+        }
+    }
+    let all = read_all_eventually(&pool, Position::START, 100, 6).await;
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].position() < w[1].position()));
+
+    let first_page = read_all_after(&pool, Position::START, 4).await.unwrap();
+    let rest = read_all_after(&pool, first_page.last().unwrap().position(), 100).await.unwrap();
+    let resumed: Vec<_> = first_page.iter().chain(&rest).map(|e| e.event_id).collect();
+    assert_eq!(resumed, all.iter().map(|e| e.event_id).collect::<Vec<_>>());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn events_of_a_transaction_still_open_are_not_read_yet(pool: PgPool) {
+    let mut open = pool.begin().await.unwrap();
+    append(&mut open, Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
+    append_now(&pool, Uuid::new_v4(), 0, &[event(2)]).await.unwrap();
+
+    // The later commit is held back too: handing it out first would let a reader's checkpoint
+    // pass the open transaction's event.
+    assert!(read_all_after(&pool, Position::START, 10).await.unwrap().is_empty());
+    open.commit().await.unwrap();
+    let all = read_all_eventually(&pool, Position::START, 10, 2).await;
+    let payloads: Vec<i64> = all.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
+    assert_eq!(payloads, vec![1, 2]);
+}

@@ -1,0 +1,58 @@
+//! Settings, read from the environment.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use leptos::config::LeptosOptions;
+use sqlx::postgres::PgConnectOptions;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the server listens; port 0 picks a free port (tests).
+    pub address: SocketAddr,
+    /// The application's database. Created at start-up if it does not exist.
+    pub database: PgConnectOptions,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before it answers 503.
+    pub acquire_timeout: Duration,
+    /// How long a query with `after=<token>` waits for the read model to catch up.
+    pub catch_up_bound: Duration,
+    /// Larger request bodies are refused with 413.
+    pub body_limit: usize,
+    pub leptos_options: LeptosOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigurationError {
+    #[error("DATABASE_URL is not set (scripts/run sets it for you)")]
+    MissingDatabaseUrl,
+    #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
+    InvalidDatabaseUrl(sqlx::Error),
+    #[error("the Leptos settings cannot be read: {0}")]
+    Leptos(String),
+}
+
+impl Settings {
+    /// `DATABASE_URL` plus the `LEPTOS_*` variables cargo-leptos sets (site address, site root).
+    pub fn from_env() -> Result<Settings, ConfigurationError> {
+        let url = std::env::var("DATABASE_URL").map_err(|_| ConfigurationError::MissingDatabaseUrl)?;
+        let database = PgConnectOptions::from_str(&url).map_err(ConfigurationError::InvalidDatabaseUrl)?;
+        let leptos_options = leptos::config::get_configuration(None)
+            .map_err(|e| ConfigurationError::Leptos(e.to_string()))?
+            .leptos_options;
+        Ok(Settings::new(leptos_options.site_addr, database, leptos_options))
+    }
+
+    pub fn new(address: SocketAddr, database: PgConnectOptions, leptos_options: LeptosOptions) -> Settings {
+        Settings {
+            address,
+            database,
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(3),
+            catch_up_bound: Duration::from_secs(2),
+            body_limit: 64 * 1024,
+            leptos_options,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+#![recursion_limit = "256"]
+
+//! The server: configuration, start-up (database, migrations, projections, router) and the
+//! HTTP routes that are not Leptos server functions.
+
+pub mod configuration;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

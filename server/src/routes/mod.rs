@@ -1,0 +1,5 @@
+//! HTTP routes beside the Leptos server functions.
+
+pub mod accounts;
+pub mod health;
+pub mod json_errors;

@@ -1,0 +1,174 @@
+//! Start-up: database, migrations, projections, router. Shared by `main` and the tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use app::api::Services;
+use app::read_side::{AccountSummaryProjection, ReadModel};
+use app::ui::{App, shell};
+use app::write_side::CommandHandler;
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use eventstore::ProjectionRunner;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::configuration::Settings;
+use crate::routes;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub services: Services,
+    pub pool: PgPool,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> LeptosOptions {
+        state.leptos_options.clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach or prepare the database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on the address: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    address: SocketAddr,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        ensure_database_exists(&settings.database).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(settings.database.clone())
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+
+        let shutdown = CancellationToken::new();
+        let appended = Arc::new(Notify::new());
+        let services = Services {
+            commands: CommandHandler::new(pool.clone(), appended.clone()),
+            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound),
+        };
+        let projector = ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appended);
+        let background = vec![tokio::spawn(projector.run(shutdown.clone()))];
+
+        let state = AppState { leptos_options: settings.leptos_options.clone(), services, pool };
+        let router = router(state, settings.body_limit);
+        let listener = TcpListener::bind(settings.address).await?;
+        let address = listener.local_addr()?;
+        Ok(Application { listener, router, address, shutdown, background })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the server and its background tasks when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, Ctrl-C or the shutdown token, then lets requests in flight and the
+    /// projection's current batch finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let served = axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        self.shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
+        served
+    }
+}
+
+fn router(state: AppState, body_limit: usize) -> Router {
+    let leptos_options = state.leptos_options.clone();
+    let provide_services = {
+        let services = state.services.clone();
+        move || provide_context(services.clone())
+    };
+    Router::new()
+        .route("/api/queries/accounts/{id}", get(routes::accounts::get_account))
+        .route("/health", get(routes::health::health))
+        .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {
+            shell(leptos_options.clone())
+        })
+        .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
+        .with_state(state)
+}
+
+/// Creates the application's database if it is missing, so that a fresh Postgres needs no
+/// manual set-up.
+async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        tracing::info!(database = name, "creating the database");
+        let created = admin.execute(format!(r#"CREATE DATABASE "{}""#, name.replace('"', "\"\"")).as_str()).await;
+        match created {
+            // Another instance starting at the same moment created it first.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    admin.close().await
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+        _ = shutdown.cancelled() => return,
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,106 @@
+//! Whatever a client sends, it gets a 4xx with a JSON message, and nothing is written.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{error_code, spawn_app};
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_or_incomplete_json_is_400(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
+    let events_before = app.event_count().await;
+
+    let bodies = [
+        "{not json".to_owned(),
+        "".to_owned(),
+        "[]".to_owned(),
+        json!({"amount": 5}).to_string(),
+        json!({"accountId": id}).to_string(),
+        json!({"accountId": "not-a-uuid", "amount": 5}).to_string(),
+        json!({"accountId": 42, "amount": 5}).to_string(),
+    ];
+    for body in bodies {
+        for route in ["/api/commands/deposit", "/api/commands/withdraw"] {
+            let code = error_code(app.post_raw(route, body.clone()).await, StatusCode::BAD_REQUEST).await;
+            assert_eq!(code, "invalid_request", "{route} {body}");
+        }
+    }
+    for body in [json!({"initialBalance": 5}), json!({"ownerId": "x"}), json!({"ownerId": 7, "initialBalance": 5})] {
+        let code = error_code(app.post("/api/commands/create-account", &body).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(code, "invalid_request", "{body}");
+    }
+    assert_eq!(app.event_count().await, events_before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
+    let events_before = app.event_count().await;
+
+    let invalid = [
+        (json!(0), "invalid_amount"),
+        (json!(0.0), "invalid_amount"),
+        (json!(-5), "invalid_amount"),
+        (json!(10.555), "invalid_amount"),
+        (json!(1_000_000_000.01), "invalid_amount"),
+        (json!(1e15), "invalid_amount"),
+        (json!("abc"), "invalid_request"),
+        (json!("NaN"), "invalid_request"),
+        (json!(null), "invalid_request"),
+        (json!(true), "invalid_request"),
+        (json!({"value": 5}), "invalid_request"),
+    ];
+    for (amount, expected) in invalid {
+        for route in ["/api/commands/deposit", "/api/commands/withdraw"] {
+            let response = app.post(route, &json!({"accountId": id, "amount": amount})).await;
+            assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, expected, "{route} {amount}");
+        }
+    }
+    // Numbers too large for any decimal type.
+    let huge = format!(r#"{{"accountId": "{id}", "amount": 1e400}}"#);
+    assert_eq!(error_code(app.post_raw("/api/commands/deposit", huge).await, StatusCode::BAD_REQUEST).await, "invalid_request");
+    let long = format!(r#"{{"accountId": "{id}", "amount": 1{}}}"#, "0".repeat(60));
+    assert_eq!(error_code(app.post_raw("/api/commands/deposit", long).await, StatusCode::BAD_REQUEST).await, "invalid_request");
+
+    for initial in [json!(-1), json!(0.001), json!(2e9), json!("ten")] {
+        let response = app.post("/api/commands/create-account", &json!({"ownerId": "x", "initialBalance": initial})).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{initial}");
+    }
+    for owner in ["", "   ", &"x".repeat(101)] {
+        let response = app.post("/api/commands/create-account", &json!({"ownerId": owner, "initialBalance": 1})).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_owner");
+    }
+    assert_eq!(app.event_count().await, events_before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn oversize_bodies_are_413(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let body = json!({"ownerId": "x".repeat(100 * 1024), "initialBalance": 1});
+    let code = error_code(app.post("/api/commands/create-account", &body).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(code, "payload_too_large");
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn queries_refuse_bad_ids_and_tokens(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
+    let response = app.get("/api/queries/accounts/not-a-uuid").await;
+    assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");
+    let response = app.get(&format!("/api/queries/accounts/{id}?after=yesterday")).await;
+    assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");
+    let response = app.get(&format!("/api/queries/accounts/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(error_code(response, StatusCode::NOT_FOUND).await, "account_not_found");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_routes_and_methods_answer_json(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    assert_eq!(error_code(app.get("/api/nothing-here").await, StatusCode::NOT_FOUND).await, "not_found");
+    let response = app.get("/api/commands/deposit").await;
+    assert_eq!(error_code(response, StatusCode::METHOD_NOT_ALLOWED).await, "method_not_allowed");
+}

@@ -1,0 +1,119 @@
+use std::time::Duration;
+
+use leptos::config::LeptosOptions;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use server::configuration::Settings;
+use server::startup::Application;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the whole server (migrations, projection, routes) on a free port against the test's
+/// own database.
+pub async fn spawn_app(database: PgConnectOptions) -> TestApp {
+    server::telemetry::init();
+    let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
+    let settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
+    let application = Application::build(settings).await.expect("the app starts");
+    let address = format!("http://{}", application.address());
+    let shutdown = application.shutdown_token();
+    tokio::spawn(application.run_until_stopped());
+    let pool = PgPool::connect_with(database).await.expect("the test connects");
+    TestApp { address, client: reqwest::Client::new(), pool, shutdown }
+}
+
+impl TestApp {
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the request is answered")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.expect("the request is answered")
+    }
+
+    /// Creates an account and returns the command's answer.
+    pub async fn create_account(&self, owner: &str, initial_balance: f64) -> Value {
+        let response = self
+            .post("/api/commands/create-account", &json!({"ownerId": owner, "initialBalance": initial_balance}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// The account as the read model shows it once it has caught up with `token`.
+    ///
+    /// The server waits up to 2 s per request. Tests beside this one create and drop databases,
+    /// and each of those transactions holds back the cluster-wide snapshot horizon that the
+    /// projection reads below, so the test asks again rather than fail on a busy machine.
+    pub async fn account_after(&self, account_id: &str, token: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..10 {
+            let response = self.get(&format!("/api/queries/accounts/{account_id}?after={token}")).await;
+            let status = response.status();
+            last = response.json().await.unwrap();
+            if status == StatusCode::OK && last["stale"] == json!(false) {
+                return last;
+            }
+            assert!(matches!(status, StatusCode::OK | StatusCode::NOT_FOUND), "{status}: {last}");
+        }
+        panic!("the read model did not catch up with {token}: {last}");
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Waits until the projection has applied every event in the store.
+    pub async fn wait_for_projection(&self) {
+        for _ in 0..750 {
+            let behind: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoints c
+                 WHERE c.projection_name = 'account_summary'
+                   AND (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position))",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if !behind {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the projection did not catch up within 15 s");
+    }
+}
+
+/// Asserts the contract's error shape and returns the code.
+pub async fn error_code(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "no message in {body}");
+    body["error"]["code"].as_str().expect("an error code").to_owned()
+}

@@ -1,0 +1,8 @@
+//! The server over HTTP against a real Postgres: one fresh database per test (`sqlx::test`
+//! creates it from `DATABASE_URL` and drops it when the test passes), the app on a free port.
+
+mod bad_input;
+mod commands;
+mod helpers;
+mod pages;
+mod queries;
