@@ -1,26 +1,34 @@
 //! How account events are stored: their `event_type`, `schema_version` and JSON `data`.
 //!
-//! The stored shape is a contract with the past: every version ever written must stay readable.
-//! Amounts are stored as decimal strings (`"100.50"`) so that JSON never rounds them.
+//! The stored shape is a contract with the past: every version ever written stays readable.
+//! Reading upcasts old shapes to the current one, step by step, before decoding; history is
+//! never rewritten in place (the events table refuses updates anyway).
+//!
+//! - v1: the design document's shapes, as its Go sketch writes them: snake_case keys and
+//!   amounts as JSON numbers (`{"owner_id": "alice", "initial_balance": 100.5}`).
+//! - v2 (current): camelCase keys and amounts as decimal strings (`{"amount": "100.50"}`), so
+//!   that no JSON reader can round them.
 
 use eventstore::{NewEvent, RecordedEvent};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::domain::{AccountEvent, Amount, Money, OwnerId};
 
-/// The schema version written for every event type today.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version written today.
+pub const SCHEMA_VERSION: i32 = 2;
 
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AccountCreatedV1 {
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AccountCreatedV2 {
     owner_id: OwnerId,
     initial_balance: Money,
 }
 
 #[derive(Serialize, Deserialize)]
-struct MoneyMovedV1 {
+#[serde(deny_unknown_fields)]
+struct MoneyMovedV2 {
     amount: Amount,
 }
 
@@ -32,14 +40,14 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-pub fn encode(event: &AccountEvent, metadata: &serde_json::Value) -> NewEvent {
+pub fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
     let data = match event {
-        AccountEvent::AccountCreated { owner_id, initial_balance } => serde_json::to_value(AccountCreatedV1 {
+        AccountEvent::AccountCreated { owner_id, initial_balance } => serde_json::to_value(AccountCreatedV2 {
             owner_id: owner_id.clone(),
             initial_balance: *initial_balance,
         }),
         AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
-            serde_json::to_value(MoneyMovedV1 { amount: *amount })
+            serde_json::to_value(MoneyMovedV2 { amount: *amount })
         }
     }
     .expect("account events always serialise to JSON");
@@ -58,41 +66,87 @@ pub fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
         schema_version: event.schema_version,
         reason,
     };
-    let data = event.data.clone();
-    match (event.event_type.as_str(), event.schema_version) {
-        ("AccountCreated", 1) => {
-            let v1: AccountCreatedV1 = serde_json::from_value(data).map_err(|e| fail(e.to_string()))?;
-            Ok(AccountEvent::AccountCreated { owner_id: v1.owner_id, initial_balance: v1.initial_balance })
+    let data = upcast(&event.event_type, event.schema_version, event.data.clone()).map_err(fail)?;
+    let invalid = |e: serde_json::Error| fail(e.to_string());
+    match event.event_type.as_str() {
+        "AccountCreated" => {
+            let v2: AccountCreatedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::AccountCreated { owner_id: v2.owner_id, initial_balance: v2.initial_balance })
         }
-        ("MoneyDeposited", 1) => {
-            let v1: MoneyMovedV1 = serde_json::from_value(data).map_err(|e| fail(e.to_string()))?;
-            Ok(AccountEvent::MoneyDeposited { amount: v1.amount })
+        "MoneyDeposited" => {
+            let v2: MoneyMovedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::MoneyDeposited { amount: v2.amount })
         }
-        ("MoneyWithdrawn", 1) => {
-            let v1: MoneyMovedV1 = serde_json::from_value(data).map_err(|e| fail(e.to_string()))?;
-            Ok(AccountEvent::MoneyWithdrawn { amount: v1.amount })
+        "MoneyWithdrawn" => {
+            let v2: MoneyMovedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::MoneyWithdrawn { amount: v2.amount })
         }
-        _ => Err(fail("unknown event type or schema version".to_owned())),
+        other => Err(fail(format!("unknown event type {other}"))),
+    }
+}
+
+/// Brings `data` written at `schema_version` to the current shape.
+fn upcast(event_type: &str, schema_version: i32, data: Value) -> Result<Value, String> {
+    match schema_version {
+        1 => upcast(event_type, 2, v1_to_v2(event_type, data)?),
+        SCHEMA_VERSION => Ok(data),
+        other => Err(format!("schema version {other} is newer than this code knows")),
+    }
+}
+
+/// v1 → v2: keep only the fields the event means (v1 repeated its envelope inside the data),
+/// rename them, and turn number amounts into decimal strings.
+fn v1_to_v2(event_type: &str, data: Value) -> Result<Value, String> {
+    let Value::Object(v1) = data else {
+        return Err("v1 data is not an object".into());
+    };
+    let field = |name: &str| v1.get(name).cloned().ok_or_else(|| format!("v1 data has no {name}"));
+    let mut v2 = Map::new();
+    match event_type {
+        "AccountCreated" => {
+            v2.insert("ownerId".into(), field("owner_id")?);
+            v2.insert("initialBalance".into(), decimal_string(field("initial_balance")?)?);
+        }
+        "MoneyDeposited" | "MoneyWithdrawn" => {
+            v2.insert("amount".into(), decimal_string(field("amount")?)?);
+        }
+        other => return Err(format!("unknown event type {other}")),
+    }
+    Ok(Value::Object(v2))
+}
+
+/// A v1 amount was a JSON number written from a float; its shortest decimal text is the amount
+/// that was meant (exact for every sum of at most 15 significant digits).
+fn decimal_string(amount: Value) -> Result<Value, String> {
+    match amount {
+        Value::Number(number) => Ok(Value::String(number.to_string())),
+        other => Err(format!("a v1 amount must be a number, found {other}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn recorded(new: NewEvent) -> RecordedEvent {
+    fn recorded(event_type: &str, schema_version: i32, data: Value) -> RecordedEvent {
         RecordedEvent {
             global_position: 1,
             transaction_id: 1,
-            event_id: new.event_id,
+            event_id: Uuid::new_v4(),
             stream_id: Uuid::new_v4(),
             stream_version: 1,
-            event_type: new.event_type,
-            schema_version: new.schema_version,
-            data: new.data,
-            metadata: new.metadata,
+            event_type: event_type.into(),
+            schema_version,
+            data,
+            metadata: json!({}),
             recorded_at: time::OffsetDateTime::UNIX_EPOCH,
         }
+    }
+
+    fn stored(event: &AccountEvent) -> RecordedEvent {
+        let new = encode(event, &json!({}));
+        recorded(&new.event_type, new.schema_version, new.data)
     }
 
     #[test]
@@ -106,23 +160,48 @@ mod tests {
             AccountEvent::MoneyWithdrawn { amount: Amount::parse("12").unwrap() },
         ];
         for event in events {
-            let stored = encode(&event, &serde_json::json!({}));
-            assert_eq!(decode(&recorded(stored)).unwrap(), event);
+            assert_eq!(decode(&stored(&event)).unwrap(), event);
         }
     }
 
     #[test]
     fn amounts_are_stored_as_exact_strings() {
-        let stored = encode(&AccountEvent::MoneyDeposited { amount: Amount::parse("0.29").unwrap() }, &serde_json::json!({}));
-        assert_eq!(stored.data, serde_json::json!({"amount": "0.29"}));
+        let new = encode(&AccountEvent::MoneyDeposited { amount: Amount::parse("0.29").unwrap() }, &json!({}));
+        assert_eq!(new.schema_version, 2);
+        assert_eq!(new.data, json!({"amount": "0.29"}));
     }
 
     #[test]
-    fn unknown_types_and_invalid_payloads_are_errors_not_panics() {
-        let mut stored = encode(&AccountEvent::MoneyDeposited { amount: Amount::parse("1").unwrap() }, &serde_json::json!({}));
-        stored.data = serde_json::json!({"amount": "-1"});
-        assert!(decode(&recorded(stored.clone())).is_err());
-        stored.event_type = "AccountRenamed".into();
-        assert!(decode(&recorded(stored)).is_err());
+    fn v1_events_in_the_design_documents_shape_are_upcast() {
+        let created = recorded(
+            "AccountCreated",
+            1,
+            json!({"aggregate_id": "x", "event_type": "AccountCreated", "version": 1,
+                   "account_id": "x", "owner_id": "alice", "initial_balance": 100.1}),
+        );
+        assert_eq!(
+            decode(&created).unwrap(),
+            AccountEvent::AccountCreated {
+                owner_id: OwnerId::parse("alice").unwrap(),
+                initial_balance: Money::parse("100.10").unwrap()
+            }
+        );
+        let deposited = recorded("MoneyDeposited", 1, json!({"aggregate_id": "x", "amount": 0.29}));
+        assert_eq!(decode(&deposited).unwrap(), AccountEvent::MoneyDeposited { amount: Amount::parse("0.29").unwrap() });
+        let withdrawn = recorded("MoneyWithdrawn", 1, json!({"amount": 50}));
+        assert_eq!(decode(&withdrawn).unwrap(), AccountEvent::MoneyWithdrawn { amount: Amount::parse("50").unwrap() });
+    }
+
+    #[test]
+    fn unreadable_events_are_errors_not_panics() {
+        for event in [
+            recorded("MoneyDeposited", 2, json!({"amount": "-1"})),
+            recorded("MoneyDeposited", 2, json!({"amount": "1", "extra": true})),
+            recorded("MoneyDeposited", 1, json!({"amount": "1"})),
+            recorded("MoneyDeposited", 3, json!({"amount": "1"})),
+            recorded("AccountRenamed", 2, json!({})),
+        ] {
+            assert!(decode(&event).is_err(), "{event:?}");
+        }
     }
 }

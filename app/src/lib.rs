@@ -8,6 +8,8 @@ pub mod domain;
 pub mod ui;
 
 #[cfg(feature = "ssr")]
+pub mod account_store;
+#[cfg(feature = "ssr")]
 pub mod event_codec;
 #[cfg(feature = "ssr")]
 pub mod read_side;

@@ -4,6 +4,9 @@
 //!   a stream back, and read the global log in a gap-safe order.
 //! - [`projection`]: run a named projection over the global log, applying each batch and
 //!   advancing its checkpoint in one transaction.
+//! - [`wakeup`]: wake readers after appends, in this process and others (NOTIFY/LISTEN).
+//! - [`snapshots`]: a stream's state every so many events.
+//! - [`processed_commands`]: remembered commands, for idempotent retries.
 //!
 //! The schema lives in the workspace's `migrations/` folder. Without the default `postgres`
 //! feature only [`Position`] remains, for code compiled to WebAssembly.
@@ -14,13 +17,21 @@ pub use position::{ParsePositionError, Position};
 #[cfg(feature = "postgres")]
 pub mod event;
 #[cfg(feature = "postgres")]
+pub mod processed_commands;
+#[cfg(feature = "postgres")]
 pub mod projection;
 #[cfg(feature = "postgres")]
+pub mod snapshots;
+#[cfg(feature = "postgres")]
 pub mod store;
+#[cfg(feature = "postgres")]
+pub mod wakeup;
 
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
-pub use projection::{Projection, ProjectionError, ProjectionRunner};
+pub use projection::{Progress, Projection, ProjectionError, ProjectionRunner};
 #[cfg(feature = "postgres")]
-pub use store::{AppendError, Appended, append, read_all_after, read_stream};
+pub use store::{AppendError, Appended, append, read_all_after, read_stream, read_stream_until, stream_lock};
+#[cfg(feature = "postgres")]
+pub use wakeup::Appends;

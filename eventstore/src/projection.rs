@@ -6,11 +6,10 @@
 //! applied twice and none is lost, without asking projections to be idempotent.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Position, RecordedEvent, read_all_after};
@@ -36,20 +35,32 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 }
 
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Applied this many events.
+    Applied(usize),
+    /// Nothing to apply: the projection has read every committed event.
+    CaughtUp,
+    /// Nothing can be applied yet: later events exist, but a transaction still running — in
+    /// any database of the cluster — may yet commit events that sort before them.
+    HeldBack,
+}
+
 /// Drives one projection until cancelled.
 pub struct ProjectionRunner<P> {
     pool: PgPool,
     projection: P,
-    wake: Arc<Notify>,
+    wake: watch::Receiver<u64>,
     batch_size: i64,
     idle_poll: Duration,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
-    /// `wake` is notified by whoever appends events in this process, so the projection follows
-    /// within milliseconds; the idle poll catches events appended by other processes.
-    pub fn new(pool: PgPool, projection: P, wake: Arc<Notify>) -> Self {
-        ProjectionRunner { pool, projection, wake, batch_size: 500, idle_poll: Duration::from_millis(500) }
+    /// `wake` changes whenever events may have been appended (see [`crate::Appends`]), so the
+    /// projection follows within milliseconds; the idle poll is the fallback for lost wake-ups.
+    pub fn new(pool: PgPool, projection: P, wake: watch::Receiver<u64>) -> Self {
+        ProjectionRunner { pool, projection, wake, batch_size: 500, idle_poll: Duration::from_secs(1) }
     }
 
     pub fn batch_size(mut self, batch_size: i64) -> Self {
@@ -62,21 +73,28 @@ impl<P: Projection> ProjectionRunner<P> {
         self
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let name = self.projection.name();
         let mut failures = 0u32;
+        let mut held_back = 0u32;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             let pause = match self.run_batch().await {
-                Ok(applied) if applied as i64 == self.batch_size => {
-                    failures = 0;
+                Ok(Progress::Applied(applied)) if applied as i64 == self.batch_size => {
+                    (failures, held_back) = (0, 0);
                     continue;
                 }
-                Ok(_) => {
-                    failures = 0;
+                Ok(Progress::Applied(_) | Progress::CaughtUp) => {
+                    (failures, held_back) = (0, 0);
                     self.idle_poll
+                }
+                // No wake-up will come when the blocking transaction ends: look again soon,
+                // less often the longer it lasts.
+                Ok(Progress::HeldBack) => {
+                    held_back = held_back.saturating_add(1);
+                    Duration::from_millis(5 * 2u64.pow(held_back.min(7))).min(self.idle_poll)
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -85,9 +103,11 @@ impl<P: Projection> ProjectionRunner<P> {
                     backoff
                 }
             };
+            let wake = &mut self.wake;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                // Err: nobody can wake us any more; the sleep still does.
+                Ok(()) = wake.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -95,18 +115,28 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// Applies the next batch and returns how many events it applied.
-    pub async fn run_batch(&self) -> Result<usize, ProjectionError> {
+    ///
+    /// The events are read before anything in the transaction takes a transaction id (locking
+    /// a row does): a reader's own id counts as running in its snapshot, and would hold back the
+    /// events of every transaction that started after it until the next batch. The checkpoint
+    /// is then locked and checked, so that two runners can never apply the same batch.
+    pub async fn run_batch(&self) -> Result<Progress, ProjectionError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
-        let checkpoint = lock_checkpoint(&mut tx, name).await?;
+        let checkpoint = checkpoint(&mut *tx, name).await?;
         let events = read_all_after(&mut *tx, checkpoint, self.batch_size).await?;
         let Some(last) = events.last() else {
+            let held_back = has_events_after(&mut *tx, checkpoint).await?;
             // Explicitly: a transaction merely dropped is rolled back only when its connection
-            // is next used, and until then its transaction id holds back every reader's
-            // snapshot horizon, in every database of the cluster.
+            // is next used.
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(if held_back { Progress::HeldBack } else { Progress::CaughtUp });
         };
+        if lock_checkpoint(&mut tx, name).await? != checkpoint {
+            // Another runner applied a batch meanwhile; this one is stale.
+            tx.rollback().await?;
+            return Ok(Progress::Applied(0));
+        }
         for event in &events {
             self.projection.apply(&mut tx, event).await?;
         }
@@ -121,7 +151,7 @@ impl<P: Projection> ProjectionRunner<P> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(events.len())
+        Ok(Progress::Applied(events.len()))
     }
 }
 
@@ -139,6 +169,17 @@ async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position
     .fetch_one(&mut *conn)
     .await?;
     Ok(Position { transaction_id, global_position })
+}
+
+/// Whether any event, visible or held back, follows `position`.
+async fn has_events_after(conn: &mut PgConnection, position: Position) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
+    )
+    .bind(position.transaction_id.to_string())
+    .bind(position.global_position)
+    .fetch_one(conn)
+    .await
 }
 
 /// Where a projection has read up to; [`Position::START`] if it never ran.

@@ -81,15 +81,42 @@ pub async fn read_stream(
     stream_id: Uuid,
     after_version: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    read_stream_until(executor, stream_id, after_version, i64::MAX).await
+}
+
+/// The events of one stream with `after_version < version <= until_version`, in version order.
+pub async fn read_stream_until(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    after_version: i64,
+    until_version: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {RECORDED_EVENT_COLUMNS} FROM events
-         WHERE stream_id = $1 AND stream_version > $2
+         WHERE stream_id = $1 AND stream_version > $2 AND stream_version <= $3
          ORDER BY stream_version"
     ))
     .bind(stream_id)
     .bind(after_version)
+    .bind(until_version)
     .fetch_all(executor)
     .await
+}
+
+/// Makes the writers of one stream take turns until the end of the caller's transaction.
+///
+/// Optimistic concurrency alone is correct but, under contention on one stream, each writer
+/// that loses the race must reload and decide again, and a busy stream can starve it. Taken
+/// before loading, this lock serialises the stream's writers so that none loses. It does not
+/// replace the version check, which still guards writers that do not take it.
+pub async fn stream_lock(conn: &mut PgConnection, stream_id: Uuid) -> Result<(), sqlx::Error> {
+    // Advisory locks take a bigint; two streams that share one only take turns needlessly.
+    let (high, low) = stream_id.as_u64_pair();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind((high ^ low) as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Up to `limit` events after `after` in the global log, in reader order, never skipping one.

@@ -146,3 +146,69 @@ async fn events_of_a_transaction_still_open_are_not_read_yet(pool: PgPool) {
     let payloads: Vec<i64> = all.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
     assert_eq!(payloads, vec![1, 2]);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn events_cannot_be_updated_deleted_or_truncated_even_by_a_superuser(pool: PgPool) {
+    let is_superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    append_now(&pool, Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
+    for statement in [
+        "UPDATE events SET data = '{\"n\": 2}'",
+        "UPDATE events SET data = data WHERE false",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "TRUNCATE events CASCADE",
+    ] {
+        let error = sqlx::query(statement).execute(&pool).await.expect_err(statement);
+        assert!(error.to_string().contains("events are immutable"), "{statement}: {error}");
+    }
+    assert_eq!(count(&pool).await, 1);
+    let data: serde_json::Value = sqlx::query_scalar("SELECT data FROM events").fetch_one(&pool).await.unwrap();
+    assert_eq!(data, json!({"n": 1}));
+    // The point of triggers: privileges would not stop a superuser, and the app may be one.
+    println!("connected as superuser: {is_superuser}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn snapshots_are_found_at_or_below_a_version_and_of_the_right_shape(pool: PgPool) {
+    use eventstore::snapshots::{latest_snapshot, save_snapshot};
+    let stream = Uuid::new_v4();
+    for version in [5, 10] {
+        save_snapshot(&pool, stream, version, 1, &json!({ "at": version })).await.unwrap();
+    }
+    save_snapshot(&pool, stream, 15, 2, &json!({ "at": 15, "shape": "new" })).await.unwrap();
+
+    let at = |snapshot: Option<eventstore::snapshots::Snapshot>| snapshot.map(|s| s.stream_version);
+    assert_eq!(at(latest_snapshot(&pool, stream, i64::MAX, 1).await.unwrap()), Some(10));
+    assert_eq!(at(latest_snapshot(&pool, stream, 9, 1).await.unwrap()), Some(5));
+    assert_eq!(at(latest_snapshot(&pool, stream, 4, 1).await.unwrap()), None);
+    assert_eq!(at(latest_snapshot(&pool, stream, i64::MAX, 2).await.unwrap()), Some(15));
+    // Saving a version again keeps the first.
+    save_snapshot(&pool, stream, 10, 1, &json!({ "at": "other" })).await.unwrap();
+    let kept = latest_snapshot(&pool, stream, 10, 1).await.unwrap().unwrap();
+    assert_eq!(kept.state, json!({ "at": 10 }));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_command_is_recorded_once(pool: PgPool) {
+    use eventstore::processed_commands::{RecordError, find_processed, record_processed};
+    let command = Uuid::new_v4();
+    assert!(find_processed(&pool, command).await.unwrap().is_none());
+    let mut first = pool.begin().await.unwrap();
+    record_processed(&mut first, command, &json!({"n": 1}), &json!("ok")).await.unwrap();
+    // A concurrent second recording waits for the first and fails once it commits.
+    let second = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut second = pool.begin().await.unwrap();
+            record_processed(&mut second, command, &json!({"n": 1}), &json!("again")).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    first.commit().await.unwrap();
+    assert!(matches!(second.await.unwrap(), Err(RecordError::AlreadyRecorded(id)) if id == command));
+    let found = find_processed(&pool, command).await.unwrap().unwrap();
+    assert_eq!(found.outcome, json!("ok"));
+}

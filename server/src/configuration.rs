@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use app::write_side::WriteOptions;
 use leptos::config::LeptosOptions;
 use sqlx::postgres::PgConnectOptions;
 
@@ -20,6 +21,8 @@ pub struct Settings {
     pub catch_up_bound: Duration,
     /// Larger request bodies are refused with 413.
     pub body_limit: usize,
+    /// Snapshots, retries and per-stream locking of the command handler.
+    pub write: WriteOptions,
     pub leptos_options: LeptosOptions,
 }
 
@@ -31,6 +34,15 @@ pub enum ConfigurationError {
     InvalidDatabaseUrl(sqlx::Error),
     #[error("the Leptos settings cannot be read: {0}")]
     Leptos(String),
+    #[error("{0} must be a whole number")]
+    NotANumber(&'static str),
+}
+
+fn env_number(name: &'static str) -> Result<Option<i64>, ConfigurationError> {
+    match std::env::var(name) {
+        Ok(value) => value.trim().parse().map(Some).map_err(|_| ConfigurationError::NotANumber(name)),
+        Err(_) => Ok(None),
+    }
 }
 
 impl Settings {
@@ -41,7 +53,11 @@ impl Settings {
         let leptos_options = leptos::config::get_configuration(None)
             .map_err(|e| ConfigurationError::Leptos(e.to_string()))?
             .leptos_options;
-        Ok(Settings::new(leptos_options.site_addr, database, leptos_options))
+        let mut settings = Settings::new(leptos_options.site_addr, database, leptos_options);
+        if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
+            settings.write.snapshot_interval = interval;
+        }
+        Ok(settings)
     }
 
     pub fn new(address: SocketAddr, database: PgConnectOptions, leptos_options: LeptosOptions) -> Settings {
@@ -52,6 +68,7 @@ impl Settings {
             acquire_timeout: Duration::from_secs(3),
             catch_up_bound: Duration::from_secs(2),
             body_limit: 64 * 1024,
+            write: WriteOptions::default(),
             leptos_options,
         }
     }

@@ -1,23 +1,21 @@
 //! Start-up: database, migrations, projections, router. Shared by `main` and the tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use app::api::Services;
-use app::read_side::{AccountSummaryProjection, ReadModel};
+use app::read_side::{AccountHistory, AccountSummaryProjection, ReadModel};
 use app::ui::{App, shell};
 use app::write_side::CommandHandler;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use eventstore::ProjectionRunner;
+use eventstore::{Appends, ProjectionRunner};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -68,13 +66,15 @@ impl Application {
         sqlx::migrate!("../migrations").run(&pool).await?;
 
         let shutdown = CancellationToken::new();
-        let appended = Arc::new(Notify::new());
+        let appends = Appends::new();
+        let mut background = appends.spawn_postgres_relay(pool.clone(), shutdown.clone());
         let services = Services {
-            commands: CommandHandler::new(pool.clone(), appended.clone()),
+            commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
             read_model: ReadModel::new(pool.clone(), settings.catch_up_bound),
+            history: AccountHistory::new(pool.clone()),
         };
-        let projector = ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appended);
-        let background = vec![tokio::spawn(projector.run(shutdown.clone()))];
+        let projector = ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe());
+        background.push(tokio::spawn(projector.run(shutdown.clone())));
 
         let state = AppState { leptos_options: settings.leptos_options.clone(), services, pool };
         let router = router(state, settings.body_limit);

@@ -55,3 +55,49 @@ pub struct AccountList {
     pub accounts: Vec<AccountView>,
     pub as_of: Position,
 }
+
+/// An account as it was at one version, folded from the event store (not the read model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricalAccount {
+    pub account_id: Uuid,
+    pub owner_id: String,
+    #[serde(with = "exact_number")]
+    pub balance: Decimal,
+    pub version: i64,
+    /// When that version was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    /// The account's newest version, for comparison.
+    pub latest_version: i64,
+}
+
+/// One event of an account's audit trail, with the balance it left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: i64,
+    pub event_type: String,
+    #[serde(with = "exact_number")]
+    pub amount: Decimal,
+    #[serde(with = "exact_number")]
+    pub balance_after: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub position: Position,
+    pub command_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+/// A page of an account's audit trail, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub account_id: Uuid,
+    /// The account's newest version.
+    pub latest_version: i64,
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `beforeVersion` for the next (older) page; absent on the last page.
+    pub next_before_version: Option<i64>,
+}

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     BalanceLimitExceeded,
     /// A concurrent writer kept winning; the command was not applied.
     Conflict,
+    /// A `commandId` sent before with a different command.
+    CommandIdReused,
     /// The request never got an answer from the server (seen only in the browser).
     RequestFailed,
     /// The database is unreachable or overloaded; retrying later may succeed.
@@ -41,7 +43,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest | ErrorCode::InvalidAmount | ErrorCode::InvalidOwner => 400,
             ErrorCode::AccountNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::CommandIdReused => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::AccountAlreadyExists
             | ErrorCode::InsufficientFunds
@@ -194,7 +196,8 @@ mod server {
     //! Turning server-side failures into answers: the cause is logged, the client gets a
     //! clear message and never a 500 for something it sent.
 
-    use super::{ApiError, ErrorCode};
+    use super::{ApiError, ErrorCode, capitalised};
+    use crate::account_store::LoadError;
     use crate::write_side::CommandError;
 
     impl From<sqlx::Error> for ApiError {
@@ -215,11 +218,12 @@ mod server {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => {
-                // Class 08: connection exception; 57P0x: the server is shutting down or
-                // restarting; 53300: too many connections.
-                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P0") || code == "53300")
-            }
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // 08: connection exception; 28: the login is refused; 3D000: no such database;
+                // 53: out of resources (disk, memory, connections); 55000: the database does
+                // not accept connections; 57P0x: the server is shutting down or restarting.
+                ["08", "28", "53", "57P0"].iter().any(|class| code.starts_with(class)) || code == "3D000" || code == "55000"
+            }),
             _ => false,
         }
     }
@@ -228,12 +232,27 @@ mod server {
         fn from(error: CommandError) -> ApiError {
             match error {
                 CommandError::Rejected(refusal) => refusal.into(),
-                conflict @ CommandError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, conflict.to_string()),
-                CommandError::Corrupt(error) => {
+                conflict @ CommandError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, capitalised(&conflict.to_string())),
+                reused @ CommandError::CommandIdReused { .. } => {
+                    ApiError::new(ErrorCode::CommandIdReused, capitalised(&reused.to_string()))
+                }
+                CommandError::Unreadable(error) => {
                     tracing::error!(%error, "unreadable event in an account's stream");
                     ApiError::internal()
                 }
                 CommandError::Database(error) => error.into(),
+            }
+        }
+    }
+
+    impl From<LoadError> for ApiError {
+        fn from(error: LoadError) -> ApiError {
+            match error {
+                LoadError::Unreadable(error) => {
+                    tracing::error!(%error, "unreadable event in an account's stream");
+                    ApiError::internal()
+                }
+                LoadError::Database(error) => error.into(),
             }
         }
     }

@@ -8,7 +8,7 @@ pub mod error;
 pub mod exact_number;
 pub mod queries;
 
-pub use dto::{AccountList, AccountView, CommandAccepted};
+pub use dto::{AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage};
 pub use error::{ApiError, ErrorCode};
 pub use exact_number::ExactNumber;
 
@@ -18,6 +18,7 @@ pub use exact_number::ExactNumber;
 pub struct Services {
     pub commands: crate::write_side::CommandHandler,
     pub read_model: crate::read_side::ReadModel,
+    pub history: crate::read_side::AccountHistory,
 }
 
 #[cfg(feature = "ssr")]

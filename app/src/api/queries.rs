@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
-use super::dto::{AccountList, AccountView};
+use super::dto::{AccountList, AccountView, HistoricalAccount, HistoryPage};
 use super::error::ApiError;
 use super::exact_number::ExactNumber;
 
@@ -37,4 +37,44 @@ pub async fn high_value_accounts(
 ) -> Result<AccountList, ApiError> {
     let min_balance = crate::domain::Money::try_from(min_balance.0)?;
     Ok(super::services()?.read_model.high_value_accounts(min_balance.value()).await?)
+}
+
+/// The account exactly as it was at a version (`version`) or a moment (`at`, RFC 3339), folded
+/// from the event store. A version beyond the newest gives the newest.
+#[server(prefix = "/api", endpoint = "queries/account-at", input = Json)]
+pub async fn account_at(
+    #[server(rename = "accountId")] account_id: Uuid,
+    version: Option<i64>,
+    at: Option<String>,
+) -> Result<HistoricalAccount, ApiError> {
+    let history = &super::services()?.history;
+    let found = match (version, at) {
+        (Some(version), None) if version >= 1 => history.at_version(account_id, version).await?,
+        (None, Some(at)) => {
+            let moment = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::invalid_request(format!("at: {at:?} is not an RFC 3339 time")))?;
+            history.at_time(account_id, moment).await?
+        }
+        _ => return Err(ApiError::invalid_request("give either a version (1 or more) or a time (at)")),
+    };
+    found.ok_or_else(|| ApiError::account_not_found(account_id))
+}
+
+/// The account's audit trail, newest first: `limit` (1–100, default 20) events older than
+/// `beforeVersion`, each with its amount, the balance it left and its metadata.
+#[server(prefix = "/api", endpoint = "queries/account-history", input = Json)]
+pub async fn account_history(
+    #[server(rename = "accountId")] account_id: Uuid,
+    #[server(rename = "beforeVersion")] before_version: Option<i64>,
+    limit: Option<i64>,
+) -> Result<HistoryPage, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_request("limit must be between 1 and 100"));
+    }
+    super::services()?
+        .history
+        .page(account_id, before_version, limit)
+        .await?
+        .ok_or_else(|| ApiError::account_not_found(account_id))
 }

@@ -96,8 +96,9 @@ impl AccountEvent {
     }
 }
 
-/// An account as the write side sees it: only what the rules need.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// An account as the write side sees it: only what the rules need. Serialisable because
+/// snapshots store it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AccountState {
     #[default]
     NotCreated,
@@ -111,10 +112,18 @@ impl AccountState {
             AccountState::Open { balance, .. } => Some(*balance),
         }
     }
+
+    pub fn owner_id(&self) -> Option<&OwnerId> {
+        match self {
+            AccountState::NotCreated => None,
+            AccountState::Open { owner_id, .. } => Some(owner_id),
+        }
+    }
 }
 
 /// A command the account refuses. Each one is the client's to fix, never a server fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serialisable because a refusal is remembered and given again to a retried command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DomainError {
     #[error("the account already exists")]
     AccountAlreadyExists,

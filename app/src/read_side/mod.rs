@@ -4,6 +4,7 @@
 //! consistency token may ask to wait (bounded) until the read model has passed it.
 
 pub mod account_summary;
+pub mod history;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use crate::api::dto::{AccountList, AccountView};
 pub use account_summary::AccountSummaryProjection;
+pub use history::AccountHistory;
 use account_summary::PROJECTION_NAME;
 
 /// The most a list query returns.

@@ -25,9 +25,15 @@ impl Drop for TestApp {
 /// Starts the whole server (migrations, projection, routes) on a free port against the test's
 /// own database.
 pub async fn spawn_app(database: PgConnectOptions) -> TestApp {
+    spawn_app_with(database, |_| {}).await
+}
+
+/// [`spawn_app`] with settings of the test's choosing.
+pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&mut Settings)) -> TestApp {
     server::telemetry::init();
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
-    let settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
+    configure(&mut settings);
     let application = Application::build(settings).await.expect("the app starts");
     let address = format!("http://{}", application.address());
     let shutdown = application.shutdown_token();
@@ -53,6 +59,16 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> Response {
         self.client.get(format!("{}{path}", self.address)).send().await.expect("the request is answered")
+    }
+
+    pub async fn post_with_header(&self, path: &str, body: &Value, header: (&str, &str)) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header(header.0, header.1)
+            .json(body)
+            .send()
+            .await
+            .expect("the request is answered")
     }
 
     /// Creates an account and returns the command's answer.
@@ -81,6 +97,11 @@ impl TestApp {
             assert!(matches!(status, StatusCode::OK | StatusCode::NOT_FOUND), "{status}: {last}");
         }
         panic!("the read model did not catch up with {token}: {last}");
+    }
+
+    /// Creates an account and returns its id.
+    pub async fn account_id(&self, owner: &str, initial_balance: f64) -> String {
+        self.create_account(owner, initial_balance).await["accountId"].as_str().unwrap().to_owned()
     }
 
     pub async fn event_count(&self) -> i64 {

@@ -3,6 +3,12 @@
 
 mod bad_input;
 mod commands;
+mod concurrency;
 mod helpers;
+mod history;
+mod idempotency;
 mod pages;
 mod queries;
+mod snapshots;
+mod unavailable;
+mod upcasting;

@@ -1,0 +1,106 @@
+//! Temporal reads, straight from the event store: an account as it was at a version or a
+//! moment, and its audit trail. Snapshots keep each of them O(snapshot interval + page).
+
+use eventstore::read_stream_until;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::account_store::{self, LoadError};
+use crate::api::dto::{HistoricalAccount, HistoryEntry, HistoryPage};
+use crate::domain::{AccountEvent, AccountState, evolve};
+use crate::event_codec;
+
+#[derive(Clone)]
+pub struct AccountHistory {
+    pool: PgPool,
+}
+
+impl AccountHistory {
+    pub fn new(pool: PgPool) -> AccountHistory {
+        AccountHistory { pool }
+    }
+
+    /// The account at `version` (the newest one if `version` is beyond it); `None` if the
+    /// account does not exist.
+    pub async fn at_version(&self, account_id: Uuid, version: i64) -> Result<Option<HistoricalAccount>, LoadError> {
+        let mut conn = self.pool.acquire().await?;
+        let latest_version = latest_version(&self.pool, account_id).await?;
+        let version = version.min(latest_version);
+        let loaded = account_store::load(&mut conn, account_id, version).await?;
+        let AccountState::Open { owner_id, balance } = loaded.state else {
+            return Ok(None);
+        };
+        let recorded_at: OffsetDateTime =
+            sqlx::query_scalar("SELECT recorded_at FROM events WHERE stream_id = $1 AND stream_version = $2")
+                .bind(account_id)
+                .bind(loaded.version)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(Some(HistoricalAccount {
+            account_id,
+            owner_id: owner_id.to_string(),
+            balance: balance.value(),
+            version: loaded.version,
+            recorded_at,
+            latest_version,
+        }))
+    }
+
+    /// The account as it was at `moment`; `None` if it did not exist yet.
+    pub async fn at_time(&self, account_id: Uuid, moment: OffsetDateTime) -> Result<Option<HistoricalAccount>, LoadError> {
+        let mut conn = self.pool.acquire().await?;
+        let version = account_store::version_at(&mut conn, account_id, moment).await?;
+        drop(conn);
+        if version == 0 {
+            return Ok(None);
+        }
+        self.at_version(account_id, version).await
+    }
+
+    /// Up to `limit` events older than `before_version` (all if `None`), newest first, each
+    /// with its metadata and the balance it left. `None` if the account does not exist.
+    pub async fn page(&self, account_id: Uuid, before_version: Option<i64>, limit: i64) -> Result<Option<HistoryPage>, LoadError> {
+        let latest_version = latest_version(&self.pool, account_id).await?;
+        if latest_version == 0 {
+            return Ok(None);
+        }
+        let top = before_version.map_or(latest_version, |before| (before - 1).min(latest_version));
+        let bottom = (top - limit + 1).max(1);
+        let mut entries = Vec::new();
+        if top >= 1 {
+            let mut conn = self.pool.acquire().await?;
+            let mut state = account_store::load(&mut conn, account_id, bottom - 1).await?.state;
+            for event in read_stream_until(&mut *conn, account_id, bottom - 1, top).await? {
+                let decoded = event_codec::decode(&event)?;
+                state = evolve(state, &decoded);
+                let amount = match &decoded {
+                    AccountEvent::AccountCreated { initial_balance, .. } => initial_balance.value(),
+                    AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => amount.value(),
+                };
+                let metadata_id = |key: &str| event.metadata.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+                entries.push(HistoryEntry {
+                    version: event.stream_version,
+                    event_type: event.event_type.clone(),
+                    amount,
+                    balance_after: state.balance().map(|b| b.value()).unwrap_or_default(),
+                    recorded_at: event.recorded_at,
+                    position: event.position(),
+                    command_id: metadata_id("commandId"),
+                    correlation_id: metadata_id("correlationId"),
+                    causation_id: metadata_id("causationId"),
+                });
+            }
+            entries.reverse();
+        }
+        let next_before_version = (bottom > 1 && top >= 1).then_some(bottom);
+        Ok(Some(HistoryPage { account_id, latest_version, entries, next_before_version }))
+    }
+}
+
+async fn latest_version(pool: &PgPool, account_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
+        .bind(account_id)
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,58 @@
+//! Remembering handled commands, so that a retried command is answered, not applied again.
+//!
+//! The caller records a command in the same transaction as the events it appended (or alone,
+//! for a refusal). What a request and an outcome look like is the caller's business: here they
+//! are JSON.
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ProcessedCommand {
+    pub request: Value,
+    pub outcome: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A concurrent transaction recorded the same command first; this one must roll back and
+    /// answer with what was recorded.
+    #[error("command {0} was recorded concurrently")]
+    AlreadyRecorded(Uuid),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn find_processed(
+    executor: impl PgExecutor<'_>,
+    command_id: Uuid,
+) -> Result<Option<ProcessedCommand>, sqlx::Error> {
+    sqlx::query_as("SELECT request, outcome FROM processed_commands WHERE command_id = $1")
+        .bind(command_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Records the command; fails with [`RecordError::AlreadyRecorded`] (aborting the caller's
+/// transaction) if another transaction recorded it first.
+pub async fn record_processed(
+    conn: &mut PgConnection,
+    command_id: Uuid,
+    request: &Value,
+    outcome: &Value,
+) -> Result<(), RecordError> {
+    sqlx::query("INSERT INTO processed_commands (command_id, request, outcome) VALUES ($1, $2, $3)")
+        .bind(command_id)
+        .bind(request)
+        .bind(outcome)
+        .execute(conn)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.constraint() == Some("processed_commands_pkey") => {
+                RecordError::AlreadyRecorded(command_id)
+            }
+            _ => RecordError::Database(error),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Temporal reads from the event store: the audit trail with metadata, and the account at a
+//! version or a moment.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
+
+async fn deposit(app: &TestApp, id: &str, amount: f64) -> Value {
+    let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": amount})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn history(app: &TestApp, body: Value) -> Value {
+    let response = app.post("/api/queries/account-history", &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 10.0).await;
+    let (command_id, correlation_id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let response = app
+        .post_with_header(
+            "/api/commands/deposit",
+            &json!({"accountId": id, "amount": 5, "commandId": command_id}),
+            ("x-correlation-id", &correlation_id.to_string()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let page = history(&app, json!({"accountId": id})).await;
+    let newest = &page["entries"][0];
+    assert_eq!(newest["eventType"], json!("MoneyDeposited"));
+    assert_eq!(newest["commandId"], json!(command_id));
+    assert_eq!(newest["correlationId"], json!(correlation_id));
+    assert_eq!(newest["causationId"], json!(command_id));
+    // Without a correlation header, a command is its own conversation.
+    let created = &page["entries"][1];
+    assert_eq!(created["correlationId"], created["commandId"]);
+    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events WHERE stream_version = 2")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(metadata["issuedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{metadata}");
+
+    let bad = app
+        .post_with_header("/api/commands/deposit", &json!({"accountId": id, "amount": 5}), ("x-correlation-id", "nope"))
+        .await;
+    assert_eq!(error_code(bad, StatusCode::BAD_REQUEST).await, "invalid_request");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptions, db: PgConnectOptions) {
+    // A small snapshot interval, so that pages start from snapshots too.
+    let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 4).await;
+    let id = app.account_id("bob", 100.0).await;
+    for amount in 1..=11 {
+        deposit(&app, &id, f64::from(amount)).await;
+    }
+    let withdrawn = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 6})).await;
+    assert_eq!(withdrawn.status(), StatusCode::OK);
+
+    let mut versions = Vec::new();
+    let mut balances = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let page = history(&app, json!({"accountId": id, "beforeVersion": before, "limit": 5})).await;
+        assert_eq!(page["latestVersion"], json!(13));
+        for entry in page["entries"].as_array().unwrap() {
+            versions.push(entry["version"].as_i64().unwrap());
+            balances.push(entry["balanceAfter"].as_f64().unwrap());
+        }
+        match page["nextBeforeVersion"].as_i64() {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(versions, (1..=13).rev().collect::<Vec<_>>());
+    // 100, then +1 … +11 (166), then -6.
+    let mut expected = vec![100.0];
+    for amount in 1..=11 {
+        expected.push(expected.last().unwrap() + f64::from(amount));
+    }
+    expected.push(160.0);
+    expected.reverse();
+    assert_eq!(balances, expected);
+
+    let oldest = history(&app, json!({"accountId": id, "beforeVersion": 2, "limit": 5})).await;
+    assert_eq!(oldest["entries"][0]["eventType"], json!("AccountCreated"));
+    assert_eq!(oldest["entries"][0]["amount"], json!(100.0));
+    assert_eq!(oldest["nextBeforeVersion"], Value::Null);
+
+    for limit in [0, 101] {
+        let response = app.post("/api/queries/account-history", &json!({"accountId": id, "limit": limit})).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");
+    }
+    let unknown = app.post("/api/queries/account-history", &json!({"accountId": uuid::Uuid::new_v4()})).await;
+    assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "account_not_found");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 3).await;
+    let id = app.account_id("carol", 10.0).await;
+    for amount in [1.0, 2.0, 3.0, 4.0, 5.0] {
+        deposit(&app, &id, amount).await;
+    }
+    // Balances by version: 10, 11, 13, 16, 20, 25.
+    for (version, balance) in [(1, 10.0), (2, 11.0), (3, 13.0), (4, 16.0), (5, 20.0), (6, 25.0), (99, 25.0)] {
+        let response = app.post("/api/queries/account-at", &json!({"accountId": id, "version": version})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let account: Value = response.json().await.unwrap();
+        assert_eq!(account["balance"].as_f64(), Some(balance), "at version {version}: {account}");
+        assert_eq!(account["version"].as_i64(), Some(version.min(6)));
+        assert_eq!(account["latestVersion"], json!(6));
+    }
+
+    // At the moment version 4 was recorded.
+    let times: Vec<String> = sqlx::query_scalar(
+        "SELECT to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM events ORDER BY stream_version",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let at = async |moment: &str| app.post("/api/queries/account-at", &json!({"accountId": id, "at": moment})).await;
+    let account: Value = at(&times[3]).await.json().await.unwrap();
+    assert_eq!(account["version"], json!(4));
+    assert_eq!(account["balance"].as_f64(), Some(16.0));
+
+    let before_creation = at("2000-01-01T00:00:00Z").await;
+    assert_eq!(error_code(before_creation, StatusCode::NOT_FOUND).await, "account_not_found");
+    for bad in [json!({"accountId": id}), json!({"accountId": id, "version": 0}), json!({"accountId": id, "at": "yesterday"})] {
+        let response = app.post("/api/queries/account-at", &bad).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request", "{bad}");
+    }
+}

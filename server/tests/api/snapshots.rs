@@ -1,0 +1,80 @@
+//! Loading an account reads its latest snapshot and the events after it, and gives exactly
+//! what folding the whole stream gives.
+
+use app::account_store::{LATEST, load};
+use app::domain::{AccountState, evolve};
+use app::event_codec::decode;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::spawn_app_with;
+
+const INTERVAL: i64 = 5;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn loading_from_snapshots_equals_folding_the_whole_stream(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = INTERVAL).await;
+    let id = app.account_id("alice", 1000.0).await;
+    let account_id: Uuid = id.parse().unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+
+    for n in 1..=23 {
+        let route = if n % 4 == 0 { "/api/commands/withdraw" } else { "/api/commands/deposit" };
+        let response = app.post(route, &json!({"accountId": id, "amount": n})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let version = n + 1;
+        let loaded = load(&mut conn, account_id, LATEST).await.unwrap();
+        let full_fold = eventstore::read_stream(&mut *conn, account_id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|event| decode(event).unwrap())
+            .fold(AccountState::default(), |state, event| evolve(state, &event));
+        assert_eq!(loaded.state, full_fold, "at version {version}");
+        assert_eq!(loaded.version, version);
+        assert!(
+            (loaded.events.len() as i64) < INTERVAL,
+            "read {} events at version {version}, from snapshot {:?}",
+            loaded.events.len(),
+            loaded.snapshot_version
+        );
+        if version >= INTERVAL {
+            assert!(loaded.snapshot_version.is_some(), "no snapshot at version {version}");
+        }
+    }
+    let snapshots: Vec<i64> = sqlx::query_scalar("SELECT stream_version FROM snapshots ORDER BY stream_version")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(snapshots, vec![5, 10, 15, 20]);
+
+    // Loading at an older version uses the snapshot at or below it.
+    let at_12 = load(&mut conn, account_id, 12).await.unwrap();
+    assert_eq!(at_12.snapshot_version, Some(10));
+    assert_eq!(at_12.version, 12);
+    assert_eq!(at_12.events.len(), 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 0).await;
+    let id = app.account_id("bob", 10.0).await;
+    let account_id: Uuid = id.parse().unwrap();
+    sqlx::query("INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, 1, $2, $3)")
+        .bind(account_id)
+        .bind(app::account_store::SNAPSHOT_SCHEMA_VERSION)
+        .bind(json!({"garbage": true}))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let loaded = load(&mut conn, account_id, LATEST).await.unwrap();
+    assert_eq!(loaded.snapshot_version, None);
+    assert_eq!(loaded.state.balance().map(|b| b.to_string()), Some("10.00".into()));
+    // And commands still work.
+    let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}

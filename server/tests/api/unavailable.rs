@@ -1,0 +1,48 @@
+//! When the database goes away, requests answer 503 with a message, the server keeps running,
+//! and it recovers when the database is back.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{error_code, spawn_app_with};
+
+#[sqlx::test(migrations = "../migrations")]
+async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db.clone(), |settings| settings.acquire_timeout = std::time::Duration::from_secs(1)).await;
+    let id = app.account_id("alice", 10.0).await;
+    let database = db.get_database().unwrap().to_owned();
+    let mut admin = PgConnection::connect_with(&db.clone().database("postgres")).await.unwrap();
+
+    // Refuse new connections to the app's database (a connection limit would not stop a
+    // superuser; this does) and cut the ones it has.
+    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false"#)).execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let deposit = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    assert_eq!(error_code(deposit, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
+    let query = app.get(&format!("/api/queries/accounts/{id}")).await;
+    assert_eq!(error_code(query, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
+    assert_eq!(app.get("/health").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "503s took {:?}", started.elapsed());
+
+    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true"#)).execute(&mut admin).await.unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let deposit = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+        if deposit.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        assert_eq!(deposit.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the server did not recover");
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+}
