@@ -12,7 +12,9 @@
 //! feature only [`Position`] remains, for code compiled to WebAssembly.
 
 pub mod position;
+pub mod status;
 pub use position::{ParsePositionError, Position};
+pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
 
 #[cfg(feature = "postgres")]
 pub mod event;
@@ -30,7 +32,7 @@ pub mod wakeup;
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
-pub use projection::{Progress, Projection, ProjectionError, ProjectionRunner};
+pub use projection::{ApplyError, Progress, Projection, ProjectionError, ProjectionRunner, Target};
 #[cfg(feature = "postgres")]
 pub use store::{AppendError, Appended, append, read_all_after, read_stream, read_stream_until, stream_lock};
 #[cfg(feature = "postgres")]

@@ -23,6 +23,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
     pub write: WriteOptions,
+    /// Names this server instance in the projections' status (`INSTANCE_ID`).
+    pub instance_id: String,
     pub leptos_options: LeptosOptions,
 }
 
@@ -36,6 +38,16 @@ pub enum ConfigurationError {
     Leptos(String),
     #[error("{0} must be a whole number")]
     NotANumber(&'static str),
+}
+
+/// `<host>-<pid>`: unique among the instances running at one time.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "server".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 fn env_number(name: &'static str) -> Result<Option<i64>, ConfigurationError> {
@@ -57,6 +69,9 @@ impl Settings {
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
             settings.write.snapshot_interval = interval;
         }
+        if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
+            settings.instance_id = instance_id;
+        }
         Ok(settings)
     }
 
@@ -69,6 +84,7 @@ impl Settings {
             catch_up_bound: Duration::from_secs(2),
             body_limit: 64 * 1024,
             write: WriteOptions::default(),
+            instance_id: default_instance_id(),
             leptos_options,
         }
     }

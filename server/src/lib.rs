@@ -4,6 +4,7 @@
 //! HTTP routes that are not Leptos server functions.
 
 pub mod configuration;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

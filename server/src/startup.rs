@@ -1,15 +1,16 @@
 //! Start-up: database, migrations, projections, router. Shared by `main` and the tests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use app::api::Services;
-use app::read_side::{AccountHistory, AccountSummaryProjection, ReadModel};
+use app::read_side::{AccountHistory, ReadModel, run_projections};
 use app::ui::{App, shell};
 use app::write_side::CommandHandler;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use eventstore::{Appends, ProjectionRunner};
+use eventstore::Appends;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::configuration::Settings;
+use crate::metrics::Metrics;
 use crate::routes;
 
 /// What every request handler can reach.
@@ -29,6 +31,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub services: Services,
     pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
+    pub instance_id: String,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -72,11 +76,17 @@ impl Application {
             commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
             read_model: ReadModel::new(pool.clone(), settings.catch_up_bound),
             history: AccountHistory::new(pool.clone()),
+            pool: pool.clone(),
         };
-        let projector = ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe());
-        background.push(tokio::spawn(projector.run(shutdown.clone())));
+        background.extend(run_projections(&pool, &appends, &settings.instance_id, &shutdown));
 
-        let state = AppState { leptos_options: settings.leptos_options.clone(), services, pool };
+        let state = AppState {
+            leptos_options: settings.leptos_options.clone(),
+            services,
+            pool,
+            metrics: Arc::new(Metrics::default()),
+            instance_id: settings.instance_id.clone(),
+        };
         let router = router(state, settings.body_limit);
         let listener = TcpListener::bind(settings.address).await?;
         let address = listener.local_addr()?;
@@ -117,12 +127,14 @@ fn router(state: AppState, body_limit: usize) -> Router {
     Router::new()
         .route("/api/queries/accounts/{id}", get(routes::accounts::get_account))
         .route("/health", get(routes::health::health))
+        .route("/metrics", get(routes::metrics::metrics))
         .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {
             shell(leptos_options.clone())
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .with_state(state)
 }
 

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod dto;
 pub mod error;
 pub mod exact_number;
+pub mod operations;
 pub mod queries;
 
 pub use dto::{AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage};
@@ -19,6 +20,7 @@ pub struct Services {
     pub commands: crate::write_side::CommandHandler,
     pub read_model: crate::read_side::ReadModel,
     pub history: crate::read_side::AccountHistory,
+    pub pool: sqlx::PgPool,
 }
 
 #[cfg(feature = "ssr")]

@@ -3,6 +3,7 @@
 //! Every answer carries the checkpoint it is current as of. A caller holding a command's
 //! consistency token may ask to wait (bounded) until the read model has passed it.
 
+pub mod account_ledger;
 pub mod account_summary;
 pub mod history;
 
@@ -15,8 +16,31 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::api::dto::{AccountList, AccountView};
+pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
+
+/// Starts a runner for every projection; each leads its projection in one instance at a time.
+/// A new projection is a module, a migration for its tables, and a line here: it catches up
+/// from the first event by itself.
+pub fn run_projections(
+    pool: &PgPool,
+    appends: &eventstore::Appends,
+    instance: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use eventstore::ProjectionRunner;
+    vec![
+        tokio::spawn(
+            ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe(), instance)
+                .run(shutdown.clone()),
+        ),
+        tokio::spawn(
+            ProjectionRunner::new(pool.clone(), AccountLedgerProjection, appends.subscribe(), instance)
+                .run(shutdown.clone()),
+        ),
+    ]
+}
 use account_summary::PROJECTION_NAME;
 
 /// The most a list query returns.

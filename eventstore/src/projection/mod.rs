@@ -1,0 +1,96 @@
+//! Projections: read models built from the global log, each with its own checkpoint.
+//!
+//! - A batch is one transaction: read the next events after the checkpoint, apply them, advance
+//!   the checkpoint. A crash mid-batch rolls all of it back, so a read model is always exactly
+//!   the fold of the events up to its checkpoint: nothing applied twice, nothing lost, without
+//!   asking projections to be idempotent.
+//! - Any number of server instances may run the same projections; one instance at a time leads
+//!   each projection, by a session advisory lock held on a connection of its own. Each batch
+//!   also locks the checkpoint row and checks it did not move, so even two leaders (a lock lost
+//!   with its connection, unnoticed for a moment) cannot apply a batch twice.
+//! - An event a projection cannot apply stops that projection only, at that event, until an
+//!   operator retries (after a fix) or skips it (recorded in `skipped_events`).
+//! - A rebuild fills shadow tables from the start while the live tables keep serving, then
+//!   swaps them in one transaction.
+
+mod control;
+mod runner;
+
+use std::future::Future;
+
+use sqlx::PgConnection;
+
+use crate::{Position, RecordedEvent};
+
+pub use control::{checkpoint, request_rebuild, retry, skip_failed_event, status};
+pub use runner::{Progress, ProjectionRunner};
+
+/// A read model built from the global log.
+pub trait Projection: Send + Sync + 'static {
+    /// Names the checkpoint; a new name builds the projection from the start.
+    fn name(&self) -> &'static str;
+
+    /// The tables the projection writes; a rebuild replaces them all at once.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies `events`, in order, inside the batch's transaction, to the tables `target` names.
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+        target: &Target,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// Which copy of a projection's tables a batch writes: the live ones, or the shadow copies a
+/// rebuild fills (`<table>_rebuild`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    suffix: &'static str,
+}
+
+impl Target {
+    pub const LIVE: Target = Target { suffix: "" };
+    pub const REBUILD: Target = Target { suffix: "_rebuild" };
+
+    /// The physical name of `table` in this copy.
+    pub fn table(&self, table: &str) -> String {
+        format!("{table}{}", self.suffix)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An event this projection cannot apply: unreadable, or at odds with the read tables.
+    #[error("event at {position} cannot be applied: {reason}")]
+    Event { position: Position, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// Retrying will not help: the projection stops at this event.
+    #[error("event at {position} ({event_type}) cannot be applied: {reason}")]
+    Poison { position: Position, event_type: String, reason: String },
+    /// The database was unreachable or busy; the batch is retried.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Whether `error` says the database cannot serve right now (a retry may succeed) rather than
+/// that a statement is wrong (a retry will fail the same way).
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 28: the login is refused; 3D000: no such database;
+            // 40: serialization failure or deadlock; 53: out of resources (disk, memory,
+            // connections); 55000: the database does not accept connections; 57: operator
+            // intervention (shutdown, cancel, restart).
+            ["08", "28", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "3D000" || code == "55000"
+        }),
+        _ => false,
+    }
+}

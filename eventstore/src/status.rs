@@ -1,0 +1,62 @@
+//! What an operator sees of a projection. Plain data, compiled without Postgres too, so that
+//! a browser can read it.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::Position;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionState {
+    Running,
+    Failed,
+    Rebuilding,
+}
+
+impl ProjectionState {
+    pub fn parse(state: &str) -> ProjectionState {
+        match state {
+            "failed" => ProjectionState::Failed,
+            "rebuilding" => ProjectionState::Rebuilding,
+            _ => ProjectionState::Running,
+        }
+    }
+}
+
+/// A rebuild's progress: events applied to the shadow tables, of those in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildProgress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// Everything an operator wants to know about one projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub state: ProjectionState,
+    /// The state for people: running, catching up, failed, rebuilding, or not running
+    /// (no instance leads it).
+    pub summary: String,
+    pub checkpoint: Position,
+    /// The newest event in the store.
+    pub head: Position,
+    /// Events after the checkpoint (counted up to a million).
+    pub lag_events: i64,
+    /// Age of the oldest event the projection has not applied.
+    pub lag_seconds: f64,
+    pub events_applied: i64,
+    pub last_error: Option<String>,
+    pub failed_position: Option<Position>,
+    pub owner_instance: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub owner_heartbeat_at: Option<OffsetDateTime>,
+    pub rebuild: Option<RebuildProgress>,
+    /// How long the oldest transaction of the cluster has been open: every projection waits
+    /// for it (seconds).
+    pub oldest_transaction_seconds: f64,
+}
+

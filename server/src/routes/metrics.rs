@@ -1,0 +1,43 @@
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::startup::AppState;
+
+/// Prometheus text format: this instance's command counts and latencies, and every
+/// projection's lag and progress (read from the database, so every instance reports them).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.metrics.render();
+    match eventstore::projection::status(&state.pool).await {
+        Ok(projections) => {
+            let gauges: [(&str, &str, &str, fn(&eventstore::ProjectionStatus) -> f64); 4] = [
+                ("cqrs_bank_projection_lag_events", "gauge", "Events after the projection's checkpoint.", |p| p.lag_events as f64),
+                ("cqrs_bank_projection_lag_seconds", "gauge", "Age of the oldest event not yet applied.", |p| p.lag_seconds),
+                ("cqrs_bank_projection_events_applied_total", "counter", "Events applied since the projection was created.", |p| {
+                    p.events_applied as f64
+                }),
+                ("cqrs_bank_projection_failed", "gauge", "1 when the projection is stopped at an event.", |p| {
+                    f64::from(u8::from(p.state == eventstore::ProjectionState::Failed))
+                }),
+            ];
+            for (name, kind, help, value) in gauges {
+                let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for projection in &projections {
+                    let _ = writeln!(text, "{name}{{projection=\"{}\"}} {}", projection.name, value(projection));
+                }
+            }
+            let oldest = projections.first().map_or(0.0, |p| p.oldest_transaction_seconds);
+            let _ = writeln!(
+                text,
+                "# HELP cqrs_bank_oldest_transaction_seconds How long the cluster's oldest open transaction has run; projections wait for it.\n# TYPE cqrs_bank_oldest_transaction_seconds gauge\ncqrs_bank_oldest_transaction_seconds {oldest}"
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics without projection figures: the database is unavailable");
+            let _ = writeln!(text, "# projection figures unavailable: the database does not answer");
+        }
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,179 @@
+//! Operating the read side over HTTP: status, health, metrics, a poison event, a rebuild,
+//! read-your-writes when the read model is behind, overload.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
+use crate::read_model::assert_read_model_equals_replay;
+
+async fn projections(app: &TestApp) -> Vec<Value> {
+    let response = app.post("/api/operations/projections", &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn projection(app: &TestApp, name: &str) -> Value {
+    projections(app).await.into_iter().find(|p| p["name"] == name).expect("the projection exists")
+}
+
+/// Waits (up to 15 s) until the projection's status satisfies `done`.
+async fn wait_for(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        last = projection(app, name).await;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{name} never got there: {last}");
+}
+
+/// An event the projections cannot read, as if written by a buggy or newer writer.
+async fn insert_poison(app: &TestApp) {
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
+         VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let created = app.create_account("alice", 10.0).await;
+    app.account_after(created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap()).await;
+    let summary = wait_for(&app, "account_summary", |p| p["lagEvents"] == 0 && p["ownerInstance"].is_string()).await;
+    assert_eq!(summary["state"], "running");
+    assert_eq!(summary["summary"], "running");
+    assert_eq!(summary["checkpoint"], summary["head"]);
+    assert_eq!(summary["eventsApplied"], 1);
+    assert_eq!(summary["lastError"], Value::Null);
+    let names: Vec<String> = projections(&app).await.iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, vec!["account_ledger", "account_summary"]);
+
+    let health: Value = app.get("/health").await.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["projections"].as_array().unwrap().len(), 2);
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        "cqrs_bank_commands_total{command=\"create-account\",outcome=\"accepted\"} 1",
+        "cqrs_bank_projection_lag_events{projection=\"account_summary\"} 0",
+        "cqrs_bank_projection_events_applied_total{projection=\"account_ledger\"} 1",
+        "cqrs_bank_command_duration_seconds_count{command=\"create-account\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from\n{metrics}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let before = app.create_account("alice", 10.0).await;
+    app.account_after(before["accountId"].as_str().unwrap(), before["position"].as_str().unwrap()).await;
+    insert_poison(&app).await;
+    let created = app.create_account("bob", 20.0).await;
+    let (id, token) = (created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
+
+    let failed = wait_for(&app, "account_summary", |p| p["state"] == "failed").await;
+    assert!(failed["lastError"].as_str().unwrap().contains("MoneyDeposited"), "{failed}");
+    assert!(failed["failedPosition"].is_string());
+    let health: Value = app.get("/health").await.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+
+    // Read-your-writes when the read model cannot catch up: after the bound, the answer says
+    // it is stale (here: the account is not there yet at all).
+    let started = std::time::Instant::now();
+    let response = app.get(&format!("/api/queries/accounts/{}?after={token}", before["accountId"].as_str().unwrap())).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap()["stale"], json!(true));
+    assert!(elapsed >= std::time::Duration::from_millis(1900) && elapsed < std::time::Duration::from_secs(4), "{elapsed:?}");
+
+    // Retrying without a fix fails again; skipping moves both on, and the skip is kept.
+    for name in ["account_summary", "account_ledger"] {
+        wait_for(&app, name, |p| p["state"] == "failed").await;
+        let response = app.post("/api/operations/retry-projection", &json!({"name": name})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        wait_for(&app, name, |p| p["state"] == "failed").await;
+        let response = app.post("/api/operations/skip-failed-event", &json!({"name": name})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let account = app.account_after(id, token).await;
+    assert_eq!(account["currentBalance"], json!(20.0));
+    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM skipped_events").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(skipped, 2);
+
+    let again = app.post("/api/operations/skip-failed-event", &json!({"name": "account_summary"})).await;
+    assert_eq!(error_code(again, StatusCode::CONFLICT).await, "conflict");
+    let unknown = app.post("/api/operations/retry-projection", &json!({"name": "nope"})).await;
+    assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "not_found");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(app.account_id(&format!("owner-{i}"), 100.0).await);
+    }
+    app.wait_for_projection().await;
+
+    for name in ["account_summary", "account_ledger"] {
+        let response = app.post("/api/operations/rebuild-projection", &json!({"name": name})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": n + 1})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for name in ["account_summary", "account_ledger"] {
+        let done = wait_for(&app, name, |p| p["state"] == "running" && p["rebuild"].is_null()).await;
+        assert_eq!(done["lastError"], Value::Null, "{done}");
+    }
+    app.wait_for_projection().await;
+    assert_read_model_equals_replay(&app.pool).await;
+    let again = app.post("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    assert_eq!(again.status(), StatusCode::OK, "a finished rebuild can be asked for again");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| {
+        settings.max_connections = 4;
+        settings.acquire_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let id = app.account_id("alice", 10.0).await;
+    // Hold the account's stream lock from outside: its commands queue, each holding a pooled
+    // connection, until the pool is empty.
+    let (high, low) = id.parse::<Uuid>().unwrap().as_u64_pair();
+    let mut holder = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind((high ^ low) as i64).execute(&mut *holder).await.unwrap();
+    let stuck: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url, body) = (app.client.clone(), format!("{}/api/commands/deposit", app.address), json!({"accountId": id, "amount": 1}));
+            tokio::spawn(async move { client.post(url).json(&body).send().await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let response = app.get(&format!("/api/queries/accounts/{id}")).await;
+    assert_eq!(error_code(response, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
+    for request in stuck {
+        let status = request.await.unwrap().unwrap().status();
+        assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Real server processes (the `server` binary), for what only a process can show: several
+//! instances, kill -9, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+
+pub struct ServerProcess {
+    child: Child,
+    pub address: String,
+    pub instance: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The URL of `database`'s database on the server `DATABASE_URL` names.
+fn database_url(database: &PgConnectOptions) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
+    let (server, query) = base.split_once('?').map_or((base.as_str(), ""), |(s, q)| (s, q));
+    let server = server.rsplit_once('/').map_or(server, |(s, _)| s);
+    let name = database.get_database().expect("a database name");
+    if query.is_empty() { format!("{server}/{name}") } else { format!("{server}/{name}?{query}") }
+}
+
+/// Starts `server` on a free port against `database` and waits until it serves.
+pub fn spawn_server(database: &PgConnectOptions, instance: &str) -> ServerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+        .env("DATABASE_URL", database_url(database))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
+        .env("INSTANCE_ID", instance)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    let name = instance.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(at) = line.find("serving http://") {
+                let address: String = line[at + "serving ".len()..].split_whitespace().next().unwrap_or("").to_owned();
+                let _ = found.send(address);
+                sent = true;
+            }
+            // Keep the child's log readable in a failing test's output.
+            eprintln!("[{name}] {line}");
+        }
+    });
+    let address = address.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
+    ServerProcess { child, address, instance: instance.to_owned() }
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9: no clean-up of any kind.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the process is reaped");
+    }
+
+    /// SIGTERM, then the exit status once it has stopped (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub async fn health(&self, client: &reqwest::Client) -> Value {
+        client.get(format!("{}/health", self.address)).send().await.unwrap().json().await.unwrap()
+    }
+}
+
+/// The instance leading `projection`, as `/health` reports it.
+pub fn owner_of(health: &Value, projection: &str) -> Option<String> {
+    health["projections"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == projection)?["ownerInstance"]
+        .as_str()
+        .map(str::to_owned)
+}
