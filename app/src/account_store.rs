@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::domain::{AccountEvent, AccountState, evolve};
 use crate::event_codec::{self, DecodeError};
 
-/// The shape of a stored [`AccountState`]; snapshots of another shape are ignored.
-pub const SNAPSHOT_SCHEMA_VERSION: i32 = 1;
+/// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
+/// written as the account moves on). 2: with the deposit and withdrawal totals.
+pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 
 /// The latest version, for [`load`].
 pub const LATEST: i64 = i64::MAX;

@@ -64,12 +64,44 @@ pub struct HistoricalAccount {
     pub owner_id: String,
     #[serde(with = "exact_number")]
     pub balance: Decimal,
+    #[serde(with = "exact_number")]
+    pub total_deposits: Decimal,
+    #[serde(with = "exact_number")]
+    pub total_withdrawals: Decimal,
+    /// Every event is one transaction: the account's creation counts as the first.
+    pub transaction_count: i64,
     pub version: i64,
-    /// When that version was recorded.
+    /// When that version was recorded: the last transaction as of then.
     #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
     /// The account's newest version, for comparison.
     pub latest_version: i64,
+}
+
+/// One money movement of the `account_ledger` read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub version: i64,
+    /// `opening`, `deposit` or `withdrawal`.
+    pub kind: String,
+    #[serde(with = "exact_number")]
+    pub amount: Decimal,
+    #[serde(with = "exact_number")]
+    pub balance_after: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+}
+
+/// An account's latest money movements, oldest first, as of the ledger's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    pub account_id: Uuid,
+    pub entries: Vec<LedgerEntry>,
+    pub as_of: Position,
 }
 
 /// One event of an account's audit trail, with the balance it left.

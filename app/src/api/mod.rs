@@ -9,7 +9,9 @@ pub mod exact_number;
 pub mod operations;
 pub mod queries;
 
-pub use dto::{AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage};
+pub use dto::{
+    AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage, Ledger, LedgerEntry,
+};
 pub use error::{ApiError, ErrorCode};
 pub use exact_number::ExactNumber;
 

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
-use super::dto::{AccountList, AccountView, HistoricalAccount, HistoryPage};
+use super::dto::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger};
 use super::error::ApiError;
 use super::exact_number::ExactNumber;
 
@@ -77,4 +77,15 @@ pub async fn account_history(
         .page(account_id, before_version, limit)
         .await?
         .ok_or_else(|| ApiError::account_not_found(account_id))
+}
+
+/// The account's latest money movements from the ledger read model (at most `limit`, 1–500,
+/// default 200), oldest first: what the balance chart draws.
+#[server(prefix = "/api", endpoint = "queries/account-ledger", input = Json)]
+pub async fn account_ledger(#[server(rename = "accountId")] account_id: Uuid, limit: Option<i64>) -> Result<Ledger, ApiError> {
+    let limit = limit.unwrap_or(200);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_request("limit must be between 1 and 500"));
+    }
+    Ok(super::services()?.read_model.ledger(account_id, limit).await?)
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::money::{Amount, Balance, Money};
@@ -96,13 +97,20 @@ impl AccountEvent {
     }
 }
 
-/// An account as the write side sees it: only what the rules need. Serialisable because
-/// snapshots store it.
+/// An account as folded from its events: what the rules need (owner, balance) and the totals
+/// a statement shows, so that the account at any version, snapshots included, carries them.
+/// Serialisable because snapshots store it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AccountState {
     #[default]
     NotCreated,
-    Open { owner_id: OwnerId, balance: Balance },
+    Open {
+        owner_id: OwnerId,
+        balance: Balance,
+        /// The initial balance counts as the first deposit, as in the seed's read model.
+        total_deposits: Decimal,
+        total_withdrawals: Decimal,
+    },
 }
 
 impl AccountState {
@@ -169,14 +177,27 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
 /// in the middle of a fold.
 pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
     match (state, event) {
-        (AccountState::NotCreated, AccountEvent::AccountCreated { owner_id, initial_balance }) => {
-            AccountState::Open { owner_id: owner_id.clone(), balance: Balance::from(*initial_balance) }
+        (AccountState::NotCreated, AccountEvent::AccountCreated { owner_id, initial_balance }) => AccountState::Open {
+            owner_id: owner_id.clone(),
+            balance: Balance::from(*initial_balance),
+            total_deposits: initial_balance.value(),
+            total_withdrawals: Decimal::ZERO,
+        },
+        (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals }, AccountEvent::MoneyDeposited { amount }) => {
+            AccountState::Open {
+                owner_id,
+                balance: balance.checked_add(*amount).unwrap_or(balance),
+                total_deposits: total_deposits + amount.value(),
+                total_withdrawals,
+            }
         }
-        (AccountState::Open { owner_id, balance }, AccountEvent::MoneyDeposited { amount }) => {
-            AccountState::Open { owner_id, balance: balance.checked_add(*amount).unwrap_or(balance) }
-        }
-        (AccountState::Open { owner_id, balance }, AccountEvent::MoneyWithdrawn { amount }) => {
-            AccountState::Open { owner_id, balance: balance.checked_sub(*amount).unwrap_or(balance) }
+        (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals }, AccountEvent::MoneyWithdrawn { amount }) => {
+            AccountState::Open {
+                owner_id,
+                balance: balance.checked_sub(*amount).unwrap_or(balance),
+                total_deposits,
+                total_withdrawals: total_withdrawals + amount.value(),
+            }
         }
         (state, _) => state,
     }
@@ -279,6 +300,8 @@ mod tests {
         let nearly_full = AccountState::Open {
             owner_id: owner(),
             balance: serde_json::from_str("\"999999999999999999.00\"").unwrap(),
+            total_deposits: Decimal::ZERO,
+            total_withdrawals: Decimal::ZERO,
         };
         let command = AccountCommand::Deposit { amount: amount("1") };
         assert_eq!(decide(&nearly_full, &command), Err(DomainError::BalanceLimitExceeded));
@@ -287,13 +310,21 @@ mod tests {
     }
 
     #[test]
-    fn evolve_folds_the_balance() {
+    fn evolve_folds_the_balance_and_the_totals() {
         let state = given(&[
             created_with("100"),
             AccountEvent::MoneyDeposited { amount: amount("20.25") },
             AccountEvent::MoneyWithdrawn { amount: amount("0.25") },
         ]);
-        assert_eq!(state.balance(), Some(Balance::from(money("120"))));
+        assert_eq!(
+            state,
+            AccountState::Open {
+                owner_id: owner(),
+                balance: Balance::from(money("120")),
+                total_deposits: money("120.25").value(),
+                total_withdrawals: money("0.25").value(),
+            }
+        );
     }
 
     #[test]

@@ -28,21 +28,27 @@ impl AccountHistory {
         let latest_version = latest_version(&self.pool, account_id).await?;
         let version = version.min(latest_version);
         let loaded = account_store::load(&mut conn, account_id, version).await?;
-        let AccountState::Open { owner_id, balance } = loaded.state else {
+        let AccountState::Open { owner_id, balance, total_deposits, total_withdrawals } = loaded.state else {
             return Ok(None);
         };
-        let recorded_at: OffsetDateTime =
-            sqlx::query_scalar("SELECT recorded_at FROM events WHERE stream_id = $1 AND stream_version = $2")
-                .bind(account_id)
-                .bind(loaded.version)
-                .fetch_one(&mut *conn)
-                .await?;
+        let (created_at, recorded_at): (OffsetDateTime, OffsetDateTime) = sqlx::query_as(
+            "SELECT min(recorded_at) FILTER (WHERE stream_version = 1), min(recorded_at) FILTER (WHERE stream_version = $2)
+             FROM events WHERE stream_id = $1 AND stream_version IN (1, $2)",
+        )
+        .bind(account_id)
+        .bind(loaded.version)
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(Some(HistoricalAccount {
             account_id,
             owner_id: owner_id.to_string(),
             balance: balance.value(),
+            total_deposits,
+            total_withdrawals,
+            transaction_count: loaded.version,
             version: loaded.version,
             recorded_at,
+            created_at,
             latest_version,
         }))
     }

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::api::dto::{AccountList, AccountView};
+use crate::api::dto::{AccountList, AccountView, Ledger, LedgerEntry};
 pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
@@ -92,6 +92,15 @@ impl SummaryRow {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct LedgerRow {
+    version: i64,
+    kind: String,
+    amount: Decimal,
+    balance_after: Decimal,
+    recorded_at: OffsetDateTime,
+}
+
 /// Columns of `account_summary s` joined with its checkpoint `c`.
 const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits,
         s.total_withdrawals, s.transaction_count, s.last_transaction, s.created_at, s.version,
@@ -165,5 +174,37 @@ impl ReadModel {
 
     async fn checkpoint(&self) -> Result<Position, sqlx::Error> {
         eventstore::projection::checkpoint(&self.pool, PROJECTION_NAME).await
+    }
+
+    /// The account's latest `limit` money movements from the ledger, oldest first.
+    pub async fn ledger(&self, account_id: Uuid, limit: i64) -> Result<Ledger, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for the rows and the checkpoint they are current as of.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let mut entries: Vec<LedgerRow> = sqlx::query_as(
+            "SELECT version, kind, amount, balance_after, recorded_at FROM account_ledger
+             WHERE account_id = $1 ORDER BY version DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let as_of = eventstore::projection::checkpoint(&mut *tx, account_ledger::PROJECTION_NAME).await?;
+        tx.commit().await?;
+        entries.reverse();
+        Ok(Ledger {
+            account_id,
+            entries: entries
+                .into_iter()
+                .map(|row| LedgerEntry {
+                    version: row.version,
+                    kind: row.kind,
+                    amount: row.amount,
+                    balance_after: row.balance_after,
+                    recorded_at: row.recorded_at,
+                })
+                .collect(),
+            as_of,
+        })
     }
 }

@@ -1,18 +1,61 @@
-//! One account: its figures from the read model, and the commands that change it.
-
-use std::time::Duration;
+//! One account: its figures from the read model (or, travelling in time, from the event
+//! store), the commands that change it, its balance over time and its audit trail.
 
 use eventstore::Position;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_params_map, use_query_map};
+use rust_decimal::Decimal;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::audit_trail::{AuditTrail, audit_page};
+use super::balance_chart::BalanceChart;
 use super::format;
 use super::money_form::{MoneyCommand, MoneyForm};
-use super::polling::poll_every;
-use crate::api::queries::get_account;
-use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode};
+use super::polling::poll_while_visible;
+use super::sync_badge::SyncBadge;
+use super::time_travel::{TimeTravel, TravelTo};
+use crate::api::operations::list_projections;
+use crate::api::queries::{account_at, account_ledger, get_account};
+use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount};
+
+/// What the figures show, whether read live or folded as of a version.
+#[derive(Debug, Clone, PartialEq)]
+struct Figures {
+    balance: Decimal,
+    total_deposits: Decimal,
+    total_withdrawals: Decimal,
+    transaction_count: i64,
+    last_transaction: OffsetDateTime,
+    created_at: OffsetDateTime,
+}
+
+impl From<&AccountView> for Figures {
+    fn from(a: &AccountView) -> Figures {
+        Figures {
+            balance: a.current_balance,
+            total_deposits: a.total_deposits,
+            total_withdrawals: a.total_withdrawals,
+            transaction_count: a.transaction_count,
+            last_transaction: a.last_transaction,
+            created_at: a.created_at,
+        }
+    }
+}
+
+impl From<&HistoricalAccount> for Figures {
+    fn from(a: &HistoricalAccount) -> Figures {
+        Figures {
+            balance: a.balance,
+            total_deposits: a.total_deposits,
+            total_withdrawals: a.total_withdrawals,
+            transaction_count: a.transaction_count,
+            last_transaction: a.recorded_at,
+            created_at: a.created_at,
+        }
+    }
+}
 
 #[component]
 pub fn AccountPage() -> impl IntoView {
@@ -24,6 +67,7 @@ pub fn AccountPage() -> impl IntoView {
     // just-created account), then each accepted command's. Queries ask the read model to catch
     // up with it, so the page never shows the account older than the user's own last command.
     let token = RwSignal::new(query.read_untracked().get("after").and_then(|t| t.parse::<Position>().ok()));
+    let travel = RwSignal::new(None::<TravelTo>);
 
     let account = Resource::new(
         move || (account_id.get(), token.get()),
@@ -34,19 +78,97 @@ pub fn AccountPage() -> impl IntoView {
             }
         },
     );
-    poll_every(Duration::from_secs(2), move || account.refetch());
+    let live = Signal::derive(move || account.get().and_then(Result::ok));
+    let version = Memo::new(move |_| live.with(|a| a.as_ref().map_or(0, |a| a.version)));
+    // Every resource is made here, keyed on what the address says, none on another's value:
+    // a resource keyed on another would be fetched twice on the server and hydrate out of step.
+    let historical = Resource::new(
+        move || (account_id.get(), travel.get()),
+        |(account_id, travel)| async move {
+            match (account_id, travel) {
+                (Some(account_id), Some(TravelTo::Version(version))) => account_at(account_id, Some(version), None).await.map(Some),
+                (Some(account_id), Some(TravelTo::Moment(moment))) => account_at(account_id, None, Some(moment)).await.map(Some),
+                _ => Ok(None),
+            }
+        },
+    );
+    let ledger = Resource::new(
+        move || account_id.get(),
+        |account_id| async move {
+            match account_id {
+                Some(account_id) => account_ledger(account_id, None).await.ok(),
+                None => None,
+            }
+        },
+    );
+    let visited_pages = RwSignal::new(vec![None::<i64>]);
+    let history = audit_page(account_id, visited_pages);
+    let projections = Resource::new(|| (), |_| list_projections());
+    poll_while_visible(move || {
+        account.refetch();
+        projections.refetch();
+    });
+    // When the account moves on, so do its chart and the newest page of its audit trail. An
+    // effect runs only in the browser, after hydration; the first run only takes note.
+    Effect::new(move |seen: Option<i64>| {
+        let now = version.get();
+        if seen.is_some_and(|seen| seen != now) {
+            ledger.refetch();
+            if visited_pages.with(|p| p.len() == 1) {
+                history.refetch();
+            }
+        }
+        now
+    });
 
-    let loaded = move || account.get().and_then(Result::ok);
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
+    let lag = move || {
+        projections.get().and_then(Result::ok).and_then(|all| {
+            all.into_iter()
+                .find(|p| p.name == "account_summary")
+                .map(|p| format!("read model lag: {} · {:.1} s", format::events(p.lag_events), p.lag_seconds))
+        })
+    };
+    let historical_figures = Signal::derive(move || historical.get().and_then(Result::ok).flatten());
+    let travel_error = move || historical.get().and_then(Result::err).map(|error| error.message);
 
     view! {
         <p class="breadcrumbs"><A href="/">"← All accounts"</A></p>
         <Transition fallback=|| view! { <p class="loading">"Loading the account…"</p> }>
             <Show
-                when=move || loaded().is_some()
+                when=move || live.with(Option::is_some)
                 fallback=move || view! { <AccountMissing error=account.get().and_then(Result::err) /> }
             >
-                <AccountFigures account=Signal::derive(loaded) token />
+                <section class="card account" class:historical=move || historical_figures.with(Option::is_some) data-testid="account">
+                    <header class="account-header">
+                        <div>
+                            <h1>{move || live.with(|a| a.as_ref().map(|a| a.owner_id.clone()).unwrap_or_default())}</h1>
+                            <p class="account-id">{move || account_id.get().map(|id| id.to_string()).unwrap_or_default()}</p>
+                        </div>
+                        <div class="sync">
+                            <SyncBadge
+                                as_of=Signal::derive(move || live.with(|a| a.as_ref().map(|a| a.as_of)))
+                                token=token.into()
+                            />
+                            <p class="lag" data-testid="lag">{lag}</p>
+                        </div>
+                    </header>
+                    {move || historical_figures.get().map(|then| view! {
+                        <p class="historical-banner" role="status" data-testid="historical-banner">
+                            <strong>"Historical view"</strong>
+                            {format!(
+                                " — version {} of {}, as recorded at {}, folded from the event store.",
+                                then.version, then.latest_version, format::time(then.recorded_at)
+                            )}
+                            <button type="button" class="link" on:click=move |_| travel.set(None)>"Back to now"</button>
+                        </p>
+                    })}
+                    <FiguresView figures=Signal::derive(move || {
+                        historical_figures
+                            .with(|then| then.as_ref().map(Figures::from))
+                            .or_else(|| live.with(|a| a.as_ref().map(Figures::from)))
+                    }) />
+                </section>
                 <section class="card commands">
                     <h2>"Move money"</h2>
                     {move || account_id.get().map(|account_id| view! {
@@ -56,40 +178,29 @@ pub fn AccountPage() -> impl IntoView {
                         </div>
                     })}
                 </section>
+                <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) />
+                <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) />
+                <AuditTrail page=history pages=visited_pages />
             </Show>
         </Transition>
     }
 }
 
 #[component]
-fn AccountFigures(account: Signal<Option<AccountView>>, token: RwSignal<Option<Position>>) -> impl IntoView {
-    let field = move |read: fn(&AccountView) -> String| move || account.with(|a| a.as_ref().map(read).unwrap_or_default());
-    // Behind while the read model has not yet reached the user's last command.
-    let syncing = move || account.with(|a| matches!((a, token.get()), (Some(a), Some(t)) if a.as_of < t));
+fn FiguresView(figures: Signal<Option<Figures>>) -> impl IntoView {
+    let show = move |read: fn(&Figures) -> String| move || figures.with(|f| f.as_ref().map(read).unwrap_or_default());
     view! {
-        <section class="card account" data-testid="account">
-            <header class="account-header">
-                <div>
-                    <h1>{field(|a| a.owner_id.clone())}</h1>
-                    <p class="account-id">{field(|a| a.account_id.to_string())}</p>
-                </div>
-                <p class="sync-badge" class:syncing=syncing data-testid="sync-badge">
-                    {move || if syncing() { "syncing…".to_owned() } else { "synced".to_owned() }}
-                    <span class="as-of">{field(|a| format!(" as of #{}", a.as_of))}</span>
-                </p>
-            </header>
-            <p class="balance">
-                <span class="label">"Balance"</span>
-                <span class="amount" data-testid="balance">{field(|a| format::money(a.current_balance))}</span>
-            </p>
-            <dl class="figures">
-                <div><dt>"Total deposits"</dt><dd data-testid="total-deposits">{field(|a| format::money(a.total_deposits))}</dd></div>
-                <div><dt>"Total withdrawals"</dt><dd data-testid="total-withdrawals">{field(|a| format::money(a.total_withdrawals))}</dd></div>
-                <div><dt>"Transactions"</dt><dd data-testid="transaction-count">{field(|a| a.transaction_count.to_string())}</dd></div>
-                <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{field(|a| format::time(a.last_transaction))}</dd></div>
-                <div><dt>"Created"</dt><dd>{field(|a| format::time(a.created_at))}</dd></div>
-            </dl>
-        </section>
+        <p class="balance">
+            <span class="label">"Balance"</span>
+            <span class="amount" data-testid="balance">{show(|f| format::money(f.balance))}</span>
+        </p>
+        <dl class="figures">
+            <div><dt>"Total deposits"</dt><dd data-testid="total-deposits">{show(|f| format::money(f.total_deposits))}</dd></div>
+            <div><dt>"Total withdrawals"</dt><dd data-testid="total-withdrawals">{show(|f| format::money(f.total_withdrawals))}</dd></div>
+            <div><dt>"Transactions"</dt><dd data-testid="transaction-count">{show(|f| f.transaction_count.to_string())}</dd></div>
+            <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{show(|f| format::time(f.last_transaction))}</dd></div>
+            <div><dt>"Created"</dt><dd data-testid="created-at">{show(|f| format::time(f.created_at))}</dd></div>
+        </dl>
     }
 }
 
@@ -107,6 +218,7 @@ fn AccountMissing(error: Option<ApiError>) -> impl IntoView {
         <section class="card" data-testid="account-missing">
             <h1>{title}</h1>
             <p>{message}</p>
+            <p><A href="/">"Back to the accounts"</A></p>
         </section>
     }
 }

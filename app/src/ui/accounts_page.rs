@@ -1,34 +1,90 @@
-//! All accounts, from the read model, and the form that opens a new one.
-
-use std::time::Duration;
+//! All accounts, from the read model: filtered by owner, or only the high-value ones; and the
+//! form that opens a new one.
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
-use leptos_router::components::A;
-use leptos_router::hooks::use_navigate;
+use leptos_router::components::{A, Form};
+use leptos_router::hooks::{use_navigate, use_query_map};
 use uuid::Uuid;
 
 use super::format;
-use super::polling::poll_every;
+use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
-use crate::api::queries::list_accounts;
-use crate::api::{AccountView, ApiError, CommandAccepted};
+use crate::api::queries::{high_value_accounts, list_accounts};
+use crate::api::{AccountList, AccountView, ApiError, CommandAccepted, ErrorCode};
 use crate::domain::{Money, OwnerId};
+
+/// Which accounts the table lists, from the page's query string (`?owner=…` or `?min=…`), so
+/// that every view has an address and works before the WASM has loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Listing {
+    All,
+    Owner(String),
+    /// The text the user typed; parsed by the domain's own `Money`.
+    HighValue(String),
+}
+
+async fn load(listing: Listing) -> Result<AccountList, ApiError> {
+    match listing {
+        Listing::All => list_accounts(None).await,
+        Listing::Owner(owner) => list_accounts(Some(owner)).await,
+        Listing::HighValue(min) => {
+            let min = Money::parse(&min)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidAmount, format!("Invalid minimum balance: {e}")))?;
+            high_value_accounts(min.value().into()).await
+        }
+    }
+}
 
 #[component]
 pub fn AccountsPage() -> impl IntoView {
-    let accounts = Resource::new(|| (), |_| list_accounts(None));
-    poll_every(Duration::from_secs(2), move || accounts.refetch());
+    let query = use_query_map();
+    let listing = Memo::new(move |_| {
+        query.with(|q| match (q.get("min").filter(|m| !m.is_empty()), q.get("owner").filter(|o| !o.trim().is_empty())) {
+            (Some(min), _) => Listing::HighValue(min),
+            (None, Some(owner)) => Listing::Owner(owner.trim().to_owned()),
+            (None, None) => Listing::All,
+        })
+    });
+    let accounts = Resource::new(move || listing.get(), load);
+    poll_while_visible(move || accounts.refetch());
 
+    let caption = move || match listing.get() {
+        Listing::All => "The newest 100 accounts".to_owned(),
+        Listing::Owner(owner) => format!("Accounts of {owner}"),
+        Listing::HighValue(min) => format!("High-value accounts: balance at least {min}, highest first (at most 100)"),
+    };
     view! {
         <div class="accounts-layout">
             <CreateAccountForm />
             <section class="card">
                 <h1>"Accounts"</h1>
+                <div class="filters">
+                    <Form method="GET" action="/">
+                        <label for="owner-filter">"Filter by owner"</label>
+                        <div class="money-form-row">
+                            <input id="owner-filter" name="owner" type="search" autocomplete="off"
+                                prop:value=move || match listing.get() { Listing::Owner(o) => o, _ => String::new() } />
+                            <button type="submit">"Filter"</button>
+                        </div>
+                    </Form>
+                    <Form method="GET" action="/">
+                        <label for="min-balance">"Minimum balance"</label>
+                        <div class="money-form-row">
+                            <input id="min-balance" name="min" type="text" inputmode="decimal" autocomplete="off"
+                                prop:value=move || match listing.get() { Listing::HighValue(m) => m, _ => String::new() } />
+                            <button type="submit">"High-value"</button>
+                        </div>
+                    </Form>
+                    <p class="showing">
+                        <span data-testid="listing-caption">{caption}</span>
+                        {move || (listing.get() != Listing::All).then(|| view! { " · " <A href="/">"Show all"</A> })}
+                    </p>
+                </div>
                 <Transition fallback=|| view! { <p class="loading">"Loading accounts…"</p> }>
                     {move || accounts.get().map(|result| match result {
                         Ok(list) if list.accounts.is_empty() => view! {
-                            <p class="empty">"No accounts yet. Create the first one."</p>
+                            <p class="empty" data-testid="no-accounts">"No accounts here yet."</p>
                         }.into_any(),
                         Ok(list) => view! { <AccountTable accounts=list.accounts /> }.into_any(),
                         Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
@@ -42,26 +98,28 @@ pub fn AccountsPage() -> impl IntoView {
 #[component]
 fn AccountTable(accounts: Vec<AccountView>) -> impl IntoView {
     view! {
-        <table class="accounts" data-testid="accounts-table">
-            <thead>
-                <tr>
-                    <th scope="col">"Owner"</th>
-                    <th scope="col" class="numeric">"Balance"</th>
-                    <th scope="col" class="numeric">"Transactions"</th>
-                    <th scope="col">"Last activity"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {accounts.into_iter().map(|account| view! {
+        <div class="table-scroll">
+            <table class="accounts" data-testid="accounts-table">
+                <thead>
                     <tr>
-                        <td><A href=format!("/accounts/{}", account.account_id)>{account.owner_id}</A></td>
-                        <td class="numeric">{format::money(account.current_balance)}</td>
-                        <td class="numeric">{account.transaction_count}</td>
-                        <td>{format::time(account.last_transaction)}</td>
+                        <th scope="col">"Owner"</th>
+                        <th scope="col" class="numeric">"Balance"</th>
+                        <th scope="col" class="numeric">"Transactions"</th>
+                        <th scope="col">"Last activity"</th>
                     </tr>
-                }).collect_view()}
-            </tbody>
-        </table>
+                </thead>
+                <tbody>
+                    {accounts.into_iter().map(|account| view! {
+                        <tr>
+                            <td><A href=format!("/accounts/{}", account.account_id)>{account.owner_id}</A></td>
+                            <td class="numeric">{format::money(account.current_balance)}</td>
+                            <td class="numeric">{account.transaction_count}</td>
+                            <td>{format::time(account.last_transaction)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
     }
 }
 

@@ -3,9 +3,14 @@
 
 mod account_page;
 mod accounts_page;
+mod audit_trail;
+mod balance_chart;
 mod format;
 mod money_form;
+mod operations_page;
 mod polling;
+mod sync_badge;
+mod time_travel;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -14,6 +19,7 @@ use leptos_router::path;
 
 use account_page::AccountPage;
 use accounts_page::AccountsPage;
+use operations_page::OperationsPage;
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -50,24 +56,34 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="site-header">
                 <A href="/" attr:class="brand">"CQRS Bank"</A>
+                <nav aria-label="Main">
+                    <A href="/" exact=true>"Accounts"</A>
+                    <A href="/operations">"Operations"</A>
+                </nav>
                 <span class="tagline">"commands append events · projections build what you read"</span>
             </header>
             <main>
                 <Routes fallback=|| view! { <NotFound /> }>
                     <Route path=path!("") view=AccountsPage />
                     <Route path=path!("/accounts/:id") view=AccountPage />
+                    <Route path=path!("/operations") view=OperationsPage />
                 </Routes>
             </main>
         </Router>
     }
 }
 
-#[component]
-fn NotFound() -> impl IntoView {
+/// Marks the server's answer as 404 (the page itself says why).
+fn respond_not_found() {
     #[cfg(feature = "ssr")]
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
         response.set_status(axum::http::StatusCode::NOT_FOUND);
     }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    respond_not_found();
     view! {
         <section class="card">
             <h1>"Page not found"</h1>

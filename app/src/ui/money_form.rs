@@ -58,10 +58,15 @@ pub fn MoneyForm(
     });
     let pending = send.pending();
 
+    // What was submitted, so that a success clears the field only if the user has not typed
+    // something new while the command ran.
+    let submitted = RwSignal::new(String::new());
     Effect::new(move |_| match send.value().get() {
         Some(Ok(accepted)) => {
             error.set(None);
-            amount_text.set(String::new());
+            if amount_text.get_untracked() == submitted.get_untracked() {
+                amount_text.set(String::new());
+            }
             on_accepted.run(accepted);
         }
         Some(Err(refusal)) => error.set(Some(refusal.message)),
@@ -73,9 +78,11 @@ pub fn MoneyForm(
         if pending.get_untracked() {
             return;
         }
-        match Amount::parse(&amount_text.get_untracked()) {
+        let text = amount_text.get_untracked();
+        match Amount::parse(&text) {
             Ok(amount) => {
                 error.set(None);
+                submitted.set(text);
                 send.dispatch((amount, Uuid::new_v4()));
             }
             Err(invalid) => error.set(Some(format!("Invalid amount: {invalid}"))),

@@ -1,17 +1,27 @@
-use std::time::Duration;
-
 use leptos::prelude::*;
+use leptos::web_sys::VisibilityState;
+use leptos_use_document_visibility::use_document_visibility;
+use leptos_use_interval_fn::{Pausable, use_interval_fn};
 
-/// Calls `tick` every `period` while the component lives, in the browser only: effects do not
-/// run during server rendering, so the server never polls itself.
-pub fn poll_every(period: Duration, tick: impl Fn() + Clone + 'static) {
-    Effect::new(move |_| {
-        let tick = tick.clone();
-        let handle = set_interval_with_handle(move || tick(), period).ok();
-        on_cleanup(move || {
-            if let Some(handle) = handle {
-                handle.clear();
+/// How often the pages ask the read model again.
+pub const POLL_MILLIS: u64 = 2000;
+
+/// Calls `tick` every [`POLL_MILLIS`] in the browser while the tab is visible — a hidden tab
+/// costs the server nothing — and once at once when the tab is shown again. Nothing runs while
+/// the server renders the page.
+pub fn poll_while_visible(tick: impl Fn() + Clone + Send + Sync + 'static) {
+    let Pausable { pause, resume, .. } = use_interval_fn(tick.clone(), POLL_MILLIS);
+    let visibility = use_document_visibility();
+    Effect::new(move |was_visible: Option<bool>| {
+        let visible = visibility.get() == VisibilityState::Visible;
+        match (was_visible, visible) {
+            (Some(false), true) => {
+                tick();
+                resume();
             }
-        });
+            (_, false) => pause(),
+            _ => {}
+        }
+        visible
     });
 }

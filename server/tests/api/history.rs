@@ -118,6 +118,11 @@ async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOpt
         assert_eq!(account["balance"].as_f64(), Some(balance), "at version {version}: {account}");
         assert_eq!(account["version"].as_i64(), Some(version.min(6)));
         assert_eq!(account["latestVersion"], json!(6));
+        // The totals as of then, the initial balance counting as the first deposit.
+        assert_eq!(account["totalDeposits"].as_f64(), Some(balance));
+        assert_eq!(account["totalWithdrawals"].as_f64(), Some(0.0));
+        assert_eq!(account["transactionCount"].as_i64(), Some(version.min(6)));
+        assert!(account["createdAt"].as_str().unwrap() <= account["recordedAt"].as_str().unwrap());
     }
 
     // At the moment version 4 was recorded.

@@ -57,3 +57,41 @@ async fn accounts_can_be_listed_and_filtered_by_owner(_: PgPoolOptions, db: PgCo
     let owners: Vec<&str> = alices["accounts"].as_array().unwrap().iter().map(|a| a["ownerId"].as_str().unwrap()).collect();
     assert_eq!(owners, vec!["alice", "alice"]);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 100.0).await;
+    for (route, amount) in [("deposit", 50.0), ("withdraw", 30.0), ("deposit", 0.5)] {
+        let response = app.post(&format!("/api/commands/{route}"), &json!({"accountId": id, "amount": amount})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    app.wait_for_projection().await;
+    let mut ledger = Value::Null;
+    for _ in 0..100 {
+        ledger = app.post("/api/queries/account-ledger", &json!({"accountId": id})).await.json().await.unwrap();
+        if ledger["entries"].as_array().map(Vec::len) == Some(4) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let entries = ledger["entries"].as_array().unwrap();
+    let rows: Vec<(String, f64, f64)> = entries
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["amount"].as_f64().unwrap(), e["balanceAfter"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("opening".into(), 100.0, 100.0),
+            ("deposit".into(), 50.0, 150.0),
+            ("withdrawal".into(), 30.0, 120.0),
+            ("deposit".into(), 0.5, 120.5)
+        ]
+    );
+    let latest_two: Value = app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 2})).await.json().await.unwrap();
+    let versions: Vec<i64> = latest_two["entries"].as_array().unwrap().iter().map(|e| e["version"].as_i64().unwrap()).collect();
+    assert_eq!(versions, vec![3, 4]);
+    let response = app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 0})).await;
+    assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");
+}

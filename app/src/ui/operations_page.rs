@@ -1,0 +1,111 @@
+//! The read side at work: every projection's status, live, and the operator's levers.
+
+use eventstore::{ProjectionState, ProjectionStatus};
+use leptos::prelude::*;
+
+use super::format;
+use super::polling::poll_while_visible;
+use crate::api::ApiError;
+use crate::api::operations::{list_projections, rebuild_projection, retry_projection, skip_failed_event};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lever {
+    Retry,
+    Skip,
+    Rebuild,
+}
+
+#[component]
+pub fn OperationsPage() -> impl IntoView {
+    let projections = Resource::new(|| (), |_| list_projections());
+    poll_while_visible(move || projections.refetch());
+    let pull = Action::new(move |(lever, name): &(Lever, String)| {
+        let (lever, name) = (*lever, name.clone());
+        async move {
+            let done: Result<(), ApiError> = match lever {
+                Lever::Retry => retry_projection(name).await,
+                Lever::Skip => skip_failed_event(name).await,
+                Lever::Rebuild => rebuild_projection(name).await,
+            };
+            projections.refetch();
+            done
+        }
+    });
+    let oldest = move || {
+        projections
+            .get()
+            .and_then(Result::ok)
+            .and_then(|all| all.first().map(|p| p.oldest_transaction_seconds))
+            .map(|seconds| format!("Oldest open transaction in the cluster: {seconds:.1} s (every projection waits for it)"))
+    };
+    view! {
+        <section class="card operations">
+            <h1>"Projections"</h1>
+            <p class="hint">
+                "Each read model follows the event store from its own checkpoint, run by one server instance at a time. "
+                "Refreshed every 2 s."
+            </p>
+            <Transition fallback=|| view! { <p class="loading">"Loading the projections…"</p> }>
+                <div class="projections" data-testid="projections">
+                    {move || projections.get().map(|result| match result {
+                        Ok(all) => all.into_iter().map(|p| view! { <ProjectionCard status=p pull /> }).collect_view().into_any(),
+                        Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
+                    })}
+                </div>
+                // Inside the transition: read outside it, the server would render it before the
+                // projections are loaded and the browser after, and hydration would not match.
+                <p class="hint">{oldest}</p>
+            </Transition>
+            <p class="form-error" role="alert" data-testid="operations-error">
+                {move || pull.value().get().and_then(Result::err).map(|e| e.message)}
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result<(), ApiError>>) -> impl IntoView {
+    let name = status.name.clone();
+    let lever = move |which: Lever| {
+        let name = name.clone();
+        move |_| {
+            pull.dispatch((which, name.clone()));
+        }
+    };
+    let failed = status.state == ProjectionState::Failed;
+    let rebuilding = status.state == ProjectionState::Rebuilding;
+    let pending = pull.pending();
+    view! {
+        <article class="projection" data-testid=format!("projection-{}", status.name) data-state=status.summary.clone()>
+            <header>
+                <h2>{status.name.clone()}</h2>
+                <span class=format!("state {}", status.summary.replace(' ', "-"))>{status.summary.clone()}</span>
+            </header>
+            <dl class="figures">
+                <div><dt>"Checkpoint"</dt><dd>{format!("#{}", status.checkpoint)}</dd></div>
+                <div><dt>"Head"</dt><dd>{format!("#{}", status.head)}</dd></div>
+                <div><dt>"Lag"</dt><dd data-testid="lag-events">{format!("{} · {:.1} s", format::events(status.lag_events), status.lag_seconds)}</dd></div>
+                <div><dt>"Applied"</dt><dd>{format::count(status.events_applied)}</dd></div>
+                <div><dt>"Run by"</dt><dd>{status.owner_instance.clone().unwrap_or_else(|| "no instance".to_owned())}</dd></div>
+            </dl>
+            {status.rebuild.map(|progress| view! {
+                <label class="progress">
+                    {format!("Rebuilding: {} of {} events", progress.done, progress.total)}
+                    <progress max=progress.total.max(1) value=progress.done data-testid="rebuild-progress"></progress>
+                </label>
+            })}
+            {status.last_error.clone().map(|error| view! {
+                <p class="form-error" data-testid="projection-error">{error}</p>
+            })}
+            <div class="levers">
+                <button type="button" disabled=move || failed || rebuilding || pending.get() on:click=lever(Lever::Rebuild)>
+                    "Rebuild"
+                </button>
+                <button type="button" disabled=move || !failed || pending.get() on:click=lever(Lever::Retry)>"Retry"</button>
+                <button type="button" class="danger" disabled=move || !failed || pending.get() on:click=lever(Lever::Skip)>
+                    "Skip failing event"
+                </button>
+            </div>
+        </article>
+    }
+}

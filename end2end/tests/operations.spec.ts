@@ -1,0 +1,71 @@
+import pg from "pg";
+import { randomUUID } from "node:crypto";
+import { test, expect, gotoHydrated, createAccount, move, uniqueOwner, screenshot } from "./fixtures";
+
+// Serial: the poison test stops the projections for a moment.
+test.describe.configure({ mode: "serial" });
+
+test("every projection's status is shown, refreshed live", async ({ page }) => {
+  await gotoHydrated(page, "/operations");
+  for (const name of ["account_summary", "account_ledger"]) {
+    const card = page.getByTestId(`projection-${name}`);
+    await expect(card).toBeVisible();
+    await expect(card).toHaveAttribute("data-state", "running");
+    await expect(card).toContainText("Checkpoint");
+    await expect(card).toContainText("Head");
+  }
+  await screenshot(page, "operations");
+});
+
+test("a rebuild runs from the start while the live tables serve, then the projection runs again", async ({ page }) => {
+  await createAccount(page, uniqueOwner("rebuild"), "42");
+  await gotoHydrated(page, "/operations");
+  const card = page.getByTestId("projection-account_ledger");
+  await card.getByRole("button", { name: "Rebuild" }).click();
+  // Rebuilding (with its progress bar) or, on a small store, already done.
+  await expect(card).toHaveAttribute("data-state", /rebuilding|running/);
+  await expect(card).toHaveAttribute("data-state", "running", { timeout: 15_000 });
+  await expect(card.getByTestId("projection-error")).toHaveCount(0);
+  await expect(card.getByRole("button", { name: "Rebuild" })).toBeEnabled();
+});
+
+test("a poison event stops the projections; the operator skips it and they run again", async ({ page }) => {
+  const accountId = await createAccount(page, uniqueOwner("poison"), "10");
+  const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
+  await client.connect();
+  try {
+    // An event no projection can read, as a buggy writer might store it.
+    await client.query(
+      `INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
+       VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{"amount": "lots"}')`,
+      [randomUUID(), randomUUID()],
+    );
+  } finally {
+    await client.end();
+  }
+
+  await gotoHydrated(page, "/operations");
+  for (const name of ["account_summary", "account_ledger"]) {
+    const card = page.getByTestId(`projection-${name}`);
+    await expect(card).toHaveAttribute("data-state", "failed", { timeout: 10_000 });
+    await expect(card.getByTestId("projection-error")).toContainText("MoneyDeposited");
+    await expect(card.getByRole("button", { name: "Rebuild" })).toBeDisabled();
+  }
+  await screenshot(page, "operations-failed");
+
+  // Retry without a fix: it fails again on the same event.
+  const summary = page.getByTestId("projection-account_summary");
+  await summary.getByRole("button", { name: "Retry" }).click();
+  await expect(summary).toHaveAttribute("data-state", "failed", { timeout: 10_000 });
+
+  for (const name of ["account_summary", "account_ledger"]) {
+    const card = page.getByTestId(`projection-${name}`);
+    await card.getByRole("button", { name: "Skip failing event" }).click();
+    await expect(card).toHaveAttribute("data-state", "running", { timeout: 10_000 });
+  }
+
+  // Commands kept working all along, and the read model catches up.
+  await gotoHydrated(page, `/accounts/${accountId}`);
+  await move(page, "Deposit", "5");
+  await expect(page.getByTestId("balance")).toHaveText("15.00");
+});
