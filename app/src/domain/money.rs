@@ -57,17 +57,7 @@ impl TryFrom<Decimal> for Money {
     type Error = MoneyError;
 
     fn try_from(value: Decimal) -> Result<Money, MoneyError> {
-        if value.is_sign_negative() && !value.is_zero() {
-            return Err(MoneyError::Negative);
-        }
-        // `normalize` drops trailing zeros: 100.500 is 100.5, not over-precise.
-        if value.normalize().scale() > Money::DECIMAL_PLACES {
-            return Err(MoneyError::TooPrecise);
-        }
-        if value > Money::MAX {
-            return Err(MoneyError::TooLarge);
-        }
-        Ok(Money(with_two_places(value)))
+        checked(value, Money::MAX, MoneyError::TooLarge).map(Money)
     }
 }
 
@@ -158,16 +148,7 @@ impl TryFrom<Decimal> for Balance {
     type Error = MoneyError;
 
     fn try_from(value: Decimal) -> Result<Balance, MoneyError> {
-        if value.is_sign_negative() && !value.is_zero() {
-            return Err(MoneyError::Negative);
-        }
-        if value.normalize().scale() > Money::DECIMAL_PLACES {
-            return Err(MoneyError::TooPrecise);
-        }
-        if value > Balance::MAX {
-            return Err(MoneyError::BalanceTooLarge);
-        }
-        Ok(Balance(with_two_places(value)))
+        checked(value, Balance::MAX, MoneyError::BalanceTooLarge).map(Balance)
     }
 }
 
@@ -206,6 +187,22 @@ pub fn parse_decimal(input: &str) -> Result<Decimal, MoneyError> {
             }
         })
         .map_err(|_| not_a_number())
+}
+
+/// The rules every sum of money follows: not negative, at most two decimal places, at most
+/// `max` (else `too_large`). Returned with exactly two places.
+fn checked(value: Decimal, max: Decimal, too_large: MoneyError) -> Result<Decimal, MoneyError> {
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(MoneyError::Negative);
+    }
+    // `normalize` drops trailing zeros: 100.500 is 100.5, not over-precise.
+    if value.normalize().scale() > Money::DECIMAL_PLACES {
+        return Err(MoneyError::TooPrecise);
+    }
+    if value > max {
+        return Err(too_large);
+    }
+    Ok(with_two_places(value))
 }
 
 /// Stores every sum with exactly two places so that equal sums compare and print alike.
