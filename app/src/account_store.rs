@@ -1,8 +1,8 @@
 //! Loading accounts from the event store: the latest snapshot plus the events after it, up to
 //! any version, so that loading costs O(snapshot interval) whatever the account's history.
 
-use eventstore::snapshots::{latest_snapshot, save_snapshot};
-use eventstore::{RecordedEvent, read_stream_until};
+use eventstore::snapshots::save_snapshot;
+use eventstore::{RecordedEvent, read_stream_from_snapshot, read_stream_until};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -39,19 +39,20 @@ pub struct LoadedAccount {
 
 /// The account as it was at `up_to_version` ([`LATEST`] for now).
 pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64) -> Result<LoadedAccount, LoadError> {
-    let snapshot = latest_snapshot(&mut *conn, account_id, up_to_version, SNAPSHOT_SCHEMA_VERSION).await?;
+    let (snapshot, mut recorded) =
+        read_stream_from_snapshot(&mut *conn, account_id, up_to_version, SNAPSHOT_SCHEMA_VERSION).await?;
     let (mut state, snapshot_version) = match snapshot {
         Some(snapshot) => match serde_json::from_value::<AccountState>(snapshot.state) {
             Ok(state) => (state, Some(snapshot.stream_version)),
             Err(error) => {
                 // A snapshot is only a cache: fold the whole stream instead.
                 tracing::warn!(%account_id, version = snapshot.stream_version, %error, "ignoring an unreadable snapshot");
+                recorded = read_stream_until(&mut *conn, account_id, 0, up_to_version).await?;
                 (AccountState::default(), None)
             }
         },
         None => (AccountState::default(), None),
     };
-    let recorded = read_stream_until(&mut *conn, account_id, snapshot_version.unwrap_or(0), up_to_version).await?;
     let mut events = Vec::with_capacity(recorded.len());
     for event in recorded {
         let decoded = event_codec::decode(&event)?;

@@ -1,18 +1,98 @@
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
+
 pub const DATABASE: &str = "cqrs_bank_bench";
 
-/// A freshly created and migrated `cqrs_bank_bench` on the server `DATABASE_URL` names.
-pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
+/// The connection options of the benchmark database, on the server `DATABASE_URL` names.
+pub fn options() -> Result<PgConnectOptions, Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
-    let options = PgConnectOptions::from_str(&url)?;
+    Ok(PgConnectOptions::from_str(&url)?.database(DATABASE))
+}
+
+/// A freshly created and migrated `cqrs_bank_bench` on the server `DATABASE_URL` names.
+///
+/// The pool is big enough for B1's 64 clients; connections are opened on demand.
+pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
+    let options = options()?;
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
     admin.execute(format!(r#"DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)"#).as_str()).await?;
     admin.execute(format!(r#"CREATE DATABASE "{DATABASE}""#).as_str()).await?;
-    let pool = PgPoolOptions::new().max_connections(80).connect_with(options.database(DATABASE)).await?;
+    admin.close().await?;
+    let pool = pool(80).await?;
     sqlx::migrate!("../migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// Another pool on the benchmark database, e.g. one sized like the server's.
+pub async fn pool(max_connections: u32) -> Result<PgPool, Box<dyn std::error::Error>> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options()?)
+        .await?)
+}
+
+/// Waits until every projection's checkpoint has passed every event in the store (a running
+/// server's projections), so that a measurement does not pay for an earlier phase's backlog.
+pub async fn wait_for_projections(pool: &PgPool, within: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let behind: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM projection_checkpoints c
+             WHERE c.projection_name NOT LIKE '%#rebuild' AND EXISTS (SELECT 1 FROM events e
+                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)))",
+        )
+        .fetch_one(pool)
+        .await?;
+        if !behind {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("the projections did not catch up within {within:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Inserts valid v2 account events with one statement per chunk, bypassing the write path:
+/// for each version `v` in `versions` (outer) and account `a` in `1..=accounts` (inner), an
+/// event of stream `stream_id(prefix, a)`. Version 1 opens the account with 100.00; even
+/// versions deposit 1.00 and odd ones withdraw 1.00, so no balance ever goes below 99.00. The
+/// metadata has the shape and size the command handler writes.
+pub async fn insert_account_events(
+    pool: &PgPool,
+    prefix: &str,
+    accounts: i64,
+    from_version: i64,
+    to_version: i64,
+) -> Result<u64, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+         SELECT gen_random_uuid(), md5($1 || g.a::text)::uuid, g.v,
+                CASE WHEN g.v = 1 THEN 'AccountCreated' WHEN g.v % 2 = 0 THEN 'MoneyDeposited' ELSE 'MoneyWithdrawn' END,
+                2,
+                CASE WHEN g.v = 1 THEN jsonb_build_object('ownerId', 'bench-' || g.a, 'initialBalance', '100.00')
+                     ELSE '{\"amount\": \"1.00\"}'::jsonb END,
+                jsonb_build_object('commandId', g.u, 'correlationId', g.u, 'causationId', g.u,
+                                   'issuedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
+         FROM (SELECT v, a, gen_random_uuid() AS u
+               FROM generate_series($3::bigint, $4::bigint) v, generate_series(1, $2::bigint) a
+               ORDER BY v, a) g",
+    )
+    .bind(prefix)
+    .bind(accounts)
+    .bind(from_version)
+    .bind(to_version)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
+/// The stream id [`insert_account_events`] gives account `a` of `prefix`.
+pub async fn stream_id(pool: &PgPool, prefix: &str, a: i64) -> Result<uuid::Uuid, sqlx::Error> {
+    sqlx::query_scalar("SELECT md5($1 || $2::text)::uuid").bind(prefix).bind(a).fetch_one(pool).await
 }

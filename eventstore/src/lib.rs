@@ -34,6 +34,9 @@ pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
 pub use projection::{ApplyError, Progress, Projection, ProjectionError, ProjectionRunner, Target};
 #[cfg(feature = "postgres")]
-pub use store::{AppendError, Appended, append, read_all_after, read_stream, read_stream_until, stream_lock};
+pub use store::{
+    AppendError, Appended, append, begin_with_stream_lock, read_all_after, read_stream, read_stream_from_snapshot,
+    read_stream_until, stream_lock,
+};
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::snapshots::Snapshot;
 use crate::{NewEvent, Position, RecordedEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,13 +111,89 @@ pub async fn read_stream_until(
 /// before loading, this lock serialises the stream's writers so that none loses. It does not
 /// replace the version check, which still guards writers that do not take it.
 pub async fn stream_lock(conn: &mut PgConnection, stream_id: Uuid) -> Result<(), sqlx::Error> {
-    // Advisory locks take a bigint; two streams that share one only take turns needlessly.
-    let (high, low) = stream_id.as_u64_pair();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind((high ^ low) as i64)
-        .execute(conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(stream_lock_key(stream_id)).execute(conn).await?;
     Ok(())
+}
+
+/// The statement that begins a transaction holding [`stream_lock`], in one round trip.
+pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
+    format!("BEGIN; SELECT pg_advisory_xact_lock({})", stream_lock_key(stream_id))
+}
+
+/// Advisory locks take a bigint; two streams that share one only take turns needlessly.
+fn stream_lock_key(stream_id: Uuid) -> i64 {
+    let (high, low) = stream_id.as_u64_pair();
+    (high ^ low) as i64
+}
+
+/// A stream as loading needs it: the newest snapshot at or below `up_to_version` written with
+/// `schema_version`, if any, and the events after it up to `up_to_version`, in one round trip.
+pub async fn read_stream_from_snapshot(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    up_to_version: i64,
+    schema_version: i32,
+) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), sqlx::Error> {
+    let rows: Vec<SnapshotAndEvent> = sqlx::query_as(&format!(
+        "WITH snapshot AS (
+             SELECT stream_version, state FROM snapshots
+             WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3
+             ORDER BY stream_version DESC LIMIT 1
+         )
+         SELECT s.stream_version AS snapshot_version, s.state AS snapshot_state, e.*
+         FROM (SELECT 1) AS one
+         LEFT JOIN snapshot s ON true
+         LEFT JOIN LATERAL (
+             SELECT {RECORDED_EVENT_COLUMNS} FROM events
+             WHERE stream_id = $1 AND stream_version > coalesce(s.stream_version, 0) AND stream_version <= $2
+         ) e ON true
+         ORDER BY e.stream_version"
+    ))
+    .bind(stream_id)
+    .bind(up_to_version)
+    .bind(schema_version)
+    .fetch_all(executor)
+    .await?;
+    let snapshot = rows.first().and_then(|row| {
+        Some(Snapshot { stream_version: row.snapshot_version?, state: row.snapshot_state.clone()? })
+    });
+    let events = rows.into_iter().filter_map(SnapshotAndEvent::into_event).collect();
+    Ok((snapshot, events))
+}
+
+/// One row of [`read_stream_from_snapshot`]: the snapshot's columns repeated, and an event's
+/// (all null when there is no event after the snapshot).
+#[derive(sqlx::FromRow)]
+struct SnapshotAndEvent {
+    snapshot_version: Option<i64>,
+    snapshot_state: Option<serde_json::Value>,
+    global_position: Option<i64>,
+    transaction_id: Option<i64>,
+    event_id: Option<Uuid>,
+    stream_id: Option<Uuid>,
+    stream_version: Option<i64>,
+    event_type: Option<String>,
+    schema_version: Option<i32>,
+    data: Option<serde_json::Value>,
+    metadata: Option<serde_json::Value>,
+    recorded_at: Option<time::OffsetDateTime>,
+}
+
+impl SnapshotAndEvent {
+    fn into_event(self) -> Option<RecordedEvent> {
+        Some(RecordedEvent {
+            global_position: self.global_position?,
+            transaction_id: self.transaction_id?,
+            event_id: self.event_id?,
+            stream_id: self.stream_id?,
+            stream_version: self.stream_version?,
+            event_type: self.event_type?,
+            schema_version: self.schema_version?,
+            data: self.data?,
+            metadata: self.metadata?,
+            recorded_at: self.recorded_at?,
+        })
+    }
 }
 
 /// Up to `limit` events after `after` in the global log, in reader order, never skipping one.
@@ -133,7 +210,9 @@ pub async fn read_all_after(
         "SELECT {RECORDED_EVENT_COLUMNS} FROM events
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY transaction_id, global_position
+         -- Qualified: a bare `transaction_id` would name the selected bigint, not the indexed
+         -- column, and every batch would sort the whole unread log.
+         ORDER BY events.transaction_id, events.global_position
          LIMIT $3"
     ))
     .bind(after.transaction_id.to_string())

@@ -72,13 +72,14 @@ impl Application {
         let shutdown = CancellationToken::new();
         let appends = Appends::new();
         let mut background = appends.spawn_postgres_relay(pool.clone(), shutdown.clone());
+        let applied = Arc::new(tokio::sync::watch::Sender::new(0));
         let services = Services {
             commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
-            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound),
+            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound, applied.subscribe()),
             history: AccountHistory::new(pool.clone()),
             pool: pool.clone(),
         };
-        background.extend(run_projections(&pool, &appends, &settings.instance_id, &shutdown));
+        background.extend(run_projections(&pool, &appends, &applied, &settings.instance_id, &shutdown));
 
         let state = AppState {
             leptos_options: settings.leptos_options.clone(),

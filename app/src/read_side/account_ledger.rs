@@ -40,9 +40,15 @@ impl Projection for AccountLedgerProjection {
             }
         }
         if !earlier.is_empty() {
+            earlier.sort_unstable();
+            earlier.dedup();
+            // Each account's newest row, by a backward step on the primary key: reading all
+            // of their rows would cost as much as their history.
             let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(&format!(
-                "SELECT DISTINCT ON (account_id) account_id, balance_after FROM {table}
-                 WHERE account_id = ANY($1) ORDER BY account_id, version DESC"
+                "SELECT a.account_id, last.balance_after
+                 FROM UNNEST($1::uuid[]) AS a(account_id)
+                 CROSS JOIN LATERAL (SELECT balance_after FROM {table} l
+                     WHERE l.account_id = a.account_id ORDER BY l.version DESC LIMIT 1) last"
             ))
             .bind(&earlier)
             .fetch_all(&mut *conn)

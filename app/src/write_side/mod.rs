@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eventstore::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
-use eventstore::{AppendError, Appends, append, stream_lock};
+use eventstore::{AppendError, Appends, append, begin_with_stream_lock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -53,8 +53,8 @@ pub struct CommandEnvelope {
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
-    /// Serialise each stream's writers with a transaction-scoped advisory lock taken before
-    /// loading, so that contention makes them wait instead of conflict and retry.
+    /// Serialise each stream's writers with a transaction-scoped advisory lock taken with the
+    /// transaction's BEGIN, so that contention makes them wait instead of conflict and retry.
     pub serialize_writers: bool,
     /// How often a command is decided again after losing the race for its stream's next version.
     pub max_attempts: u32,
@@ -64,7 +64,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { serialize_writers: true, max_attempts: 10, snapshot_interval: 100 }
+        WriteOptions { serialize_writers: true, max_attempts: 10, snapshot_interval: 25 }
     }
 }
 
@@ -105,8 +105,15 @@ impl CommandHandler {
             "issuedAt": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
         });
         for attempt in 1..=self.options.max_attempts {
-            let mut tx = self.pool.begin().await?;
-            match self.attempt(&mut tx, &envelope, &request, &metadata).await? {
+            let mut tx = if self.options.serialize_writers {
+                self.pool.begin_with(begin_with_stream_lock(envelope.account_id)).await?
+            } else {
+                self.pool.begin().await?
+            };
+            // A first attempt does not look for an earlier outcome: recording it would fail on
+            // the command's primary key if there were one, and the retry that follows looks.
+            let replay_check = attempt > 1;
+            match self.attempt(&mut tx, &envelope, &request, &metadata, replay_check).await? {
                 Attempt::Done(outcome) => {
                     tx.commit().await?;
                     if matches!(outcome, Outcome::Accepted(_)) {
@@ -135,12 +142,10 @@ impl CommandHandler {
         envelope: &CommandEnvelope,
         request: &Value,
         metadata: &Value,
+        replay_check: bool,
     ) -> Result<Attempt, CommandError> {
         let account_id = envelope.account_id;
-        if self.options.serialize_writers {
-            stream_lock(&mut *tx, account_id).await?;
-        }
-        if let Some(processed) = find_processed(&mut *tx, envelope.command_id).await? {
+        if replay_check && let Some(processed) = find_processed(&mut *tx, envelope.command_id).await? {
             return Ok(Attempt::Replay(processed));
         }
         let loaded = account_store::load(&mut *tx, account_id, LATEST).await?;

@@ -7,17 +7,14 @@ use app::domain::{AccountCommand, Amount, Money, OwnerId};
 use app::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
 use eventstore::Appends;
 use futures::future::join_all;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Outcome;
-use crate::{Size, report};
+use crate::{Context, report};
 
-pub async fn run(pool: PgPool, size: Size) -> Outcome {
-    let (writers, per_writer) = match size {
-        Size::Default => (32, 50),
-        Size::Smoke => (4, 3),
-    };
+pub async fn run(context: Context) -> Outcome {
+    let pool = context.pool;
+    let (writers, per_writer) = context.size.pick((4, 3), (32, 50));
     report::heading("contention", &format!("{writers} writers × {per_writer} deposits"));
     let mut results = Vec::new();
     for (label, serialize_writers) in [("per-stream lock", true), ("optimistic + retries", false)] {

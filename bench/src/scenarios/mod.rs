@@ -1,16 +1,30 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::PgPool;
+use crate::Context;
 
-use crate::Size;
-
+pub mod b1_append;
+mod b2_http_commands;
+mod b3_command_to_visible;
+mod b4_projection_catch_up;
+mod b5_aggregate_load;
+mod b6_queries;
+mod b7_bundle;
 mod contention;
 
 pub type Outcome = Result<(), Box<dyn std::error::Error>>;
-pub type Scenario = fn(PgPool, Size) -> Pin<Box<dyn Future<Output = Outcome>>>;
+pub type Scenario = fn(Context) -> Pin<Box<dyn Future<Output = Outcome>>>;
 
-/// Every scenario, in the order they run.
+/// Every scenario, in the order they run. Each gets a database of its own.
 pub fn all() -> Vec<(&'static str, Scenario)> {
-    vec![("contention", |pool, size| Box::pin(contention::run(pool, size)))]
+    vec![
+        ("b1_append", |context| Box::pin(b1_append::run(context))),
+        ("b2_http_commands", |context| Box::pin(b2_http_commands::run(context))),
+        ("b3_command_to_visible", |context| Box::pin(b3_command_to_visible::run(context))),
+        ("b4_projection_catch_up", |context| Box::pin(b4_projection_catch_up::run(context))),
+        ("b5_aggregate_load", |context| Box::pin(b5_aggregate_load::run(context))),
+        ("b6_queries", |context| Box::pin(b6_queries::run(context))),
+        ("b7_bundle", |context| Box::pin(b7_bundle::run(context))),
+        ("contention", |context| Box::pin(contention::run(context))),
+    ]
 }

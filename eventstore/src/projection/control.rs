@@ -26,17 +26,19 @@ pub async fn checkpoint(executor: impl PgExecutor<'_>, name: &str) -> Result<Pos
 
 /// Reads the checkpoint and locks it until the transaction ends, creating it on first use.
 pub(super) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
-    sqlx::query("INSERT INTO projection_checkpoints (projection_name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position
-         FROM projection_checkpoints WHERE projection_name = $1 FOR UPDATE",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
+    let select = "SELECT transaction_id::text::bigint, global_position
+                  FROM projection_checkpoints WHERE projection_name = $1 FOR UPDATE";
+    let found: Option<(i64, i64)> = sqlx::query_as(select).bind(name).fetch_optional(&mut *conn).await?;
+    let (transaction_id, global_position) = match found {
+        Some(found) => found,
+        None => {
+            sqlx::query("INSERT INTO projection_checkpoints (projection_name) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query_as(select).bind(name).fetch_one(&mut *conn).await?
+        }
+    };
     Ok(Position { transaction_id, global_position })
 }
 
@@ -282,7 +284,7 @@ const CATCHING_UP_SECONDS: f64 = 5.0;
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let head: Option<(i64, i64)> = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM events
-         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+         ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;

@@ -22,6 +22,11 @@ pub enum Progress {
     HeldBack,
 }
 
+/// Every batch's transaction. A projection's commit need not wait for the disk: a crash can
+/// only lose whole batches, read-model writes and checkpoint together, and those are simply
+/// applied again. (Commands, whose answers promise durability, never do this.)
+const BEGIN_BATCH: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
 /// How often a leader proves its leadership connection alive and says so in the status.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often an instance that does not lead asks whether it can.
@@ -35,6 +40,7 @@ pub struct ProjectionRunner<P> {
     instance: String,
     batch_size: i64,
     idle_poll: Duration,
+    applied: Option<std::sync::Arc<watch::Sender<u64>>>,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -49,7 +55,15 @@ impl<P: Projection> ProjectionRunner<P> {
             instance: instance.into(),
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
+            applied: None,
         }
+    }
+
+    /// Bumps `applied` after every committed batch of the live tables, so that queries in this
+    /// process waiting for the read model to catch up look again at once.
+    pub fn notify_applied(mut self, applied: std::sync::Arc<watch::Sender<u64>>) -> Self {
+        self.applied = Some(applied);
+        self
     }
 
     pub fn batch_size(mut self, batch_size: i64) -> Self {
@@ -244,7 +258,7 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// One batch of `checkpoint_name`'s events (at most up to `until`) into `target`.
     async fn batch(&self, checkpoint_name: &str, target: Target, until: Option<Position>) -> Result<Progress, ProjectionError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
         let mut events = read_all_after(&mut *tx, checkpoint, self.batch_size).await?;
         if let Some(until) = until {
@@ -272,6 +286,7 @@ impl<P: Projection> ProjectionRunner<P> {
         }
         control::advance(&mut tx, checkpoint_name, last, events.len()).await?;
         tx.commit().await?;
+        self.announce(target);
         Ok(Progress::Applied(events.len()))
     }
 
@@ -293,7 +308,7 @@ impl<P: Projection> ProjectionRunner<P> {
         }
         let mut applied = 0;
         for event in &events {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
             if control::lock_checkpoint(&mut tx, checkpoint_name).await? >= event.position() {
                 tx.rollback().await?;
                 continue;
@@ -307,10 +322,19 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             control::advance(&mut tx, checkpoint_name, event.position(), 1).await?;
             tx.commit().await?;
+            self.announce(target);
             applied += 1;
         }
         // Every event passed on its own: the batch failed for a reason that has gone.
         Ok(Progress::Applied(applied))
+    }
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    fn announce(&self, target: Target) {
+        if let (Some(applied), Target::LIVE) = (&self.applied, target) {
+            applied.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
 

@@ -1,0 +1,149 @@
+//! B1: single-event appends, one per transaction (BEGIN, append, COMMIT), over many streams,
+//! through `eventstore::append`, at 1, 8, 32 and 64 clients. Baseline: the raw limit, the same
+//! single-row `INSERT INTO events` (same columns, same JSON payloads) and COMMIT sent directly
+//! with sqlx, at the same concurrency. Then what users pay: the whole command path
+//! (`CommandHandler::handle` of deposits over many accounts) at 32 clients, beside the same
+//! raw limit.
+
+use std::time::Duration;
+
+use app::domain::{AccountCommand, AccountEvent, Amount};
+use app::event_codec;
+use app::write_side::{CommandHandler, WriteOptions};
+use eventstore::{Appends, NewEvent};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Outcome;
+use crate::diagnose::Probe;
+use crate::load::{self, Run};
+use crate::report::{self};
+use crate::server::{create_accounts, envelope};
+use crate::{B1_APPEND_32, Context};
+
+/// Each client appends round-robin to this many streams of its own.
+const STREAMS_PER_CLIENT: usize = 16;
+const CONCURRENCIES: [usize; 4] = [1, 8, 32, 64];
+
+pub async fn run(context: Context) -> Outcome {
+    let (warmup, duration) = phases(&context);
+    report::heading(
+        "b1_append",
+        &format!("single-event appends, one per transaction, {:.1} s per figure", duration.as_secs_f64()),
+    );
+    let pool = &context.pool;
+    let (mut raw_32, mut append_32) = (None, None);
+    for concurrency in CONCURRENCIES {
+        let probe = Probe::start(&context, &format!("raw INSERT, {concurrency} clients"));
+        let raw = appends(pool, Path::RawInsert, concurrency, warmup, duration).await;
+        probe.finish().await;
+        let probe = Probe::start(&context, &format!("eventstore::append, {concurrency} clients"));
+        let append = appends(pool, Path::EventStore, concurrency, warmup, duration).await;
+        probe.finish().await;
+        report::against(&format!("eventstore::append, {concurrency} clients"), append.rate(), "raw INSERT", raw.rate(), "events/s");
+        raw.report_errors("raw inserts");
+        append.report_errors("appends");
+        if concurrency == 32 {
+            (raw_32, append_32) = (Some(raw), Some(append));
+        }
+    }
+    let (raw_32, append_32) = (raw_32.expect("32 is measured"), append_32.expect("32 is measured"));
+    report::latencies_against("eventstore::append, 32 clients", append_32.latencies.as_ref(), "raw", raw_32.latencies.as_ref());
+    let ratio = append_32.rate() / raw_32.rate();
+    report::target("B1: eventstore::append ≥ 0.8 × raw at 32 clients", ratio >= 0.8, &format!("{ratio:.2}"));
+    context.shared.set(B1_APPEND_32, append_32.rate());
+
+    // What users pay: the whole command path.
+    let handler = CommandHandler::new(pool.clone(), Appends::new(), WriteOptions::default());
+    let accounts = create_accounts(&handler, 32 * 32).await?;
+    let probe = Probe::start(&context, "CommandHandler::handle, 32 clients");
+    let commands = deposits(&handler, &accounts, 32, warmup, duration).await;
+    probe.finish().await;
+    report::against("CommandHandler::handle deposit, 32 clients", commands.rate(), "raw INSERT", raw_32.rate(), "cmd/s");
+    report::against("  the same", commands.rate(), "eventstore::append", append_32.rate(), "cmd/s");
+    report::latencies_against("  its latency", commands.latencies.as_ref(), "raw INSERT", raw_32.latencies.as_ref());
+    commands.report_errors("deposits");
+    Ok(())
+}
+
+fn phases(context: &Context) -> (Duration, Duration) {
+    context.size.pick((Duration::from_millis(100), Duration::from_millis(300)), (Duration::from_secs(1), Duration::from_secs(5)))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// `INSERT INTO events (…) VALUES (…)` and COMMIT, straight from sqlx.
+    RawInsert,
+    /// `eventstore::append` and COMMIT.
+    EventStore,
+}
+
+/// `concurrency` clients appending single events, one per transaction.
+pub async fn appends(pool: &PgPool, path: Path, concurrency: usize, warmup: Duration, duration: Duration) -> Run {
+    // Streams new to this run: client c's k-th stream is (run, c * STREAMS_PER_CLIENT + k).
+    let run = Uuid::new_v4().as_u64_pair().0;
+    let pool = pool.clone();
+    load::closed_loop(concurrency, warmup, duration, move |client, i| {
+        let pool = pool.clone();
+        async move {
+            let stream_id = Uuid::from_u64_pair(run, (client * STREAMS_PER_CLIENT + i % STREAMS_PER_CLIENT) as u64);
+            let expected_version = (i / STREAMS_PER_CLIENT) as i64;
+            let event = deposit_event();
+            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            match path {
+                Path::RawInsert => {
+                    sqlx::query(
+                        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(event.event_id)
+                    .bind(stream_id)
+                    .bind(expected_version + 1)
+                    .bind(&event.event_type)
+                    .bind(event.schema_version)
+                    .bind(&event.data)
+                    .bind(&event.metadata)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                Path::EventStore => {
+                    eventstore::append(&mut tx, stream_id, expected_version, std::slice::from_ref(&event))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            tx.commit().await.map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// A deposit event as the command handler encodes it, with metadata of the same shape.
+fn deposit_event() -> NewEvent {
+    let command_id = Uuid::new_v4();
+    let metadata = json!({
+        "commandId": command_id,
+        "correlationId": command_id,
+        "causationId": command_id,
+        "issuedAt": "2026-01-01T12:00:00.123456789Z",
+    });
+    event_codec::encode(&AccountEvent::MoneyDeposited { amount: Amount::parse("1.00").expect("a valid amount") }, &metadata)
+}
+
+/// `concurrency` clients sending deposits through the command handler; client c walks
+/// `accounts` round-robin from c, so that no two clients address one account at once when the
+/// number of accounts is a multiple of `concurrency`.
+pub async fn deposits(handler: &CommandHandler, accounts: &[Uuid], concurrency: usize, warmup: Duration, duration: Duration) -> Run {
+    let (handler, accounts) = (handler.clone(), accounts.to_vec());
+    let amount = Amount::parse("1.00").expect("a valid amount");
+    load::closed_loop(concurrency, warmup, duration, move |client, i| {
+        let handler = handler.clone();
+        let account = accounts[(client + i * concurrency) % accounts.len()];
+        async move {
+            handler.handle(envelope(account, AccountCommand::Deposit { amount })).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    })
+    .await
+}

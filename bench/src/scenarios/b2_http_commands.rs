@@ -1,0 +1,96 @@
+//! B2: `POST /api/commands/deposit` as JSON from 32 keep-alive connections to the whole server
+//! running in this process (its default settings: a pool of 20 connections, both projections
+//! following), deposits spread round-robin over 1,024 accounts.
+//!
+//! Baseline: the same deposits through `CommandHandler::handle` called in-process, at the same
+//! concurrency, on a pool of the server's size, while the server's projections follow them
+//! (woken through NOTIFY as in production), so that the ratio is what HTTP adds: the load
+//! generator, axum, the Leptos server function's decoding and the JSON answer.
+
+use std::time::Duration;
+
+use app::write_side::{CommandHandler, WriteOptions};
+use eventstore::Appends;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Outcome;
+use super::b1_append;
+use crate::diagnose::Probe;
+use crate::http::{self, Kind, Requests};
+use crate::server::{Server, create_accounts};
+use crate::{B2_MAX_RATE, Context, database, report};
+
+pub const CONNECTIONS: usize = 32;
+
+pub async fn run(context: Context) -> Outcome {
+    let (warmup, duration) = phases(&context);
+    report::heading(
+        "b2_http_commands",
+        &format!(
+            "POST /api/commands/deposit, {CONNECTIONS} connections ({}), {:.1} s per figure",
+            http::generator_name(),
+            duration.as_secs_f64()
+        ),
+    );
+    let server = Server::start().await?;
+    let measured = measure(&context, &server, warmup, duration).await;
+    server.stop().await;
+    measured
+}
+
+fn phases(context: &Context) -> (Duration, Duration) {
+    context.size.pick((Duration::from_millis(200), Duration::from_millis(500)), (Duration::from_secs(2), Duration::from_secs(10)))
+}
+
+async fn measure(context: &Context, server: &Server, warmup: Duration, duration: Duration) -> Outcome {
+    let accounts = prepare_accounts(context, (CONNECTIONS * 32).max(64)).await?;
+
+    let handler_pool = database::pool(server.max_connections).await?;
+    let appends = Appends::new();
+    let stop_relay = CancellationToken::new();
+    let relay = appends.spawn_postgres_relay(handler_pool.clone(), stop_relay.clone());
+    let handler = CommandHandler::new(handler_pool.clone(), appends, WriteOptions::default());
+    let probe = Probe::start(context, "in-process handler");
+    let in_process = b1_append::deposits(&handler, &accounts, CONNECTIONS, warmup, duration).await;
+    probe.finish().await;
+    stop_relay.cancel();
+    for task in relay {
+        let _ = task.await;
+    }
+    handler_pool.close().await;
+    database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+
+    let probe = Probe::start(context, "HTTP");
+    let over_http = http::closed_loop(&server.base, &Requests::new(Kind::Deposit, &accounts), CONNECTIONS, warmup, duration).await?;
+    probe.finish().await;
+    report::against(
+        &format!("HTTP deposit, {CONNECTIONS} connections"),
+        over_http.rate(),
+        "in-process handler",
+        in_process.rate(),
+        "cmd/s",
+    );
+    report::latencies(&format!("  HTTP latency ({})", http::generator_name()), over_http.latencies.as_ref());
+    report::latencies("  in-process handler latency", in_process.latencies.as_ref());
+    over_http.report_errors("HTTP deposits");
+    in_process.report_errors("in-process deposits");
+    context.shared.set(B2_MAX_RATE, over_http.rate());
+    Ok(())
+}
+
+/// Opens `count` accounts through the command handler and waits until the server's
+/// projections have them.
+pub async fn prepare_accounts(context: &Context, count: usize) -> Result<Vec<Uuid>, Box<dyn std::error::Error>> {
+    let handler = CommandHandler::new(context.pool.clone(), Appends::new(), WriteOptions::default());
+    let accounts = create_accounts(&handler, count).await?;
+    database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+    Ok(accounts)
+}
+
+/// The server's deposit throughput at [`CONNECTIONS`], measured briefly, for a scenario run
+/// without B2.
+pub async fn max_rate(server: &Server, accounts: &[Uuid], duration: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    let run = http::closed_loop(&server.base, &Requests::new(Kind::Deposit, accounts), CONNECTIONS, Duration::ZERO, duration).await?;
+    Ok(run.rate())
+}

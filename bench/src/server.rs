@@ -1,0 +1,68 @@
+//! The whole server (migrations, projections, routes) started in this process on a free port
+//! against the benchmark database, as the API tests start it, with its default settings.
+
+use std::time::Duration;
+
+use app::domain::{AccountCommand, Money, OwnerId};
+use app::write_side::{CommandEnvelope, CommandHandler};
+use leptos::config::LeptosOptions;
+use server::configuration::Settings;
+use server::startup::Application;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::database;
+use crate::load;
+
+pub struct Server {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    /// The size of the server's connection pool (its default setting).
+    pub max_connections: u32,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The settings the server runs with: its defaults, on a free port, against the bench database.
+pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
+    let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
+    Ok(Settings::new("127.0.0.1:0".parse()?, database::options()?, leptos_options))
+}
+
+impl Server {
+    pub async fn start() -> Result<Server, Box<dyn std::error::Error>> {
+        let settings = settings()?;
+        let max_connections = settings.max_connections;
+        let application = Application::build(settings).await?;
+        let base = format!("http://{}", application.address());
+        let shutdown = application.shutdown_token();
+        let task = tokio::spawn(application.run_until_stopped());
+        Ok(Server { base, max_connections, shutdown, task })
+    }
+
+    /// Stops serving and waits for the projections' batches in flight.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Opens `count` accounts with 1,000.00 each through the command handler, 16 at a time.
+pub async fn create_accounts(handler: &CommandHandler, count: usize) -> Result<Vec<Uuid>, String> {
+    load::in_parallel(count, 16, |_| async {
+        let account_id = Uuid::new_v4();
+        let command = AccountCommand::CreateAccount {
+            owner_id: OwnerId::parse("bench").expect("a valid owner"),
+            initial_balance: Money::try_from(rust_decimal::Decimal::from(1000)).expect("a valid balance"),
+        };
+        handler.handle(envelope(account_id, command)).await.map_err(|e| e.to_string())?;
+        Ok(account_id)
+    })
+    .await
+}
+
+pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
+    let command_id = Uuid::new_v4();
+    CommandEnvelope { command_id, correlation_id: command_id, account_id, command }
+}
