@@ -108,6 +108,13 @@ pub async fn send(client: reqwest::Client, base: String, kind: Kind, account: Uu
     if status.is_success() { Ok(()) } else { Err(format!("{status}: {}", String::from_utf8_lossy(&body))) }
 }
 
+/// The JSON body of a 2xx answer; any other answer is an error with its status and body.
+async fn success_json(response: reqwest::Response) -> Result<Value, String> {
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status.is_success() { Ok(body) } else { Err(format!("{status}: {body}")) }
+}
+
 /// Deposits 1.00 into `account` and returns the consistency token of the answer.
 pub async fn deposit(client: &reqwest::Client, base: &str, account: Uuid) -> Result<Position, String> {
     let response = client
@@ -117,11 +124,7 @@ pub async fn deposit(client: &reqwest::Client, base: &str, account: Uuid) -> Res
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {body}"));
-    }
+    let body = success_json(response).await?;
     body["position"].as_str().ok_or_else(|| format!("no position in {body}"))?.parse().map_err(|e| format!("{e}"))
 }
 
@@ -133,11 +136,7 @@ pub async fn account_after(client: &reqwest::Client, base: &str, account: Uuid, 
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {body}"));
-    }
+    let body = success_json(response).await?;
     let stale = body["stale"].as_bool().ok_or_else(|| format!("no stale in {body}"))?;
     let as_of = body["asOf"].as_str().ok_or_else(|| format!("no asOf in {body}"))?.parse().map_err(|e| format!("{e}"))?;
     Ok((stale, as_of))

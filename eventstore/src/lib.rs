@@ -36,7 +36,7 @@ pub use projection::{ApplyError, Progress, Projection, ProjectionError, Projecti
 #[cfg(feature = "postgres")]
 pub use store::{
     AppendError, Appended, append, begin_with_stream_lock, read_all_after, read_stream, read_stream_from_snapshot,
-    read_stream_until, stream_lock,
+    read_stream_until,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

@@ -1,5 +1,6 @@
 //! Snapshots: a stream's state stored every so many events, so that loading reads the latest
-//! snapshot plus the events after it instead of the whole history.
+//! snapshot plus the events after it instead of the whole history
+//! ([`crate::read_stream_from_snapshot`] reads both in one statement).
 
 use serde_json::Value;
 use sqlx::PgExecutor;
@@ -32,24 +33,4 @@ pub async fn save_snapshot(
     .execute(executor)
     .await?;
     Ok(())
-}
-
-/// The newest snapshot of the stream at or before `up_to_version`, written with
-/// `schema_version` (snapshots of other shapes are ignored, and the stream is folded instead).
-pub async fn latest_snapshot(
-    executor: impl PgExecutor<'_>,
-    stream_id: Uuid,
-    up_to_version: i64,
-    schema_version: i32,
-) -> Result<Option<Snapshot>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT stream_version, state FROM snapshots
-         WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3
-         ORDER BY stream_version DESC LIMIT 1",
-    )
-    .bind(stream_id)
-    .bind(up_to_version)
-    .bind(schema_version)
-    .fetch_optional(executor)
-    .await
 }

@@ -104,18 +104,13 @@ pub async fn read_stream_until(
     .await
 }
 
-/// Makes the writers of one stream take turns until the end of the caller's transaction.
+/// The statement that begins a transaction in which the writers of one stream take turns.
 ///
 /// Optimistic concurrency alone is correct but, under contention on one stream, each writer
-/// that loses the race must reload and decide again, and a busy stream can starve it. Taken
-/// before loading, this lock serialises the stream's writers so that none loses. It does not
-/// replace the version check, which still guards writers that do not take it.
-pub async fn stream_lock(conn: &mut PgConnection, stream_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(stream_lock_key(stream_id)).execute(conn).await?;
-    Ok(())
-}
-
-/// The statement that begins a transaction holding [`stream_lock`], in one round trip.
+/// that loses the race must reload and decide again, and a busy stream can starve it. A
+/// transaction-scoped advisory lock taken before loading serialises the stream's writers so
+/// that none loses; taken with `BEGIN`, it costs no extra round trip. It does not replace the
+/// version check, which still guards writers that do not take it.
 pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
     format!("BEGIN; SELECT pg_advisory_xact_lock({})", stream_lock_key(stream_id))
 }

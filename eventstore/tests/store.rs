@@ -172,23 +172,33 @@ async fn events_cannot_be_updated_deleted_or_truncated_even_by_a_superuser(pool:
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn snapshots_are_found_at_or_below_a_version_and_of_the_right_shape(pool: PgPool) {
-    use eventstore::snapshots::{latest_snapshot, save_snapshot};
+async fn a_stream_loads_from_the_newest_snapshot_of_its_shape_at_or_below_a_version(pool: PgPool) {
+    use eventstore::read_stream_from_snapshot;
+    use eventstore::snapshots::save_snapshot;
     let stream = Uuid::new_v4();
+    for version in 1..=12 {
+        append_now(&pool, stream, version - 1, &[event(version)]).await.unwrap();
+    }
     for version in [5, 10] {
         save_snapshot(&pool, stream, version, 1, &json!({ "at": version })).await.unwrap();
     }
-    save_snapshot(&pool, stream, 15, 2, &json!({ "at": 15, "shape": "new" })).await.unwrap();
+    save_snapshot(&pool, stream, 11, 2, &json!({ "at": 11, "shape": "new" })).await.unwrap();
 
-    let at = |snapshot: Option<eventstore::snapshots::Snapshot>| snapshot.map(|s| s.stream_version);
-    assert_eq!(at(latest_snapshot(&pool, stream, i64::MAX, 1).await.unwrap()), Some(10));
-    assert_eq!(at(latest_snapshot(&pool, stream, 9, 1).await.unwrap()), Some(5));
-    assert_eq!(at(latest_snapshot(&pool, stream, 4, 1).await.unwrap()), None);
-    assert_eq!(at(latest_snapshot(&pool, stream, i64::MAX, 2).await.unwrap()), Some(15));
+    // (snapshot version, versions of the events after it)
+    let load = async |up_to: i64, schema: i32| {
+        let (snapshot, events) = read_stream_from_snapshot(&pool, stream, up_to, schema).await.unwrap();
+        (snapshot.map(|s| s.stream_version), events.iter().map(|e| e.stream_version).collect::<Vec<_>>())
+    };
+    assert_eq!(load(i64::MAX, 1).await, (Some(10), vec![11, 12]));
+    assert_eq!(load(9, 1).await, (Some(5), vec![6, 7, 8, 9]));
+    assert_eq!(load(4, 1).await, (None, vec![1, 2, 3, 4]));
+    assert_eq!(load(10, 1).await, (Some(10), vec![]));
+    assert_eq!(load(i64::MAX, 2).await, (Some(11), vec![12]));
+    assert_eq!(load(i64::MAX, 3).await, (None, (1..=12).collect::<Vec<_>>()));
     // Saving a version again keeps the first.
     save_snapshot(&pool, stream, 10, 1, &json!({ "at": "other" })).await.unwrap();
-    let kept = latest_snapshot(&pool, stream, 10, 1).await.unwrap().unwrap();
-    assert_eq!(kept.state, json!({ "at": 10 }));
+    let (kept, _) = read_stream_from_snapshot(&pool, stream, 10, 1).await.unwrap();
+    assert_eq!(kept.unwrap().state, json!({ "at": 10 }));
 }
 
 #[sqlx::test(migrations = "../migrations")]
