@@ -32,7 +32,7 @@ pub mod wakeup;
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
-pub use projection::{ApplyError, Progress, Projection, ProjectionError, ProjectionRunner, Target};
+pub use projection::{ApplyError, Progress, is_transient, Projection, ProjectionError, ProjectionRunner, Target};
 #[cfg(feature = "postgres")]
 pub use store::{
     AppendError, Appended, append, begin_with_stream_lock, read_all_after, read_stream, read_stream_from_snapshot,

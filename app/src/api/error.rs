@@ -202,29 +202,14 @@ mod server {
 
     impl From<sqlx::Error> for ApiError {
         fn from(error: sqlx::Error) -> ApiError {
-            if is_unavailable(&error) {
+            // The same test the projections use to tell "retry later" from "this is wrong".
+            if eventstore::is_transient(&error) {
                 tracing::warn!(%error, "database unavailable");
                 ApiError::service_unavailable()
             } else {
                 tracing::error!(%error, "database error");
                 ApiError::internal()
             }
-        }
-    }
-
-    /// Errors that say the database cannot be reached or is overloaded, as opposed to a
-    /// statement that failed.
-    fn is_unavailable(error: &sqlx::Error) -> bool {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                // 08: connection exception; 28: the login is refused; 3D000: no such database;
-                // 53: out of resources (disk, memory, connections); 55000: the database does
-                // not accept connections; 57P0x: the server is shutting down or restarting.
-                ["08", "28", "53", "57P0"].iter().any(|class| code.starts_with(class)) || code == "3D000" || code == "55000"
-            }),
-            _ => false,
         }
     }
 
