@@ -5,6 +5,8 @@
 //! - [`projection`]: run a named projection over the global log, applying each batch and
 //!   advancing its checkpoint in one transaction.
 //! - [`wakeup`]: wake readers after appends, in this process and others (NOTIFY/LISTEN).
+//! - [`checkpoint_watch`]: every projection's checkpoint, watched in-process, for queries that
+//!   wait for the read model.
 //! - [`snapshots`]: a stream's state every so many events.
 //! - [`processed_commands`]: remembered commands, for idempotent retries.
 //!
@@ -17,6 +19,8 @@ pub use position::{ParsePositionError, Position};
 pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
 
 #[cfg(feature = "postgres")]
+pub mod checkpoint_watch;
+#[cfg(feature = "postgres")]
 pub mod event;
 #[cfg(feature = "postgres")]
 pub mod processed_commands;
@@ -27,15 +31,19 @@ pub mod snapshots;
 #[cfg(feature = "postgres")]
 pub mod store;
 #[cfg(feature = "postgres")]
+pub mod stream_turns;
+#[cfg(feature = "postgres")]
 pub mod wakeup;
 
+#[cfg(feature = "postgres")]
+pub use checkpoint_watch::{CheckpointWatch, Waited};
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
 pub use projection::{ApplyError, Progress, is_transient, Projection, ProjectionError, ProjectionRunner, Target};
 #[cfg(feature = "postgres")]
 pub use store::{
-    AppendError, Appended, append, begin_with_stream_lock, read_all_after, read_stream, read_stream_from_snapshot,
+    AppendError, Appended, append, begin_with_stream_lock, head, read_all_after, read_stream, read_stream_from_snapshot,
     read_stream_until,
 };
 #[cfg(feature = "postgres")]

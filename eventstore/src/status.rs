@@ -15,11 +15,13 @@ pub enum ProjectionState {
 }
 
 impl ProjectionState {
-    pub fn parse(state: &str) -> ProjectionState {
+    /// The state as stored; `None` for a state this code does not know (never taken for running).
+    pub fn parse(state: &str) -> Option<ProjectionState> {
         match state {
-            "failed" => ProjectionState::Failed,
-            "rebuilding" => ProjectionState::Rebuilding,
-            _ => ProjectionState::Running,
+            "running" => Some(ProjectionState::Running),
+            "failed" => Some(ProjectionState::Failed),
+            "rebuilding" => Some(ProjectionState::Rebuilding),
+            _ => None,
         }
     }
 }
@@ -44,9 +46,9 @@ pub struct ProjectionStatus {
     pub checkpoint: Position,
     /// The newest event in the store.
     pub head: Position,
-    /// Events after the checkpoint (counted up to a million).
+    /// Events after the checkpoint: counted up to 1,000, estimated from positions beyond.
     pub lag_events: i64,
-    /// Age of the oldest event the projection has not applied.
+    /// Age of the next event the projection has to apply.
     pub lag_seconds: f64,
     pub events_applied: i64,
     pub last_error: Option<String>,

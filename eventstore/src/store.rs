@@ -191,6 +191,17 @@ impl SnapshotAndEvent {
     }
 }
 
+/// The position of the newest event in reader order; [`Position::START`] for an empty store.
+pub async fn head(executor: impl PgExecutor<'_>) -> Result<Position, sqlx::Error> {
+    let head: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events
+         ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(head.map_or(Position::START, |(transaction_id, global_position)| Position { transaction_id, global_position }))
+}
+
 /// Up to `limit` events after `after` in the global log, in reader order, never skipping one.
 ///
 /// Only events of transactions older than every transaction still running are returned: a

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use eventstore::projection::{LeverError, LeverRefusal};
 use eventstore::{
     ApplyError, Appends, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState, RecordedEvent,
     Target, append,
 };
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -270,10 +271,10 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     assert_eq!(recorded(&pool).await, vec![1, 2]);
 
     // Retried without a fix, it fails again at the same event.
-    assert!(eventstore::projection::retry(&pool, "recorder").await.unwrap());
-    wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
+    eventstore::projection::retry(&pool, "recorder").await.unwrap();
+    let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
     // Skipped: the skip is recorded, and the projection moves on.
-    assert!(eventstore::projection::skip_failed_event(&pool, "recorder").await.unwrap());
+    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await.unwrap();
     assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 4, 5]);
     let skipped: (i64, String) = sqlx::query_as("SELECT global_position, error FROM skipped_events")
         .fetch_one(&pool)
@@ -282,8 +283,9 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     assert_eq!(skipped.0, third.1);
     assert!(skipped.1.contains("told to fail"));
     // Neither lever works on a projection that has not failed.
-    assert!(!eventstore::projection::retry(&pool, "recorder").await.unwrap());
-    assert!(!eventstore::projection::skip_failed_event(&pool, "recorder").await.unwrap());
+    let not_failed = |outcome| matches!(outcome, Err(LeverError::Refused(LeverRefusal::NotFailed(_))));
+    assert!(not_failed(eventstore::projection::retry(&pool, "recorder").await));
+    assert!(not_failed(eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await));
 
     shutdown.cancel();
     task.await.unwrap();
@@ -328,7 +330,7 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     assert_eq!(wait_for_recorded(&pool, 10).await.len(), 10);
     let live_oid: i64 = sqlx::query_scalar("SELECT 'recorded'::regclass::oid::bigint").fetch_one(&pool).await.unwrap();
 
-    assert!(eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap());
+    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
     // More events arrive during the rebuild; the live table keeps taking them.
     let mut conn = pool.acquire().await.unwrap();
     for n in 11..=14 {
@@ -342,10 +344,215 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     let shadow_left: bool = sqlx::query_scalar("SELECT to_regclass('recorded_rebuild') IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert!(!shadow_left);
     // The rebuilt table holds every event exactly once, whatever the order of the batches.
-    let mut rebuilt: Vec<i64> = sqlx::query_scalar("SELECT n FROM recorded").fetch_all(&pool).await.unwrap();
+    let mut rebuilt = wait_for_recorded(&pool, 14).await;
     rebuilt.sort_unstable();
     assert_eq!(rebuilt, (1..=14).collect::<Vec<_>>());
 
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// Appends one event after another from `writers` tasks until `stop`; returns how many.
+fn keep_appending(pool: &PgPool, appends: &Appends, first: i64, writers: i64, stop: CancellationToken) -> tokio::task::JoinHandle<i64> {
+    let (pool, appends) = (pool.clone(), appends.clone());
+    tokio::spawn(async move {
+        let tasks: Vec<_> = (0..writers)
+            .map(|writer| {
+                let (pool, appends, stop) = (pool.clone(), appends.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (stream, mut written) = (Uuid::new_v4(), 0);
+                    let mut conn = pool.acquire().await.unwrap();
+                    while !stop.is_cancelled() {
+                        append(&mut conn, stream, written, &[counted(first + writer + written * writers)]).await.unwrap();
+                        appends.committed();
+                        written += 1;
+                    }
+                    written
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        total
+    })
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
+    let appends = Appends::new();
+    let (runner, _) = setup_with(&pool, 300, &appends).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.batch_size(50).idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    assert_eq!(wait_for_recorded(&pool, 300).await.len(), 300);
+
+    // Four writers never pause: no batch of the rebuild ever finds nothing new to apply.
+    let stop_writing = CancellationToken::new();
+    let writers = keep_appending(&pool, &appends, 301, 4, stop_writing.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Rebuilding).await;
+    let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
+    assert_eq!(done.last_error, None);
+    stop_writing.cancel();
+    let written = writers.await.unwrap();
+    assert!(written > 0);
+
+    // The rebuilt table went on with the live events: every event exactly once.
+    let mut rebuilt = wait_for_recorded(&pool, 300 + written as usize).await;
+    rebuilt.sort_unstable();
+    let appended: Vec<i64> =
+        sqlx::query_scalar("SELECT (data->>'n')::bigint FROM events ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert_eq!(rebuilt, appended);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
+    let appends = Appends::new();
+    let (runner, fail_on) = setup_with(&pool, 5, &appends).await;
+    fail_on.store(3, Ordering::SeqCst);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
+    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await.unwrap();
+    assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 4, 5]);
+
+    // Event 3 still cannot be applied; the rebuild must not stop at it.
+    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
+    assert_eq!(done.last_error, None);
+    let mut rebuilt: Vec<i64> = sqlx::query_scalar("SELECT n FROM recorded").fetch_all(&pool).await.unwrap();
+    rebuilt.sort_unstable();
+    assert_eq!(rebuilt, vec![1, 2, 4, 5]);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn levers_are_compare_and_set(pool: PgPool) {
+    let appends = Appends::new();
+    let (runner, fail_on) = setup_with(&pool, 6, &appends).await;
+    fail_on.store(3, Ordering::SeqCst);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
+    let seen = failed.failed_position.unwrap();
+
+    // A skip names the failure the operator saw: an older or newer one is refused.
+    let other = eventstore::Position { global_position: seen.global_position + 1, ..seen };
+    let moved = eventstore::projection::skip_failed_event(&pool, "recorder", other).await;
+    assert!(matches!(moved, Err(LeverError::Refused(LeverRefusal::FailureMoved { now, .. })) if now == seen), "{moved:?}");
+    let unknown = eventstore::projection::retry(&pool, "nope").await;
+    assert!(matches!(unknown, Err(LeverError::Refused(LeverRefusal::UnknownProjection(_)))));
+    assert_eq!(recorded(&pool).await, vec![1, 2]);
+
+    // A failure during a rebuild does not end the rebuild, and the swap keeps the failure.
+    eventstore::projection::skip_failed_event(&pool, "recorder", seen).await.unwrap();
+    assert_eq!(wait_for_recorded(&pool, 5).await, vec![1, 2, 4, 5, 6]);
+    shutdown.cancel();
+    task.await.unwrap();
+    fail_on.store(8, Ordering::SeqCst);
+    let mut conn = pool.acquire().await.unwrap();
+    for n in 7..=8 {
+        append(&mut conn, Uuid::new_v4(), 0, &[counted(n)]).await.unwrap();
+    }
+    // Both visible before the runner starts (a test beside this one may hold them back), so
+    // that its first live batch, during the rebuild, fails on event 8.
+    let after = eventstore::projection::checkpoint(&pool, "recorder").await.unwrap();
+    for _ in 0..500 {
+        if eventstore::read_all_after(&pool, after, 10).await.unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    let runner = ProjectionRunner::new(pool.clone(), Recorder { fail_on }, appends.subscribe(), "test").batch_size(4);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    let ended = wait_for_status(&pool, "recorder", |s| s.rebuild.is_none() && s.state != ProjectionState::Rebuilding).await;
+    assert_eq!(ended.state, ProjectionState::Failed, "{ended:?}");
+    assert!(ended.last_error.as_deref().unwrap().contains("told to fail"), "{ended:?}");
+    let mut rebuilt: Vec<i64> = sqlx::query_scalar("SELECT n FROM recorded").fetch_all(&pool).await.unwrap();
+    rebuilt.sort_unstable();
+    assert_eq!(rebuilt, vec![1, 2, 4, 5, 6, 7]);
+    // Levers never move a checkpoint backwards.
+    let before = eventstore::projection::checkpoint(&pool, "recorder").await.unwrap();
+    let stale_skip = eventstore::projection::skip_failed_event(&pool, "recorder", seen).await;
+    assert!(matches!(stale_skip, Err(LeverError::Refused(LeverRefusal::FailureMoved { .. }))), "{stale_skip:?}");
+    assert_eq!(eventstore::projection::checkpoint(&pool, "recorder").await.unwrap(), before);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
+    let appends = Appends::new();
+    let (runner, _) = setup_with(&pool, 20, &appends).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    assert_eq!(wait_for_recorded(&pool, 20).await.len(), 20);
+
+    // A long reader holds the live table while the rebuild wants to swap it out.
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM recorded").execute(&mut *reader).await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    let mut latencies = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        let started = std::time::Instant::now();
+        sqlx::query("SELECT count(*) FROM recorded").execute(&pool).await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 < Duration::from_millis(100), "reads queued behind the swap: p99 {p99:?}");
+    let status = eventstore::projection::status(&pool).await.unwrap();
+    let waiting = status.iter().find(|s| s.name == "recorder").unwrap();
+    assert_eq!(waiting.state, ProjectionState::Rebuilding, "the swap cannot have happened yet: {waiting:?}");
+
+    reader.commit().await.unwrap();
+    let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
+    assert_eq!(done.last_error, None);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
+    let appends = Appends::new();
+    let (runner, _) = setup_with(&pool, 3, &appends).await;
+    // An instance took the lead, then stopped answering (paused, cut off): its session and lock
+    // live on, but it has not renewed its lease for a minute.
+    let mut paused = sqlx::PgConnection::connect_with(&pool.connect_options()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('eventstore projection'), hashtext('recorder'))")
+        .execute(&mut paused)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection_name, owner_instance, owner_heartbeat_at, leader_epoch)
+         VALUES ('recorder', 'paused', clock_timestamp() - interval '1 minute', 7)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 2, 3]);
+    assert!(started.elapsed() < Duration::from_secs(5), "took over after {:?}", started.elapsed());
+    let led = wait_for_status(&pool, "recorder", |s| s.owner_instance.as_deref() == Some("test")).await;
+    assert_eq!(led.summary, "running");
+    let epoch: i64 = sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = 'recorder'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(epoch > 7, "a takeover is a new epoch");
+    assert!(sqlx::query("SELECT 1").execute(&mut paused).await.is_err(), "the stale leader's session was ended");
     shutdown.cancel();
     task.await.unwrap();
 }

@@ -19,6 +19,8 @@ pub struct Settings {
     pub acquire_timeout: Duration,
     /// How long a query with `after=<token>` waits for the read model to catch up.
     pub catch_up_bound: Duration,
+    /// How many queries may wait for the read model at once; more answer `stale` at once.
+    pub max_read_model_waiters: usize,
     /// Larger request bodies are refused with 413.
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
@@ -82,6 +84,7 @@ impl Settings {
             max_connections: 20,
             acquire_timeout: Duration::from_secs(3),
             catch_up_bound: Duration::from_secs(2),
+            max_read_model_waiters: 1000,
             body_limit: 64 * 1024,
             write: WriteOptions::default(),
             instance_id: default_instance_id(),

@@ -10,7 +10,8 @@ use app::write_side::CommandHandler;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use eventstore::Appends;
+use eventstore::projection::StatusCache;
+use eventstore::{Appends, CheckpointWatch};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
@@ -24,6 +25,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::routes;
+
+/// How old a projection status shown to operators, monitors and scrapers may be.
+const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -72,14 +76,16 @@ impl Application {
         let shutdown = CancellationToken::new();
         let appends = Appends::new();
         let mut background = appends.spawn_postgres_relay(pool.clone(), shutdown.clone());
-        let applied = Arc::new(tokio::sync::watch::Sender::new(0));
+        let checkpoints = CheckpointWatch::new(settings.max_read_model_waiters);
+        background.extend(checkpoints.spawn_postgres_relay(pool.clone(), shutdown.clone()));
         let services = Services {
             commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
-            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound, applied.subscribe()),
+            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound, checkpoints.clone()),
             history: AccountHistory::new(pool.clone()),
+            projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
         };
-        background.extend(run_projections(&pool, &appends, &applied, &settings.instance_id, &shutdown));
+        background.extend(run_projections(&pool, &appends, &checkpoints, &settings.instance_id, &shutdown));
 
         let state = AppState {
             leptos_options: settings.leptos_options.clone(),

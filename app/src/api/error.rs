@@ -221,6 +221,10 @@ mod server {
                 reused @ CommandError::CommandIdReused { .. } => {
                     ApiError::new(ErrorCode::CommandIdReused, capitalised(&reused.to_string()))
                 }
+                CommandError::Busy(busy) => {
+                    tracing::warn!(%busy, "commands queued for one account");
+                    ApiError::new(ErrorCode::ServiceUnavailable, format!("{}; please retry shortly", capitalised(&busy.to_string())))
+                }
                 CommandError::Unreadable(error) => {
                     tracing::error!(%error, "unreadable event in an account's stream");
                     ApiError::internal()

@@ -22,6 +22,8 @@ pub struct Services {
     pub commands: crate::write_side::CommandHandler,
     pub read_model: crate::read_side::ReadModel,
     pub history: crate::read_side::AccountHistory,
+    /// Every projection's status, read at most once a second however many ask.
+    pub projection_status: std::sync::Arc<eventstore::projection::StatusCache>,
     pub pool: sqlx::PgPool,
 }
 

@@ -1,6 +1,7 @@
-//! Operating the read side: every projection's status, and the operator's levers.
+//! Operating the read side: every projection's status, and the operator's levers. Each lever
+//! is a compare-and-set on the projection's state: one that no longer applies answers 409.
 
-use eventstore::ProjectionStatus;
+use eventstore::{Position, ProjectionStatus};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
@@ -9,58 +10,62 @@ use super::error::ApiError;
 /// Every projection: checkpoint, head, lag, state, last error, the instance running it.
 #[server(prefix = "/api", endpoint = "operations/projections", input = Json)]
 pub async fn list_projections() -> Result<Vec<ProjectionStatus>, ApiError> {
-    Ok(eventstore::projection::status(&super::services()?.pool).await?)
+    Ok(super::services()?.projection_status.get().await?.as_ref().clone())
 }
 
 /// Lets a failed projection try its failing event again (after a fix).
 #[server(prefix = "/api", endpoint = "operations/retry-projection", input = Json)]
 pub async fn retry_projection(name: String) -> Result<(), ApiError> {
-    let pool = server::known(&name).await?;
-    server::done(eventstore::projection::retry(&pool, &name).await?, &name, "it has not failed")
+    let name = server::projection_name(&name)?;
+    server::pulled(eventstore::projection::retry(&super::services()?.pool, name).await)
 }
 
-/// Moves a failed projection past the event it cannot apply; the skip is recorded.
+/// Moves a failed projection past the event it cannot apply; the skip is recorded. `position`
+/// is the failing event the operator saw: if the projection now fails elsewhere, nothing is
+/// skipped (409).
 #[server(prefix = "/api", endpoint = "operations/skip-failed-event", input = Json)]
-pub async fn skip_failed_event(name: String) -> Result<(), ApiError> {
-    let pool = server::known(&name).await?;
-    server::done(eventstore::projection::skip_failed_event(&pool, &name).await?, &name, "it has not failed")
+pub async fn skip_failed_event(name: String, position: Position) -> Result<(), ApiError> {
+    let name = server::projection_name(&name)?;
+    server::pulled(eventstore::projection::skip_failed_event(&super::services()?.pool, name, position).await)
 }
 
 /// Rebuilds a projection from the first event into shadow tables while the live ones keep
 /// serving, then swaps them in.
 #[server(prefix = "/api", endpoint = "operations/rebuild-projection", input = Json)]
 pub async fn rebuild_projection(name: String) -> Result<(), ApiError> {
-    let pool = server::known(&name).await?;
-    server::done(
-        eventstore::projection::request_rebuild(&pool, &name).await?,
-        &name,
-        "it is failed or already rebuilding",
-    )
+    let name = server::projection_name(&name)?;
+    server::pulled(eventstore::projection::request_rebuild(&super::services()?.pool, name).await)
 }
 
 #[cfg(feature = "ssr")]
 mod server {
-    use sqlx::PgPool;
+    use eventstore::projection::{LeverError, LeverRefusal};
 
     use crate::api::{ApiError, ErrorCode};
 
-    /// The pool, if `name` is a projection.
-    pub async fn known(name: &str) -> Result<PgPool, ApiError> {
-        let pool = crate::api::services()?.pool;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE projection_name = $1 AND projection_name NOT LIKE '%#%')",
-        )
-        .bind(name)
-        .fetch_one(&pool)
-        .await?;
-        if exists { Ok(pool) } else { Err(ApiError::new(ErrorCode::NotFound, format!("there is no projection {name:?}"))) }
+    /// Projection names are short snake_case words; anything else names no projection, and
+    /// is refused before it reaches the database (which refuses, say, a NUL in text).
+    pub fn projection_name(name: &str) -> Result<&str, ApiError> {
+        let well_formed = (1..=63).contains(&name.len())
+            && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+        if well_formed {
+            Ok(name)
+        } else {
+            Err(ApiError::invalid_request(format!("{name:?} is not a projection name")))
+        }
     }
 
-    pub fn done(changed: bool, name: &str, otherwise: &str) -> Result<(), ApiError> {
-        if changed {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Conflict, format!("projection {name} cannot do that now: {otherwise}")))
+    /// A lever's outcome as an answer; the next status shows what it changed.
+    pub fn pulled(outcome: Result<(), LeverError>) -> Result<(), ApiError> {
+        let services = crate::api::services()?;
+        services.projection_status.invalidate();
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(LeverError::Database(error)) => Err(error.into()),
+            Err(LeverError::Refused(refusal @ LeverRefusal::UnknownProjection(_))) => {
+                Err(ApiError::new(ErrorCode::NotFound, refusal.to_string()))
+            }
+            Err(LeverError::Refused(refusal)) => Err(ApiError::new(ErrorCode::Conflict, refusal.to_string())),
         }
     }
 }

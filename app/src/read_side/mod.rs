@@ -9,7 +9,7 @@ pub mod history;
 
 use std::time::Duration;
 
-use eventstore::Position;
+use eventstore::{CheckpointWatch, Position, Waited};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -26,7 +26,7 @@ pub use history::AccountHistory;
 pub fn run_projections(
     pool: &PgPool,
     appends: &eventstore::Appends,
-    applied: &std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    checkpoints: &CheckpointWatch,
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -34,12 +34,12 @@ pub fn run_projections(
     vec![
         tokio::spawn(
             ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe(), instance)
-                .notify_applied(applied.clone())
+                .publish_checkpoints(checkpoints.clone())
                 .run(shutdown.clone()),
         ),
         tokio::spawn(
             ProjectionRunner::new(pool.clone(), AccountLedgerProjection, appends.subscribe(), instance)
-                .notify_applied(applied.clone())
+                .publish_checkpoints(checkpoints.clone())
                 .run(shutdown.clone()),
         ),
     ]
@@ -54,13 +54,9 @@ pub struct ReadModel {
     pool: PgPool,
     /// How long a query with `after=<token>` waits for the projection to pass the token.
     catch_up_bound: Duration,
-    /// Changes whenever a projection in this process commits a batch.
-    applied: tokio::sync::watch::Receiver<u64>,
+    /// Every projection's checkpoint, watched in-process: waiting costs no query.
+    checkpoints: CheckpointWatch,
 }
-
-/// How often a query waiting for the read model looks again when no batch of this process
-/// says so: the projection may run in another instance.
-const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
 /// One `account_summary` row and the projection checkpoint, read by one statement so that the
 /// two are consistent.
@@ -101,6 +97,44 @@ impl SummaryRow {
     }
 }
 
+/// The checkpoint, and the account's row if it exists.
+#[derive(sqlx::FromRow)]
+struct SummaryOrCheckpoint {
+    account_id: Option<Uuid>,
+    owner_id: Option<String>,
+    current_balance: Option<Decimal>,
+    total_deposits: Option<Decimal>,
+    total_withdrawals: Option<Decimal>,
+    transaction_count: Option<i64>,
+    last_transaction: Option<OffsetDateTime>,
+    created_at: Option<OffsetDateTime>,
+    version: Option<i64>,
+    as_of_transaction_id: i64,
+    as_of_global_position: i64,
+}
+
+impl SummaryOrCheckpoint {
+    fn split(self) -> (Option<SummaryRow>, Position) {
+        let as_of = Position { transaction_id: self.as_of_transaction_id, global_position: self.as_of_global_position };
+        let row = (|| {
+            Some(SummaryRow {
+                account_id: self.account_id?,
+                owner_id: self.owner_id?,
+                current_balance: self.current_balance?,
+                total_deposits: self.total_deposits?,
+                total_withdrawals: self.total_withdrawals?,
+                transaction_count: self.transaction_count?,
+                last_transaction: self.last_transaction?,
+                created_at: self.created_at?,
+                version: self.version?,
+                as_of_transaction_id: self.as_of_transaction_id,
+                as_of_global_position: self.as_of_global_position,
+            })
+        })();
+        (row, as_of)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct LedgerRow {
     version: i64,
@@ -119,38 +153,50 @@ pub const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_bal
      JOIN projection_checkpoints c ON c.projection_name = $1";
 
 impl ReadModel {
-    pub fn new(pool: PgPool, catch_up_bound: Duration, applied: tokio::sync::watch::Receiver<u64>) -> ReadModel {
-        ReadModel { pool, catch_up_bound, applied }
+    pub fn new(pool: PgPool, catch_up_bound: Duration, checkpoints: CheckpointWatch) -> ReadModel {
+        ReadModel { pool, catch_up_bound, checkpoints }
     }
 
     /// The account as the read model knows it; `None` if it does not know it (yet).
     ///
     /// With `after`, waits until the projection has passed that position or the bound expires;
-    /// in the second case the answer is marked stale.
+    /// in the second case the answer is marked stale. The wait holds no connection: it watches
+    /// the checkpoints in-process and reads the row once more when woken. A position beyond the
+    /// newest event in the store, or a wait beyond the cap on waiters, answers stale at once.
     #[tracing::instrument(skip(self))]
     pub async fn account(&self, account_id: Uuid, after: Option<Position>) -> Result<Option<AccountView>, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.catch_up_bound;
-        let mut applied = self.applied.clone();
-        loop {
-            applied.mark_unchanged();
-            let row: Option<SummaryRow> = sqlx::query_as(&format!("{SUMMARY_SELECT} WHERE s.account_id = $2"))
-                .bind(PROJECTION_NAME)
-                .bind(account_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            let as_of = match &row {
-                Some(row) => row.as_of(),
-                None => self.checkpoint().await?,
-            };
-            let behind = after.is_some_and(|after| as_of < after);
-            if !behind || tokio::time::Instant::now() >= deadline {
-                return Ok(row.map(|row| row.into_view(behind)));
-            }
-            tokio::select! {
-                _ = applied.changed() => {}
-                _ = tokio::time::sleep(CATCH_UP_POLL) => {}
-            }
+        let (row, as_of) = self.summary(account_id).await?;
+        let Some(after) = after.filter(|after| as_of < *after) else {
+            return Ok(row.map(|row| row.into_view(false)));
+        };
+        if eventstore::head(&self.pool).await? < after {
+            return Ok(row.map(|row| row.into_view(true)));
         }
+        if self.checkpoints.wait_for(PROJECTION_NAME, after, deadline).await != Waited::Reached {
+            return Ok(row.map(|row| row.into_view(true)));
+        }
+        let (row, as_of) = self.summary(account_id).await?;
+        Ok(row.map(|row| row.into_view(as_of < after)))
+    }
+
+    /// The account's row (if any) and the checkpoint it is current as of, in one statement:
+    /// read separately, a batch committing in between could make the checkpoint pass a
+    /// position whose row was read before it existed.
+    async fn summary(&self, account_id: Uuid) -> Result<(Option<SummaryRow>, Position), sqlx::Error> {
+        let found: Option<SummaryOrCheckpoint> = sqlx::query_as(
+            "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
+                    s.transaction_count, s.last_transaction, s.created_at, s.version,
+                    c.transaction_id::text::bigint AS as_of_transaction_id, c.global_position AS as_of_global_position
+             FROM projection_checkpoints c
+             LEFT JOIN account_summary s ON s.account_id = $2
+             WHERE c.projection_name = $1",
+        )
+        .bind(PROJECTION_NAME)
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.map_or((None, Position::START), SummaryOrCheckpoint::split))
     }
 
     /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].

@@ -1,6 +1,6 @@
 //! The read side at work: every projection's status, live, and the operator's levers.
 
-use eventstore::{ProjectionState, ProjectionStatus};
+use eventstore::{Position, ProjectionState, ProjectionStatus};
 use leptos::prelude::*;
 
 use super::format;
@@ -11,7 +11,8 @@ use crate::api::operations::{list_projections, rebuild_projection, retry_project
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lever {
     Retry,
-    Skip,
+    /// Skips the failing event shown, and only that one.
+    Skip(Position),
     Rebuild,
 }
 
@@ -24,7 +25,7 @@ pub fn OperationsPage() -> impl IntoView {
         async move {
             let done: Result<(), ApiError> = match lever {
                 Lever::Retry => retry_projection(name).await,
-                Lever::Skip => skip_failed_event(name).await,
+                Lever::Skip(position) => skip_failed_event(name, position).await,
                 Lever::Rebuild => rebuild_projection(name).await,
             };
             projections.refetch();
@@ -72,7 +73,9 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
             pull.dispatch((which, name.clone()));
         }
     };
-    let failed = status.state == ProjectionState::Failed;
+    // A failure can outlast a rebuild: the live tables stay stopped at the event meanwhile.
+    let failed_at = status.failed_position;
+    let failed = failed_at.is_some();
     let rebuilding = status.state == ProjectionState::Rebuilding;
     let pending = pull.pending();
     view! {
@@ -98,11 +101,11 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
                 <p class="form-error" data-testid="projection-error">{error}</p>
             })}
             <div class="levers">
-                <button type="button" disabled=move || failed || rebuilding || pending.get() on:click=lever(Lever::Rebuild)>
+                <button type="button" disabled=move || rebuilding || pending.get() on:click=lever(Lever::Rebuild)>
                     "Rebuild"
                 </button>
                 <button type="button" disabled=move || !failed || pending.get() on:click=lever(Lever::Retry)>"Retry"</button>
-                <button type="button" class="danger" disabled=move || !failed || pending.get() on:click=lever(Lever::Skip)>
+                <button type="button" class="danger" disabled=move || !failed || pending.get() on:click=lever(Lever::Skip(failed_at.unwrap_or_default()))>
                     "Skip failing event"
                 </button>
             </div>

@@ -1,9 +1,11 @@
 //! The write side: load an account, let the domain decide, append the result — once per
 //! command, however often the command is sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
+use eventstore::stream_turns::StreamTurns;
 use eventstore::{AppendError, Appends, append, begin_with_stream_lock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,6 +28,9 @@ pub enum CommandError {
     /// The command id was used before for a different command.
     #[error("command id {command_id} was already used for a different command")]
     CommandIdReused { command_id: Uuid },
+    /// Too many commands for one account were waiting already; nothing was written.
+    #[error(transparent)]
+    Busy(#[from] eventstore::stream_turns::TooBusy),
     #[error("the account's history cannot be read: {0}")]
     Unreadable(String),
     #[error(transparent)]
@@ -60,11 +65,13 @@ pub struct WriteOptions {
     pub max_attempts: u32,
     /// A snapshot is stored every this many events (0: never).
     pub snapshot_interval: i64,
+    /// How long a command waits for its account's turn in this process before it gives up.
+    pub turn_patience: Duration,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { serialize_writers: true, max_attempts: 10, snapshot_interval: 25 }
+        WriteOptions { serialize_writers: true, max_attempts: 10, snapshot_interval: 25, turn_patience: Duration::from_secs(5) }
     }
 }
 
@@ -81,11 +88,12 @@ pub struct CommandHandler {
     pool: PgPool,
     appends: Appends,
     options: WriteOptions,
+    turns: Arc<StreamTurns>,
 }
 
 impl CommandHandler {
     pub fn new(pool: PgPool, appends: Appends, options: WriteOptions) -> CommandHandler {
-        CommandHandler { pool, appends, options }
+        CommandHandler { pool, appends, options, turns: Arc::new(StreamTurns::new()) }
     }
 
     /// Handles a command: load the account, decide, append at the loaded version and remember
@@ -104,6 +112,13 @@ impl CommandHandler {
             "causationId": envelope.command_id,
             "issuedAt": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
         });
+        // In line for the account in this process first, holding no connection: a hot account's
+        // commands then hold one pooled connection between them, not one each.
+        let _turn = if self.options.serialize_writers {
+            Some(self.turns.take(envelope.account_id, self.options.turn_patience).await?)
+        } else {
+            None
+        };
         for attempt in 1..=self.options.max_attempts {
             let mut tx = if self.options.serialize_writers {
                 self.pool.begin_with(begin_with_stream_lock(envelope.account_id)).await?

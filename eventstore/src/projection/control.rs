@@ -1,12 +1,19 @@
-//! A projection's checkpoint row: where it is, who runs it, what state it is in, and the
-//! operator's levers (retry, skip, rebuild).
+//! A projection's checkpoint row: where it is, who leads it (a lease with a fencing token), what
+//! state it is in, and the operator's levers (retry, skip, rebuild), each a compare-and-set.
+
+use std::time::Duration;
 
 use sqlx::{PgConnection, PgExecutor, PgPool};
-use time::OffsetDateTime;
 
 use crate::Position;
 
-pub use crate::status::{ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::status::ProjectionState;
+
+/// How long a leader's heartbeat vouches for it. A leader that has not renewed its lease for
+/// this long — paused, cut off, or stuck — is fenced off by the next instance that wants to lead.
+pub const LEASE: Duration = Duration::from_secs(4);
+/// How often a leader renews its lease: several renewals fit in one lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The checkpoint row a rebuild of `name` advances.
 pub(super) fn rebuild_checkpoint_name(name: &str) -> String {
@@ -22,6 +29,20 @@ pub async fn checkpoint(executor: impl PgExecutor<'_>, name: &str) -> Result<Pos
     .fetch_optional(executor)
     .await?;
     Ok(row.map_or(Position::START, |(transaction_id, global_position)| Position { transaction_id, global_position }))
+}
+
+/// Every projection's checkpoint (rebuilds' shadow checkpoints left out).
+pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<(String, Position)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT projection_name, transaction_id::text::bigint, global_position FROM projection_checkpoints
+         WHERE projection_name NOT LIKE '%#rebuild'",
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, transaction_id, global_position)| (name, Position { transaction_id, global_position }))
+        .collect())
 }
 
 /// Reads the checkpoint and locks it until the transaction ends, creating it on first use.
@@ -42,12 +63,25 @@ pub(super) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Resu
     Ok(Position { transaction_id, global_position })
 }
 
-pub(super) async fn advance(conn: &mut PgConnection, name: &str, to: Position, applied: usize) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Whether the leadership taken with `epoch` still stands, holding it until the transaction
+/// ends: a takeover (which increments the epoch) waits for the batch in flight, and a batch
+/// after a takeover sees it.
+pub(super) async fn still_leads(conn: &mut PgConnection, name: &str, epoch: i64) -> Result<bool, sqlx::Error> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = $1 FOR SHARE")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(current == Some(epoch))
+}
+
+/// Moves the checkpoint forward to `to`; never backwards. False if it is already at or past it.
+pub(super) async fn advance(conn: &mut PgConnection, name: &str, to: Position, applied: usize) -> Result<bool, sqlx::Error> {
+    let advanced = sqlx::query(
         "UPDATE projection_checkpoints
          SET transaction_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4,
              updated_at = clock_timestamp()
-         WHERE projection_name = $1",
+         WHERE projection_name = $1 AND (transaction_id, global_position) < ($2::text::xid8, $3)",
     )
     .bind(name)
     .bind(to.transaction_id.to_string())
@@ -55,59 +89,142 @@ pub(super) async fn advance(conn: &mut PgConnection, name: &str, to: Position, a
     .bind(applied as i64)
     .execute(conn)
     .await?;
+    Ok(advanced.rows_affected() == 1)
+}
+
+/// What the leader is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Steering {
+    pub state: ProjectionState,
+    /// The live tables are stopped at an event they cannot apply (during a rebuild too).
+    pub live_failed: bool,
+}
+
+pub(super) async fn steering(executor: impl PgExecutor<'_>, name: &str) -> Result<Steering, sqlx::Error> {
+    let row: Option<(String, bool)> = sqlx::query_as(
+        "SELECT state, failed_global_position IS NOT NULL FROM projection_checkpoints WHERE projection_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    Ok(match row {
+        Some((state, live_failed)) => Steering { state: parse_state(&state)?, live_failed },
+        None => Steering { state: ProjectionState::Running, live_failed: false },
+    })
+}
+
+fn parse_state(state: &str) -> Result<ProjectionState, sqlx::Error> {
+    ProjectionState::parse(state).ok_or_else(|| sqlx::Error::Decode(format!("unknown projection state {state:?}").into()))
+}
+
+/// The leadership connection's settings: Postgres notices a peer that vanished (a cut cable, a
+/// crashed host) within seconds instead of after the kernel's two-hour keepalive default, and
+/// so releases the session lock. Ignored on a Unix socket, where they do not apply.
+pub(super) async fn configure_leader_connection(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for setting in
+        ["tcp_keepalives_idle = 5", "tcp_keepalives_interval = 1", "tcp_keepalives_count = 3", "tcp_user_timeout = 5000"]
+    {
+        sqlx::query(&format!("SET {setting}")).execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-pub(super) async fn state(executor: impl PgExecutor<'_>, name: &str) -> Result<ProjectionState, sqlx::Error> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = $1")
-        .bind(name)
-        .fetch_optional(executor)
-        .await?;
-    Ok(state.as_deref().map_or(ProjectionState::Running, ProjectionState::parse))
-}
-
-pub(super) async fn claim(conn: &mut PgConnection, name: &str, instance: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection_name, owner_instance, owner_heartbeat_at)
-         VALUES ($1, $2, clock_timestamp())
-         ON CONFLICT (projection_name) DO UPDATE SET owner_instance = $2, owner_heartbeat_at = clock_timestamp()",
+/// Takes over the projection: a new epoch, this instance as its leader. Returns the epoch, the
+/// fencing token every heartbeat and batch of this leadership names.
+pub(super) async fn claim(conn: &mut PgConnection, name: &str, instance: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO projection_checkpoints (projection_name, owner_instance, owner_heartbeat_at, leader_epoch)
+         VALUES ($1, $2, clock_timestamp(), 1)
+         ON CONFLICT (projection_name) DO UPDATE
+         SET owner_instance = $2, owner_heartbeat_at = clock_timestamp(),
+             leader_epoch = projection_checkpoints.leader_epoch + 1
+         RETURNING leader_epoch",
     )
     .bind(name)
     .bind(instance)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
-pub(super) async fn heartbeat(conn: &mut PgConnection, name: &str, instance: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Renews the lease. False if another instance has taken over since `epoch`.
+pub(super) async fn heartbeat(conn: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query(
         "UPDATE projection_checkpoints SET owner_heartbeat_at = clock_timestamp()
-         WHERE projection_name = $1 AND owner_instance = $2",
+         WHERE projection_name = $1 AND owner_instance = $2 AND leader_epoch = $3",
     )
     .bind(name)
     .bind(instance)
+    .bind(epoch)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(renewed.rows_affected() == 1)
 }
 
-pub(super) async fn disown(conn: &mut PgConnection, name: &str, instance: &str) -> Result<(), sqlx::Error> {
+/// Gives the projection up (a clean stop). The heartbeat time stays, so that a leader paused
+/// between this and releasing its lock still has a lease that runs out.
+pub(super) async fn disown(conn: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE projection_checkpoints SET owner_instance = NULL, owner_heartbeat_at = NULL
-         WHERE projection_name = $1 AND owner_instance = $2",
+        "UPDATE projection_checkpoints SET owner_instance = NULL
+         WHERE projection_name = $1 AND owner_instance = $2 AND leader_epoch = $3",
     )
     .bind(name)
     .bind(instance)
+    .bind(epoch)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Stops the projection at the event at `position`.
+/// The session advisory lock that says who leads `name`, as `pg_try_advisory_lock` takes it.
+const LEADERSHIP_LOCK: &str = "hashtext('eventstore projection'), hashtext($1)";
+
+pub(super) async fn try_lock_leadership(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({LEADERSHIP_LOCK})")).bind(name).fetch_one(conn).await
+}
+
+pub(super) async fn unlock_leadership(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("SELECT pg_advisory_unlock({LEADERSHIP_LOCK})")).bind(name).execute(conn).await?;
+    Ok(())
+}
+
+/// If the leader of `name` let its lease run out, ends its database session, which releases
+/// its leadership lock, so that this instance can take over. Returns whether it fenced one.
+///
+/// A paused or cut-off process keeps its session — and the lock — as long as its TCP
+/// connection looks alive, which for a paused process is forever. Its batches in flight are
+/// ended by `idle_in_transaction_session_timeout`, and the new epoch stops any it starts later.
+pub(super) async fn fence_expired_leader(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    // The candidates first, materialised: in a plain WHERE clause Postgres may call
+    // pg_terminate_backend on rows before the other conditions have ruled them out.
+    let fenced: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "WITH stale AS MATERIALIZED (
+             SELECT l.pid, c.owner_instance FROM pg_locks l, projection_checkpoints c
+             WHERE c.projection_name = $1
+               AND c.owner_heartbeat_at < clock_timestamp() - make_interval(secs => $2)
+               AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.classid = hashtext('eventstore projection')::oid AND l.objid = hashtext($1)::oid
+               AND l.pid <> pg_backend_pid()
+         )
+         SELECT pid, owner_instance FROM stale WHERE pg_terminate_backend(pid)",
+    )
+    .bind(name)
+    .bind(LEASE.as_secs_f64())
+    .fetch_all(conn)
+    .await?;
+    for (pid, instance) in &fenced {
+        tracing::warn!(projection = name, pid, instance, "fenced off a leader whose lease ran out");
+    }
+    Ok(!fenced.is_empty())
+}
+
+/// Stops the live tables at the event at `position`. A rebuild in progress goes on (up to the
+/// event), and the failure stays when it ends.
 pub(super) async fn fail(pool: &PgPool, name: &str, position: Position, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints
-         SET state = 'failed', last_error = $2, failed_transaction_id = $3::text::xid8,
+         SET state = CASE WHEN state = 'rebuilding' THEN 'rebuilding' ELSE 'failed' END,
+             last_error = $2, failed_transaction_id = $3::text::xid8,
              failed_global_position = $4, failed_at = clock_timestamp()
          WHERE projection_name = $1",
     )
@@ -120,65 +237,121 @@ pub(super) async fn fail(pool: &PgPool, name: &str, position: Position, error: &
     Ok(())
 }
 
-/// Lets a failed projection try its failing event again (after a fix). False if it had not
-/// failed.
-pub async fn retry(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE projection_checkpoints
-         SET state = 'running', last_error = NULL, failed_transaction_id = NULL,
-             failed_global_position = NULL, failed_at = NULL
-         WHERE projection_name = $1 AND state = 'failed'",
-    )
-    .bind(name)
-    .execute(pool)
-    .await?;
-    Ok(updated.rows_affected() == 1)
+/// Why an operator's lever did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeverRefusal {
+    #[error("there is no projection {0:?}")]
+    UnknownProjection(String),
+    #[error("projection {0} has not failed")]
+    NotFailed(String),
+    /// The failure the operator saw is not the one now: skipping would skip an event unseen.
+    #[error("projection {name} now fails at {now}, not at {seen}: look again before skipping")]
+    FailureMoved { name: String, seen: Position, now: Position },
+    #[error("projection {0} is already rebuilding")]
+    AlreadyRebuilding(String),
 }
 
-/// Moves a failed projection past its failing event, recording the skip and the error in
-/// `skipped_events`. False if it had not failed.
-pub async fn skip_failed_event(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+#[derive(Debug, thiserror::Error)]
+pub enum LeverError {
+    #[error(transparent)]
+    Refused(#[from] LeverRefusal),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The checkpoint row as the levers see it, locked until the lever's transaction ends.
+struct LeverRow {
+    state: ProjectionState,
+    failed_at: Option<Position>,
+}
+
+async fn lock_for_lever(conn: &mut PgConnection, name: &str) -> Result<LeverRow, LeverError> {
+    let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT state, failed_transaction_id::text::bigint, failed_global_position FROM projection_checkpoints
+         WHERE projection_name = $1 AND projection_name NOT LIKE '%#%' FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (state, failed_transaction_id, failed_global_position) =
+        row.ok_or_else(|| LeverRefusal::UnknownProjection(name.to_owned()))?;
+    Ok(LeverRow {
+        state: parse_state(&state)?,
+        failed_at: failed_transaction_id
+            .zip(failed_global_position)
+            .map(|(transaction_id, global_position)| Position { transaction_id, global_position }),
+    })
+}
+
+/// The columns a failure sets, cleared; a rebuild in progress goes on.
+const CLEAR_FAILURE: &str = "state = CASE WHEN state = 'rebuilding' THEN 'rebuilding' ELSE 'running' END,
+     last_error = NULL, failed_transaction_id = NULL, failed_global_position = NULL, failed_at = NULL";
+
+/// Lets a failed projection try its failing event again (after a fix).
+pub async fn retry(pool: &PgPool, name: &str) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
-    let skipped = sqlx::query(
+    if lock_for_lever(&mut tx, name).await?.failed_at.is_none() {
+        return Err(LeverRefusal::NotFailed(name.to_owned()).into());
+    }
+    sqlx::query(&format!("UPDATE projection_checkpoints SET {CLEAR_FAILURE} WHERE projection_name = $1"))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Moves a failed projection past its failing event, which must be the one the operator saw
+/// (`seen`), recording the skip and the error in `skipped_events`. Rebuilds skip it too.
+pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Result<(), LeverError> {
+    let mut tx = pool.begin().await?;
+    let Some(now) = lock_for_lever(&mut tx, name).await?.failed_at else {
+        return Err(LeverRefusal::NotFailed(name.to_owned()).into());
+    };
+    if now != seen {
+        return Err(LeverRefusal::FailureMoved { name: name.to_owned(), seen, now }.into());
+    }
+    sqlx::query(
         "INSERT INTO skipped_events (projection_name, global_position, transaction_id, error)
          SELECT projection_name, failed_global_position, failed_transaction_id, coalesce(last_error, '')
-         FROM projection_checkpoints
-         WHERE projection_name = $1 AND state = 'failed' AND failed_global_position IS NOT NULL
-         FOR UPDATE",
+         FROM projection_checkpoints WHERE projection_name = $1",
     )
     .bind(name)
     .execute(&mut *tx)
     .await?;
-    if skipped.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    sqlx::query(
+    // Forward only: the failing event follows the checkpoint, so this never moves it back.
+    sqlx::query(&format!(
         "UPDATE projection_checkpoints
          SET transaction_id = failed_transaction_id, global_position = failed_global_position,
-             state = 'running', last_error = NULL, failed_transaction_id = NULL,
-             failed_global_position = NULL, failed_at = NULL, updated_at = clock_timestamp()
-         WHERE projection_name = $1",
-    )
+             updated_at = clock_timestamp(), {CLEAR_FAILURE}
+         WHERE projection_name = $1 AND (failed_transaction_id, failed_global_position) > (transaction_id, global_position)"
+    ))
     .bind(name)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
-/// Asks the projection's leader to rebuild it into shadow tables and swap them in. False if
-/// the projection is failed or already rebuilding.
-pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE projection_checkpoints SET state = 'rebuilding', last_error = NULL
-         WHERE projection_name = $1 AND state = 'running'",
-    )
-    .bind(name)
-    .execute(pool)
-    .await?;
-    Ok(updated.rows_affected() == 1)
+/// Asks the projection's leader to rebuild it into shadow tables and swap them in. A failed
+/// projection can be rebuilt too: the rebuild stops where the live tables stopped, and the
+/// failure stays until retried or skipped.
+pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<(), LeverError> {
+    let mut tx = pool.begin().await?;
+    if lock_for_lever(&mut tx, name).await?.state == ProjectionState::Rebuilding {
+        return Err(LeverRefusal::AlreadyRebuilding(name.to_owned()).into());
+    }
+    sqlx::query("UPDATE projection_checkpoints SET state = 'rebuilding' WHERE projection_name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
+
+/// The state a rebuild leaves behind, whether it swapped or gave up: a failure of the live
+/// tables meanwhile stays.
+const END_REBUILD: &str = "state = CASE WHEN failed_global_position IS NULL THEN 'running' ELSE 'failed' END";
 
 pub(super) async fn rebuild_started(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE projection_name = $1)")
@@ -187,8 +360,8 @@ pub(super) async fn rebuild_started(pool: &PgPool, name: &str) -> Result<bool, s
         .await
 }
 
-/// Gives up a rebuild that cannot apply an event: drops the shadow tables and says why in the
-/// status. The live tables, which did apply the event, keep running.
+/// Gives up a rebuild that cannot go on: drops the shadow tables and says why in the status.
+/// The live tables keep running (or stay failed).
 pub(super) async fn abort_rebuild(pool: &PgPool, name: &str, tables: &[&str], error: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for table in tables {
@@ -198,11 +371,13 @@ pub(super) async fn abort_rebuild(pool: &PgPool, name: &str, tables: &[&str], er
         .bind(rebuild_checkpoint_name(name))
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE projection_checkpoints SET state = 'running', last_error = $2 WHERE projection_name = $1")
-        .bind(name)
-        .bind(format!("rebuild stopped: {error}"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "UPDATE projection_checkpoints SET {END_REBUILD}, last_error = coalesce(last_error, $2) WHERE projection_name = $1"
+    ))
+    .bind(name)
+    .bind(format!("rebuild stopped: {error}"))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 
@@ -226,129 +401,77 @@ pub(super) async fn start_rebuild(pool: &PgPool, name: &str, tables: &[&str]) ->
     Ok(())
 }
 
-/// If the shadow tables have caught up with the live checkpoint, swaps them in, atomically:
-/// readers see the old tables or the new ones, never a mix. False if not caught up yet.
-pub(super) async fn swap_rebuilt(pool: &PgPool, name: &str, tables: &[&str]) -> Result<bool, sqlx::Error> {
+/// How long a swap waits for readers of the live tables to let go. `ALTER TABLE … RENAME`
+/// needs an exclusive lock, and while it waits every later reader queues behind it: a swap
+/// that cannot have its lock at once gives up and is tried again, instead of stalling reads.
+const SWAP_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '20ms'";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Swap {
+    Swapped,
+    /// The shadow tables have not reached the live checkpoint yet.
+    NotCaughtUp,
+    /// A reader held the live tables; try again shortly.
+    TablesBusy,
+}
+
+/// If the shadow tables have reached the live checkpoint, swaps them in, atomically: readers
+/// see the old tables or the new ones, never a mix.
+pub(super) async fn swap_rebuilt(pool: &PgPool, name: &str, tables: &[&str]) -> Result<Swap, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let live = lock_checkpoint(&mut tx, name).await?;
     let shadow = lock_checkpoint(&mut tx, &rebuild_checkpoint_name(name)).await?;
     if shadow != live {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Swap::NotCaughtUp);
     }
+    sqlx::query(SWAP_LOCK_TIMEOUT).execute(&mut *tx).await?;
     for table in tables {
         for statement in [
             format!(r#"ALTER TABLE "{table}" RENAME TO "{table}_replaced""#),
             format!(r#"ALTER TABLE "{table}_rebuild" RENAME TO "{table}""#),
             format!(r#"DROP TABLE "{table}_replaced""#),
         ] {
-            sqlx::query(&statement).execute(&mut *tx).await?;
+            match sqlx::query(&statement).execute(&mut *tx).await {
+                Ok(_) => {}
+                Err(error) if is_lock_timeout(&error) => {
+                    tx.rollback().await?;
+                    return Ok(Swap::TablesBusy);
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection_name = $1")
         .bind(rebuild_checkpoint_name(name))
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE projection_checkpoints SET state = 'running', last_error = NULL WHERE projection_name = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "UPDATE projection_checkpoints SET {END_REBUILD}, last_error = CASE WHEN failed_global_position IS NULL
+             THEN NULL ELSE last_error END
+         WHERE projection_name = $1"
+    ))
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Swap::Swapped)
 }
 
-#[derive(sqlx::FromRow)]
-struct StatusRow {
-    projection_name: String,
-    state: String,
-    transaction_id: i64,
-    global_position: i64,
-    events_applied: i64,
-    last_error: Option<String>,
-    failed_transaction_id: Option<i64>,
-    failed_global_position: Option<i64>,
-    owner_instance: Option<String>,
-    owner_heartbeat_at: Option<OffsetDateTime>,
-    lag_events: i64,
-    lag_seconds: f64,
-    rebuild_done: Option<i64>,
+/// 55P03 lock_not_available: a `lock_timeout` ran out.
+pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
-/// A leader that has not said so for this long is taken for gone.
-const OWNER_TIMEOUT_SECONDS: i64 = 10;
-/// More events behind than this, or older than this, is "catching up".
-const CATCHING_UP_EVENTS: i64 = 1000;
-const CATCHING_UP_SECONDS: f64 = 5.0;
-
-/// The status of every projection.
-pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    let head: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM events
-         ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let head = head.map_or(Position::START, |(transaction_id, global_position)| Position { transaction_id, global_position });
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
-    let oldest_transaction_seconds: f64 = sqlx::query_scalar(
-        "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start))::float8, 0)
-         FROM pg_stat_activity WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(pool)
-    .await?;
-    let rows: Vec<StatusRow> = sqlx::query_as(
-        "SELECT c.projection_name, c.state, c.transaction_id::text::bigint AS transaction_id, c.global_position,
-                c.events_applied, c.last_error, c.failed_transaction_id::text::bigint AS failed_transaction_id,
-                c.failed_global_position, c.owner_instance, c.owner_heartbeat_at,
-                (SELECT count(*) FROM (SELECT 1 FROM events e
-                    WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)
-                    LIMIT 1000000) behind) AS lag_events,
-                coalesce((SELECT extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8 FROM events e
-                    WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)), 0) AS lag_seconds,
-                (SELECT r.events_applied FROM projection_checkpoints r
-                    WHERE r.projection_name = c.projection_name || '#rebuild') AS rebuild_done
-         FROM projection_checkpoints c
-         WHERE c.projection_name NOT LIKE '%#rebuild'
-         ORDER BY c.projection_name",
-    )
-    .fetch_all(pool)
-    .await?;
-    let now = OffsetDateTime::now_utc();
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let state = ProjectionState::parse(&row.state);
-            let led = row
-                .owner_heartbeat_at
-                .is_some_and(|at| (now - at).whole_seconds() < OWNER_TIMEOUT_SECONDS);
-            let summary = match state {
-                ProjectionState::Failed => "failed",
-                ProjectionState::Rebuilding => "rebuilding",
-                ProjectionState::Running if !led => "not running",
-                ProjectionState::Running if row.lag_events > CATCHING_UP_EVENTS || row.lag_seconds > CATCHING_UP_SECONDS => {
-                    "catching up"
-                }
-                ProjectionState::Running => "running",
-            };
-            ProjectionStatus {
-                name: row.projection_name,
-                state,
-                summary: summary.to_owned(),
-                checkpoint: Position { transaction_id: row.transaction_id, global_position: row.global_position },
-                head,
-                lag_events: row.lag_events,
-                lag_seconds: row.lag_seconds,
-                events_applied: row.events_applied,
-                last_error: row.last_error,
-                failed_position: row
-                    .failed_transaction_id
-                    .zip(row.failed_global_position)
-                    .map(|(transaction_id, global_position)| Position { transaction_id, global_position }),
-                owner_instance: if led { row.owner_instance } else { None },
-                owner_heartbeat_at: row.owner_heartbeat_at,
-                rebuild: row.rebuild_done.map(|done| RebuildProgress { done, total }),
-                oldest_transaction_seconds,
-            }
-        })
-        .collect())
+/// The positions among `positions` that an operator skipped in `name`: a rebuild skips them too.
+pub(super) async fn skipped_among(
+    conn: &mut PgConnection,
+    name: &str,
+    positions: &[i64],
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT global_position FROM skipped_events WHERE projection_name = $1 AND global_position = ANY($2)")
+        .bind(name)
+        .bind(positions)
+        .fetch_all(conn)
+        .await
 }

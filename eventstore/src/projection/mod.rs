@@ -5,15 +5,19 @@
 //!   the fold of the events up to its checkpoint: nothing applied twice, nothing lost, without
 //!   asking projections to be idempotent.
 //! - Any number of server instances may run the same projections; one instance at a time leads
-//!   each projection, by a session advisory lock held on a connection of its own. Each batch
-//!   also locks the checkpoint row and checks it did not move, so even two leaders (a lock lost
-//!   with its connection, unnoticed for a moment) cannot apply a batch twice.
+//!   each projection, by a session advisory lock held on a connection of its own and a lease it
+//!   renews every second. A leader whose lease runs out (paused, cut off) is fenced off: its
+//!   session is ended and the next leader's epoch stops any batch it tries later. Each batch
+//!   also locks the checkpoint row and checks it did not move, so even two leaders cannot apply
+//!   a batch twice.
 //! - An event a projection cannot apply stops that projection only, at that event, until an
-//!   operator retries (after a fix) or skips it (recorded in `skipped_events`).
+//!   operator retries (after a fix) or skips it (recorded in `skipped_events`, and skipped by
+//!   rebuilds too).
 //! - A rebuild fills shadow tables from the start while the live tables keep serving, then
-//!   swaps them in one transaction.
+//!   swaps them in one transaction as soon as they reach the live checkpoint.
 
 mod control;
+mod monitor;
 mod runner;
 
 use std::future::Future;
@@ -22,7 +26,10 @@ use sqlx::PgConnection;
 
 use crate::{Position, RecordedEvent};
 
-pub use control::{checkpoint, request_rebuild, retry, skip_failed_event, status};
+pub use control::{
+    HEARTBEAT, LEASE, LeverError, LeverRefusal, checkpoint, checkpoints, request_rebuild, retry, skip_failed_event,
+};
+pub use monitor::{StatusCache, status};
 pub use runner::{Progress, ProjectionRunner};
 
 /// A read model built from the global log.

@@ -1,14 +1,15 @@
-//! Running one projection: leadership, batches, failures, rebuilds.
+//! Running one projection: leadership (a lease), batches, failures, rebuilds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::control::{self, ProjectionState};
+use super::control::{self, HEARTBEAT, Swap};
 use super::{ApplyError, Projection, ProjectionError, Target, is_transient};
-use crate::{Position, RecordedEvent, read_all_after};
+use crate::checkpoint_watch::CheckpointWatch;
+use crate::{Position, ProjectionState, RecordedEvent, read_all_after};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,17 +21,24 @@ pub enum Progress {
     /// Nothing can be applied yet: later events exist, but a transaction still running — in
     /// any database of the cluster — may yet commit events that sort before them.
     HeldBack,
+    /// Another instance leads the projection now; this one must stop.
+    NotLeading,
 }
 
 /// Every batch's transaction. A projection's commit need not wait for the disk: a crash can
 /// only lose whole batches, read-model writes and checkpoint together, and those are simply
-/// applied again. (Commands, whose answers promise durability, never do this.)
-const BEGIN_BATCH: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+/// applied again. (Commands, whose answers promise durability, never do this.) A batch whose
+/// process stops answering mid-way (paused, cut off) is ended by Postgres instead of holding
+/// the checkpoint row, and with it the next leader, indefinitely.
+const BEGIN_BATCH: &str =
+    "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL idle_in_transaction_session_timeout = '3s'";
 
-/// How often a leader proves its leadership connection alive and says so in the status.
-const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often an instance that does not lead asks whether it can.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// How long a rebuild's shadow may run between two batches of the live tables.
+const REBUILD_TURN: Duration = Duration::from_millis(200);
+/// How soon a swap that found the live tables busy is tried again.
+const SWAP_RETRY: Duration = Duration::from_millis(100);
 
 /// Runs one projection in this instance whenever this instance leads it.
 pub struct ProjectionRunner<P> {
@@ -40,7 +48,19 @@ pub struct ProjectionRunner<P> {
     instance: String,
     batch_size: i64,
     idle_poll: Duration,
-    applied: Option<std::sync::Arc<watch::Sender<u64>>>,
+    checkpoints: Option<CheckpointWatch>,
+    /// The epoch of this instance's leadership, while it leads; batches run without one (tests)
+    /// are not fenced.
+    epoch: Option<i64>,
+}
+
+/// Why leading stopped.
+#[derive(Debug, thiserror::Error)]
+enum LeadError {
+    #[error("another instance took the projection over")]
+    Replaced,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -55,14 +75,15 @@ impl<P: Projection> ProjectionRunner<P> {
             instance: instance.into(),
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
-            applied: None,
+            checkpoints: None,
+            epoch: None,
         }
     }
 
-    /// Bumps `applied` after every committed batch of the live tables, so that queries in this
-    /// process waiting for the read model to catch up look again at once.
-    pub fn notify_applied(mut self, applied: std::sync::Arc<watch::Sender<u64>>) -> Self {
-        self.applied = Some(applied);
+    /// Tells `checkpoints` of every committed batch of the live tables, so that queries waiting
+    /// for the read model (here and, through it, in other processes) look again at once.
+    pub fn publish_checkpoints(mut self, checkpoints: CheckpointWatch) -> Self {
+        self.checkpoints = Some(checkpoints);
         self
     }
 
@@ -97,48 +118,66 @@ impl<P: Projection> ProjectionRunner<P> {
         tracing::info!(projection = name, instance = self.instance, "projection stopped");
     }
 
-    /// Takes leadership if free and drives the projection until shutdown. `Ok(false)`: another
-    /// instance leads. An error: the leadership connection failed.
-    async fn lead(&mut self, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
+    /// Takes leadership if free (fencing off a leader whose lease ran out) and drives the
+    /// projection until shutdown. `Ok(false)`: another instance leads.
+    async fn lead(&mut self, shutdown: &CancellationToken) -> Result<bool, LeadError> {
         let name = self.projection.name();
         // Its own connection, not a pooled one: a session lock taken on a pooled connection
         // would go back to the pool with it.
         let mut leader = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('eventstore projection'), hashtext($1))")
-            .bind(name)
-            .fetch_one(&mut leader)
-            .await?;
+        control::configure_leader_connection(&mut leader).await?;
+        let mut acquired = control::try_lock_leadership(&mut leader, name).await?;
+        if !acquired && control::fence_expired_leader(&mut leader, name).await? {
+            // The fenced session's lock goes with it, a moment after it is told to end.
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                acquired = control::try_lock_leadership(&mut leader, name).await?;
+                if acquired {
+                    break;
+                }
+            }
+        }
         if !acquired {
             leader.close().await?;
             return Ok(false);
         }
-        tracing::info!(projection = name, instance = self.instance, "leading the projection");
-        control::claim(&mut leader, name, &self.instance).await?;
-        let driven = self.drive(&mut leader, shutdown).await;
+        let epoch = control::claim(&mut leader, name, &self.instance).await?;
+        tracing::info!(projection = name, instance = self.instance, epoch, "leading the projection");
+        self.epoch = Some(epoch);
+        let led = self.drive(&mut leader, epoch, shutdown).await;
+        self.epoch = None;
+        if let Err(error) = &led {
+            tracing::warn!(projection = name, instance = self.instance, %error, "stopped leading");
+        }
         // Release at once (closing the connection would too) so that another instance need not
-        // wait for this one's connection to time out.
-        let _ = control::disown(&mut leader, name, &self.instance).await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('eventstore projection'), hashtext($1))")
-            .bind(name)
-            .execute(&mut leader)
-            .await;
+        // wait for this one's lease to run out.
+        let _ = control::disown(&mut leader, name, &self.instance, epoch).await;
+        let _ = control::unlock_leadership(&mut leader, name).await;
         let _ = leader.close().await;
-        driven.map(|()| true)
+        match led {
+            Ok(()) | Err(LeadError::Replaced) => Ok(true),
+            Err(error) => Err(error),
+        }
     }
 
-    async fn drive(&mut self, leader: &mut PgConnection, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
+    /// Applies batches while renewing the lease, until shutdown, a lost lease or a takeover.
+    async fn drive(&mut self, leader: &mut PgConnection, epoch: i64, shutdown: &CancellationToken) -> Result<(), LeadError> {
+        let (name, instance) = (self.projection.name(), self.instance.clone());
+        tokio::select! {
+            renewed = renew_lease(leader, name, &instance, epoch) => renewed,
+            applied = self.apply_until(shutdown) => applied,
+        }
+    }
+
+    async fn apply_until(&mut self, shutdown: &CancellationToken) -> Result<(), LeadError> {
         let name = self.projection.name();
-        let mut heartbeat = Instant::now();
         let (mut failures, mut held_back) = (0u32, 0u32);
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            if heartbeat.elapsed() >= HEARTBEAT {
-                control::heartbeat(leader, name, &self.instance).await?;
-                heartbeat = Instant::now();
-            }
             let pause = match self.step().await {
+                Ok(Progress::NotLeading) => return Err(LeadError::Replaced),
                 Ok(Progress::Applied(applied)) if applied as i64 >= self.batch_size => {
                     (failures, held_back) = (0, 0);
                     continue;
@@ -172,15 +211,38 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// One step of the leader: what the projection's state asks for.
     async fn step(&self) -> Result<Progress, sqlx::Error> {
-        let name = self.projection.name();
-        match control::state(&self.pool, name).await? {
+        let steering = control::steering(&self.pool, self.projection.name()).await?;
+        match steering.state {
             // Stopped at an event until an operator retries or skips it.
             ProjectionState::Failed => Ok(Progress::CaughtUp),
             ProjectionState::Running => self.settle(Target::LIVE, self.run_batch().await).await,
             ProjectionState::Rebuilding => {
-                let live = self.settle(Target::LIVE, self.run_batch().await).await?;
-                let shadow = self.settle(Target::REBUILD, self.run_rebuild_batch().await).await?;
+                // The live tables stay where a failure stopped them; the rebuild goes up to there.
+                let live = if steering.live_failed {
+                    Progress::CaughtUp
+                } else {
+                    self.settle(Target::LIVE, self.run_batch().await).await?
+                };
+                // The shadow gets more turns than the live tables, so that it gains on them
+                // whatever the write rate the projection can follow; the live ones lag by at
+                // most one such turn.
+                let turn = tokio::time::Instant::now() + REBUILD_TURN;
+                let mut shadow = Progress::CaughtUp;
+                loop {
+                    let (progress, reached) = match self.run_rebuild_batch().await {
+                        Ok((progress, reached)) => (Ok(progress), reached),
+                        Err(error) => (Err(error), true),
+                    };
+                    shadow = match (shadow, self.settle(Target::REBUILD, progress).await?) {
+                        (Progress::Applied(a), Progress::Applied(b)) => Progress::Applied(a + b),
+                        (_, latest) => latest,
+                    };
+                    if reached || !matches!(shadow, Progress::Applied(_)) || tokio::time::Instant::now() >= turn {
+                        break;
+                    }
+                }
                 Ok(match (live, shadow) {
+                    (Progress::NotLeading, _) | (_, Progress::NotLeading) => Progress::NotLeading,
                     (Progress::Applied(a), Progress::Applied(b)) => Progress::Applied(a.max(b)),
                     (Progress::Applied(n), _) | (_, Progress::Applied(n)) => Progress::Applied(n),
                     (Progress::HeldBack, _) => Progress::HeldBack,
@@ -217,28 +279,43 @@ impl<P: Projection> ProjectionRunner<P> {
     /// events of every transaction that started after it until the next batch. The checkpoint
     /// is then locked and checked, so that two runners can never apply the same batch.
     pub async fn run_batch(&self) -> Result<Progress, ProjectionError> {
-        self.batch(self.projection.name(), Target::LIVE, None).await
+        Ok(self.batch(self.projection.name(), Target::LIVE, None).await?.0)
     }
 
     /// Applies the next batch of a rebuild's shadow tables, never past the live checkpoint, and
-    /// swaps the shadow tables in once they have caught up with it.
-    async fn run_rebuild_batch(&self) -> Result<Progress, ProjectionError> {
+    /// swaps the shadow tables in as soon as they have reached it — however fast events arrive,
+    /// since the live tables wait while this runs.
+    /// Returns what the batch did and whether the rebuild has reached the live tables.
+    async fn run_rebuild_batch(&self) -> Result<(Progress, bool), ProjectionError> {
         let name = self.projection.name();
         let tables = self.projection.tables();
         let shadow = control::rebuild_checkpoint_name(name);
         if !control::rebuild_started(&self.pool, name).await? {
             let started = control::start_rebuild(&self.pool, name, tables).await;
-            self.give_up_rebuild_unless_transient(started).await?;
-        }
-        let live = control::checkpoint(&self.pool, name).await?;
-        let progress = self.batch(&shadow, Target::REBUILD, Some(live)).await?;
-        if matches!(progress, Progress::CaughtUp | Progress::Applied(0)) {
-            let swapped = control::swap_rebuilt(&self.pool, name, tables).await;
-            if self.give_up_rebuild_unless_transient(swapped).await? == Some(true) {
-                tracing::info!(projection = name, "rebuilt projection swapped in");
+            if self.give_up_rebuild_unless_transient(started).await?.is_none() {
+                return Ok((Progress::CaughtUp, true));
             }
         }
-        Ok(progress)
+        let live = control::checkpoint(&self.pool, name).await?;
+        let (progress, reached_live) = self.batch(&shadow, Target::REBUILD, Some(live)).await?;
+        if reached_live {
+            for attempt in 1..=3 {
+                let swapped = control::swap_rebuilt(&self.pool, name, tables).await;
+                match self.give_up_rebuild_unless_transient(swapped).await? {
+                    Some(Swap::Swapped) => {
+                        tracing::info!(projection = name, "rebuilt projection swapped in");
+                        self.announce(Target::LIVE, live);
+                        break;
+                    }
+                    Some(Swap::TablesBusy) => {
+                        tracing::info!(projection = name, attempt, "readers hold the live tables; swapping shortly");
+                        tokio::time::sleep(SWAP_RETRY * attempt).await;
+                    }
+                    Some(Swap::NotCaughtUp) | None => break,
+                }
+            }
+        }
+        Ok((progress, reached_live))
     }
 
     /// A rebuild step that failed for good (a table that cannot be copied or renamed) ends the
@@ -256,38 +333,63 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    /// One batch of `checkpoint_name`'s events (at most up to `until`) into `target`.
-    async fn batch(&self, checkpoint_name: &str, target: Target, until: Option<Position>) -> Result<Progress, ProjectionError> {
+    /// One batch of `checkpoint_name`'s events into `target`, at most up to `until` (a
+    /// rebuild's shadow stops at the live checkpoint). Returns what it did and whether the
+    /// checkpoint has reached `until`.
+    async fn batch(
+        &self,
+        checkpoint_name: &str,
+        target: Target,
+        until: Option<Position>,
+    ) -> Result<(Progress, bool), ProjectionError> {
         let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
         let mut events = read_all_after(&mut *tx, checkpoint, self.batch_size).await?;
+        // Where the checkpoint ends up: the last event read, or `until` once every event up to
+        // it has been read (events at or before the live checkpoint are all committed and
+        // visible, since the live tables read them).
+        let mut end = events.last().map(RecordedEvent::position);
+        let mut reached = false;
         if let Some(until) = until {
+            let read = events.len();
             events.retain(|event| event.position() <= until);
+            if events.len() < read || read < self.batch_size as usize {
+                reached = true;
+                end = Some(until);
+            }
+            // The events an operator skipped in the live tables are skipped here too.
+            let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
+            let skipped = control::skipped_among(&mut tx, self.projection.name(), &positions).await?;
+            events.retain(|event| !skipped.contains(&event.global_position));
         }
-        let Some(last) = events.last() else {
+        let Some(end) = end.filter(|end| *end > checkpoint) else {
             let held_back = until.is_none() && has_events_after(&mut tx, checkpoint).await?;
             // Explicitly: a transaction merely dropped is rolled back only when its connection
             // is next used.
             tx.rollback().await?;
-            return Ok(if held_back { Progress::HeldBack } else { Progress::CaughtUp });
+            return Ok((if held_back { Progress::HeldBack } else { Progress::CaughtUp }, reached));
         };
-        let last = last.position();
+        if let Some(epoch) = self.epoch
+            && !control::still_leads(&mut tx, self.projection.name(), epoch).await?
+        {
+            tx.rollback().await?;
+            return Ok((Progress::NotLeading, false));
+        }
         if control::lock_checkpoint(&mut tx, checkpoint_name).await? != checkpoint {
             // Another runner applied a batch meanwhile; this one is stale.
             tx.rollback().await?;
-            return Ok(Progress::Applied(0));
+            return Ok((Progress::Applied(0), false));
         }
-        match self.projection.apply(&mut tx, &events, &target).await {
-            Ok(()) => {}
-            Err(error) => {
-                tx.rollback().await?;
-                return self.after_failed_batch(checkpoint_name, target, events, error).await;
-            }
+        if !events.is_empty()
+            && let Err(error) = self.projection.apply(&mut tx, &events, &target).await
+        {
+            tx.rollback().await?;
+            return Ok((self.after_failed_batch(checkpoint_name, target, events, error).await?, false));
         }
-        control::advance(&mut tx, checkpoint_name, last, events.len()).await?;
+        control::advance(&mut tx, checkpoint_name, end, events.len()).await?;
         tx.commit().await?;
-        self.announce(target);
-        Ok(Progress::Applied(events.len()))
+        self.announce(target, end);
+        Ok((Progress::Applied(events.len()), reached))
     }
 
     /// A batch failed. A transient error is retried as a whole; otherwise the events are applied
@@ -309,6 +411,12 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut applied = 0;
         for event in &events {
             let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
+            if let Some(epoch) = self.epoch
+                && !control::still_leads(&mut tx, self.projection.name(), epoch).await?
+            {
+                tx.rollback().await?;
+                return Ok(Progress::NotLeading);
+            }
             if control::lock_checkpoint(&mut tx, checkpoint_name).await? >= event.position() {
                 tx.rollback().await?;
                 continue;
@@ -322,18 +430,28 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             control::advance(&mut tx, checkpoint_name, event.position(), 1).await?;
             tx.commit().await?;
-            self.announce(target);
+            self.announce(target, event.position());
             applied += 1;
         }
         // Every event passed on its own: the batch failed for a reason that has gone.
         Ok(Progress::Applied(applied))
     }
+
+    fn announce(&self, target: Target, checkpoint: Position) {
+        if let (Some(checkpoints), Target::LIVE) = (&self.checkpoints, target) {
+            checkpoints.advanced(self.projection.name(), checkpoint);
+        }
+    }
 }
 
-impl<P: Projection> ProjectionRunner<P> {
-    fn announce(&self, target: Target) {
-        if let (Some(applied), Target::LIVE) = (&self.applied, target) {
-            applied.send_modify(|n| *n = n.wrapping_add(1));
+/// Renews the lease every [`HEARTBEAT`] until it fails or another instance has taken over.
+async fn renew_lease(leader: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<(), LeadError> {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        if !control::heartbeat(&mut *leader, name, instance, epoch).await? {
+            return Err(LeadError::Replaced);
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::startup::AppState;
 /// projection's lag and progress (read from the database, so every instance reports them).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
-    match eventstore::projection::status(&state.pool).await {
+    match state.services.projection_status.get().await {
         Ok(projections) => {
             let gauges: [(&str, &str, &str, fn(&eventstore::ProjectionStatus) -> f64); 4] = [
                 ("cqrs_bank_projection_lag_events", "gauge", "Events after the projection's checkpoint.", |p| p.lag_events as f64),
@@ -24,7 +24,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             ];
             for (name, kind, help, value) in gauges {
                 let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for projection in &projections {
+                for projection in projections.iter() {
                     let _ = writeln!(text, "{name}{{projection=\"{}\"}} {}", projection.name, value(projection));
                 }
             }

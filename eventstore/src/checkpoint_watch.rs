@@ -1,0 +1,255 @@
+//! Every projection's checkpoint as this process knows it, for queries that wait for the read
+//! model to pass a position.
+//!
+//! A waiter holds no connection and sends no query while it waits: it watches an in-process
+//! value, fed by the batches this process commits and, through `NOTIFY` after their commit, by
+//! the batches of every other process. The listener reads every checkpoint again after each
+//! (re)connection, since notifications sent while it was away are lost, and — only while
+//! someone waits — once a second, so that a lost notification delays a waiter but never
+//! strands it until its deadline. The number of waiters is capped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Position;
+
+/// The channel checkpoint advances are announced on.
+pub const CHANNEL: &str = "eventstore_checkpoint";
+
+/// How often the listener reads the checkpoints itself while someone waits.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct CheckpointWatch {
+    positions: Arc<watch::Sender<HashMap<String, Position>>>,
+    /// Asks the relay to announce this process's checkpoints to the others.
+    publish: Arc<Notify>,
+    waiters: Arc<Semaphore>,
+    max_waiters: usize,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Reached,
+    TimedOut,
+    /// As many queries as allowed are already waiting; this one did not.
+    TooManyWaiters,
+}
+
+impl CheckpointWatch {
+    /// At most `max_waiters` waits at once; more are answered [`Waited::TooManyWaiters`] at once.
+    pub fn new(max_waiters: usize) -> CheckpointWatch {
+        CheckpointWatch {
+            positions: Arc::new(watch::Sender::new(HashMap::new())),
+            publish: Arc::new(Notify::new()),
+            waiters: Arc::new(Semaphore::new(max_waiters)),
+            max_waiters,
+        }
+    }
+
+    /// A batch of this process moved `projection`'s checkpoint to `position` (committed).
+    pub fn advanced(&self, projection: &str, position: Position) {
+        self.observe(projection, position);
+        self.publish.notify_one();
+    }
+
+    /// Records a checkpoint seen anywhere; checkpoints only move forward, so an older sighting
+    /// changes nothing.
+    fn observe(&self, projection: &str, position: Position) {
+        self.positions.send_if_modified(|positions| match positions.get_mut(projection) {
+            Some(known) if *known >= position => false,
+            Some(known) => {
+                *known = position;
+                true
+            }
+            None => {
+                positions.insert(projection.to_owned(), position);
+                true
+            }
+        });
+    }
+
+    /// The checkpoint of `projection` as last seen here.
+    pub fn position(&self, projection: &str) -> Option<Position> {
+        self.positions.borrow().get(projection).copied()
+    }
+
+    /// Waits until `projection`'s checkpoint is at or past `target`, or `deadline`.
+    pub async fn wait_for(&self, projection: &str, target: Position, deadline: tokio::time::Instant) -> Waited {
+        let Ok(_permit) = self.waiters.try_acquire() else {
+            return Waited::TooManyWaiters;
+        };
+        let mut positions = self.positions.subscribe();
+        loop {
+            if positions.borrow_and_update().get(projection).is_some_and(|at| *at >= target) {
+                return Waited::Reached;
+            }
+            tokio::select! {
+                changed = positions.changed() => if changed.is_err() { return Waited::TimedOut },
+                _ = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
+            }
+        }
+    }
+
+    fn someone_waits(&self) -> bool {
+        self.waiters.available_permits() < self.max_waiters
+    }
+
+    /// Starts the tasks that announce this process's checkpoints and listen for the others'.
+    pub fn spawn_postgres_relay(&self, pool: PgPool, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().announce(pool.clone(), shutdown.clone())),
+            tokio::spawn(self.clone().listen(pool, shutdown)),
+        ]
+    }
+
+    /// One `NOTIFY` per wake-up, after the batches' commits and never inside them; advances
+    /// that happen while one is in flight share the next.
+    async fn announce(self, pool: PgPool, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.publish.notified() => {}
+            }
+            let payload = encode(&self.positions.borrow());
+            let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, "cannot announce checkpoints to other processes; their waiters will poll");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    async fn listen(self, pool: PgPool, shutdown: CancellationToken) {
+        loop {
+            let connected = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                connected = connected => match connected {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for checkpoints; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                },
+            };
+            // Whatever was announced before this connection existed is lost: read it.
+            self.read_all(&pool).await;
+            let mut fallback = tokio::time::interval(FALLBACK_POLL);
+            loop {
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = fallback.tick() => {
+                        if self.someone_waits() {
+                            self.read_all(&pool).await;
+                        }
+                        continue;
+                    }
+                    received = listener.try_recv() => received,
+                };
+                match received {
+                    Ok(Some(notification)) => {
+                        for (projection, position) in decode(notification.payload()) {
+                            self.observe(&projection, position);
+                        }
+                    }
+                    // The connection dropped; the next try_recv reconnects. Catch up now.
+                    Ok(None) => self.read_all(&pool).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the checkpoint LISTEN connection; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_all(&self, pool: &PgPool) {
+        match crate::projection::checkpoints(pool).await {
+            Ok(checkpoints) => {
+                for (projection, position) in checkpoints {
+                    self.observe(&projection, position);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the checkpoints"),
+        }
+    }
+}
+
+/// `name=transaction:position` pairs separated by spaces (projection names have no spaces).
+fn encode(positions: &HashMap<String, Position>) -> String {
+    positions.iter().map(|(name, position)| format!("{name}={position}")).collect::<Vec<_>>().join(" ")
+}
+
+fn decode(payload: &str) -> impl Iterator<Item = (String, Position)> + '_ {
+    payload.split(' ').filter_map(|pair| {
+        let (name, position) = pair.split_once('=')?;
+        Some((name.to_owned(), position.parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip() {
+        let positions =
+            HashMap::from([("a".to_owned(), Position { transaction_id: 7, global_position: 3 }), ("b".to_owned(), Position::START)]);
+        let decoded: HashMap<String, Position> = decode(&encode(&positions)).collect();
+        assert_eq!(decoded, positions);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_the_checkpoint_passes_its_target() {
+        let watch = CheckpointWatch::new(2);
+        let target = Position { transaction_id: 5, global_position: 9 };
+        let waiting = {
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                watch.wait_for("p", target, tokio::time::Instant::now() + Duration::from_secs(5)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        watch.advanced("p", Position { transaction_id: 5, global_position: 8 });
+        watch.advanced("p", target);
+        assert_eq!(waiting.await.unwrap(), Waited::Reached);
+        // Checkpoints never move back.
+        watch.observe("p", Position::START);
+        assert_eq!(watch.position("p"), Some(target));
+    }
+
+    #[tokio::test]
+    async fn waiters_are_capped_and_bounded() {
+        let watch = CheckpointWatch::new(1);
+        let far = Position { transaction_id: 1 << 40, global_position: 0 };
+        let first = {
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                watch.wait_for("p", far, tokio::time::Instant::now() + Duration::from_millis(200)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let soon = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(watch.wait_for("p", far, soon).await, Waited::TooManyWaiters);
+        assert_eq!(first.await.unwrap(), Waited::TimedOut);
+    }
+}
