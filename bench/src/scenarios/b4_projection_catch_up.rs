@@ -92,7 +92,8 @@ async fn drain<P: Projection>(context: &Context, projection: P) -> Result<(usize
         }
         match runner.run_batch().await? {
             Progress::Applied(n) => applied += n,
-            Progress::CaughtUp => break,
+            // A runner without a leadership epoch is never replaced: NotLeading cannot happen.
+            Progress::CaughtUp | Progress::NotLeading => break,
             // A transaction somewhere in the cluster holds the log back.
             Progress::HeldBack => tokio::time::sleep(Duration::from_millis(1)).await,
         }
