@@ -24,8 +24,10 @@ impl AccountHistory {
     /// The account at `version` (the newest one if `version` is beyond it); `None` if the
     /// account does not exist.
     pub async fn at_version(&self, account_id: Uuid, version: i64) -> Result<Option<HistoricalAccount>, LoadError> {
+        // Every read on this one connection: a request that holds one connection while asking
+        // the pool for another can wait for itself when the pool runs dry.
         let mut conn = self.pool.acquire().await?;
-        let latest_version = latest_version(&self.pool, account_id).await?;
+        let latest_version = latest_version(&mut *conn, account_id).await?;
         let version = version.min(latest_version);
         let loaded = account_store::load(&mut conn, account_id, version).await?;
         let AccountState::Open { owner_id, balance, total_deposits, total_withdrawals } = loaded.state else {
@@ -104,9 +106,9 @@ impl AccountHistory {
     }
 }
 
-async fn latest_version(pool: &PgPool, account_id: Uuid) -> Result<i64, sqlx::Error> {
+async fn latest_version(executor: impl sqlx::PgExecutor<'_>, account_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
         .bind(account_id)
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await
 }

@@ -7,6 +7,7 @@ mod concurrency;
 mod helpers;
 mod history;
 mod idempotency;
+mod liveness;
 mod multi_instance;
 mod operations;
 mod pages;

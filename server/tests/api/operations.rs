@@ -103,8 +103,12 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
         wait_for(&app, name, |p| p["state"] == "failed").await;
         let response = app.post("/api/operations/retry-projection", &json!({"name": name})).await;
         assert_eq!(response.status(), StatusCode::OK);
-        wait_for(&app, name, |p| p["state"] == "failed").await;
-        let response = app.post("/api/operations/skip-failed-event", &json!({"name": name})).await;
+        let failed = wait_for(&app, name, |p| p["state"] == "failed").await;
+        // A skip names the failure seen; another position is refused and skips nothing.
+        let wrong = app.post("/api/operations/skip-failed-event", &json!({"name": name, "position": "1:1"})).await;
+        assert_eq!(error_code(wrong, StatusCode::CONFLICT).await, "conflict");
+        let body = json!({"name": name, "position": failed["failedPosition"]});
+        let response = app.post("/api/operations/skip-failed-event", &body).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let account = app.account_after(id, token).await;
@@ -112,10 +116,12 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM skipped_events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(skipped, 2);
 
-    let again = app.post("/api/operations/skip-failed-event", &json!({"name": "account_summary"})).await;
+    let again = app.post("/api/operations/skip-failed-event", &json!({"name": "account_summary", "position": "1:1"})).await;
     assert_eq!(error_code(again, StatusCode::CONFLICT).await, "conflict");
     let unknown = app.post("/api/operations/retry-projection", &json!({"name": "nope"})).await;
     assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "not_found");
+    let malformed = app.post("/api/operations/retry-projection", &json!({"name": "no\u{0}pe"})).await;
+    assert_eq!(error_code(malformed, StatusCode::BAD_REQUEST).await, "invalid_request");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -152,14 +158,21 @@ async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptio
         settings.acquire_timeout = std::time::Duration::from_millis(500);
     })
     .await;
-    let id = app.account_id("alice", 10.0).await;
-    // Hold the account's stream lock from outside: its commands queue, each holding a pooled
-    // connection, until the pool is empty.
-    let (high, low) = id.parse::<Uuid>().unwrap().as_u64_pair();
+    let mut ids = Vec::new();
+    for owner in 0..6 {
+        ids.push(app.account_id(&format!("owner-{owner}"), 10.0).await);
+    }
+    let id = ids[0].clone();
+    // Hold six accounts' stream locks from outside, as another process's writers would: one
+    // command to each waits for its lock holding a pooled connection, until the pool is empty.
     let mut holder = app.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock($1)").bind((high ^ low) as i64).execute(&mut *holder).await.unwrap();
-    let stuck: Vec<_> = (0..6)
-        .map(|_| {
+    for id in &ids {
+        let (high, low) = id.parse::<Uuid>().unwrap().as_u64_pair();
+        sqlx::query("SELECT pg_advisory_lock($1)").bind((high ^ low) as i64).execute(&mut *holder).await.unwrap();
+    }
+    let stuck: Vec<_> = ids
+        .iter()
+        .map(|id| {
             let (client, url, body) = (app.client.clone(), format!("{}/api/commands/deposit", app.address), json!({"accountId": id, "amount": 1}));
             tokio::spawn(async move { client.post(url).json(&body).send().await })
         })
