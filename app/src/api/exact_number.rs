@@ -11,7 +11,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::domain::money::parse_decimal;
+use crate::domain::money::{MoneyError, parse_decimal};
 
 /// For `#[serde(with = "exact_number")]` on `Decimal` fields. Written with at least two
 /// decimal places, as money is (`0.00`, `150.50`).
@@ -24,23 +24,41 @@ pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok,
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    let text = number_text(deserializer)?;
+    parse_decimal(&text).map_err(D::Error::custom)
+}
+
+/// The text of a JSON number, or of a numeric string.
+fn number_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let raw = Box::<RawValue>::deserialize(deserializer)?;
     let text = raw.get();
-    let number_text = if text.starts_with('"') {
-        serde_json::from_str::<String>(text).map_err(D::Error::custom)?
+    if text.starts_with('"') {
+        serde_json::from_str::<String>(text).map_err(D::Error::custom)
     } else if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
-        text.to_owned()
+        Ok(text.to_owned())
     } else {
-        return Err(D::Error::custom(format!("expected an amount as a number, found {text}")));
-    };
-    parse_decimal(&number_text).map_err(D::Error::custom)
+        Err(D::Error::custom(format!("expected an amount as a number, found {text}")))
+    }
+}
+
+/// What [`ExactNumber`] reads: a sum of money that the money rules check next. A number with
+/// more decimal places than a `Decimal` holds cannot be read, yet it is a sum the rules refuse as
+/// too precise (an invalid amount, like 10.555), not a malformed request. So it is read as the
+/// smallest `Decimal`, 0.0000000000000000000000000001: as over-precise as it, and refused as such
+/// by every rule; never rounded into a sum that could pass.
+fn deserialize_argument<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    let text = number_text(deserializer)?;
+    match parse_decimal(&text) {
+        Err(MoneyError::TooPrecise) => Ok(Decimal::new(1, Decimal::MAX_SCALE)),
+        parsed => parsed.map_err(D::Error::custom),
+    }
 }
 
 /// A decimal that travels as an exact JSON number; for server function arguments, where
 /// `#[serde(with)]` cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ExactNumber(#[serde(with = "self")] pub Decimal);
+pub struct ExactNumber(#[serde(serialize_with = "serialize", deserialize_with = "deserialize_argument")] pub Decimal);
 
 impl From<Decimal> for ExactNumber {
     fn from(value: Decimal) -> ExactNumber {
@@ -51,7 +69,14 @@ impl From<Decimal> for ExactNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Amount, Money};
     use rust_decimal::dec;
+
+    #[derive(Deserialize)]
+    struct Wrapped {
+        #[serde(with = "super")]
+        value: Decimal,
+    }
 
     fn parse(json: &str) -> Result<Decimal, serde_json::Error> {
         serde_json::from_str::<ExactNumber>(json).map(|n| n.0)
@@ -71,6 +96,27 @@ mod tests {
         for json in ["true", "null", "{}", "[1]", "\"abc\"", "\"\"", "1e999"] {
             assert!(parse(json).is_err(), "{json} was accepted");
         }
+    }
+
+    #[test]
+    fn refuses_numbers_a_decimal_cannot_hold_never_rounding_them() {
+        let read = |json: &str| serde_json::from_str::<Wrapped>(&format!(r#"{{"value": {json}}}"#)).map(|w| w.value);
+        for json in ["1.00000000000000000000000000001", "\"1.00000000000000000000000000001\"", "1e-30", "1e999"] {
+            assert!(read(json).is_err(), "{json} was accepted");
+        }
+        assert_eq!(read("1.000000000000000000000000000000").unwrap(), dec!(1));
+        assert_eq!(read("1.5E2").unwrap(), dec!(150));
+    }
+
+    #[test]
+    fn an_argument_too_precise_for_a_decimal_stays_too_precise_for_money() {
+        for json in ["1.00000000000000000000000000001", "\"1.00000000000000000000000000001\"", "1e-30", "-1e-40"] {
+            let read = parse(json).unwrap();
+            assert_eq!(Amount::try_from(read), Err(MoneyError::TooPrecise), "{json}");
+            assert_eq!(Money::try_from(read), Err(MoneyError::TooPrecise), "{json}");
+        }
+        // Too large for a decimal is no amount at all: a malformed request, as before.
+        assert!(parse("1e999").is_err());
     }
 
     #[test]

@@ -26,8 +26,13 @@ pub async fn get_account(
 /// The newest accounts (at most 100), optionally only those of one owner.
 #[server(prefix = "/api", endpoint = "queries/accounts", input = Json)]
 pub async fn list_accounts(#[server(rename = "ownerId")] owner_id: Option<String>) -> Result<AccountList, ApiError> {
-    let owner_id = owner_id.as_deref().map(str::trim).filter(|owner| !owner.is_empty());
-    Ok(super::services()?.read_model.accounts(owner_id).await?)
+    // An empty filter is no filter; any other goes through the rules every owner follows, so that
+    // text no owner can have (a NUL, which Postgres refuses) is refused here with a 400.
+    let owner_id = owner_id
+        .filter(|owner| !owner.trim().is_empty())
+        .map(|owner| crate::domain::OwnerId::parse(&owner))
+        .transpose()?;
+    Ok(super::services()?.read_model.accounts(owner_id.as_ref().map(|owner| owner.as_str())).await?)
 }
 
 /// Accounts holding at least `minBalance`, highest balance first, at most 100.
@@ -50,14 +55,37 @@ pub async fn account_at(
     let history = &super::services()?.history;
     let found = match (version, at) {
         (Some(version), None) if version >= 1 => history.at_version(account_id, version).await?,
-        (None, Some(at)) => {
-            let moment = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::invalid_request(format!("at: {at:?} is not an RFC 3339 time")))?;
-            history.at_time(account_id, moment).await?
-        }
+        (None, Some(at)) => history.before(account_id, end_of_moment(&at)?).await?,
         _ => return Err(ApiError::invalid_request("give either a version (1 or more) or a time (at)")),
     };
     found.ok_or_else(|| ApiError::account_not_found(account_id))
+}
+
+/// The instant just after the moment `at` (RFC 3339) names, in UTC: the account "as of `at`" is
+/// made of the events recorded before it.
+///
+/// The pages show times to the second while events are recorded to the microsecond, so a moment
+/// given to the whole second means the end of that second: travelling to the time an event is
+/// shown at then includes that event. A moment with a fraction is exact: everything recorded at
+/// or before it, to the microsecond the store keeps. Beyond the last representable time (year
+/// 9999 in UTC) everything is included.
+#[cfg(feature = "ssr")]
+fn end_of_moment(at: &str) -> Result<time::OffsetDateTime, ApiError> {
+    use time::{Duration, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+    let moment = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::invalid_request(format!("at: {at:?} is not an RFC 3339 time")))?;
+    let end_of_last = PrimitiveDateTime::MAX.assume_utc();
+    let Some(moment) = moment.checked_to_offset(UtcOffset::UTC) else {
+        return Ok(end_of_last);
+    };
+    // The fraction, if any, is the only '.' an RFC 3339 time can have.
+    let (start, length) = if at.contains('.') {
+        (moment.replace_microsecond(moment.microsecond()), Duration::MICROSECOND)
+    } else {
+        (moment.replace_nanosecond(0), Duration::SECOND)
+    };
+    Ok(start.ok().and_then(|start| start.checked_add(length)).unwrap_or(end_of_last))
 }
 
 /// The account's audit trail, newest first: `limit` (1–100, default 20) events older than
@@ -71,6 +99,10 @@ pub async fn account_history(
     let limit = limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid_request("limit must be between 1 and 100"));
+    }
+    // Versions start at 1, so a page before version 1 is empty and one before 0 means nothing.
+    if before_version.is_some_and(|before| before < 1) {
+        return Err(ApiError::invalid_request("beforeVersion must be 1 or more"));
     }
     super::services()?
         .history

@@ -10,7 +10,6 @@
 //! All arithmetic is `rust_decimal`; a float never touches money.
 
 use std::fmt;
-use std::str::FromStr;
 
 use rust_decimal::{Decimal, dec};
 use serde::{Deserialize, Serialize};
@@ -170,23 +169,72 @@ impl fmt::Display for Balance {
     }
 }
 
-/// Reads a decimal written plainly (`"100.5"`) or in scientific notation (`"1e2"`), exactly.
+/// Reads a decimal written plainly (`"100.5"`) or in scientific notation (`"1.5e2"`), exactly.
+///
+/// A number is never rounded to fit: one with more decimal places than a `Decimal` can hold is
+/// refused as [`MoneyError::TooPrecise`] (money has 2), one with more digits than it can hold as
+/// [`MoneyError::NotANumber`]. Everything a `Decimal` holds comes back exactly (trailing zeros
+/// aside), so that the money rules, not the parser, decide what is too precise or too large.
 pub fn parse_decimal(input: &str) -> Result<Decimal, MoneyError> {
-    let trimmed = input.trim();
     let not_a_number = || MoneyError::NotANumber(input.to_owned());
-    if trimmed.is_empty() {
+    let text = input.trim();
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, parse_exponent(exponent).ok_or_else(not_a_number)?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let is_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !is_digits(whole) || !is_digits(fraction) {
         return Err(not_a_number());
     }
-    // `from_str_exact` refuses to round: "0.001" must be refused as too precise, not read as 0.
-    Decimal::from_str_exact(trimmed)
-        .or_else(|_| {
-            if trimmed.contains(['e', 'E']) {
-                Decimal::from_scientific(trimmed)
-            } else {
-                Decimal::from_str(trimmed)
-            }
-        })
-        .map_err(|_| not_a_number())
+
+    // The value is `digits × 10^-scale`. Zeros at either end of the digits say nothing: leading
+    // ones go, trailing ones lower the scale ("100.500" is 1005 at scale 1), so that only places
+    // that hold a value count as precision.
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let significant = digits.trim_end_matches('0');
+    if significant.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    let trailing_zeros = (digits.len() - significant.len()) as i64;
+    let scale = fraction.len() as i64 - exponent - trailing_zeros;
+    let unrepresentable =
+        || if scale > i64::from(Money::DECIMAL_PLACES) { MoneyError::TooPrecise } else { not_a_number() };
+    // A whole number (scale below 0) gets its zeros back, as a `Decimal` has no negative scale.
+    let zeros_appended = (-scale).max(0);
+    if scale > i64::from(Decimal::MAX_SCALE) || significant.len() as i64 + zeros_appended > MAX_MANTISSA_DIGITS {
+        return Err(unrepresentable());
+    }
+    let mut value: i128 = significant.parse().map_err(|_| not_a_number())?;
+    value *= 10_i128.pow(zeros_appended as u32);
+    if negative {
+        value = -value;
+    }
+    Decimal::try_from_i128_with_scale(value, scale.max(0) as u32).map_err(|_| unrepresentable())
+}
+
+/// The most digits a `Decimal`'s 96-bit mantissa may have (its largest is 79,228,…, 29 digits);
+/// longer is out of range, and an `i128` holds any number this long.
+const MAX_MANTISSA_DIGITS: i64 = 29;
+
+/// The exponent of `1.5e2`: an optionally signed integer. A huge exponent is clamped to one that
+/// is out of every `Decimal`'s range all the same, so that the arithmetic on it cannot overflow.
+fn parse_exponent(text: &str) -> Option<i64> {
+    const OUT_OF_RANGE: i64 = 1_000_000;
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.parse::<i64>().map_or(OUT_OF_RANGE, |exponent| exponent.min(OUT_OF_RANGE));
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// The rules every sum of money follows: not negative, at most two decimal places, at most
@@ -236,8 +284,57 @@ mod tests {
     }
 
     #[test]
+    fn an_over_precise_sum_is_refused_never_rounded() {
+        // More places than a `Decimal` holds: once read as 1.00.
+        let over_precise = "1.00000000000000000000000000001";
+        assert_eq!(Money::parse(over_precise), Err(MoneyError::TooPrecise));
+        assert_eq!(Amount::parse(over_precise), Err(MoneyError::TooPrecise));
+        for input in
+            ["0.000000000000000000000000000001", "1e-30", "1e-400", "-1e-30", "100.0000000000000000000000000000001"]
+        {
+            assert_eq!(parse_decimal(input), Err(MoneyError::TooPrecise), "{input}");
+        }
+        // Over-precise and too long at once: precision is what the money rules look at first.
+        assert_eq!(Money::parse(&format!("1{}.555", "0".repeat(60))), Err(MoneyError::TooPrecise));
+    }
+
+    #[test]
+    fn zeros_beyond_what_a_decimal_holds_are_still_only_zeros() {
+        assert_eq!(Money::parse("1.000000000000000000000000000000000").unwrap().value(), dec!(1.00));
+        assert_eq!(Money::parse("0.000000000000000000000000000000").unwrap(), Money::ZERO);
+        assert_eq!(Money::parse("0e999").unwrap(), Money::ZERO);
+        assert_eq!(Money::parse("000012.50").unwrap().value(), dec!(12.50));
+        assert_eq!(Money::parse("-0").unwrap(), Money::ZERO);
+    }
+
+    #[test]
+    fn reads_scientific_notation_exactly() {
+        for (input, expected) in
+            [("1e3", dec!(1000)), ("1.5E2", dec!(150)), ("15e-1", dec!(1.5)), ("1E+2", dec!(100)), ("2.5e0", dec!(2.5))]
+        {
+            assert_eq!(parse_decimal(input), Ok(expected), "{input}");
+        }
+        assert_eq!(parse_decimal("1.2345e2"), Ok(dec!(123.45)));
+        assert_eq!(Amount::parse("1.2345e1"), Err(MoneyError::TooPrecise));
+        for input in ["1e999", "1e99999999999999999999", "1e", "e5", "1e1.5", "1e+-2", "1ee2", "."] {
+            assert!(matches!(parse_decimal(input), Err(MoneyError::NotANumber(_))), "{input:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn reads_every_value_a_decimal_holds_and_no_more() {
+        assert_eq!(parse_decimal("79228162514264337593543950335"), Ok(Decimal::MAX));
+        assert_eq!(parse_decimal("-79228162514264337593543950335"), Ok(Decimal::MIN));
+        assert_eq!(parse_decimal("0.0000000000000000000000000001"), Ok(Decimal::new(1, 28)));
+        for input in ["79228162514264337593543950336", "100000000000000000000000000000", "1e29"] {
+            assert!(matches!(parse_decimal(input), Err(MoneyError::NotANumber(_))), "{input:?} was accepted");
+        }
+        assert!(matches!(Money::parse(&format!("1{}", "0".repeat(60))), Err(MoneyError::NotANumber(_))));
+    }
+
+    #[test]
     fn refuses_text_that_is_not_a_number() {
-        for input in ["", "  ", "abc", "10,00", "NaN", "inf", "1.2.3", "--1"] {
+        for input in ["", "  ", "abc", "10,00", "NaN", "inf", "1.2.3", "--1", "+-1", "1 000", "\u{0}", "1\u{0}"] {
             assert!(
                 matches!(Money::parse(input), Err(MoneyError::NotANumber(_))),
                 "{input:?} was accepted"

@@ -55,10 +55,11 @@ impl AccountHistory {
         }))
     }
 
-    /// The account as it was at `moment`; `None` if it did not exist yet.
-    pub async fn at_time(&self, account_id: Uuid, moment: OffsetDateTime) -> Result<Option<HistoricalAccount>, LoadError> {
+    /// The account as it was just before `end`, made of the events recorded before it; `None` if
+    /// it did not exist yet. The API decides where a moment a client names ends.
+    pub async fn before(&self, account_id: Uuid, end: OffsetDateTime) -> Result<Option<HistoricalAccount>, LoadError> {
         let mut conn = self.pool.acquire().await?;
-        let version = account_store::version_at(&mut conn, account_id, moment).await?;
+        let version = account_store::version_before(&mut conn, account_id, end).await?;
         drop(conn);
         if version == 0 {
             return Ok(None);
@@ -73,8 +74,10 @@ impl AccountHistory {
         if latest_version == 0 {
             return Ok(None);
         }
-        let top = before_version.map_or(latest_version, |before| (before - 1).min(latest_version));
-        let bottom = (top - limit + 1).max(1);
+        // Saturating: the API refuses versions below 1 and limits outside 1–100, yet an extreme
+        // one must not overflow here either.
+        let top = before_version.map_or(latest_version, |before| before.saturating_sub(1).min(latest_version));
+        let bottom = top.saturating_sub(limit).saturating_add(1).max(1);
         let mut entries = Vec::new();
         if top >= 1 {
             let mut conn = self.pool.acquire().await?;

@@ -104,3 +104,82 @@ async fn unknown_routes_and_methods_answer_json(_: PgPoolOptions, db: PgConnectO
     let response = app.get("/api/commands/deposit").await;
     assert_eq!(error_code(response, StatusCode::METHOD_NOT_ALLOWED).await, "method_not_allowed");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_over_precise_amount_is_refused_not_rounded(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 10.0).await;
+    let events_before = app.event_count().await;
+
+    // More decimal places than a decimal holds: this was once read as 1.00.
+    let over_precise = "1.00000000000000000000000000001";
+    for amount in [over_precise.to_owned(), format!("\"{over_precise}\""), "1e-30".to_owned()] {
+        let deposit = format!(r#"{{"accountId": "{id}", "amount": {amount}}}"#);
+        let response = app.post_raw("/api/commands/deposit", deposit).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount", "deposit {amount}");
+        let create = format!(r#"{{"ownerId": "bob", "initialBalance": {amount}}}"#);
+        let response = app.post_raw("/api/commands/create-account", create).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount", "create {amount}");
+    }
+    assert_eq!(app.event_count().await, events_before);
+    // Trailing zeros beyond a decimal's places are still the same sum.
+    let exact = format!(r#"{{"accountId": "{id}", "amount": 1.000000000000000000000000000000}}"#);
+    assert_eq!(app.post_raw("/api/commands/deposit", exact).await.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_nul_in_an_owner_is_400_and_nothing_is_written(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    for owner in ["\u{0}", "a\u{0}b", "alice\u{0}"] {
+        let response = app.post("/api/commands/create-account", &json!({"ownerId": owner, "initialBalance": 1})).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_owner", "{owner:?}");
+        let response = app.post("/api/queries/accounts", &json!({"ownerId": owner})).await;
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_owner", "{owner:?}");
+    }
+    assert_eq!(app.event_count().await, 0);
+    // An empty filter is still no filter.
+    for owner in [json!(""), json!("  "), json!(null)] {
+        let response = app.post("/api/queries/accounts", &json!({"ownerId": owner})).await;
+        assert_eq!(response.status(), StatusCode::OK, "{owner}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn extreme_versions_and_limits_are_400(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 10.0).await;
+
+    let refused = [
+        ("/api/queries/account-history", json!({"accountId": id, "beforeVersion": i64::MIN})),
+        ("/api/queries/account-history", json!({"accountId": id, "beforeVersion": -1})),
+        ("/api/queries/account-history", json!({"accountId": id, "beforeVersion": 0})),
+        ("/api/queries/account-history", json!({"accountId": id, "beforeVersion": u64::MAX})),
+        ("/api/queries/account-history", json!({"accountId": id, "limit": i64::MIN})),
+        ("/api/queries/account-history", json!({"accountId": id, "limit": -1})),
+        ("/api/queries/account-history", json!({"accountId": id, "limit": 0})),
+        ("/api/queries/account-history", json!({"accountId": id, "limit": i64::MAX})),
+        ("/api/queries/account-history", json!({"accountId": id, "beforeVersion": i64::MIN, "limit": i64::MAX})),
+        ("/api/queries/account-at", json!({"accountId": id, "version": i64::MIN})),
+        ("/api/queries/account-at", json!({"accountId": id, "version": -1})),
+        ("/api/queries/account-at", json!({"accountId": id, "version": 0})),
+        ("/api/queries/account-at", json!({"accountId": id, "version": u64::MAX})),
+        ("/api/queries/account-ledger", json!({"accountId": id, "limit": i64::MIN})),
+        ("/api/queries/account-ledger", json!({"accountId": id, "limit": -1})),
+        ("/api/queries/account-ledger", json!({"accountId": id, "limit": 0})),
+        ("/api/queries/account-ledger", json!({"accountId": id, "limit": i64::MAX})),
+    ];
+    for (route, body) in refused {
+        let code = error_code(app.post(route, &body).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(code, "invalid_request", "{route} {body}");
+    }
+
+    // The largest version is a valid "newest": the page before it, the account at it.
+    let page = app.post("/api/queries/account-history", &json!({"accountId": id, "beforeVersion": i64::MAX})).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    let newest = app.post("/api/queries/account-at", &json!({"accountId": id, "version": i64::MAX})).await;
+    assert_eq!(newest.status(), StatusCode::OK);
+    let first = app.post("/api/queries/account-history", &json!({"accountId": id, "beforeVersion": 1})).await;
+    assert_eq!(first.status(), StatusCode::OK);
+}

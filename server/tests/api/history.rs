@@ -144,3 +144,49 @@ async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOpt
         assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request", "{bad}");
     }
 }
+
+/// The deposit's `recorded_at`, as stored (to the microsecond).
+async fn deposit_recorded_at(app: &TestApp, id: &str) -> time::OffsetDateTime {
+    sqlx::query_scalar("SELECT recorded_at FROM events WHERE stream_id = $1::uuid AND stream_version = 2")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_moment_to_the_second_includes_the_events_of_that_second(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("dave", 10.0).await;
+    deposit(&app, &id, 5.0).await;
+    // What the page shows, and the time travel form sends: the time to the second.
+    let recorded_at = deposit_recorded_at(&app, &id).await;
+    let shown =
+        recorded_at.replace_nanosecond(0).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap();
+    assert!(!shown.contains('.'), "{shown}");
+
+    let response = app.post("/api/queries/account-at", &json!({"accountId": id, "at": shown})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let account: Value = response.json().await.unwrap();
+    assert_eq!(account["version"], json!(2), "at {shown} (recorded at {recorded_at}): {account}");
+    assert_eq!(account["balance"].as_f64(), Some(15.0));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_moment_with_a_fraction_is_exact(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("erin", 10.0).await;
+    deposit(&app, &id, 5.0).await;
+    let recorded_at = deposit_recorded_at(&app, &id).await;
+    let to_the_microsecond =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    let at = async |moment: time::OffsetDateTime| {
+        let moment = moment.format(to_the_microsecond).unwrap();
+        let response = app.post("/api/queries/account-at", &json!({"accountId": id, "at": moment})).await;
+        assert_eq!(response.status(), StatusCode::OK, "at {moment}");
+        response.json::<Value>().await.unwrap()["version"].clone()
+    };
+
+    assert_eq!(at(recorded_at - time::Duration::MICROSECOND).await, json!(1));
+    assert_eq!(at(recorded_at).await, json!(2));
+}
