@@ -2,7 +2,7 @@
 //! any version, so that loading costs O(snapshot interval) whatever the account's history.
 
 use eventstore::snapshots::save_snapshot;
-use eventstore::{RecordedEvent, read_stream_from_snapshot, read_stream_until};
+use eventstore::{RecordedEvent, SnapshotVersion, read_stream_from_snapshot, read_stream_until};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -13,6 +13,15 @@ use crate::event_codec::{self, DecodeError};
 /// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
 /// written as the account moves on). 2: with the deposit and withdrawal totals.
 pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
+
+/// The meaning of the events as the fold reads them. Bump it whenever `evolve` or an upcaster in
+/// `event_codec` changes what a stored event does to the state, even if the state's shape stays:
+/// snapshots made before would otherwise go on carrying the old reading. Snapshots of another
+/// fold version are ignored, and new ones written as accounts move on.
+pub const FOLD_VERSION: i32 = 1;
+
+/// What a snapshot must have been made with to be loaded.
+const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: SNAPSHOT_SCHEMA_VERSION, fold: FOLD_VERSION };
 
 /// The latest version, for [`load`].
 pub const LATEST: i64 = i64::MAX;
@@ -40,7 +49,7 @@ pub struct LoadedAccount {
 /// The account as it was at `up_to_version` ([`LATEST`] for now).
 pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64) -> Result<LoadedAccount, LoadError> {
     let (snapshot, mut recorded) =
-        read_stream_from_snapshot(&mut *conn, account_id, up_to_version, SNAPSHOT_SCHEMA_VERSION).await?;
+        read_stream_from_snapshot(&mut *conn, account_id, up_to_version, SNAPSHOT_VERSION).await?;
     let (mut state, snapshot_version) = match snapshot {
         Some(snapshot) => match serde_json::from_value::<AccountState>(snapshot.state) {
             Ok(state) => (state, Some(snapshot.stream_version)),
@@ -63,12 +72,18 @@ pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64)
     Ok(LoadedAccount { state, version, snapshot_version, events })
 }
 
-/// The account's last version recorded at or before `moment`; 0 if it did not exist yet.
-pub async fn version_at(conn: &mut PgConnection, account_id: Uuid, moment: OffsetDateTime) -> Result<i64, sqlx::Error> {
+/// The account's last version recorded before `end`; 0 if it did not exist yet. The bound is
+/// exclusive so that "as of the end of a second" needs no rounding of `recorded_at`, which keeps
+/// the lookup a range scan on the index.
+pub async fn version_before(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    end: OffsetDateTime,
+) -> Result<i64, sqlx::Error> {
     let version: Option<i64> =
-        sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1 AND recorded_at <= $2")
+        sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1 AND recorded_at < $2")
             .bind(account_id)
-            .bind(moment)
+            .bind(end)
             .fetch_one(&mut *conn)
             .await?;
     Ok(version.unwrap_or(0))
@@ -83,7 +98,7 @@ pub fn snapshot_due(old_version: i64, new_version: i64, interval: i64) -> bool {
 
 pub async fn save(conn: &mut PgConnection, account_id: Uuid, version: i64, state: &AccountState) -> Result<(), sqlx::Error> {
     let state = serde_json::to_value(state).expect("account states always serialise to JSON");
-    save_snapshot(conn, account_id, version, SNAPSHOT_SCHEMA_VERSION, &state).await
+    save_snapshot(conn, account_id, version, SNAPSHOT_VERSION, &state).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   wait for the read model.
 //! - [`snapshots`]: a stream's state every so many events.
 //! - [`processed_commands`]: remembered commands, for idempotent retries.
+//! - [`guard`]: refuse a cluster whose transaction ids would sort new events before stored ones.
 //!
 //! The schema lives in the workspace's `migrations/` folder. Without the default `postgres`
 //! feature only [`Position`] remains, for code compiled to WebAssembly.
@@ -22,6 +23,8 @@ pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
 pub mod checkpoint_watch;
 #[cfg(feature = "postgres")]
 pub mod event;
+#[cfg(feature = "postgres")]
+pub mod guard;
 #[cfg(feature = "postgres")]
 pub mod processed_commands;
 #[cfg(feature = "postgres")]
@@ -39,6 +42,10 @@ pub mod wakeup;
 pub use checkpoint_watch::{CheckpointWatch, Waited};
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
+#[cfg(feature = "postgres")]
+pub use guard::{ClusterMoveError, check_transaction_ids};
+#[cfg(feature = "postgres")]
+pub use snapshots::SnapshotVersion;
 #[cfg(feature = "postgres")]
 pub use projection::{ApplyError, Progress, is_transient, Projection, ProjectionError, ProjectionRunner, Target};
 #[cfg(feature = "postgres")]

@@ -13,22 +13,40 @@ pub struct Snapshot {
     pub state: Value,
 }
 
-/// Stores `state` as the stream's state at `stream_version`. Storing the same version twice
-/// keeps the first: both were folded from the same immutable events.
+/// What a snapshot's state depends on besides the events. Loading uses only a snapshot made
+/// with the same versions: a state of another shape would not read back, and one folded by
+/// another fold would silently carry that fold's meaning of the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotVersion {
+    /// The shape the state is stored in.
+    pub schema: i32,
+    /// The fold (with the upcasters it reads events through) that computed the state.
+    pub fold: i32,
+}
+
+/// Stores `state` as the stream's state at `stream_version`, made by `version`. Storing the same
+/// version twice keeps the first, both being folded from the same immutable events by the same
+/// fold; a snapshot there made by another version is replaced, as loading would ignore it.
 pub async fn save_snapshot(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
     stream_version: i64,
-    schema_version: i32,
+    version: SnapshotVersion,
     state: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        "INSERT INTO snapshots (stream_id, stream_version, schema_version, fold_version, state)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (stream_id, stream_version) DO UPDATE
+             SET schema_version = excluded.schema_version, fold_version = excluded.fold_version,
+                 state = excluded.state, created_at = excluded.created_at
+             WHERE (snapshots.schema_version, snapshots.fold_version)
+                 <> (excluded.schema_version, excluded.fold_version)",
     )
     .bind(stream_id)
     .bind(stream_version)
-    .bind(schema_version)
+    .bind(version.schema)
+    .bind(version.fold)
     .bind(state)
     .execute(executor)
     .await?;

@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::snapshots::Snapshot;
+use crate::snapshots::{Snapshot, SnapshotVersion};
 use crate::{NewEvent, Position, RecordedEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,18 +121,19 @@ fn stream_lock_key(stream_id: Uuid) -> i64 {
     (high ^ low) as i64
 }
 
-/// A stream as loading needs it: the newest snapshot at or below `up_to_version` written with
-/// `schema_version`, if any, and the events after it up to `up_to_version`, in one round trip.
+/// A stream as loading needs it: the newest snapshot at or below `up_to_version` made by
+/// `version` (snapshots made by another are ignored), if any, and the events after it up to
+/// `up_to_version`, in one round trip.
 pub async fn read_stream_from_snapshot(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
     up_to_version: i64,
-    schema_version: i32,
+    version: SnapshotVersion,
 ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), sqlx::Error> {
     let rows: Vec<SnapshotAndEvent> = sqlx::query_as(&format!(
         "WITH snapshot AS (
              SELECT stream_version, state FROM snapshots
-             WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3
+             WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3 AND fold_version = $4
              ORDER BY stream_version DESC LIMIT 1
          )
          SELECT s.stream_version AS snapshot_version, s.state AS snapshot_state, e.*
@@ -146,7 +147,8 @@ pub async fn read_stream_from_snapshot(
     ))
     .bind(stream_id)
     .bind(up_to_version)
-    .bind(schema_version)
+    .bind(version.schema)
+    .bind(version.fold)
     .fetch_all(executor)
     .await?;
     let snapshot = rows.first().and_then(|row| {

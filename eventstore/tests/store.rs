@@ -172,33 +172,84 @@ async fn events_cannot_be_updated_deleted_or_truncated_even_by_a_superuser(pool:
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_stream_loads_from_the_newest_snapshot_of_its_shape_at_or_below_a_version(pool: PgPool) {
-    use eventstore::read_stream_from_snapshot;
+async fn a_stream_loads_from_the_newest_snapshot_of_its_versions_at_or_below_a_version(pool: PgPool) {
     use eventstore::snapshots::save_snapshot;
+    use eventstore::{SnapshotVersion, read_stream_from_snapshot};
+    let made_by = |schema, fold| SnapshotVersion { schema, fold };
     let stream = Uuid::new_v4();
     for version in 1..=12 {
         append_now(&pool, stream, version - 1, &[event(version)]).await.unwrap();
     }
     for version in [5, 10] {
-        save_snapshot(&pool, stream, version, 1, &json!({ "at": version })).await.unwrap();
+        save_snapshot(&pool, stream, version, made_by(1, 1), &json!({ "at": version })).await.unwrap();
     }
-    save_snapshot(&pool, stream, 11, 2, &json!({ "at": 11, "shape": "new" })).await.unwrap();
+    save_snapshot(&pool, stream, 11, made_by(2, 1), &json!({ "at": 11, "shape": "new" })).await.unwrap();
+    save_snapshot(&pool, stream, 12, made_by(1, 2), &json!({ "at": 12, "fold": "new" })).await.unwrap();
 
     // (snapshot version, versions of the events after it)
-    let load = async |up_to: i64, schema: i32| {
-        let (snapshot, events) = read_stream_from_snapshot(&pool, stream, up_to, schema).await.unwrap();
+    let load = async |up_to: i64, version: SnapshotVersion| {
+        let (snapshot, events) = read_stream_from_snapshot(&pool, stream, up_to, version).await.unwrap();
         (snapshot.map(|s| s.stream_version), events.iter().map(|e| e.stream_version).collect::<Vec<_>>())
     };
-    assert_eq!(load(i64::MAX, 1).await, (Some(10), vec![11, 12]));
-    assert_eq!(load(9, 1).await, (Some(5), vec![6, 7, 8, 9]));
-    assert_eq!(load(4, 1).await, (None, vec![1, 2, 3, 4]));
-    assert_eq!(load(10, 1).await, (Some(10), vec![]));
-    assert_eq!(load(i64::MAX, 2).await, (Some(11), vec![12]));
-    assert_eq!(load(i64::MAX, 3).await, (None, (1..=12).collect::<Vec<_>>()));
-    // Saving a version again keeps the first.
-    save_snapshot(&pool, stream, 10, 1, &json!({ "at": "other" })).await.unwrap();
-    let (kept, _) = read_stream_from_snapshot(&pool, stream, 10, 1).await.unwrap();
+    assert_eq!(load(i64::MAX, made_by(1, 1)).await, (Some(10), vec![11, 12]));
+    assert_eq!(load(9, made_by(1, 1)).await, (Some(5), vec![6, 7, 8, 9]));
+    assert_eq!(load(4, made_by(1, 1)).await, (None, vec![1, 2, 3, 4]));
+    assert_eq!(load(10, made_by(1, 1)).await, (Some(10), vec![]));
+    assert_eq!(load(i64::MAX, made_by(2, 1)).await, (Some(11), vec![12]));
+    assert_eq!(load(i64::MAX, made_by(1, 2)).await, (Some(12), vec![]));
+    assert_eq!(load(11, made_by(1, 2)).await, (None, (1..=11).collect::<Vec<_>>()));
+    assert_eq!(load(i64::MAX, made_by(3, 1)).await, (None, (1..=12).collect::<Vec<_>>()));
+    // Saving a version again keeps the first...
+    save_snapshot(&pool, stream, 10, made_by(1, 1), &json!({ "at": "other" })).await.unwrap();
+    let (kept, _) = read_stream_from_snapshot(&pool, stream, 10, made_by(1, 1)).await.unwrap();
     assert_eq!(kept.unwrap().state, json!({ "at": 10 }));
+    // ...unless the one there was made by other versions, which loading would ignore.
+    save_snapshot(&pool, stream, 12, made_by(1, 1), &json!({ "at": 12, "fold": "old" })).await.unwrap();
+    assert_eq!(load(i64::MAX, made_by(1, 1)).await, (Some(12), vec![]));
+    assert_eq!(load(i64::MAX, made_by(1, 2)).await, (None, (1..=12).collect::<Vec<_>>()));
+}
+
+/// The next transaction id the cluster will assign, without assigning one.
+async fn next_transaction_id(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_store_written_on_this_cluster_passes_the_transaction_id_check(pool: PgPool) {
+    use eventstore::check_transaction_ids;
+    check_transaction_ids(&pool).await.expect("an empty store passes");
+    append_now(&pool, Uuid::new_v4(), 0, &[event(1), event(2)]).await.unwrap();
+    check_transaction_ids(&pool).await.expect("a store written here passes");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn events_from_transaction_ids_this_cluster_has_not_reached_fail_the_check(pool: PgPool) {
+    use eventstore::guard::safe_next_transaction_id;
+    use eventstore::{ClusterMoveError, check_transaction_ids};
+    append_now(&pool, Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
+    // As a dump restored into a younger cluster leaves them.
+    let restored = next_transaction_id(&pool).await + 1_000_000;
+    sqlx::query(
+        "INSERT INTO events (transaction_id, event_id, stream_id, stream_version, event_type, data)
+         VALUES ($1::text::xid8, $2, $3, 1, 'Counted', '{}')",
+    )
+    .bind(restored.to_string())
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let error = check_transaction_ids(&pool).await.expect_err("the check fails");
+    let ClusterMoveError::TransactionIdsBehind { newest_stored, next_assigned } = error else {
+        panic!("unexpected error: {error}");
+    };
+    assert_eq!(newest_stored, restored);
+    assert!(next_assigned < restored);
+    let message = error.to_string();
+    let reset = safe_next_transaction_id(restored);
+    let remedy = format!("pg_resetwal -e {} -x {} <data directory>", reset.epoch, reset.xid);
+    assert!(message.contains("vacuumdb --all --freeze") && message.contains(&remedy), "{message}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

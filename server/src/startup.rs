@@ -53,6 +53,9 @@ pub enum StartupError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot listen on the address: {0}")]
     Listen(#[from] std::io::Error),
+    /// Serving would append events that no projection ever reads.
+    #[error(transparent)]
+    ClusterMoved(eventstore::ClusterMoveError),
 }
 
 pub struct Application {
@@ -72,6 +75,10 @@ impl Application {
             .connect_with(settings.database.clone())
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
+        eventstore::check_transaction_ids(&pool).await.map_err(|error| match error {
+            eventstore::ClusterMoveError::Database(error) => StartupError::Database(error),
+            moved => StartupError::ClusterMoved(moved),
+        })?;
 
         let shutdown = CancellationToken::new();
         let appends = Appends::new();

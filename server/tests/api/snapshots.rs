@@ -1,7 +1,7 @@
 //! Loading an account reads its latest snapshot and the events after it, and gives exactly
 //! what folding the whole stream gives.
 
-use app::account_store::{LATEST, load};
+use app::account_store::{FOLD_VERSION, LATEST, SNAPSHOT_SCHEMA_VERSION, load};
 use app::domain::{AccountState, evolve};
 use app::event_codec::decode;
 use reqwest::StatusCode;
@@ -77,4 +77,54 @@ async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConne
     // And commands still work.
     let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_snapshot_made_by_another_fold_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = INTERVAL).await;
+    let id = app.account_id("carol", 100.0).await;
+    let account_id: Uuid = id.parse().unwrap();
+    for _ in 2..=INTERVAL {
+        let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let mut conn = app.pool.acquire().await.unwrap();
+    let snapshot = load(&mut conn, account_id, LATEST).await.unwrap();
+    assert_eq!(snapshot.snapshot_version, Some(INTERVAL));
+    assert_eq!(snapshot.state.balance().map(|b| b.to_string()), Some("104.00".into()));
+
+    // The snapshot as a fold that read the events differently would have left it.
+    let mut wrong_state = serde_json::to_value(&snapshot.state).unwrap();
+    wrong_state["Open"]["balance"] = json!("999999.00");
+    let made_by_fold = async |fold_version: i32| {
+        sqlx::query(
+            "UPDATE snapshots SET state = $1, fold_version = $2, schema_version = $3
+             WHERE stream_id = $4 AND stream_version = $5",
+        )
+        .bind(&wrong_state)
+        .bind(fold_version)
+        .bind(SNAPSHOT_SCHEMA_VERSION)
+        .bind(account_id)
+        .bind(INTERVAL)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    };
+
+    // Made by this fold, it would be believed: the fold version is all that keeps it out.
+    made_by_fold(FOLD_VERSION).await;
+    let believed = load(&mut conn, account_id, LATEST).await.unwrap();
+    assert_eq!(believed.snapshot_version, Some(INTERVAL));
+    assert_eq!(believed.state.balance().map(|b| b.to_string()), Some("999999.00".into()));
+
+    made_by_fold(FOLD_VERSION - 1).await;
+    let loaded = load(&mut conn, account_id, LATEST).await.unwrap();
+    assert_eq!(loaded.snapshot_version, None);
+    assert_eq!(loaded.version, INTERVAL);
+    assert_eq!(loaded.state.balance().map(|b| b.to_string()), Some("104.00".into()));
+    // Commands load the same way.
+    let response = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 500})).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["message"], json!("Insufficient funds: balance 104.00, withdrawal 500.00"));
 }
