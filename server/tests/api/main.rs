@@ -2,12 +2,13 @@
 //! creates it from `DATABASE_URL` and drops it when the test passes), the app on a free port.
 
 mod bad_input;
+mod cluster_move;
 mod commands;
 mod concurrency;
+mod fuzz;
 mod helpers;
 mod history;
 mod idempotency;
-mod liveness;
 mod multi_instance;
 mod operations;
 mod pages;

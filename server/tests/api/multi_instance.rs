@@ -153,3 +153,47 @@ async fn sigterm_finishes_cleanly_and_hands_leadership_over_at_once(_: PgPoolOpt
         assert_eq!(owner_of(&health, name).as_deref(), Some("second"));
     }
 }
+
+fn signal(server: &ServerProcess, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &server.pid().to_string()]).status().expect("kill runs");
+    assert!(sent.success(), "kill {signal} failed");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPoolOptions, db: PgConnectOptions) {
+    let client = reqwest::Client::new();
+    let a = spawn_server(&db, "instance-a");
+    let b = spawn_server(&db, "instance-b");
+    let accounts = create_accounts(&client, &a, 20).await;
+    wait_until_caught_up(&client, &a).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&client, vec![a.address.clone(), b.address.clone()], accounts, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Pause whichever leads the account summary: its sessions and locks stay, it answers nothing.
+    let leader = owner_of(&b.health(&client).await, "account_summary").expect("someone leads");
+    let (paused, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
+    signal(&paused, "-STOP");
+    let paused_at = std::time::Instant::now();
+    loop {
+        let health = survivor.health(&client).await;
+        if PROJECTIONS.iter().all(|name| owner_of(&health, name).as_deref() == Some(survivor.instance.as_str())) {
+            break;
+        }
+        assert!(paused_at.elapsed() < Duration::from_secs(10), "no takeover within 10 s: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Woken up, the old leader finds itself replaced and applies nothing more.
+    signal(&paused, "-CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let accepted = load.await.unwrap();
+    assert!(accepted > 50, "only {accepted} commands got through");
+    let health = wait_until_caught_up(&client, &survivor).await;
+    for name in PROJECTIONS {
+        assert_eq!(owner_of(&health, name).as_deref(), Some(survivor.instance.as_str()), "{health}");
+    }
+    let pool = PgPool::connect_with(db).await.unwrap();
+    assert_read_model_equals_replay(&pool).await;
+}

@@ -50,6 +50,9 @@ async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db:
     let app = spawn_app(db).await;
     let created = app.create_account("alice", 10.0).await;
     app.account_after(created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap()).await;
+    // Both caught up in one reading: the status is shared (at most a second old), so what
+    // health and metrics say next comes from the same reading or a newer one.
+    wait_for(&app, "account_ledger", |p| p["lagEvents"] == 0 && p["ownerInstance"].is_string()).await;
     let summary = wait_for(&app, "account_summary", |p| p["lagEvents"] == 0 && p["ownerInstance"].is_string()).await;
     assert_eq!(summary["state"], "running");
     assert_eq!(summary["summary"], "running");
