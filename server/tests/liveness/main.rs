@@ -155,10 +155,10 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
     let client = reqwest::Client::new();
     let hot = open_account(&client, &server, "hot").await;
     let mut others = Vec::new();
-    for n in 0..200 {
+    for n in 0..400 {
         others.push(open_account(&client, &server, &format!("other-{n}")).await);
     }
-    let (idle, _) = single_deposits(&client, &server, &others[..100]).await;
+    let (idle, _) = single_deposits(&client, &server, &others[..200]).await;
 
     // 64 connections deposit into the hot account as fast as they are answered: more than the
     // pool has connections.
@@ -178,7 +178,7 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (loaded, unavailable) = single_deposits(&client, &server, &others[100..]).await;
+    let (loaded, unavailable) = single_deposits(&client, &server, &others[200..]).await;
     stop.cancel();
     let mut accepted = 0;
     for hammer in hammers {
@@ -187,8 +187,9 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
     assert!(accepted > 64, "the hot account took only {accepted} deposits");
     assert_eq!(unavailable, 0, "deposits into other accounts answered 503");
     let (idle, loaded) = (p99(idle), p99(loaded));
-    // Twice the idle p99, with a floor for a 2-core machine's scheduling noise.
-    let bound = (idle * 2).max(idle + Duration::from_millis(10));
+    // Twice the idle p99, with a floor for a 2-core machine's scheduling noise (without the
+    // per-stream queue this p99 is over a second).
+    let bound = (idle * 2).max(idle + Duration::from_millis(25));
     assert!(loaded <= bound, "other accounts' deposits p99 {loaded:?} under a hot account, {idle:?} idle");
 }
 
