@@ -111,9 +111,20 @@ pub async fn read_stream_until(
 /// transaction-scoped advisory lock taken before loading serialises the stream's writers so
 /// that none loses; taken with `BEGIN`, it costs no extra round trip. It does not replace the
 /// version check, which still guards writers that do not take it.
+///
+/// Both waits are bounded: for the lock ([`WRITER_TIMEOUTS`]: a writer of another process that
+/// stopped answering cannot hold the stream for longer), and for the writer itself, whose
+/// transaction Postgres ends if its process stops answering mid-way — an open transaction would
+/// otherwise hold every reader of the log back (they read below the oldest one running).
 pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
-    format!("BEGIN; SELECT pg_advisory_xact_lock({})", stream_lock_key(stream_id))
+    format!("BEGIN; {WRITER_TIMEOUTS}; SELECT pg_advisory_xact_lock({})", stream_lock_key(stream_id))
 }
+
+/// The bounds of a writer's transaction: how long it waits for a lock, and how long it may sit
+/// idle (its process paused or cut off) before Postgres ends it. A lock wait that runs out is
+/// [`crate::is_transient`]: the caller may retry.
+pub const WRITER_TIMEOUTS: &str =
+    "SET LOCAL lock_timeout = '3s'; SET LOCAL idle_in_transaction_session_timeout = '3s'";
 
 /// Advisory locks take a bigint; two streams that share one only take turns needlessly.
 fn stream_lock_key(stream_id: Uuid) -> i64 {

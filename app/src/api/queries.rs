@@ -16,11 +16,22 @@ pub async fn get_account(
     #[server(rename = "accountId")] account_id: Uuid,
     after: Option<Position>,
 ) -> Result<AccountView, ApiError> {
-    super::services()?
-        .read_model
-        .account(account_id, after)
-        .await?
-        .ok_or_else(|| ApiError::account_not_found(account_id))
+    account_answer(super::services()?.read_model.account(account_id, after).await?, account_id)
+}
+
+/// The answer to an account query: a read model that has not reached the position asked for
+/// and does not know the account yet says so (503, retry), instead of calling it unknown.
+#[cfg(feature = "ssr")]
+pub fn account_answer(lookup: crate::read_side::AccountLookup, account_id: Uuid) -> Result<AccountView, ApiError> {
+    use crate::read_side::AccountLookup;
+    match lookup {
+        AccountLookup::Found(view) => Ok(view),
+        AccountLookup::Unknown => Err(ApiError::account_not_found(account_id)),
+        AccountLookup::NotYet { after, as_of } => Err(ApiError::new(
+            super::ErrorCode::ServiceUnavailable,
+            format!("the read model has not reached {after} yet (it is at {as_of}); please retry shortly"),
+        )),
+    }
 }
 
 /// The newest accounts (at most 100), optionally only those of one owner.

@@ -97,6 +97,29 @@ impl SummaryRow {
     }
 }
 
+/// What the read model says of one account.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountLookup {
+    /// The account, marked stale if the read model has not passed the position asked for.
+    Found(AccountView),
+    /// The read model knows no such account, and was asked for no position it has not passed.
+    Unknown,
+    /// The read model knows no such account yet, and has not passed the position asked for:
+    /// the account may well exist (its creation may be that position). Not a 404.
+    NotYet { after: Position, as_of: Position },
+}
+
+impl AccountLookup {
+    fn new(row: Option<SummaryRow>, as_of: Position, after: Option<Position>) -> AccountLookup {
+        let behind = after.filter(|after| as_of < *after);
+        match (row, behind) {
+            (Some(row), behind) => AccountLookup::Found(row.into_view(behind.is_some())),
+            (None, None) => AccountLookup::Unknown,
+            (None, Some(after)) => AccountLookup::NotYet { after, as_of },
+        }
+    }
+}
+
 /// The checkpoint, and the account's row if it exists.
 #[derive(sqlx::FromRow)]
 struct SummaryOrCheckpoint {
@@ -164,20 +187,24 @@ impl ReadModel {
     /// the checkpoints in-process and reads the row once more when woken. A position beyond the
     /// newest event in the store, or a wait beyond the cap on waiters, answers stale at once.
     #[tracing::instrument(skip(self))]
-    pub async fn account(&self, account_id: Uuid, after: Option<Position>) -> Result<Option<AccountView>, sqlx::Error> {
+    pub async fn account(&self, account_id: Uuid, after: Option<Position>) -> Result<AccountLookup, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.catch_up_bound;
         let (row, as_of) = self.summary(account_id).await?;
         let Some(after) = after.filter(|after| as_of < *after) else {
-            return Ok(row.map(|row| row.into_view(false)));
+            return Ok(AccountLookup::new(row, as_of, None));
         };
+        // No event has that position: no wait can reach it, and no account was created there.
         if eventstore::head(&self.pool).await? < after {
-            return Ok(row.map(|row| row.into_view(true)));
+            return Ok(match row {
+                Some(row) => AccountLookup::Found(row.into_view(true)),
+                None => AccountLookup::Unknown,
+            });
         }
-        if self.checkpoints.wait_for(PROJECTION_NAME, after, deadline).await != Waited::Reached {
-            return Ok(row.map(|row| row.into_view(true)));
-        }
-        let (row, as_of) = self.summary(account_id).await?;
-        Ok(row.map(|row| row.into_view(as_of < after)))
+        let (row, as_of) = match self.checkpoints.wait_for(PROJECTION_NAME, after, deadline).await {
+            Waited::Reached => self.summary(account_id).await?,
+            Waited::TimedOut | Waited::TooManyWaiters => (row, as_of),
+        };
+        Ok(AccountLookup::new(row, as_of, Some(after)))
     }
 
     /// The account's row (if any) and the checkpoint it is current as of, in one statement:

@@ -123,7 +123,7 @@ impl CommandHandler {
             let mut tx = if self.options.serialize_writers {
                 self.pool.begin_with(begin_with_stream_lock(envelope.account_id)).await?
             } else {
-                self.pool.begin().await?
+                self.pool.begin_with(format!("BEGIN; {}", eventstore::store::WRITER_TIMEOUTS)).await?
             };
             // A first attempt does not look for an earlier outcome: recording it would fail on
             // the command's primary key if there were one, and the retry that follows looks.

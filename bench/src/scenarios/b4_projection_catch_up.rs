@@ -92,8 +92,8 @@ async fn drain<P: Projection>(context: &Context, projection: P) -> Result<(usize
         }
         match runner.run_batch().await? {
             Progress::Applied(n) => applied += n,
-            // A runner without a leadership epoch is never replaced: NotLeading cannot happen.
-            Progress::CaughtUp | Progress::NotLeading => break,
+            // Batches driven by hand lead no epoch and rebuild nothing: the last two never come.
+            Progress::CaughtUp | Progress::NotLeading | Progress::SwapPending => break,
             // A transaction somewhere in the cluster holds the log back.
             Progress::HeldBack => tokio::time::sleep(Duration::from_millis(1)).await,
         }

@@ -10,6 +10,7 @@ mod b4_projection_catch_up;
 mod b5_aggregate_load;
 mod b6_queries;
 mod b7_bundle;
+mod b8_hot_account;
 mod contention;
 
 pub type Outcome = Result<(), Box<dyn std::error::Error>>;
@@ -25,6 +26,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b5_aggregate_load", |context| Box::pin(b5_aggregate_load::run(context))),
         ("b6_queries", |context| Box::pin(b6_queries::run(context))),
         ("b7_bundle", |context| Box::pin(b7_bundle::run(context))),
+        ("b8_hot_account", |context| Box::pin(b8_hot_account::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }

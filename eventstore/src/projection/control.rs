@@ -63,6 +63,16 @@ pub(super) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Resu
     Ok(Position { transaction_id, global_position })
 }
 
+/// Whether the leadership taken with `epoch` (if any: a runner driven by hand has none) still
+/// stands, holding it until the transaction ends. Every write of a leader checks it, so that a
+/// leader replaced while it was paused changes nothing when it wakes up.
+pub(super) async fn leads(conn: &mut PgConnection, name: &str, epoch: Option<i64>) -> Result<bool, sqlx::Error> {
+    match epoch {
+        Some(epoch) => still_leads(conn, name, epoch).await,
+        None => Ok(true),
+    }
+}
+
 /// Whether the leadership taken with `epoch` still stands, holding it until the transaction
 /// ends: a takeover (which increments the epoch) waits for the batch in flight, and a batch
 /// after a takeover sees it.
@@ -187,8 +197,9 @@ pub(super) async fn unlock_leadership(conn: &mut PgConnection, name: &str) -> Re
     Ok(())
 }
 
-/// If the leader of `name` let its lease run out, ends its database session, which releases
-/// its leadership lock, so that this instance can take over. Returns whether it fenced one.
+/// If the leader of `name` let its lease run out and its leadership session has been idle as
+/// long, ends that session, which releases its leadership lock, so that this instance can take
+/// over. Returns whether it fenced one.
 ///
 /// A paused or cut-off process keeps its session — and the lock — as long as its TCP
 /// connection looks alive, which for a paused process is forever. Its batches in flight are
@@ -205,6 +216,10 @@ pub(super) async fn fence_expired_leader(conn: &mut PgConnection, name: &str) ->
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND l.classid = hashtext('eventstore projection')::oid AND l.objid = hashtext($1)::oid
                AND l.pid <> pg_backend_pid()
+               -- Idle for a lease too: a leader whose heartbeat waits behind a lock (its own
+               -- batch, a DDL statement) is busy, not gone, and is left alone.
+               AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid AND a.state = 'idle'
+                           AND a.state_change < clock_timestamp() - make_interval(secs => $2))
          )
          SELECT pid, owner_instance FROM stale WHERE pg_terminate_backend(pid)",
     )
@@ -218,23 +233,34 @@ pub(super) async fn fence_expired_leader(conn: &mut PgConnection, name: &str) ->
     Ok(!fenced.is_empty())
 }
 
-/// Stops the live tables at the event at `position`. A rebuild in progress goes on (up to the
-/// event), and the failure stays when it ends.
-pub(super) async fn fail(pool: &PgPool, name: &str, position: Position, error: &str) -> Result<(), sqlx::Error> {
+/// Stops the live tables at the event at `position`, unless the checkpoint has passed it
+/// meanwhile (another leader applied it). A rebuild in progress goes on (up to the event), and
+/// the failure stays when it ends.
+pub(super) async fn fail(
+    pool: &PgPool,
+    name: &str,
+    epoch: Option<i64>,
+    position: Position,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        return tx.rollback().await;
+    }
     sqlx::query(
         "UPDATE projection_checkpoints
          SET state = CASE WHEN state = 'rebuilding' THEN 'rebuilding' ELSE 'failed' END,
              last_error = $2, failed_transaction_id = $3::text::xid8,
              failed_global_position = $4, failed_at = clock_timestamp()
-         WHERE projection_name = $1",
+         WHERE projection_name = $1 AND ($3::text::xid8, $4) > (transaction_id, global_position)",
     )
     .bind(name)
     .bind(error)
     .bind(position.transaction_id.to_string())
     .bind(position.global_position)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Why an operator's lever did nothing.
@@ -319,8 +345,8 @@ pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Res
     .bind(name)
     .execute(&mut *tx)
     .await?;
-    // Forward only: the failing event follows the checkpoint, so this never moves it back.
-    sqlx::query(&format!(
+    // Forward only: a failure the checkpoint has already passed is not skipped (nor recorded).
+    let moved = sqlx::query(&format!(
         "UPDATE projection_checkpoints
          SET transaction_id = failed_transaction_id, global_position = failed_global_position,
              updated_at = clock_timestamp(), {CLEAR_FAILURE}
@@ -329,6 +355,10 @@ pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Res
     .bind(name)
     .execute(&mut *tx)
     .await?;
+    if moved.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Err(LeverRefusal::NotFailed(name.to_owned()).into());
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -362,8 +392,17 @@ pub(super) async fn rebuild_started(pool: &PgPool, name: &str) -> Result<bool, s
 
 /// Gives up a rebuild that cannot go on: drops the shadow tables and says why in the status.
 /// The live tables keep running (or stay failed).
-pub(super) async fn abort_rebuild(pool: &PgPool, name: &str, tables: &[&str], error: &str) -> Result<(), sqlx::Error> {
+pub(super) async fn abort_rebuild(
+    pool: &PgPool,
+    name: &str,
+    epoch: Option<i64>,
+    tables: &[&str],
+    error: &str,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        return tx.rollback().await;
+    }
     for table in tables {
         sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{table}_rebuild""#)).execute(&mut *tx).await?;
     }
@@ -382,8 +421,11 @@ pub(super) async fn abort_rebuild(pool: &PgPool, name: &str, tables: &[&str], er
 }
 
 /// Creates empty shadow copies of the projection's tables and a checkpoint at the start.
-pub(super) async fn start_rebuild(pool: &PgPool, name: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
+pub(super) async fn start_rebuild(pool: &PgPool, name: &str, epoch: Option<i64>, tables: &[&str]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        return tx.rollback().await;
+    }
     for table in tables {
         for statement in [
             format!(r#"DROP TABLE IF EXISTS "{table}_rebuild""#),
@@ -413,12 +455,18 @@ pub(super) enum Swap {
     NotCaughtUp,
     /// A reader held the live tables; try again shortly.
     TablesBusy,
+    /// Another instance leads the projection now.
+    NotLeading,
 }
 
 /// If the shadow tables have reached the live checkpoint, swaps them in, atomically: readers
 /// see the old tables or the new ones, never a mix.
-pub(super) async fn swap_rebuilt(pool: &PgPool, name: &str, tables: &[&str]) -> Result<Swap, sqlx::Error> {
+pub(super) async fn swap_rebuilt(pool: &PgPool, name: &str, epoch: Option<i64>, tables: &[&str]) -> Result<Swap, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        tx.rollback().await?;
+        return Ok(Swap::NotLeading);
+    }
     let live = lock_checkpoint(&mut tx, name).await?;
     let shadow = lock_checkpoint(&mut tx, &rebuild_checkpoint_name(name)).await?;
     if shadow != live {

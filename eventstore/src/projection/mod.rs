@@ -94,9 +94,10 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 28: the login is refused; 3D000: no such database;
             // 40: serialization failure or deadlock; 53: out of resources (disk, memory,
-            // connections); 55000: the database does not accept connections; 57: operator
-            // intervention (shutdown, cancel, restart).
-            ["08", "28", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "3D000" || code == "55000"
+            // connections); 55000: the database does not accept connections; 55P03: a lock wait
+            // ran out of time; 57: operator intervention (shutdown, cancel, restart).
+            ["08", "28", "40", "53", "57"].iter().any(|class| code.starts_with(class))
+                || ["3D000", "55000", "55P03"].contains(&code.as_ref())
         }),
         _ => false,
     }

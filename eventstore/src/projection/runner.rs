@@ -23,6 +23,8 @@ pub enum Progress {
     HeldBack,
     /// Another instance leads the projection now; this one must stop.
     NotLeading,
+    /// A rebuild is ready to swap, but readers held the live tables: try again shortly.
+    SwapPending,
 }
 
 /// Every batch's transaction. A projection's commit need not wait for the disk: a crash can
@@ -35,7 +37,8 @@ const BEGIN_BATCH: &str =
 
 /// How often an instance that does not lead asks whether it can.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
-/// How long a rebuild's shadow may run between two batches of the live tables.
+/// How long the live tables, then a rebuild's shadow, may run before the other's turn: each
+/// keeps up with the log, and the live tables lag by at most one turn of the shadow.
 const REBUILD_TURN: Duration = Duration::from_millis(200);
 /// How soon a swap that found the live tables busy is tried again.
 const SWAP_RETRY: Duration = Duration::from_millis(100);
@@ -178,6 +181,10 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             let pause = match self.step().await {
                 Ok(Progress::NotLeading) => return Err(LeadError::Replaced),
+                Ok(Progress::SwapPending) => {
+                    (failures, held_back) = (0, 0);
+                    SWAP_RETRY
+                }
                 Ok(Progress::Applied(applied)) if applied as i64 >= self.batch_size => {
                     (failures, held_back) = (0, 0);
                     continue;
@@ -218,11 +225,7 @@ impl<P: Projection> ProjectionRunner<P> {
             ProjectionState::Running => self.settle(Target::LIVE, self.run_batch().await).await,
             ProjectionState::Rebuilding => {
                 // The live tables stay where a failure stopped them; the rebuild goes up to there.
-                let live = if steering.live_failed {
-                    Progress::CaughtUp
-                } else {
-                    self.settle(Target::LIVE, self.run_batch().await).await?
-                };
+                let live = if steering.live_failed { Progress::CaughtUp } else { self.live_turn().await? };
                 // The shadow gets more turns than the live tables, so that it gains on them
                 // whatever the write rate the projection can follow; the live ones lag by at
                 // most one such turn.
@@ -243,11 +246,32 @@ impl<P: Projection> ProjectionRunner<P> {
                 }
                 Ok(match (live, shadow) {
                     (Progress::NotLeading, _) | (_, Progress::NotLeading) => Progress::NotLeading,
+                    (_, Progress::SwapPending) => Progress::SwapPending,
                     (Progress::Applied(a), Progress::Applied(b)) => Progress::Applied(a.max(b)),
                     (Progress::Applied(n), _) | (_, Progress::Applied(n)) => Progress::Applied(n),
                     (Progress::HeldBack, _) => Progress::HeldBack,
                     _ => Progress::CaughtUp,
                 })
+            }
+        }
+    }
+
+    /// Live batches while they come full, for at most one turn: during a rebuild, the live
+    /// tables keep up with the log between the shadow's turns.
+    async fn live_turn(&self) -> Result<Progress, sqlx::Error> {
+        let turn = tokio::time::Instant::now() + REBUILD_TURN;
+        let mut total = 0;
+        loop {
+            match self.settle(Target::LIVE, self.run_batch().await).await? {
+                Progress::Applied(applied) => {
+                    total += applied;
+                    if (applied as i64) < self.batch_size || tokio::time::Instant::now() >= turn {
+                        return Ok(Progress::Applied(total));
+                    }
+                }
+                other if total == 0 => return Ok(other),
+                Progress::NotLeading => return Ok(Progress::NotLeading),
+                _ => return Ok(Progress::Applied(total)),
             }
         }
     }
@@ -262,10 +286,10 @@ impl<P: Projection> ProjectionRunner<P> {
                 let error = format!("{event_type} at {position}: {reason}");
                 if target == Target::LIVE {
                     tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
-                    control::fail(&self.pool, name, position, &error).await?;
+                    control::fail(&self.pool, name, self.epoch, position, &error).await?;
                 } else {
                     tracing::error!(projection = name, %error, "rebuild stopped at an event it cannot apply");
-                    control::abort_rebuild(&self.pool, name, self.projection.tables(), &error).await?;
+                    control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error).await?;
                 }
                 Ok(Progress::CaughtUp)
             }
@@ -291,7 +315,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let tables = self.projection.tables();
         let shadow = control::rebuild_checkpoint_name(name);
         if !control::rebuild_started(&self.pool, name).await? {
-            let started = control::start_rebuild(&self.pool, name, tables).await;
+            let started = control::start_rebuild(&self.pool, name, self.epoch, tables).await;
             if self.give_up_rebuild_unless_transient(started).await?.is_none() {
                 return Ok((Progress::CaughtUp, true));
             }
@@ -299,20 +323,19 @@ impl<P: Projection> ProjectionRunner<P> {
         let live = control::checkpoint(&self.pool, name).await?;
         let (progress, reached_live) = self.batch(&shadow, Target::REBUILD, Some(live)).await?;
         if reached_live {
-            for attempt in 1..=3 {
-                let swapped = control::swap_rebuilt(&self.pool, name, tables).await;
-                match self.give_up_rebuild_unless_transient(swapped).await? {
-                    Some(Swap::Swapped) => {
-                        tracing::info!(projection = name, "rebuilt projection swapped in");
-                        self.announce(Target::LIVE, live);
-                        break;
-                    }
-                    Some(Swap::TablesBusy) => {
-                        tracing::info!(projection = name, attempt, "readers hold the live tables; swapping shortly");
-                        tokio::time::sleep(SWAP_RETRY * attempt).await;
-                    }
-                    Some(Swap::NotCaughtUp) | None => break,
+            let swapped = control::swap_rebuilt(&self.pool, name, self.epoch, tables).await;
+            match self.give_up_rebuild_unless_transient(swapped).await? {
+                Some(Swap::Swapped) => {
+                    tracing::info!(projection = name, "rebuilt projection swapped in");
+                    self.announce(Target::LIVE, live);
                 }
+                // Tried again at the next step, which comes soon: the rebuild still has work.
+                Some(Swap::TablesBusy) => {
+                    tracing::info!(projection = name, "readers hold the live tables; swapping shortly");
+                    return Ok((Progress::SwapPending, true));
+                }
+                Some(Swap::NotLeading) => return Ok((Progress::NotLeading, true)),
+                Some(Swap::NotCaughtUp) | None => {}
             }
         }
         Ok((progress, reached_live))
@@ -327,7 +350,7 @@ impl<P: Projection> ProjectionRunner<P> {
             Err(error) => {
                 let name = self.projection.name();
                 tracing::error!(projection = name, %error, "rebuild stopped");
-                control::abort_rebuild(&self.pool, name, self.projection.tables(), &error.to_string()).await?;
+                control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error.to_string()).await?;
                 Ok(None)
             }
         }

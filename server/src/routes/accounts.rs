@@ -22,6 +22,6 @@ pub async fn get_account(
         .map(|token| token.parse::<Position>())
         .transpose()
         .map_err(|error| ApiError::invalid_request(format!("after: {error}")))?;
-    let account = state.services.read_model.account(account_id, after).await?;
-    account.map(Json).ok_or_else(|| ApiError::account_not_found(account_id))
+    let lookup = state.services.read_model.account(account_id, after).await?;
+    Ok(Json(app::api::queries::account_answer(lookup, account_id)?))
 }

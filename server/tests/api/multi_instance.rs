@@ -184,6 +184,37 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // While it is still paused (its sessions, locks and open transactions included), the
+    // survivor's read model follows: read-your-writes holds on the survivor.
+    let pool = PgPool::connect_with(db.clone()).await.unwrap();
+    let created: Value = client
+        .post(format!("{}/api/commands/create-account", survivor.address))
+        .json(&json!({"ownerId": "during-the-pause", "initialBalance": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{}/api/queries/accounts/{}?after={}", survivor.address, created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
+    let mut read = Value::Null;
+    for _ in 0..5 {
+        read = client.get(&url).send().await.unwrap().json().await.unwrap();
+        if read["stale"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(read["stale"], json!(false), "the survivor's read model stalled during the pause: {read}");
+    let epochs = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT projection_name, leader_epoch FROM projection_checkpoints WHERE projection_name NOT LIKE '%#%' ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let taken_over = epochs(pool.clone()).await;
+
     // Woken up, the old leader finds itself replaced and applies nothing more.
     signal(&paused, "-CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -194,6 +225,6 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     for name in PROJECTIONS {
         assert_eq!(owner_of(&health, name).as_deref(), Some(survivor.instance.as_str()), "{health}");
     }
-    let pool = PgPool::connect_with(db).await.unwrap();
+    assert_eq!(epochs(pool.clone()).await, taken_over, "leadership changed hands again after the pause");
     assert_read_model_equals_replay(&pool).await;
 }
