@@ -187,9 +187,10 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
     assert!(accepted > 64, "the hot account took only {accepted} deposits");
     assert_eq!(unavailable, 0, "deposits into other accounts answered 503");
     let (idle, loaded) = (p99(idle), p99(loaded));
-    // Twice the idle p99, with a floor for a 2-core machine's scheduling noise (without the
-    // per-stream queue this p99 is over a second).
-    let bound = (idle * 2).max(idle + Duration::from_millis(25));
+    // Twice the idle p99, plus room for a 2-core machine's scheduling noise: without the
+    // per-stream queue this p99 is over a second. The strict ratio is the benchmark's (B8),
+    // measured on a quiet machine.
+    let bound = idle * 2 + Duration::from_millis(50);
     assert!(loaded <= bound, "other accounts' deposits p99 {loaded:?} under a hot account, {idle:?} idle");
 }
 
