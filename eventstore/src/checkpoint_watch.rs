@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Position;
+use crate::relay;
 
 /// The channel checkpoint advances are announced on.
 pub const CHANNEL: &str = "eventstore_checkpoint";
@@ -105,81 +105,12 @@ impl CheckpointWatch {
 
     /// Starts the tasks that announce this process's checkpoints and listen for the others'.
     pub fn spawn_postgres_relay(&self, pool: PgPool, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let positions = self.positions.clone();
+        let payload = move || encode(&positions.borrow());
         vec![
-            tokio::spawn(self.clone().announce(pool.clone(), shutdown.clone())),
-            tokio::spawn(self.clone().listen(pool, shutdown)),
+            tokio::spawn(relay::announce(pool.clone(), CHANNEL, self.publish.clone(), payload, shutdown.clone())),
+            tokio::spawn(relay::listen(pool, CHANNEL, FALLBACK_POLL, shutdown, self.clone())),
         ]
-    }
-
-    /// One `NOTIFY` per wake-up, after the batches' commits and never inside them; advances
-    /// that happen while one is in flight share the next.
-    async fn announce(self, pool: PgPool, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.publish.notified() => {}
-            }
-            let payload = encode(&self.positions.borrow());
-            let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await;
-            if let Err(error) = sent {
-                tracing::warn!(%error, "cannot announce checkpoints to other processes; their waiters will poll");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-
-    async fn listen(self, pool: PgPool, shutdown: CancellationToken) {
-        loop {
-            let connected = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            let mut listener = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                connected = connected => match connected {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot listen for checkpoints; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
-                    }
-                },
-            };
-            // Whatever was announced before this connection existed is lost: read it.
-            self.read_all(&pool).await;
-            let mut fallback = tokio::time::interval(FALLBACK_POLL);
-            loop {
-                let received = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = fallback.tick() => {
-                        if self.someone_waits() {
-                            self.read_all(&pool).await;
-                        }
-                        continue;
-                    }
-                    received = listener.try_recv() => received,
-                };
-                match received {
-                    Ok(Some(notification)) => {
-                        for (projection, position) in decode(notification.payload()) {
-                            self.observe(&projection, position);
-                        }
-                    }
-                    // The connection dropped; the next try_recv reconnects. Catch up now.
-                    Ok(None) => self.read_all(&pool).await,
-                    Err(error) => {
-                        tracing::warn!(%error, "lost the checkpoint LISTEN connection; reconnecting");
-                        break;
-                    }
-                }
-            }
-        }
     }
 
     async fn read_all(&self, pool: &PgPool) {
@@ -190,6 +121,25 @@ impl CheckpointWatch {
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read the checkpoints"),
+        }
+    }
+}
+
+impl relay::Listener for CheckpointWatch {
+    async fn catch_up(&self, pool: &PgPool) {
+        self.read_all(pool).await;
+    }
+
+    fn received(&self, payload: &str) {
+        for (projection, position) in decode(payload) {
+            self.observe(&projection, position);
+        }
+    }
+
+    /// Only while someone waits: a lost notification must not strand a waiter until its deadline.
+    async fn tick(&self, pool: &PgPool) {
+        if self.someone_waits() {
+            self.read_all(pool).await;
         }
     }
 }

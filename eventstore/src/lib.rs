@@ -30,6 +30,8 @@ pub mod processed_commands;
 #[cfg(feature = "postgres")]
 pub mod projection;
 #[cfg(feature = "postgres")]
+mod relay;
+#[cfg(feature = "postgres")]
 pub mod snapshots;
 #[cfg(feature = "postgres")]
 pub mod store;

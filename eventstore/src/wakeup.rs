@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::relay;
 
 /// The channel the relay notifies and listens on.
 pub const CHANNEL: &str = "eventstore_appended";
@@ -59,72 +60,32 @@ impl Appends {
 
     /// Starts the NOTIFY and LISTEN tasks; they stop when `shutdown` is cancelled.
     pub fn spawn_postgres_relay(&self, pool: PgPool, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let own = self.instance.to_string();
+        let payload = own.clone();
+        let listener = WakeReaders { appends: self.clone(), own };
         vec![
-            tokio::spawn(self.clone().notify_others(pool.clone(), shutdown.clone())),
-            tokio::spawn(self.clone().listen_to_others(pool, shutdown)),
+            tokio::spawn(relay::announce(pool.clone(), CHANNEL, self.publish.clone(), move || payload.clone(), shutdown.clone())),
+            // Readers poll slowly on their own; the listener needs no ticks of its own.
+            tokio::spawn(relay::listen(pool, CHANNEL, Duration::from_secs(3600), shutdown, listener)),
         ]
     }
 
-    async fn notify_others(self, pool: PgPool, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.publish.notified() => {}
-            }
-            let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(self.instance.to_string())
-                .execute(&pool)
-                .await;
-            if let Err(error) = sent {
-                tracing::warn!(%error, "cannot notify other processes of appended events; they will poll");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+}
+
+/// This process's readers, woken by other processes' appends.
+struct WakeReaders {
+    appends: Appends,
+    own: String,
+}
+
+impl relay::Listener for WakeReaders {
+    async fn catch_up(&self, _pool: &PgPool) {
+        self.appends.wake_readers();
     }
 
-    async fn listen_to_others(self, pool: PgPool, shutdown: CancellationToken) {
-        let own = self.instance.to_string();
-        loop {
-            let connected = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            let mut listener = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                connected = connected => match connected {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot listen for appended events; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
-                    }
-                },
-            };
-            // Whatever was notified before this connection existed is lost: catch up.
-            self.wake_readers();
-            loop {
-                let received = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    received = listener.try_recv() => received,
-                };
-                match received {
-                    Ok(Some(notification)) if notification.payload() == own => {}
-                    Ok(Some(_)) => self.wake_readers(),
-                    // The connection dropped; the next try_recv reconnects. Catch up now.
-                    Ok(None) => self.wake_readers(),
-                    Err(error) => {
-                        tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
-                        break;
-                    }
-                }
-            }
+    fn received(&self, payload: &str) {
+        if payload != self.own {
+            self.appends.wake_readers();
         }
     }
 }

@@ -109,6 +109,20 @@ impl TestApp {
         sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap()
     }
 
+    /// An event the projections cannot read, as if written by a buggy or newer writer: they
+    /// stop at it.
+    pub async fn insert_poison_event(&self) {
+        sqlx::query(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
+             VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(uuid::Uuid::new_v4())
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
     /// Waits until the projection has applied every event in the store.
     pub async fn wait_for_projection(&self) {
         for _ in 0..750 {

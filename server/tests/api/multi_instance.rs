@@ -17,15 +17,7 @@ const PROJECTIONS: [&str; 2] = ["account_summary", "account_ledger"];
 async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..count {
-        let answer: Value = client
-            .post(format!("{}/api/commands/create-account", server.address))
-            .json(&json!({"ownerId": format!("owner-{i}"), "initialBalance": 1000}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = server.create_account(client, &format!("owner-{i}"), 1000).await;
         ids.push(answer["accountId"].as_str().unwrap().to_owned());
     }
     ids
@@ -187,15 +179,7 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     // While it is still paused (its sessions, locks and open transactions included), the
     // survivor's read model follows: read-your-writes holds on the survivor.
     let pool = PgPool::connect_with(db.clone()).await.unwrap();
-    let created: Value = client
-        .post(format!("{}/api/commands/create-account", survivor.address))
-        .json(&json!({"ownerId": "during-the-pause", "initialBalance": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = survivor.create_account(&client, "during-the-pause", 5).await;
     let url = format!("{}/api/queries/accounts/{}?after={}", survivor.address, created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
     let mut read = Value::Null;
     for _ in 0..5 {

@@ -32,19 +32,6 @@ async fn wait_for(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> V
     panic!("{name} never got there: {last}");
 }
 
-/// An event the projections cannot read, as if written by a buggy or newer writer.
-async fn insert_poison(app: &TestApp) {
-    sqlx::query(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-         VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(Uuid::new_v4())
-    .execute(&app.pool)
-    .await
-    .unwrap();
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
@@ -82,7 +69,7 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     let app = spawn_app(db).await;
     let before = app.create_account("alice", 10.0).await;
     app.account_after(before["accountId"].as_str().unwrap(), before["position"].as_str().unwrap()).await;
-    insert_poison(&app).await;
+    app.insert_poison_event().await;
     let created = app.create_account("bob", 20.0).await;
     let (id, token) = (created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
 

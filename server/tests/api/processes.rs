@@ -85,6 +85,19 @@ impl ServerProcess {
         None
     }
 
+    /// Opens an account through this server; returns the command's answer.
+    pub async fn create_account(&self, client: &reqwest::Client, owner: &str, initial_balance: i64) -> Value {
+        client
+            .post(format!("{}/api/commands/create-account", self.address))
+            .json(&serde_json::json!({"ownerId": owner, "initialBalance": initial_balance}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn health(&self, client: &reqwest::Client) -> Value {
         client.get(format!("{}/health", self.address)).send().await.unwrap().json().await.unwrap()
     }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use crate::processes::{ServerProcess, spawn_server};
@@ -115,16 +114,7 @@ async fn time_travel_never_waits_for_a_second_connection(_: PgPoolOptions, db: P
 
 /// Creates an account on `server` and returns its id.
 async fn open_account(client: &reqwest::Client, server: &ServerProcess, owner: &str) -> String {
-    let created: Value = client
-        .post(format!("{}/api/commands/create-account", server.address))
-        .json(&json!({"ownerId": owner, "initialBalance": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["accountId"].as_str().unwrap().to_owned()
+    server.create_account(client, owner, 0).await["accountId"].as_str().unwrap().to_owned()
 }
 
 /// Sequential deposits into `accounts`, one at a time: their latencies, and how many got 503.
@@ -210,15 +200,7 @@ async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOpti
     assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
 
     // Stop the read model (a poison event), then make a token it cannot reach.
-    sqlx::query(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-         VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(Uuid::new_v4())
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.insert_poison_event().await;
     let unreachable = app.create_account("bob", 1.0).await["position"].as_str().unwrap().to_owned();
     let before = transactions(&app).await;
     let started = Instant::now();
