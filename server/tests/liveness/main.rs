@@ -250,3 +250,51 @@ async fn a_monitor_probing_health_costs_one_trivial_query_a_probe(_: PgPoolOptio
     // 100 liveness queries, a status reading a second at most, and the projections' heartbeats.
     assert!(spent < 200, "100 health probes cost {spent} transactions");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgPoolOptions, db: PgConnectOptions) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 10.0).await;
+    app.wait_for_projection().await;
+
+    // A reader holds the account summary open while its rebuild wants to swap it out.
+    let mut reader = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM account_summary").execute(&mut *reader).await.unwrap();
+    let asked = app.post("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    assert_eq!(asked.status(), StatusCode::OK);
+    let mut latencies = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let started = Instant::now();
+        // Bounded: a read queued behind the swap would otherwise wait for the reader, which
+        // this test only lets go afterwards.
+        let read = app.client.get(format!("{}/api/queries/accounts/{id}", app.address)).timeout(Duration::from_secs(1)).send().await;
+        latencies.push(started.elapsed());
+        if let Ok(read) = read {
+            assert_eq!(read.status(), StatusCode::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let p99 = p99(latencies);
+    assert!(p99 < Duration::from_millis(100), "GET account p99 {p99:?} while a swap waited for a reader");
+    let state: String = sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "rebuilding", "the swap cannot have happened while the reader held the table");
+
+    reader.commit().await.unwrap();
+    for _ in 0..150 {
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if state == "running" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the rebuild did not finish once the reader was gone");
+}
