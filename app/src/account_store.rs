@@ -96,7 +96,12 @@ pub fn snapshot_due(old_version: i64, new_version: i64, interval: i64) -> bool {
     interval > 0 && old_version / interval != new_version / interval
 }
 
-pub async fn save(conn: &mut PgConnection, account_id: Uuid, version: i64, state: &AccountState) -> Result<(), sqlx::Error> {
+pub async fn save(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    version: i64,
+    state: &AccountState,
+) -> Result<(), sqlx::Error> {
     let state = serde_json::to_value(state).expect("account states always serialise to JSON");
     save_snapshot(conn, account_id, version, SNAPSHOT_VERSION, &state).await
 }

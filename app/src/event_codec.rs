@@ -42,10 +42,9 @@ pub struct DecodeError {
 
 pub fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
     let data = match event {
-        AccountEvent::AccountCreated { owner_id, initial_balance } => serde_json::to_value(AccountCreatedV2 {
-            owner_id: owner_id.clone(),
-            initial_balance: *initial_balance,
-        }),
+        AccountEvent::AccountCreated { owner_id, initial_balance } => {
+            serde_json::to_value(AccountCreatedV2 { owner_id: owner_id.clone(), initial_balance: *initial_balance })
+        }
         AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
             serde_json::to_value(MoneyMovedV2 { amount: *amount })
         }
@@ -187,7 +186,10 @@ mod tests {
             }
         );
         let deposited = recorded("MoneyDeposited", 1, json!({"aggregate_id": "x", "amount": 0.29}));
-        assert_eq!(decode(&deposited).unwrap(), AccountEvent::MoneyDeposited { amount: Amount::parse("0.29").unwrap() });
+        assert_eq!(
+            decode(&deposited).unwrap(),
+            AccountEvent::MoneyDeposited { amount: Amount::parse("0.29").unwrap() }
+        );
         let withdrawn = recorded("MoneyWithdrawn", 1, json!({"amount": 50}));
         assert_eq!(decode(&withdrawn).unwrap(), AccountEvent::MoneyWithdrawn { amount: Amount::parse("50").unwrap() });
     }

@@ -4,7 +4,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
-
 pub const DATABASE: &str = "cqrs_bank_bench";
 
 /// The connection options of the benchmark database, on the server `DATABASE_URL` names.

@@ -33,7 +33,9 @@ impl Probe {
         }
         let stop = CancellationToken::new();
         let sampler = tokio::spawn(sample(stop.clone()));
-        Probe { inner: Some(Inner { label: label.to_owned(), stop, sampler, cpu: Cpu::now(), started: Instant::now() }) }
+        Probe {
+            inner: Some(Inner { label: label.to_owned(), stop, sampler, cpu: Cpu::now(), started: Instant::now() }),
+        }
     }
 
     /// Stops sampling and prints what it saw.

@@ -94,12 +94,14 @@ pub async fn closed_loop(
 /// One request of `kind` for `account`; `Err` unless answered 2xx.
 pub async fn send(client: reqwest::Client, base: String, kind: Kind, account: Uuid) -> Result<(), String> {
     let response = match kind {
-        Kind::Deposit => client
-            .post(format!("{base}/api/commands/deposit"))
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"accountId":"{account}","amount":"1.00"}}"#))
-            .send()
-            .await,
+        Kind::Deposit => {
+            client
+                .post(format!("{base}/api/commands/deposit"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"accountId":"{account}","amount":"1.00"}}"#))
+                .send()
+                .await
+        }
         Kind::AccountQuery => client.get(format!("{base}/api/queries/accounts/{account}")).send().await,
     }
     .map_err(|e| e.to_string())?;
@@ -130,7 +132,12 @@ pub async fn deposit(client: &reqwest::Client, base: &str, account: Uuid) -> Res
 
 /// `GET /api/queries/accounts/{id}?after=<token>`: whether the answer is still stale, and the
 /// checkpoint it is current as of.
-pub async fn account_after(client: &reqwest::Client, base: &str, account: Uuid, token: Position) -> Result<(bool, Position), String> {
+pub async fn account_after(
+    client: &reqwest::Client,
+    base: &str,
+    account: Uuid,
+    token: Position,
+) -> Result<(bool, Position), String> {
     let response = client
         .get(format!("{base}/api/queries/accounts/{account}?after={token}"))
         .send()
@@ -138,13 +145,20 @@ pub async fn account_after(client: &reqwest::Client, base: &str, account: Uuid, 
         .map_err(|e| e.to_string())?;
     let body = success_json(response).await?;
     let stale = body["stale"].as_bool().ok_or_else(|| format!("no stale in {body}"))?;
-    let as_of = body["asOf"].as_str().ok_or_else(|| format!("no asOf in {body}"))?.parse().map_err(|e| format!("{e}"))?;
+    let as_of =
+        body["asOf"].as_str().ok_or_else(|| format!("no asOf in {body}"))?.parse().map_err(|e| format!("{e}"))?;
     Ok((stale, as_of))
 }
 
 /// Runs wrk once with a Lua script that walks the accounts and prints the figures we need
 /// (wrk's own `--latency` output stops at p99).
-async fn run_wrk(wrk: &PathBuf, base: &str, requests: &Requests, connections: usize, duration: Duration) -> Result<Run, String> {
+async fn run_wrk(
+    wrk: &PathBuf,
+    base: &str,
+    requests: &Requests,
+    connections: usize,
+    duration: Duration,
+) -> Result<Run, String> {
     let threads = connections.clamp(1, std::thread::available_parallelism().map_or(2, |n| n.get()));
     let script = std::env::temp_dir().join(format!("cqrs-bank-bench-{}.lua", std::process::id()));
     std::fs::write(&script, lua_script(requests, threads)).map_err(|e| format!("cannot write the wrk script: {e}"))?;
@@ -168,9 +182,10 @@ async fn run_wrk(wrk: &PathBuf, base: &str, requests: &Requests, connections: us
     .map_err(|e| format!("cannot run wrk: {e}"))?;
     let _ = std::fs::remove_file(&script);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().find(|line| line.starts_with("BENCH ")).ok_or_else(|| {
-        format!("wrk printed no figures: {stdout}{}", String::from_utf8_lossy(&output.stderr))
-    })?;
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("BENCH "))
+        .ok_or_else(|| format!("wrk printed no figures: {stdout}{}", String::from_utf8_lossy(&output.stderr)))?;
     let field = |name: &str| -> Result<u64, String> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))

@@ -87,7 +87,10 @@ async fn main() -> ExitCode {
             "--diagnose" => diagnose = true,
             "--only" => only = args.next().map(|names| names.split(',').map(str::to_owned).collect()),
             "--help" | "-h" => {
-                println!("{USAGE}\nscenarios: {}", scenarios::all().iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+                println!(
+                    "{USAGE}\nscenarios: {}",
+                    scenarios::all().iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                );
                 return ExitCode::SUCCESS;
             }
             other => {

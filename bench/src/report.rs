@@ -79,7 +79,13 @@ impl Latencies {
         }
         samples.sort_unstable();
         let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-        Some(Latencies { p50: at(0.50), p99: at(0.99), p999: at(0.999), max: samples[samples.len() - 1], count: samples.len() })
+        Some(Latencies {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: samples[samples.len() - 1],
+            count: samples.len(),
+        })
     }
 }
 
@@ -102,7 +108,12 @@ pub fn latencies(label: &str, latencies: Option<&Latencies>) {
 }
 
 /// p50 and p99 of `measured` beside those of `baseline`, with the p99 ratio.
-pub fn latencies_against(label: &str, measured: Option<&Latencies>, baseline_label: &str, baseline: Option<&Latencies>) {
+pub fn latencies_against(
+    label: &str,
+    measured: Option<&Latencies>,
+    baseline_label: &str,
+    baseline: Option<&Latencies>,
+) {
     match (measured, baseline) {
         (Some(m), Some(b)) => println!(
             "{label:<44} p50 {:>7.2} ms  p99 {:>7.2} ms | {baseline_label} p50 {:.2} ms  p99 {:.2} ms | p99 ratio {:.2}",

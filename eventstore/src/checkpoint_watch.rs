@@ -162,8 +162,10 @@ mod tests {
 
     #[test]
     fn announcements_round_trip() {
-        let positions =
-            HashMap::from([("a".to_owned(), Position { transaction_id: 7, global_position: 3 }), ("b".to_owned(), Position::START)]);
+        let positions = HashMap::from([
+            ("a".to_owned(), Position { transaction_id: 7, global_position: 3 }),
+            ("b".to_owned(), Position::START),
+        ]);
         let decoded: HashMap<String, Position> = decode(&encode(&positions)).collect();
         assert_eq!(decoded, positions);
     }

@@ -47,13 +47,13 @@ pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
 pub use guard::{ClusterMoveError, check_transaction_ids};
 #[cfg(feature = "postgres")]
+pub use projection::{ApplyError, Progress, Projection, ProjectionError, ProjectionRunner, Target, is_transient};
+#[cfg(feature = "postgres")]
 pub use snapshots::SnapshotVersion;
 #[cfg(feature = "postgres")]
-pub use projection::{ApplyError, Progress, is_transient, Projection, ProjectionError, ProjectionRunner, Target};
-#[cfg(feature = "postgres")]
 pub use store::{
-    AppendError, Appended, append, begin_with_stream_lock, head, read_all_after, read_stream, read_stream_from_snapshot,
-    read_stream_until,
+    AppendError, Appended, append, begin_with_stream_lock, head, read_all_after, read_stream,
+    read_stream_from_snapshot, read_stream_until,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

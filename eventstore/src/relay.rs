@@ -52,7 +52,13 @@ pub(crate) async fn announce(
 }
 
 /// `LISTEN`s on `channel` until `shutdown`, reconnecting after any failure.
-pub(crate) async fn listen(pool: PgPool, channel: &'static str, tick: Duration, shutdown: CancellationToken, listener: impl Listener) {
+pub(crate) async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    tick: Duration,
+    shutdown: CancellationToken,
+    listener: impl Listener,
+) {
     loop {
         let connected = async {
             let mut connection = PgListener::connect_with(&pool).await?;

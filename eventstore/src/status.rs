@@ -61,4 +61,3 @@ pub struct ProjectionStatus {
     /// for it (seconds).
     pub oldest_transaction_seconds: f64,
 }
-

@@ -123,8 +123,7 @@ pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
 /// The bounds of a writer's transaction: how long it waits for a lock, and how long it may sit
 /// idle (its process paused or cut off) before Postgres ends it. A lock wait that runs out is
 /// [`crate::is_transient`]: the caller may retry.
-pub const WRITER_TIMEOUTS: &str =
-    "SET LOCAL lock_timeout = '3s'; SET LOCAL idle_in_transaction_session_timeout = '3s'";
+pub const WRITER_TIMEOUTS: &str = "SET LOCAL lock_timeout = '3s'; SET LOCAL idle_in_transaction_session_timeout = '3s'";
 
 /// Advisory locks take a bigint; two streams that share one only take turns needlessly.
 fn stream_lock_key(stream_id: Uuid) -> i64 {
@@ -162,9 +161,9 @@ pub async fn read_stream_from_snapshot(
     .bind(version.fold)
     .fetch_all(executor)
     .await?;
-    let snapshot = rows.first().and_then(|row| {
-        Some(Snapshot { stream_version: row.snapshot_version?, state: row.snapshot_state.clone()? })
-    });
+    let snapshot = rows
+        .first()
+        .and_then(|row| Some(Snapshot { stream_version: row.snapshot_version?, state: row.snapshot_state.clone()? }));
     let events = rows.into_iter().filter_map(SnapshotAndEvent::into_event).collect();
     Ok((snapshot, events))
 }

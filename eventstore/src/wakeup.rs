@@ -64,12 +64,17 @@ impl Appends {
         let payload = own.clone();
         let listener = WakeReaders { appends: self.clone(), own };
         vec![
-            tokio::spawn(relay::announce(pool.clone(), CHANNEL, self.publish.clone(), move || payload.clone(), shutdown.clone())),
+            tokio::spawn(relay::announce(
+                pool.clone(),
+                CHANNEL,
+                self.publish.clone(),
+                move || payload.clone(),
+                shutdown.clone(),
+            )),
             // Readers poll slowly on their own; the listener needs no ticks of its own.
             tokio::spawn(relay::listen(pool, CHANNEL, Duration::from_secs(3600), shutdown, listener)),
         ]
     }
-
 }
 
 /// This process's readers, woken by other processes' appends.

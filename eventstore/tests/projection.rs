@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use eventstore::projection::{LeverError, LeverRefusal};
 use eventstore::{
-    ApplyError, Appends, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState, RecordedEvent,
-    Target, append,
+    Appends, ApplyError, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState,
+    RecordedEvent, Target, append,
 };
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -28,7 +28,12 @@ impl Projection for Recorder {
         &["recorded"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, events: &[RecordedEvent], target: &Target) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+        target: &Target,
+    ) -> Result<(), ApplyError> {
         for event in events {
             let n = event.data["n"].as_i64().unwrap();
             sqlx::query(&format!("INSERT INTO {} (n, position) VALUES ($1, $2)", target.table("recorded")))
@@ -67,7 +72,8 @@ async fn setup_with(pool: &PgPool, events: i64, appends: &Appends) -> (Projectio
         append(&mut conn, stream, n - 1, &[counted(n)]).await.unwrap();
     }
     let fail_on = Arc::new(AtomicI64::new(-1));
-    let runner = ProjectionRunner::new(pool.clone(), Recorder { fail_on: fail_on.clone() }, appends.subscribe(), "test");
+    let runner =
+        ProjectionRunner::new(pool.clone(), Recorder { fail_on: fail_on.clone() }, appends.subscribe(), "test");
     (runner.batch_size(4), fail_on)
 }
 
@@ -255,12 +261,11 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
 
     let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
     assert!(failed.last_error.as_deref().unwrap().contains("told to fail"), "{failed:?}");
-    let third: (i64, i64) = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM events WHERE data->>'n' = '3'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let third: (i64, i64) =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events WHERE data->>'n' = '3'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(failed.failed_position.map(|p| (p.transaction_id, p.global_position)), Some(third));
     assert_eq!(recorded(&pool).await, vec![1, 2]);
     assert_eq!(failed.summary, "failed");
@@ -276,16 +281,16 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     // Skipped: the skip is recorded, and the projection moves on.
     eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await.unwrap();
     assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 4, 5]);
-    let skipped: (i64, String) = sqlx::query_as("SELECT global_position, error FROM skipped_events")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let skipped: (i64, String) =
+        sqlx::query_as("SELECT global_position, error FROM skipped_events").fetch_one(&pool).await.unwrap();
     assert_eq!(skipped.0, third.1);
     assert!(skipped.1.contains("told to fail"));
     // Neither lever works on a projection that has not failed.
     let not_failed = |outcome| matches!(outcome, Err(LeverError::Refused(LeverRefusal::NotFailed(_))));
     assert!(not_failed(eventstore::projection::retry(&pool, "recorder").await));
-    assert!(not_failed(eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await));
+    assert!(not_failed(
+        eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await
+    ));
 
     shutdown.cancel();
     task.await.unwrap();
@@ -295,8 +300,13 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
 async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
     let appends = Appends::new();
     let (first, _) = setup_with(&pool, 3, &appends).await;
-    let second = ProjectionRunner::new(pool.clone(), Recorder { fail_on: Arc::new(AtomicI64::new(-1)) }, appends.subscribe(), "second")
-        .batch_size(4);
+    let second = ProjectionRunner::new(
+        pool.clone(),
+        Recorder { fail_on: Arc::new(AtomicI64::new(-1)) },
+        appends.subscribe(),
+        "second",
+    )
+    .batch_size(4);
     let (stop_first, stop_second) = (CancellationToken::new(), CancellationToken::new());
     let first = tokio::spawn(first.idle_poll(Duration::from_millis(50)).run(stop_first.clone()));
     let led = wait_for_status(&pool, "recorder", |s| s.owner_instance.is_some()).await;
@@ -341,7 +351,8 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     assert_eq!(done.last_error, None);
     let new_oid: i64 = sqlx::query_scalar("SELECT 'recorded'::regclass::oid::bigint").fetch_one(&pool).await.unwrap();
     assert_ne!(new_oid, live_oid, "the table was not replaced");
-    let shadow_left: bool = sqlx::query_scalar("SELECT to_regclass('recorded_rebuild') IS NOT NULL").fetch_one(&pool).await.unwrap();
+    let shadow_left: bool =
+        sqlx::query_scalar("SELECT to_regclass('recorded_rebuild') IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert!(!shadow_left);
     // The rebuilt table holds every event exactly once, whatever the order of the batches.
     let mut rebuilt = wait_for_recorded(&pool, 14).await;
@@ -353,7 +364,13 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
 }
 
 /// Appends one event after another from `writers` tasks until `stop`; returns how many.
-fn keep_appending(pool: &PgPool, appends: &Appends, first: i64, writers: i64, stop: CancellationToken) -> tokio::task::JoinHandle<i64> {
+fn keep_appending(
+    pool: &PgPool,
+    appends: &Appends,
+    first: i64,
+    writers: i64,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<i64> {
     let (pool, appends) = (pool.clone(), appends.clone());
     tokio::spawn(async move {
         let tasks: Vec<_> = (0..writers)
@@ -363,7 +380,9 @@ fn keep_appending(pool: &PgPool, appends: &Appends, first: i64, writers: i64, st
                     let (stream, mut written) = (Uuid::new_v4(), 0);
                     let mut conn = pool.acquire().await.unwrap();
                     while !stop.is_cancelled() {
-                        append(&mut conn, stream, written, &[counted(first + writer + written * writers)]).await.unwrap();
+                        append(&mut conn, stream, written, &[counted(first + writer + written * writers)])
+                            .await
+                            .unwrap();
                         appends.committed();
                         written += 1;
                     }
@@ -444,7 +463,10 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     // A skip names the failure the operator saw: an older or newer one is refused.
     let other = eventstore::Position { global_position: seen.global_position + 1, ..seen };
     let moved = eventstore::projection::skip_failed_event(&pool, "recorder", other).await;
-    assert!(matches!(moved, Err(LeverError::Refused(LeverRefusal::FailureMoved { now, .. })) if now == seen), "{moved:?}");
+    assert!(
+        matches!(moved, Err(LeverError::Refused(LeverRefusal::FailureMoved { now, .. })) if now == seen),
+        "{moved:?}"
+    );
     let unknown = eventstore::projection::retry(&pool, "nope").await;
     assert!(matches!(unknown, Err(LeverError::Refused(LeverRefusal::UnknownProjection(_)))));
     assert_eq!(recorded(&pool).await, vec![1, 2]);
@@ -472,7 +494,8 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     let runner = ProjectionRunner::new(pool.clone(), Recorder { fail_on }, appends.subscribe(), "test").batch_size(4);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
-    let ended = wait_for_status(&pool, "recorder", |s| s.rebuild.is_none() && s.state != ProjectionState::Rebuilding).await;
+    let ended =
+        wait_for_status(&pool, "recorder", |s| s.rebuild.is_none() && s.state != ProjectionState::Rebuilding).await;
     assert_eq!(ended.state, ProjectionState::Failed, "{ended:?}");
     assert!(ended.last_error.as_deref().unwrap().contains("told to fail"), "{ended:?}");
     let mut rebuilt: Vec<i64> = sqlx::query_scalar("SELECT n FROM recorded").fetch_all(&pool).await.unwrap();
@@ -548,10 +571,11 @@ async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
     assert!(started.elapsed() < Duration::from_secs(8), "took over after {:?}", started.elapsed());
     let led = wait_for_status(&pool, "recorder", |s| s.owner_instance.as_deref() == Some("test")).await;
     assert_eq!(led.summary, "running");
-    let epoch: i64 = sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = 'recorder'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let epoch: i64 =
+        sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = 'recorder'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(epoch > 7, "a takeover is a new epoch");
     assert!(sqlx::query("SELECT 1").execute(&mut paused).await.is_err(), "the stale leader's session was ended");
     shutdown.cancel();

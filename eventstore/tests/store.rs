@@ -15,7 +15,12 @@ fn event(n: i64) -> NewEvent {
     }
 }
 
-async fn append_now(pool: &PgPool, stream: Uuid, expected: i64, events: &[NewEvent]) -> Result<eventstore::Appended, AppendError> {
+async fn append_now(
+    pool: &PgPool,
+    stream: Uuid,
+    expected: i64,
+    events: &[NewEvent],
+) -> Result<eventstore::Appended, AppendError> {
     let mut conn = pool.acquire().await.unwrap();
     append(&mut conn, stream, expected, events).await
 }

@@ -49,7 +49,8 @@ impl Metrics {
         for (c, command) in COMMANDS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
                 let count = self.commands[c][o].load(Ordering::Relaxed);
-                let _ = writeln!(text, "cqrs_bank_commands_total{{command=\"{command}\",outcome=\"{outcome}\"}} {count}");
+                let _ =
+                    writeln!(text, "cqrs_bank_commands_total{{command=\"{command}\",outcome=\"{outcome}\"}} {count}");
             }
         }
         let name = "cqrs_bank_command_duration_seconds";

@@ -45,9 +45,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::CommandIdReused => 409,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::AccountAlreadyExists
-            | ErrorCode::InsufficientFunds
-            | ErrorCode::BalanceLimitExceeded => 422,
+            ErrorCode::AccountAlreadyExists | ErrorCode::InsufficientFunds | ErrorCode::BalanceLimitExceeded => 422,
             ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -217,13 +215,18 @@ mod server {
         fn from(error: CommandError) -> ApiError {
             match error {
                 CommandError::Rejected(refusal) => refusal.into(),
-                conflict @ CommandError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, capitalised(&conflict.to_string())),
+                conflict @ CommandError::Conflict { .. } => {
+                    ApiError::new(ErrorCode::Conflict, capitalised(&conflict.to_string()))
+                }
                 reused @ CommandError::CommandIdReused { .. } => {
                     ApiError::new(ErrorCode::CommandIdReused, capitalised(&reused.to_string()))
                 }
                 CommandError::Busy(busy) => {
                     tracing::warn!(%busy, "commands queued for one account");
-                    ApiError::new(ErrorCode::ServiceUnavailable, format!("{}; please retry shortly", capitalised(&busy.to_string())))
+                    ApiError::new(
+                        ErrorCode::ServiceUnavailable,
+                        format!("{}; please retry shortly", capitalised(&busy.to_string())),
+                    )
                 }
                 CommandError::Unreadable(error) => {
                     tracing::error!(%error, "unreadable event in an account's stream");

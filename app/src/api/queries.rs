@@ -125,7 +125,10 @@ pub async fn account_history(
 /// The account's latest money movements from the ledger read model (at most `limit`, 1–500,
 /// default 200), oldest first: what the balance chart draws.
 #[server(prefix = "/api", endpoint = "queries/account-ledger", input = Json)]
-pub async fn account_ledger(#[server(rename = "accountId")] account_id: Uuid, limit: Option<i64>) -> Result<Ledger, ApiError> {
+pub async fn account_ledger(
+    #[server(rename = "accountId")] account_id: Uuid,
+    limit: Option<i64>,
+) -> Result<Ledger, ApiError> {
     let limit = limit.unwrap_or(200);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_request("limit must be between 1 and 500"));

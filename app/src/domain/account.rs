@@ -146,14 +146,9 @@ pub enum DomainError {
 pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
     match (state, command) {
         (AccountState::NotCreated, AccountCommand::CreateAccount { owner_id, initial_balance }) => {
-            Ok(vec![AccountEvent::AccountCreated {
-                owner_id: owner_id.clone(),
-                initial_balance: *initial_balance,
-            }])
+            Ok(vec![AccountEvent::AccountCreated { owner_id: owner_id.clone(), initial_balance: *initial_balance }])
         }
-        (AccountState::Open { .. }, AccountCommand::CreateAccount { .. }) => {
-            Err(DomainError::AccountAlreadyExists)
-        }
+        (AccountState::Open { .. }, AccountCommand::CreateAccount { .. }) => Err(DomainError::AccountAlreadyExists),
         (AccountState::NotCreated, AccountCommand::Deposit { .. } | AccountCommand::Withdraw { .. }) => {
             Err(DomainError::AccountNotFound)
         }
@@ -162,10 +157,9 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
             Ok(vec![AccountEvent::MoneyDeposited { amount: *amount }])
         }
         (AccountState::Open { balance, .. }, AccountCommand::Withdraw { amount }) => {
-            balance.checked_sub(*amount).ok_or(DomainError::InsufficientFunds {
-                balance: *balance,
-                requested: *amount,
-            })?;
+            balance
+                .checked_sub(*amount)
+                .ok_or(DomainError::InsufficientFunds { balance: *balance, requested: *amount })?;
             Ok(vec![AccountEvent::MoneyWithdrawn { amount: *amount }])
         }
     }
@@ -183,22 +177,24 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
             total_deposits: initial_balance.value(),
             total_withdrawals: Decimal::ZERO,
         },
-        (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals }, AccountEvent::MoneyDeposited { amount }) => {
-            AccountState::Open {
-                owner_id,
-                balance: balance.checked_add(*amount).unwrap_or(balance),
-                total_deposits: total_deposits + amount.value(),
-                total_withdrawals,
-            }
-        }
-        (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals }, AccountEvent::MoneyWithdrawn { amount }) => {
-            AccountState::Open {
-                owner_id,
-                balance: balance.checked_sub(*amount).unwrap_or(balance),
-                total_deposits,
-                total_withdrawals: total_withdrawals + amount.value(),
-            }
-        }
+        (
+            AccountState::Open { owner_id, balance, total_deposits, total_withdrawals },
+            AccountEvent::MoneyDeposited { amount },
+        ) => AccountState::Open {
+            owner_id,
+            balance: balance.checked_add(*amount).unwrap_or(balance),
+            total_deposits: total_deposits + amount.value(),
+            total_withdrawals,
+        },
+        (
+            AccountState::Open { owner_id, balance, total_deposits, total_withdrawals },
+            AccountEvent::MoneyWithdrawn { amount },
+        ) => AccountState::Open {
+            owner_id,
+            balance: balance.checked_sub(*amount).unwrap_or(balance),
+            total_deposits,
+            total_withdrawals: total_withdrawals + amount.value(),
+        },
         (state, _) => state,
     }
 }
@@ -244,10 +240,7 @@ mod tests {
     #[test]
     fn an_account_cannot_be_created_twice() {
         let command = AccountCommand::CreateAccount { owner_id: owner(), initial_balance: money("5") };
-        assert_eq!(
-            decide(&given(&[created_with("100")]), &command),
-            Err(DomainError::AccountAlreadyExists)
-        );
+        assert_eq!(decide(&given(&[created_with("100")]), &command), Err(DomainError::AccountAlreadyExists));
     }
 
     #[test]
@@ -284,10 +277,7 @@ mod tests {
         let refusal = decide(&given(&history), &command).unwrap_err();
         assert_eq!(
             refusal,
-            DomainError::InsufficientFunds {
-                balance: Balance::from(money("40")),
-                requested: amount("50")
-            }
+            DomainError::InsufficientFunds { balance: Balance::from(money("40")), requested: amount("50") }
         );
         assert_eq!(refusal.to_string(), "insufficient funds: balance 40.00, withdrawal 50.00");
     }

@@ -24,7 +24,12 @@ impl Projection for AccountLedgerProjection {
         &["account_ledger"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, events: &[RecordedEvent], target: &Target) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+        target: &Target,
+    ) -> Result<(), ApplyError> {
         let table = target.table("account_ledger");
         let decoded = events.iter().map(|event| Ok((event, decode(event)?))).collect::<Result<Vec<_>, ApplyError>>()?;
 

@@ -45,7 +45,8 @@ struct Change {
 
 /// Decodes an event for a projection; an unreadable one stops the projection at it.
 pub(super) fn decode(event: &RecordedEvent) -> Result<AccountEvent, ApplyError> {
-    event_codec::decode(event).map_err(|error| ApplyError::Event { position: event.position(), reason: error.to_string() })
+    event_codec::decode(event)
+        .map_err(|error| ApplyError::Event { position: event.position(), reason: error.to_string() })
 }
 
 impl Projection for AccountSummaryProjection {
@@ -57,7 +58,12 @@ impl Projection for AccountSummaryProjection {
         &["account_summary"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, events: &[RecordedEvent], target: &Target) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+        target: &Target,
+    ) -> Result<(), ApplyError> {
         let mut new_rows: Vec<NewRow> = Vec::new();
         let mut new_index: HashMap<Uuid, usize> = HashMap::new();
         let mut changes: HashMap<Uuid, Change> = HashMap::new();
@@ -90,7 +96,8 @@ impl Projection for AccountSummaryProjection {
                 row.deposits += deposit;
                 row.withdrawals += withdrawal;
                 row.count += 1;
-                (row.last_transaction, row.version, row.position) = (event.recorded_at, event.stream_version, event.global_position);
+                (row.last_transaction, row.version, row.position) =
+                    (event.recorded_at, event.stream_version, event.global_position);
             } else {
                 let change = changes.entry(id).or_insert(Change {
                     first_event: event.position(),
@@ -156,7 +163,8 @@ impl Projection for AccountSummaryProjection {
             .fetch_all(&mut *conn)
             .await?;
             if updated.len() != ids.len() {
-                let (id, change) = ids.iter().zip(&changes).find(|(id, _)| !updated.contains(id)).expect("one is missing");
+                let (id, change) =
+                    ids.iter().zip(&changes).find(|(id, _)| !updated.contains(id)).expect("one is missing");
                 return Err(ApplyError::Event {
                     position: change.first_event,
                     reason: format!("account {id} has no account_summary row: it was never created"),

@@ -69,7 +69,12 @@ impl AccountHistory {
 
     /// Up to `limit` events older than `before_version` (all if `None`), newest first, each
     /// with its metadata and the balance it left. `None` if the account does not exist.
-    pub async fn page(&self, account_id: Uuid, before_version: Option<i64>, limit: i64) -> Result<Option<HistoryPage>, LoadError> {
+    pub async fn page(
+        &self,
+        account_id: Uuid,
+        before_version: Option<i64>,
+        limit: i64,
+    ) -> Result<Option<HistoryPage>, LoadError> {
         let latest_version = latest_version(&self.pool, account_id).await?;
         if latest_version == 0 {
             return Ok(None);
@@ -89,7 +94,8 @@ impl AccountHistory {
                     AccountEvent::AccountCreated { initial_balance, .. } => initial_balance.value(),
                     AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => amount.value(),
                 };
-                let metadata_id = |key: &str| event.metadata.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+                let metadata_id =
+                    |key: &str| event.metadata.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
                 entries.push(HistoryEntry {
                     version: event.stream_version,
                     event_type: event.event_type.clone(),

@@ -86,8 +86,12 @@ pub fn AccountPage() -> impl IntoView {
         move || (account_id.get(), travel.get()),
         |(account_id, travel)| async move {
             match (account_id, travel) {
-                (Some(account_id), Some(TravelTo::Version(version))) => account_at(account_id, Some(version), None).await.map(Some),
-                (Some(account_id), Some(TravelTo::Moment(moment))) => account_at(account_id, None, Some(moment)).await.map(Some),
+                (Some(account_id), Some(TravelTo::Version(version))) => {
+                    account_at(account_id, Some(version), None).await.map(Some)
+                }
+                (Some(account_id), Some(TravelTo::Moment(moment))) => {
+                    account_at(account_id, None, Some(moment)).await.map(Some)
+                }
                 _ => Ok(None),
             }
         },
@@ -209,7 +213,8 @@ fn AccountMissing(error: Option<ApiError>) -> impl IntoView {
     let (title, message) = match error {
         Some(error) if error.code == ErrorCode::AccountNotFound => (
             "Account not found",
-            "No account has this number, or it was created a moment ago and the read model has not caught up yet.".to_owned(),
+            "No account has this number, or it was created a moment ago and the read model has not caught up yet."
+                .to_owned(),
         ),
         Some(error) => ("The account cannot be shown", error.message),
         None => ("Loading the account…", String::new()),

@@ -40,10 +40,12 @@ async fn load(listing: Listing) -> Result<AccountList, ApiError> {
 pub fn AccountsPage() -> impl IntoView {
     let query = use_query_map();
     let listing = Memo::new(move |_| {
-        query.with(|q| match (q.get("min").filter(|m| !m.is_empty()), q.get("owner").filter(|o| !o.trim().is_empty())) {
-            (Some(min), _) => Listing::HighValue(min),
-            (None, Some(owner)) => Listing::Owner(owner.trim().to_owned()),
-            (None, None) => Listing::All,
+        query.with(|q| {
+            match (q.get("min").filter(|m| !m.is_empty()), q.get("owner").filter(|o| !o.trim().is_empty())) {
+                (Some(min), _) => Listing::HighValue(min),
+                (None, Some(owner)) => Listing::Owner(owner.trim().to_owned()),
+                (None, None) => Listing::All,
+            }
         })
     });
     let accounts = Resource::new(move || listing.get(), load);
@@ -151,9 +153,8 @@ fn CreateAccountForm() -> impl IntoView {
         if pending.get_untracked() {
             return;
         }
-        let parsed = OwnerId::parse(&owner.get_untracked())
-            .map_err(|e| format!("Invalid owner: {e}"))
-            .and_then(|owner| {
+        let parsed =
+            OwnerId::parse(&owner.get_untracked()).map_err(|e| format!("Invalid owner: {e}")).and_then(|owner| {
                 Money::parse(&initial_balance.get_untracked())
                     .map(|balance| (owner, balance))
                     .map_err(|e| format!("Invalid initial balance: {e}"))

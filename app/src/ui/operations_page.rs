@@ -33,11 +33,9 @@ pub fn OperationsPage() -> impl IntoView {
         }
     });
     let oldest = move || {
-        projections
-            .get()
-            .and_then(Result::ok)
-            .and_then(|all| all.first().map(|p| p.oldest_transaction_seconds))
-            .map(|seconds| format!("Oldest open transaction in the cluster: {seconds:.1} s (every projection waits for it)"))
+        projections.get().and_then(Result::ok).and_then(|all| all.first().map(|p| p.oldest_transaction_seconds)).map(
+            |seconds| format!("Oldest open transaction in the cluster: {seconds:.1} s (every projection waits for it)"),
+        )
     };
     view! {
         <section class="card operations">

@@ -71,7 +71,12 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { serialize_writers: true, max_attempts: 10, snapshot_interval: 25, turn_patience: Duration::from_secs(5) }
+        WriteOptions {
+            serialize_writers: true,
+            max_attempts: 10,
+            snapshot_interval: 25,
+            turn_patience: Duration::from_secs(5),
+        }
     }
 }
 

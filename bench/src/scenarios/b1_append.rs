@@ -41,7 +41,13 @@ pub async fn run(context: Context) -> Outcome {
         let probe = Probe::start(&context, &format!("eventstore::append, {concurrency} clients"));
         let append = appends(pool, Path::EventStore, concurrency, warmup, duration).await;
         probe.finish().await;
-        report::against(&format!("eventstore::append, {concurrency} clients"), append.rate(), "raw INSERT", raw.rate(), "events/s");
+        report::against(
+            &format!("eventstore::append, {concurrency} clients"),
+            append.rate(),
+            "raw INSERT",
+            raw.rate(),
+            "events/s",
+        );
         raw.report_errors("raw inserts");
         append.report_errors("appends");
         if concurrency == 32 {
@@ -49,7 +55,12 @@ pub async fn run(context: Context) -> Outcome {
         }
     }
     let (raw_32, append_32) = (raw_32.expect("32 is measured"), append_32.expect("32 is measured"));
-    report::latencies_against("eventstore::append, 32 clients", append_32.latencies.as_ref(), "raw", raw_32.latencies.as_ref());
+    report::latencies_against(
+        "eventstore::append, 32 clients",
+        append_32.latencies.as_ref(),
+        "raw",
+        raw_32.latencies.as_ref(),
+    );
     let ratio = append_32.rate() / raw_32.rate();
     report::target("B1: eventstore::append ≥ 0.8 × raw at 32 clients", ratio >= 0.8, &format!("{ratio:.2}"));
     context.shared.set(B1_APPEND_32, append_32.rate());
@@ -60,7 +71,13 @@ pub async fn run(context: Context) -> Outcome {
     let probe = Probe::start(&context, "CommandHandler::handle, 32 clients");
     let commands = deposits(&handler, &accounts, 32, warmup, duration).await;
     probe.finish().await;
-    report::against("CommandHandler::handle deposit, 32 clients", commands.rate(), "raw INSERT", raw_32.rate(), "cmd/s");
+    report::against(
+        "CommandHandler::handle deposit, 32 clients",
+        commands.rate(),
+        "raw INSERT",
+        raw_32.rate(),
+        "cmd/s",
+    );
     report::against("  the same", commands.rate(), "eventstore::append", append_32.rate(), "cmd/s");
     report::latencies_against("  its latency", commands.latencies.as_ref(), "raw INSERT", raw_32.latencies.as_ref());
     commands.report_errors("deposits");
@@ -68,7 +85,10 @@ pub async fn run(context: Context) -> Outcome {
 }
 
 fn phases(context: &Context) -> (Duration, Duration) {
-    context.size.pick((Duration::from_millis(100), Duration::from_millis(300)), (Duration::from_secs(1), Duration::from_secs(5)))
+    context.size.pick(
+        (Duration::from_millis(100), Duration::from_millis(300)),
+        (Duration::from_secs(1), Duration::from_secs(5)),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,20 +149,33 @@ fn deposit_event() -> NewEvent {
         "causationId": command_id,
         "issuedAt": "2026-01-01T12:00:00.123456789Z",
     });
-    event_codec::encode(&AccountEvent::MoneyDeposited { amount: Amount::parse("1.00").expect("a valid amount") }, &metadata)
+    event_codec::encode(
+        &AccountEvent::MoneyDeposited { amount: Amount::parse("1.00").expect("a valid amount") },
+        &metadata,
+    )
 }
 
 /// `concurrency` clients sending deposits through the command handler; client c walks
 /// `accounts` round-robin from c, so that no two clients address one account at once when the
 /// number of accounts is a multiple of `concurrency`.
-pub async fn deposits(handler: &CommandHandler, accounts: &[Uuid], concurrency: usize, warmup: Duration, duration: Duration) -> Run {
+pub async fn deposits(
+    handler: &CommandHandler,
+    accounts: &[Uuid],
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Run {
     let (handler, accounts) = (handler.clone(), accounts.to_vec());
     let amount = Amount::parse("1.00").expect("a valid amount");
     load::closed_loop(concurrency, warmup, duration, move |client, i| {
         let handler = handler.clone();
         let account = accounts[(client + i * concurrency) % accounts.len()];
         async move {
-            handler.handle(envelope(account, AccountCommand::Deposit { amount })).await.map(|_| ()).map_err(|e| e.to_string())
+            handler
+                .handle(envelope(account, AccountCommand::Deposit { amount }))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     })
     .await

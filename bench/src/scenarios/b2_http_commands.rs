@@ -40,7 +40,10 @@ pub async fn run(context: Context) -> Outcome {
 }
 
 fn phases(context: &Context) -> (Duration, Duration) {
-    context.size.pick((Duration::from_millis(200), Duration::from_millis(500)), (Duration::from_secs(2), Duration::from_secs(10)))
+    context.size.pick(
+        (Duration::from_millis(200), Duration::from_millis(500)),
+        (Duration::from_secs(2), Duration::from_secs(10)),
+    )
 }
 
 async fn measure(context: &Context, server: &Server, warmup: Duration, duration: Duration) -> Outcome {
@@ -62,7 +65,9 @@ async fn measure(context: &Context, server: &Server, warmup: Duration, duration:
     database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
 
     let probe = Probe::start(context, "HTTP");
-    let over_http = http::closed_loop(&server.base, &Requests::new(Kind::Deposit, &accounts), CONNECTIONS, warmup, duration).await?;
+    let over_http =
+        http::closed_loop(&server.base, &Requests::new(Kind::Deposit, &accounts), CONNECTIONS, warmup, duration)
+            .await?;
     probe.finish().await;
     report::against(
         &format!("HTTP deposit, {CONNECTIONS} connections"),
@@ -90,7 +95,13 @@ pub async fn prepare_accounts(context: &Context, count: usize) -> Result<Vec<Uui
 
 /// The server's deposit throughput at [`CONNECTIONS`], measured briefly, for a scenario run
 /// without B2.
-pub async fn max_rate(server: &Server, accounts: &[Uuid], duration: Duration) -> Result<f64, Box<dyn std::error::Error>> {
-    let run = http::closed_loop(&server.base, &Requests::new(Kind::Deposit, accounts), CONNECTIONS, Duration::ZERO, duration).await?;
+pub async fn max_rate(
+    server: &Server,
+    accounts: &[Uuid],
+    duration: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let run =
+        http::closed_loop(&server.base, &Requests::new(Kind::Deposit, accounts), CONNECTIONS, Duration::ZERO, duration)
+            .await?;
     Ok(run.rate())
 }

@@ -46,8 +46,9 @@ enum Method {
 }
 
 async fn measure(context: &Context, server: &Server) -> Outcome {
-    let (warmup, duration) =
-        context.size.pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(15)));
+    let (warmup, duration) = context
+        .size
+        .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(15)));
     let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + 2 * SAMPLERS).await?;
     let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
     let max = match context.shared.get(B2_MAX_RATE) {
@@ -56,7 +57,12 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
             max
         }
         None => {
-            let max = b2_http_commands::max_rate(server, &accounts, context.size.pick(Duration::from_millis(500), Duration::from_secs(5))).await?;
+            let max = b2_http_commands::max_rate(
+                server,
+                &accounts,
+                context.size.pick(Duration::from_millis(500), Duration::from_secs(5)),
+            )
+            .await?;
             report::note(&format!("B2 did not run: its maximum, measured now: {max:.0} cmd/s"));
             database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
             max
@@ -101,7 +107,12 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
     report::latencies("  background deposits' latency", background.latencies.as_ref());
     background.report_errors("background deposits");
     report::latencies_against("visible: GET ?after=<token>", via_query.as_ref(), "command", commands.as_ref());
-    report::latencies_against("visible: checkpoint passes token (SQL)", via_checkpoint.as_ref(), "command", commands.as_ref());
+    report::latencies_against(
+        "visible: checkpoint passes token (SQL)",
+        via_checkpoint.as_ref(),
+        "command",
+        commands.as_ref(),
+    );
     report::latencies("  visible: GET ?after=<token>, in full", via_query.as_ref());
     if let Some(via_query) = via_query {
         let p99 = report::millis(via_query.p99);
@@ -112,12 +123,19 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
 
 /// Until `deadline`: deposit into `account`, then wait until the deposit is visible. Returns
 /// (command latency, answer → visible) per sample.
-async fn sample(method: Method, base: &str, account: Uuid, deadline: Instant) -> Result<Vec<(Duration, Duration)>, String> {
+async fn sample(
+    method: Method,
+    base: &str,
+    account: Uuid,
+    deadline: Instant,
+) -> Result<Vec<(Duration, Duration)>, String> {
     let client = http::client();
     let mut conn = match method {
-        Method::Checkpoint => {
-            Some(PgConnection::connect_with(&database::options().map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?)
-        }
+        Method::Checkpoint => Some(
+            PgConnection::connect_with(&database::options().map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
         Method::Query => None,
     };
     let mut samples = Vec::new();
@@ -153,5 +171,7 @@ async fn sample(method: Method, base: &str, account: Uuid, deadline: Instant) ->
 }
 
 async fn checkpoint(conn: &mut PgConnection) -> Result<Position, String> {
-    eventstore::projection::checkpoint(&mut *conn, app::read_side::account_summary::PROJECTION_NAME).await.map_err(|e| e.to_string())
+    eventstore::projection::checkpoint(&mut *conn, app::read_side::account_summary::PROJECTION_NAME)
+        .await
+        .map_err(|e| e.to_string())
 }

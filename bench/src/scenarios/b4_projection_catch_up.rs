@@ -46,7 +46,11 @@ pub async fn run(context: Context) -> Outcome {
         version = until + 1;
     }
     sqlx::query("ANALYZE events").execute(pool).await?;
-    report::figure("backlog inserted in bulk (INSERT … SELECT)", report::per_second(events as usize, started.elapsed()), "events/s");
+    report::figure(
+        "backlog inserted in bulk (INSERT … SELECT)",
+        report::per_second(events as usize, started.elapsed()),
+        "events/s",
+    );
 
     let summary = drain(&context, AccountSummaryProjection).await?;
     let ledger = drain(&context, AccountLedgerProjection).await?;
@@ -57,10 +61,14 @@ pub async fn run(context: Context) -> Outcome {
         None => {
             // Measured after the drain: these appends are not account events, and the
             // projections must not meet them.
-            let (warmup, duration) =
-                context.size.pick((Duration::from_millis(100), Duration::from_millis(300)), (Duration::from_secs(1), Duration::from_secs(5)));
+            let (warmup, duration) = context.size.pick(
+                (Duration::from_millis(100), Duration::from_millis(300)),
+                (Duration::from_secs(1), Duration::from_secs(5)),
+            );
             let rate = b1_append::appends(pool, Path::EventStore, 32, warmup, duration).await.rate();
-            report::note(&format!("B1 did not run: eventstore::append at 32 clients, measured now: {rate:.0} events/s"));
+            report::note(&format!(
+                "B1 did not run: eventstore::append at 32 clients, measured now: {rate:.0} events/s"
+            ));
             rate
         }
     };
@@ -77,7 +85,10 @@ pub async fn run(context: Context) -> Outcome {
 }
 
 /// Runs batches until the projection has applied every event; returns (applied, elapsed).
-async fn drain<P: Projection>(context: &Context, projection: P) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
+async fn drain<P: Projection>(
+    context: &Context,
+    projection: P,
+) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let name = projection.name();
     let appends = Appends::new();
     let runner = ProjectionRunner::new(context.pool.clone(), projection, appends.subscribe(), "bench");

@@ -20,7 +20,10 @@ const SNAPSHOT_INTERVAL: i64 = 100;
 
 pub async fn run(context: Context) -> Outcome {
     let lengths: [i64; 3] = context.size.pick([10, 100, 1_000], [100, 10_000, 100_000]);
-    report::heading("b5_aggregate_load", &format!("load one account of {lengths:?} events, with and without snapshots"));
+    report::heading(
+        "b5_aggregate_load",
+        &format!("load one account of {lengths:?} events, with and without snapshots"),
+    );
     let pool = &context.pool;
     let mut conn = pool.acquire().await?;
     let mut streams = Vec::new();
@@ -29,7 +32,8 @@ pub async fn run(context: Context) -> Outcome {
         let without = format!("b5-without-{length}-");
         database::insert_account_events(pool, &with, 1, 1, length).await?;
         database::insert_account_events(pool, &without, 1, 1, length).await?;
-        let (with, without) = (database::stream_id(pool, &with, 1).await?, database::stream_id(pool, &without, 1).await?);
+        let (with, without) =
+            (database::stream_id(pool, &with, 1).await?, database::stream_id(pool, &without, 1).await?);
         let snapshot_at = length / SNAPSHOT_INTERVAL * SNAPSHOT_INTERVAL;
         if snapshot_at > 0 {
             let state = account_store::load(&mut conn, with, snapshot_at).await?.state;
@@ -74,7 +78,12 @@ pub async fn run(context: Context) -> Outcome {
 
 /// The median time of repeated loads (at least `min_loads`, for at least `min_time`), and how
 /// many events each load folded.
-async fn time_loads(conn: &mut PgConnection, account: Uuid, min_loads: usize, min_time: Duration) -> Result<(f64, usize), Box<dyn std::error::Error>> {
+async fn time_loads(
+    conn: &mut PgConnection,
+    account: Uuid,
+    min_loads: usize,
+    min_time: Duration,
+) -> Result<(f64, usize), Box<dyn std::error::Error>> {
     let folded = account_store::load(conn, account, LATEST).await?.events.len();
     let started = Instant::now();
     let mut times = Vec::new();

@@ -32,7 +32,10 @@ pub async fn run(context: Context) -> Outcome {
     let (rate, _) = paced(&context);
     report::heading(
         "b6_queries",
-        &format!("GET /api/queries/accounts/{{id}}: {CONNECTIONS} connections ({}), then {rate:.0} requests/s", http::generator_name()),
+        &format!(
+            "GET /api/queries/accounts/{{id}}: {CONNECTIONS} connections ({}), then {rate:.0} requests/s",
+            http::generator_name()
+        ),
     );
     let server = Server::start().await?;
     let measured = measure(&context, &server).await;
@@ -45,23 +48,35 @@ fn paced(context: &Context) -> (f64, Duration) {
 }
 
 async fn measure(context: &Context, server: &Server) -> Outcome {
-    let (warmup, duration) =
-        context.size.pick((Duration::from_millis(200), Duration::from_millis(500)), (Duration::from_secs(2), Duration::from_secs(10)));
+    let (warmup, duration) = context.size.pick(
+        (Duration::from_millis(200), Duration::from_millis(500)),
+        (Duration::from_secs(2), Duration::from_secs(10)),
+    );
     let (rate, paced_for) = paced(context);
     let accounts = prepare_accounts(context, CONNECTIONS * 32).await?;
     let direct_pool = database::pool(server.max_connections).await?;
 
     let probe = Probe::start(context, "HTTP, closed loop");
-    let over_http = http::closed_loop(&server.base, &Requests::new(Kind::AccountQuery, &accounts), CONNECTIONS, warmup, duration).await?;
+    let over_http =
+        http::closed_loop(&server.base, &Requests::new(Kind::AccountQuery, &accounts), CONNECTIONS, warmup, duration)
+            .await?;
     probe.finish().await;
     let probe = Probe::start(context, "sqlx, closed loop");
     let direct = {
         let (pool, accounts) = (direct_pool.clone(), accounts.clone());
-        load::closed_loop(CONNECTIONS, warmup, duration, move |c, i| select(pool.clone(), accounts[(c + i * CONNECTIONS) % accounts.len()]))
-            .await
+        load::closed_loop(CONNECTIONS, warmup, duration, move |c, i| {
+            select(pool.clone(), accounts[(c + i * CONNECTIONS) % accounts.len()])
+        })
+        .await
     };
     probe.finish().await;
-    report::against(&format!("HTTP GET account, {CONNECTIONS} connections"), over_http.rate(), "sqlx SELECT", direct.rate(), "req/s");
+    report::against(
+        &format!("HTTP GET account, {CONNECTIONS} connections"),
+        over_http.rate(),
+        "sqlx SELECT",
+        direct.rate(),
+        "req/s",
+    );
     report::latencies_against("  latency", over_http.latencies.as_ref(), "sqlx", direct.latencies.as_ref());
     over_http.report_errors("HTTP queries");
     direct.report_errors("SELECTs");
@@ -69,8 +84,10 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
     let probe = Probe::start(context, "HTTP, paced");
     let paced_http = {
         let (client, base, accounts) = (http::client(), server.base.clone(), accounts.clone());
-        load::open_loop(rate, paced_for, move |i| http::send(client.clone(), base.clone(), Kind::AccountQuery, accounts[i % accounts.len()]))
-            .await
+        load::open_loop(rate, paced_for, move |i| {
+            http::send(client.clone(), base.clone(), Kind::AccountQuery, accounts[i % accounts.len()])
+        })
+        .await
     };
     probe.finish().await;
     let paced_direct = {

@@ -46,7 +46,8 @@ pub async fn run(context: Context) -> Outcome {
     let hot_accepted = Arc::new(AtomicUsize::new(0));
     let hammers: Vec<_> = (0..HOT_CONNECTIONS)
         .map(|_| {
-            let (client, base, stop, accepted) = (http::client(), server.base.clone(), stop.clone(), hot_accepted.clone());
+            let (client, base, stop, accepted) =
+                (http::client(), server.base.clone(), stop.clone(), hot_accepted.clone());
             tokio::spawn(async move {
                 while !stop.is_cancelled() {
                     if http::deposit(&client, &base, hot).await.is_ok() {

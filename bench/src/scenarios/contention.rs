@@ -18,7 +18,8 @@ pub async fn run(context: Context) -> Outcome {
     report::heading("contention", &format!("{writers} writers × {per_writer} deposits"));
     let mut results = Vec::new();
     for (label, serialize_writers) in [("per-stream lock", true), ("optimistic + retries", false)] {
-        let options = WriteOptions { serialize_writers, max_attempts: 200, snapshot_interval: 100, ..WriteOptions::default() };
+        let options =
+            WriteOptions { serialize_writers, max_attempts: 200, snapshot_interval: 100, ..WriteOptions::default() };
         let handler = CommandHandler::new(pool.clone(), Appends::new(), options);
         let shared = create_account(&handler).await?;
         let (rate, failures) = deposits(&handler, &vec![shared; writers], per_writer).await;

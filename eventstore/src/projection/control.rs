@@ -86,7 +86,12 @@ pub(super) async fn still_leads(conn: &mut PgConnection, name: &str, epoch: i64)
 }
 
 /// Moves the checkpoint forward to `to`; never backwards. False if it is already at or past it.
-pub(super) async fn advance(conn: &mut PgConnection, name: &str, to: Position, applied: usize) -> Result<bool, sqlx::Error> {
+pub(super) async fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    to: Position,
+    applied: usize,
+) -> Result<bool, sqlx::Error> {
     let advanced = sqlx::query(
         "UPDATE projection_checkpoints
          SET transaction_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4,
@@ -124,16 +129,20 @@ pub(super) async fn steering(executor: impl PgExecutor<'_>, name: &str) -> Resul
 }
 
 fn parse_state(state: &str) -> Result<ProjectionState, sqlx::Error> {
-    ProjectionState::parse(state).ok_or_else(|| sqlx::Error::Decode(format!("unknown projection state {state:?}").into()))
+    ProjectionState::parse(state)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown projection state {state:?}").into()))
 }
 
 /// The leadership connection's settings: Postgres notices a peer that vanished (a cut cable, a
 /// crashed host) within seconds instead of after the kernel's two-hour keepalive default, and
 /// so releases the session lock. Ignored on a Unix socket, where they do not apply.
 pub(super) async fn configure_leader_connection(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    for setting in
-        ["tcp_keepalives_idle = 5", "tcp_keepalives_interval = 1", "tcp_keepalives_count = 3", "tcp_user_timeout = 5000"]
-    {
+    for setting in [
+        "tcp_keepalives_idle = 5",
+        "tcp_keepalives_interval = 1",
+        "tcp_keepalives_count = 3",
+        "tcp_user_timeout = 5000",
+    ] {
         sqlx::query(&format!("SET {setting}")).execute(&mut *conn).await?;
     }
     Ok(())
@@ -157,7 +166,12 @@ pub(super) async fn claim(conn: &mut PgConnection, name: &str, instance: &str) -
 }
 
 /// Renews the lease. False if another instance has taken over since `epoch`.
-pub(super) async fn heartbeat(conn: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<bool, sqlx::Error> {
+pub(super) async fn heartbeat(
+    conn: &mut PgConnection,
+    name: &str,
+    instance: &str,
+    epoch: i64,
+) -> Result<bool, sqlx::Error> {
     let renewed = sqlx::query(
         "UPDATE projection_checkpoints SET owner_heartbeat_at = clock_timestamp()
          WHERE projection_name = $1 AND owner_instance = $2 AND leader_epoch = $3",
@@ -421,7 +435,12 @@ pub(super) async fn abort_rebuild(
 }
 
 /// Creates empty shadow copies of the projection's tables and a checkpoint at the start.
-pub(super) async fn start_rebuild(pool: &PgPool, name: &str, epoch: Option<i64>, tables: &[&str]) -> Result<(), sqlx::Error> {
+pub(super) async fn start_rebuild(
+    pool: &PgPool,
+    name: &str,
+    epoch: Option<i64>,
+    tables: &[&str],
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !leads(&mut tx, name, epoch).await? {
         return tx.rollback().await;
@@ -461,7 +480,12 @@ pub(super) enum Swap {
 
 /// If the shadow tables have reached the live checkpoint, swaps them in, atomically: readers
 /// see the old tables or the new ones, never a mix.
-pub(super) async fn swap_rebuilt(pool: &PgPool, name: &str, epoch: Option<i64>, tables: &[&str]) -> Result<Swap, sqlx::Error> {
+pub(super) async fn swap_rebuilt(
+    pool: &PgPool,
+    name: &str,
+    epoch: Option<i64>,
+    tables: &[&str],
+) -> Result<Swap, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !leads(&mut tx, name, epoch).await? {
         tx.rollback().await?;
@@ -517,9 +541,11 @@ pub(super) async fn skipped_among(
     name: &str,
     positions: &[i64],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT global_position FROM skipped_events WHERE projection_name = $1 AND global_position = ANY($2)")
-        .bind(name)
-        .bind(positions)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar(
+        "SELECT global_position FROM skipped_events WHERE projection_name = $1 AND global_position = ANY($2)",
+    )
+    .bind(name)
+    .bind(positions)
+    .fetch_all(conn)
+    .await
 }

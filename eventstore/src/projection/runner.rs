@@ -164,7 +164,12 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// Applies batches while renewing the lease, until shutdown, a lost lease or a takeover.
-    async fn drive(&mut self, leader: &mut PgConnection, epoch: i64, shutdown: &CancellationToken) -> Result<(), LeadError> {
+    async fn drive(
+        &mut self,
+        leader: &mut PgConnection,
+        epoch: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LeadError> {
         let (name, instance) = (self.projection.name(), self.instance.clone());
         tokio::select! {
             renewed = renew_lease(leader, name, &instance, epoch) => renewed,
@@ -343,14 +348,18 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// A rebuild step that failed for good (a table that cannot be copied or renamed) ends the
     /// rebuild, with the reason in the status; a transient failure is retried.
-    async fn give_up_rebuild_unless_transient<T>(&self, result: Result<T, sqlx::Error>) -> Result<Option<T>, ProjectionError> {
+    async fn give_up_rebuild_unless_transient<T>(
+        &self,
+        result: Result<T, sqlx::Error>,
+    ) -> Result<Option<T>, ProjectionError> {
         match result {
             Ok(value) => Ok(Some(value)),
             Err(error) if is_transient(&error) => Err(error.into()),
             Err(error) => {
                 let name = self.projection.name();
                 tracing::error!(projection = name, %error, "rebuild stopped");
-                control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error.to_string()).await?;
+                control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error.to_string())
+                    .await?;
                 Ok(None)
             }
         }

@@ -13,15 +13,19 @@ use crate::startup::AppState;
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if let Err(error) = sqlx::query("SELECT 1").execute(&state.pool).await {
         tracing::warn!(%error, "health: the database does not answer");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "instance": state.instance_id })));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "instance": state.instance_id })),
+        );
     }
     match state.services.projection_status.get().await {
         Ok(projections) => {
-            let degraded = projections
-                .iter()
-                .any(|p| p.state == ProjectionState::Failed || p.owner_instance.is_none());
+            let degraded = projections.iter().any(|p| p.state == ProjectionState::Failed || p.owner_instance.is_none());
             let status = if degraded { "degraded" } else { "ok" };
-            (StatusCode::OK, Json(json!({ "status": status, "instance": state.instance_id, "projections": projections })))
+            (
+                StatusCode::OK,
+                Json(json!({ "status": status, "instance": state.instance_id, "projections": projections })),
+            )
         }
         Err(error) => {
             tracing::warn!(%error, "health: the projections' status cannot be read");

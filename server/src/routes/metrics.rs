@@ -13,11 +13,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.services.projection_status.get().await {
         Ok(projections) => {
             let gauges: [(&str, &str, &str, fn(&eventstore::ProjectionStatus) -> f64); 4] = [
-                ("cqrs_bank_projection_lag_events", "gauge", "Events after the projection's checkpoint.", |p| p.lag_events as f64),
-                ("cqrs_bank_projection_lag_seconds", "gauge", "Age of the oldest event not yet applied.", |p| p.lag_seconds),
-                ("cqrs_bank_projection_events_applied_total", "counter", "Events applied since the projection was created.", |p| {
-                    p.events_applied as f64
+                ("cqrs_bank_projection_lag_events", "gauge", "Events after the projection's checkpoint.", |p| {
+                    p.lag_events as f64
                 }),
+                ("cqrs_bank_projection_lag_seconds", "gauge", "Age of the oldest event not yet applied.", |p| {
+                    p.lag_seconds
+                }),
+                (
+                    "cqrs_bank_projection_events_applied_total",
+                    "counter",
+                    "Events applied since the projection was created.",
+                    |p| p.events_applied as f64,
+                ),
                 ("cqrs_bank_projection_failed", "gauge", "1 when the projection is stopped at an event.", |p| {
                     f64::from(u8::from(p.state == eventstore::ProjectionState::Failed))
                 }),

@@ -61,12 +61,19 @@ async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
     }
     // Numbers too large for any decimal type.
     let huge = format!(r#"{{"accountId": "{id}", "amount": 1e400}}"#);
-    assert_eq!(error_code(app.post_raw("/api/commands/deposit", huge).await, StatusCode::BAD_REQUEST).await, "invalid_request");
+    assert_eq!(
+        error_code(app.post_raw("/api/commands/deposit", huge).await, StatusCode::BAD_REQUEST).await,
+        "invalid_request"
+    );
     let long = format!(r#"{{"accountId": "{id}", "amount": 1{}}}"#, "0".repeat(60));
-    assert_eq!(error_code(app.post_raw("/api/commands/deposit", long).await, StatusCode::BAD_REQUEST).await, "invalid_request");
+    assert_eq!(
+        error_code(app.post_raw("/api/commands/deposit", long).await, StatusCode::BAD_REQUEST).await,
+        "invalid_request"
+    );
 
     for initial in [json!(-1), json!(0.001), json!(2e9), json!("ten")] {
-        let response = app.post("/api/commands/create-account", &json!({"ownerId": "x", "initialBalance": initial})).await;
+        let response =
+            app.post("/api/commands/create-account", &json!({"ownerId": "x", "initialBalance": initial})).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{initial}");
     }
     for owner in ["", "   ", &"x".repeat(101)] {

@@ -42,10 +42,8 @@ async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOpti
     // Without a correlation header, a command is its own conversation.
     let created = &page["entries"][1];
     assert_eq!(created["correlationId"], created["commandId"]);
-    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM events WHERE stream_version = 2")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let metadata: Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE stream_version = 2").fetch_one(&app.pool).await.unwrap();
     assert!(metadata["issuedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{metadata}");
 
     let bad = app
@@ -139,7 +137,9 @@ async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOpt
 
     let before_creation = at("2000-01-01T00:00:00Z").await;
     assert_eq!(error_code(before_creation, StatusCode::NOT_FOUND).await, "account_not_found");
-    for bad in [json!({"accountId": id}), json!({"accountId": id, "version": 0}), json!({"accountId": id, "at": "yesterday"})] {
+    for bad in
+        [json!({"accountId": id}), json!({"accountId": id, "version": 0}), json!({"accountId": id, "at": "yesterday"})]
+    {
         let response = app.post("/api/queries/account-at", &bad).await;
         assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request", "{bad}");
     }

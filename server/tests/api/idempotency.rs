@@ -41,7 +41,8 @@ async fn a_retried_creation_answers_with_the_same_account(_: PgPoolOptions, db: 
     }
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     assert_eq!(app.event_count().await, 1);
-    let streams: i64 = sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events").fetch_one(&app.pool).await.unwrap();
+    let streams: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(streams, 1);
 }
 
@@ -69,7 +70,8 @@ async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: Pg
     let app = spawn_app(db).await;
     let id = app.account_id("dave", 10.0).await;
     let command_id = uuid::Uuid::new_v4();
-    let first = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5, "commandId": command_id})).await;
+    let first =
+        app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5, "commandId": command_id})).await;
     assert_eq!(first.status(), StatusCode::OK);
     for other in [
         ("/api/commands/deposit", json!({"accountId": id, "amount": 6, "commandId": command_id})),

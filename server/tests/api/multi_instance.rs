@@ -25,7 +25,12 @@ async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count
 
 /// Deposits and withdrawals from several clients to every address until `stop`; a server that
 /// has been killed just fails its share. Returns the number of accepted commands.
-fn start_load(client: &reqwest::Client, addresses: Vec<String>, accounts: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+fn start_load(
+    client: &reqwest::Client,
+    addresses: Vec<String>,
+    accounts: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
     let accepted = Arc::new(AtomicUsize::new(0));
     let client = client.clone();
     tokio::spawn(async move {
@@ -147,7 +152,8 @@ async fn sigterm_finishes_cleanly_and_hands_leadership_over_at_once(_: PgPoolOpt
 }
 
 fn signal(server: &ServerProcess, signal: &str) {
-    let sent = std::process::Command::new("kill").args([signal, &server.pid().to_string()]).status().expect("kill runs");
+    let sent =
+        std::process::Command::new("kill").args([signal, &server.pid().to_string()]).status().expect("kill runs");
     assert!(sent.success(), "kill {signal} failed");
 }
 
@@ -180,7 +186,12 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     // survivor's read model follows: read-your-writes holds on the survivor.
     let pool = PgPool::connect_with(db.clone()).await.unwrap();
     let created = survivor.create_account(&client, "during-the-pause", 5).await;
-    let url = format!("{}/api/queries/accounts/{}?after={}", survivor.address, created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
+    let url = format!(
+        "{}/api/queries/accounts/{}?after={}",
+        survivor.address,
+        created["accountId"].as_str().unwrap(),
+        created["position"].as_str().unwrap()
+    );
     let mut read = Value::Null;
     for _ in 0..5 {
         read = client.get(&url).send().await.unwrap().json().await.unwrap();

@@ -82,11 +82,15 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     // Read-your-writes when the read model cannot catch up: after the bound, the answer says
     // it is stale (here: the account is not there yet at all).
     let started = std::time::Instant::now();
-    let response = app.get(&format!("/api/queries/accounts/{}?after={token}", before["accountId"].as_str().unwrap())).await;
+    let response =
+        app.get(&format!("/api/queries/accounts/{}?after={token}", before["accountId"].as_str().unwrap())).await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().await.unwrap()["stale"], json!(true));
-    assert!(elapsed >= std::time::Duration::from_millis(1900) && elapsed < std::time::Duration::from_secs(4), "{elapsed:?}");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1900) && elapsed < std::time::Duration::from_secs(4),
+        "{elapsed:?}"
+    );
 
     // Retrying without a fix fails again; skipping moves both on, and the skip is kept.
     for name in ["account_summary", "account_ledger"] {
@@ -106,7 +110,8 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM skipped_events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(skipped, 2);
 
-    let again = app.post("/api/operations/skip-failed-event", &json!({"name": "account_summary", "position": "1:1"})).await;
+    let again =
+        app.post("/api/operations/skip-failed-event", &json!({"name": "account_summary", "position": "1:1"})).await;
     assert_eq!(error_code(again, StatusCode::CONFLICT).await, "conflict");
     let unknown = app.post("/api/operations/retry-projection", &json!({"name": "nope"})).await;
     assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "not_found");
@@ -163,7 +168,11 @@ async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptio
     let stuck: Vec<_> = ids
         .iter()
         .map(|id| {
-            let (client, url, body) = (app.client.clone(), format!("{}/api/commands/deposit", app.address), json!({"accountId": id, "amount": 1}));
+            let (client, url, body) = (
+                app.client.clone(),
+                format!("{}/api/commands/deposit", app.address),
+                json!({"accountId": id, "amount": 1}),
+            );
             tokio::spawn(async move { client.post(url).json(&body).send().await })
         })
         .collect();

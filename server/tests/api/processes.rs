@@ -105,10 +105,7 @@ impl ServerProcess {
 
 /// The instance leading `projection`, as `/health` reports it.
 pub fn owner_of(health: &Value, projection: &str) -> Option<String> {
-    health["projections"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == projection)?["ownerInstance"]
+    health["projections"].as_array()?.iter().find(|p| p["name"] == projection)?["ownerInstance"]
         .as_str()
         .map(str::to_owned)
 }

@@ -8,7 +8,8 @@ use crate::helpers::{error_code, spawn_app};
 async fn every_answer_says_what_it_is_current_as_of(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let created = app.create_account("alice", 5.0).await;
-    let account = app.account_after(created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap()).await;
+    let account =
+        app.account_after(created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap()).await;
     let as_of: eventstore::Position = account["asOf"].as_str().unwrap().parse().unwrap();
     let token: eventstore::Position = created["position"].as_str().unwrap().parse().unwrap();
     assert!(as_of >= token);
@@ -24,7 +25,8 @@ async fn high_value_accounts_are_those_at_or_above_the_minimum_highest_first(_: 
     let response = app.post("/api/queries/high-value-accounts", &json!({"minBalance": 1000})).await;
     assert_eq!(response.status(), StatusCode::OK);
     let list: Value = response.json().await.unwrap();
-    let balances: Vec<f64> = list["accounts"].as_array().unwrap().iter().map(|a| a["currentBalance"].as_f64().unwrap()).collect();
+    let balances: Vec<f64> =
+        list["accounts"].as_array().unwrap().iter().map(|a| a["currentBalance"].as_f64().unwrap()).collect();
     assert_eq!(balances, vec![5000.0, 1000.0, 1000.0]);
 
     let response = app.post("/api/queries/high-value-accounts", &json!({"minBalance": -1})).await;
@@ -38,7 +40,8 @@ async fn high_value_accounts_are_at_most_100(_: PgPoolOptions, db: PgConnectOpti
         app.create_account(&format!("owner-{i}"), 1000.0 + f64::from(i)).await;
     }
     app.wait_for_projection().await;
-    let list: Value = app.post("/api/queries/high-value-accounts", &json!({"minBalance": 0})).await.json().await.unwrap();
+    let list: Value =
+        app.post("/api/queries/high-value-accounts", &json!({"minBalance": 0})).await.json().await.unwrap();
     let accounts = list["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 100);
     assert_eq!(accounts[0]["currentBalance"], json!(1104.0));
@@ -54,7 +57,8 @@ async fn accounts_can_be_listed_and_filtered_by_owner(_: PgPoolOptions, db: PgCo
     let all: Value = app.post("/api/queries/accounts", &json!({})).await.json().await.unwrap();
     assert_eq!(all["accounts"].as_array().unwrap().len(), 3);
     let alices: Value = app.post("/api/queries/accounts", &json!({"ownerId": "alice"})).await.json().await.unwrap();
-    let owners: Vec<&str> = alices["accounts"].as_array().unwrap().iter().map(|a| a["ownerId"].as_str().unwrap()).collect();
+    let owners: Vec<&str> =
+        alices["accounts"].as_array().unwrap().iter().map(|a| a["ownerId"].as_str().unwrap()).collect();
     assert_eq!(owners, vec!["alice", "alice"]);
 }
 
@@ -78,7 +82,9 @@ async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptio
     let entries = ledger["entries"].as_array().unwrap();
     let rows: Vec<(String, f64, f64)> = entries
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["amount"].as_f64().unwrap(), e["balanceAfter"].as_f64().unwrap()))
+        .map(|e| {
+            (e["kind"].as_str().unwrap().to_owned(), e["amount"].as_f64().unwrap(), e["balanceAfter"].as_f64().unwrap())
+        })
         .collect();
     assert_eq!(
         rows,
@@ -89,8 +95,10 @@ async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptio
             ("deposit".into(), 0.5, 120.5)
         ]
     );
-    let latest_two: Value = app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 2})).await.json().await.unwrap();
-    let versions: Vec<i64> = latest_two["entries"].as_array().unwrap().iter().map(|e| e["version"].as_i64().unwrap()).collect();
+    let latest_two: Value =
+        app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 2})).await.json().await.unwrap();
+    let versions: Vec<i64> =
+        latest_two["entries"].as_array().unwrap().iter().map(|e| e["version"].as_i64().unwrap()).collect();
     assert_eq!(versions, vec![3, 4]);
     let response = app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 0})).await;
     assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");

@@ -17,12 +17,17 @@ async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: P
 
     // Refuse new connections to the app's database (a connection limit would not stop a
     // superuser; this does) and cut the ones it has.
-    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false"#)).execute(&mut admin).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-        .bind(&database)
+    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false"#))
         .execute(&mut admin)
         .await
         .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .execute(&mut admin)
+    .await
+    .unwrap();
 
     let started = std::time::Instant::now();
     let deposit = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
@@ -32,7 +37,10 @@ async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: P
     assert_eq!(app.get("/health").await.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "503s took {:?}", started.elapsed());
 
-    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true"#)).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true"#))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let mut recovered = false;
     for _ in 0..50 {
         let deposit = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;

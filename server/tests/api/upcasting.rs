@@ -14,10 +14,19 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
     // As the design document's Go sketch would have written them: snake_case, float amounts,
     // the envelope repeated inside the data.
     let v1 = [
-        ("AccountCreated", json!({"aggregate_id": account_id, "event_type": "AccountCreated", "version": 1,
-            "account_id": account_id, "owner_id": "legacy", "initial_balance": 100.1})),
-        ("MoneyDeposited", json!({"aggregate_id": account_id, "event_type": "MoneyDeposited", "version": 2, "amount": 0.29})),
-        ("MoneyWithdrawn", json!({"aggregate_id": account_id, "event_type": "MoneyWithdrawn", "version": 3, "amount": 50})),
+        (
+            "AccountCreated",
+            json!({"aggregate_id": account_id, "event_type": "AccountCreated", "version": 1,
+            "account_id": account_id, "owner_id": "legacy", "initial_balance": 100.1}),
+        ),
+        (
+            "MoneyDeposited",
+            json!({"aggregate_id": account_id, "event_type": "MoneyDeposited", "version": 2, "amount": 0.29}),
+        ),
+        (
+            "MoneyWithdrawn",
+            json!({"aggregate_id": account_id, "event_type": "MoneyWithdrawn", "version": 3, "amount": 50}),
+        ),
     ];
     for (version, (event_type, data)) in (1..).zip(v1) {
         sqlx::query(
@@ -48,7 +57,12 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
         .unwrap();
     assert_eq!(newest, app::event_codec::SCHEMA_VERSION);
     // … and so do temporal reads.
-    let at: Value = app.post("/api/queries/account-at", &json!({"accountId": account_id, "version": 2})).await.json().await.unwrap();
+    let at: Value = app
+        .post("/api/queries/account-at", &json!({"accountId": account_id, "version": 2}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(at["balance"].to_string(), "100.39");
     assert_eq!(at["ownerId"], json!("legacy"));
 }

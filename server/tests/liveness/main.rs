@@ -59,7 +59,8 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
                         .await
                         .unwrap();
                     let (id, token) = (created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
-                    let read = http.get(format!("{address}/api/queries/accounts/{id}?after={token}")).send().await.unwrap();
+                    let read =
+                        http.get(format!("{address}/api/queries/accounts/{id}?after={token}")).send().await.unwrap();
                     if read.status() == StatusCode::NOT_FOUND {
                         missing += 1;
                     } else if read.json::<Value>().await.unwrap()["stale"] != json!(false) {
@@ -118,7 +119,11 @@ async fn open_account(client: &reqwest::Client, server: &ServerProcess, owner: &
 }
 
 /// Sequential deposits into `accounts`, one at a time: their latencies, and how many got 503.
-async fn single_deposits(client: &reqwest::Client, server: &ServerProcess, accounts: &[String]) -> (Vec<Duration>, usize) {
+async fn single_deposits(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    accounts: &[String],
+) -> (Vec<Duration>, usize) {
     let (mut latencies, mut unavailable) = (Vec::new(), 0);
     for id in accounts {
         let started = Instant::now();
@@ -189,7 +194,8 @@ async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOpti
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app_with(db, |settings| settings.max_read_model_waiters = 50).await;
     let created = app.create_account("alice", 10.0).await;
-    let (id, token) = (created["accountId"].as_str().unwrap().to_owned(), created["position"].as_str().unwrap().to_owned());
+    let (id, token) =
+        (created["accountId"].as_str().unwrap().to_owned(), created["position"].as_str().unwrap().to_owned());
     app.account_after(&id, &token).await;
 
     // A token beyond the newest event: stale at once, not after the bound.
@@ -206,7 +212,8 @@ async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOpti
     let started = Instant::now();
     let waits: Vec<_> = (0..100)
         .map(|_| {
-            let (http, url) = (app.client.clone(), format!("{}/api/queries/accounts/{id}?after={unreachable}", app.address));
+            let (http, url) =
+                (app.client.clone(), format!("{}/api/queries/accounts/{id}?after={unreachable}", app.address));
             tokio::spawn(async move {
                 let started = Instant::now();
                 let answer: Value = http.get(url).send().await.unwrap().json().await.unwrap();
@@ -269,7 +276,12 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
         let started = Instant::now();
         // Bounded: a read queued behind the swap would otherwise wait for the reader, which
         // this test only lets go afterwards.
-        let read = app.client.get(format!("{}/api/queries/accounts/{id}", app.address)).timeout(Duration::from_secs(1)).send().await;
+        let read = app
+            .client
+            .get(format!("{}/api/queries/accounts/{id}", app.address))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
         latencies.push(started.elapsed());
         if let Ok(read) = read {
             assert_eq!(read.status(), StatusCode::OK);
@@ -278,10 +290,11 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
     }
     let p99 = p99(latencies);
     assert!(p99 < Duration::from_millis(100), "GET account p99 {p99:?} while a swap waited for a reader");
-    let state: String = sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(state, "rebuilding", "the swap cannot have happened while the reader held the table");
 
     reader.commit().await.unwrap();
