@@ -6,13 +6,16 @@ use axum::response::{IntoResponse, Response};
 
 use crate::startup::AppState;
 
+/// A figure of every projection: its name, Prometheus type, help text and how to read it.
+type ProjectionFigure = (&'static str, &'static str, &'static str, fn(&eventstore::ProjectionStatus) -> f64);
+
 /// Prometheus text format: this instance's command counts and latencies, and every
 /// projection's lag and progress (read from the database, so every instance reports them).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     match state.services.projection_status.get().await {
         Ok(projections) => {
-            let gauges: [(&str, &str, &str, fn(&eventstore::ProjectionStatus) -> f64); 4] = [
+            let gauges: [ProjectionFigure; 4] = [
                 ("cqrs_bank_projection_lag_events", "gauge", "Events after the projection's checkpoint.", |p| {
                     p.lag_events as f64
                 }),
