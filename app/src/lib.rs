@@ -1,9 +1,12 @@
 #![recursion_limit = "256"]
 
-//! The bank: its rules (`domain`), its API (`api`), its pages (`ui`) and, on the server, the
-//! write side and read side behind the API.
+//! The bank: its rules (`domain`), its wire types (`contract`), its API (`api`), its pages
+//! (`ui`) and, on the server, the write side and read side behind the API. Imports run one
+//! way: `ui` and `api` use the write and read sides, which use `domain`, `contract` and the
+//! event store; nothing inside imports `api` or `ui`.
 
 pub mod api;
+pub mod contract;
 pub mod domain;
 pub mod ui;
 

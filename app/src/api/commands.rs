@@ -9,9 +9,9 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
-use super::dto::CommandAccepted;
 use super::error::ApiError;
-use super::exact_number::ExactNumber;
+use crate::contract::CommandAccepted;
+use crate::contract::exact_number::ExactNumber;
 
 #[server(prefix = "/api", endpoint = "commands/create-account", input = Json)]
 pub async fn create_account(

@@ -3,17 +3,15 @@
 //! with JSON (see `HTTP-CONTRACT.md`).
 
 pub mod commands;
-pub mod dto;
 pub mod error;
-pub mod exact_number;
 pub mod operations;
 pub mod queries;
 
-pub use dto::{
+pub use crate::contract::exact_number::ExactNumber;
+pub use crate::contract::{
     AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage, Ledger, LedgerEntry,
 };
 pub use error::{ApiError, ErrorCode};
-pub use exact_number::ExactNumber;
 
 /// What the server functions need, provided as Leptos context by the server.
 #[cfg(feature = "ssr")]

@@ -6,9 +6,9 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
-use super::dto::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger};
 use super::error::ApiError;
-use super::exact_number::ExactNumber;
+use crate::contract::exact_number::ExactNumber;
+use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger};
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
 #[server(prefix = "/api", endpoint = "queries/account", input = Json)]

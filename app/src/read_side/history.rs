@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::account_store::{self, LoadError};
-use crate::api::dto::{HistoricalAccount, HistoryEntry, HistoryPage};
+use crate::contract::{HistoricalAccount, HistoryEntry, HistoryPage};
 use crate::domain::{AccountEvent, AccountState, evolve};
 use crate::event_codec;
 

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::api::dto::{AccountList, AccountView, Ledger, LedgerEntry};
+use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry};
 pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;

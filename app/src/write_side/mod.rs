@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::account_store::{self, LATEST, LoadError};
-use crate::api::dto::CommandAccepted;
+use crate::contract::CommandAccepted;
 use crate::domain::{AccountCommand, DomainError, decide, evolve};
 use crate::event_codec;
 

@@ -1,12 +1,14 @@
-//! What commands and queries answer, shared by the server and the browser.
+//! The wire types: what commands and queries answer, as the HTTP contract spells them. Shared
+//! by the server and the browser, and by the layers inside the server (the write side and the
+//! read side build them; the API sends them), so that no inner layer imports the API.
+
+pub mod exact_number;
 
 use eventstore::Position;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use super::exact_number;
 
 /// A command's answer: the account, its new stream version and the consistency token (the
 /// position of the command's last event). A query asked with `after=<position>` waits until
