@@ -4,7 +4,6 @@
 use eventstore::snapshots::save_snapshot;
 use eventstore::{RecordedEvent, SnapshotVersion, read_stream_from_snapshot, read_stream_until};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{AccountEvent, AccountState, evolve};
@@ -70,23 +69,6 @@ pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64)
     }
     let version = events.last().map(|(event, _)| event.stream_version).or(snapshot_version).unwrap_or(0);
     Ok(LoadedAccount { state, version, snapshot_version, events })
-}
-
-/// The account's last version recorded before `end`; 0 if it did not exist yet. The bound is
-/// exclusive so that "as of the end of a second" needs no rounding of `recorded_at`, which keeps
-/// the lookup a range scan on the index.
-pub async fn version_before(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    end: OffsetDateTime,
-) -> Result<i64, sqlx::Error> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1 AND recorded_at < $2")
-            .bind(account_id)
-            .bind(end)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(version.unwrap_or(0))
 }
 
 /// Whether moving from `old_version` to `new_version` crosses a multiple of `interval`, at

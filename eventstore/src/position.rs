@@ -19,6 +19,20 @@ impl Position {
     pub const START: Position = Position { transaction_id: 0, global_position: 0 };
 }
 
+/// A position read from a row's `transaction_id` (as bigint) and `global_position` columns, as
+/// the store's `projection_checkpoint(name)` relation gives them: `#[sqlx(flatten)]` it into a
+/// row type.
+#[cfg(feature = "postgres")]
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Position {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Position, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Position {
+            transaction_id: row.try_get("transaction_id")?,
+            global_position: row.try_get("global_position")?,
+        })
+    }
+}
+
 /// The consistency token a command answers with: `"<transaction_id>:<global_position>"`.
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -203,6 +203,48 @@ impl SnapshotAndEvent {
     }
 }
 
+/// The stream's newest version; 0 for a stream without events.
+pub async fn latest_version(executor: impl PgExecutor<'_>, stream_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
+        .bind(stream_id)
+        .fetch_one(executor)
+        .await
+}
+
+/// The stream's last version recorded before `end`; 0 if it had no event yet. The bound is
+/// exclusive, and the lookup a range scan on `(stream_id, recorded_at)`.
+pub async fn version_before(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    end: time::OffsetDateTime,
+) -> Result<i64, sqlx::Error> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1 AND recorded_at < $2")
+            .bind(stream_id)
+            .bind(end)
+            .fetch_one(executor)
+            .await?;
+    Ok(version.unwrap_or(0))
+}
+
+/// When the stream began (its first event was recorded) and when its event at `version` was;
+/// `None` if either does not exist.
+pub async fn stream_times(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    version: i64,
+) -> Result<Option<(time::OffsetDateTime, time::OffsetDateTime)>, sqlx::Error> {
+    let (began, at_version): (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>) = sqlx::query_as(
+        "SELECT min(recorded_at) FILTER (WHERE stream_version = 1), min(recorded_at) FILTER (WHERE stream_version = $2)
+         FROM events WHERE stream_id = $1 AND stream_version IN (1, $2)",
+    )
+    .bind(stream_id)
+    .bind(version)
+    .fetch_one(executor)
+    .await?;
+    Ok(began.zip(at_version))
+}
+
 /// The position of the newest event in reader order; [`Position::START`] for an empty store.
 pub async fn head(executor: impl PgExecutor<'_>) -> Result<Position, sqlx::Error> {
     let head: Option<(i64, i64)> = sqlx::query_as(

@@ -27,20 +27,17 @@ impl AccountHistory {
         // Every read on this one connection: a request that holds one connection while asking
         // the pool for another can wait for itself when the pool runs dry.
         let mut conn = self.pool.acquire().await?;
-        let latest_version = latest_version(&mut *conn, account_id).await?;
+        let latest_version = eventstore::latest_version(&mut *conn, account_id).await?;
         let version = version.min(latest_version);
         let loaded = account_store::load(&mut conn, account_id, version).await?;
         let AccountState::Open { owner_id, balance, total_deposits, total_withdrawals } = loaded.state else {
             return Ok(None);
         };
-        let (created_at, recorded_at): (OffsetDateTime, OffsetDateTime) = sqlx::query_as(
-            "SELECT min(recorded_at) FILTER (WHERE stream_version = 1), min(recorded_at) FILTER (WHERE stream_version = $2)
-             FROM events WHERE stream_id = $1 AND stream_version IN (1, $2)",
-        )
-        .bind(account_id)
-        .bind(loaded.version)
-        .fetch_one(&mut *conn)
-        .await?;
+        let Some((created_at, recorded_at)) =
+            eventstore::store::stream_times(&mut *conn, account_id, loaded.version).await?
+        else {
+            return Ok(None);
+        };
         Ok(Some(HistoricalAccount {
             account_id,
             owner_id: owner_id.to_string(),
@@ -58,9 +55,7 @@ impl AccountHistory {
     /// The account as it was just before `end`, made of the events recorded before it; `None` if
     /// it did not exist yet. The API decides where a moment a client names ends.
     pub async fn before(&self, account_id: Uuid, end: OffsetDateTime) -> Result<Option<HistoricalAccount>, LoadError> {
-        let mut conn = self.pool.acquire().await?;
-        let version = account_store::version_before(&mut conn, account_id, end).await?;
-        drop(conn);
+        let version = eventstore::store::version_before(&self.pool, account_id, end).await?;
         if version == 0 {
             return Ok(None);
         }
@@ -75,7 +70,7 @@ impl AccountHistory {
         before_version: Option<i64>,
         limit: i64,
     ) -> Result<Option<HistoryPage>, LoadError> {
-        let latest_version = latest_version(&self.pool, account_id).await?;
+        let latest_version = eventstore::latest_version(&self.pool, account_id).await?;
         if latest_version == 0 {
             return Ok(None);
         }
@@ -113,11 +108,4 @@ impl AccountHistory {
         let next_before_version = (bottom > 1 && top >= 1).then_some(bottom);
         Ok(Some(HistoryPage { account_id, latest_version, entries, next_before_version }))
     }
-}
-
-async fn latest_version(executor: impl sqlx::PgExecutor<'_>, account_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
-        .bind(account_id)
-        .fetch_one(executor)
-        .await
 }
