@@ -228,6 +228,10 @@ mod server {
                         format!("{}; please retry shortly", capitalised(&busy.to_string())),
                     )
                 }
+                unreadable @ CommandError::UnreadableOutcome { .. } => {
+                    tracing::error!(error = %unreadable, "unreadable stored outcome");
+                    ApiError::internal()
+                }
                 CommandError::Unreadable(error) => {
                     tracing::error!(%error, "unreadable event in an account's stream");
                     ApiError::internal()

@@ -82,13 +82,45 @@ pub struct HistoricalAccount {
     pub latest_version: i64,
 }
 
+/// What moved an account's money: on the wire, and in the ledger's `kind` column, `opening`,
+/// `deposit` or `withdrawal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovementKind {
+    /// The initial balance of a new account.
+    Opening,
+    Deposit,
+    Withdrawal,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Opening => "opening",
+            MovementKind::Deposit => "deposit",
+            MovementKind::Withdrawal => "withdrawal",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<MovementKind> {
+        [MovementKind::Opening, MovementKind::Deposit, MovementKind::Withdrawal]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+    }
+}
+
+impl std::fmt::Display for MovementKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One money movement of the `account_ledger` read model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub version: i64,
-    /// `opening`, `deposit` or `withdrawal`.
-    pub kind: String,
+    pub kind: MovementKind,
     #[serde(with = "exact_number")]
     pub amount: Decimal,
     #[serde(with = "exact_number")]

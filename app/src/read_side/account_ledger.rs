@@ -1,14 +1,18 @@
 //! The `account_ledger` projection: one row per money movement, the opening balance included,
 //! with the balance it left — what the history view and the balance chart read.
+//!
+//! A batch is folded in memory ([`fold`], pure) from the balances its accounts had before it,
+//! which one statement reads, and written with one statement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use eventstore::{ApplyError, Projection, RecordedEvent, Target};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::account_summary::decode;
+use super::account_summary::{NeverCreated, decode};
+use crate::contract::MovementKind;
 use crate::domain::AccountEvent;
 
 pub const PROJECTION_NAME: &str = "account_ledger";
@@ -32,91 +36,112 @@ impl Projection for AccountLedgerProjection {
     ) -> Result<(), ApplyError> {
         let table = target.table("account_ledger");
         let decoded = events.iter().map(|event| Ok((event, decode(event)?))).collect::<Result<Vec<_>, ApplyError>>()?;
-
-        // The balance each account had before this batch, for those it did not open.
-        let mut balances: HashMap<Uuid, Decimal> = HashMap::new();
-        let mut opened_here = std::collections::HashSet::new();
-        let mut earlier = Vec::new();
-        for (event, decoded) in &decoded {
-            if matches!(decoded, AccountEvent::AccountCreated { .. }) {
-                opened_here.insert(event.stream_id);
-            } else if !opened_here.contains(&event.stream_id) {
-                earlier.push(event.stream_id);
-            }
-        }
-        if !earlier.is_empty() {
-            earlier.sort_unstable();
-            earlier.dedup();
-            // Each account's newest row, by a backward step on the primary key: reading all
-            // of their rows would cost as much as their history.
-            let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(&format!(
-                "SELECT a.account_id, last.balance_after
-                 FROM UNNEST($1::uuid[]) AS a(account_id)
-                 CROSS JOIN LATERAL (SELECT balance_after FROM {table} l
-                     WHERE l.account_id = a.account_id ORDER BY l.version DESC LIMIT 1) last"
-            ))
-            .bind(&earlier)
-            .fetch_all(&mut *conn)
-            .await?;
-            balances.extend(rows);
-        }
-
-        let mut rows = LedgerRows::default();
-        for (event, decoded) in decoded {
-            let id = event.stream_id;
-            let (kind, amount, balance) = match decoded {
-                AccountEvent::AccountCreated { initial_balance, .. } => {
-                    ("opening", initial_balance.value(), initial_balance.value())
-                }
-                AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
-                    let Some(&before) = balances.get(&id) else {
-                        return Err(ApplyError::Event {
-                            position: event.position(),
-                            reason: format!("account {id} has no ledger: it was never created"),
-                        });
-                    };
-                    if matches!(decoded, AccountEvent::MoneyDeposited { .. }) {
-                        ("deposit", amount.value(), before + amount.value())
-                    } else {
-                        ("withdrawal", amount.value(), before - amount.value())
-                    }
-                }
-            };
-            balances.insert(id, balance);
-            rows.push(event, kind, amount, balance);
-        }
-        sqlx::query(&format!(
-            "INSERT INTO {table} (account_id, version, kind, amount, balance_after, recorded_at, global_position)
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::numeric[], $5::numeric[],
-                 $6::timestamptz[], $7::bigint[])"
-        ))
-        .bind(rows.account_id)
-        .bind(rows.version)
-        .bind(rows.kind)
-        .bind(rows.amount)
-        .bind(rows.balance_after)
-        .bind(rows.recorded_at)
-        .bind(rows.global_position)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        let balances = balances_before(conn, &table, &opened_before(&decoded)).await?;
+        write(conn, &fold(&decoded, balances)?, &table).await
     }
 }
 
+/// The accounts the batch moves money of without opening them: their balance before the batch
+/// is in the table already.
+pub fn opened_before(decoded: &[(&RecordedEvent, AccountEvent)]) -> Vec<Uuid> {
+    let mut opened_here = HashSet::new();
+    let mut earlier = Vec::new();
+    for (event, decoded) in decoded {
+        if matches!(decoded, AccountEvent::AccountCreated { .. }) {
+            opened_here.insert(event.stream_id);
+        } else if !opened_here.contains(&event.stream_id) {
+            earlier.push(event.stream_id);
+        }
+    }
+    earlier.sort_unstable();
+    earlier.dedup();
+    earlier
+}
+
+/// Each account's newest balance, by a backward step on the primary key: reading all of their
+/// rows would cost as much as their history.
+async fn balances_before(
+    conn: &mut PgConnection,
+    table: &str,
+    accounts: &[Uuid],
+) -> Result<HashMap<Uuid, Decimal>, ApplyError> {
+    if accounts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(&format!(
+        "SELECT a.account_id, last.balance_after
+         FROM UNNEST($1::uuid[]) AS a(account_id)
+         CROSS JOIN LATERAL (SELECT balance_after FROM {table} l
+             WHERE l.account_id = a.account_id ORDER BY l.version DESC LIMIT 1) last"
+    ))
+    .bind(accounts)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The batch's rows, from the balances its accounts had before it: pure.
+pub fn fold(
+    decoded: &[(&RecordedEvent, AccountEvent)],
+    mut balances: HashMap<Uuid, Decimal>,
+) -> Result<LedgerRows, ApplyError> {
+    let mut rows = LedgerRows::default();
+    for (event, decoded) in decoded {
+        let id = event.stream_id;
+        let (kind, amount, balance) = match decoded {
+            AccountEvent::AccountCreated { initial_balance, .. } => {
+                (MovementKind::Opening, initial_balance.value(), initial_balance.value())
+            }
+            AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
+                let Some(&before) = balances.get(&id) else {
+                    let reason = NeverCreated { account_id: id, table: "account_ledger" };
+                    return Err(ApplyError::Event { position: event.position(), reason: Box::new(reason) });
+                };
+                if matches!(decoded, AccountEvent::MoneyDeposited { .. }) {
+                    (MovementKind::Deposit, amount.value(), before + amount.value())
+                } else {
+                    (MovementKind::Withdrawal, amount.value(), before - amount.value())
+                }
+            }
+        };
+        balances.insert(id, balance);
+        rows.push(event, kind, amount, balance);
+    }
+    Ok(rows)
+}
+
+async fn write(conn: &mut PgConnection, rows: &LedgerRows, table: &str) -> Result<(), ApplyError> {
+    sqlx::query(&format!(
+        "INSERT INTO {table} (account_id, version, kind, amount, balance_after, recorded_at, global_position)
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::numeric[], $5::numeric[],
+             $6::timestamptz[], $7::bigint[])"
+    ))
+    .bind(&rows.account_id)
+    .bind(&rows.version)
+    .bind(rows.kind.iter().map(|kind| kind.as_str()).collect::<Vec<_>>())
+    .bind(&rows.amount)
+    .bind(&rows.balance_after)
+    .bind(&rows.recorded_at)
+    .bind(&rows.global_position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The batch's rows, column by column, for one `UNNEST` insert.
-#[derive(Default)]
-struct LedgerRows {
-    account_id: Vec<Uuid>,
-    version: Vec<i64>,
-    kind: Vec<&'static str>,
-    amount: Vec<Decimal>,
-    balance_after: Vec<Decimal>,
-    recorded_at: Vec<time::OffsetDateTime>,
-    global_position: Vec<i64>,
+#[derive(Debug, Default, PartialEq)]
+pub struct LedgerRows {
+    pub account_id: Vec<Uuid>,
+    pub version: Vec<i64>,
+    pub kind: Vec<MovementKind>,
+    pub amount: Vec<Decimal>,
+    pub balance_after: Vec<Decimal>,
+    pub recorded_at: Vec<time::OffsetDateTime>,
+    pub global_position: Vec<i64>,
 }
 
 impl LedgerRows {
-    fn push(&mut self, event: &RecordedEvent, kind: &'static str, amount: Decimal, balance_after: Decimal) {
+    fn push(&mut self, event: &RecordedEvent, kind: MovementKind, amount: Decimal, balance_after: Decimal) {
         self.account_id.push(event.stream_id);
         self.version.push(event.stream_version);
         self.kind.push(kind);
@@ -124,5 +149,57 @@ impl LedgerRows {
         self.balance_after.push(balance_after);
         self.recorded_at.push(event.recorded_at);
         self.global_position.push(event.global_position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::dec;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::domain::{Amount, Money, OwnerId};
+    use crate::event_codec;
+
+    fn recorded(stream_id: Uuid, version: i64, n: i64, event: &AccountEvent) -> (RecordedEvent, AccountEvent) {
+        let new = event_codec::encode(event, &json!({}));
+        let recorded = RecordedEvent {
+            global_position: n,
+            transaction_id: 100 + n,
+            event_id: new.event_id,
+            stream_id,
+            stream_version: version,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            data: new.data,
+            metadata: new.metadata,
+            recorded_at: datetime!(2026-11-30 12:00 UTC),
+        };
+        (recorded, event.clone())
+    }
+
+    #[test]
+    fn each_movement_leaves_the_balance_after_it() {
+        let (opened, earlier) = (Uuid::new_v4(), Uuid::new_v4());
+        let created = AccountEvent::AccountCreated {
+            owner_id: OwnerId::parse("alice").unwrap(),
+            initial_balance: Money::try_from(dec!(10)).unwrap(),
+        };
+        let deposit = AccountEvent::MoneyDeposited { amount: Amount::try_from(dec!(5)).unwrap() };
+        let withdrawal = AccountEvent::MoneyWithdrawn { amount: Amount::try_from(dec!(3)).unwrap() };
+        let events =
+            [recorded(opened, 1, 1, &created), recorded(earlier, 8, 2, &withdrawal), recorded(opened, 2, 3, &deposit)];
+        let decoded: Vec<(&RecordedEvent, AccountEvent)> = events.iter().map(|(r, e)| (r, e.clone())).collect();
+        assert_eq!(opened_before(&decoded), vec![earlier]);
+
+        let rows = fold(&decoded, HashMap::from([(earlier, dec!(100))])).unwrap();
+        assert_eq!(rows.kind, vec![MovementKind::Opening, MovementKind::Withdrawal, MovementKind::Deposit]);
+        assert_eq!(rows.balance_after, vec![dec!(10), dec!(97), dec!(15)]);
+        assert_eq!(rows.version, vec![1, 8, 2]);
+
+        // Without the earlier account's balance, its movement cannot be placed: the batch stops there.
+        let error = fold(&decoded, HashMap::new()).unwrap_err();
+        assert!(matches!(error, ApplyError::Event { position, .. } if position == events[1].0.position()), "{error}");
     }
 }

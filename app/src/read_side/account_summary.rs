@@ -19,34 +19,114 @@ pub const PROJECTION_NAME: &str = "account_summary";
 pub struct AccountSummaryProjection;
 
 /// A whole row, for an account opened in this batch.
-struct NewRow {
-    account_id: Uuid,
-    owner_id: String,
-    balance: Decimal,
-    deposits: Decimal,
-    withdrawals: Decimal,
-    count: i64,
-    last_transaction: OffsetDateTime,
-    created_at: OffsetDateTime,
-    version: i64,
-    position: i64,
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRow {
+    pub account_id: Uuid,
+    pub owner_id: String,
+    pub balance: Decimal,
+    pub deposits: Decimal,
+    pub withdrawals: Decimal,
+    pub count: i64,
+    pub last_transaction: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub version: i64,
+    pub position: i64,
 }
 
 /// What this batch adds to an account opened before it.
-struct Change {
-    first_event: Position,
-    deposits: Decimal,
-    withdrawals: Decimal,
-    count: i64,
-    last_transaction: OffsetDateTime,
-    version: i64,
-    position: i64,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub account_id: Uuid,
+    pub first_event: Position,
+    pub deposits: Decimal,
+    pub withdrawals: Decimal,
+    pub count: i64,
+    pub last_transaction: OffsetDateTime,
+    pub version: i64,
+    pub position: i64,
+}
+
+/// What one batch does to the table: whole rows for the accounts it opened, increments for
+/// the accounts opened before it (in the order of their first event in the batch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SummaryBatch {
+    pub new_rows: Vec<NewRow>,
+    pub changes: Vec<Change>,
+}
+
+/// An event of an account that was never created: its read model has no row to change.
+#[derive(Debug, thiserror::Error)]
+#[error("account {account_id} has no {table} row: it was never created")]
+pub struct NeverCreated {
+    pub account_id: Uuid,
+    pub table: &'static str,
 }
 
 /// Decodes an event for a projection; an unreadable one stops the projection at it.
 pub(super) fn decode(event: &RecordedEvent) -> Result<AccountEvent, ApplyError> {
     event_codec::decode(event)
-        .map_err(|error| ApplyError::Event { position: event.position(), reason: error.to_string() })
+        .map_err(|error| ApplyError::Event { position: event.position(), reason: Box::new(error) })
+}
+
+/// Folds a batch in memory, without the database: pure, and what the tests below check.
+pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
+    let mut batch = SummaryBatch::default();
+    let mut new_index: HashMap<Uuid, usize> = HashMap::new();
+    let mut change_index: HashMap<Uuid, usize> = HashMap::new();
+    for event in events {
+        let id = event.stream_id;
+        let (deposit, withdrawal) = match decode(event)? {
+            // As in the seed, the initial balance counts as the first deposit.
+            AccountEvent::AccountCreated { owner_id, initial_balance } => {
+                new_index.insert(id, batch.new_rows.len());
+                batch.new_rows.push(NewRow {
+                    account_id: id,
+                    owner_id: owner_id.to_string(),
+                    balance: initial_balance.value(),
+                    deposits: initial_balance.value(),
+                    withdrawals: Decimal::ZERO,
+                    count: 1,
+                    last_transaction: event.recorded_at,
+                    created_at: event.recorded_at,
+                    version: event.stream_version,
+                    position: event.global_position,
+                });
+                continue;
+            }
+            AccountEvent::MoneyDeposited { amount } => (amount.value(), Decimal::ZERO),
+            AccountEvent::MoneyWithdrawn { amount } => (Decimal::ZERO, amount.value()),
+        };
+        if let Some(&index) = new_index.get(&id) {
+            let row = &mut batch.new_rows[index];
+            row.balance += deposit - withdrawal;
+            row.deposits += deposit;
+            row.withdrawals += withdrawal;
+            row.count += 1;
+            (row.last_transaction, row.version, row.position) =
+                (event.recorded_at, event.stream_version, event.global_position);
+        } else {
+            let index = *change_index.entry(id).or_insert_with(|| {
+                batch.changes.push(Change {
+                    account_id: id,
+                    first_event: event.position(),
+                    deposits: Decimal::ZERO,
+                    withdrawals: Decimal::ZERO,
+                    count: 0,
+                    last_transaction: event.recorded_at,
+                    version: 0,
+                    position: 0,
+                });
+                batch.changes.len() - 1
+            });
+            let change = &mut batch.changes[index];
+            change.deposits += deposit;
+            change.withdrawals += withdrawal;
+            change.count += 1;
+            (change.last_transaction, change.version, change.position) =
+                (event.recorded_at, event.stream_version, event.global_position);
+        }
+    }
+    Ok(batch)
 }
 
 impl Projection for AccountSummaryProjection {
@@ -64,113 +144,148 @@ impl Projection for AccountSummaryProjection {
         events: &[RecordedEvent],
         target: &Target,
     ) -> Result<(), ApplyError> {
-        let mut new_rows: Vec<NewRow> = Vec::new();
-        let mut new_index: HashMap<Uuid, usize> = HashMap::new();
-        let mut changes: HashMap<Uuid, Change> = HashMap::new();
-        for event in events {
-            let id = event.stream_id;
-            let (deposit, withdrawal) = match decode(event)? {
-                // As in the seed, the initial balance counts as the first deposit.
-                AccountEvent::AccountCreated { owner_id, initial_balance } => {
-                    new_index.insert(id, new_rows.len());
-                    new_rows.push(NewRow {
-                        account_id: id,
-                        owner_id: owner_id.to_string(),
-                        balance: initial_balance.value(),
-                        deposits: initial_balance.value(),
-                        withdrawals: Decimal::ZERO,
-                        count: 1,
-                        last_transaction: event.recorded_at,
-                        created_at: event.recorded_at,
-                        version: event.stream_version,
-                        position: event.global_position,
-                    });
-                    continue;
-                }
-                AccountEvent::MoneyDeposited { amount } => (amount.value(), Decimal::ZERO),
-                AccountEvent::MoneyWithdrawn { amount } => (Decimal::ZERO, amount.value()),
-            };
-            if let Some(&index) = new_index.get(&id) {
-                let row = &mut new_rows[index];
-                row.balance += deposit - withdrawal;
-                row.deposits += deposit;
-                row.withdrawals += withdrawal;
-                row.count += 1;
-                (row.last_transaction, row.version, row.position) =
-                    (event.recorded_at, event.stream_version, event.global_position);
-            } else {
-                let change = changes.entry(id).or_insert(Change {
-                    first_event: event.position(),
-                    deposits: Decimal::ZERO,
-                    withdrawals: Decimal::ZERO,
-                    count: 0,
-                    last_transaction: event.recorded_at,
-                    version: 0,
-                    position: 0,
-                });
-                change.deposits += deposit;
-                change.withdrawals += withdrawal;
-                change.count += 1;
-                (change.last_transaction, change.version, change.position) =
-                    (event.recorded_at, event.stream_version, event.global_position);
-            }
-        }
+        write(conn, &fold(events)?, &target.table("account_summary")).await
+    }
+}
 
-        let table = target.table("account_summary");
-        if !new_rows.is_empty() {
-            let column = |f: fn(&NewRow) -> Decimal| new_rows.iter().map(f).collect::<Vec<_>>();
-            sqlx::query(&format!(
-                "INSERT INTO {table} (account_id, owner_id, current_balance, total_deposits, total_withdrawals,
-                     transaction_count, last_transaction, created_at, version, last_position)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                     $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::bigint[])"
-            ))
-            .bind(new_rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
-            .bind(new_rows.iter().map(|r| r.owner_id.as_str()).collect::<Vec<_>>())
-            .bind(column(|r| r.balance))
-            .bind(column(|r| r.deposits))
-            .bind(column(|r| r.withdrawals))
-            .bind(new_rows.iter().map(|r| r.count).collect::<Vec<_>>())
-            .bind(new_rows.iter().map(|r| r.last_transaction).collect::<Vec<_>>())
-            .bind(new_rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-            .bind(new_rows.iter().map(|r| r.version).collect::<Vec<_>>())
-            .bind(new_rows.iter().map(|r| r.position).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
+/// Writes a folded batch: one statement for the new accounts, one for the changed ones.
+async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Result<(), ApplyError> {
+    let (new_rows, changes) = (&batch.new_rows, &batch.changes);
+    if !new_rows.is_empty() {
+        let column = |f: fn(&NewRow) -> Decimal| new_rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(&format!(
+            "INSERT INTO {table} (account_id, owner_id, current_balance, total_deposits, total_withdrawals,
+                 transaction_count, last_transaction, created_at, version, last_position)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
+                 $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::bigint[])"
+        ))
+        .bind(new_rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.owner_id.as_str()).collect::<Vec<_>>())
+        .bind(column(|r| r.balance))
+        .bind(column(|r| r.deposits))
+        .bind(column(|r| r.withdrawals))
+        .bind(new_rows.iter().map(|r| r.count).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.last_transaction).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.version).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.position).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !changes.is_empty() {
+        let ids: Vec<Uuid> = changes.iter().map(|c| c.account_id).collect();
+        let column = |f: fn(&Change) -> Decimal| changes.iter().map(f).collect::<Vec<_>>();
+        let updated: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "UPDATE {table} s
+             SET current_balance = s.current_balance + c.deposits - c.withdrawals,
+                 total_deposits = s.total_deposits + c.deposits,
+                 total_withdrawals = s.total_withdrawals + c.withdrawals,
+                 transaction_count = s.transaction_count + c.count,
+                 last_transaction = c.last_transaction, version = c.version, last_position = c.position
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::bigint[], $5::timestamptz[],
+                 $6::bigint[], $7::bigint[]) AS c(account_id, deposits, withdrawals, count, last_transaction, version, position)
+             WHERE s.account_id = c.account_id
+             RETURNING s.account_id"
+        ))
+        .bind(&ids)
+        .bind(column(|c| c.deposits))
+        .bind(column(|c| c.withdrawals))
+        .bind(changes.iter().map(|c| c.count).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.last_transaction).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.version).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.position).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        if updated.len() != ids.len() {
+            let change = changes.iter().find(|c| !updated.contains(&c.account_id)).expect("one is missing");
+            let reason = NeverCreated { account_id: change.account_id, table: "account_summary" };
+            return Err(ApplyError::Event { position: change.first_event, reason: Box::new(reason) });
         }
-        if !changes.is_empty() {
-            let (ids, changes): (Vec<Uuid>, Vec<Change>) = changes.into_iter().unzip();
-            let column = |f: fn(&Change) -> Decimal| changes.iter().map(f).collect::<Vec<_>>();
-            let updated: Vec<Uuid> = sqlx::query_scalar(&format!(
-                "UPDATE {table} s
-                 SET current_balance = s.current_balance + c.deposits - c.withdrawals,
-                     total_deposits = s.total_deposits + c.deposits,
-                     total_withdrawals = s.total_withdrawals + c.withdrawals,
-                     transaction_count = s.transaction_count + c.count,
-                     last_transaction = c.last_transaction, version = c.version, last_position = c.position
-                 FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::bigint[], $5::timestamptz[],
-                     $6::bigint[], $7::bigint[]) AS c(account_id, deposits, withdrawals, count, last_transaction, version, position)
-                 WHERE s.account_id = c.account_id
-                 RETURNING s.account_id"
-            ))
-            .bind(&ids)
-            .bind(column(|c| c.deposits))
-            .bind(column(|c| c.withdrawals))
-            .bind(changes.iter().map(|c| c.count).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.last_transaction).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.version).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.position).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await?;
-            if updated.len() != ids.len() {
-                let (id, change) =
-                    ids.iter().zip(&changes).find(|(id, _)| !updated.contains(id)).expect("one is missing");
-                return Err(ApplyError::Event {
-                    position: change.first_event,
-                    reason: format!("account {id} has no account_summary row: it was never created"),
-                });
-            }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::dec;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::domain::{Amount, Money, OwnerId};
+
+    /// `event` as the store would give it back: stream version and global position `n`.
+    fn recorded(stream_id: Uuid, version: i64, n: i64, event: &AccountEvent) -> RecordedEvent {
+        let new = event_codec::encode(event, &json!({}));
+        RecordedEvent {
+            global_position: n,
+            transaction_id: 100 + n,
+            event_id: new.event_id,
+            stream_id,
+            stream_version: version,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            data: new.data,
+            metadata: new.metadata,
+            recorded_at: datetime!(2026-11-30 12:00 UTC) + time::Duration::seconds(n),
         }
-        Ok(())
+    }
+
+    fn created(balance: Decimal) -> AccountEvent {
+        AccountEvent::AccountCreated {
+            owner_id: OwnerId::parse("alice").unwrap(),
+            initial_balance: Money::try_from(balance).unwrap(),
+        }
+    }
+
+    fn deposited(amount: Decimal) -> AccountEvent {
+        AccountEvent::MoneyDeposited { amount: Amount::try_from(amount).unwrap() }
+    }
+
+    fn withdrawn(amount: Decimal) -> AccountEvent {
+        AccountEvent::MoneyWithdrawn { amount: Amount::try_from(amount).unwrap() }
+    }
+
+    #[test]
+    fn an_account_opened_in_the_batch_becomes_one_whole_row() {
+        let id = Uuid::new_v4();
+        let events = [
+            recorded(id, 1, 1, &created(dec!(100))),
+            recorded(id, 2, 2, &deposited(dec!(50.25))),
+            recorded(id, 3, 3, &withdrawn(dec!(20))),
+        ];
+        let batch = fold(&events).unwrap();
+        assert!(batch.changes.is_empty());
+        let [row] = batch.new_rows.as_slice() else { panic!("one row: {batch:?}") };
+        assert_eq!((row.balance, row.deposits, row.withdrawals), (dec!(130.25), dec!(150.25), dec!(20)));
+        assert_eq!((row.count, row.version, row.position), (3, 3, 3));
+        assert_eq!(row.created_at, events[0].recorded_at);
+        assert_eq!(row.last_transaction, events[2].recorded_at);
+    }
+
+    #[test]
+    fn accounts_opened_before_get_increments_in_the_order_they_first_appear() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let events = [
+            recorded(b, 4, 10, &deposited(dec!(5))),
+            recorded(a, 7, 11, &withdrawn(dec!(1))),
+            recorded(b, 5, 12, &withdrawn(dec!(2))),
+        ];
+        let batch = fold(&events).unwrap();
+        assert!(batch.new_rows.is_empty());
+        let ids: Vec<Uuid> = batch.changes.iter().map(|c| c.account_id).collect();
+        assert_eq!(ids, vec![b, a]);
+        let change = &batch.changes[0];
+        assert_eq!((change.deposits, change.withdrawals, change.count), (dec!(5), dec!(2), 2));
+        assert_eq!((change.version, change.position, change.first_event), (5, 12, events[0].position()));
+    }
+
+    #[test]
+    fn an_unreadable_event_stops_the_batch_at_it() {
+        let id = Uuid::new_v4();
+        let mut unreadable = recorded(id, 2, 2, &deposited(dec!(1)));
+        unreadable.data = json!({"amount": "lots"});
+        let error = fold(&[recorded(id, 1, 1, &created(dec!(1))), unreadable.clone()]).unwrap_err();
+        assert!(matches!(error, ApplyError::Event { position, .. } if position == unreadable.position()), "{error}");
     }
 }

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry};
+use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry, MovementKind};
 pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
@@ -279,14 +279,18 @@ impl ReadModel {
             account_id,
             entries: entries
                 .into_iter()
-                .map(|row| LedgerEntry {
-                    version: row.version,
-                    kind: row.kind,
-                    amount: row.amount,
-                    balance_after: row.balance_after,
-                    recorded_at: row.recorded_at,
+                .map(|row| {
+                    let kind = MovementKind::parse(&row.kind)
+                        .ok_or_else(|| sqlx::Error::Decode(format!("unknown ledger kind {:?}", row.kind).into()))?;
+                    Ok(LedgerEntry {
+                        version: row.version,
+                        kind,
+                        amount: row.amount,
+                        balance_after: row.balance_after,
+                        recorded_at: row.recorded_at,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, sqlx::Error>>()?,
             as_of,
         })
     }

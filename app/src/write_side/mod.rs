@@ -32,7 +32,10 @@ pub enum CommandError {
     #[error(transparent)]
     Busy(#[from] eventstore::stream_turns::TooBusy),
     #[error("the account's history cannot be read: {0}")]
-    Unreadable(String),
+    Unreadable(#[from] crate::event_codec::DecodeError),
+    /// The outcome remembered for a command is not one this code can read.
+    #[error("the stored outcome of command {command_id} cannot be read: {source}")]
+    UnreadableOutcome { command_id: Uuid, source: serde_json::Error },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -40,7 +43,7 @@ pub enum CommandError {
 impl From<LoadError> for CommandError {
     fn from(error: LoadError) -> CommandError {
         match error {
-            LoadError::Unreadable(error) => CommandError::Unreadable(error.to_string()),
+            LoadError::Unreadable(error) => CommandError::Unreadable(error),
             LoadError::Database(error) => CommandError::Database(error),
         }
     }
@@ -228,7 +231,7 @@ fn replay(processed: ProcessedCommand, request: &Value, command_id: Uuid) -> Res
         return Err(CommandError::CommandIdReused { command_id });
     }
     let outcome: Outcome = serde_json::from_value(processed.outcome)
-        .map_err(|error| CommandError::Unreadable(format!("stored outcome of command {command_id}: {error}")))?;
+        .map_err(|source| CommandError::UnreadableOutcome { command_id, source })?;
     outcome.into_result()
 }
 

@@ -70,7 +70,7 @@ impl Target {
 pub enum ApplyError {
     /// An event this projection cannot apply: unreadable, or at odds with the read tables.
     #[error("event at {position} cannot be applied: {reason}")]
-    Event { position: Position, reason: String },
+    Event { position: Position, reason: Box<dyn std::error::Error + Send + Sync> },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

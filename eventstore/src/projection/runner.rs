@@ -490,7 +490,7 @@ async fn renew_lease(leader: &mut PgConnection, name: &str, instance: &str, epoc
 
 fn poison(event: &RecordedEvent, error: ApplyError) -> ProjectionError {
     let reason = match error {
-        ApplyError::Event { reason, .. } => reason,
+        ApplyError::Event { reason, .. } => reason.to_string(),
         ApplyError::Database(error) => error.to_string(),
     };
     ProjectionError::Poison { position: event.position(), event_type: event.event_type.clone(), reason }
