@@ -69,10 +69,12 @@ impl From<Decimal> for ExactNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::properties::{self, MAX_CENTS};
     use crate::domain::{Amount, Money};
+    use proptest::prelude::*;
     use rust_decimal::dec;
 
-    #[derive(Deserialize)]
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Wrapped {
         #[serde(with = "super")]
         value: Decimal,
@@ -126,5 +128,43 @@ mod tests {
         let json = serde_json::to_string(&ExactNumber(dec!(999999999999999999.99))).unwrap();
         assert_eq!(json, "999999999999999999.99");
         assert_eq!(serde_json::to_string(&ExactNumber(dec!(0))).unwrap(), "0.00");
+    }
+
+    proptest! {
+        #![proptest_config(properties::config())]
+
+        /// Money goes out as the number it prints as, and comes back as the same money, through
+        /// a server function argument and through a DTO field alike.
+        #[test]
+        fn valid_money_survives_the_json_round_trip(money in properties::money()) {
+            let json = serde_json::to_string(&ExactNumber(money.value())).unwrap();
+            prop_assert_eq!(&json, &money.to_string());
+            let read = serde_json::from_str::<ExactNumber>(&json).unwrap();
+            prop_assert_eq!(read, ExactNumber(money.value()));
+            prop_assert_eq!(Money::try_from(read.0), Ok(money));
+
+            let wrapped = Wrapped { value: money.value() };
+            let json = serde_json::to_string(&wrapped).unwrap();
+            prop_assert_eq!(&json, &format!(r#"{{"value":{money}}}"#));
+            prop_assert_eq!(serde_json::from_str::<Wrapped>(&json).unwrap(), wrapped);
+        }
+
+        /// As a number or as a string, an over-precise argument reaches the money rules and is
+        /// refused by them as too precise: never rounded into a sum that passes.
+        #[test]
+        fn an_over_precise_argument_is_refused_as_too_precise(text in properties::over_precise()) {
+            for json in [text.clone(), format!("{text:?}")] {
+                let read = serde_json::from_str::<ExactNumber>(&json).unwrap().0;
+                prop_assert_eq!(Money::try_from(read), Err(MoneyError::TooPrecise), "{}", json);
+                prop_assert_eq!(Amount::try_from(read), Err(MoneyError::TooPrecise), "{}", json);
+            }
+        }
+
+        #[test]
+        fn a_sum_above_the_limit_is_read_exactly_and_refused(c in MAX_CENTS + 1..=i64::MAX) {
+            let read = serde_json::from_str::<ExactNumber>(&Decimal::new(c, 2).to_string()).unwrap().0;
+            prop_assert_eq!(read, Decimal::new(c, 2));
+            prop_assert_eq!(Money::try_from(read), Err(MoneyError::TooLarge));
+        }
     }
 }

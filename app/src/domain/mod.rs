@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod money;
+#[cfg(test)]
+pub(crate) mod properties;
 
 pub use account::{AccountCommand, AccountEvent, AccountState, DomainError, OwnerId, OwnerIdError, decide, evolve};
 pub use money::{Amount, Balance, Money, MoneyError};
