@@ -1,6 +1,6 @@
-//! The API: commands and queries as Leptos server functions, their wire types and the one
-//! error type. The browser calls these functions directly; other clients use the same routes
-//! with JSON (see `HTTP-CONTRACT.md`).
+//! The API: commands, queries and operator levers as Leptos server functions, and the one
+//! error type (the wire types are `crate::contract`'s). The browser calls these functions directly; other clients use the same routes
+//! with JSON (see `docs/HTTP-CONTRACT.md`).
 
 pub mod commands;
 pub mod error;
