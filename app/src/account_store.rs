@@ -17,7 +17,9 @@ pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 /// `event_codec` changes what a stored event does to the state, even if the state's shape stays:
 /// snapshots made before would otherwise go on carrying the old reading. Snapshots of another
 /// fold version are ignored, and new ones written as accounts move on.
-pub const FOLD_VERSION: i32 = 1;
+/// 2: a deposit or withdrawal that does not fit the balance is ignored whole (1 counted it in the
+/// totals).
+pub const FOLD_VERSION: i32 = 2;
 
 /// What a snapshot must have been made with to be loaded.
 const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: SNAPSHOT_SCHEMA_VERSION, fold: FOLD_VERSION };

@@ -166,11 +166,22 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
 }
 
 /// Folds one event into the state. Events are facts that already passed `decide`, so an event
-/// that does not fit the state (a deposit to an account never created) means the store is
-/// corrupt; it is ignored here and caught by the event store's own guarantees, not by panicking
-/// in the middle of a fold.
+/// that does not fit the state (a deposit to an account never created, a withdrawal beyond the
+/// balance) means the store is corrupt; it is ignored here, whole — the balance and the totals
+/// stay in step — and caught by the event store's own guarantees, not by panicking in the
+/// middle of a fold.
 pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
     match (state, event) {
+        (state @ AccountState::Open { balance, .. }, AccountEvent::MoneyDeposited { amount })
+            if balance.checked_add(*amount).is_none() =>
+        {
+            state
+        }
+        (state @ AccountState::Open { balance, .. }, AccountEvent::MoneyWithdrawn { amount })
+            if balance.checked_sub(*amount).is_none() =>
+        {
+            state
+        }
         (AccountState::NotCreated, AccountEvent::AccountCreated { owner_id, initial_balance }) => AccountState::Open {
             owner_id: owner_id.clone(),
             balance: Balance::from(*initial_balance),
@@ -323,5 +334,15 @@ mod tests {
         assert_eq!(OwnerId::parse("   "), Err(OwnerIdError::Empty));
         assert_eq!(OwnerId::parse(&"x".repeat(101)), Err(OwnerIdError::TooLong));
         assert_eq!(OwnerId::parse("a\u{0}b"), Err(OwnerIdError::ControlCharacter));
+    }
+
+    #[test]
+    fn an_event_that_does_not_fit_the_balance_is_ignored_whole() {
+        let opened = evolve(
+            AccountState::NotCreated,
+            &AccountEvent::AccountCreated { owner_id: owner(), initial_balance: money("0") },
+        );
+        let corrupt = AccountEvent::MoneyWithdrawn { amount: Amount::parse("5").unwrap() };
+        assert_eq!(evolve(opened.clone(), &corrupt), opened, "balance and totals stay in step");
     }
 }
