@@ -144,9 +144,15 @@ impl relay::Listener for CheckpointWatch {
     }
 }
 
-/// `name=transaction:position` pairs separated by spaces (projection names have no spaces).
+/// A `NOTIFY` payload must stay under 8,000 bytes.
+const MAX_PAYLOAD: usize = 7_900;
+
+/// `name=transaction:position` pairs separated by spaces (projection names have no spaces);
+/// empty if they would not fit in one notification, and then the listeners' own reads, once a
+/// second while someone waits, carry the news instead.
 fn encode(positions: &HashMap<String, Position>) -> String {
-    positions.iter().map(|(name, position)| format!("{name}={position}")).collect::<Vec<_>>().join(" ")
+    let payload = positions.iter().map(|(name, position)| format!("{name}={position}")).collect::<Vec<_>>().join(" ");
+    if payload.len() > MAX_PAYLOAD { String::new() } else { payload }
 }
 
 fn decode(payload: &str) -> impl Iterator<Item = (String, Position)> + '_ {
@@ -159,6 +165,15 @@ fn decode(payload: &str) -> impl Iterator<Item = (String, Position)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_too_large_for_one_notification_are_left_to_the_listeners_reads() {
+        let many: HashMap<String, Position> = (0..500)
+            .map(|n| (format!("projection_number_{n}"), Position { transaction_id: n, global_position: n }))
+            .collect();
+        assert_eq!(encode(&many), "");
+        assert_eq!(decode("").count(), 0);
+    }
 
     #[test]
     fn announcements_round_trip() {
