@@ -256,6 +256,85 @@ pub async fn head(executor: impl PgExecutor<'_>) -> Result<Position, sqlx::Error
     Ok(head.map_or(Position::START, |(transaction_id, global_position)| Position { transaction_id, global_position }))
 }
 
+/// What a reader that wants only some event types got from one step along the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogBatch {
+    /// The events of the wanted types, in reader order.
+    pub events: Vec<RecordedEvent>,
+    /// How many events were read past, wanted or not.
+    pub read: usize,
+    /// The position of the last event read past: where the reader's checkpoint may move to.
+    pub read_to: Option<Position>,
+}
+
+/// Up to `limit` events after `after` in the global log, as [`read_all_after`] reads them, of
+/// which only those of `event_types` are returned whole: a reader passes the others by (their
+/// positions still count) without their data being sent. A projection that declares what it
+/// reads is never shown another aggregate's events.
+pub async fn read_batch(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+    event_types: &[&str],
+) -> Result<LogBatch, sqlx::Error> {
+    let rows: Vec<PassedOrWanted> = sqlx::query_as(
+        "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, stream_version,
+                event_type, schema_version, recorded_at, wanted,
+                CASE WHEN wanted THEN data END AS data, CASE WHEN wanted THEN metadata END AS metadata
+         FROM (SELECT e.*, e.event_type = ANY($4) AS wanted FROM events e
+               WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+                 AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+               ORDER BY e.transaction_id, e.global_position
+               LIMIT $3) scanned
+         ORDER BY scanned.transaction_id, scanned.global_position",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .bind(event_types)
+    .fetch_all(executor)
+    .await?;
+    let read_to =
+        rows.last().map(|row| Position { transaction_id: row.transaction_id, global_position: row.global_position });
+    let read = rows.len();
+    let events = rows.into_iter().filter_map(PassedOrWanted::into_wanted).collect();
+    Ok(LogBatch { events, read, read_to })
+}
+
+/// One row of [`read_batch`]: an event, whole if wanted.
+#[derive(sqlx::FromRow)]
+struct PassedOrWanted {
+    global_position: i64,
+    transaction_id: i64,
+    event_id: Uuid,
+    stream_id: Uuid,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    recorded_at: time::OffsetDateTime,
+    wanted: bool,
+    data: Option<serde_json::Value>,
+    metadata: Option<serde_json::Value>,
+}
+
+impl PassedOrWanted {
+    fn into_wanted(self) -> Option<RecordedEvent> {
+        self.wanted.then_some(())?;
+        Some(RecordedEvent {
+            global_position: self.global_position,
+            transaction_id: self.transaction_id,
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            data: self.data?,
+            metadata: self.metadata?,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
 /// Up to `limit` events after `after` in the global log, in reader order, never skipping one.
 ///
 /// Only events of transactions older than every transaction still running are returned: a

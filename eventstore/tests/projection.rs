@@ -28,6 +28,10 @@ impl Projection for Recorder {
         &["recorded"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        &["Counted"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -580,4 +584,21 @@ async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
     assert!(sqlx::query("SELECT 1").execute(&mut paused).await.is_err(), "the stale leader's session was ended");
     shutdown.cancel();
     task.await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_projection_is_shown_only_the_event_types_it_reads(pool: PgPool) {
+    let (runner, _) = setup(&pool, 0).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let other =
+        |n: i64| NewEvent { event_type: "SomethingElse".into(), data: json!({"not": "counted", "n": n}), ..counted(n) };
+    append(&mut conn, Uuid::new_v4(), 0, &[other(100), counted(1), other(101)]).await.unwrap();
+    append(&mut conn, Uuid::new_v4(), 0, &[other(102)]).await.unwrap();
+    append(&mut conn, Uuid::new_v4(), 0, &[counted(2)]).await.unwrap();
+    // The recorder would record n = 100 for an event it should never see.
+    let last = append(&mut conn, Uuid::new_v4(), 0, &[other(103), other(104)]).await.unwrap();
+    while let Progress::Applied(_) = next_batch(&runner).await.unwrap() {}
+    assert_eq!(recorded(&pool).await, vec![1, 2]);
+    // The checkpoint went past the events it was not shown.
+    assert_eq!(eventstore::projection::checkpoint(&pool, "recorder").await.unwrap(), last.position);
 }

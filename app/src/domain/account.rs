@@ -88,11 +88,14 @@ pub enum AccountEvent {
 
 impl AccountEvent {
     /// The name stored in the event store's `event_type` column.
+    /// Every account event type, as stored: what the account read models declare they read.
+    pub const TYPES: &'static [&'static str] = &["AccountCreated", "MoneyDeposited", "MoneyWithdrawn"];
+
     pub fn event_type(&self) -> &'static str {
         match self {
-            AccountEvent::AccountCreated { .. } => "AccountCreated",
-            AccountEvent::MoneyDeposited { .. } => "MoneyDeposited",
-            AccountEvent::MoneyWithdrawn { .. } => "MoneyWithdrawn",
+            AccountEvent::AccountCreated { .. } => Self::TYPES[0],
+            AccountEvent::MoneyDeposited { .. } => Self::TYPES[1],
+            AccountEvent::MoneyWithdrawn { .. } => Self::TYPES[2],
         }
     }
 }

@@ -28,6 +28,10 @@ impl Projection for AccountLedgerProjection {
         &["account_ledger"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        AccountEvent::TYPES
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -138,6 +138,10 @@ impl Projection for AccountSummaryProjection {
         &["account_summary"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        AccountEvent::TYPES
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -40,6 +40,10 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables the projection writes; a rebuild replaces them all at once.
     fn tables(&self) -> &'static [&'static str];
 
+    /// The event types the projection reads; it is never shown others (another aggregate's),
+    /// and its checkpoint passes them by.
+    fn event_types(&self) -> &'static [&'static str];
+
     /// Applies `events`, in order, inside the batch's transaction, to the tables `target` names.
     fn apply(
         &self,

@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 use super::control::{self, HEARTBEAT, Swap};
 use super::{ApplyError, Projection, ProjectionError, Target, is_transient};
 use crate::checkpoint_watch::CheckpointWatch;
-use crate::{Position, ProjectionState, RecordedEvent, read_all_after};
+use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// Applied this many events.
+    /// Went past this many events of the log: applied, or passed by as not the projection's.
     Applied(usize),
     /// Nothing to apply: the projection has read every committed event.
     CaughtUp,
@@ -376,16 +376,16 @@ impl<P: Projection> ProjectionRunner<P> {
     ) -> Result<(Progress, bool), ProjectionError> {
         let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
-        let mut events = read_all_after(&mut *tx, checkpoint, self.batch_size).await?;
-        // Where the checkpoint ends up: the last event read, or `until` once every event up to
-        // it has been read (events at or before the live checkpoint are all committed and
-        // visible, since the live tables read them).
-        let mut end = events.last().map(RecordedEvent::position);
+        let LogBatch { mut events, read, read_to } =
+            read_batch(&mut *tx, checkpoint, self.batch_size, self.projection.event_types()).await?;
+        // Where the checkpoint ends up: the last event read past (wanted or not), or `until`
+        // once every event up to it has been read (events at or before the live checkpoint are
+        // all committed and visible, since the live tables read them).
+        let mut end = read_to;
         let mut reached = false;
         if let Some(until) = until {
-            let read = events.len();
             events.retain(|event| event.position() <= until);
-            if events.len() < read || read < self.batch_size as usize {
+            if read_to.is_some_and(|read_to| read_to > until) || read < self.batch_size as usize {
                 reached = true;
                 end = Some(until);
             }
@@ -421,7 +421,7 @@ impl<P: Projection> ProjectionRunner<P> {
         control::advance(&mut tx, checkpoint_name, end, events.len()).await?;
         tx.commit().await?;
         self.announce(target, end);
-        Ok((Progress::Applied(events.len()), reached))
+        Ok((Progress::Applied(read), reached))
     }
 
     /// A batch failed. A transient error is retried as a whole; otherwise the events are applied

@@ -189,3 +189,29 @@ async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptio
         assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn another_aggregates_events_do_not_reach_the_account_read_models(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    // A transfer's event, as a second aggregate would append it: no account projection can
+    // read it, and none is shown it.
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
+         VALUES ($1, $2, 1, 'TransferRequested', 1, '{\"from\": \"somewhere\", \"amount\": \"lots\"}')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let created = app.create_account("alice", 10.0).await;
+    let account =
+        app.account_after(created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap()).await;
+    assert_eq!(account["currentBalance"], json!(10.0));
+    for name in ["account_summary", "account_ledger"] {
+        let status = wait_for(&app, name, |p| p["lagEvents"] == 0).await;
+        assert_eq!(status["state"], "running", "{status}");
+        assert_eq!(status["eventsApplied"], 1, "only the account's event was applied: {status}");
+    }
+    assert_read_model_equals_replay(&app.pool).await;
+}

@@ -27,7 +27,8 @@ pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, 
     let events = eventstore::read_all_after(pool, eventstore::Position::START, i64::MAX).await.unwrap();
     let mut summaries: BTreeMap<Uuid, Summary> = BTreeMap::new();
     let mut ledger = BTreeMap::new();
-    for event in &events {
+    // The account read models read account events only; another aggregate's are not theirs.
+    for event in events.iter().filter(|event| AccountEvent::TYPES.contains(&event.event_type.as_str())) {
         let id = event.stream_id;
         match app::event_codec::decode(event).unwrap() {
             AccountEvent::AccountCreated { owner_id, initial_balance } => {
