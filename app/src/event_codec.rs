@@ -133,6 +133,7 @@ mod tests {
             global_position: 1,
             transaction_id: 1,
             event_id: Uuid::new_v4(),
+            stream_type: "account".into(),
             stream_id: Uuid::new_v4(),
             stream_version: 1,
             event_type: event_type.into(),

@@ -70,8 +70,8 @@ pub async fn insert_account_events(
     to_version: i64,
 ) -> Result<u64, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-         SELECT gen_random_uuid(), md5($1 || g.a::text)::uuid, g.v,
+        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata)
+         SELECT gen_random_uuid(), 'account', md5($1 || g.a::text)::uuid, g.v,
                 CASE WHEN g.v = 1 THEN 'AccountCreated' WHEN g.v % 2 = 0 THEN 'MoneyDeposited' ELSE 'MoneyWithdrawn' END,
                 2,
                 CASE WHEN g.v = 1 THEN jsonb_build_object('ownerId', 'bench-' || g.a, 'initialBalance', '100.00')

@@ -20,6 +20,8 @@ pub struct RecordedEvent {
     pub global_position: i64,
     pub transaction_id: i64,
     pub event_id: Uuid,
+    /// The stream's type (its category): which kind of aggregate it is.
+    pub stream_type: String,
     pub stream_id: Uuid,
     pub stream_version: i64,
     pub event_type: String,

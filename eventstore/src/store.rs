@@ -24,7 +24,7 @@ pub struct Appended {
 }
 
 const RECORDED_EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
-     event_id, stream_id, stream_version, event_type, schema_version, data, metadata, recorded_at";
+     event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata, recorded_at";
 
 /// Appends `events` to `stream_id`, which must be at `expected_version` (0 for a new stream).
 ///
@@ -36,6 +36,7 @@ const RECORDED_EVENT_COLUMNS: &str = "global_position, transaction_id::text::big
 #[tracing::instrument(skip(conn, events), fields(events = events.len()))]
 pub async fn append(
     conn: &mut PgConnection,
+    stream_type: &str,
     stream_id: Uuid,
     expected_version: i64,
     events: &[NewEvent],
@@ -50,8 +51,8 @@ pub async fn append(
     let metadata: Vec<&serde_json::Value> = events.iter().map(|e| &e.metadata).collect();
 
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-         SELECT e.event_id, $1, $2 + e.ord, e.event_type, e.schema_version, e.data, e.metadata
+        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata)
+         SELECT e.event_id, $8, $1, $2 + e.ord, e.event_type, e.schema_version, e.data, e.metadata
          FROM UNNEST($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
               WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, ord)
          WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1) = $2
@@ -65,6 +66,7 @@ pub async fn append(
     .bind(&schema_versions)
     .bind(&data)
     .bind(&metadata)
+    .bind(stream_type)
     .fetch_all(&mut *conn)
     .await
     .map_err(|error| match &error {
@@ -177,6 +179,7 @@ struct SnapshotAndEvent {
     global_position: Option<i64>,
     transaction_id: Option<i64>,
     event_id: Option<Uuid>,
+    stream_type: Option<String>,
     stream_id: Option<Uuid>,
     stream_version: Option<i64>,
     event_type: Option<String>,
@@ -192,6 +195,7 @@ impl SnapshotAndEvent {
             global_position: self.global_position?,
             transaction_id: self.transaction_id?,
             event_id: self.event_id?,
+            stream_type: self.stream_type?,
             stream_id: self.stream_id?,
             stream_version: self.stream_version?,
             event_type: self.event_type?,
@@ -278,7 +282,8 @@ pub async fn read_batch(
     event_types: &[&str],
 ) -> Result<LogBatch, sqlx::Error> {
     let rows: Vec<PassedOrWanted> = sqlx::query_as(
-        "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, stream_version,
+        "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, stream_type, stream_id,
+                stream_version,
                 event_type, schema_version, recorded_at, wanted,
                 CASE WHEN wanted THEN data END AS data, CASE WHEN wanted THEN metadata END AS metadata
          FROM (SELECT e.*, e.event_type = ANY($4) AS wanted FROM events e
@@ -307,6 +312,7 @@ struct PassedOrWanted {
     global_position: i64,
     transaction_id: i64,
     event_id: Uuid,
+    stream_type: String,
     stream_id: Uuid,
     stream_version: i64,
     event_type: String,
@@ -324,6 +330,7 @@ impl PassedOrWanted {
             global_position: self.global_position,
             transaction_id: self.transaction_id,
             event_id: self.event_id,
+            stream_type: self.stream_type,
             stream_id: self.stream_id,
             stream_version: self.stream_version,
             event_type: self.event_type,

@@ -73,7 +73,7 @@ async fn setup_with(pool: &PgPool, events: i64, appends: &Appends) -> (Projectio
     let stream = Uuid::new_v4();
     let mut conn = pool.acquire().await.unwrap();
     for n in 1..=events {
-        append(&mut conn, stream, n - 1, &[counted(n)]).await.unwrap();
+        append(&mut conn, "counter", stream, n - 1, &[counted(n)]).await.unwrap();
     }
     let fail_on = Arc::new(AtomicI64::new(-1));
     let runner =
@@ -176,9 +176,9 @@ async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool
 
     // A appends first (the lower position) but stays open; B appends after it and commits.
     let mut a = pool.begin().await.unwrap();
-    append(&mut a, Uuid::new_v4(), 0, &[counted(1)]).await.unwrap();
+    append(&mut a, "counter", Uuid::new_v4(), 0, &[counted(1)]).await.unwrap();
     let mut b = pool.acquire().await.unwrap();
-    let b_appended = append(&mut b, Uuid::new_v4(), 0, &[counted(2)]).await.unwrap();
+    let b_appended = append(&mut b, "counter", Uuid::new_v4(), 0, &[counted(2)]).await.unwrap();
     appends.committed();
 
     // The reader runs while A is open: it must not take B and move its checkpoint past A.
@@ -210,7 +210,7 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     tokio::time::sleep(Duration::from_millis(500)).await; // the first catch-up batch and LISTEN
 
     let mut conn = pool.acquire().await.unwrap();
-    append(&mut conn, Uuid::new_v4(), 0, &[counted(7)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(7)]).await.unwrap();
     writer.committed();
     assert_eq!(wait_for_recorded(&pool, 1).await, vec![7]);
 
@@ -225,7 +225,7 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     .await
     .unwrap();
     assert!(terminated >= 1, "no LISTEN connection found");
-    append(&mut conn, Uuid::new_v4(), 0, &[counted(8)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(8)]).await.unwrap();
     assert_eq!(wait_for_recorded(&pool, 2).await, vec![7, 8]);
 
     shutdown.cancel();
@@ -325,7 +325,7 @@ async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
     let taken = wait_for_status(&pool, "recorder", |s| s.owner_instance.as_deref() == Some("second")).await;
     assert_eq!(taken.summary, "running");
     let mut conn = pool.acquire().await.unwrap();
-    append(&mut conn, Uuid::new_v4(), 0, &[counted(4)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(4)]).await.unwrap();
     appends.committed();
     assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 3, 4]);
 
@@ -348,7 +348,7 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     // More events arrive during the rebuild; the live table keeps taking them.
     let mut conn = pool.acquire().await.unwrap();
     for n in 11..=14 {
-        append(&mut conn, Uuid::new_v4(), 0, &[counted(n)]).await.unwrap();
+        append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(n)]).await.unwrap();
         appends.committed();
     }
     let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
@@ -384,7 +384,7 @@ fn keep_appending(
                     let (stream, mut written) = (Uuid::new_v4(), 0);
                     let mut conn = pool.acquire().await.unwrap();
                     while !stop.is_cancelled() {
-                        append(&mut conn, stream, written, &[counted(first + writer + written * writers)])
+                        append(&mut conn, "counter", stream, written, &[counted(first + writer + written * writers)])
                             .await
                             .unwrap();
                         appends.committed();
@@ -483,7 +483,7 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     fail_on.store(8, Ordering::SeqCst);
     let mut conn = pool.acquire().await.unwrap();
     for n in 7..=8 {
-        append(&mut conn, Uuid::new_v4(), 0, &[counted(n)]).await.unwrap();
+        append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(n)]).await.unwrap();
     }
     // Both visible before the runner starts (a test beside this one may hold them back), so
     // that its first live batch, during the rebuild, fails on event 8.
@@ -592,11 +592,11 @@ async fn a_projection_is_shown_only_the_event_types_it_reads(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     let other =
         |n: i64| NewEvent { event_type: "SomethingElse".into(), data: json!({"not": "counted", "n": n}), ..counted(n) };
-    append(&mut conn, Uuid::new_v4(), 0, &[other(100), counted(1), other(101)]).await.unwrap();
-    append(&mut conn, Uuid::new_v4(), 0, &[other(102)]).await.unwrap();
-    append(&mut conn, Uuid::new_v4(), 0, &[counted(2)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[other(100), counted(1), other(101)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[other(102)]).await.unwrap();
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(2)]).await.unwrap();
     // The recorder would record n = 100 for an event it should never see.
-    let last = append(&mut conn, Uuid::new_v4(), 0, &[other(103), other(104)]).await.unwrap();
+    let last = append(&mut conn, "counter", Uuid::new_v4(), 0, &[other(103), other(104)]).await.unwrap();
     while let Progress::Applied(_) = next_batch(&runner).await.unwrap() {}
     assert_eq!(recorded(&pool).await, vec![1, 2]);
     // The checkpoint went past the events it was not shown.

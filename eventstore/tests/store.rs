@@ -22,7 +22,7 @@ async fn append_now(
     events: &[NewEvent],
 ) -> Result<eventstore::Appended, AppendError> {
     let mut conn = pool.acquire().await.unwrap();
-    append(&mut conn, stream, expected, events).await
+    append(&mut conn, "counter", stream, expected, events).await
 }
 
 /// Reads the global log until it holds `expected` events. The snapshot horizon is cluster-wide:
@@ -59,6 +59,7 @@ async fn appended_events_read_back_in_version_order(pool: PgPool) {
     assert_eq!(payloads, vec![1, 2, 3]);
     assert_eq!(events[2].position(), second.position);
     assert!(events.iter().all(|e| e.stream_id == stream && e.event_type == "Counted" && e.schema_version == 1));
+    assert!(events.iter().all(|e| e.stream_type == "counter"), "every event carries its stream's type");
     assert!(events.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
 
     let tail = read_stream(&pool, stream, 2).await.unwrap();
@@ -113,8 +114,8 @@ async fn a_conflict_rolls_back_the_callers_other_writes(pool: PgPool) {
     let stream = Uuid::new_v4();
     append_now(&pool, stream, 0, &[event(1)]).await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    append(&mut tx, Uuid::new_v4(), 0, &[event(2)]).await.unwrap();
-    assert!(append(&mut tx, stream, 0, &[event(3)]).await.is_err());
+    append(&mut tx, "counter", Uuid::new_v4(), 0, &[event(2)]).await.unwrap();
+    assert!(append(&mut tx, "counter", stream, 0, &[event(3)]).await.is_err());
     drop(tx);
     assert_eq!(count(&pool).await, 1);
 }
@@ -140,7 +141,7 @@ async fn the_global_log_reads_in_order_and_resumes_after_a_position(pool: PgPool
 #[sqlx::test(migrations = "../migrations")]
 async fn events_of_a_transaction_still_open_are_not_read_yet(pool: PgPool) {
     let mut open = pool.begin().await.unwrap();
-    append(&mut open, Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
+    append(&mut open, "counter", Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
     append_now(&pool, Uuid::new_v4(), 0, &[event(2)]).await.unwrap();
 
     // The later commit is held back too: handing it out first would let a reader's checkpoint
@@ -235,8 +236,8 @@ async fn events_from_transaction_ids_this_cluster_has_not_reached_fail_the_check
     // As a dump restored into a younger cluster leaves them.
     let restored = next_transaction_id(&pool).await + 1_000_000;
     sqlx::query(
-        "INSERT INTO events (transaction_id, event_id, stream_id, stream_version, event_type, data)
-         VALUES ($1::text::xid8, $2, $3, 1, 'Counted', '{}')",
+        "INSERT INTO events (transaction_id, event_id, stream_type, stream_id, stream_version, event_type, data)
+         VALUES ($1::text::xid8, $2, 'counter', $3, 1, 'Counted', '{}')",
     )
     .bind(restored.to_string())
     .bind(Uuid::new_v4())

@@ -225,6 +225,7 @@ mod tests {
             global_position: n,
             transaction_id: 100 + n,
             event_id: new.event_id,
+            stream_type: "account".into(),
             stream_id,
             stream_version: version,
             event_type: new.event_type,

@@ -49,6 +49,9 @@ impl From<LoadError> for CommandError {
     }
 }
 
+/// The type of every account's stream in the event store.
+pub const ACCOUNT_STREAM: &str = "account";
+
 /// A command and what identifies it: its id (the idempotency key), the correlation id of the
 /// conversation it belongs to, and the stream it addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +181,7 @@ impl CommandHandler {
             Err(refusal) => return self.remember(tx, envelope, request, Outcome::Refused(refusal)).await,
         };
         let new_events: Vec<_> = events.iter().map(|event| event_codec::encode(event, metadata)).collect();
-        let appended = match append(&mut *tx, account_id, loaded.version, &new_events).await {
+        let appended = match append(&mut *tx, ACCOUNT_STREAM, account_id, loaded.version, &new_events).await {
             Ok(appended) => appended,
             Err(AppendError::Conflict { .. }) => return Ok(Attempt::Retry),
             Err(AppendError::Database(error)) => return Err(error.into()),

@@ -114,8 +114,9 @@ pub async fn appends(pool: &PgPool, path: Path, concurrency: usize, warmup: Dura
             match path {
                 Path::RawInsert => {
                     sqlx::query(
-                        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
+                             data, metadata)
+                         VALUES ($1, 'account', $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(event.event_id)
                     .bind(stream_id)
@@ -129,7 +130,7 @@ pub async fn appends(pool: &PgPool, path: Path, concurrency: usize, warmup: Dura
                     .map_err(|e| e.to_string())?;
                 }
                 Path::EventStore => {
-                    eventstore::append(&mut tx, stream_id, expected_version, std::slice::from_ref(&event))
+                    eventstore::append(&mut tx, "account", stream_id, expected_version, std::slice::from_ref(&event))
                         .await
                         .map_err(|e| e.to_string())?;
                 }

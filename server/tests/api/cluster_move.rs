@@ -19,8 +19,8 @@ async fn the_server_refuses_a_cluster_behind_the_stored_transaction_ids(_: PgPoo
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO events (transaction_id, event_id, stream_id, stream_version, event_type, data)
-         VALUES ($1::text::xid8, $2, $3, 1, 'AccountCreated', '{}')",
+        "INSERT INTO events (transaction_id, event_id, stream_type, stream_id, stream_version, event_type, data)
+         VALUES ($1::text::xid8, $2, 'account', $3, 1, 'AccountCreated', '{}')",
     )
     .bind(restored.to_string())
     .bind(Uuid::new_v4())

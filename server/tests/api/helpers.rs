@@ -113,8 +113,8 @@ impl TestApp {
     /// stop at it.
     pub async fn insert_poison_event(&self) {
         sqlx::query(
-            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-             VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
+            "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+             VALUES ($1, 'account', $2, 1, 'MoneyDeposited', 2, '{\"amount\": \"lots\"}')",
         )
         .bind(uuid::Uuid::new_v4())
         .bind(uuid::Uuid::new_v4())

@@ -196,8 +196,8 @@ async fn another_aggregates_events_do_not_reach_the_account_read_models(_: PgPoo
     // A transfer's event, as a second aggregate would append it: no account projection can
     // read it, and none is shown it.
     sqlx::query(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-         VALUES ($1, $2, 1, 'TransferRequested', 1, '{\"from\": \"somewhere\", \"amount\": \"lots\"}')",
+        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+         VALUES ($1, 'transfer', $2, 1, 'TransferRequested', 1, '{\"from\": \"somewhere\", \"amount\": \"lots\"}')",
     )
     .bind(Uuid::new_v4())
     .bind(Uuid::new_v4())

@@ -30,8 +30,8 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
     ];
     for (version, (event_type, data)) in (1..).zip(v1) {
         sqlx::query(
-            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-             VALUES ($1, $2, $3, $4, 1, $5)",
+            "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+             VALUES ($1, 'account', $2, $3, $4, 1, $5)",
         )
         .bind(Uuid::new_v4())
         .bind(account_id)
