@@ -55,6 +55,8 @@ pub struct ProjectionRunner<P> {
     /// The epoch of this instance's leadership, while it leads; batches run without one (tests)
     /// are not fenced.
     epoch: Option<i64>,
+    /// The connection a standby asks for leadership on, kept between its tries.
+    standby: Option<PgConnection>,
 }
 
 /// Why leading stopped.
@@ -80,6 +82,7 @@ impl<P: Projection> ProjectionRunner<P> {
             idle_poll: Duration::from_secs(1),
             checkpoints: None,
             epoch: None,
+            standby: None,
         }
     }
 
@@ -118,6 +121,9 @@ impl<P: Projection> ProjectionRunner<P> {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        if let Some(standby) = self.standby.take() {
+            let _ = standby.close().await;
+        }
         tracing::info!(projection = name, instance = self.instance, "projection stopped");
     }
 
@@ -126,9 +132,15 @@ impl<P: Projection> ProjectionRunner<P> {
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<bool, LeadError> {
         let name = self.projection.name();
         // Its own connection, not a pooled one: a session lock taken on a pooled connection
-        // would go back to the pool with it.
-        let mut leader = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        control::configure_leader_connection(&mut leader).await?;
+        // would go back to the pool with it. A standby keeps it between its tries.
+        let mut leader = match self.standby.take() {
+            Some(connection) => connection,
+            None => {
+                let mut connection = PgConnection::connect_with(&self.pool.connect_options()).await?;
+                control::configure_leader_connection(&mut connection).await?;
+                connection
+            }
+        };
         let mut acquired = control::try_lock_leadership(&mut leader, name).await?;
         if !acquired && control::fence_expired_leader(&mut leader, name).await? {
             // The fenced session's lock goes with it, a moment after it is told to end.
@@ -141,7 +153,7 @@ impl<P: Projection> ProjectionRunner<P> {
             }
         }
         if !acquired {
-            leader.close().await?;
+            self.standby = Some(leader);
             return Ok(false);
         }
         let epoch = control::claim(&mut leader, name, &self.instance).await?;

@@ -47,7 +47,7 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
         .map(|client| {
             let (http, address) = (app.client.clone(), app.address.clone());
             tokio::spawn(async move {
-                let (mut missing, mut stale) = (0, 0);
+                let (mut missing, mut stale, mut first_stale) = (0, 0, None);
                 for i in 0..250 {
                     let created: Value = http
                         .post(format!("{address}/api/commands/create-account"))
@@ -59,24 +59,33 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
                         .await
                         .unwrap();
                     let (id, token) = (created["accountId"].as_str().unwrap(), created["position"].as_str().unwrap());
+                    let asked = Instant::now();
                     let read =
                         http.get(format!("{address}/api/queries/accounts/{id}?after={token}")).send().await.unwrap();
-                    if read.status() == StatusCode::NOT_FOUND {
+                    let status = read.status();
+                    let body: Value = read.json().await.unwrap();
+                    if status == StatusCode::NOT_FOUND {
                         missing += 1;
-                    } else if read.json::<Value>().await.unwrap()["stale"] != json!(false) {
+                    } else if body["stale"] != json!(false) {
                         stale += 1;
+                        first_stale.get_or_insert(format!("{status} after {:?}: {body}", asked.elapsed()));
                     }
                 }
-                (missing, stale)
+                (missing, stale, first_stale)
             })
         })
         .collect();
-    let (mut missing, mut stale) = (0, 0);
+    let (mut missing, mut stale, mut first_stale) = (0, 0, None);
     for client in clients {
-        let (m, s) = client.await.unwrap();
+        let (m, s, first) = client.await.unwrap();
         (missing, stale) = (missing + m, stale + s);
+        first_stale = first_stale.or(first);
     }
-    assert_eq!((missing, stale), (0, 0), "2,000 create-then-read loops: (missing, stale)");
+    assert_eq!(
+        (missing, stale),
+        (0, 0),
+        "2,000 create-then-read loops: (missing, stale); first stale: {first_stale:?}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
