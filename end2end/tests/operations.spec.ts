@@ -36,8 +36,8 @@ test("a poison event stops the projections; the operator skips it and they run a
   try {
     // An event no projection can read, as a buggy writer might store it.
     await client.query(
-      `INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, data)
-       VALUES ($1, $2, 1, 'MoneyDeposited', 2, '{"amount": "lots"}')`,
+      `INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+       VALUES ($1, 'account', $2, 1, 'MoneyDeposited', 2, '{"amount": "lots"}')`,
       [randomUUID(), randomUUID()],
     );
   } finally {

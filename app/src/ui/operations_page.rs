@@ -99,7 +99,9 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
                 <p class="form-error" data-testid="projection-error">{error}</p>
             })}
             <div class="levers">
-                <button type="button" disabled=move || rebuilding || pending.get() on:click=lever(Lever::Rebuild)>
+                // The API can rebuild a failed projection too (up to its failure), but the page
+                // asks the operator to deal with the failure first.
+                <button type="button" disabled=move || failed || rebuilding || pending.get() on:click=lever(Lever::Rebuild)>
                     "Rebuild"
                 </button>
                 <button type="button" disabled=move || !failed || pending.get() on:click=lever(Lever::Retry)>"Retry"</button>
