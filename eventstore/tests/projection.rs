@@ -367,12 +367,14 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     task.await.unwrap();
 }
 
-/// Appends one event after another from `writers` tasks until `stop`; returns how many.
+/// Appends one event after another from `writers` tasks, each pausing `pause` between appends,
+/// until `stop`; returns how many.
 fn keep_appending(
     pool: &PgPool,
     appends: &Appends,
     first: i64,
     writers: i64,
+    pause: Duration,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<i64> {
     let (pool, appends) = (pool.clone(), appends.clone());
@@ -389,6 +391,7 @@ fn keep_appending(
                             .unwrap();
                         appends.committed();
                         written += 1;
+                        tokio::time::sleep(pause).await;
                     }
                     written
                 })
@@ -410,9 +413,11 @@ async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
     let task = tokio::spawn(runner.batch_size(50).idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
     assert_eq!(wait_for_recorded(&pool, 300).await.len(), 300);
 
-    // Four writers never pause: no batch of the rebuild ever finds nothing new to apply.
+    // Two writers keep appending, at a rate the projection can follow (so that the live tables
+    // keep up) but fast enough that a batch of the rebuild almost never finds nothing new to
+    // apply — which is what the swap used to wait for.
     let stop_writing = CancellationToken::new();
-    let writers = keep_appending(&pool, &appends, 301, 4, stop_writing.clone());
+    let writers = keep_appending(&pool, &appends, 301, 2, Duration::from_millis(2), stop_writing.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
     wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Rebuilding).await;
