@@ -117,40 +117,16 @@ impl AccountLookup {
     }
 }
 
-/// The checkpoint, and the account's row if it exists.
-#[derive(sqlx::FromRow)]
-struct SummaryOrCheckpoint {
-    account_id: Option<Uuid>,
-    owner_id: Option<String>,
-    current_balance: Option<Decimal>,
-    total_deposits: Option<Decimal>,
-    total_withdrawals: Option<Decimal>,
-    transaction_count: Option<i64>,
-    last_transaction: Option<OffsetDateTime>,
-    created_at: Option<OffsetDateTime>,
-    version: Option<i64>,
-    #[sqlx(flatten)]
-    as_of: Position,
-}
+/// The checkpoint, and the account's row if the left join found one: the row's own columns are
+/// decoded as a [`SummaryRow`] only when they are there.
+struct SummaryOrCheckpoint(Option<SummaryRow>, Position);
 
-impl SummaryOrCheckpoint {
-    fn split(self) -> (Option<SummaryRow>, Position) {
-        let as_of = self.as_of;
-        let row = (|| {
-            Some(SummaryRow {
-                account_id: self.account_id?,
-                owner_id: self.owner_id?,
-                current_balance: self.current_balance?,
-                total_deposits: self.total_deposits?,
-                total_withdrawals: self.total_withdrawals?,
-                transaction_count: self.transaction_count?,
-                last_transaction: self.last_transaction?,
-                created_at: self.created_at?,
-                version: self.version?,
-                as_of,
-            })
-        })();
-        (row, as_of)
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SummaryOrCheckpoint {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<SummaryOrCheckpoint, sqlx::Error> {
+        use sqlx::Row;
+        let found: Option<Uuid> = row.try_get("account_id")?;
+        let summary = found.map(|_| SummaryRow::from_row(row)).transpose()?;
+        Ok(SummaryOrCheckpoint(summary, Position::from_row(row)?))
     }
 }
 
@@ -218,7 +194,7 @@ impl ReadModel {
         .bind(account_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(found.map_or((None, Position::START), SummaryOrCheckpoint::split))
+        Ok(found.map_or((None, Position::START), |SummaryOrCheckpoint(row, as_of)| (row, as_of)))
     }
 
     /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].

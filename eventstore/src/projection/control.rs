@@ -64,19 +64,13 @@ pub(super) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Resu
 }
 
 /// Whether the leadership taken with `epoch` (if any: a runner driven by hand has none) still
-/// stands, holding it until the transaction ends. Every write of a leader checks it, so that a
-/// leader replaced while it was paused changes nothing when it wakes up.
+/// stands, holding it until the transaction ends. Every write of a leader checks it: a takeover
+/// (which increments the epoch) waits for the write in flight, and a leader replaced while it
+/// was paused changes nothing when it wakes up.
 pub(super) async fn leads(conn: &mut PgConnection, name: &str, epoch: Option<i64>) -> Result<bool, sqlx::Error> {
-    match epoch {
-        Some(epoch) => still_leads(conn, name, epoch).await,
-        None => Ok(true),
-    }
-}
-
-/// Whether the leadership taken with `epoch` still stands, holding it until the transaction
-/// ends: a takeover (which increments the epoch) waits for the batch in flight, and a batch
-/// after a takeover sees it.
-pub(super) async fn still_leads(conn: &mut PgConnection, name: &str, epoch: i64) -> Result<bool, sqlx::Error> {
+    let Some(epoch) = epoch else {
+        return Ok(true);
+    };
     let current: Option<i64> =
         sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = $1 FOR SHARE")
             .bind(name)

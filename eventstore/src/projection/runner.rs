@@ -413,9 +413,7 @@ impl<P: Projection> ProjectionRunner<P> {
             tx.rollback().await?;
             return Ok((if held_back { Progress::HeldBack } else { Progress::CaughtUp }, reached));
         };
-        if let Some(epoch) = self.epoch
-            && !control::still_leads(&mut tx, self.projection.name(), epoch).await?
-        {
+        if !control::leads(&mut tx, self.projection.name(), self.epoch).await? {
             tx.rollback().await?;
             return Ok((Progress::NotLeading, false));
         }
@@ -455,9 +453,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut applied = 0;
         for event in &events {
             let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
-            if let Some(epoch) = self.epoch
-                && !control::still_leads(&mut tx, self.projection.name(), epoch).await?
-            {
+            if !control::leads(&mut tx, self.projection.name(), self.epoch).await? {
                 tx.rollback().await?;
                 return Ok(Progress::NotLeading);
             }
