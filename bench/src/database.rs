@@ -22,7 +22,7 @@ pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
     admin.execute(format!(r#"CREATE DATABASE "{DATABASE}""#).as_str()).await?;
     admin.close().await?;
     let pool = pool(80).await?;
-    sqlx::migrate!("../migrations").run(&pool).await?;
+    app::read_side::migrate(&pool).await?;
     Ok(pool)
 }
 
@@ -41,10 +41,11 @@ pub async fn wait_for_projections(pool: &PgPool, within: Duration) -> Result<(),
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let behind: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM projection_checkpoints c
-             WHERE c.projection_name NOT LIKE '%#rebuild' AND EXISTS (SELECT 1 FROM events e
-                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)))",
+            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[]) AS p (name), projection_checkpoint(p.name) c
+             WHERE EXISTS (SELECT 1 FROM events e
+                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position)))",
         )
+        .bind(app::read_side::PROJECTION_NAMES)
         .fetch_one(pool)
         .await?;
         if !behind {

@@ -10,8 +10,9 @@
 //! - [`snapshots`]: a stream's state every so many events.
 //! - [`processed_commands`]: remembered commands, for idempotent retries.
 //! - [`guard`]: refuse a cluster whose transaction ids would sort new events before stored ones.
+//! - [`schema`]: the store's tables, in this crate's `migrations/` folder.
 //!
-//! The schema lives in the workspace's `migrations/` folder. Without the default `postgres`
+//! Without the default `postgres`
 //! feature only [`Position`] remains, for code compiled to WebAssembly.
 
 pub mod position;
@@ -31,6 +32,8 @@ pub mod processed_commands;
 pub mod projection;
 #[cfg(feature = "postgres")]
 mod relay;
+#[cfg(feature = "postgres")]
+pub mod schema;
 #[cfg(feature = "postgres")]
 pub mod snapshots;
 #[cfg(feature = "postgres")]

@@ -114,7 +114,7 @@ async fn wait_for_recorded(pool: &PgPool, count: usize) -> Vec<i64> {
     recorded(pool).await
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn batches_apply_every_event_once_in_order(pool: PgPool) {
     let (runner, _) = setup(&pool, 10).await;
     let mut batches = 0;
@@ -130,7 +130,7 @@ async fn batches_apply_every_event_once_in_order(pool: PgPool) {
     assert_eq!(checkpoint.global_position, last);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_failing_event_is_named_and_what_came_before_it_is_kept(pool: PgPool) {
     let (runner, fail_on) = setup(&pool, 6).await;
     fail_on.store(6, Ordering::SeqCst);
@@ -157,7 +157,7 @@ async fn a_failing_event_is_named_and_what_came_before_it_is_kept(pool: PgPool) 
     assert_eq!(recorded(&pool).await, (1..=6).collect::<Vec<_>>());
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn the_runner_follows_new_events_until_cancelled(pool: PgPool) {
     let (runner, _) = setup(&pool, 3).await;
     let shutdown = CancellationToken::new();
@@ -167,7 +167,7 @@ async fn the_runner_follows_new_events_until_cancelled(pool: PgPool) {
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("the runner stops").unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 0, &appends).await;
@@ -197,7 +197,7 @@ async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     // Two `Appends` are two processes: one appends, the other's reader follows.
     let (writer, reader) = (Appends::new(), Appends::new());
@@ -255,7 +255,7 @@ async fn wait_for_status(
     panic!("status of {name} never got there: {last:?}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPool) {
     let appends = Appends::new();
     let (runner, fail_on) = setup_with(&pool, 5, &appends).await;
@@ -300,7 +300,7 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
     let appends = Appends::new();
     let (first, _) = setup_with(&pool, 3, &appends).await;
@@ -335,7 +335,7 @@ async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
     assert_eq!(status.iter().find(|s| s.name == "recorder").unwrap().summary, "not running");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 10, &appends).await;
@@ -405,7 +405,7 @@ fn keep_appending(
     })
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 300, &appends).await;
@@ -437,7 +437,7 @@ async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
     let appends = Appends::new();
     let (runner, fail_on) = setup_with(&pool, 5, &appends).await;
@@ -459,7 +459,7 @@ async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn levers_are_compare_and_set(pool: PgPool) {
     let appends = Appends::new();
     let (runner, fail_on) = setup_with(&pool, 6, &appends).await;
@@ -519,7 +519,7 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 20, &appends).await;
@@ -553,7 +553,7 @@ async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 3, &appends).await;
@@ -591,7 +591,7 @@ async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
     task.await.unwrap();
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_projection_is_shown_only_the_event_types_it_reads(pool: PgPool) {
     let (runner, _) = setup(&pool, 0).await;
     let mut conn = pool.acquire().await.unwrap();

@@ -43,7 +43,7 @@ async fn count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await.unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn appended_events_read_back_in_version_order(pool: PgPool) {
     let stream = Uuid::new_v4();
     let first = append_now(&pool, stream, 0, &[event(1), event(2)]).await.unwrap();
@@ -67,7 +67,7 @@ async fn appended_events_read_back_in_version_order(pool: PgPool) {
     assert_eq!(tail[0].stream_version, 3);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool) {
     let stream = Uuid::new_v4();
     append_now(&pool, stream, 0, &[event(1), event(2)]).await.unwrap();
@@ -84,7 +84,7 @@ async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(pool: PgPool)
     assert_eq!(count(&pool).await, 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn of_concurrent_writers_at_one_version_exactly_one_wins(pool: PgPool) {
     let stream = Uuid::new_v4();
     append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
@@ -109,7 +109,7 @@ async fn of_concurrent_writers_at_one_version_exactly_one_wins(pool: PgPool) {
     assert_eq!(count(&pool).await, 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_conflict_rolls_back_the_callers_other_writes(pool: PgPool) {
     let stream = Uuid::new_v4();
     append_now(&pool, stream, 0, &[event(1)]).await.unwrap();
@@ -120,7 +120,7 @@ async fn a_conflict_rolls_back_the_callers_other_writes(pool: PgPool) {
     assert_eq!(count(&pool).await, 1);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn the_global_log_reads_in_order_and_resumes_after_a_position(pool: PgPool) {
     let streams = [Uuid::new_v4(), Uuid::new_v4()];
     for round in 0..3 {
@@ -138,7 +138,7 @@ async fn the_global_log_reads_in_order_and_resumes_after_a_position(pool: PgPool
     assert_eq!(resumed, all.iter().map(|e| e.event_id).collect::<Vec<_>>());
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn events_of_a_transaction_still_open_are_not_read_yet(pool: PgPool) {
     let mut open = pool.begin().await.unwrap();
     append(&mut open, "counter", Uuid::new_v4(), 0, &[event(1)]).await.unwrap();
@@ -153,7 +153,7 @@ async fn events_of_a_transaction_still_open_are_not_read_yet(pool: PgPool) {
     assert_eq!(payloads, vec![1, 2]);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn events_cannot_be_updated_deleted_or_truncated_even_by_a_superuser(pool: PgPool) {
     let is_superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         .fetch_one(&pool)
@@ -177,7 +177,7 @@ async fn events_cannot_be_updated_deleted_or_truncated_even_by_a_superuser(pool:
     println!("connected as superuser: {is_superuser}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_stream_loads_from_the_newest_snapshot_of_its_versions_at_or_below_a_version(pool: PgPool) {
     use eventstore::snapshots::save_snapshot;
     use eventstore::{SnapshotVersion, read_stream_from_snapshot};
@@ -220,7 +220,7 @@ async fn next_transaction_id(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetch_one(pool).await.unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_store_written_on_this_cluster_passes_the_transaction_id_check(pool: PgPool) {
     use eventstore::check_transaction_ids;
     check_transaction_ids(&pool).await.expect("an empty store passes");
@@ -228,7 +228,7 @@ async fn a_store_written_on_this_cluster_passes_the_transaction_id_check(pool: P
     check_transaction_ids(&pool).await.expect("a store written here passes");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn events_from_transaction_ids_this_cluster_has_not_reached_fail_the_check(pool: PgPool) {
     use eventstore::guard::safe_next_transaction_id;
     use eventstore::{ClusterMoveError, check_transaction_ids};
@@ -258,7 +258,7 @@ async fn events_from_transaction_ids_this_cluster_has_not_reached_fail_the_check
     assert!(message.contains("vacuumdb --all --freeze") && message.contains(&remedy), "{message}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_command_is_recorded_once(pool: PgPool) {
     use eventstore::processed_commands::{RecordError, find_processed, record_processed};
     let command = Uuid::new_v4();

@@ -74,7 +74,7 @@ impl Application {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(settings.database.clone())
             .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
+        app::read_side::migrate(&pool).await?;
         eventstore::check_transaction_ids(&pool).await.map_err(|error| match error {
             eventstore::ClusterMoveError::Database(error) => StartupError::Database(error),
             moved => StartupError::ClusterMoved(moved),

@@ -20,6 +20,19 @@ pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
 
+/// Brings the database up to date: the event store's tables (its own migrations), then the
+/// read models' tables (the workspace's `migrations/` folder). Both share sqlx's migration
+/// history, so each leaves the other's versions alone.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    eventstore::schema::migrate(pool).await?;
+    let mut read_tables = sqlx::migrate!("../migrations");
+    read_tables.set_ignore_missing(true);
+    read_tables.run(pool).await
+}
+
+/// The name of every projection [`run_projections`] runs.
+pub const PROJECTION_NAMES: &[&str] = &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME];
+
 /// Starts a runner for every projection; each leads its projection in one instance at a time.
 /// A new projection is a module, a migration for its tables, and a line here: it catches up
 /// from the first event by itself.

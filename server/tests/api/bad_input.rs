@@ -6,7 +6,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{error_code, spawn_app};
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn malformed_or_incomplete_json_is_400(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
@@ -34,7 +34,7 @@ async fn malformed_or_incomplete_json_is_400(_: PgPoolOptions, db: PgConnectOpti
     assert_eq!(app.event_count().await, events_before);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
@@ -83,7 +83,7 @@ async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
     assert_eq!(app.event_count().await, events_before);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn oversize_bodies_are_413(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let body = json!({"ownerId": "x".repeat(100 * 1024), "initialBalance": 1});
@@ -92,7 +92,7 @@ async fn oversize_bodies_are_413(_: PgPoolOptions, db: PgConnectOptions) {
     assert_eq!(app.event_count().await, 0);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn queries_refuse_bad_ids_and_tokens(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
@@ -104,7 +104,7 @@ async fn queries_refuse_bad_ids_and_tokens(_: PgPoolOptions, db: PgConnectOption
     assert_eq!(error_code(response, StatusCode::NOT_FOUND).await, "account_not_found");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn unknown_routes_and_methods_answer_json(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     assert_eq!(error_code(app.get("/api/nothing-here").await, StatusCode::NOT_FOUND).await, "not_found");
@@ -112,7 +112,7 @@ async fn unknown_routes_and_methods_answer_json(_: PgPoolOptions, db: PgConnectO
     assert_eq!(error_code(response, StatusCode::METHOD_NOT_ALLOWED).await, "method_not_allowed");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn an_over_precise_amount_is_refused_not_rounded(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 10.0).await;
@@ -134,7 +134,7 @@ async fn an_over_precise_amount_is_refused_not_rounded(_: PgPoolOptions, db: PgC
     assert_eq!(app.post_raw("/api/commands/deposit", exact).await.status(), StatusCode::OK);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_nul_in_an_owner_is_400_and_nothing_is_written(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     for owner in ["\u{0}", "a\u{0}b", "alice\u{0}"] {
@@ -151,7 +151,7 @@ async fn a_nul_in_an_owner_is_400_and_nothing_is_written(_: PgPoolOptions, db: P
     }
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn extreme_versions_and_limits_are_400(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 10.0).await;

@@ -4,7 +4,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{error_code, spawn_app};
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn create_account_answers_with_the_id_version_and_token(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let answer = app.create_account("alice", 100.0).await;
@@ -14,7 +14,7 @@ async fn create_account_answers_with_the_id_version_and_token(_: PgPoolOptions, 
     assert!(token.parse::<eventstore::Position>().is_ok(), "token {token}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_new_account_reads_as_the_seed_says(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let answer = app.create_account("alice", 100.0).await;
@@ -31,7 +31,7 @@ async fn a_new_account_reads_as_the_seed_says(_: PgPoolOptions, db: PgConnectOpt
     assert_eq!(account["version"], json!(1));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn deposits_and_withdrawals_reach_the_read_model(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("bob", 100.0).await["accountId"].as_str().unwrap().to_owned();
@@ -55,7 +55,7 @@ async fn deposits_and_withdrawals_reach_the_read_model(_: PgPoolOptions, db: PgC
     assert_ne!(account["lastTransaction"], account["createdAt"]);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("carol", 0.0).await["accountId"].as_str().unwrap().to_owned();
@@ -76,7 +76,7 @@ async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
     assert_eq!(account["currentBalance"].to_string(), "1.29");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn withdrawing_more_than_the_balance_is_refused_and_writes_nothing(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let created = app.create_account("dave", 40.0).await;
@@ -94,7 +94,7 @@ async fn withdrawing_more_than_the_balance_is_refused_and_writes_nothing(_: PgPo
     assert_eq!(account["currentBalance"], json!(40.0));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn commands_for_an_unknown_account_are_404_and_write_nothing(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let unknown = uuid::Uuid::new_v4();

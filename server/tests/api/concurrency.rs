@@ -41,13 +41,13 @@ async fn fifty_withdrawals_of_ten_from_a_hundred(app: &TestApp) {
     assert_eq!(account["totalWithdrawals"], json!(100.0));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn writers_serialised_per_stream_never_overdraw(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.serialize_writers = true).await;
     fifty_withdrawals_of_ten_from_a_hundred(&app).await;
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn optimistic_writers_with_enough_retries_never_overdraw(_: PgPoolOptions, db: PgConnectOptions) {
     // Without the lock, every clash costs a retry: 50 writers need up to 50 attempts.
     let app = spawn_app_with(db, |settings| {

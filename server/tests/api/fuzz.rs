@@ -235,7 +235,7 @@ async fn check(client: &reqwest::Client, address: &str, request: &Request) -> Op
     (!is_json || !has_shape).then(|| format!("{} (not the JSON error shape)", answer()))
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn no_input_gets_a_5xx_or_an_unshaped_error(_: PgPoolOptions, db: PgConnectOptions) {
     // A token ahead of the read model waits this long, not the default 2 s.
     let app = spawn_app_with(db, |settings| settings.catch_up_bound = Duration::from_millis(100)).await;

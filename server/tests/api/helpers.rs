@@ -127,9 +127,8 @@ impl TestApp {
     pub async fn wait_for_projection(&self) {
         for _ in 0..750 {
             let behind: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoints c
-                 WHERE c.projection_name = 'account_summary'
-                   AND (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position))",
+                "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoint('account_summary') c
+                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
             )
             .fetch_one(&self.pool)
             .await

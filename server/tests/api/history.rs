@@ -19,7 +19,7 @@ async fn history(app: &TestApp, body: Value) -> Value {
     response.json().await.unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 10.0).await;
@@ -52,7 +52,7 @@ async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOpti
     assert_eq!(error_code(bad, StatusCode::BAD_REQUEST).await, "invalid_request");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptions, db: PgConnectOptions) {
     // A small snapshot interval, so that pages start from snapshots too.
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 4).await;
@@ -101,7 +101,7 @@ async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptio
     assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "account_not_found");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 3).await;
     let id = app.account_id("carol", 10.0).await;
@@ -154,7 +154,7 @@ async fn deposit_recorded_at(app: &TestApp, id: &str) -> time::OffsetDateTime {
         .unwrap()
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_moment_to_the_second_includes_the_events_of_that_second(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("dave", 10.0).await;
@@ -172,7 +172,7 @@ async fn a_moment_to_the_second_includes_the_events_of_that_second(_: PgPoolOpti
     assert_eq!(account["balance"].as_f64(), Some(15.0));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_moment_with_a_fraction_is_exact(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("erin", 10.0).await;

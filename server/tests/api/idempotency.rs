@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{error_code, spawn_app};
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_same_deposit_sent_20_times_at_once_deposits_once(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 100.0).await;
@@ -29,7 +29,7 @@ async fn the_same_deposit_sent_20_times_at_once_deposits_once(_: PgPoolOptions, 
     assert_eq!(account["transactionCount"], json!(2));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_retried_creation_answers_with_the_same_account(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let body = json!({"ownerId": "bob", "initialBalance": 10, "commandId": uuid::Uuid::new_v4()});
@@ -46,7 +46,7 @@ async fn a_retried_creation_answers_with_the_same_account(_: PgPoolOptions, db: 
     assert_eq!(streams, 1);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_retried_refusal_is_refused_again_and_stays_refused(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("carol", 10.0).await;
@@ -65,7 +65,7 @@ async fn a_retried_refusal_is_refused_again_and_stays_refused(_: PgPoolOptions, 
     assert_eq!(app.event_count().await, 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("dave", 10.0).await;
@@ -84,7 +84,7 @@ async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: Pg
     assert_eq!(app.event_count().await, 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn commands_without_an_id_are_each_new(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("erin", 0.0).await;

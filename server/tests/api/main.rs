@@ -15,6 +15,7 @@ mod pages;
 mod processes;
 mod queries;
 mod read_model;
+mod schema;
 mod snapshots;
 mod unavailable;
 mod upcasting;

@@ -83,7 +83,7 @@ async fn wait_until_caught_up(client: &reqwest::Client, server: &ServerProcess) 
     panic!("the projections did not catch up: {health}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn two_instances_one_killed_mid_run_apply_every_event_exactly_once(_: PgPoolOptions, db: PgConnectOptions) {
     let client = reqwest::Client::new();
     let a = spawn_server(&db, "instance-a");
@@ -113,7 +113,7 @@ async fn two_instances_one_killed_mid_run_apply_every_event_exactly_once(_: PgPo
     assert_read_model_equals_replay(&pool).await;
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_server_killed_under_load_restarts_to_a_read_model_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
     let client = reqwest::Client::new();
     let mut first = spawn_server(&db, "first");
@@ -131,7 +131,7 @@ async fn a_server_killed_under_load_restarts_to_a_read_model_equal_to_a_replay(_
     assert_read_model_equals_replay(&pool).await;
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn sigterm_finishes_cleanly_and_hands_leadership_over_at_once(_: PgPoolOptions, db: PgConnectOptions) {
     let client = reqwest::Client::new();
     let mut first = spawn_server(&db, "first");
@@ -157,7 +157,7 @@ fn signal(server: &ServerProcess, signal: &str) {
     assert!(sent.success(), "kill {signal} failed");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPoolOptions, db: PgConnectOptions) {
     let client = reqwest::Client::new();
     let a = spawn_server(&db, "instance-a");

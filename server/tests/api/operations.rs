@@ -32,7 +32,7 @@ async fn wait_for(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> V
     panic!("{name} never got there: {last}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let created = app.create_account("alice", 10.0).await;
@@ -64,7 +64,7 @@ async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db:
     }
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let before = app.create_account("alice", 10.0).await;
@@ -119,7 +119,7 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     assert_eq!(error_code(malformed, StatusCode::BAD_REQUEST).await, "invalid_request");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let mut ids = Vec::new();
@@ -146,7 +146,7 @@ async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, 
     assert_eq!(again.status(), StatusCode::OK, "a finished rebuild can be asked for again");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| {
         settings.max_connections = 4;
@@ -190,7 +190,7 @@ async fn requests_that_cannot_get_a_connection_answer_503_quickly(_: PgPoolOptio
     }
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn another_aggregates_events_do_not_reach_the_account_read_models(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     // A transfer's event, as a second aggregate would append it: no account projection can

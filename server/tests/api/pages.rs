@@ -5,7 +5,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::spawn_app;
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_account_page_is_rendered_with_its_balance(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let created = app.create_account("erin", 1234.5).await;
@@ -17,7 +17,7 @@ async fn the_account_page_is_rendered_with_its_balance(_: PgPoolOptions, db: PgC
     assert!(html.contains("erin"));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_accounts_page_lists_accounts(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     app.create_account("frank", 10.0).await;
@@ -26,7 +26,7 @@ async fn the_accounts_page_lists_accounts(_: PgPoolOptions, db: PgConnectOptions
     assert!(html.contains("frank"), "{html}");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn unknown_pages_are_404(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let response = app.get("/no/such/page").await;

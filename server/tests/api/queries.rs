@@ -4,7 +4,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{error_code, spawn_app};
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn every_answer_says_what_it_is_current_as_of(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let created = app.create_account("alice", 5.0).await;
@@ -15,7 +15,7 @@ async fn every_answer_says_what_it_is_current_as_of(_: PgPoolOptions, db: PgConn
     assert!(as_of >= token);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn high_value_accounts_are_those_at_or_above_the_minimum_highest_first(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     for (owner, balance) in [("a", 50.0), ("b", 1000.0), ("c", 999.99), ("d", 5000.0), ("e", 1000.0)] {
@@ -33,7 +33,7 @@ async fn high_value_accounts_are_those_at_or_above_the_minimum_highest_first(_: 
     assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn high_value_accounts_are_at_most_100(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     for i in 0..105 {
@@ -47,7 +47,7 @@ async fn high_value_accounts_are_at_most_100(_: PgPoolOptions, db: PgConnectOpti
     assert_eq!(accounts[0]["currentBalance"], json!(1104.0));
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn accounts_can_be_listed_and_filtered_by_owner(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     for owner in ["alice", "bob", "alice"] {
@@ -62,7 +62,7 @@ async fn accounts_can_be_listed_and_filtered_by_owner(_: PgPoolOptions, db: PgCo
     assert_eq!(owners, vec!["alice", "alice"]);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 100.0).await;

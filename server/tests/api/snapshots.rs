@@ -13,7 +13,7 @@ use crate::helpers::spawn_app_with;
 
 const INTERVAL: i64 = 5;
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn loading_from_snapshots_equals_folding_the_whole_stream(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = INTERVAL).await;
     let id = app.account_id("alice", 1000.0).await;
@@ -58,7 +58,7 @@ async fn loading_from_snapshots_equals_folding_the_whole_stream(_: PgPoolOptions
     assert_eq!(at_12.events.len(), 2);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 0).await;
     let id = app.account_id("bob", 10.0).await;
@@ -79,7 +79,7 @@ async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConne
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_snapshot_made_by_another_fold_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = INTERVAL).await;
     let id = app.account_id("carol", 100.0).await;

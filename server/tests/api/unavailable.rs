@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{error_code, spawn_app_with};
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db.clone(), |settings| settings.acquire_timeout = std::time::Duration::from_secs(1)).await;
     let id = app.account_id("alice", 10.0).await;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::helpers::spawn_app;
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let account_id = Uuid::new_v4();

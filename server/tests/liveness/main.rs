@@ -39,7 +39,7 @@ fn p99(mut latencies: Vec<Duration>) -> Duration {
     latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(db).await;
@@ -88,7 +88,7 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
     );
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn time_travel_never_waits_for_a_second_connection(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app_with(db, |settings| {
@@ -152,7 +152,7 @@ async fn single_deposits(
 
 /// The server runs as a process of its own (a multi-threaded runtime, its default pool of 20
 /// connections), so that the clients' work here does not compete with it on one thread.
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let server = spawn_server(&db, "hot-account");
@@ -198,7 +198,7 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
     assert!(loaded <= bound, "other accounts' deposits p99 {loaded:?} under a hot account, {idle:?} idle");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app_with(db, |settings| settings.max_read_model_waiters = 50).await;
@@ -249,7 +249,7 @@ async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOpti
     assert!(spent < 1000, "100 waits cost {spent} transactions");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_monitor_probing_health_costs_one_trivial_query_a_probe(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(db).await;
@@ -267,7 +267,7 @@ async fn a_monitor_probing_health_costs_one_trivial_query_a_probe(_: PgPoolOptio
     assert!(spent < 200, "100 health probes cost {spent} transactions");
 }
 
-#[sqlx::test(migrations = "../migrations")]
+#[sqlx::test(migrations = false)]
 async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(db).await;
