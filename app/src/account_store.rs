@@ -1,12 +1,14 @@
-//! Loading accounts from the event store: the latest snapshot plus the events after it, up to
-//! any version, so that loading costs O(snapshot interval) whatever the account's history.
+//! The account as the event store keeps it: its stream type, how its events and snapshots are
+//! stored, and what identifies a command. The store runs the command loop and loads accounts
+//! (from the latest snapshot plus the events after it) with these parts; the rules themselves
+//! are `domain`'s.
 
-use eventstore::snapshots::save_snapshot;
-use eventstore::{RecordedEvent, SnapshotVersion, read_stream_from_snapshot, read_stream_until};
+use eventstore::{Aggregate, NewEvent, RecordedEvent, SnapshotVersion};
+use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{AccountEvent, AccountState, evolve};
+use crate::domain::{self, AccountCommand, AccountEvent, AccountState, DomainError};
 use crate::event_codec::{self, DecodeError};
 
 /// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
@@ -21,86 +23,68 @@ pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 /// totals).
 pub const FOLD_VERSION: i32 = 2;
 
-/// What a snapshot must have been made with to be loaded.
-const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: SNAPSHOT_SCHEMA_VERSION, fold: FOLD_VERSION };
+/// The account aggregate: the domain's pure rules, stored through `event_codec`.
+pub struct Account;
 
-/// The latest version, for [`load`].
-pub const LATEST: i64 = i64::MAX;
+impl Aggregate for Account {
+    const STREAM_TYPE: &'static str = "account";
+    const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: SNAPSHOT_SCHEMA_VERSION, fold: FOLD_VERSION };
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Unreadable(#[from] DecodeError),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    type State = AccountState;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Refusal = DomainError;
+    type DecodeError = DecodeError;
+
+    fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
+        domain::decide(state, command)
+    }
+
+    fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
+        domain::evolve(state, event)
+    }
+
+    fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
+        event_codec::encode(event, metadata)
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
+        event_codec::decode(event)
+    }
+
+    /// A new account's id is made per request, so it is left out: a retried creation is the
+    /// same request.
+    fn request(account_id: Uuid, command: &AccountCommand) -> Value {
+        match command {
+            AccountCommand::CreateAccount { owner_id, initial_balance } => {
+                json!({ "type": "CreateAccount", "ownerId": owner_id, "initialBalance": initial_balance })
+            }
+            AccountCommand::Deposit { amount } => {
+                json!({ "type": "Deposit", "accountId": account_id, "amount": amount })
+            }
+            AccountCommand::Withdraw { amount } => {
+                json!({ "type": "Withdraw", "accountId": account_id, "amount": amount })
+            }
+        }
+    }
 }
 
-/// An account's state at a version, and how it was obtained.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadedAccount {
-    pub state: AccountState,
-    /// The stream version the state reflects; 0 for an account never created.
-    pub version: i64,
-    /// The snapshot the fold started from, if any.
-    pub snapshot_version: Option<i64>,
-    /// The events folded after the snapshot, with their decoded form.
-    pub events: Vec<(RecordedEvent, AccountEvent)>,
-}
+pub use eventstore::LATEST;
+
+pub type LoadedAccount = eventstore::Loaded<Account>;
+pub type LoadError = eventstore::LoadError<DecodeError>;
 
 /// The account as it was at `up_to_version` ([`LATEST`] for now).
 pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64) -> Result<LoadedAccount, LoadError> {
-    let (snapshot, mut recorded) =
-        read_stream_from_snapshot(&mut *conn, account_id, up_to_version, SNAPSHOT_VERSION).await?;
-    let (mut state, snapshot_version) = match snapshot {
-        Some(snapshot) => match serde_json::from_value::<AccountState>(snapshot.state) {
-            Ok(state) => (state, Some(snapshot.stream_version)),
-            Err(error) => {
-                // A snapshot is only a cache: fold the whole stream instead.
-                tracing::warn!(%account_id, version = snapshot.stream_version, %error, "ignoring an unreadable snapshot");
-                recorded = read_stream_until(&mut *conn, account_id, 0, up_to_version).await?;
-                (AccountState::default(), None)
-            }
-        },
-        None => (AccountState::default(), None),
-    };
-    let mut events = Vec::with_capacity(recorded.len());
-    for event in recorded {
-        let decoded = event_codec::decode(&event)?;
-        state = evolve(state, &decoded);
-        events.push((event, decoded));
-    }
-    let version = events.last().map(|(event, _)| event.stream_version).or(snapshot_version).unwrap_or(0);
-    Ok(LoadedAccount { state, version, snapshot_version, events })
+    eventstore::aggregate::load::<Account>(conn, account_id, up_to_version).await
 }
 
-/// Whether moving from `old_version` to `new_version` crosses a multiple of `interval`, at
-/// which a snapshot is due. Then at most `interval - 1` events (plus the events of one command)
-/// follow the latest snapshot.
-pub fn snapshot_due(old_version: i64, new_version: i64, interval: i64) -> bool {
-    interval > 0 && old_version / interval != new_version / interval
-}
-
+/// Stores the account's state at `version` as a snapshot, as the command loop does when one is due.
 pub async fn save(
     conn: &mut PgConnection,
     account_id: Uuid,
     version: i64,
     state: &AccountState,
 ) -> Result<(), sqlx::Error> {
-    let state = serde_json::to_value(state).expect("account states always serialise to JSON");
-    save_snapshot(conn, account_id, version, SNAPSHOT_VERSION, &state).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::snapshot_due;
-
-    #[test]
-    fn a_snapshot_is_due_when_a_multiple_of_the_interval_is_crossed() {
-        assert!(!snapshot_due(0, 1, 5));
-        assert!(!snapshot_due(3, 4, 5));
-        assert!(snapshot_due(4, 5, 5));
-        assert!(snapshot_due(4, 6, 5));
-        assert!(!snapshot_due(5, 6, 5));
-        assert!(!snapshot_due(9, 10, 0));
-    }
+    eventstore::aggregate::save::<Account>(conn, account_id, version, state).await
 }

@@ -64,5 +64,5 @@ pub async fn create_accounts(handler: &CommandHandler, count: usize) -> Result<V
 
 pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
     let command_id = Uuid::new_v4();
-    CommandEnvelope { command_id, correlation_id: command_id, account_id, command }
+    CommandEnvelope { command_id, correlation_id: command_id, stream_id: account_id, command }
 }

@@ -1,5 +1,9 @@
 //! A Postgres event store and projection runner that know nothing about bank accounts.
 //!
+//! - [`aggregate`]: what an aggregate supplies (its pure parts), and loading one from its latest
+//!   snapshot.
+//! - [`commands`]: the command loop for any aggregate: turns, stream lock, idempotency, decide,
+//!   append, retry, snapshot.
 //! - [`store`]: append events to a stream at an expected version (optimistic concurrency), read
 //!   a stream back, and read the global log in a gap-safe order.
 //! - [`projection`]: run a named projection over the global log, applying each batch and
@@ -21,7 +25,11 @@ pub use position::{ParsePositionError, Position};
 pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
 
 #[cfg(feature = "postgres")]
+pub mod aggregate;
+#[cfg(feature = "postgres")]
 pub mod checkpoint_watch;
+#[cfg(feature = "postgres")]
+pub mod commands;
 #[cfg(feature = "postgres")]
 pub mod event;
 #[cfg(feature = "postgres")]
@@ -44,7 +52,11 @@ pub mod stream_turns;
 pub mod wakeup;
 
 #[cfg(feature = "postgres")]
+pub use aggregate::{Aggregate, LATEST, LoadError, Loaded};
+#[cfg(feature = "postgres")]
 pub use checkpoint_watch::{CheckpointWatch, Waited};
+#[cfg(feature = "postgres")]
+pub use commands::{Accepted, CommandEnvelope, CommandError, CommandHandler, WriteOptions};
 #[cfg(feature = "postgres")]
 pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]

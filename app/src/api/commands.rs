@@ -69,7 +69,7 @@ mod server {
     ) -> Result<CommandAccepted, ApiError> {
         let command_id = command_id.unwrap_or_else(Uuid::new_v4);
         let correlation_id = correlation_id().await?.unwrap_or(command_id);
-        let envelope = CommandEnvelope { command_id, correlation_id, account_id, command };
+        let envelope = CommandEnvelope { command_id, correlation_id, stream_id: account_id, command };
         Ok(crate::api::services()?.commands.handle(envelope).await?)
     }
 

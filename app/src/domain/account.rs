@@ -87,10 +87,10 @@ pub enum AccountEvent {
 }
 
 impl AccountEvent {
-    /// The name stored in the event store's `event_type` column.
     /// Every account event type, as stored: what the account read models declare they read.
     pub const TYPES: &'static [&'static str] = &["AccountCreated", "MoneyDeposited", "MoneyWithdrawn"];
 
+    /// The name stored in the event store's `event_type` column.
     pub fn event_type(&self) -> &'static str {
         match self {
             AccountEvent::AccountCreated { .. } => Self::TYPES[0],

@@ -83,7 +83,7 @@ impl AccountHistory {
             let mut conn = self.pool.acquire().await?;
             let mut state = account_store::load(&mut conn, account_id, bottom - 1).await?.state;
             for event in read_stream_until(&mut *conn, account_id, bottom - 1, top).await? {
-                let decoded = event_codec::decode(&event)?;
+                let decoded = event_codec::decode(&event).map_err(LoadError::Unreadable)?;
                 state = evolve(state, &decoded);
                 let amount = match &decoded {
                     AccountEvent::AccountCreated { initial_balance, .. } => initial_balance.value(),

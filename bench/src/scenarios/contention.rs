@@ -50,7 +50,7 @@ async fn create_account(handler: &CommandHandler) -> Result<Uuid, CommandError> 
 
 fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
     let command_id = Uuid::new_v4();
-    CommandEnvelope { command_id, correlation_id: command_id, account_id, command }
+    CommandEnvelope { command_id, correlation_id: command_id, stream_id: account_id, command }
 }
 
 /// Each writer deposits `per_writer` times, one after the other, into its account; all

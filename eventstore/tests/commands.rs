@@ -1,0 +1,241 @@
+//! The generic command loop with a tally of its own (no accounts anywhere), against a real
+//! Postgres migrated by the store's own migrations alone.
+
+use std::time::Duration;
+
+use eventstore::{
+    Aggregate, Appends, CommandEnvelope, CommandError, CommandHandler, LATEST, NewEvent, RecordedEvent,
+    SnapshotVersion, WriteOptions, read_stream,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A tally that must be opened before it counts, and never passes its limit.
+struct Tally;
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct TallyState {
+    opened: bool,
+    total: u32,
+}
+
+enum TallyCommand {
+    Open,
+    Add(u32),
+}
+
+#[derive(Debug, PartialEq)]
+enum TallyEvent {
+    Opened,
+    Added(u32),
+}
+
+const LIMIT: u32 = 1000;
+
+#[derive(Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+enum Refusal {
+    #[error("the tally is not open")]
+    NotOpen,
+    #[error("the tally is open already")]
+    AlreadyOpen,
+    #[error("the tally would pass {LIMIT}")]
+    OverLimit,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable tally event {0}")]
+struct Unreadable(String);
+
+impl Aggregate for Tally {
+    const STREAM_TYPE: &'static str = "tally";
+    const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: 1, fold: 1 };
+
+    type State = TallyState;
+    type Command = TallyCommand;
+    type Event = TallyEvent;
+    type Refusal = Refusal;
+    type DecodeError = Unreadable;
+
+    fn decide(state: &TallyState, command: &TallyCommand) -> Result<Vec<TallyEvent>, Refusal> {
+        match command {
+            TallyCommand::Open if state.opened => Err(Refusal::AlreadyOpen),
+            TallyCommand::Open => Ok(vec![TallyEvent::Opened]),
+            TallyCommand::Add(_) if !state.opened => Err(Refusal::NotOpen),
+            TallyCommand::Add(n) if state.total + n > LIMIT => Err(Refusal::OverLimit),
+            TallyCommand::Add(n) => Ok(vec![TallyEvent::Added(*n)]),
+        }
+    }
+
+    fn evolve(state: TallyState, event: &TallyEvent) -> TallyState {
+        match event {
+            TallyEvent::Opened => TallyState { opened: true, ..state },
+            TallyEvent::Added(n) => TallyState { total: state.total + n, ..state },
+        }
+    }
+
+    fn encode(event: &TallyEvent, metadata: &Value) -> NewEvent {
+        let (event_type, data) = match event {
+            TallyEvent::Opened => ("Opened", json!({})),
+            TallyEvent::Added(n) => ("Added", json!({ "n": n })),
+        };
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            data,
+            metadata: metadata.clone(),
+        }
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<TallyEvent, Unreadable> {
+        match (event.event_type.as_str(), event.data.get("n").and_then(Value::as_u64)) {
+            ("Opened", _) => Ok(TallyEvent::Opened),
+            ("Added", Some(n)) => Ok(TallyEvent::Added(n as u32)),
+            _ => Err(Unreadable(event.event_type.clone())),
+        }
+    }
+
+    fn request(stream_id: Uuid, command: &TallyCommand) -> Value {
+        match command {
+            TallyCommand::Open => json!({ "open": stream_id }),
+            TallyCommand::Add(n) => json!({ "add": n, "to": stream_id }),
+        }
+    }
+}
+
+type TallyError = CommandError<Refusal, Unreadable>;
+
+fn handler(pool: &PgPool, options: WriteOptions) -> CommandHandler<Tally> {
+    CommandHandler::new(pool.clone(), Appends::new(), options)
+}
+
+fn envelope(stream_id: Uuid, command: TallyCommand) -> CommandEnvelope<TallyCommand> {
+    sent_as(Uuid::new_v4(), stream_id, command)
+}
+
+/// A command under a command id of the test's choosing: a retry, or a reuse.
+fn sent_as(command_id: Uuid, stream_id: Uuid, command: TallyCommand) -> CommandEnvelope<TallyCommand> {
+    CommandEnvelope { command_id, correlation_id: command_id, stream_id, command }
+}
+
+async fn load(pool: &PgPool, tally: Uuid) -> eventstore::Loaded<Tally> {
+    let mut conn = pool.acquire().await.unwrap();
+    eventstore::aggregate::load::<Tally>(&mut conn, tally, LATEST).await.unwrap()
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_command_sent_again_is_answered_as_the_first_time_and_applied_once(pool: PgPool) {
+    let tallies = handler(&pool, WriteOptions::default());
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+
+    let add = Uuid::new_v4();
+    let first = tallies.handle(sent_as(add, tally, TallyCommand::Add(5))).await.unwrap();
+    let again = tallies.handle(sent_as(add, tally, TallyCommand::Add(5))).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.version, 2);
+    assert_eq!(load(&pool, tally).await.state, TallyState { opened: true, total: 5 });
+
+    let events = read_stream(&pool, tally, 0).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|event| event.stream_type == "tally"));
+    let metadata = &events[1].metadata;
+    assert_eq!(metadata["commandId"], json!(add));
+    assert_eq!(metadata["causationId"], metadata["commandId"]);
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_refusal_is_remembered_and_a_reused_id_is_refused(pool: PgPool) {
+    let tallies = handler(&pool, WriteOptions::default());
+    let tally = Uuid::new_v4();
+    let early = Uuid::new_v4();
+    let refused = tallies.handle(sent_as(early, tally, TallyCommand::Add(1))).await;
+    assert!(matches!(refused, Err(TallyError::Rejected(Refusal::NotOpen))), "{refused:?}");
+
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    // Now it would be accepted, but this command was answered already.
+    let retried = tallies.handle(sent_as(early, tally, TallyCommand::Add(1))).await;
+    assert!(matches!(retried, Err(TallyError::Rejected(Refusal::NotOpen))), "{retried:?}");
+    let reused = tallies.handle(sent_as(early, tally, TallyCommand::Add(2))).await;
+    assert!(matches!(reused, Err(TallyError::CommandIdReused { .. })), "{reused:?}");
+    assert_eq!(load(&pool, tally).await.version, 1, "nothing but the opening was written");
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn concurrent_commands_on_one_stream_all_apply_in_order_with_or_without_the_lock(pool: PgPool) {
+    for serialize_writers in [true, false] {
+        let options = WriteOptions { serialize_writers, max_attempts: 200, ..WriteOptions::default() };
+        let tallies = handler(&pool, options);
+        let tally = Uuid::new_v4();
+        tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+        let writers: Vec<_> = (0..20)
+            .map(|_| {
+                let tallies = tallies.clone();
+                tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().expect("every writer gets its turn");
+        }
+        let versions: Vec<i64> =
+            read_stream(&pool, tally, 0).await.unwrap().iter().map(|event| event.stream_version).collect();
+        assert_eq!(versions, (1..=21).collect::<Vec<_>>(), "serialize_writers: {serialize_writers}");
+        assert_eq!(load(&pool, tally).await.state.total, 20);
+    }
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn snapshots_are_taken_at_the_interval_and_loading_from_them_equals_the_whole_fold(pool: PgPool) {
+    let tallies = handler(&pool, WriteOptions { snapshot_interval: 4, ..WriteOptions::default() });
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    for n in 1..=9 {
+        tallies.handle(envelope(tally, TallyCommand::Add(n))).await.unwrap();
+    }
+    let snapshots: Vec<i64> =
+        sqlx::query_scalar("SELECT stream_version FROM snapshots WHERE stream_id = $1 ORDER BY 1")
+            .bind(tally)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(snapshots, [4, 8]);
+
+    let loaded = load(&pool, tally).await;
+    assert_eq!(loaded.snapshot_version, Some(8));
+    assert_eq!(loaded.events.len(), 2, "only the events after the snapshot are read");
+    let whole = read_stream(&pool, tally, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| Tally::decode(event).unwrap())
+        .fold(TallyState::default(), |state, event| Tally::evolve(state, &event));
+    assert_eq!(loaded.state, whole);
+    assert_eq!(whole.total, 45);
+
+    let over = tallies.handle(envelope(tally, TallyCommand::Add(LIMIT))).await;
+    assert!(matches!(over, Err(TallyError::Rejected(Refusal::OverLimit))), "{over:?}");
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool) {
+    let options = WriteOptions { turn_patience: Duration::from_millis(50), ..WriteOptions::default() };
+    let tallies = handler(&pool, options);
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    // Another transaction holds the stream's lock: the first command waits on it (holding the
+    // turn), the second runs out of patience in line and writes nothing.
+    let mut blocker = pool.begin_with(eventstore::begin_with_stream_lock(tally)).await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *blocker).await.unwrap();
+    let first = {
+        let tallies = tallies.clone();
+        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = tallies.handle(envelope(tally, TallyCommand::Add(1))).await;
+    assert!(matches!(second, Err(TallyError::Busy(_))), "{second:?}");
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().expect("the first command goes ahead once the lock is free");
+    assert_eq!(load(&pool, tally).await.state.total, 1);
+}
