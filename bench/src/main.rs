@@ -51,6 +51,7 @@ pub struct Shared {
 
 pub const B1_APPEND_32: &str = "b1.append.32";
 pub const B2_MAX_RATE: &str = "b2.max_rate";
+pub const B3_QUERY_P99: &str = "b3.query_p99_ms";
 
 impl Shared {
     pub fn set(&self, key: &'static str, value: f64) {

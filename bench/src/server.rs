@@ -32,7 +32,13 @@ pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
 
 impl Server {
     pub async fn start() -> Result<Server, Box<dyn std::error::Error>> {
-        let settings = settings()?;
+        Server::start_with(|_| {}).await
+    }
+
+    /// [`Server::start`] with settings of the scenario's choosing.
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Result<Server, Box<dyn std::error::Error>> {
+        let mut settings = settings()?;
+        configure(&mut settings);
         let max_connections = settings.max_connections;
         let application = Application::build(settings).await?;
         let base = format!("http://{}", application.address());

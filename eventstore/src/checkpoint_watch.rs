@@ -77,6 +77,11 @@ impl CheckpointWatch {
         });
     }
 
+    /// Every projection's checkpoint as seen here, marked changed whenever one moves.
+    pub fn subscribe(&self) -> watch::Receiver<HashMap<String, Position>> {
+        self.positions.subscribe()
+    }
+
     /// The checkpoint of `projection` as last seen here.
     pub fn position(&self, projection: &str) -> Option<Position> {
         self.positions.borrow().get(projection).copied()

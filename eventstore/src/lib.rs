@@ -11,6 +11,7 @@
 //! - [`wakeup`]: wake readers after appends, in this process and others (NOTIFY/LISTEN).
 //! - [`checkpoint_watch`]: every projection's checkpoint, watched in-process, for queries that
 //!   wait for the read model.
+//! - [`change_feed`]: the streams each checkpoint move changed, broadcast to live subscribers.
 //! - [`snapshots`]: a stream's state every so many events.
 //! - [`processed_commands`]: remembered commands, for idempotent retries.
 //! - [`guard`]: refuse a cluster whose transaction ids would sort new events before stored ones.
@@ -26,6 +27,8 @@ pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
 
 #[cfg(feature = "postgres")]
 pub mod aggregate;
+#[cfg(feature = "postgres")]
+pub mod change_feed;
 #[cfg(feature = "postgres")]
 pub mod checkpoint_watch;
 #[cfg(feature = "postgres")]

@@ -367,3 +367,57 @@ pub async fn read_all_after(
     .fetch_all(executor)
     .await
 }
+
+/// A stream that changed within a range of the log, and the lowest version it reached there
+/// (1: the stream began there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChangedStream {
+    pub stream_id: Uuid,
+    pub first_version: i64,
+}
+
+/// The streams of `stream_type` with events in `(after, up_to]`, in no particular order; `None`
+/// if the range holds more than `max_events` events (of any type): reading it would cost more
+/// than naming what changed is worth. `up_to` must be a position every event at or below which
+/// is committed — a projection's checkpoint is — so that the answer never changes later.
+pub async fn changed_streams(
+    executor: impl PgExecutor<'_>,
+    stream_type: &str,
+    after: Position,
+    up_to: Position,
+    max_events: i64,
+) -> Result<Option<Vec<ChangedStream>>, sqlx::Error> {
+    let rows: Vec<(Option<Uuid>, Option<i64>, i64)> = sqlx::query_as(
+        "WITH slice AS (
+             SELECT stream_type, stream_id, stream_version FROM events
+             WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
+               AND (events.transaction_id, events.global_position) <= ($3::text::xid8, $4)
+             ORDER BY events.transaction_id, events.global_position
+             LIMIT $6 + 1
+         ),
+         scanned AS (SELECT count(*) AS events FROM slice)
+         SELECT changed.stream_id, changed.first_version, scanned.events
+         FROM scanned LEFT JOIN (
+             SELECT stream_id, min(stream_version) AS first_version FROM slice
+             WHERE stream_type = $5 GROUP BY stream_id
+         ) changed ON true",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(up_to.transaction_id.to_string())
+    .bind(up_to.global_position)
+    .bind(stream_type)
+    .bind(max_events)
+    .fetch_all(executor)
+    .await?;
+    if rows.first().is_some_and(|(_, _, scanned)| *scanned > max_events) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|(stream_id, first_version, _)| {
+                Some(ChangedStream { stream_id: stream_id?, first_version: first_version? })
+            })
+            .collect(),
+    ))
+}

@@ -21,6 +21,11 @@ pub struct Settings {
     pub catch_up_bound: Duration,
     /// How many queries may wait for the read model at once; more answer `stale` at once.
     pub max_read_model_waiters: usize,
+    /// How many live streams (`GET /api/live`) may be open at once, in all and per client
+    /// (`LIVE_MAX_STREAMS`, `LIVE_MAX_STREAMS_PER_CLIENT`); more are answered 429 and those
+    /// pages poll instead.
+    pub max_live_streams: usize,
+    pub max_live_streams_per_client: usize,
     /// Larger request bodies are refused with 413.
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
@@ -71,6 +76,14 @@ impl Settings {
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
             settings.write.snapshot_interval = interval;
         }
+        if let Some(max) = env_number("LIVE_MAX_STREAMS")? {
+            settings.max_live_streams =
+                usize::try_from(max).map_err(|_| ConfigurationError::NotANumber("LIVE_MAX_STREAMS"))?;
+        }
+        if let Some(max) = env_number("LIVE_MAX_STREAMS_PER_CLIENT")? {
+            settings.max_live_streams_per_client =
+                usize::try_from(max).map_err(|_| ConfigurationError::NotANumber("LIVE_MAX_STREAMS_PER_CLIENT"))?;
+        }
         if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
             settings.instance_id = instance_id;
         }
@@ -85,6 +98,8 @@ impl Settings {
             acquire_timeout: Duration::from_secs(3),
             catch_up_bound: Duration::from_secs(2),
             max_read_model_waiters: 1000,
+            max_live_streams: 10_000,
+            max_live_streams_per_client: 20,
             body_limit: 64 * 1024,
             write: WriteOptions::default(),
             instance_id: default_instance_id(),

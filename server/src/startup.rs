@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use app::api::Services;
+use app::read_side::live::spawn_account_feed;
 use app::read_side::{AccountHistory, ReadModel, run_projections};
 use app::ui::{App, shell};
 use app::write_side::CommandHandler;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
+use eventstore::change_feed::ChangeFeed;
 use eventstore::projection::StatusCache;
 use eventstore::{Appends, CheckpointWatch};
 use leptos::config::LeptosOptions;
@@ -25,6 +27,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::routes::live::LiveStreams;
 
 /// How old a projection status shown to operators, monitors and scrapers may be.
 const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -37,6 +40,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub metrics: Arc<Metrics>,
     pub instance_id: String,
+    /// What the read model just learned, for the live streams.
+    pub change_feed: ChangeFeed,
+    pub live_streams: LiveStreams,
+    /// Cancelled when the server stops: live streams end then.
+    pub shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -93,6 +101,8 @@ impl Application {
             pool: pool.clone(),
         };
         background.extend(run_projections(&pool, &appends, &checkpoints, &settings.instance_id, &shutdown));
+        let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
+        background.push(feed_task);
 
         let state = AppState {
             leptos_options: settings.leptos_options.clone(),
@@ -100,6 +110,9 @@ impl Application {
             pool,
             metrics: Arc::new(Metrics::default()),
             instance_id: settings.instance_id.clone(),
+            change_feed,
+            live_streams: LiveStreams::new(settings.max_live_streams, settings.max_live_streams_per_client),
+            shutdown: shutdown.clone(),
         };
         let router = router(state, settings.body_limit);
         let listener = TcpListener::bind(settings.address).await?;
@@ -121,7 +134,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let served = axum::serve(self.listener, self.router.into_make_service())
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         self.shutdown.cancel();
@@ -140,6 +153,7 @@ fn router(state: AppState, body_limit: usize) -> Router {
     };
     Router::new()
         .route("/api/queries/accounts/{id}", get(routes::accounts::get_account))
+        .route("/api/live", get(routes::live::live))
         .route("/health", get(routes::health::health))
         .route("/metrics", get(routes::metrics::metrics))
         .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {

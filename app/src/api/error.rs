@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Conflict,
     /// A `commandId` sent before with a different command.
     CommandIdReused,
+    /// Too many requests of this kind from this client (or in all) at once; retry later.
+    TooManyRequests,
     /// The request never got an answer from the server (seen only in the browser).
     RequestFailed,
     /// The database is unreachable or overloaded; retrying later may succeed.
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::CommandIdReused => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::AccountAlreadyExists | ErrorCode::InsufficientFunds | ErrorCode::BalanceLimitExceeded => 422,
             ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
             ErrorCode::Internal => 500,

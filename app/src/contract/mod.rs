@@ -167,3 +167,29 @@ pub struct HistoryPage {
     /// Pass as `beforeVersion` for the next (older) page; absent on the last page.
     pub next_before_version: Option<i64>,
 }
+
+/// One message of the live stream (`GET /api/live`, server-sent events named `progress`): the
+/// account read model moved to `position`, and these accounts changed on the way (`opened`:
+/// those among them that are new). With `everything`, too much changed to name (or a message
+/// was lost): refetch whatever is shown. The message's SSE id is the position, so a reconnecting
+/// client's `Last-Event-ID` resumes right after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveProgress {
+    pub position: Position,
+    pub accounts: Vec<Uuid>,
+    pub opened: Vec<Uuid>,
+    pub everything: bool,
+}
+
+impl LiveProgress {
+    /// "Refetch whatever is shown", as the browser tells its pages on (re)connecting.
+    pub fn everything() -> LiveProgress {
+        LiveProgress { position: Position::START, accounts: Vec::new(), opened: Vec::new(), everything: true }
+    }
+
+    /// Whether a page showing `account` should read it again.
+    pub fn concerns(&self, account: Uuid) -> bool {
+        self.everything || self.accounts.contains(&account)
+    }
+}

@@ -6,6 +6,7 @@
 pub mod account_ledger;
 pub mod account_summary;
 pub mod history;
+pub mod live;
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::audit_trail::{AuditTrail, audit_page};
 use super::balance_chart::BalanceChart;
 use super::format;
+use super::live::use_live;
 use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::poll_while_visible;
 use super::sync_badge::SyncBadge;
@@ -112,6 +113,14 @@ pub fn AccountPage() -> impl IntoView {
         account.refetch();
         projections.refetch();
     });
+    let stream = use_live();
+    stream.on_change(
+        move |progress| account_id.get_untracked().is_some_and(|id| progress.concerns(id)),
+        move || {
+            account.refetch();
+            projections.refetch();
+        },
+    );
     // When the account moves on, so do its chart and the newest page of its audit trail. An
     // effect runs only in the browser, after hydration; the first run only takes note.
     Effect::new(move |seen: Option<i64>| {
@@ -153,6 +162,7 @@ pub fn AccountPage() -> impl IntoView {
                             <SyncBadge
                                 as_of=Signal::derive(move || live.with(|a| a.as_ref().map(|a| a.as_of)))
                                 token=token.into()
+                                live=stream.connected.into()
                             />
                             <p class="lag" data-testid="lag">{lag}</p>
                         </div>

@@ -8,6 +8,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use uuid::Uuid;
 
 use super::format;
+use super::live::use_live;
 use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
 use crate::api::queries::{high_value_accounts, list_accounts};
@@ -50,6 +51,17 @@ pub fn AccountsPage() -> impl IntoView {
     });
     let accounts = Resource::new(move || listing.get(), load);
     poll_while_visible(move || accounts.refetch());
+    // A new account may belong in the list; a changed one matters if it is listed.
+    use_live().on_change(
+        move |progress| {
+            progress.everything
+                || !progress.opened.is_empty()
+                || accounts.get_untracked().and_then(Result::ok).is_some_and(|list| {
+                    list.accounts.iter().any(|account| progress.accounts.contains(&account.account_id))
+                })
+        },
+        move || accounts.refetch(),
+    );
 
     let caption = move || match listing.get() {
         Listing::All => "The newest 100 accounts".to_owned(),

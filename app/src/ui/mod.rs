@@ -1,11 +1,13 @@
-//! The pages. Rendered on the server, then hydrated in the browser, where they poll the read
-//! model so that users watch it catch up with their commands.
+//! The pages. Rendered on the server, then hydrated in the browser, where the read model's live
+//! stream (or, while it is down, polling) keeps them current, so that users watch it catch up
+//! with their commands.
 
 mod account_page;
 mod accounts_page;
 mod audit_trail;
 mod balance_chart;
 mod format;
+mod live;
 mod money_form;
 mod operations_page;
 mod polling;
@@ -43,6 +45,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    live::provide_live();
     // Effects run only in the browser, once the WASM has taken over: a signal for tests and
     // for anyone wondering whether the page is live.
     Effect::new(|_| {

@@ -24,7 +24,7 @@ use crate::http::{self, Kind};
 use crate::load;
 use crate::report::{self, Latencies};
 use crate::server::Server;
-use crate::{B2_MAX_RATE, Context, database};
+use crate::{B2_MAX_RATE, B3_QUERY_P99, Context, database};
 
 /// Samplers per method.
 const SAMPLERS: usize = 2;
@@ -116,6 +116,7 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
     report::latencies("  visible: GET ?after=<token>, in full", via_query.as_ref());
     if let Some(via_query) = via_query {
         let p99 = report::millis(via_query.p99);
+        context.shared.set(B3_QUERY_P99, p99);
         report::target("B3: p99 < 25 ms, as a client sees it (GET ?after)", p99 < 25.0, &format!("{p99:.1} ms"));
     }
     Ok(())

@@ -11,6 +11,7 @@ mod b5_aggregate_load;
 mod b6_queries;
 mod b7_bundle;
 mod b8_hot_account;
+mod b9_live;
 mod contention;
 
 pub type Outcome = Result<(), Box<dyn std::error::Error>>;
@@ -27,6 +28,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b6_queries", |context| Box::pin(b6_queries::run(context))),
         ("b7_bundle", |context| Box::pin(b7_bundle::run(context))),
         ("b8_hot_account", |context| Box::pin(b8_hot_account::run(context))),
+        ("b9_live", |context| Box::pin(b9_live::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }

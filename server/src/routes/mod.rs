@@ -3,4 +3,5 @@
 pub mod accounts;
 pub mod health;
 pub mod json_errors;
+pub mod live;
 pub mod metrics;

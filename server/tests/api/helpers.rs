@@ -43,6 +43,11 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
 }
 
 impl TestApp {
+    /// Stops the server as SIGTERM would.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.post_raw(path, body.to_string()).await
     }

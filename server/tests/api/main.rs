@@ -9,6 +9,7 @@ mod fuzz;
 mod helpers;
 mod history;
 mod idempotency;
+mod live;
 mod multi_instance;
 mod operations;
 mod pages;

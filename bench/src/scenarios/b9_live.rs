@@ -1,0 +1,229 @@
+//! B9: from a command's HTTP answer to a live-stream subscriber hearing that its account
+//! changed (`GET /api/live`), under B3's background load (deposits paced at half of B2's
+//! maximum), first with only the samplers' streams open, then with 1,000 idle subscribers more.
+//!
+//! Baselines, same run: B3's `GET ?after` figure (if B3 ran), and the background commands' own
+//! latency without the idle subscribers, against which the same latency with them is compared.
+
+use std::time::{Duration, Instant};
+
+use eventstore::Position;
+use uuid::Uuid;
+
+use super::Outcome;
+use super::b2_http_commands::{self, CONNECTIONS, prepare_accounts};
+use crate::http;
+use crate::load;
+use crate::report::{self, Latencies};
+use crate::server::Server;
+use crate::{B2_MAX_RATE, B3_QUERY_P99, Context, database};
+
+/// Samplers, each with an account and a stream of its own.
+const SAMPLERS: usize = 2;
+const PAUSE: Duration = Duration::from_millis(5);
+
+pub async fn run(context: Context) -> Outcome {
+    report::heading("b9_live", "command answer → heard on the live stream, at half of B2's load");
+    let idle_streams = context.size.pick(100, 1000);
+    let server = Server::start_with(|settings| {
+        settings.max_live_streams_per_client = idle_streams + SAMPLERS + 10;
+    })
+    .await?;
+    let measured = measure(&context, &server, idle_streams).await;
+    server.stop().await;
+    measured
+}
+
+async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Outcome {
+    let (warmup, duration) = context
+        .size
+        .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(15)));
+    let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + SAMPLERS).await?;
+    let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
+    let max = match context.shared.get(B2_MAX_RATE) {
+        Some(max) => max,
+        None => {
+            let max = b2_http_commands::max_rate(
+                server,
+                &accounts,
+                context.size.pick(Duration::from_millis(500), Duration::from_secs(5)),
+            )
+            .await?;
+            report::note(&format!("B2 did not run: its maximum, measured now: {max:.0} cmd/s"));
+            database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+            max
+        }
+    };
+    let rate = (max / 2.0).max(10.0);
+    report::note(&format!("background: {rate:.0} cmd/s = half of B2's {max:.0}"));
+
+    let quiet = phase(server, &accounts, &own, rate, warmup, duration).await?;
+
+    let rss_before = resident_kib();
+    let idle: Vec<_> = (0..idle_streams)
+        .map(|_| {
+            let base = server.base.clone();
+            tokio::spawn(async move {
+                let mut stream = LiveStream::open(&http::client(), &base).await?;
+                // Read and drop everything, as an idle page does.
+                while stream.next_block().await.is_some() {}
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = resident_kib();
+    let crowded = phase(server, &accounts, &own, rate, warmup, duration).await?;
+    for stream in &idle {
+        if stream.is_finished() {
+            return Err("an idle live stream ended early".into());
+        }
+    }
+    for stream in idle {
+        stream.abort();
+    }
+
+    report::latencies_against("heard on the stream", quiet.heard.as_ref(), "command", quiet.commands.as_ref());
+    if let Some(b3) = context.shared.get(B3_QUERY_P99) {
+        report::note(&format!("B3's GET ?after=<token> p99 in this run: {b3:.1} ms"));
+    }
+    report::latencies_against(
+        &format!("heard, with {idle_streams} idle streams"),
+        crowded.heard.as_ref(),
+        "command",
+        crowded.commands.as_ref(),
+    );
+    report::latencies("  background commands, no idle streams", quiet.background.as_ref());
+    report::latencies(&format!("  background commands, {idle_streams} idle streams"), crowded.background.as_ref());
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        let growth = after.saturating_sub(before);
+        report::figure(
+            &format!("server process memory for {idle_streams} streams"),
+            growth as f64 / 1024.0,
+            &format!("MiB ({:.1} KiB a stream)", growth as f64 / idle_streams as f64),
+        );
+    }
+    if let Some(heard) = &quiet.heard {
+        let p99 = report::millis(heard.p99);
+        report::target("B9: p99 < 25 ms, command answer → heard on the stream", p99 < 25.0, &format!("{p99:.1} ms"));
+    }
+    if let (Some(quiet), Some(crowded)) = (&quiet.background, &crowded.background) {
+        let ratio = report::millis(crowded.p99) / report::millis(quiet.p99);
+        report::target(
+            &format!("B9: command p99 with {idle_streams} idle streams ≤ 1.2× without"),
+            ratio <= 1.2,
+            &format!("{ratio:.2}×"),
+        );
+    }
+    Ok(())
+}
+
+struct Phase {
+    commands: Option<Latencies>,
+    heard: Option<Latencies>,
+    background: Option<Latencies>,
+}
+
+async fn phase(
+    server: &Server,
+    accounts: &[Uuid],
+    own: &[Uuid],
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Phase, Box<dyn std::error::Error>> {
+    let background = {
+        let (client, base, accounts) = (http::client(), server.base.clone(), accounts.to_vec());
+        tokio::spawn(load::open_loop(rate, warmup + duration, move |i| {
+            http::send(client.clone(), base.clone(), http::Kind::Deposit, accounts[i % accounts.len()])
+        }))
+    };
+    tokio::time::sleep(warmup).await;
+    let deadline = Instant::now() + duration;
+    let samplers = own.iter().map(|&account| {
+        let base = server.base.clone();
+        tokio::spawn(async move { sample(&base, account, deadline).await })
+    });
+    let results = futures::future::join_all(samplers).await;
+    let background = background.await?;
+    background.report_errors("background deposits");
+    let (mut commands, mut heard) = (Vec::new(), Vec::new());
+    for result in results {
+        for (command, visible) in result?? {
+            commands.push(command);
+            heard.push(visible);
+        }
+    }
+    Ok(Phase {
+        commands: Latencies::of(&mut commands),
+        heard: Latencies::of(&mut heard),
+        background: background.latencies,
+    })
+}
+
+/// Until `deadline`: deposit into `account`, then read the stream until a message names the
+/// account at or past the deposit's position. Returns (command latency, answer → heard).
+async fn sample(base: &str, account: Uuid, deadline: Instant) -> Result<Vec<(Duration, Duration)>, String> {
+    let client = http::client();
+    let mut stream = LiveStream::open(&client, base).await?;
+    let account_text = account.to_string();
+    let mut samples = Vec::new();
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        let token = http::deposit(&client, base, account).await?;
+        let answered = Instant::now();
+        loop {
+            let block = tokio::time::timeout(Duration::from_secs(30), stream.next_block())
+                .await
+                .map_err(|_| format!("deposit {token} not heard within 30 s"))?
+                .ok_or("the live stream ended")?;
+            let Some(position) = progress_position(&block) else { continue };
+            if position >= token && block.contains(&account_text) {
+                break;
+            }
+        }
+        samples.push((answered - sent, answered.elapsed()));
+        tokio::time::sleep(PAUSE).await;
+    }
+    Ok(samples)
+}
+
+/// The id of a `progress` message (its position).
+fn progress_position(block: &str) -> Option<Position> {
+    if !block.lines().any(|line| line.trim() == "event: progress") {
+        return None;
+    }
+    block.lines().find_map(|line| line.strip_prefix("id:")).and_then(|id| id.trim().parse().ok())
+}
+
+/// A live stream read as raw server-sent event blocks.
+struct LiveStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl LiveStream {
+    async fn open(client: &reqwest::Client, base: &str) -> Result<LiveStream, String> {
+        let response = client.get(format!("{base}/api/live")).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("live stream refused: {}", response.status()));
+        }
+        Ok(LiveStream { response, buffer: String::new() })
+    }
+
+    async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                return Some(self.buffer.drain(..end + 2).collect());
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// This process's resident memory (the server runs in it), in KiB.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}

@@ -1,0 +1,64 @@
+import type { Page } from "@playwright/test";
+import { test, expect, createAccount, gotoHydrated, uniqueOwner, watchConsole } from "./fixtures";
+
+/** Counts the page's requests to the API other than the live stream itself: its polls and refetches. */
+function countQueries(page: Page): { count: number } {
+  const seen = { count: 0 };
+  page.on("request", (request) => {
+    const url = request.url();
+    if (url.includes("/api/") && !url.includes("/api/live")) seen.count += 1;
+  });
+  return seen;
+}
+
+test("a change made elsewhere is pushed to an open page at once, which stops polling while live", async ({
+  browser,
+  page,
+  request,
+}) => {
+  const accountId = await createAccount(page, uniqueOwner("live"), "100");
+  const other = await browser.newContext();
+  const watcher = await other.newPage();
+  const errors = watchConsole(watcher);
+  await gotoHydrated(watcher, `/accounts/${accountId}`);
+  await expect(watcher.getByTestId("sync-mode")).toHaveText("live");
+
+  // Live, the page does not poll: nothing is asked for over more than one poll interval.
+  const queries = countQueries(watcher);
+  await watcher.waitForTimeout(2_500);
+  expect(queries.count).toBe(0);
+
+  const response = await request.post("/api/commands/deposit", { data: { accountId, amount: 25 } });
+  expect(response.status()).toBe(200);
+  const answered = Date.now();
+  await expect(watcher.getByTestId("balance")).toHaveText("125.00", { timeout: 2_000 });
+  const shownAfter = Date.now() - answered;
+  console.log(`deposit answered → shown in the other browser: ${shownAfter} ms`);
+  expect(shownAfter).toBeLessThan(500);
+  // It asked for what changed, not more than that page shows.
+  expect(queries.count).toBeGreaterThan(0);
+
+  expect(errors).toEqual([]);
+  await other.close();
+});
+
+test("without the stream the page polls, and goes live again when the stream comes back", async ({ page, request }) => {
+  // The stream cannot be reached (as while the server restarts, or behind a proxy that drops it).
+  await page.route("**/api/live", (route) => route.abort());
+  const accountId = await createAccount(page, uniqueOwner("fallback"), "10");
+  await expect(page.getByTestId("sync-mode")).toHaveText("polling");
+
+  const deposited = await request.post("/api/commands/deposit", { data: { accountId, amount: 5 } });
+  expect(deposited.status()).toBe(200);
+  // Picked up by the next poll.
+  await expect(page.getByTestId("balance")).toHaveText("15.00", { timeout: 5_000 });
+
+  // The stream is back: the browser reconnects by itself and the page goes live again.
+  await page.unroute("**/api/live");
+  await expect(page.getByTestId("sync-mode")).toHaveText("live", { timeout: 10_000 });
+  const again = await request.post("/api/commands/deposit", { data: { accountId, amount: 5 } });
+  expect(again.status()).toBe(200);
+  const answered = Date.now();
+  await expect(page.getByTestId("balance")).toHaveText("20.00", { timeout: 2_000 });
+  expect(Date.now() - answered).toBeLessThan(500);
+});

@@ -1,0 +1,159 @@
+//! `GET /api/live`: the read model's progress as server-sent events, so that pages refetch the
+//! moment what they show has changed instead of at their next poll.
+//!
+//! Every instance serves its own subscribers from its own [`eventstore::change_feed::ChangeFeed`], which hears every
+//! instance's batches. A client that comes back sends `Last-Event-ID` and first gets what
+//! changed since (read from the store, bounded), then the feed — nothing missed, nothing twice.
+//! A client too slow for the feed's buffer is told to resync and dropped, never buffered without
+//! bound. Streams are capped per client and in all, and end when the server shuts down.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::api::{ApiError, ErrorCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use eventstore::Position;
+use eventstore::change_feed::Changes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+
+use crate::startup::AppState;
+
+/// A comment this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a browser waits before reconnecting a stream that ended.
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+pub async fn live(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(value.to_str().ok().and_then(|id| id.parse::<Position>().ok()).ok_or_else(|| {
+            ApiError::invalid_request("Last-Event-ID: not a position this stream sent (transaction:position)")
+        })?),
+    };
+    // Who may see which account is decided here, in one place, once accounts have owners; until
+    // then every account is everyone's, as on every page.
+    let ticket = state.live_streams.admit(peer.ip())?;
+    let feed = &state.change_feed;
+    let receiver = feed.subscribe();
+    let replayed_to = feed.position();
+    let catch_up = match resume {
+        Some(after) if after < replayed_to => Some(match feed.replay(after, replayed_to).await {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::warn!(%error, "cannot replay a live stream; its client resyncs");
+                Changes { position: replayed_to, streams: None }
+            }
+        }),
+        _ => None,
+    };
+    let events = messages(catch_up, receiver, replayed_to, ticket).take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// First a `ready` event (which sets the browser's reconnection delay), then the catch-up if
+/// any, then the feed's messages after `replayed_to`; a lagging subscriber gets `resync` and the
+/// stream ends.
+fn messages(
+    catch_up: Option<Changes>,
+    receiver: broadcast::Receiver<Arc<Changes>>,
+    replayed_to: Position,
+    ticket: LiveTicket,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let ready = Event::default().event("ready").retry(RECONNECT_AFTER).data("{}");
+    let first = std::iter::once(ready).chain(catch_up.as_ref().map(progress_event));
+    let feed =
+        futures_util::stream::unfold((receiver, false, ticket), move |(mut receiver, lagged, ticket)| async move {
+            if lagged {
+                return None;
+            }
+            loop {
+                match receiver.recv().await {
+                    Ok(changes) if changes.position <= replayed_to => continue,
+                    Ok(changes) => return Some((progress_event(&changes), (receiver, false, ticket))),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "a live stream fell behind; its client resyncs");
+                        let resync = Event::default().event("resync").data("{}");
+                        return Some((resync, (receiver, true, ticket)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+    futures_util::stream::iter(first.collect::<Vec<_>>()).chain(feed).map(Ok)
+}
+
+fn progress_event(changes: &Changes) -> Event {
+    let progress = app::read_side::live::progress(changes);
+    Event::default()
+        .event("progress")
+        .id(changes.position.to_string())
+        .json_data(&progress)
+        .expect("live progress always serialises to JSON")
+}
+
+/// The caps on concurrent live streams: per client (by address, until clients sign in) and in
+/// all.
+#[derive(Clone)]
+pub struct LiveStreams {
+    total: Arc<Semaphore>,
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_client: usize,
+}
+
+/// A stream's place under the caps, given back when the stream ends.
+pub struct LiveTicket {
+    _place: OwnedSemaphorePermit,
+    client: IpAddr,
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl LiveStreams {
+    pub fn new(max_total: usize, max_per_client: usize) -> LiveStreams {
+        LiveStreams {
+            total: Arc::new(Semaphore::new(max_total)),
+            per_client: Arc::new(Mutex::new(HashMap::new())),
+            max_per_client,
+        }
+    }
+
+    fn admit(&self, client: IpAddr) -> Result<LiveTicket, ApiError> {
+        let too_many = |what: &str| {
+            ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!("Too many live streams {what}; the page keeps polling instead, retry later"),
+            )
+        };
+        let place = self.total.clone().try_acquire_owned().map_err(|_| too_many("on this server"))?;
+        let mut per_client = self.per_client.lock().expect("live stream counts are never poisoned");
+        let open = per_client.entry(client).or_default();
+        if *open >= self.max_per_client {
+            return Err(too_many("from this client"));
+        }
+        *open += 1;
+        Ok(LiveTicket { _place: place, client, per_client: self.per_client.clone() })
+    }
+}
+
+impl Drop for LiveTicket {
+    fn drop(&mut self) {
+        let mut per_client = self.per_client.lock().expect("live stream counts are never poisoned");
+        if let Some(open) = per_client.get_mut(&self.client) {
+            *open -= 1;
+            if *open == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
