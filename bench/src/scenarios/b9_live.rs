@@ -35,9 +35,10 @@ pub async fn run(context: Context) -> Outcome {
 }
 
 async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Outcome {
+    // 30 s a phase: the idle streams are held that long under load.
     let (warmup, duration) = context
         .size
-        .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(15)));
+        .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(30)));
     let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + SAMPLERS).await?;
     let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
     let max = match context.shared.get(B2_MAX_RATE) {
