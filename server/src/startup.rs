@@ -29,6 +29,9 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::live::LiveStreams;
 
+/// How long requests in flight may take to finish once the server is stopping.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How old a projection status shown to operators, monitors and scrapers may be.
 const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -134,9 +137,23 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let serving = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown({
+                let shutdown = shutdown.clone();
+                async move { shutdown.cancelled().await }
+            });
+        // Requests in flight get a few seconds to finish; a client that stopped reading its live
+        // stream (whose end it then never reads) does not hold the shutdown up beyond that.
+        let served = tokio::select! {
+            served = serving => served,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("connections still open after the shutdown grace period; closing them");
+                Ok(())
+            }
+        };
         self.shutdown.cancel();
         for task in self.background {
             let _ = task.await;

@@ -14,7 +14,7 @@ use super::balance_chart::BalanceChart;
 use super::format;
 use super::live::use_live;
 use super::money_form::{MoneyCommand, MoneyForm};
-use super::polling::poll_while_visible;
+use super::polling::{poll_status_while_visible, poll_while_visible};
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
 use crate::api::operations::list_projections;
@@ -109,10 +109,8 @@ pub fn AccountPage() -> impl IntoView {
     let visited_pages = RwSignal::new(vec![None::<i64>]);
     let history = audit_page(account_id, visited_pages);
     let projections = Resource::new(|| (), |_| list_projections());
-    poll_while_visible(move || {
-        account.refetch();
-        projections.refetch();
-    });
+    poll_while_visible(move || account.refetch());
+    poll_status_while_visible(move || projections.refetch());
     let stream = use_live();
     stream.on_change(
         move |progress| account_id.get_untracked().is_some_and(|id| progress.concerns(id)),

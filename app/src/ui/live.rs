@@ -20,9 +20,11 @@ pub struct Live {
 impl Live {
     /// Runs `refetch` in the browser whenever a message arrives that `concerns` says the page
     /// shows. Nothing runs while the server renders the page.
+    /// A hidden tab does not refetch: it reads again when it is shown.
     pub fn on_change(self, concerns: impl Fn(&LiveProgress) -> bool + 'static, refetch: impl Fn() + 'static) {
         Effect::new(move |_| {
-            if self.latest.with(|latest| latest.as_ref().is_some_and(&concerns)) {
+            let concerned = self.latest.with(|latest| latest.as_ref().is_some_and(&concerns));
+            if concerned && document().visibility_state() == leptos::web_sys::VisibilityState::Visible {
                 refetch();
             }
         });
@@ -44,6 +46,7 @@ pub fn use_live() -> Live {
 
 #[cfg(feature = "hydrate")]
 mod browser {
+    use std::cell::RefCell;
     use std::time::Duration;
 
     use leptos::prelude::*;
@@ -54,46 +57,77 @@ mod browser {
     use super::Live;
     use crate::contract::LiveProgress;
 
-    /// How long to wait before opening a stream again that the server refused or closed for good
-    /// (the browser itself reconnects after a dropped connection).
-    const REOPEN_AFTER: Duration = Duration::from_secs(5);
+    /// How long to wait before opening a stream again that the server refused (429) or closed
+    /// for good, doubling up to [`MAX_REOPEN_AFTER`] while it keeps failing (the browser itself
+    /// reconnects after a dropped connection, at the delay the server asked for).
+    const FIRST_REOPEN_AFTER: Duration = Duration::from_secs(5);
+    const MAX_REOPEN_AFTER: Duration = Duration::from_secs(60);
+
+    /// The tab's one stream and its listeners, kept as long as the stream and dropped with it.
+    struct Stream {
+        source: EventSource,
+        _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
+        _on_error: Closure<dyn FnMut(web_sys::Event)>,
+    }
+
+    thread_local! {
+        static STREAM: RefCell<Option<Stream>> = const { RefCell::new(None) };
+    }
 
     pub fn connect(live: Live) {
+        open(live, FIRST_REOPEN_AFTER);
+    }
+
+    fn open(live: Live, reopen_after: Duration) {
         let Ok(source) = EventSource::new("/api/live") else {
             return;
         };
-        listen(&source, "ready", move |_| {
-            live.connected.set(true);
-            live.latest.set(Some(LiveProgress::everything()));
-        });
-        listen(&source, "progress", move |event| {
-            match event.data().as_string().map(|data| serde_json::from_str::<LiveProgress>(&data)) {
-                Some(Ok(progress)) => live.latest.set(Some(progress)),
-                _ => live.latest.set(Some(LiveProgress::everything())),
-            }
-        });
-        // Fell behind the server's buffer: what was missed is unknown, so refetch everything;
-        // the stream ends and the browser opens it again.
-        listen(&source, "resync", move |_| live.latest.set(Some(LiveProgress::everything())));
+        let listeners = vec![
+            listen(&source, "ready", move |_| {
+                live.connected.set(true);
+                live.latest.set(Some(LiveProgress::everything()));
+            }),
+            listen(&source, "progress", move |event| {
+                match event.data().as_string().map(|data| serde_json::from_str::<LiveProgress>(&data)) {
+                    Some(Ok(progress)) => live.latest.set(Some(progress)),
+                    _ => live.latest.set(Some(LiveProgress::everything())),
+                }
+            }),
+            // Fell behind the server's buffer: what was missed is unknown, so refetch
+            // everything; the stream ends and the browser opens it again.
+            listen(&source, "resync", move |_| live.latest.set(Some(LiveProgress::everything()))),
+        ];
         let on_error = {
             let source = source.clone();
+            let opened_at = js_sys::Date::now();
             Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
                 live.connected.set(false);
                 if source.ready_state() == EventSource::CLOSED {
-                    set_timeout(move || connect(live), REOPEN_AFTER);
+                    // A stream that was up for a while starts the back-off afresh.
+                    let failing_fast = js_sys::Date::now() - opened_at < MAX_REOPEN_AFTER.as_millis() as f64;
+                    let next = if failing_fast { (reopen_after * 2).min(MAX_REOPEN_AFTER) } else { FIRST_REOPEN_AFTER };
+                    // Replaced from a timeout, not from inside this listener, which the
+                    // replacement drops.
+                    set_timeout(move || open(live, next), reopen_after);
                 }
             })
         };
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        // The listeners live as long as their stream, which lives as long as the tab (or until
-        // it is closed for good and replaced, a few times at most per outage).
-        on_error.forget();
+        let previous =
+            STREAM.with(|stream| stream.replace(Some(Stream { source, _listeners: listeners, _on_error: on_error })));
+        if let Some(previous) = previous {
+            previous.source.close();
+        }
     }
 
-    fn listen(source: &EventSource, event: &str, handle: impl FnMut(MessageEvent) + 'static) {
+    fn listen(
+        source: &EventSource,
+        event: &str,
+        handle: impl FnMut(MessageEvent) + 'static,
+    ) -> Closure<dyn FnMut(MessageEvent)> {
         let handler = Closure::<dyn FnMut(MessageEvent)>::new(handle);
         let _ = source.add_event_listener_with_callback(event, handler.as_ref().unchecked_ref());
-        handler.forget();
+        handler
     }
 }
 

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use super::format;
 use super::live::use_live;
-use super::polling::poll_while_visible;
+use super::polling::poll_status_while_visible;
 use crate::api::ApiError;
 use crate::api::operations::{list_projections, rebuild_projection, retry_projection, skip_failed_event};
 
@@ -20,7 +20,7 @@ enum Lever {
 #[component]
 pub fn OperationsPage() -> impl IntoView {
     let projections = Resource::new(|| (), |_| list_projections());
-    poll_while_visible(move || projections.refetch());
+    poll_status_while_visible(move || projections.refetch());
     use_live().on_change(|_| true, move || projections.refetch());
     let pull = Action::new(move |(lever, name): &(Lever, String)| {
         let (lever, name) = (*lever, name.clone());

@@ -99,7 +99,7 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         let growth = after.saturating_sub(before);
         report::figure(
-            &format!("server process memory for {idle_streams} streams"),
+            &format!("memory for {idle_streams} streams (server and its clients: one process)"),
             growth as f64 / 1024.0,
             &format!("MiB ({:.1} KiB a stream)", growth as f64 / idle_streams as f64),
         );
@@ -178,8 +178,12 @@ async fn sample(base: &str, account: Uuid, deadline: Instant) -> Result<Vec<(Dur
                 .await
                 .map_err(|_| format!("deposit {token} not heard within 30 s"))?
                 .ok_or("the live stream ended")?;
+            if block.lines().any(|line| line.trim() == "event: resync") {
+                return Err("the sampler's stream fell behind and was told to resync".into());
+            }
             let Some(position) = progress_position(&block) else { continue };
-            if position >= token && block.contains(&account_text) {
+            let everything = block.contains(r#""everything":true"#);
+            if position >= token && (everything || block.contains(&account_text)) {
                 break;
             }
         }

@@ -28,8 +28,11 @@ use crate::startup::AppState;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How long a browser waits before reconnecting a stream that ended.
-const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+/// How long a browser waits before reconnecting a stream that ended: 2 s plus up to 3 s at
+/// random, so that the browsers of a restarted server do not all come back at once.
+fn reconnect_after() -> Duration {
+    Duration::from_millis(2_000 + fastrand::u64(0..3_000))
+}
 
 pub async fn live(
     State(state): State<AppState>,
@@ -44,20 +47,15 @@ pub async fn live(
     };
     // Who may see which account is decided here, in one place, once accounts have owners; until
     // then every account is everyone's, as on every page.
-    let ticket = state.live_streams.admit(peer.ip())?;
-    let feed = &state.change_feed;
-    let receiver = feed.subscribe();
-    let replayed_to = feed.position();
+    let ticket = state.live_streams.admit(client_key(peer.ip()))?;
+    let (receiver, replayed_to) = state.change_feed.subscribe();
     let catch_up = match resume {
-        Some(after) if after < replayed_to => Some(match feed.replay(after, replayed_to).await {
-            Ok(changes) => changes,
-            Err(error) => {
-                tracing::warn!(%error, "cannot replay a live stream; its client resyncs");
-                Changes { position: replayed_to, streams: None }
-            }
-        }),
+        Some(after) if after < replayed_to => Some(state.change_feed.catch_up(after, replayed_to).await),
         _ => None,
     };
+    // A client that has seen more than this instance has (it came from another one) is told
+    // only what comes after both.
+    let replayed_to = resume.map_or(replayed_to, |after| after.max(replayed_to));
     let events = messages(catch_up, receiver, replayed_to, ticket).take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
@@ -71,7 +69,7 @@ fn messages(
     replayed_to: Position,
     ticket: LiveTicket,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let ready = Event::default().event("ready").retry(RECONNECT_AFTER).data("{}");
+    let ready = Event::default().event("ready").retry(reconnect_after()).data("{}");
     let first = std::iter::once(ready).chain(catch_up.as_ref().map(progress_event));
     let feed =
         futures_util::stream::unfold((receiver, false, ticket), move |(mut receiver, lagged, ticket)| async move {
@@ -103,8 +101,19 @@ fn progress_event(changes: &Changes) -> Event {
         .expect("live progress always serialises to JSON")
 }
 
-/// The caps on concurrent live streams: per client (by address, until clients sign in) and in
-/// all.
+/// Who counts as one client for the cap: an address, or an IPv6 /64 (what one subscriber
+/// usually holds), until clients sign in.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// The caps on concurrent live streams: per client (see [`client_key`]) and in all.
 #[derive(Clone)]
 pub struct LiveStreams {
     total: Arc<Semaphore>,
