@@ -178,6 +178,7 @@ fn router(state: AppState, body_limit: usize) -> Router {
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
         .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .with_state(state)

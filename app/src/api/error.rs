@@ -18,6 +18,10 @@ pub enum ErrorCode {
     InvalidAmount,
     InvalidOwner,
     PayloadTooLarge,
+    /// A `POST` whose body is not declared as JSON.
+    UnsupportedMediaType,
+    /// A request the server refuses whoever sends it this way (from another site).
+    Forbidden,
     /// No such route.
     NotFound,
     MethodNotAllowed,
@@ -47,6 +51,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::CommandIdReused => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Forbidden => 403,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::AccountAlreadyExists | ErrorCode::InsufficientFunds | ErrorCode::BalanceLimitExceeded => 422,
             ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
