@@ -56,3 +56,18 @@ async fn a_cross_site_post_is_refused_and_moves_nothing(_: PgPoolOptions, db: Pg
     assert_eq!(deposit_as(&app, &account, &[json]).await.status(), StatusCode::OK);
     assert_eq!(app.event_count().await, events + 2);
 }
+
+#[sqlx::test(migrations = false)]
+async fn every_answer_forbids_framing_sniffing_and_leaking_referrers(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let page = app.get("/").await;
+    let refused = deposit_as(&app, "not-an-account", &[("content-type", "text/plain")]).await;
+    let api = app.get("/api/queries/accounts/not-an-account").await;
+    for response in [page, refused, api] {
+        let headers = response.headers();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "same-origin");
+    }
+}
