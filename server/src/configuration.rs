@@ -26,6 +26,9 @@ pub struct Settings {
     /// pages poll instead.
     pub max_live_streams: usize,
     pub max_live_streams_per_client: usize,
+    /// How long a request may take until its answer starts (`REQUEST_TIMEOUT_SECONDS`); then it is
+    /// answered 503 and its work dropped. A live stream's answer starts at once.
+    pub request_timeout: Duration,
     /// Larger request bodies are refused with 413.
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
@@ -84,6 +87,11 @@ impl Settings {
             settings.max_live_streams_per_client =
                 usize::try_from(max).map_err(|_| ConfigurationError::NotANumber("LIVE_MAX_STREAMS_PER_CLIENT"))?;
         }
+        if let Some(seconds) = env_number("REQUEST_TIMEOUT_SECONDS")? {
+            let seconds = u64::try_from(seconds).ok().filter(|s| *s > 0);
+            settings.request_timeout =
+                Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
+        }
         if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
             settings.instance_id = instance_id;
         }
@@ -101,6 +109,7 @@ impl Settings {
             max_live_streams: 10_000,
             max_live_streams_per_client: 20,
             body_limit: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
             write: WriteOptions::default(),
             instance_id: default_instance_id(),
             leptos_options,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use app::api::ApiError;
 use app::api::Services;
 use app::read_side::live::spawn_account_feed;
 use app::read_side::{AccountHistory, ReadModel, run_projections};
@@ -10,7 +11,9 @@ use app::ui::{App, shell};
 use app::write_side::CommandHandler;
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventstore::change_feed::ChangeFeed;
 use eventstore::projection::StatusCache;
@@ -23,8 +26,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
@@ -119,7 +124,7 @@ impl Application {
             live_streams: LiveStreams::new(settings.max_live_streams, settings.max_live_streams_per_client),
             shutdown: shutdown.clone(),
         };
-        let router = router(state, settings.body_limit);
+        let router = router(state, settings.body_limit, settings.request_timeout);
         let listener = TcpListener::bind(settings.address).await?;
         let address = listener.local_addr()?;
         Ok(Application { listener, router, address, shutdown, background })
@@ -164,7 +169,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState, body_limit: usize) -> Router {
+fn router(state: AppState, body_limit: usize, request_timeout: std::time::Duration) -> Router {
     let leptos_options = state.leptos_options.clone();
     let provide_services = {
         let services = state.services.clone();
@@ -180,9 +185,14 @@ fn router(state: AppState, body_limit: usize) -> Router {
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        // A request that cannot be answered in time (a database that hangs) is answered 503, and a
+        // body that trickles in is not waited for longer; `json_errors` gives both the JSON shape.
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(RequestBodyTimeoutLayer::new(request_timeout))
         .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
         .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
+        .layer(catch_panics())
         // Outermost, so on every answer (refusals too): the policy above, no guessing of content
         // types, and no full URLs (with account ids) sent to other sites as referrers.
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -201,6 +211,21 @@ fn router(state: AppState, body_limit: usize) -> Router {
 /// button), nor load plugins, nor change their base URL or post forms elsewhere. A script policy is
 /// left out for now: hydration's inline scripts would need a per-response nonce.
 const CONTENT_SECURITY_POLICY: &str = "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'";
+
+/// A panic in a handler is a bug of ours: answered 500 in the JSON error shape (and logged),
+/// never a dropped connection.
+pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    fn answer(panic: Box<dyn std::any::Any + Send>) -> Response {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        tracing::error!(panic = message, "a request handler panicked");
+        ApiError::internal().into_response()
+    }
+    CatchPanicLayer::custom(answer as fn(Box<dyn std::any::Any + Send>) -> Response)
+}
 
 /// Creates the application's database if it is missing, so that a fresh Postgres needs no
 /// manual set-up.
@@ -247,4 +272,26 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_json_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let router: Router = Router::new().route("/boom", get(boom)).layer(catch_panics());
+        let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal");
+    }
 }

@@ -41,6 +41,8 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     if is_api && (status.is_client_error() || status.is_server_error()) && !is_json {
         let error = match status {
             StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "there is no such API route"),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::service_unavailable(),
+            StatusCode::REQUEST_TIMEOUT => ApiError::invalid_request("the request body did not arrive in time"),
             StatusCode::METHOD_NOT_ALLOWED => {
                 ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept that HTTP method")
             }

@@ -54,3 +54,22 @@ async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: P
     assert!(recovered, "the server did not recover");
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_request_that_takes_too_long_is_answered_503_in_time(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| {
+        settings.request_timeout = std::time::Duration::from_millis(500);
+        settings.catch_up_bound = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let account = app.account_id("ida", 1.0).await;
+    // The read model stops at an event it cannot apply, so a query waiting for a later command
+    // would wait its whole bound.
+    app.insert_poison_event().await;
+    let deposited = app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 1})).await;
+    let token = deposited.json::<serde_json::Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let response = app.get(&format!("/api/queries/accounts/{account}?after={token}")).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert_eq!(error_code(response, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
+}
