@@ -53,7 +53,7 @@ test("a change made elsewhere is pushed to an open page at once, which stops pol
 
 test("without the stream the page polls, and goes live again when the stream comes back", async ({ page, request }) => {
   // The stream cannot be reached (as while the server restarts, or behind a proxy that drops it).
-  await page.route("**/api/live", (route) => route.abort());
+  await page.route("**/api/live*", (route) => route.abort());
   const accountId = await createAccount(page, uniqueOwner("fallback"), "10");
   await expect(page.getByTestId("sync-mode")).toHaveText("polling");
 
@@ -63,7 +63,7 @@ test("without the stream the page polls, and goes live again when the stream com
   await expect(page.getByTestId("balance")).toHaveText("15.00", { timeout: 5_000 });
 
   // The stream is back: the browser reconnects by itself and the page goes live again.
-  await page.unroute("**/api/live");
+  await page.unroute("**/api/live*");
   await expect(page.getByTestId("sync-mode")).toHaveText("live", { timeout: 10_000 });
   await page.waitForTimeout(500);
   const again = await request.post("/api/commands/deposit", { data: { accountId, amount: 5 } });

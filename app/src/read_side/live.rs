@@ -6,6 +6,7 @@ use eventstore::{Aggregate, CheckpointWatch};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::account_store::Account;
 use crate::contract::LiveProgress;
@@ -21,15 +22,103 @@ pub fn spawn_account_feed(
     ChangeFeed::spawn(pool, checkpoints, PROJECTION_NAME, Account::STREAM_TYPE, shutdown)
 }
 
-/// A feed message as the browser reads it.
-pub fn progress(changes: &Changes) -> LiveProgress {
-    match &changes.streams {
-        Some(streams) => LiveProgress {
-            position: changes.position,
-            accounts: streams.iter().map(|stream| stream.stream_id).collect(),
-            opened: streams.iter().filter(|stream| stream.first_version == 1).map(|stream| stream.stream_id).collect(),
-            everything: false,
-        },
-        None => LiveProgress { position: changes.position, accounts: Vec::new(), opened: Vec::new(), everything: true },
+/// The most accounts one stream may watch.
+pub const MAX_WATCHED: usize = 100;
+
+/// What a subscriber watches: every account (the overview, the operations page), or some (an
+/// account page). Who may see which account will be decided here too, once accounts have owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    Everything,
+    Accounts(Vec<Uuid>),
+}
+
+impl Watch {
+    /// From `?accounts=<id>,<id>,…` (absent: everything).
+    pub fn parse(accounts: Option<&str>) -> Result<Watch, String> {
+        let Some(accounts) = accounts else {
+            return Ok(Watch::Everything);
+        };
+        let ids = accounts
+            .split(',')
+            .map(|id| Uuid::parse_str(id.trim()).map_err(|_| format!("accounts: {id:?} is not an account id (a UUID)")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.len() > MAX_WATCHED {
+            return Err(format!("accounts: at most {MAX_WATCHED} accounts a stream"));
+        }
+        Ok(Watch::Accounts(ids))
+    }
+
+    /// A feed message as this subscriber reads it, or `None` if it concerns nothing it watches.
+    pub fn progress(&self, changes: &Changes) -> Option<LiveProgress> {
+        let Some(streams) = &changes.streams else {
+            return Some(LiveProgress {
+                position: changes.position,
+                accounts: Vec::new(),
+                opened: Vec::new(),
+                everything: true,
+            });
+        };
+        let watched = |id: &Uuid| match self {
+            Watch::Everything => true,
+            Watch::Accounts(ids) => ids.contains(id),
+        };
+        let accounts: Vec<Uuid> = streams.iter().map(|stream| stream.stream_id).filter(watched).collect();
+        if accounts.is_empty() {
+            return None;
+        }
+        let opened = streams
+            .iter()
+            .filter(|stream| stream.first_version == 1 && watched(&stream.stream_id))
+            .map(|stream| stream.stream_id)
+            .collect();
+        Some(LiveProgress { position: changes.position, accounts, opened, everything: false })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventstore::Position;
+    use eventstore::store::ChangedStream;
+
+    use super::*;
+
+    fn changes(streams: Option<Vec<(Uuid, i64)>>) -> Changes {
+        Changes {
+            position: Position { transaction_id: 9, global_position: 4 },
+            streams: streams.map(|streams| {
+                streams
+                    .into_iter()
+                    .map(|(stream_id, first_version)| ChangedStream { stream_id, first_version })
+                    .collect()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_hears_only_of_the_accounts_it_watches() {
+        let (mine, other, new) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let batch = changes(Some(vec![(mine, 3), (other, 7), (new, 1)]));
+
+        let everything = Watch::Everything.progress(&batch).unwrap();
+        assert_eq!(everything.accounts, [mine, other, new]);
+        assert_eq!(everything.opened, [new]);
+
+        let watching_mine = Watch::Accounts(vec![mine]);
+        let narrowed = watching_mine.progress(&batch).unwrap();
+        assert_eq!((narrowed.accounts, narrowed.opened), (vec![mine], vec![]));
+        assert_eq!(watching_mine.progress(&changes(Some(vec![(other, 8)]))), None);
+        // Too much to name: everyone refetches.
+        assert!(watching_mine.progress(&changes(None)).unwrap().everything);
+    }
+
+    #[test]
+    fn a_watch_list_is_parsed_at_the_edge() {
+        let id = Uuid::new_v4();
+        assert_eq!(Watch::parse(None), Ok(Watch::Everything));
+        assert_eq!(Watch::parse(Some(&id.to_string())), Ok(Watch::Accounts(vec![id])));
+        assert!(Watch::parse(Some("yesterday")).is_err());
+        let too_many = vec![id.to_string(); MAX_WATCHED + 1].join(",");
+        assert!(Watch::parse(Some(&too_many)).is_err());
     }
 }

@@ -31,13 +31,29 @@ impl Live {
     }
 }
 
-/// Provides [`Live`] to the pages and, in the browser, opens the stream.
+/// Provides [`Live`] to the pages; [`LiveConnection`] opens the stream.
 pub fn provide_live() -> Live {
     let live = Live { connected: RwSignal::new(false), latest: RwSignal::new(None) };
     provide_context(live);
-    // An effect runs only in the browser, once hydrated.
-    Effect::new(move |_| browser::connect(live));
     live
+}
+
+/// Keeps the tab's stream open, watching what the page shows: an account page its account (so
+/// that it hears nothing of the others), every other page every account. Inside the router, to
+/// know the page; renders nothing.
+#[component]
+pub fn LiveConnection() -> impl IntoView {
+    let live = use_live();
+    let location = leptos_router::hooks::use_location();
+    // An effect runs only in the browser, once hydrated.
+    Effect::new(move |_| browser::watch(live, stream_url(&location.pathname.get())));
+}
+
+fn stream_url(path: &str) -> String {
+    match path.strip_prefix("/accounts/").and_then(|id| uuid::Uuid::parse_str(id).ok()) {
+        Some(account) => format!("/api/live?accounts={account}"),
+        None => "/api/live".to_owned(),
+    }
 }
 
 pub fn use_live() -> Live {
@@ -65,6 +81,7 @@ mod browser {
 
     /// The tab's one stream and its listeners, kept as long as the stream and dropped with it.
     struct Stream {
+        url: String,
         source: EventSource,
         _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
         _on_error: Closure<dyn FnMut(web_sys::Event)>,
@@ -72,16 +89,29 @@ mod browser {
 
     thread_local! {
         static STREAM: RefCell<Option<Stream>> = const { RefCell::new(None) };
+        /// The stream the page wants, which a stream opened again after a failure follows.
+        static WANTED: RefCell<String> = const { RefCell::new(String::new()) };
     }
 
-    pub fn connect(live: Live) {
-        open(live, FIRST_REOPEN_AFTER);
+    /// Opens the stream at `url` unless it is open there already.
+    pub fn watch(live: Live, url: String) {
+        WANTED.with(|wanted| wanted.replace(url.clone()));
+        let open_there = STREAM.with(|stream| {
+            stream
+                .borrow()
+                .as_ref()
+                .is_some_and(|stream| stream.url == url && stream.source.ready_state() != EventSource::CLOSED)
+        });
+        if !open_there {
+            open(live, url, FIRST_REOPEN_AFTER);
+        }
     }
 
-    fn open(live: Live, reopen_after: Duration) {
-        let Ok(source) = EventSource::new("/api/live") else {
+    fn open(live: Live, url: String, reopen_after: Duration) {
+        let Ok(source) = EventSource::new(&url) else {
             return;
         };
+        live.connected.set(false);
         let listeners = vec![
             listen(&source, "ready", move |_| {
                 live.connected.set(true);
@@ -108,14 +138,13 @@ mod browser {
                     let next = if failing_fast { (reopen_after * 2).min(MAX_REOPEN_AFTER) } else { FIRST_REOPEN_AFTER };
                     // Replaced from a timeout, not from inside this listener, which the
                     // replacement drops.
-                    set_timeout(move || open(live, next), reopen_after);
+                    set_timeout(move || open(live, WANTED.with(|wanted| wanted.borrow().clone()), next), reopen_after);
                 }
             })
         };
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        let previous =
-            STREAM.with(|stream| stream.replace(Some(Stream { source, _listeners: listeners, _on_error: on_error })));
-        if let Some(previous) = previous {
+        let stream = Stream { url, source, _listeners: listeners, _on_error: on_error };
+        if let Some(previous) = STREAM.with(|current| current.replace(Some(stream))) {
             previous.source.close();
         }
     }
@@ -136,5 +165,5 @@ mod browser {
     use super::Live;
 
     /// On the server there is no stream to open.
-    pub fn connect(_: Live) {}
+    pub fn watch(_: Live, _: String) {}
 }

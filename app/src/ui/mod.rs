@@ -57,6 +57,7 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/cqrs-bank.css" />
         <Title text="CQRS Bank" />
         <Router>
+            <live::LiveConnection />
             <header class="site-header">
                 <A href="/" attr:class="brand">"CQRS Bank"</A>
                 <nav aria-label="Main">

@@ -1,6 +1,8 @@
 //! B9: from a command's HTTP answer to a live-stream subscriber hearing that its account
-//! changed (`GET /api/live`), under B3's background load (deposits paced at half of B2's
-//! maximum), first with only the samplers' streams open, then with 1,000 idle subscribers more.
+//! changed (`GET /api/live?accounts=<its account>`, as an account page listens), under B3's
+//! background load (deposits paced at half of B2's maximum): first with only the samplers'
+//! streams open, then with 1,000 more held open by pages of accounts nobody moves, then with 100
+//! overview pages instead (which hear of every change).
 //!
 //! Baselines, same run: B3's `GET ?after` figure (if B3 ran), and the background commands' own
 //! latency without the idle subscribers, against which the same latency with them is compared.
@@ -8,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use eventstore::Position;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Outcome;
@@ -39,7 +42,9 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
     let (warmup, duration) = context
         .size
         .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(30)));
-    let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + SAMPLERS).await?;
+    let overview_streams = context.size.pick(10, 100);
+    let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + SAMPLERS + idle_streams).await?;
+    let idle_accounts: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32 + SAMPLERS);
     let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
     let max = match context.shared.get(B2_MAX_RATE) {
         Some(max) => max,
@@ -60,42 +65,45 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
 
     let quiet = phase(server, &accounts, &own, rate, warmup, duration).await?;
 
+    // Pages open on accounts nobody is moving: their streams carry keep-alives only.
     let rss_before = resident_kib();
-    let idle: Vec<_> = (0..idle_streams)
-        .map(|_| {
-            let base = server.base.clone();
-            tokio::spawn(async move {
-                let mut stream = LiveStream::open(&http::client(), &base).await?;
-                // Read and drop everything, as an idle page does.
-                while stream.next_block().await.is_some() {}
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
+    let idle = hold_streams(server, idle_accounts.iter().map(|account| format!("/api/live?accounts={account}")));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = resident_kib();
     let crowded = phase(server, &accounts, &own, rate, warmup, duration).await?;
-    for stream in &idle {
-        if stream.is_finished() {
-            return Err("an idle live stream ended early".into());
-        }
-    }
-    for stream in idle {
-        stream.abort();
-    }
+    release(idle)?;
+
+    // Overview pages: every change reaches every one of them.
+    let overviews = hold_streams(server, (0..overview_streams).map(|_| "/api/live".to_owned()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let watching_all = phase(server, &accounts, &own, rate, warmup, duration).await?;
+    release(overviews)?;
 
     report::latencies_against("heard on the stream", quiet.heard.as_ref(), "command", quiet.commands.as_ref());
     if let Some(b3) = context.shared.get(B3_QUERY_P99) {
         report::note(&format!("B3's GET ?after=<token> p99 in this run: {b3:.1} ms"));
     }
     report::latencies_against(
-        &format!("heard, with {idle_streams} idle streams"),
+        &format!("heard, {idle_streams} idle account pages open"),
         crowded.heard.as_ref(),
         "command",
         crowded.commands.as_ref(),
     );
-    report::latencies("  background commands, no idle streams", quiet.background.as_ref());
-    report::latencies(&format!("  background commands, {idle_streams} idle streams"), crowded.background.as_ref());
+    report::latencies_against(
+        &format!("heard, {overview_streams} overview pages open"),
+        watching_all.heard.as_ref(),
+        "command",
+        watching_all.commands.as_ref(),
+    );
+    report::latencies("  background commands, no other streams", quiet.background.as_ref());
+    report::latencies(
+        &format!("  background commands, {idle_streams} idle account pages"),
+        crowded.background.as_ref(),
+    );
+    report::latencies(
+        &format!("  background commands, {overview_streams} overview pages"),
+        watching_all.background.as_ref(),
+    );
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         let growth = after.saturating_sub(before);
         report::figure(
@@ -103,6 +111,10 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
             growth as f64 / 1024.0,
             &format!("MiB ({:.1} KiB a stream)", growth as f64 / idle_streams as f64),
         );
+    }
+    if let (Some(quiet), Some(all)) = (&quiet.background, &watching_all.background) {
+        let ratio = report::millis(all.p99) / report::millis(quiet.p99);
+        report::note(&format!("command p99 with {overview_streams} overview pages: {ratio:.2}× without (no target)"));
     }
     if let Some(heard) = &quiet.heard {
         let p99 = report::millis(heard.p99);
@@ -115,6 +127,31 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
             ratio <= 1.2,
             &format!("{ratio:.2}×"),
         );
+    }
+    Ok(())
+}
+
+/// Opens a stream at each path and reads (and drops) everything on it, as an open page does.
+fn hold_streams(server: &Server, paths: impl Iterator<Item = String>) -> Vec<JoinHandle<Result<(), String>>> {
+    paths
+        .map(|path| {
+            let base = server.base.clone();
+            tokio::spawn(async move {
+                let mut stream = LiveStream::open(&stream_client(), &base, &path).await?;
+                while stream.next_block().await.is_some() {}
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+/// Closes streams opened by [`hold_streams`], which must all have lasted until now.
+fn release(streams: Vec<JoinHandle<Result<(), String>>>) -> Result<(), String> {
+    if streams.iter().any(JoinHandle::is_finished) {
+        return Err("a held live stream ended early".into());
+    }
+    for stream in streams {
+        stream.abort();
     }
     Ok(())
 }
@@ -166,7 +203,7 @@ async fn phase(
 /// account at or past the deposit's position. Returns (command latency, answer → heard).
 async fn sample(base: &str, account: Uuid, deadline: Instant) -> Result<Vec<(Duration, Duration)>, String> {
     let client = http::client();
-    let mut stream = LiveStream::open(&client, base).await?;
+    let mut stream = LiveStream::open(&stream_client(), base, &format!("/api/live?accounts={account}")).await?;
     let account_text = account.to_string();
     let mut samples = Vec::new();
     while Instant::now() < deadline {
@@ -201,6 +238,15 @@ fn progress_position(block: &str) -> Option<Position> {
     block.lines().find_map(|line| line.strip_prefix("id:")).and_then(|id| id.trim().parse().ok())
 }
 
+/// A client for streams, which last longer than any request: no overall timeout.
+fn stream_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
 /// A live stream read as raw server-sent event blocks.
 struct LiveStream {
     response: reqwest::Response,
@@ -208,8 +254,8 @@ struct LiveStream {
 }
 
 impl LiveStream {
-    async fn open(client: &reqwest::Client, base: &str) -> Result<LiveStream, String> {
-        let response = client.get(format!("{base}/api/live")).send().await.map_err(|e| e.to_string())?;
+    async fn open(client: &reqwest::Client, base: &str, path: &str) -> Result<LiveStream, String> {
+        let response = client.get(format!("{base}{path}")).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("live stream refused: {}", response.status()));
         }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::api::{ApiError, ErrorCode};
-use axum::extract::{ConnectInfo, State};
+use app::read_side::live::Watch;
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -37,16 +38,16 @@ fn reconnect_after() -> Duration {
 pub async fn live(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let watch = Watch::parse(params.get("accounts").map(String::as_str)).map_err(ApiError::invalid_request)?;
     let resume = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(value.to_str().ok().and_then(|id| id.parse::<Position>().ok()).ok_or_else(|| {
             ApiError::invalid_request("Last-Event-ID: not a position this stream sent (transaction:position)")
         })?),
     };
-    // Who may see which account is decided here, in one place, once accounts have owners; until
-    // then every account is everyone's, as on every page.
     let ticket = state.live_streams.admit(client_key(peer.ip()))?;
     let (receiver, replayed_to) = state.change_feed.subscribe();
     let catch_up = match resume {
@@ -56,49 +57,60 @@ pub async fn live(
     // A client that has seen more than this instance has (it came from another one) is told
     // only what comes after both.
     let replayed_to = resume.map_or(replayed_to, |after| after.max(replayed_to));
-    let events = messages(catch_up, receiver, replayed_to, ticket).take_until(state.shutdown.clone().cancelled_owned());
+    let events =
+        messages(catch_up, receiver, replayed_to, watch, ticket).take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
 
 /// First a `ready` event (which sets the browser's reconnection delay), then the catch-up if
-/// any, then the feed's messages after `replayed_to`; a lagging subscriber gets `resync` and the
-/// stream ends.
+/// any, then the feed's messages after `replayed_to` that concern what the subscriber watches; a
+/// lagging subscriber gets `resync` and the stream ends.
 fn messages(
     catch_up: Option<Changes>,
     receiver: broadcast::Receiver<Arc<Changes>>,
     replayed_to: Position,
+    watch: Watch,
     ticket: LiveTicket,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let ready = Event::default().event("ready").retry(reconnect_after()).data("{}");
-    let first = std::iter::once(ready).chain(catch_up.as_ref().map(progress_event));
-    let feed =
-        futures_util::stream::unfold((receiver, false, ticket), move |(mut receiver, lagged, ticket)| async move {
+    let first = std::iter::once(ready).chain(catch_up.as_ref().and_then(|changes| progress_event(&watch, changes)));
+    let first: Vec<Event> = first.collect();
+    let feed = futures_util::stream::unfold(
+        (receiver, false, watch, ticket),
+        move |(mut receiver, lagged, watch, ticket)| async move {
             if lagged {
                 return None;
             }
             loop {
                 match receiver.recv().await {
                     Ok(changes) if changes.position <= replayed_to => continue,
-                    Ok(changes) => return Some((progress_event(&changes), (receiver, false, ticket))),
+                    Ok(changes) => match progress_event(&watch, &changes) {
+                        Some(event) => return Some((event, (receiver, false, watch, ticket))),
+                        None => continue,
+                    },
                     Err(RecvError::Lagged(missed)) => {
                         tracing::info!(missed, "a live stream fell behind; its client resyncs");
                         let resync = Event::default().event("resync").data("{}");
-                        return Some((resync, (receiver, true, ticket)));
+                        return Some((resync, (receiver, true, watch, ticket)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
-        });
-    futures_util::stream::iter(first.collect::<Vec<_>>()).chain(feed).map(Ok)
+        },
+    );
+    futures_util::stream::iter(first).chain(feed).map(Ok)
 }
 
-fn progress_event(changes: &Changes) -> Event {
-    let progress = app::read_side::live::progress(changes);
-    Event::default()
-        .event("progress")
-        .id(changes.position.to_string())
-        .json_data(&progress)
-        .expect("live progress always serialises to JSON")
+/// A feed message as a `progress` event for this subscriber, if it concerns what it watches.
+fn progress_event(watch: &Watch, changes: &Changes) -> Option<Event> {
+    let progress = watch.progress(changes)?;
+    Some(
+        Event::default()
+            .event("progress")
+            .id(changes.position.to_string())
+            .json_data(&progress)
+            .expect("live progress always serialises to JSON"),
+    )
 }
 
 /// Who counts as one client for the cap: an address, or an IPv6 /64 (what one subscriber

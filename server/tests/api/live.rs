@@ -27,7 +27,11 @@ struct Subscriber {
 
 impl Subscriber {
     async fn open(app: &TestApp, last_event_id: Option<&str>) -> Subscriber {
-        let mut request = app.client.get(format!("{}/api/live", app.address));
+        Subscriber::open_at(app, "/api/live", last_event_id).await
+    }
+
+    async fn open_at(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Subscriber {
+        let mut request = app.client.get(format!("{}{path}", app.address));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -209,4 +213,26 @@ async fn every_instance_tells_its_subscribers_whichever_instance_applied_the_bat
     let account = second.account_id("gus", 3.0).await;
     on_first.until_named(&[&account]).await;
     on_second.until_named(&[&account]).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_subscriber_watching_some_accounts_hears_only_of_them(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let mine = app.account_id("ivy", 10.0).await;
+    let other = app.account_id("jon", 10.0).await;
+    app.wait_for_projection().await;
+    let mut live = Subscriber::open_at(&app, &format!("/api/live?accounts={mine}"), None).await;
+
+    app.post("/api/commands/deposit", &json!({"accountId": other, "amount": 1})).await;
+    app.account_id("kim", 1.0).await;
+    app.wait_for_projection().await;
+    app.post("/api/commands/deposit", &json!({"accountId": mine, "amount": 1})).await;
+    let heard = live.next().await.expect("a message");
+    assert_eq!(heard.event, "progress");
+    assert_eq!(heard.data["accounts"], json!([mine]), "only what it watches: {heard:?}");
+
+    for bad in ["/api/live?accounts=yesterday", "/api/live?accounts="] {
+        let response = app.client.get(format!("{}{bad}", app.address)).send().await.unwrap();
+        assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request", "{bad}");
+    }
 }
