@@ -1,18 +1,22 @@
 //! What a read model just learned, pushed as it learns it: each time a projection's checkpoint
 //! moves — in any process, since the [`CheckpointWatch`] hears them all — the streams of one type
-//! that the newly applied events changed, broadcast to this process's subscribers.
+//! that the newly applied events changed, sent to this process's subscribers.
 //!
 //! One query per checkpoint move, shared by every subscriber, and none while nobody listens. A
-//! subscriber that falls behind the broadcast's buffer is not waited for: it learns that it
+//! subscriber may watch some streams only: it is then handed only the messages naming one of
+//! them, looked up by stream, so that a thousand subscribers watching quiet streams cost nothing
+//! per message. A subscriber that falls behind its queue is not waited for: it learns that it
 //! lagged (and must resync) instead of being buffered without bound.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::store::{ChangedStream, changed_streams};
 use crate::{CheckpointWatch, Position};
@@ -22,7 +26,7 @@ use crate::{CheckpointWatch, Position};
 pub const MAX_EVENTS_PER_MESSAGE: i64 = 1000;
 
 /// How many messages a subscriber may fall behind before it is told to resync.
-const BUFFER: usize = 256;
+const QUEUE: usize = 64;
 
 /// How many subscribers coming back may read what they missed at once.
 pub const MAX_CATCH_UPS: usize = 4;
@@ -39,12 +43,61 @@ pub struct Changes {
 pub struct ChangeFeed {
     pool: PgPool,
     stream_type: &'static str,
-    sender: broadcast::Sender<Arc<Changes>>,
-    /// The position of the latest message sent (or, while nobody listened, passed over). From
-    /// the start of the log until the checkpoint is first seen: the first message then covers
-    /// everything before it (and says so if that is too much to name).
-    position: Arc<Mutex<Position>>,
+    subscribers: Arc<Mutex<Subscribers>>,
     catch_ups: Arc<Semaphore>,
+}
+
+/// Who listens, and the position of the latest message handed to them (or, while nobody
+/// listened, passed over). From the start of the log until the checkpoint is first seen: the
+/// first message then covers everything before it (and says so if that is too much to name).
+struct Subscribers {
+    position: Position,
+    next_id: u64,
+    queues: HashMap<u64, Queue>,
+    /// Those watching every stream.
+    everything: HashSet<u64>,
+    /// Those watching some streams, by stream.
+    by_stream: HashMap<Uuid, HashSet<u64>>,
+}
+
+struct Queue {
+    sender: mpsc::Sender<Arc<Changes>>,
+    watched: Option<Vec<Uuid>>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// One subscriber's messages; unsubscribes when dropped.
+pub struct Subscription {
+    id: u64,
+    receiver: mpsc::Receiver<Arc<Changes>>,
+    lagged: Arc<AtomicBool>,
+    subscribers: Arc<Mutex<Subscribers>>,
+}
+
+/// What a subscription says next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Changes(Arc<Changes>),
+    /// It fell behind and was dropped: what it missed is unknown.
+    Lagged,
+    /// The feed stopped (the server is shutting down).
+    Closed,
+}
+
+impl Subscription {
+    pub async fn next(&mut self) -> Next {
+        match self.receiver.recv().await {
+            Some(changes) => Next::Changes(changes),
+            None if self.lagged.load(Ordering::Acquire) => Next::Lagged,
+            None => Next::Closed,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.subscribers).remove(self.id);
+    }
 }
 
 impl ChangeFeed {
@@ -63,21 +116,44 @@ impl ChangeFeed {
         let feed = ChangeFeed {
             pool,
             stream_type,
-            sender: broadcast::Sender::new(BUFFER),
-            position: Arc::new(Mutex::new(start)),
+            subscribers: Arc::new(Mutex::new(Subscribers {
+                position: start,
+                next_id: 0,
+                queues: HashMap::new(),
+                everything: HashSet::new(),
+                by_stream: HashMap::new(),
+            })),
             catch_ups: Arc::new(Semaphore::new(MAX_CATCH_UPS)),
         };
         let task = tokio::spawn(feed.clone().follow(positions, projection, shutdown));
         (feed, task)
     }
 
-    /// Messages from now on, and the position they start after: a catch-up from a subscriber's
-    /// last position up to there, then these messages, misses nothing and repeats nothing.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Changes>>, Position) {
-        // Under the position's lock, which the feed holds while it moves and sends: the
-        // subscription and the position belong to the same moment.
-        let position = self.position.lock().expect("the feed's position is never poisoned");
-        (self.sender.subscribe(), *position)
+    /// Messages naming any of `streams` (all messages for `None`) from now on, and the position
+    /// they start after: a catch-up from a subscriber's last position up to there, then these
+    /// messages, misses nothing and repeats nothing.
+    pub fn subscribe(&self, streams: Option<Vec<Uuid>>) -> (Subscription, Position) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let lagged = Arc::new(AtomicBool::new(false));
+        // Under the lock the feed holds while it moves and hands out: the subscription and the
+        // position belong to the same moment.
+        let mut subscribers = lock(&self.subscribers);
+        let id = subscribers.next_id;
+        subscribers.next_id += 1;
+        match &streams {
+            None => {
+                subscribers.everything.insert(id);
+            }
+            Some(streams) => {
+                for stream in streams {
+                    subscribers.by_stream.entry(*stream).or_default().insert(id);
+                }
+            }
+        }
+        subscribers.queues.insert(id, Queue { sender, watched: streams, lagged: lagged.clone() });
+        let position = subscribers.position;
+        drop(subscribers);
+        (Subscription { id, receiver, lagged, subscribers: self.subscribers.clone() }, position)
     }
 
     /// The changes in `(after, up_to]`, read from the store, for a subscriber coming back. At
@@ -99,30 +175,29 @@ impl ChangeFeed {
     ) {
         loop {
             tokio::select! {
-                changed = positions.changed() => if changed.is_err() { return },
-                _ = shutdown.cancelled() => return,
+                changed = positions.changed() => if changed.is_err() { break },
+                _ = shutdown.cancelled() => break,
             }
             let Some(now) = positions.borrow_and_update().get(projection).copied() else { continue };
             let before = {
-                let mut position = self.position.lock().expect("the feed's position is never poisoned");
-                if now <= *position {
+                let mut subscribers = lock(&self.subscribers);
+                if now <= subscribers.position {
                     continue;
                 }
-                if self.sender.receiver_count() == 0 {
+                if subscribers.queues.is_empty() {
                     // Nobody to tell; whoever subscribes next starts from here.
-                    *position = now;
+                    subscribers.position = now;
                     continue;
                 }
-                *position
+                subscribers.position
             };
             // Read without the lock: a subscriber arriving meanwhile starts from `before` and
-            // gets this message.
-            // The feed's own read, one per move, is not subject to the catch-up limit.
-            let changes = self.read(before, now).await;
-            let mut position = self.position.lock().expect("the feed's position is never poisoned");
-            *position = now;
-            let _ = self.sender.send(Arc::new(changes));
+            // gets this message. The feed's own read is not subject to the catch-up limit.
+            let changes = Arc::new(self.read(before, now).await);
+            lock(&self.subscribers).hand_out(changes);
         }
+        // Every subscription ends with the feed.
+        lock(&self.subscribers).queues.clear();
     }
 
     /// What changed in `(after, up_to]`; "everything" if the store cannot say.
@@ -134,5 +209,121 @@ impl ChangeFeed {
                 Changes { position: up_to, streams: None }
             }
         }
+    }
+}
+
+impl Subscribers {
+    /// Moves to the message's position and queues it for whoever it concerns; a full queue
+    /// drops its subscriber, who learns that it lagged.
+    fn hand_out(&mut self, changes: Arc<Changes>) {
+        self.position = changes.position;
+        let concerned: Vec<u64> = match &changes.streams {
+            None => self.queues.keys().copied().collect(),
+            Some(streams) => {
+                let mut ids: HashSet<u64> = self.everything.clone();
+                for stream in streams {
+                    if let Some(watching) = self.by_stream.get(&stream.stream_id) {
+                        ids.extend(watching);
+                    }
+                }
+                ids.into_iter().collect()
+            }
+        };
+        for id in concerned {
+            let Some(queue) = self.queues.get(&id) else { continue };
+            if queue.sender.try_send(changes.clone()).is_err() {
+                queue.lagged.store(true, Ordering::Release);
+                self.remove(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(queue) = self.queues.remove(&id) else { return };
+        match queue.watched {
+            None => {
+                self.everything.remove(&id);
+            }
+            Some(streams) => {
+                for stream in streams {
+                    if let Some(watching) = self.by_stream.get_mut(&stream) {
+                        watching.remove(&id);
+                        if watching.is_empty() {
+                            self.by_stream.remove(&stream);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock(subscribers: &Mutex<Subscribers>) -> MutexGuard<'_, Subscribers> {
+    subscribers.lock().expect("the feed's subscribers are never poisoned")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribers() -> Arc<Mutex<Subscribers>> {
+        Arc::new(Mutex::new(Subscribers {
+            position: Position::START,
+            next_id: 0,
+            queues: HashMap::new(),
+            everything: HashSet::new(),
+            by_stream: HashMap::new(),
+        }))
+    }
+
+    fn feed(subscribers: Arc<Mutex<Subscribers>>) -> ChangeFeed {
+        // A pool that never connects: these tests hand messages out by hand.
+        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        ChangeFeed { pool, stream_type: "test", subscribers, catch_ups: Arc::new(Semaphore::new(1)) }
+    }
+
+    fn changes(n: i64, streams: &[Uuid]) -> Arc<Changes> {
+        Arc::new(Changes {
+            position: Position { transaction_id: n, global_position: n },
+            streams: Some(streams.iter().map(|&stream_id| ChangedStream { stream_id, first_version: 2 }).collect()),
+        })
+    }
+
+    #[tokio::test]
+    async fn each_subscriber_gets_only_what_it_watches_and_a_laggard_is_dropped() {
+        let shared = subscribers();
+        let feed = feed(shared.clone());
+        let (mine, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (mut all, _) = feed.subscribe(None);
+        let (mut watching_mine, _) = feed.subscribe(Some(vec![mine]));
+        let (mut watching_other, at) = feed.subscribe(Some(vec![other]));
+        assert_eq!(at, Position::START);
+
+        lock(&shared).hand_out(changes(1, &[mine]));
+        assert_eq!(all.next().await, Next::Changes(changes(1, &[mine])));
+        assert_eq!(watching_mine.next().await, Next::Changes(changes(1, &[mine])));
+        assert!(watching_other.receiver.try_recv().is_err(), "nothing for a stream it does not watch");
+        assert_eq!(feed.subscribe(None).1, Position { transaction_id: 1, global_position: 1 });
+
+        // Everyone hears "everything".
+        lock(&shared).hand_out(Arc::new(Changes {
+            position: Position { transaction_id: 2, global_position: 2 },
+            streams: None,
+        }));
+        assert!(matches!(watching_other.next().await, Next::Changes(changes) if changes.streams.is_none()));
+
+        // A subscriber that does not read is dropped once its queue is full, and told so.
+        for n in 3..3 + QUEUE as i64 + 1 {
+            lock(&shared).hand_out(changes(n, &[other]));
+        }
+        for _ in 0..QUEUE {
+            assert!(matches!(watching_other.next().await, Next::Changes(_)));
+        }
+        assert_eq!(watching_other.next().await, Next::Lagged);
+
+        // Dropped subscriptions leave nothing behind.
+        drop((all, watching_mine, watching_other));
+        let left = lock(&shared);
+        assert!(left.queues.is_empty() && left.everything.is_empty() && left.by_stream.is_empty());
     }
 }

@@ -49,6 +49,14 @@ impl Watch {
         Ok(Watch::Accounts(ids))
     }
 
+    /// The streams to subscribe to (`None`: all).
+    pub fn streams(&self) -> Option<Vec<Uuid>> {
+        match self {
+            Watch::Everything => None,
+            Watch::Accounts(ids) => Some(ids.clone()),
+        }
+    }
+
     /// A feed message as this subscriber reads it, or `None` if it concerns nothing it watches.
     pub fn progress(&self, changes: &Changes) -> Option<LiveProgress> {
         let Some(streams) = &changes.streams else {

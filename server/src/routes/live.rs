@@ -20,10 +20,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
-use eventstore::change_feed::Changes;
+use eventstore::change_feed::{Changes, Next, Subscription};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::startup::AppState;
 
@@ -49,7 +48,7 @@ pub async fn live(
         })?),
     };
     let ticket = state.live_streams.admit(client_key(peer.ip()))?;
-    let (receiver, replayed_to) = state.change_feed.subscribe();
+    let (subscription, replayed_to) = state.change_feed.subscribe(watch.streams());
     let catch_up = match resume {
         Some(after) if after < replayed_to => Some(state.change_feed.catch_up(after, replayed_to).await),
         _ => None,
@@ -57,8 +56,8 @@ pub async fn live(
     // A client that has seen more than this instance has (it came from another one) is told
     // only what comes after both.
     let replayed_to = resume.map_or(replayed_to, |after| after.max(replayed_to));
-    let events =
-        messages(catch_up, receiver, replayed_to, watch, ticket).take_until(state.shutdown.clone().cancelled_owned());
+    let events = messages(catch_up, subscription, replayed_to, watch, ticket)
+        .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
 
@@ -67,7 +66,7 @@ pub async fn live(
 /// lagging subscriber gets `resync` and the stream ends.
 fn messages(
     catch_up: Option<Changes>,
-    receiver: broadcast::Receiver<Arc<Changes>>,
+    subscription: Subscription,
     replayed_to: Position,
     watch: Watch,
     ticket: LiveTicket,
@@ -76,24 +75,24 @@ fn messages(
     let first = std::iter::once(ready).chain(catch_up.as_ref().and_then(|changes| progress_event(&watch, changes)));
     let first: Vec<Event> = first.collect();
     let feed = futures_util::stream::unfold(
-        (receiver, false, watch, ticket),
-        move |(mut receiver, lagged, watch, ticket)| async move {
+        (subscription, false, watch, ticket),
+        move |(mut subscription, lagged, watch, ticket)| async move {
             if lagged {
                 return None;
             }
             loop {
-                match receiver.recv().await {
-                    Ok(changes) if changes.position <= replayed_to => continue,
-                    Ok(changes) => match progress_event(&watch, &changes) {
-                        Some(event) => return Some((event, (receiver, false, watch, ticket))),
+                match subscription.next().await {
+                    Next::Changes(changes) if changes.position <= replayed_to => continue,
+                    Next::Changes(changes) => match progress_event(&watch, &changes) {
+                        Some(event) => return Some((event, (subscription, false, watch, ticket))),
                         None => continue,
                     },
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::info!(missed, "a live stream fell behind; its client resyncs");
+                    Next::Lagged => {
+                        tracing::info!("a live stream fell behind; its client resyncs");
                         let resync = Event::default().event("resync").data("{}");
-                        return Some((resync, (receiver, true, watch, ticket)));
+                        return Some((resync, (subscription, true, watch, ticket)));
                     }
-                    Err(RecvError::Closed) => return None,
+                    Next::Closed => return None,
                 }
             }
         },
