@@ -51,6 +51,8 @@ pub struct ChangeFeed {
 /// listened, passed over). From the start of the log until the checkpoint is first seen: the
 /// first message then covers everything before it (and says so if that is too much to name).
 struct Subscribers {
+    /// The feed has stopped (shutdown).
+    closed: bool,
     position: Position,
     next_id: u64,
     queues: HashMap<u64, Queue>,
@@ -117,6 +119,7 @@ impl ChangeFeed {
             pool,
             stream_type,
             subscribers: Arc::new(Mutex::new(Subscribers {
+                closed: false,
                 position: start,
                 next_id: 0,
                 queues: HashMap::new(),
@@ -139,6 +142,12 @@ impl ChangeFeed {
         // position belong to the same moment.
         let mut subscribers = lock(&self.subscribers);
         let id = subscribers.next_id;
+        if subscribers.closed {
+            // The feed has stopped: a subscription that ends at once (its sender dropped here).
+            let position = subscribers.position;
+            drop(subscribers);
+            return (Subscription { id, receiver, lagged, subscribers: self.subscribers.clone() }, position);
+        }
         subscribers.next_id += 1;
         match &streams {
             None => {
@@ -196,8 +205,7 @@ impl ChangeFeed {
             let changes = Arc::new(self.read(before, now).await);
             lock(&self.subscribers).hand_out(changes);
         }
-        // Every subscription ends with the feed.
-        lock(&self.subscribers).queues.clear();
+        lock(&self.subscribers).close();
     }
 
     /// What changed in `(after, up_to]`; "everything" if the store cannot say.
@@ -213,6 +221,15 @@ impl ChangeFeed {
 }
 
 impl Subscribers {
+    /// Every subscription ends with the feed (once it has read what is queued), and none begins
+    /// after it.
+    fn close(&mut self) {
+        self.closed = true;
+        self.queues.clear();
+        self.everything.clear();
+        self.by_stream.clear();
+    }
+
     /// Moves to the message's position and queues it for whoever it concerns; a full queue
     /// drops its subscriber, who learns that it lagged.
     fn hand_out(&mut self, changes: Arc<Changes>) {
@@ -268,6 +285,7 @@ mod tests {
 
     fn subscribers() -> Arc<Mutex<Subscribers>> {
         Arc::new(Mutex::new(Subscribers {
+            closed: false,
             position: Position::START,
             next_id: 0,
             queues: HashMap::new(),
@@ -321,8 +339,18 @@ mod tests {
         }
         assert_eq!(watching_other.next().await, Next::Lagged);
 
-        // Dropped subscriptions leave nothing behind.
+        // Dropped subscriptions leave nothing behind; a feed that stopped ends what it had and
+        // refuses new subscriptions.
+        let (mut before_the_end, _) = feed.subscribe(Some(vec![mine]));
         drop((all, watching_mine, watching_other));
+        {
+            let left = lock(&shared);
+            assert_eq!((left.queues.len(), left.everything.len(), left.by_stream.len()), (1, 0, 1));
+        }
+        lock(&shared).close();
+        assert_eq!(before_the_end.next().await, Next::Closed);
+        assert_eq!(feed.subscribe(None).0.next().await, Next::Closed);
+        drop(before_the_end);
         let left = lock(&shared);
         assert!(left.queues.is_empty() && left.everything.is_empty() && left.by_stream.is_empty());
     }

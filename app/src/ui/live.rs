@@ -138,7 +138,19 @@ mod browser {
                     let next = if failing_fast { (reopen_after * 2).min(MAX_REOPEN_AFTER) } else { FIRST_REOPEN_AFTER };
                     // Replaced from a timeout, not from inside this listener, which the
                     // replacement drops.
-                    set_timeout(move || open(live, WANTED.with(|wanted| wanted.borrow().clone()), next), reopen_after);
+                    // Only if this is still the tab's stream: a page change may have opened
+                    // another meanwhile.
+                    let failed = source.clone();
+                    set_timeout(
+                        move || {
+                            let current =
+                                STREAM.with(|stream| stream.borrow().as_ref().is_some_and(|s| s.source == failed));
+                            if current {
+                                open(live, WANTED.with(|wanted| wanted.borrow().clone()), next);
+                            }
+                        },
+                        reopen_after,
+                    );
                 }
             })
         };
