@@ -93,13 +93,26 @@ pub async fn prepare_accounts(context: &Context, count: usize) -> Result<Vec<Uui
     Ok(accounts)
 }
 
-/// The server's deposit throughput at [`CONNECTIONS`], measured briefly, for a scenario run
-/// without B2.
-pub async fn max_rate(
+/// B2's maximum deposit rate: as B2 measured it earlier in this run, or, if it did not run,
+/// measured now on `server` (briefly) and waited for by the projections; said either way.
+pub async fn max_rate_of_this_run(
+    context: &Context,
     server: &Server,
     accounts: &[Uuid],
-    duration: Duration,
 ) -> Result<f64, Box<dyn std::error::Error>> {
+    if let Some(max) = context.shared.get(B2_MAX_RATE) {
+        report::note(&format!("B2's maximum, measured earlier in this run: {max:.0} cmd/s"));
+        return Ok(max);
+    }
+    let max = max_rate(server, accounts, context.size.pick(Duration::from_millis(500), Duration::from_secs(5))).await?;
+    report::note(&format!("B2 did not run: its maximum, measured now: {max:.0} cmd/s"));
+    database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+    Ok(max)
+}
+
+/// The server's deposit throughput at [`CONNECTIONS`], measured briefly, for a scenario run
+/// without B2.
+async fn max_rate(server: &Server, accounts: &[Uuid], duration: Duration) -> Result<f64, Box<dyn std::error::Error>> {
     let run =
         http::closed_loop(&server.base, &Requests::new(Kind::Deposit, accounts), CONNECTIONS, Duration::ZERO, duration)
             .await?;

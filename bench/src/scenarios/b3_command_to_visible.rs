@@ -24,7 +24,7 @@ use crate::http::{self, Kind};
 use crate::load;
 use crate::report::{self, Latencies};
 use crate::server::Server;
-use crate::{B2_MAX_RATE, B3_QUERY_P99, Context, database};
+use crate::{B3_QUERY_P99, Context, database};
 
 /// Samplers per method.
 const SAMPLERS: usize = 2;
@@ -51,23 +51,7 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
         .pick((Duration::from_millis(300), Duration::from_secs(1)), (Duration::from_secs(2), Duration::from_secs(15)));
     let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + 2 * SAMPLERS).await?;
     let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
-    let max = match context.shared.get(B2_MAX_RATE) {
-        Some(max) => {
-            report::note(&format!("B2's maximum, measured earlier in this run: {max:.0} cmd/s"));
-            max
-        }
-        None => {
-            let max = b2_http_commands::max_rate(
-                server,
-                &accounts,
-                context.size.pick(Duration::from_millis(500), Duration::from_secs(5)),
-            )
-            .await?;
-            report::note(&format!("B2 did not run: its maximum, measured now: {max:.0} cmd/s"));
-            database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
-            max
-        }
-    };
+    let max = b2_http_commands::max_rate_of_this_run(context, server, &accounts).await?;
     let rate = (max / 2.0).max(10.0);
 
     let background = {

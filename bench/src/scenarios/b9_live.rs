@@ -19,7 +19,7 @@ use crate::http;
 use crate::load;
 use crate::report::{self, Latencies};
 use crate::server::Server;
-use crate::{B2_MAX_RATE, B3_QUERY_P99, Context, database};
+use crate::{B3_QUERY_P99, Context};
 
 /// Samplers, each with an account and a stream of its own.
 const SAMPLERS: usize = 2;
@@ -46,20 +46,7 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
     let mut accounts = prepare_accounts(context, CONNECTIONS * 32 + SAMPLERS + idle_streams).await?;
     let idle_accounts: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32 + SAMPLERS);
     let own: Vec<Uuid> = accounts.split_off(CONNECTIONS * 32);
-    let max = match context.shared.get(B2_MAX_RATE) {
-        Some(max) => max,
-        None => {
-            let max = b2_http_commands::max_rate(
-                server,
-                &accounts,
-                context.size.pick(Duration::from_millis(500), Duration::from_secs(5)),
-            )
-            .await?;
-            report::note(&format!("B2 did not run: its maximum, measured now: {max:.0} cmd/s"));
-            database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
-            max
-        }
-    };
+    let max = b2_http_commands::max_rate_of_this_run(context, server, &accounts).await?;
     let rate = (max / 2.0).max(10.0);
     report::note(&format!("background: {rate:.0} cmd/s = half of B2's {max:.0}"));
 
