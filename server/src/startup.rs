@@ -207,9 +207,10 @@ fn router(state: AppState, body_limit: usize, request_timeout: std::time::Durati
         .with_state(state)
 }
 
-/// What pages may do in a browser: not be framed by other sites (clickjacking a "Withdraw"
-/// button), nor load plugins, nor change their base URL or post forms elsewhere. A script policy is
-/// left out for now: hydration's inline scripts would need a per-response nonce.
+/// What an answer may do in a browser when nothing stricter was set: not be framed by other
+/// sites (clickjacking a "Withdraw" button), nor load plugins, nor change its base URL or post
+/// forms elsewhere. Pages set their own, stricter policy, with a script nonce
+/// (`app::ui::shell`).
 const CONTENT_SECURITY_POLICY: &str = "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'";
 
 /// A panic in a handler is a bug of ours: answered 500 in the JSON error shape (and logged),

@@ -25,6 +25,7 @@ use operations_page::OperationsPage;
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    send_content_security_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -74,6 +75,24 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// What the page may run and load: scripts only from this site or inline with this response's
+/// nonce (which the hydration scripts carry), WebAssembly compiled from them, styles, fetches and
+/// the live stream from this site only; never framed, no plugins, no other base URL, forms posted
+/// here only. An injected `<script>` without the nonce does not run.
+fn send_content_security_policy() {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>()) {
+        let policy = format!(
+            "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; \
+             form-action 'self'; object-src 'none'"
+        );
+        if let Ok(policy) = axum::http::HeaderValue::from_str(&policy) {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
+        }
     }
 }
 

@@ -71,3 +71,25 @@ async fn every_answer_forbids_framing_sniffing_and_leaking_referrers(_: PgPoolOp
         assert_eq!(headers["referrer-policy"], "same-origin");
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_page_runs_only_the_scripts_it_was_sent_with(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let first = app.get("/").await;
+    let policy = first.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let html = first.text().await.unwrap();
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no script nonce in {policy}"));
+    assert!(policy.contains("script-src 'self' 'nonce-"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    // Every inline script of the page carries it.
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0);
+    assert_eq!(html.matches(&format!("nonce=\"{nonce}\"")).count(), scripts, "{html}");
+    // A new one for every answer.
+    let second = app.get("/").await;
+    assert!(!second.headers()["content-security-policy"].to_str().unwrap().contains(nonce));
+}
