@@ -118,14 +118,7 @@ impl ChangeFeed {
         let feed = ChangeFeed {
             pool,
             stream_type,
-            subscribers: Arc::new(Mutex::new(Subscribers {
-                closed: false,
-                position: start,
-                next_id: 0,
-                queues: HashMap::new(),
-                everything: HashSet::new(),
-                by_stream: HashMap::new(),
-            })),
+            subscribers: Arc::new(Mutex::new(Subscribers::starting_at(start))),
             catch_ups: Arc::new(Semaphore::new(MAX_CATCH_UPS)),
         };
         let task = tokio::spawn(feed.clone().follow(positions, projection, shutdown));
@@ -142,24 +135,10 @@ impl ChangeFeed {
         // position belong to the same moment.
         let mut subscribers = lock(&self.subscribers);
         let id = subscribers.next_id;
-        if subscribers.closed {
-            // The feed has stopped: a subscription that ends at once (its sender dropped here).
-            let position = subscribers.position;
-            drop(subscribers);
-            return (Subscription { id, receiver, lagged, subscribers: self.subscribers.clone() }, position);
+        // Once the feed has stopped, the sender is dropped here and the subscription ends at once.
+        if !subscribers.closed {
+            subscribers.add(id, Queue { sender, watched: streams, lagged: lagged.clone() });
         }
-        subscribers.next_id += 1;
-        match &streams {
-            None => {
-                subscribers.everything.insert(id);
-            }
-            Some(streams) => {
-                for stream in streams {
-                    subscribers.by_stream.entry(*stream).or_default().insert(id);
-                }
-            }
-        }
-        subscribers.queues.insert(id, Queue { sender, watched: streams, lagged: lagged.clone() });
         let position = subscribers.position;
         drop(subscribers);
         (Subscription { id, receiver, lagged, subscribers: self.subscribers.clone() }, position)
@@ -221,6 +200,32 @@ impl ChangeFeed {
 }
 
 impl Subscribers {
+    fn starting_at(position: Position) -> Subscribers {
+        Subscribers {
+            closed: false,
+            position,
+            next_id: 0,
+            queues: HashMap::new(),
+            everything: HashSet::new(),
+            by_stream: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, id: u64, queue: Queue) {
+        self.next_id += 1;
+        match &queue.watched {
+            None => {
+                self.everything.insert(id);
+            }
+            Some(streams) => {
+                for stream in streams {
+                    self.by_stream.entry(*stream).or_default().insert(id);
+                }
+            }
+        }
+        self.queues.insert(id, queue);
+    }
+
     /// Every subscription ends with the feed (once it has read what is queued), and none begins
     /// after it.
     fn close(&mut self) {
@@ -284,14 +289,7 @@ mod tests {
     use super::*;
 
     fn subscribers() -> Arc<Mutex<Subscribers>> {
-        Arc::new(Mutex::new(Subscribers {
-            closed: false,
-            position: Position::START,
-            next_id: 0,
-            queues: HashMap::new(),
-            everything: HashSet::new(),
-            by_stream: HashMap::new(),
-        }))
+        Arc::new(Mutex::new(Subscribers::starting_at(Position::START)))
     }
 
     fn feed(subscribers: Arc<Mutex<Subscribers>>) -> ChangeFeed {

@@ -60,7 +60,8 @@ fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn env_number(name: &'static str) -> Result<Option<i64>, ConfigurationError> {
+/// A variable parsed as a number of the setting's type (a negative count or duration fails).
+fn env_number<T: FromStr>(name: &'static str) -> Result<Option<T>, ConfigurationError> {
     match std::env::var(name) {
         Ok(value) => value.trim().parse().map(Some).map_err(|_| ConfigurationError::NotANumber(name)),
         Err(_) => Ok(None),
@@ -80,15 +81,13 @@ impl Settings {
             settings.write.snapshot_interval = interval;
         }
         if let Some(max) = env_number("LIVE_MAX_STREAMS")? {
-            settings.max_live_streams =
-                usize::try_from(max).map_err(|_| ConfigurationError::NotANumber("LIVE_MAX_STREAMS"))?;
+            settings.max_live_streams = max;
         }
         if let Some(max) = env_number("LIVE_MAX_STREAMS_PER_CLIENT")? {
-            settings.max_live_streams_per_client =
-                usize::try_from(max).map_err(|_| ConfigurationError::NotANumber("LIVE_MAX_STREAMS_PER_CLIENT"))?;
+            settings.max_live_streams_per_client = max;
         }
-        if let Some(seconds) = env_number("REQUEST_TIMEOUT_SECONDS")? {
-            let seconds = u64::try_from(seconds).ok().filter(|s| *s > 0);
+        if let Some(seconds) = env_number::<u64>("REQUEST_TIMEOUT_SECONDS")? {
+            let seconds = Some(seconds).filter(|s| *s > 0);
             settings.request_timeout =
                 Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
         }
