@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, AccountCommand, AccountEvent, AccountState, DomainError};
+use crate::domain::{self, AccountCommand, AccountEvent, AccountState, CommandBy, DomainError};
 use crate::event_codec::{self, DecodeError};
 
 /// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
@@ -31,13 +31,13 @@ impl Aggregate for Account {
     const SNAPSHOT_VERSION: SnapshotVersion = SnapshotVersion { schema: SNAPSHOT_SCHEMA_VERSION, fold: FOLD_VERSION };
 
     type State = AccountState;
-    type Command = AccountCommand;
+    type Command = CommandBy;
     type Event = AccountEvent;
     type Refusal = DomainError;
     type DecodeError = DecodeError;
 
-    fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
-        domain::decide(state, command)
+    fn decide(state: &AccountState, command: &CommandBy) -> Result<Vec<AccountEvent>, DomainError> {
+        domain::decide_for(state, command)
     }
 
     fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
@@ -54,8 +54,10 @@ impl Aggregate for Account {
 
     /// A new account's id is made per request, so it is left out: a retried creation is the
     /// same request.
-    fn request(account_id: Uuid, command: &AccountCommand) -> Value {
-        match command {
+    /// Who sent it is left out too: command ids are already scoped to their sender (the API
+    /// derives the stored id from the user and the client's id).
+    fn request(account_id: Uuid, sent: &CommandBy) -> Value {
+        match &sent.command {
             AccountCommand::CreateAccount { owner_id, initial_balance } => {
                 json!({ "type": "CreateAccount", "ownerId": owner_id, "initialBalance": initial_balance })
             }

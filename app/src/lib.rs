@@ -15,6 +15,8 @@ pub mod account_store;
 #[cfg(feature = "ssr")]
 pub mod event_codec;
 #[cfg(feature = "ssr")]
+pub mod identity;
+#[cfg(feature = "ssr")]
 pub mod read_side;
 #[cfg(feature = "ssr")]
 pub mod write_side;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use app::domain::{AccountCommand, Money, OwnerId};
+use app::domain::{AccountCommand, CommandBy, Money, OwnerId};
 use app::write_side::{CommandEnvelope, CommandHandler};
 use leptos::config::LeptosOptions;
 use server::configuration::Settings;
@@ -70,5 +70,11 @@ pub async fn create_accounts(handler: &CommandHandler, count: usize) -> Result<V
 
 pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
     let command_id = Uuid::new_v4();
-    CommandEnvelope { command_id, correlation_id: command_id, stream_id: account_id, command }
+    CommandEnvelope {
+        command_id,
+        correlation_id: command_id,
+        stream_id: account_id,
+        command: CommandBy { by: OwnerId::parse("bench").expect("a valid owner"), command },
+        metadata: Default::default(),
+    }
 }

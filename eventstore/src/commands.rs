@@ -27,6 +27,9 @@ pub struct CommandEnvelope<C> {
     pub correlation_id: Uuid,
     pub stream_id: Uuid,
     pub command: C,
+    /// What the application adds to each event's metadata (who asked, the request id); the
+    /// store's own keys win over these.
+    pub metadata: serde_json::Map<String, Value>,
 }
 
 /// A command's events are stored: the stream's version after them and the position of the
@@ -143,13 +146,18 @@ impl<A: Aggregate> CommandHandler<A> {
     #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id), err(level = "info"))]
     pub async fn handle(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
         let request = A::request(envelope.stream_id, &envelope.command);
-        let metadata = json!({
+        let mut metadata = envelope.metadata.clone();
+        let own = json!({
             "commandId": envelope.command_id,
             "correlationId": envelope.correlation_id,
             // A command causes its events; an event that caused a command would be named here.
             "causationId": envelope.command_id,
             "issuedAt": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
         });
+        if let Value::Object(own) = own {
+            metadata.extend(own);
+        }
+        let metadata = Value::Object(metadata);
         // In line for the stream in this process first, holding no connection: a hot stream's
         // commands then hold one pooled connection between them, not one each.
         let _turn = if self.options.serialize_writers {

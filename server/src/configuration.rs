@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use app::write_side::WriteOptions;
+
+use crate::routes::rate_limits::{Rate, RateSettings};
 use leptos::config::LeptosOptions;
 use sqlx::postgres::PgConnectOptions;
 
@@ -33,6 +35,17 @@ pub struct Settings {
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
     pub write: WriteOptions,
+    /// How often one address may sign in and up, and one user send commands.
+    pub rate_limits: RateSettings,
+    /// Session cookies are `Secure` (`SECURE_COOKIES=true`; set it when the site is served over
+    /// https, where browsers then never send the cookie in the clear).
+    pub secure_cookies: bool,
+    /// How long a command id is remembered (`COMMAND_ID_RETENTION_DAYS`, default 7): a retry
+    /// within it is answered from the first outcome; older ones are forgotten.
+    pub command_id_retention: Duration,
+    /// Host names the server answers (`ALLOWED_HOSTS`, comma-separated; empty: any). Others get
+    /// 400, so that a DNS name pointed at this server by someone else serves nothing.
+    pub allowed_hosts: Vec<String>,
     /// Names this server instance in the projections' status (`INSTANCE_ID`).
     pub instance_id: String,
     pub leptos_options: LeptosOptions,
@@ -91,6 +104,25 @@ impl Settings {
             settings.request_timeout =
                 Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
         }
+        if let Some(count) = env_number("SIGN_INS_PER_MINUTE")? {
+            settings.rate_limits.sign_in = Rate::per_minute(count);
+        }
+        if let Some(count) = env_number("SIGN_UPS_PER_HOUR")? {
+            settings.rate_limits.sign_up = Rate::per_hour(count);
+        }
+        if let Some(count) = env_number("COMMANDS_PER_SECOND")? {
+            settings.rate_limits.commands = Rate::per_second(count);
+        }
+        if let Ok(secure) = std::env::var("SECURE_COOKIES") {
+            settings.secure_cookies = matches!(secure.trim(), "1" | "true" | "yes");
+        }
+        if let Some(days) = env_number::<u64>("COMMAND_ID_RETENTION_DAYS")? {
+            settings.command_id_retention = Duration::from_secs(days * 24 * 3600);
+        }
+        if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
+            settings.allowed_hosts =
+                hosts.split(',').map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect();
+        }
         if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
             settings.instance_id = instance_id;
         }
@@ -110,6 +142,10 @@ impl Settings {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             write: WriteOptions::default(),
+            rate_limits: RateSettings::default(),
+            secure_cookies: false,
+            command_id_retention: Duration::from_secs(7 * 24 * 3600),
+            allowed_hosts: Vec::new(),
             instance_id: default_instance_id(),
             leptos_options,
         }

@@ -1,10 +1,16 @@
+use std::io::BufRead;
+
 use server::configuration::Settings;
-use server::startup::Application;
+use server::startup::{Application, create_operator};
 use server::telemetry;
+
+const USAGE: &str = "usage: server                       serve the bank (settings from the environment)
+       server create-operator NAME  make NAME an operator; the password is read from stdin";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     telemetry::init();
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -12,6 +18,36 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    match arguments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => serve(settings).await,
+        ["create-operator", name] => {
+            // One line from stdin (a terminal, a pipe or a file), so the password never appears
+            // in the process list or the shell's history.
+            let mut password = String::new();
+            if std::io::stdin().lock().read_line(&mut password).is_err() {
+                eprintln!("could not read the password from stdin");
+                return std::process::ExitCode::FAILURE;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            match create_operator(&settings, name, password).await {
+                Ok(()) => {
+                    println!("{name} is an operator; sign in at /sign-in");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("create-operator: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> std::process::ExitCode {
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(error) => {

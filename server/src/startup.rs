@@ -35,6 +35,7 @@ use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::live::LiveStreams;
+use crate::routes::rate_limits::RateLimits;
 
 /// How long requests in flight may take to finish once the server is stopping.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,6 +54,7 @@ pub struct AppState {
     /// What the read model just learned, for the live streams.
     pub change_feed: ChangeFeed,
     pub live_streams: LiveStreams,
+    pub rate_limits: RateLimits,
     /// Cancelled when the server stops: live streams end then.
     pub shutdown: CancellationToken,
 }
@@ -109,7 +111,10 @@ impl Application {
             history: AccountHistory::new(pool.clone()),
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
+            passwords: app::identity::Passwords::new(),
+            secure_cookies: settings.secure_cookies,
         };
+        background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
         background.extend(run_projections(&pool, &appends, &checkpoints, &settings.instance_id, &shutdown));
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);
@@ -122,9 +127,10 @@ impl Application {
             instance_id: settings.instance_id.clone(),
             change_feed,
             live_streams: LiveStreams::new(settings.max_live_streams, settings.max_live_streams_per_client),
+            rate_limits: RateLimits::new(settings.rate_limits),
             shutdown: shutdown.clone(),
         };
-        let router = router(state, settings.body_limit, settings.request_timeout);
+        let router = router(state, &settings);
         let listener = TcpListener::bind(settings.address).await?;
         let address = listener.local_addr()?;
         Ok(Application { listener, router, address, shutdown, background })
@@ -169,7 +175,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState, body_limit: usize, request_timeout: std::time::Duration) -> Router {
+fn router(state: AppState, settings: &Settings) -> Router {
     let leptos_options = state.leptos_options.clone();
     let provide_services = {
         let services = state.services.clone();
@@ -184,15 +190,30 @@ fn router(state: AppState, body_limit: usize, request_timeout: std::time::Durati
             shell(leptos_options.clone())
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
         // A request that cannot be answered in time (a database that hangs) is answered 503, and a
         // body that trickles in is not waited for longer; `json_errors` gives both the JSON shape.
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
-        .layer(RequestBodyTimeoutLayer::new(request_timeout))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
+        .layer(RequestBodyTimeoutLayer::new(settings.request_timeout))
+        // Who is asking (inner layers and handlers see the caller), then how often they may.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::identity::authenticate))
         .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(settings.allowed_hosts.clone()),
+            routes::cross_site::allowed_hosts_only,
+        ))
         .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .layer(catch_panics())
+        // Every request gets an id of ours (`x-request-id`, also in the answer and in commands'
+        // event metadata) and a line in the access log.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         // Outermost, so on every answer (refusals too): the policy above, no guessing of content
         // types, and no full URLs (with account ids) sent to other sites as referrers.
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -205,6 +226,26 @@ fn router(state: AppState, body_limit: usize, request_timeout: std::time::Durati
         ))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
         .with_state(state)
+}
+
+/// Forgets command ids past their retention and expired sessions, hourly (and at start-up), on
+/// every instance: the deletes are idempotent, and a batch at a time.
+async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, shutdown: CancellationToken) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = hourly.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match eventstore::processed_commands::purge_older_than(&pool, command_id_retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot command ids past their retention"),
+            Err(error) => tracing::warn!(%error, "could not purge old command ids; will try again"),
+        }
+        if let Err(error) = app::identity::sessions::purge_expired(&pool).await {
+            tracing::warn!(%error, "could not purge expired sessions; will try again");
+        }
+    }
 }
 
 /// What an answer may do in a browser when nothing stricter was set: not be framed by other
@@ -226,6 +267,24 @@ pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Re
         ApiError::internal().into_response()
     }
     CatchPanicLayer::custom(answer as fn(Box<dyn std::any::Any + Send>) -> Response)
+}
+
+/// `server create-operator NAME`: makes NAME an operator with this password (creating the user,
+/// or promoting an existing one and setting its password), after bringing the schema up to date.
+pub async fn create_operator(settings: &Settings, name: &str, password: &str) -> Result<(), String> {
+    use app::identity::{Password, Passwords, Username, users};
+    let username = Username::parse(name).map_err(|error| error.to_string())?;
+    let password = Password::parse(password)?;
+    ensure_database_exists(&settings.database).await.map_err(|error| error.to_string())?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(settings.database.clone())
+        .await
+        .map_err(|error| format!("cannot reach the database: {error}"))?;
+    app::read_side::migrate(&pool).await.map_err(|error| format!("cannot migrate the database: {error}"))?;
+    users::make_operator(&pool, &Passwords::new(), &username, &password).await.map_err(|error| error.to_string())?;
+    pool.close().await;
+    Ok(())
 }
 
 /// Creates the application's database if it is missing, so that a fresh Postgres needs no

@@ -20,8 +20,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A `POST` whose body is not declared as JSON.
     UnsupportedMediaType,
-    /// A request the server refuses whoever sends it this way (from another site).
+    /// A request the server refuses whoever sends it this way (from another site), or that the
+    /// caller's role does not allow.
     Forbidden,
+    /// No valid session or token: sign in, or send `Authorization: Bearer <token>`.
+    Unauthenticated,
     /// No such route.
     NotFound,
     MethodNotAllowed,
@@ -53,6 +56,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Forbidden => 403,
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::AccountAlreadyExists | ErrorCode::InsufficientFunds | ErrorCode::BalanceLimitExceeded => 422,
             ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
@@ -84,6 +88,17 @@ impl ApiError {
 
     pub fn account_not_found(account_id: impl std::fmt::Display) -> ApiError {
         ApiError::new(ErrorCode::AccountNotFound, format!("account {account_id} does not exist"))
+    }
+
+    pub fn unauthenticated() -> ApiError {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "sign in first, or send an API token as 'Authorization: Bearer <token>'",
+        )
+    }
+
+    pub fn operators_only() -> ApiError {
+        ApiError::new(ErrorCode::Forbidden, "only operators may do this")
     }
 
     pub fn internal() -> ApiError {

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod identity;
 pub mod operations;
 pub mod queries;
 
@@ -23,6 +24,9 @@ pub struct Services {
     /// Every projection's status, read at most once a second however many ask.
     pub projection_status: std::sync::Arc<eventstore::projection::StatusCache>,
     pub pool: sqlx::PgPool,
+    pub passwords: crate::identity::Passwords,
+    /// Session cookies are marked `Secure` (sent over https only).
+    pub secure_cookies: bool,
 }
 
 #[cfg(feature = "ssr")]
@@ -31,4 +35,30 @@ fn services() -> Result<Services, ApiError> {
         tracing::error!("server function called without Services in its context");
         ApiError::internal()
     })
+}
+
+/// The request's parts (headers, extensions), which Leptos provides to server functions and to
+/// pages rendered on the server.
+#[cfg(feature = "ssr")]
+fn request_parts() -> Option<axum::http::request::Parts> {
+    leptos::prelude::use_context::<axum::http::request::Parts>()
+}
+
+/// Who is asking, as the server's authentication found them; `None` when signed out.
+#[cfg(feature = "ssr")]
+pub fn caller() -> Option<crate::identity::Caller> {
+    request_parts().and_then(|parts| parts.extensions.get::<crate::identity::Caller>().cloned())
+}
+
+/// The caller, or 401: every route but signing in and up needs one.
+#[cfg(feature = "ssr")]
+fn signed_in() -> Result<crate::identity::Caller, ApiError> {
+    caller().ok_or_else(ApiError::unauthenticated)
+}
+
+/// The caller if they are an operator; 401 when signed out, 403 for customers.
+#[cfg(feature = "ssr")]
+fn operator() -> Result<crate::identity::Caller, ApiError> {
+    let caller = signed_in()?;
+    if caller.is_operator() { Ok(caller) } else { Err(ApiError::operators_only()) }
 }

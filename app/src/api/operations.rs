@@ -10,12 +10,15 @@ use super::error::ApiError;
 /// Every projection: checkpoint, head, lag, state, last error, the instance running it.
 #[server(prefix = "/api", endpoint = "operations/projections", input = Json)]
 pub async fn list_projections() -> Result<Vec<ProjectionStatus>, ApiError> {
+    super::operator()?;
     Ok(super::services()?.projection_status.get().await?.as_ref().clone())
 }
 
 /// Lets a failed projection try its failing event again (after a fix).
 #[server(prefix = "/api", endpoint = "operations/retry-projection", input = Json)]
 pub async fn retry_projection(name: String) -> Result<(), ApiError> {
+    let operator = super::operator()?;
+    tracing::info!(operator = %operator.username, "operator lever pulled");
     let name = server::projection_name(&name)?;
     server::pulled(eventstore::projection::retry(&super::services()?.pool, name).await)
 }
@@ -25,6 +28,8 @@ pub async fn retry_projection(name: String) -> Result<(), ApiError> {
 /// skipped (409).
 #[server(prefix = "/api", endpoint = "operations/skip-failed-event", input = Json)]
 pub async fn skip_failed_event(name: String, position: Position) -> Result<(), ApiError> {
+    let operator = super::operator()?;
+    tracing::info!(operator = %operator.username, "operator lever pulled");
     let name = server::projection_name(&name)?;
     server::pulled(eventstore::projection::skip_failed_event(&super::services()?.pool, name, position).await)
 }
@@ -33,6 +38,8 @@ pub async fn skip_failed_event(name: String, position: Position) -> Result<(), A
 /// serving, then swaps them in.
 #[server(prefix = "/api", endpoint = "operations/rebuild-projection", input = Json)]
 pub async fn rebuild_projection(name: String) -> Result<(), ApiError> {
+    let operator = super::operator()?;
+    tracing::info!(operator = %operator.username, "operator lever pulled");
     let name = server::projection_name(&name)?;
     server::pulled(eventstore::projection::request_rebuild(&super::services()?.pool, name).await)
 }

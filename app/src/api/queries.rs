@@ -1,5 +1,8 @@
 //! Queries over the read model, as Leptos server functions. `GET /api/queries/accounts/{id}`,
 //! which needs a path parameter, is a plain axum route in the server calling the same code.
+//!
+//! Customers see their own accounts only: anyone else's answers exactly as an unknown account
+//! does (404), so that account ids reveal nothing. Operators see every account.
 
 use eventstore::Position;
 use leptos::prelude::*;
@@ -16,17 +19,23 @@ pub async fn get_account(
     #[server(rename = "accountId")] account_id: Uuid,
     after: Option<Position>,
 ) -> Result<AccountView, ApiError> {
-    account_answer(super::services()?.read_model.account(account_id, after).await?, account_id)
+    let caller = super::signed_in()?;
+    let lookup = super::services()?.read_model.account(account_id, after).await?;
+    account_answer(lookup, account_id, &caller)
 }
 
 /// The answer to an account query: a read model that has not reached the position asked for
 /// and does not know the account yet says so (503, retry), instead of calling it unknown.
 #[cfg(feature = "ssr")]
-pub fn account_answer(lookup: crate::read_side::AccountLookup, account_id: Uuid) -> Result<AccountView, ApiError> {
+pub fn account_answer(
+    lookup: crate::read_side::AccountLookup,
+    account_id: Uuid,
+    caller: &crate::identity::Caller,
+) -> Result<AccountView, ApiError> {
     use crate::read_side::AccountLookup;
     match lookup {
-        AccountLookup::Found(view) => Ok(view),
-        AccountLookup::Unknown => Err(ApiError::account_not_found(account_id)),
+        AccountLookup::Found(view) if caller.may_see(&view.owner_id) => Ok(view),
+        AccountLookup::Found(_) | AccountLookup::Unknown => Err(ApiError::account_not_found(account_id)),
         AccountLookup::NotYet { after, as_of } => Err(ApiError::new(
             super::ErrorCode::ServiceUnavailable,
             format!("the read model has not reached {after} yet (it is at {as_of}); please retry shortly"),
@@ -34,25 +43,38 @@ pub fn account_answer(lookup: crate::read_side::AccountLookup, account_id: Uuid)
     }
 }
 
-/// The newest accounts (at most 100), optionally only those of one owner.
+/// The newest accounts (at most 100), optionally only those of one owner. A customer's list
+/// holds their own accounts only (another owner's name gives an empty list).
 #[server(prefix = "/api", endpoint = "queries/accounts", input = Json)]
 pub async fn list_accounts(#[server(rename = "ownerId")] owner_id: Option<String>) -> Result<AccountList, ApiError> {
+    let caller = super::signed_in()?;
     // An empty filter is no filter; any other goes through the rules every owner follows, so that
     // text no owner can have (a NUL, which Postgres refuses) is refused here with a 400.
     let owner_id = owner_id
         .filter(|owner| !owner.trim().is_empty())
         .map(|owner| crate::domain::OwnerId::parse(&owner))
         .transpose()?;
-    Ok(super::services()?.read_model.accounts(owner_id.as_ref().map(|owner| owner.as_str())).await?)
+    let read_model = &super::services()?.read_model;
+    match (caller.visible_owner(), &owner_id) {
+        (Some(own), Some(asked)) if asked.as_str() != own => {
+            let mut none = read_model.accounts(Some(own)).await?;
+            none.accounts.clear();
+            Ok(none)
+        }
+        (Some(own), _) => Ok(read_model.accounts(Some(own)).await?),
+        (None, asked) => Ok(read_model.accounts(asked.as_ref().map(|owner| owner.as_str())).await?),
+    }
 }
 
-/// Accounts holding at least `minBalance`, highest balance first, at most 100.
+/// Accounts holding at least `minBalance`, highest balance first, at most 100: across all
+/// owners for operators, the caller's own for customers.
 #[server(prefix = "/api", endpoint = "queries/high-value-accounts", input = Json)]
 pub async fn high_value_accounts(
     #[server(rename = "minBalance")] min_balance: ExactNumber,
 ) -> Result<AccountList, ApiError> {
+    let caller = super::signed_in()?;
     let min_balance = crate::domain::Money::try_from(min_balance.0)?;
-    Ok(super::services()?.read_model.high_value_accounts(min_balance.value()).await?)
+    Ok(super::services()?.read_model.high_value_accounts(min_balance.value(), caller.visible_owner()).await?)
 }
 
 /// The account exactly as it was at a version (`version`) or a moment (`at`, RFC 3339), folded
@@ -63,13 +85,28 @@ pub async fn account_at(
     version: Option<i64>,
     at: Option<String>,
 ) -> Result<HistoricalAccount, ApiError> {
+    let caller = super::signed_in()?;
     let history = &super::services()?.history;
     let found = match (version, at) {
         (Some(version), None) if version >= 1 => history.at_version(account_id, version).await?,
         (None, Some(at)) => history.before(account_id, end_of_moment(&at)?).await?,
         _ => return Err(ApiError::invalid_request("give either a version (1 or more) or a time (at)")),
     };
-    found.ok_or_else(|| ApiError::account_not_found(account_id))
+    found.filter(|account| caller.may_see(&account.owner_id)).ok_or_else(|| ApiError::account_not_found(account_id))
+}
+
+/// 404 unless the caller may see the account: the owner as its creation event names it (the
+/// event store, not a read model that may lag), or an operator.
+#[cfg(feature = "ssr")]
+async fn visible_account(caller: &crate::identity::Caller, account_id: Uuid) -> Result<(), ApiError> {
+    if caller.is_operator() {
+        return Ok(());
+    }
+    let owner = super::services()?.history.owner(account_id).await?;
+    match owner {
+        Some(owner) if caller.may_see(&owner) => Ok(()),
+        _ => Err(ApiError::account_not_found(account_id)),
+    }
 }
 
 /// The instant just after the moment `at` (RFC 3339) names, in UTC: the account "as of `at`" is
@@ -107,6 +144,7 @@ pub async fn account_history(
     #[server(rename = "beforeVersion")] before_version: Option<i64>,
     limit: Option<i64>,
 ) -> Result<HistoryPage, ApiError> {
+    let caller = super::signed_in()?;
     let limit = limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid_request("limit must be between 1 and 100"));
@@ -115,6 +153,7 @@ pub async fn account_history(
     if before_version.is_some_and(|before| before < 1) {
         return Err(ApiError::invalid_request("beforeVersion must be 1 or more"));
     }
+    visible_account(&caller, account_id).await?;
     super::services()?
         .history
         .page(account_id, before_version, limit)
@@ -129,9 +168,11 @@ pub async fn account_ledger(
     #[server(rename = "accountId")] account_id: Uuid,
     limit: Option<i64>,
 ) -> Result<Ledger, ApiError> {
+    let caller = super::signed_in()?;
     let limit = limit.unwrap_or(200);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_request("limit must be between 1 and 500"));
     }
+    visible_account(&caller, account_id).await?;
     Ok(super::services()?.read_model.ledger(account_id, limit).await?)
 }

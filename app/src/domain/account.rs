@@ -77,6 +77,14 @@ pub enum AccountCommand {
     Withdraw { amount: Amount },
 }
 
+/// A command and who sends it: the owner names themselves, anyone else is told the account does
+/// not exist (which does not tell them that it does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandBy {
+    pub by: OwnerId,
+    pub command: AccountCommand,
+}
+
 /// What happened to an account. Stored as is, forever: change a shape only with a new
 /// schema version and an upcaster, never in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +173,18 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
                 .ok_or(DomainError::InsufficientFunds { balance: *balance, requested: *amount })?;
             Ok(vec![AccountEvent::MoneyWithdrawn { amount: *amount }])
         }
+    }
+}
+
+/// [`decide`] for a command someone sent: only the account's owner may move its money.
+pub fn decide_for(state: &AccountState, sent: &CommandBy) -> Result<Vec<AccountEvent>, DomainError> {
+    match (state, &sent.command) {
+        (AccountState::Open { owner_id, .. }, AccountCommand::Deposit { .. } | AccountCommand::Withdraw { .. })
+            if *owner_id != sent.by =>
+        {
+            Err(DomainError::AccountNotFound)
+        }
+        _ => decide(state, &sent.command),
     }
 }
 
@@ -282,6 +302,22 @@ mod tests {
             decide(&given(&history), &command),
             Ok(vec![AccountEvent::MoneyWithdrawn { amount: amount("150") }])
         );
+    }
+
+    #[test]
+    fn only_the_owner_moves_the_money_and_to_anyone_else_the_account_does_not_exist() {
+        let state = given(&[created_with("100")]);
+        let stranger = OwnerId::parse("mallory").unwrap();
+        for command in
+            [AccountCommand::Deposit { amount: amount("1") }, AccountCommand::Withdraw { amount: amount("1") }]
+        {
+            let by_owner = CommandBy { by: owner(), command: command.clone() };
+            assert_eq!(decide_for(&state, &by_owner), decide(&state, &command));
+            let by_stranger = CommandBy { by: stranger.clone(), command };
+            assert_eq!(decide_for(&state, &by_stranger), Err(DomainError::AccountNotFound));
+        }
+        let unknown = CommandBy { by: stranger, command: AccountCommand::Deposit { amount: amount("1") } };
+        assert_eq!(decide_for(&AccountState::NotCreated, &unknown), Err(DomainError::AccountNotFound));
     }
 
     #[test]

@@ -6,5 +6,8 @@ pub mod money;
 #[cfg(test)]
 pub(crate) mod properties;
 
-pub use account::{AccountCommand, AccountEvent, AccountState, DomainError, OwnerId, OwnerIdError, decide, evolve};
+pub use account::{
+    AccountCommand, AccountEvent, AccountState, CommandBy, DomainError, OwnerId, OwnerIdError, decide, decide_for,
+    evolve,
+};
 pub use money::{Amount, Balance, Money, MoneyError};

@@ -8,9 +8,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::account_store::Account;
+use crate::account_store::{Account, LoadError};
 use crate::contract::LiveProgress;
+use crate::identity::Caller;
 use crate::read_side::account_summary::PROJECTION_NAME;
+use crate::read_side::{AccountHistory, ReadModel};
 
 /// Follows the account summary's checkpoint — the read model the pages show — and reports the
 /// accounts each move changed.
@@ -26,7 +28,7 @@ pub fn spawn_account_feed(
 pub const MAX_WATCHED: usize = 100;
 
 /// What a subscriber watches: every account (the overview, the operations page), or some (an
-/// account page). Who may see which account will be decided here too, once accounts have owners.
+/// account page). [`Watch::narrowed_for`] decides what a caller may hear of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watch {
     Everything,
@@ -47,6 +49,37 @@ impl Watch {
             return Err(format!("accounts: at most {MAX_WATCHED} accounts a stream"));
         }
         Ok(Watch::Accounts(ids))
+    }
+
+    /// What `caller` may hear of this watch. Operators: all they ask for. Customers: their own
+    /// accounts only — "everything" becomes the accounts they hold now, and others' ids in a list
+    /// are dropped, so that a stream never tells anyone that someone else's account moved.
+    pub async fn narrowed_for(
+        self,
+        caller: &Caller,
+        read_model: &ReadModel,
+        history: &AccountHistory,
+    ) -> Result<Watch, LoadError> {
+        let Some(owner) = caller.visible_owner() else {
+            return Ok(self);
+        };
+        match self {
+            Watch::Everything => {
+                let own = read_model.accounts(Some(owner)).await?;
+                Ok(Watch::Accounts(own.accounts.into_iter().map(|account| account.account_id).collect()))
+            }
+            Watch::Accounts(ids) => {
+                let mut own = Vec::with_capacity(ids.len());
+                for id in ids {
+                    // The event store, not the read model: a page opened on an account just
+                    // created watches it before the read model knows it.
+                    if history.owner(id).await?.is_some_and(|found| found == owner) {
+                        own.push(id);
+                    }
+                }
+                Ok(Watch::Accounts(own))
+            }
+        }
     }
 
     /// The streams to subscribe to (`None`: all).

@@ -225,13 +225,19 @@ impl ReadModel {
     }
 
     /// Accounts holding at least `min_balance`, highest first, at most [`LIST_LIMIT`].
-    pub async fn high_value_accounts(&self, min_balance: Decimal) -> Result<AccountList, sqlx::Error> {
+    /// With `owner_id`, only that owner's.
+    pub async fn high_value_accounts(
+        &self,
+        min_balance: Decimal,
+        owner_id: Option<&str>,
+    ) -> Result<AccountList, sqlx::Error> {
         let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-            "{SUMMARY_SELECT} WHERE s.current_balance >= $2
+            "{SUMMARY_SELECT} WHERE s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)
              ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
         ))
         .bind(PROJECTION_NAME)
         .bind(min_balance)
+        .bind(owner_id)
         .fetch_all(&self.pool)
         .await?;
         self.list(rows).await

@@ -8,15 +8,15 @@ use sqlx::PgPool;
 
 use crate::account_store::Account;
 use crate::contract::CommandAccepted;
-use crate::domain::{AccountCommand, DomainError};
+use crate::domain::{CommandBy, DomainError};
 use crate::event_codec::DecodeError;
 
 pub use eventstore::WriteOptions;
 
 /// Why an account command was not applied.
 pub type CommandError = eventstore::CommandError<DomainError, DecodeError>;
-/// An account command with its id (the idempotency key), correlation id and account.
-pub type CommandEnvelope = eventstore::CommandEnvelope<AccountCommand>;
+/// An account command, who sent it, its id (the idempotency key), correlation id and account.
+pub type CommandEnvelope = eventstore::CommandEnvelope<CommandBy>;
 
 /// Handles account commands. Cheap to clone; clones share the per-account turns.
 #[derive(Clone)]

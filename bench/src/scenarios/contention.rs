@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use app::domain::{AccountCommand, Amount, Money, OwnerId};
+use app::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId};
 use app::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
 use eventstore::Appends;
 use futures::future::join_all;
@@ -50,7 +50,13 @@ async fn create_account(handler: &CommandHandler) -> Result<Uuid, CommandError> 
 
 fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
     let command_id = Uuid::new_v4();
-    CommandEnvelope { command_id, correlation_id: command_id, stream_id: account_id, command }
+    CommandEnvelope {
+        command_id,
+        correlation_id: command_id,
+        stream_id: account_id,
+        command: CommandBy { by: OwnerId::parse("bench").expect("a valid owner"), command },
+        metadata: Default::default(),
+    }
 }
 
 /// Each writer deposits `per_writer` times, one after the other, into its account; all

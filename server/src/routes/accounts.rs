@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use app::api::{AccountView, ApiError};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use eventstore::Position;
@@ -12,6 +13,7 @@ use crate::startup::AppState;
 /// route because server functions take no path parameters; it calls the same read model.
 pub async fn get_account(
     State(state): State<AppState>,
+    Extension(caller): Extension<app::identity::Caller>,
     Path(account_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<AccountView>, ApiError> {
@@ -23,5 +25,5 @@ pub async fn get_account(
         .transpose()
         .map_err(|error| ApiError::invalid_request(format!("after: {error}")))?;
     let lookup = state.services.read_model.account(account_id, after).await?;
-    Ok(Json(app::api::queries::account_answer(lookup, account_id)?))
+    Ok(Json(app::api::queries::account_answer(lookup, account_id, &caller)?))
 }

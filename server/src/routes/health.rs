@@ -6,30 +6,22 @@ use serde_json::{Value, json};
 
 use crate::startup::AppState;
 
-/// Liveness: 200 while the database answers one trivial query, else 503. With it, the
-/// projections' status as last read (at most a second old, shared with every other caller), so
-/// that a monitor probing every second costs the database one `SELECT 1` a probe; `"degraded"`
-/// when a projection has failed or no instance runs it.
+/// Liveness, for anyone: 200 while the database answers one trivial query, else 503; `"degraded"`
+/// when a projection has failed or no instance runs it. No internals (no error text, no instance
+/// or projection names): operators read those on the operations page and at `/metrics`. The
+/// projections' status is the one shared, at most a second old, so a monitor probing every second
+/// costs the database one `SELECT 1` a probe.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if let Err(error) = sqlx::query("SELECT 1").execute(&state.pool).await {
         tracing::warn!(%error, "health: the database does not answer");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "instance": state.instance_id })),
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" })));
     }
-    match state.services.projection_status.get().await {
-        Ok(projections) => {
-            let degraded = projections.iter().any(|p| p.state == ProjectionState::Failed || p.owner_instance.is_none());
-            let status = if degraded { "degraded" } else { "ok" };
-            (
-                StatusCode::OK,
-                Json(json!({ "status": status, "instance": state.instance_id, "projections": projections })),
-            )
-        }
+    let degraded = match state.services.projection_status.get().await {
+        Ok(projections) => projections.iter().any(|p| p.state == ProjectionState::Failed || p.owner_instance.is_none()),
         Err(error) => {
             tracing::warn!(%error, "health: the projections' status cannot be read");
-            (StatusCode::OK, Json(json!({ "status": "degraded", "instance": state.instance_id })))
+            true
         }
-    }
+    };
+    (StatusCode::OK, Json(json!({ "status": if degraded { "degraded" } else { "ok" } })))
 }

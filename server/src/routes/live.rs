@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::api::{ApiError, ErrorCode};
+use app::identity::Caller;
 use app::read_side::live::Watch;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::Extension;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ use eventstore::Position;
 use eventstore::change_feed::{Changes, Next, Subscription};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
 
 use crate::startup::AppState;
 
@@ -36,7 +38,7 @@ fn reconnect_after() -> Duration {
 
 pub async fn live(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -47,7 +49,8 @@ pub async fn live(
             ApiError::invalid_request("Last-Event-ID: not a position this stream sent (transaction:position)")
         })?),
     };
-    let ticket = state.live_streams.admit(client_key(peer.ip()))?;
+    let ticket = state.live_streams.admit(caller.user_id)?;
+    let watch = watch.narrowed_for(&caller, &state.services.read_model, &state.services.history).await?;
     let (subscription, replayed_to) = state.change_feed.subscribe(watch.streams());
     let catch_up = match resume {
         Some(after) if after < replayed_to => Some(state.change_feed.catch_up(after, replayed_to).await),
@@ -112,31 +115,19 @@ fn progress_event(watch: &Watch, changes: &Changes) -> Option<Event> {
     )
 }
 
-/// Who counts as one client for the cap: an address, or an IPv6 /64 (what one subscriber
-/// usually holds), until clients sign in.
-fn client_key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        v4 => v4,
-    }
-}
-
-/// The caps on concurrent live streams: per client (see [`client_key`]) and in all.
+/// The caps on concurrent live streams: per user and in all.
 #[derive(Clone)]
 pub struct LiveStreams {
     total: Arc<Semaphore>,
-    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: Arc<Mutex<HashMap<Uuid, usize>>>,
     max_per_client: usize,
 }
 
 /// A stream's place under the caps, given back when the stream ends.
 pub struct LiveTicket {
     _place: OwnedSemaphorePermit,
-    client: IpAddr,
-    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: Uuid,
+    per_client: Arc<Mutex<HashMap<Uuid, usize>>>,
 }
 
 impl LiveStreams {
@@ -148,7 +139,7 @@ impl LiveStreams {
         }
     }
 
-    fn admit(&self, client: IpAddr) -> Result<LiveTicket, ApiError> {
+    fn admit(&self, client: Uuid) -> Result<LiveTicket, ApiError> {
         let too_many = |what: &str| {
             ApiError::new(
                 ErrorCode::TooManyRequests,

@@ -3,6 +3,8 @@
 pub mod accounts;
 pub mod cross_site;
 pub mod health;
+pub mod identity;
 pub mod json_errors;
 pub mod live;
 pub mod metrics;
+pub mod rate_limits;

@@ -27,7 +27,8 @@ async fn malformed_or_incomplete_json_is_400(_: PgPoolOptions, db: PgConnectOpti
             assert_eq!(code, "invalid_request", "{route} {body}");
         }
     }
-    for body in [json!({"initialBalance": 5}), json!({"ownerId": "x"}), json!({"ownerId": 7, "initialBalance": 5})] {
+    for body in [json!({"initialBalance": 5}), json!({"ownerId": "alice"}), json!({"ownerId": 7, "initialBalance": 5})]
+    {
         let code = error_code(app.post("/api/commands/create-account", &body).await, StatusCode::BAD_REQUEST).await;
         assert_eq!(code, "invalid_request", "{body}");
     }
@@ -73,7 +74,7 @@ async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
 
     for initial in [json!(-1), json!(0.001), json!(2e9), json!("ten")] {
         let response =
-            app.post("/api/commands/create-account", &json!({"ownerId": "x", "initialBalance": initial})).await;
+            app.post("/api/commands/create-account", &json!({"ownerId": "alice", "initialBalance": initial})).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{initial}");
     }
     for owner in ["", "   ", &"x".repeat(101)] {
@@ -86,7 +87,7 @@ async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
 #[sqlx::test(migrations = false)]
 async fn oversize_bodies_are_413(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let body = json!({"ownerId": "x".repeat(100 * 1024), "initialBalance": 1});
+    let body = json!({"ownerId": "alice".repeat(100 * 1024), "initialBalance": 1});
     let code = error_code(app.post("/api/commands/create-account", &body).await, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(code, "payload_too_large");
     assert_eq!(app.event_count().await, 0);
@@ -124,7 +125,7 @@ async fn an_over_precise_amount_is_refused_not_rounded(_: PgPoolOptions, db: PgC
         let deposit = format!(r#"{{"accountId": "{id}", "amount": {amount}}}"#);
         let response = app.post_raw("/api/commands/deposit", deposit).await;
         assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount", "deposit {amount}");
-        let create = format!(r#"{{"ownerId": "bob", "initialBalance": {amount}}}"#);
+        let create = format!(r#"{{"ownerId": "alice", "initialBalance": {amount}}}"#);
         let response = app.post_raw("/api/commands/create-account", create).await;
         assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount", "create {amount}");
     }

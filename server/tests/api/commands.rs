@@ -34,7 +34,7 @@ async fn a_new_account_reads_as_the_seed_says(_: PgPoolOptions, db: PgConnectOpt
 #[sqlx::test(migrations = false)]
 async fn deposits_and_withdrawals_reach_the_read_model(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.create_account("bob", 100.0).await["accountId"].as_str().unwrap().to_owned();
+    let id = app.create_account("alice", 100.0).await["accountId"].as_str().unwrap().to_owned();
 
     let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 50.5})).await;
     assert_eq!(deposited.status(), StatusCode::OK);
@@ -58,7 +58,7 @@ async fn deposits_and_withdrawals_reach_the_read_model(_: PgPoolOptions, db: PgC
 #[sqlx::test(migrations = false)]
 async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.create_account("carol", 0.0).await["accountId"].as_str().unwrap().to_owned();
+    let id = app.create_account("alice", 0.0).await["accountId"].as_str().unwrap().to_owned();
     // Ten deposits of 0.1 as floats would not sum to 1.00; as decimals they do.
     let mut token = String::new();
     for _ in 0..10 {
@@ -79,7 +79,7 @@ async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
 #[sqlx::test(migrations = false)]
 async fn withdrawing_more_than_the_balance_is_refused_and_writes_nothing(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let created = app.create_account("dave", 40.0).await;
+    let created = app.create_account("alice", 40.0).await;
     let id = created["accountId"].as_str().unwrap();
     let events_before = app.event_count().await;
 

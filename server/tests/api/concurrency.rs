@@ -35,7 +35,7 @@ async fn fifty_withdrawals_of_ten_from_a_hundred(app: &TestApp) {
             .await
             .unwrap();
     assert_eq!(versions, (1..=11).collect::<Vec<_>>(), "versions are not contiguous");
-    let token = app.create_account("marker", 0.0).await["position"].as_str().unwrap().to_owned();
+    let token = app.create_account("alice", 0.0).await["position"].as_str().unwrap().to_owned();
     let account = app.account_after(&id, &token).await;
     assert_eq!(account["currentBalance"], json!(0.0));
     assert_eq!(account["totalWithdrawals"], json!(100.0));

@@ -7,10 +7,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{TestApp, error_code, spawn_app};
 
+/// A deposit riding on the customer's session cookie, as a browser would send it.
 async fn deposit_as(app: &TestApp, account: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let cookie = app.customer_cookie().await;
     let mut request = app
-        .client
+        .anonymous
         .post(format!("{}/api/commands/deposit", app.address))
+        .header("cookie", cookie)
         .body(json!({"accountId": account, "amount": 10}).to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -21,7 +24,7 @@ async fn deposit_as(app: &TestApp, account: &str, headers: &[(&str, &str)]) -> r
 #[sqlx::test(migrations = false)]
 async fn a_cross_site_post_is_refused_and_moves_nothing(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let account = app.account_id("hal", 100.0).await;
+    let account = app.account_id("alice", 100.0).await;
     let events = app.event_count().await;
 
     // What a form or a `fetch` without preflight on another site can send.

@@ -239,7 +239,7 @@ async fn check(client: &reqwest::Client, address: &str, request: &Request) -> Op
 async fn no_input_gets_a_5xx_or_an_unshaped_error(_: PgPoolOptions, db: PgConnectOptions) {
     // A token ahead of the read model waits this long, not the default 2 s.
     let app = spawn_app_with(db, |settings| settings.catch_up_bound = Duration::from_millis(100)).await;
-    let account_id = app.account_id("fuzz", 1_000_000.0).await;
+    let account_id = app.account_id("alice", 1_000_000.0).await;
     let mut requests = post_requests(&account_id);
     requests.extend(get_requests(&account_id));
     assert!(requests.len() <= 2_500, "{} requests: more than the bound", requests.len());

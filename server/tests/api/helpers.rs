@@ -11,9 +11,29 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub address: String,
+    /// Signed in as the customer [`CUSTOMER`] with an API token: what the tests' requests use
+    /// unless they say otherwise.
     pub client: reqwest::Client,
+    /// No credentials at all.
+    pub anonymous: reqwest::Client,
     pub pool: PgPool,
     shutdown: CancellationToken,
+    operator: tokio::sync::OnceCell<User>,
+}
+
+/// The customer every [`TestApp`] signs up first; `client` acts as them.
+pub const CUSTOMER: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A user the test signed up or made, with their credentials.
+pub struct User {
+    pub username: String,
+    /// The session cookie (`bank_session=…`) the sign-in set.
+    pub cookie: String,
+    /// An API token of theirs.
+    pub token: String,
+    /// Sends their token with every request.
+    pub client: reqwest::Client,
 }
 
 impl Drop for TestApp {
@@ -33,16 +53,140 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     server::telemetry::init();
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
+    // Tests sign in often from one address; the tests of the limits set their own.
+    settings.rate_limits.sign_in = server::routes::rate_limits::Rate::per_minute(10_000);
+    settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);
+    settings.rate_limits.commands = server::routes::rate_limits::Rate::per_second(100_000);
     configure(&mut settings);
     let application = Application::build(settings).await.expect("the app starts");
     let address = format!("http://{}", application.address());
     let shutdown = application.shutdown_token();
     tokio::spawn(application.run_until_stopped());
     let pool = PgPool::connect_with(database).await.expect("the test connects");
-    TestApp { address, client: reqwest::Client::new(), pool, shutdown }
+    let mut app = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        anonymous: reqwest::Client::new(),
+        pool,
+        shutdown,
+        operator: tokio::sync::OnceCell::new(),
+    };
+    // A second instance on the same database finds the customer there already.
+    app.client = app.sign_up_or_in(CUSTOMER).await.client;
+    app
+}
+
+/// The session cookie a sign-in or sign-up answer sets.
+pub fn session_cookie(response: &Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("bank_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
 }
 
 impl TestApp {
+    /// Signs a new customer up (password [`PASSWORD`]) and makes them a token.
+    pub async fn sign_up(&self, username: &str) -> User {
+        let response = self
+            .anonymous
+            .post(format!("{}/api/auth/sign-up", self.address))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("the sign-up is answered");
+        assert_eq!(response.status(), StatusCode::OK, "sign-up of {username}");
+        let cookie = session_cookie(&response);
+        self.with_token(username, cookie).await
+    }
+
+    /// Signs `username` up, or in if they exist.
+    pub async fn sign_up_or_in(&self, username: &str) -> User {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
+            .bind(username)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        if exists { self.sign_in(username).await } else { self.sign_up(username).await }
+    }
+
+    /// A client of the operator "olga" (made once per app).
+    pub async fn operator_client(&self) -> reqwest::Client {
+        self.operator.get_or_init(|| self.operator("olga")).await.client.clone()
+    }
+
+    /// POST as the operator.
+    pub async fn post_as_operator(&self, path: &str, body: &Value) -> Response {
+        self.operator_client()
+            .await
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is answered")
+    }
+
+    /// GET as the operator.
+    pub async fn get_as_operator(&self, path: &str) -> Response {
+        self.operator_client()
+            .await
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the request is answered")
+    }
+
+    /// Signs an existing user in (password [`PASSWORD`]) and makes them a token.
+    pub async fn sign_in(&self, username: &str) -> User {
+        let response = self
+            .anonymous
+            .post(format!("{}/api/auth/sign-in", self.address))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("the sign-in is answered");
+        assert_eq!(response.status(), StatusCode::OK, "sign-in of {username}");
+        let cookie = session_cookie(&response);
+        self.with_token(username, cookie).await
+    }
+
+    /// A session cookie of [`CUSTOMER`]'s (a new sign-in).
+    pub async fn customer_cookie(&self) -> String {
+        self.sign_in(CUSTOMER).await.cookie
+    }
+
+    /// An operator, made as `server create-operator` makes one, signed in.
+    pub async fn operator(&self, username: &str) -> User {
+        let settings = Settings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            (*self.pool.connect_options()).clone(),
+            LeptosOptions::builder().output_name("cqrs-bank").build(),
+        );
+        server::startup::create_operator(&settings, username, PASSWORD).await.expect("the operator is made");
+        self.sign_in(username).await
+    }
+
+    async fn with_token(&self, username: &str, cookie: String) -> User {
+        let response = self
+            .anonymous
+            .post(format!("{}/api/tokens/create", self.address))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "tests"}))
+            .send()
+            .await
+            .expect("the token is made");
+        assert_eq!(response.status(), StatusCode::OK, "token for {username}");
+        let token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        User { username: username.to_owned(), cookie, token, client }
+    }
+
     /// Stops the server as SIGTERM would.
     pub fn stop(&self) {
         self.shutdown.cancel();
@@ -103,6 +247,19 @@ impl TestApp {
             assert!(matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE), "{status}: {last}");
         }
         panic!("the read model did not catch up with {token}: {last}");
+    }
+
+    /// Creates an account for `user` (in their name) and returns the command's answer.
+    pub async fn create_account_as(&self, user: &User, initial_balance: f64) -> Value {
+        let response = user
+            .client
+            .post(format!("{}/api/commands/create-account", self.address))
+            .json(&json!({"ownerId": user.username, "initialBalance": initial_balance}))
+            .send()
+            .await
+            .expect("the request is answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
     }
 
     /// Creates an account and returns its id.

@@ -13,6 +13,10 @@ async fn deposit(app: &TestApp, id: &str, amount: f64) -> Value {
     response.json().await.unwrap()
 }
 
+async fn alice_id(app: &TestApp) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT user_id FROM users WHERE username = 'alice'").fetch_one(&app.pool).await.unwrap()
+}
+
 async fn history(app: &TestApp, body: Value) -> Value {
     let response = app.post("/api/queries/account-history", &body).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -36,15 +40,23 @@ async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOpti
     let page = history(&app, json!({"accountId": id})).await;
     let newest = &page["entries"][0];
     assert_eq!(newest["eventType"], json!("MoneyDeposited"));
-    assert_eq!(newest["commandId"], json!(command_id));
+    // The stored command id is the client's, scoped to the caller (the same id from two users
+    // names two commands); the client's own is kept beside it, as is the actor.
+    let stored_id = uuid::Uuid::new_v5(&alice_id(&app).await, command_id.as_bytes());
+    assert_eq!(newest["commandId"], json!(stored_id));
     assert_eq!(newest["correlationId"], json!(correlation_id));
-    assert_eq!(newest["causationId"], json!(command_id));
+    assert_eq!(newest["causationId"], json!(stored_id));
     // Without a correlation header, a command is its own conversation.
     let created = &page["entries"][1];
     assert_eq!(created["correlationId"], created["commandId"]);
     let metadata: Value =
         sqlx::query_scalar("SELECT metadata FROM events WHERE stream_version = 2").fetch_one(&app.pool).await.unwrap();
     assert!(metadata["issuedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{metadata}");
+    assert_eq!(metadata["clientCommandId"], json!(command_id));
+    assert_eq!(metadata["actor"]["username"], json!("alice"));
+    assert_eq!(metadata["actor"]["userId"], json!(alice_id(&app).await));
+    assert_eq!(metadata["correlationIdFromClient"], json!(true));
+    assert!(metadata["requestId"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{metadata}");
 
     let bad = app
         .post_with_header("/api/commands/deposit", &json!({"accountId": id, "amount": 5}), ("x-correlation-id", "nope"))
@@ -56,7 +68,7 @@ async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOpti
 async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptions, db: PgConnectOptions) {
     // A small snapshot interval, so that pages start from snapshots too.
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 4).await;
-    let id = app.account_id("bob", 100.0).await;
+    let id = app.account_id("alice", 100.0).await;
     for amount in 1..=11 {
         deposit(&app, &id, f64::from(amount)).await;
     }
@@ -104,7 +116,7 @@ async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptio
 #[sqlx::test(migrations = false)]
 async fn the_account_can_be_read_as_it_was_at_a_version_or_a_moment(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 3).await;
-    let id = app.account_id("carol", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     for amount in [1.0, 2.0, 3.0, 4.0, 5.0] {
         deposit(&app, &id, amount).await;
     }
@@ -157,7 +169,7 @@ async fn deposit_recorded_at(app: &TestApp, id: &str) -> time::OffsetDateTime {
 #[sqlx::test(migrations = false)]
 async fn a_moment_to_the_second_includes_the_events_of_that_second(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.account_id("dave", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     deposit(&app, &id, 5.0).await;
     // What the page shows, and the time travel form sends: the time to the second.
     let recorded_at = deposit_recorded_at(&app, &id).await;
@@ -175,7 +187,7 @@ async fn a_moment_to_the_second_includes_the_events_of_that_second(_: PgPoolOpti
 #[sqlx::test(migrations = false)]
 async fn a_moment_with_a_fraction_is_exact(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.account_id("erin", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     deposit(&app, &id, 5.0).await;
     let recorded_at = deposit_recorded_at(&app, &id).await;
     let to_the_microsecond =

@@ -32,7 +32,7 @@ async fn the_same_deposit_sent_20_times_at_once_deposits_once(_: PgPoolOptions, 
 #[sqlx::test(migrations = false)]
 async fn a_retried_creation_answers_with_the_same_account(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let body = json!({"ownerId": "bob", "initialBalance": 10, "commandId": uuid::Uuid::new_v4()});
+    let body = json!({"ownerId": "alice", "initialBalance": 10, "commandId": uuid::Uuid::new_v4()});
     let responses = join_all((0..5).map(|_| app.post("/api/commands/create-account", &body))).await;
     let mut ids = Vec::new();
     for response in responses {
@@ -49,7 +49,7 @@ async fn a_retried_creation_answers_with_the_same_account(_: PgPoolOptions, db: 
 #[sqlx::test(migrations = false)]
 async fn a_retried_refusal_is_refused_again_and_stays_refused(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.account_id("carol", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     let withdrawal = json!({"accountId": id, "amount": 50, "commandId": uuid::Uuid::new_v4()});
     let first = app.post("/api/commands/withdraw", &withdrawal).await;
     assert_eq!(error_code(first, StatusCode::UNPROCESSABLE_ENTITY).await, "insufficient_funds");
@@ -68,7 +68,7 @@ async fn a_retried_refusal_is_refused_again_and_stays_refused(_: PgPoolOptions, 
 #[sqlx::test(migrations = false)]
 async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.account_id("dave", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     let command_id = uuid::Uuid::new_v4();
     let first =
         app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5, "commandId": command_id})).await;
@@ -76,7 +76,7 @@ async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: Pg
     for other in [
         ("/api/commands/deposit", json!({"accountId": id, "amount": 6, "commandId": command_id})),
         ("/api/commands/withdraw", json!({"accountId": id, "amount": 5, "commandId": command_id})),
-        ("/api/commands/create-account", json!({"ownerId": "dave", "initialBalance": 5, "commandId": command_id})),
+        ("/api/commands/create-account", json!({"ownerId": "alice", "initialBalance": 5, "commandId": command_id})),
     ] {
         let response = app.post(other.0, &other.1).await;
         assert_eq!(error_code(response, StatusCode::CONFLICT).await, "command_id_reused", "{other:?}");
@@ -87,7 +87,7 @@ async fn a_command_id_reused_for_another_command_is_409(_: PgPoolOptions, db: Pg
 #[sqlx::test(migrations = false)]
 async fn commands_without_an_id_are_each_new(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let id = app.account_id("erin", 0.0).await;
+    let id = app.account_id("alice", 0.0).await;
     for _ in 0..3 {
         let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
         assert_eq!(response.status(), StatusCode::OK);

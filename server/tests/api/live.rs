@@ -31,7 +31,8 @@ impl Subscriber {
     }
 
     async fn open_at(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Subscriber {
-        let mut request = app.client.get(format!("{}{path}", app.address));
+        // An operator: they hear of every account (a customer hears of their own, see below).
+        let mut request = app.operator_client().await.get(format!("{}{path}", app.address));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -106,7 +107,7 @@ async fn a_subscriber_hears_which_accounts_changed_as_the_read_model_applies_the
     let app = spawn_app(db).await;
     let mut live = Subscriber::open(&app, None).await;
 
-    let created = app.create_account("ada", 10.0).await;
+    let created = app.create_account("alice", 10.0).await;
     let account = created["accountId"].as_str().unwrap();
     let opened = live.until_named(&[account]).await;
     assert_eq!(named(&opened, "opened"), [account]);
@@ -127,14 +128,14 @@ async fn a_subscriber_hears_which_accounts_changed_as_the_read_model_applies_the
 async fn a_client_coming_back_gets_every_change_since_its_last_event_once(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let mut live = Subscriber::open(&app, None).await;
-    let first = app.account_id("bo", 10.0).await;
+    let first = app.account_id("alice", 10.0).await;
     let heard = live.until_named(&[&first]).await;
     let last_id = heard.last().unwrap().id.clone().unwrap();
     drop(live);
 
     // Away: two new accounts and a deposit to the first.
-    let second = app.account_id("cy", 20.0).await;
-    let third = app.account_id("di", 30.0).await;
+    let second = app.account_id("alice", 20.0).await;
+    let third = app.account_id("alice", 30.0).await;
     app.post("/api/commands/deposit", &json!({"accountId": first, "amount": 1})).await;
     app.wait_for_projection().await;
 
@@ -154,7 +155,7 @@ async fn a_client_coming_back_gets_every_change_since_its_last_event_once(_: PgP
     assert_eq!(opened, new_ones);
 
     // Then the feed goes on, without repeating the catch-up.
-    let fourth = app.account_id("ed", 40.0).await;
+    let fourth = app.account_id("alice", 40.0).await;
     let next = back.until_named(&[&fourth]).await;
     assert_eq!(named(&next, "accounts"), [fourth]);
 
@@ -167,15 +168,16 @@ async fn live_streams_are_capped_per_client_and_in_all(_: PgPoolOptions, db: PgC
     let app = spawn_app_with(db.clone(), |settings| settings.max_live_streams_per_client = 2).await;
     let one = Subscriber::open(&app, None).await;
     let _two = Subscriber::open(&app, None).await;
-    let third = app.client.get(format!("{}/api/live", app.address)).send().await.unwrap();
+    let operator = app.operator_client().await;
+    let third = operator.get(format!("{}/api/live", app.address)).send().await.unwrap();
     assert_eq!(error_code(third, StatusCode::TOO_MANY_REQUESTS).await, "too_many_requests");
     // Queries and commands are not streams: they go on.
-    app.create_account("fay", 1.0).await;
+    app.create_account("alice", 1.0).await;
     // A stream's place is given back when its client goes away.
     drop(one);
     let mut admitted = false;
     for _ in 0..100 {
-        let again = app.client.get(format!("{}/api/live", app.address)).send().await.unwrap();
+        let again = operator.get(format!("{}/api/live", app.address)).send().await.unwrap();
         if again.status() == StatusCode::OK {
             admitted = true;
             break;
@@ -187,6 +189,7 @@ async fn live_streams_are_capped_per_client_and_in_all(_: PgPoolOptions, db: PgC
 
     let total = spawn_app_with(db, |settings| settings.max_live_streams = 1).await;
     let _only = Subscriber::open(&total, None).await;
+    // The cap in all counts every user's streams.
     let refused = total.client.get(format!("{}/api/live", total.address)).send().await.unwrap();
     assert_eq!(error_code(refused, StatusCode::TOO_MANY_REQUESTS).await, "too_many_requests");
 }
@@ -210,7 +213,7 @@ async fn every_instance_tells_its_subscribers_whichever_instance_applied_the_bat
     let mut on_first = Subscriber::open(&first, None).await;
     let mut on_second = Subscriber::open(&second, None).await;
     // One instance leads the projection; the other hears its batches through NOTIFY.
-    let account = second.account_id("gus", 3.0).await;
+    let account = second.account_id("alice", 3.0).await;
     on_first.until_named(&[&account]).await;
     on_second.until_named(&[&account]).await;
 }
@@ -218,13 +221,13 @@ async fn every_instance_tells_its_subscribers_whichever_instance_applied_the_bat
 #[sqlx::test(migrations = false)]
 async fn a_subscriber_watching_some_accounts_hears_only_of_them(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let mine = app.account_id("ivy", 10.0).await;
-    let other = app.account_id("jon", 10.0).await;
+    let mine = app.account_id("alice", 10.0).await;
+    let other = app.account_id("alice", 10.0).await;
     app.wait_for_projection().await;
     let mut live = Subscriber::open_at(&app, &format!("/api/live?accounts={mine}"), None).await;
 
     app.post("/api/commands/deposit", &json!({"accountId": other, "amount": 1})).await;
-    app.account_id("kim", 1.0).await;
+    app.account_id("alice", 1.0).await;
     app.wait_for_projection().await;
     app.post("/api/commands/deposit", &json!({"accountId": mine, "amount": 1})).await;
     let heard = live.next().await.expect("a message");
@@ -234,5 +237,40 @@ async fn a_subscriber_watching_some_accounts_hears_only_of_them(_: PgPoolOptions
     for bad in ["/api/live?accounts=yesterday", "/api/live?accounts="] {
         let response = app.client.get(format!("{}{bad}", app.address)).send().await.unwrap();
         assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request", "{bad}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_customer_hears_only_of_their_own_accounts(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let bob = app.sign_up("bob").await;
+    let mine = app.account_id("alice", 10.0).await;
+    let bobs = app.create_account_as(&bob, 10.0).await["accountId"].as_str().unwrap().to_owned();
+    app.wait_for_projection().await;
+    let open = |path: String| {
+        let request = app.client.get(format!("{}{path}", app.address));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut subscriber = Subscriber { response, buffer: String::new() };
+            assert_eq!(subscriber.next().await.unwrap().event, "ready");
+            subscriber
+        }
+    };
+    // Everything, as the overview asks, and bob's account by id, as a guessed URL would.
+    let mut everything = open("/api/live".to_owned()).await;
+    let mut guessed = open(format!("/api/live?accounts={bobs},{mine}")).await;
+
+    let deposit = |user: &reqwest::Client, account: &str| {
+        user.post(format!("{}/api/commands/deposit", app.address))
+            .json(&json!({"accountId": account, "amount": 1}))
+            .send()
+    };
+    assert_eq!(deposit(&bob.client, &bobs).await.unwrap().status(), StatusCode::OK);
+    app.wait_for_projection().await;
+    assert_eq!(deposit(&app.client, &mine).await.unwrap().status(), StatusCode::OK);
+    for live in [&mut everything, &mut guessed] {
+        let heard = live.next().await.expect("a message");
+        assert_eq!(heard.data["accounts"], json!([mine]), "bob's deposit is not told to alice: {heard:?}");
     }
 }

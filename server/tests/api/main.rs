@@ -10,6 +10,7 @@ mod fuzz;
 mod helpers;
 mod history;
 mod idempotency;
+mod identity;
 mod live;
 mod multi_instance;
 mod operations;

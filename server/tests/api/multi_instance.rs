@@ -9,15 +9,15 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::processes::{ServerProcess, owner_of, spawn_server};
+use crate::processes::{OPERATOR, ServerProcess, operator_client, owner_of, spawn_server};
 use crate::read_model::assert_read_model_equals_replay;
 
 const PROJECTIONS: [&str; 2] = ["account_summary", "account_ledger"];
 
 async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
-    for i in 0..count {
-        let answer = server.create_account(client, &format!("owner-{i}"), 1000).await;
+    for _ in 0..count {
+        let answer = server.create_account(client, OPERATOR, 1000).await;
         ids.push(answer["accountId"].as_str().unwrap().to_owned());
     }
     ids
@@ -85,8 +85,8 @@ async fn wait_until_caught_up(client: &reqwest::Client, server: &ServerProcess) 
 
 #[sqlx::test(migrations = false)]
 async fn two_instances_one_killed_mid_run_apply_every_event_exactly_once(_: PgPoolOptions, db: PgConnectOptions) {
-    let client = reqwest::Client::new();
     let a = spawn_server(&db, "instance-a");
+    let client = operator_client(&db, &a).await;
     let b = spawn_server(&db, "instance-b");
     let accounts = create_accounts(&client, &a, 20).await;
 
@@ -115,8 +115,8 @@ async fn two_instances_one_killed_mid_run_apply_every_event_exactly_once(_: PgPo
 
 #[sqlx::test(migrations = false)]
 async fn a_server_killed_under_load_restarts_to_a_read_model_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
-    let client = reqwest::Client::new();
     let mut first = spawn_server(&db, "first");
+    let client = operator_client(&db, &first).await;
     let accounts = create_accounts(&client, &first, 30).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&client, vec![first.address.clone()], accounts, stop.clone());
@@ -133,8 +133,8 @@ async fn a_server_killed_under_load_restarts_to_a_read_model_equal_to_a_replay(_
 
 #[sqlx::test(migrations = false)]
 async fn sigterm_finishes_cleanly_and_hands_leadership_over_at_once(_: PgPoolOptions, db: PgConnectOptions) {
-    let client = reqwest::Client::new();
     let mut first = spawn_server(&db, "first");
+    let client = operator_client(&db, &first).await;
     create_accounts(&client, &first, 3).await;
     wait_until_caught_up(&client, &first).await;
     let second = spawn_server(&db, "second");
@@ -159,8 +159,8 @@ fn signal(server: &ServerProcess, signal: &str) {
 
 #[sqlx::test(migrations = false)]
 async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPoolOptions, db: PgConnectOptions) {
-    let client = reqwest::Client::new();
     let a = spawn_server(&db, "instance-a");
+    let client = operator_client(&db, &a).await;
     let b = spawn_server(&db, "instance-b");
     let accounts = create_accounts(&client, &a, 20).await;
     wait_until_caught_up(&client, &a).await;
@@ -185,7 +185,7 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     // While it is still paused (its sessions, locks and open transactions included), the
     // survivor's read model follows: read-your-writes holds on the survivor.
     let pool = PgPool::connect_with(db.clone()).await.unwrap();
-    let created = survivor.create_account(&client, "during-the-pause", 5).await;
+    let created = survivor.create_account(&client, OPERATOR, 5).await;
     let url = format!(
         "{}/api/queries/accounts/{}?after={}",
         survivor.address,

@@ -8,22 +8,40 @@ use crate::helpers::spawn_app;
 #[sqlx::test(migrations = false)]
 async fn the_account_page_is_rendered_with_its_balance(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let created = app.create_account("erin", 1234.5).await;
+    let created = app.create_account("alice", 1234.5).await;
     app.wait_for_projection().await;
     let response = app.get(&format!("/accounts/{}", created["accountId"].as_str().unwrap())).await;
     assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.unwrap();
     assert!(html.contains("1,234.50"), "{html}");
-    assert!(html.contains("erin"));
+    assert!(html.contains("alice"));
 }
 
 #[sqlx::test(migrations = false)]
 async fn the_accounts_page_lists_accounts(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    app.create_account("frank", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     app.wait_for_projection().await;
     let html = app.get("/").await.text().await.unwrap();
-    assert!(html.contains("frank"), "{html}");
+    assert!(html.contains(&id), "{html}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_signed_out_visitor_is_sent_to_sign_in_and_back(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let id = app.account_id("alice", 10.0).await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (page, back) in
+        [("/".to_owned(), "/".to_owned()), (format!("/accounts/{id}?at=1"), format!("/accounts/{id}%3Fat%3D1"))]
+    {
+        let response = no_redirects.get(format!("{}{page}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(response.headers()["location"], format!("/sign-in?next={back}").as_str());
+    }
+    let sign_in = app.anonymous.get(format!("{}/sign-in", app.address)).send().await.unwrap();
+    assert_eq!(sign_in.status(), StatusCode::OK);
+    let html = sign_in.text().await.unwrap();
+    assert!(html.contains("Sign in") && !html.contains(&id), "{html}");
 }
 
 #[sqlx::test(migrations = false)]

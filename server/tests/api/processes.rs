@@ -37,6 +37,8 @@ pub fn spawn_server(database: &PgConnectOptions, instance: &str) -> ServerProces
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
         .env("INSTANCE_ID", instance)
+        // The tests' load comes from one user.
+        .env("COMMANDS_PER_SECOND", "100000")
         .env("RUST_LOG", "info,sqlx=warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -98,12 +100,59 @@ impl ServerProcess {
             .unwrap()
     }
 
+    /// Every projection's status, as operators read it: `{"projections": [...]}`.
     pub async fn health(&self, client: &reqwest::Client) -> Value {
-        client.get(format!("{}/health", self.address)).send().await.unwrap().json().await.unwrap()
+        let projections: Value = client
+            .post(format!("{}/api/operations/projections", self.address))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        serde_json::json!({ "projections": projections })
     }
 }
 
-/// The instance leading `projection`, as `/health` reports it.
+/// The operator the process tests act as.
+pub const OPERATOR: &str = "olga";
+
+/// A client acting as [`OPERATOR`] (made as `server create-operator` makes one) with a token.
+pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess) -> reqwest::Client {
+    let settings = server::configuration::Settings::new(
+        "127.0.0.1:0".parse().unwrap(),
+        database.clone(),
+        leptos::config::LeptosOptions::builder().output_name("cqrs-bank").build(),
+    );
+    server::startup::create_operator(&settings, OPERATOR, crate::helpers::PASSWORD)
+        .await
+        .expect("the operator is made");
+    let anonymous = reqwest::Client::new();
+    let signed_in = anonymous
+        .post(format!("{}/api/auth/sign-in", server.address))
+        .json(&serde_json::json!({"username": OPERATOR, "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::OK);
+    let cookie = crate::helpers::session_cookie(&signed_in);
+    let token: Value = anonymous
+        .post(format!("{}/api/tokens/create", server.address))
+        .header("cookie", cookie)
+        .json(&serde_json::json!({"name": "process tests"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {}", token["token"].as_str().unwrap()).parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// The instance leading `projection`, as the operations status reports it.
 pub fn owner_of(health: &Value, projection: &str) -> Option<String> {
     health["projections"].as_array()?.iter().find(|p| p["name"] == projection)?["ownerInstance"]
         .as_str()

@@ -18,16 +18,31 @@ async fn every_answer_says_what_it_is_current_as_of(_: PgPoolOptions, db: PgConn
 #[sqlx::test(migrations = false)]
 async fn high_value_accounts_are_those_at_or_above_the_minimum_highest_first(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    for (owner, balance) in [("a", 50.0), ("b", 1000.0), ("c", 999.99), ("d", 5000.0), ("e", 1000.0)] {
-        app.create_account(owner, balance).await;
+    let bob = app.sign_up("bob").await;
+    for (owner, balance) in [(None, 50.0), (Some(&bob), 1000.0), (None, 999.99), (Some(&bob), 5000.0), (None, 1000.0)] {
+        match owner {
+            Some(user) => app.create_account_as(user, balance).await,
+            None => app.create_account("alice", balance).await,
+        };
     }
     app.wait_for_projection().await;
+    let balances = |list: Value| -> Vec<f64> {
+        list["accounts"].as_array().unwrap().iter().map(|a| a["currentBalance"].as_f64().unwrap()).collect()
+    };
+    // An operator sees every owner's; a customer their own.
+    let operator = app.operator("olga").await;
+    let response = operator
+        .client
+        .post(format!("{}/api/queries/high-value-accounts", app.address))
+        .json(&json!({"minBalance": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(balances(response.json().await.unwrap()), vec![5000.0, 1000.0, 1000.0]);
     let response = app.post("/api/queries/high-value-accounts", &json!({"minBalance": 1000})).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let list: Value = response.json().await.unwrap();
-    let balances: Vec<f64> =
-        list["accounts"].as_array().unwrap().iter().map(|a| a["currentBalance"].as_f64().unwrap()).collect();
-    assert_eq!(balances, vec![5000.0, 1000.0, 1000.0]);
+    assert_eq!(balances(response.json().await.unwrap()), vec![1000.0]);
 
     let response = app.post("/api/queries/high-value-accounts", &json!({"minBalance": -1})).await;
     assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_amount");
@@ -37,7 +52,7 @@ async fn high_value_accounts_are_those_at_or_above_the_minimum_highest_first(_: 
 async fn high_value_accounts_are_at_most_100(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     for i in 0..105 {
-        app.create_account(&format!("owner-{i}"), 1000.0 + f64::from(i)).await;
+        app.create_account("alice", 1000.0 + f64::from(i)).await;
     }
     app.wait_for_projection().await;
     let list: Value =
@@ -50,16 +65,26 @@ async fn high_value_accounts_are_at_most_100(_: PgPoolOptions, db: PgConnectOpti
 #[sqlx::test(migrations = false)]
 async fn accounts_can_be_listed_and_filtered_by_owner(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    for owner in ["alice", "bob", "alice"] {
-        app.create_account(owner, 1.0).await;
-    }
+    let bob = app.sign_up("bob").await;
+    app.create_account("alice", 1.0).await;
+    app.create_account_as(&bob, 1.0).await;
+    app.create_account("alice", 1.0).await;
     app.wait_for_projection().await;
-    let all: Value = app.post("/api/queries/accounts", &json!({})).await.json().await.unwrap();
-    assert_eq!(all["accounts"].as_array().unwrap().len(), 3);
-    let alices: Value = app.post("/api/queries/accounts", &json!({"ownerId": "alice"})).await.json().await.unwrap();
-    let owners: Vec<&str> =
-        alices["accounts"].as_array().unwrap().iter().map(|a| a["ownerId"].as_str().unwrap()).collect();
-    assert_eq!(owners, vec!["alice", "alice"]);
+    let owners = |list: Value| -> Vec<String> {
+        list["accounts"].as_array().unwrap().iter().map(|a| a["ownerId"].as_str().unwrap().to_owned()).collect()
+    };
+    let list = |client: reqwest::Client, filter: Value| {
+        let url = format!("{}/api/queries/accounts", app.address);
+        async move { client.post(url).json(&filter).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // An operator sees all, and may filter by owner.
+    let operator = app.operator("olga").await;
+    assert_eq!(owners(list(operator.client.clone(), json!({})).await).len(), 3);
+    assert_eq!(owners(list(operator.client.clone(), json!({"ownerId": "bob"})).await), ["bob"]);
+    // A customer sees their own only, whatever they filter by.
+    assert_eq!(owners(list(app.client.clone(), json!({})).await), ["alice", "alice"]);
+    assert_eq!(owners(list(app.client.clone(), json!({"ownerId": "alice"})).await), ["alice", "alice"]);
+    assert!(owners(list(app.client.clone(), json!({"ownerId": "bob"})).await).is_empty());
 }
 
 #[sqlx::test(migrations = false)]

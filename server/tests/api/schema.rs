@@ -71,7 +71,7 @@ async fn describe(pool: &PgPool, schema: &str) -> Vec<String> {
                        is_nullable, column_default, is_identity)
          FROM information_schema.columns WHERE table_schema = $1 AND table_name <> '_sqlx_migrations'
          UNION ALL
-         SELECT format('constraint %s on %s: %s', c.conname, t.relname, pg_get_constraintdef(c.oid))
+         SELECT format('constraint %s on %s: %s', c.conname, t.relname, replace(pg_get_constraintdef(c.oid), $1 || '.', ''))
          FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
          WHERE n.nspname = $1 AND t.relname <> '_sqlx_migrations'
          UNION ALL

@@ -61,7 +61,7 @@ async fn loading_from_snapshots_equals_folding_the_whole_stream(_: PgPoolOptions
 #[sqlx::test(migrations = false)]
 async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = 0).await;
-    let id = app.account_id("bob", 10.0).await;
+    let id = app.account_id("alice", 10.0).await;
     let account_id: Uuid = id.parse().unwrap();
     sqlx::query("INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, 1, $2, $3)")
         .bind(account_id)
@@ -82,7 +82,7 @@ async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConne
 #[sqlx::test(migrations = false)]
 async fn a_snapshot_made_by_another_fold_is_ignored(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, |settings| settings.write.snapshot_interval = INTERVAL).await;
-    let id = app.account_id("carol", 100.0).await;
+    let id = app.account_id("alice", 100.0).await;
     let account_id: Uuid = id.parse().unwrap();
     for _ in 2..=INTERVAL {
         let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;

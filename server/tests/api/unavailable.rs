@@ -62,7 +62,7 @@ async fn a_request_that_takes_too_long_is_answered_503_in_time(_: PgPoolOptions,
         settings.catch_up_bound = std::time::Duration::from_secs(10);
     })
     .await;
-    let account = app.account_id("ida", 1.0).await;
+    let account = app.account_id("alice", 1.0).await;
     // The read model stops at an event it cannot apply, so a query waiting for a later command
     // would wait its whole bound.
     app.insert_poison_event().await;

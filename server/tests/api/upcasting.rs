@@ -17,7 +17,7 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
         (
             "AccountCreated",
             json!({"aggregate_id": account_id, "event_type": "AccountCreated", "version": 1,
-            "account_id": account_id, "owner_id": "legacy", "initial_balance": 100.1}),
+            "account_id": account_id, "owner_id": "alice", "initial_balance": 100.1}),
         ),
         (
             "MoneyDeposited",
@@ -64,5 +64,5 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
         .await
         .unwrap();
     assert_eq!(at["balance"].to_string(), "100.39");
-    assert_eq!(at["ownerId"], json!("legacy"));
+    assert_eq!(at["ownerId"], json!("alice"));
 }

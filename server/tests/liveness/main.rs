@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-use crate::processes::{ServerProcess, spawn_server};
+use crate::processes::{OPERATOR, ServerProcess, operator_client, spawn_server};
 
 /// One test at a time: each measures what the others would disturb.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -51,7 +51,7 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
                 for i in 0..250 {
                     let created: Value = http
                         .post(format!("{address}/api/commands/create-account"))
-                        .json(&json!({"ownerId": format!("owner-{client}-{i}"), "initialBalance": 1}))
+                        .json(&json!({"ownerId": "alice", "initialBalance": 1}))
                         .send()
                         .await
                         .unwrap()
@@ -156,11 +156,11 @@ async fn single_deposits(
 async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnectOptions) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let server = spawn_server(&db, "hot-account");
-    let client = reqwest::Client::new();
-    let hot = open_account(&client, &server, "hot").await;
+    let client = operator_client(&db, &server).await;
+    let hot = open_account(&client, &server, OPERATOR).await;
     let mut others = Vec::new();
     for n in 0..400 {
-        others.push(open_account(&client, &server, &format!("other-{n}")).await);
+        others.push(open_account(&client, &server, OPERATOR).await);
     }
     let (idle, _) = single_deposits(&client, &server, &others[..200]).await;
 
@@ -216,7 +216,7 @@ async fn waiting_for_the_read_model_costs_no_queries_and_is_capped(_: PgPoolOpti
 
     // Stop the read model (a poison event), then make a token it cannot reach.
     app.insert_poison_event().await;
-    let unreachable = app.create_account("bob", 1.0).await["position"].as_str().unwrap().to_owned();
+    let unreachable = app.create_account("alice", 1.0).await["position"].as_str().unwrap().to_owned();
     let before = transactions(&app).await;
     let started = Instant::now();
     let waits: Vec<_> = (0..100)

@@ -1,0 +1,146 @@
+//! Signing up, in and out, and API tokens, as server functions (`/api/auth/...`,
+//! `/api/tokens/...`). A browser session lives in an `HttpOnly` cookie set here; programmatic
+//! clients use a token made on the tokens page.
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::contract::{ApiTokenInfo, NewApiToken, SignedIn};
+
+/// Creates a customer and signs them in.
+#[server(prefix = "/api", endpoint = "auth/sign-up", input = Json)]
+pub async fn sign_up(username: String, password: String) -> Result<SignedIn, ApiError> {
+    use crate::identity::{Password, Role, SignUpError, Username, users};
+    let services = super::services()?;
+    let username = Username::parse(&username).map_err(|error| ApiError::invalid_request(error.to_string()))?;
+    let password = Password::parse(&password).map_err(ApiError::invalid_request)?;
+    let user = match users::create(&services.pool, &services.passwords, &username, &password, Role::Customer).await {
+        Ok(user) => user,
+        Err(taken @ SignUpError::Taken(_)) => {
+            return Err(ApiError::new(super::ErrorCode::Conflict, taken.to_string()));
+        }
+        Err(other) => return Err(server::sign_up_error(other)),
+    };
+    server::start_session(&services, user.user_id).await?;
+    Ok(SignedIn { username: user.username.to_string(), role: user.role })
+}
+
+/// Signs in: a new session (any session the browser had is ended first).
+#[server(prefix = "/api", endpoint = "auth/sign-in", input = Json)]
+pub async fn sign_in(username: String, password: String) -> Result<SignedIn, ApiError> {
+    use crate::identity::{Username, users};
+    let services = super::services()?;
+    let wrong = || ApiError::new(super::ErrorCode::Unauthenticated, "wrong username or password");
+    let username = Username::parse(&username).map_err(|_| wrong())?;
+    let user = users::check_password(&services.pool, &services.passwords, &username, &password)
+        .await
+        .map_err(server::sign_up_error)?
+        .ok_or_else(wrong)?;
+    server::start_session(&services, user.user_id).await?;
+    Ok(SignedIn { username: user.username.to_string(), role: user.role })
+}
+
+/// Ends the browser's session, on the server (the cookie alone would survive a copy).
+#[server(prefix = "/api", endpoint = "auth/sign-out", input = Json)]
+pub async fn sign_out() -> Result<(), ApiError> {
+    let services = super::services()?;
+    if let Some(secret) = server::session_cookie() {
+        crate::identity::sessions::end(&services.pool, &secret).await?;
+    }
+    server::set_cookie(crate::identity::sessions::clear_cookie(services.secure_cookies));
+    Ok(())
+}
+
+/// Who is signed in (`null` when nobody is).
+#[server(prefix = "/api", endpoint = "auth/me", input = Json)]
+pub async fn me() -> Result<Option<SignedIn>, ApiError> {
+    Ok(super::caller().map(|caller| SignedIn { username: caller.username.to_string(), role: caller.role }))
+}
+
+/// Makes an API token, shown this once. Only from a signed-in browser: a token cannot mint
+/// more tokens, so a leaked one cannot outlive its revocation.
+#[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
+pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
+    use crate::identity::Credential;
+    use crate::identity::tokens::{self, TokenError};
+    let caller = super::signed_in()?;
+    if caller.credential != Credential::Session {
+        return Err(ApiError::new(
+            super::ErrorCode::Forbidden,
+            "tokens are made from a signed-in browser, not with a token",
+        ));
+    }
+    match tokens::create(&super::services()?.pool, caller.user_id, &name).await {
+        Ok(token) => Ok(token),
+        Err(TokenError::Database(error)) => Err(error.into()),
+        Err(refusal @ TokenError::BadName) => Err(ApiError::invalid_request(refusal.to_string())),
+        Err(refusal @ TokenError::TooMany) => Err(ApiError::new(super::ErrorCode::Conflict, refusal.to_string())),
+    }
+}
+
+/// The caller's tokens (never their secrets).
+#[server(prefix = "/api", endpoint = "tokens/list", input = Json)]
+pub async fn list_tokens() -> Result<Vec<ApiTokenInfo>, ApiError> {
+    let caller = super::signed_in()?;
+    Ok(crate::identity::tokens::list(&super::services()?.pool, caller.user_id).await?)
+}
+
+/// Revokes one of the caller's tokens; it answers 401 from then on.
+#[server(prefix = "/api", endpoint = "tokens/revoke", input = Json)]
+pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Result<(), ApiError> {
+    let caller = super::signed_in()?;
+    if crate::identity::tokens::revoke(&super::services()?.pool, caller.user_id, token_id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(super::ErrorCode::NotFound, format!("you have no token {token_id}")))
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    use axum::http::{HeaderValue, header};
+
+    use crate::api::{ApiError, ErrorCode, Services};
+    use crate::identity::{PasswordError, Secret, SignUpError, sessions};
+
+    /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
+    /// someone planted before sign-in is worthless after it.
+    pub async fn start_session(services: &Services, user_id: uuid::Uuid) -> Result<(), ApiError> {
+        if let Some(old) = session_cookie() {
+            sessions::end(&services.pool, &old).await?;
+        }
+        let secret = sessions::start(&services.pool, user_id).await?;
+        set_cookie(sessions::set_cookie(&secret, services.secure_cookies));
+        Ok(())
+    }
+
+    pub fn session_cookie() -> Option<Secret> {
+        let parts = super::super::request_parts()?;
+        let header = parts.headers.get(header::COOKIE)?.to_str().ok()?;
+        sessions::from_cookie_header(header)
+    }
+
+    pub fn set_cookie(value: String) {
+        if let (Some(response), Ok(value)) =
+            (leptos::prelude::use_context::<leptos_axum::ResponseOptions>(), HeaderValue::from_str(&value))
+        {
+            response.append_header(header::SET_COOKIE, value);
+        }
+    }
+
+    pub fn sign_up_error(error: SignUpError) -> ApiError {
+        match error {
+            SignUpError::Taken(name) => ApiError::new(ErrorCode::Conflict, format!("the username {name} is taken")),
+            SignUpError::Password(PasswordError::Busy) => {
+                ApiError::new(ErrorCode::ServiceUnavailable, PasswordError::Busy.to_string())
+            }
+            SignUpError::Password(error @ PasswordError::Unreadable(_)) => {
+                tracing::error!(%error, "password check failed");
+                ApiError::internal()
+            }
+            SignUpError::Database(error) => error.into(),
+        }
+    }
+}

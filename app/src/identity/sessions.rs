@@ -1,0 +1,105 @@
+//! Browser sessions: a random id in an `HttpOnly` cookie, its hash in `sessions`. Signing in
+//! always starts a new session (the old id, if any, is ended), so an id planted before sign-in
+//! is worth nothing after; signing out deletes the row, so a copied cookie dies with it.
+
+use sqlx::PgPool;
+use time::Duration;
+
+use super::{Caller, Credential, Role, Secret, Username};
+
+/// How long a session lasts from sign-in.
+pub const LIFETIME: Duration = Duration::days(7);
+
+/// The cookie's name.
+pub const COOKIE: &str = "bank_session";
+
+/// Starts a session for the user and returns its id (for the cookie).
+pub async fn start(pool: &PgPool, user_id: uuid::Uuid) -> Result<Secret, sqlx::Error> {
+    let secret = Secret::generate("");
+    sqlx::query("INSERT INTO sessions (secret_hash, user_id, expires_at) VALUES ($1, $2, now() + $3)")
+        .bind(secret.hash())
+        .bind(user_id)
+        .bind(LIFETIME)
+        .execute(pool)
+        .await?;
+    Ok(secret)
+}
+
+/// Who the session belongs to, if it exists and has not expired.
+pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
+    let found: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT u.user_id, u.username, u.role FROM sessions s JOIN users u USING (user_id)
+         WHERE s.secret_hash = $1 AND s.expires_at > now()",
+    )
+    .bind(secret.hash())
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.and_then(|(user_id, username, role)| {
+        Some(Caller {
+            user_id,
+            username: Username::parse(&username).ok()?,
+            role: Role::parse(&role)?,
+            credential: Credential::Session,
+        })
+    }))
+}
+
+/// Ends the session, whoever asks: knowing the id is the proof.
+pub async fn end(pool: &PgPool, secret: &Secret) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE secret_hash = $1").bind(secret.hash()).execute(pool).await?;
+    Ok(())
+}
+
+/// Deletes expired sessions; returns how many.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= now()").execute(pool).await?.rows_affected())
+}
+
+/// The session id a request's `Cookie` header carries, if any.
+pub fn from_cookie_header(header: &str) -> Option<Secret> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| Secret::from_client(value.trim()))
+        .filter(|secret| !secret.expose().is_empty())
+}
+
+/// The `Set-Cookie` value that stores a session id in the browser: not readable by scripts,
+/// not sent with cross-site requests other than top-level navigations, over https only when
+/// the site is served over https.
+pub fn set_cookie(secret: &Secret, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        secret.expose(),
+        LIFETIME.whole_seconds()
+    )
+}
+
+/// The `Set-Cookie` value that removes it.
+pub fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let found = from_cookie_header("theme=dark; bank_session=abc123 ; other=1").unwrap();
+        assert_eq!(found.expose(), "abc123");
+        assert!(from_cookie_header("bank_session=; x=1").is_none());
+        assert!(from_cookie_header("not_bank_session=abc").is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_lax_and_secure_when_asked() {
+        let secret = Secret::from_client("s");
+        let cookie = set_cookie(&secret, false);
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"));
+        assert!(set_cookie(&secret, true).ends_with("; Secure"));
+    }
+}

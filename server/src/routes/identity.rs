@@ -1,0 +1,111 @@
+//! Who is asking, for every request: a bearer token (`Authorization: Bearer cqb_…`) or the
+//! session cookie, looked up once here and handed to the handlers as an [`app::identity::Caller`]
+//! in the request's extensions. Then the coarse rules that need no more than that:
+//!
+//! - the API (`/api/…`) needs a caller, except signing in and up: 401 otherwise;
+//! - `/metrics` is for operators;
+//! - pages send a signed-out visitor to sign-in, and back to the page after it.
+//!
+//! Which accounts a caller may see or move is decided by the API and the domain.
+
+use app::api::{ApiError, ErrorCode};
+use app::identity::{Caller, Secret, sessions, tokens};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::startup::AppState;
+
+/// Paths anyone may reach: signing in and up, liveness, the WASM bundle and styles.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/sign-in" | "/sign-up" | "/health" | "/favicon.ico" | "/api/auth/sign-in" | "/api/auth/sign-up")
+        || path.starts_with("/pkg/")
+        || path == "/api/auth/me"
+        || path == "/api/auth/sign-out"
+}
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let cookie = request.headers().get(header::COOKIE).cloned();
+    let caller = match find_caller(&state, authorization, cookie).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let path = request.uri().path().to_owned();
+    match &caller {
+        Some(caller) => {
+            if path == "/metrics" && !caller.is_operator() {
+                return ApiError::operators_only().into_response();
+            }
+            request.extensions_mut().insert(caller.clone());
+        }
+        None if is_public(&path) => {}
+        None if path.starts_with("/api/") || path == "/metrics" => {
+            return ApiError::unauthenticated().into_response();
+        }
+        None => return send_to_sign_in(&request),
+    }
+    next.run(request).await
+}
+
+/// The caller a request's credentials name. A bearer token that names nobody (unknown,
+/// revoked) is refused outright; a session cookie that does (expired, signed out) counts as
+/// signed out, as a browser holding a stale cookie should see.
+async fn find_caller(
+    state: &AppState,
+    authorization: Option<HeaderValue>,
+    cookie: Option<HeaderValue>,
+) -> Result<Option<Caller>, ApiError> {
+    let pool = &state.services.pool;
+    if let Some(authorization) = authorization {
+        let token = authorization
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| Secret::from_client(token.trim()))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization: expected 'Bearer <token>'"))?;
+        return match tokens::find(pool, &token).await? {
+            Some(caller) => Ok(Some(caller)),
+            None => Err(ApiError::new(ErrorCode::Unauthenticated, "the API token is unknown or revoked")),
+        };
+    }
+    let cookie = cookie.as_ref().and_then(|value| value.to_str().ok());
+    match cookie.and_then(sessions::from_cookie_header) {
+        Some(session) => Ok(sessions::find(pool, &session).await?),
+        None => Ok(None),
+    }
+}
+
+/// 303 to the sign-in page, which sends the visitor back here afterwards.
+fn send_to_sign_in(request: &Request) -> Response {
+    let here = request.uri().path_and_query().map_or("/", |path| path.as_str());
+    let location = format!("/sign-in?next={}", percent_encode(here));
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/sign-in"))]).into_response(),
+    }
+}
+
+/// Everything but unreserved characters and `/` escaped, for a path inside a query value.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_way_back_is_escaped_into_one_query_value() {
+        assert_eq!(percent_encode("/accounts/1?x=a&b"), "/accounts/1%3Fx%3Da%26b");
+    }
+}

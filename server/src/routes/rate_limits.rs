@@ -1,0 +1,184 @@
+//! Rate limits: how often one address may try to sign in or sign up, and one user may send
+//! commands. Each is a keyed GCRA (a token bucket kept as one instant per key): `burst`
+//! requests at once, then one every `interval`. Over the limit: 429 with `Retry-After`, in the
+//! JSON error shape. Kept in memory per instance: with N instances a client gets N times the
+//! rate at most, which bounds what it costs, and nothing shared slows every request down.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use app::api::{ApiError, ErrorCode};
+use app::identity::Caller;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::startup::AppState;
+
+/// One limit: `burst` at once, then one per `interval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub interval: Duration,
+}
+
+impl Rate {
+    pub fn per_minute(count: u32) -> Rate {
+        Rate { burst: count.max(1), interval: Duration::from_secs(60) / count.max(1) }
+    }
+
+    pub fn per_hour(count: u32) -> Rate {
+        Rate { burst: count.max(1), interval: Duration::from_secs(3600) / count.max(1) }
+    }
+
+    pub fn per_second(count: u32) -> Rate {
+        Rate { burst: count.max(1), interval: Duration::from_secs(1) / count.max(1) }
+    }
+}
+
+/// The limits the server applies (settings, see `configuration`).
+#[derive(Clone, Copy, Debug)]
+pub struct RateSettings {
+    /// Sign-in attempts per address (`SIGN_INS_PER_MINUTE`, default 10).
+    pub sign_in: Rate,
+    /// Sign-ups per address (`SIGN_UPS_PER_HOUR`, default 20).
+    pub sign_up: Rate,
+    /// Commands per user, whether from a browser or with a token (`COMMANDS_PER_SECOND`,
+    /// default 50).
+    pub commands: Rate,
+}
+
+impl Default for RateSettings {
+    fn default() -> RateSettings {
+        RateSettings { sign_in: Rate::per_minute(10), sign_up: Rate::per_hour(20), commands: Rate::per_second(50) }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimits {
+    sign_in: Arc<Limiter>,
+    sign_up: Arc<Limiter>,
+    commands: Arc<Limiter>,
+}
+
+impl RateLimits {
+    pub fn new(settings: RateSettings) -> RateLimits {
+        RateLimits {
+            sign_in: Arc::new(Limiter::new(settings.sign_in)),
+            sign_up: Arc::new(Limiter::new(settings.sign_up)),
+            commands: Arc::new(Limiter::new(settings.commands)),
+        }
+    }
+}
+
+pub async fn limit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limits = &state.rate_limits;
+    let path = request.uri().path();
+    let checked = if request.method() != Method::POST {
+        Ok(())
+    } else if path == "/api/auth/sign-in" {
+        limits.sign_in.check(&client_key(peer.ip()).to_string())
+    } else if path == "/api/auth/sign-up" {
+        limits.sign_up.check(&client_key(peer.ip()).to_string())
+    } else if let (true, Some(caller)) = (path.starts_with("/api/commands/"), request.extensions().get::<Caller>()) {
+        limits.commands.check(&caller.user_id.to_string())
+    } else {
+        Ok(())
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(wait) => too_many(wait),
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response =
+        ApiError::new(ErrorCode::TooManyRequests, format!("Too many requests of this kind; retry in {seconds} s"))
+            .into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
+/// usually holds).
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// A keyed GCRA: per key, the instant at which its bucket is full again.
+struct Limiter {
+    rate: Rate,
+    full_again: Mutex<HashMap<String, Instant>>,
+}
+
+/// Beyond this many keys, those whose bucket is full again are forgotten (they would be
+/// allowed anyway): memory stays bounded by the clients active within one burst's time.
+const FORGET_ABOVE: usize = 10_000;
+
+impl Limiter {
+    fn new(rate: Rate) -> Limiter {
+        Limiter { rate, full_again: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Ok` and counted, or how long until the key may try again.
+    fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut full_again = self.full_again.lock().expect("rate limits are never poisoned");
+        if full_again.len() > FORGET_ABOVE {
+            full_again.retain(|_, at| *at > now);
+        }
+        let tolerance = self.rate.interval * self.rate.burst.saturating_sub(1);
+        let at = full_again.get(key).copied().filter(|at| *at > now).unwrap_or(now);
+        if at > now + tolerance {
+            return Err(at - (now + tolerance));
+        }
+        full_again.insert(key.to_owned(), at + self.rate.interval);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_one_per_interval_each_key_apart() {
+        let limiter = Limiter::new(Rate { burst: 3, interval: Duration::from_secs(10) });
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.check_at("a", start), Ok(()));
+        }
+        let wait = limiter.check_at("a", start).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(10));
+        assert_eq!(limiter.check_at("b", start), Ok(()), "another key has its own bucket");
+        assert!(limiter.check_at("a", start + Duration::from_secs(9)).is_err());
+        assert_eq!(limiter.check_at("a", start + Duration::from_secs(10)), Ok(()));
+        assert!(limiter.check_at("a", start + Duration::from_secs(10)).is_err());
+    }
+
+    #[test]
+    fn rates_spread_their_count_over_the_period() {
+        assert_eq!(Rate::per_minute(10), Rate { burst: 10, interval: Duration::from_secs(6) });
+        assert_eq!(Rate::per_second(0).burst, 1);
+    }
+}

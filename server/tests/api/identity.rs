@@ -1,0 +1,413 @@
+//! Identity and access: who may call what, sessions and tokens, limits, idempotency per caller.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{PASSWORD, TestApp, error_code, session_cookie, spawn_app, spawn_app_with};
+
+/// What one route is asked in the table below.
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Value,
+    /// Writes an event when it succeeds.
+    writes: bool,
+}
+
+fn post(path: &str, body: Value, writes: bool) -> Call {
+    Call { method: "POST", path: path.to_owned(), body, writes }
+}
+
+fn get(path: String) -> Call {
+    Call { method: "GET", path, body: Value::Null, writes: false }
+}
+
+async fn send(app: &TestApp, client: &Client, call: &Call) -> StatusCode {
+    let url = format!("{}{}", app.address, call.path);
+    let request = if call.method == "POST" { client.post(url).json(&call.body) } else { client.get(url) };
+    request.send().await.unwrap().status()
+}
+
+/// Every route × {anonymous, another customer, the owner, an operator}: the status, and that
+/// nothing was written where it was refused.
+#[sqlx::test(migrations = false)]
+async fn every_route_answers_each_kind_of_caller_as_it_should(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let account = app.account_id("alice", 100.0).await;
+    app.wait_for_projection().await;
+    let mallory = app.sign_up("mallory").await;
+    let operator = app.operator_client().await;
+    let id = account.as_str();
+
+    use StatusCode as S;
+    const OK: S = S::OK;
+    let (unauth, not_found, forbidden) = (S::UNAUTHORIZED, S::NOT_FOUND, S::FORBIDDEN);
+    // (call, anonymous, another customer, owner, operator)
+    let table: Vec<(Call, S, S, S, S)> = vec![
+        (post("/api/commands/deposit", json!({"accountId": id, "amount": 1}), true), unauth, not_found, OK, not_found),
+        (post("/api/commands/withdraw", json!({"accountId": id, "amount": 1}), true), unauth, not_found, OK, not_found),
+        (
+            post("/api/commands/create-account", json!({"ownerId": "alice", "initialBalance": 1}), true),
+            unauth,
+            forbidden,
+            OK,
+            forbidden,
+        ),
+        (get(format!("/api/queries/accounts/{id}")), unauth, not_found, OK, OK),
+        (post("/api/queries/account", json!({"accountId": id}), false), unauth, not_found, OK, OK),
+        (post("/api/queries/account-history", json!({"accountId": id}), false), unauth, not_found, OK, OK),
+        (post("/api/queries/account-at", json!({"accountId": id, "version": 1}), false), unauth, not_found, OK, OK),
+        (post("/api/queries/account-ledger", json!({"accountId": id}), false), unauth, not_found, OK, OK),
+        (post("/api/queries/accounts", json!({}), false), unauth, OK, OK, OK),
+        (post("/api/queries/high-value-accounts", json!({"minBalance": 0}), false), unauth, OK, OK, OK),
+        (post("/api/operations/projections", json!({}), false), unauth, forbidden, forbidden, OK),
+        (
+            post("/api/operations/retry-projection", json!({"name": "account_summary"}), false),
+            unauth,
+            forbidden,
+            forbidden,
+            S::CONFLICT,
+        ),
+        (
+            post("/api/operations/rebuild-projection", json!({"name": "no_such_projection"}), false),
+            unauth,
+            forbidden,
+            forbidden,
+            not_found,
+        ),
+        (get("/metrics".to_owned()), unauth, forbidden, forbidden, OK),
+        (get(format!("/api/live?accounts={id}")), unauth, OK, OK, OK),
+        (get("/health".to_owned()), OK, OK, OK, OK),
+    ];
+    let callers: [(&str, &Client); 4] = [
+        ("anonymous", &app.anonymous),
+        ("another customer", &mallory.client),
+        ("owner", &app.client),
+        ("operator", &operator),
+    ];
+    for (call, anonymous, other, owner, as_operator) in &table {
+        for ((who, client), expected) in callers.iter().zip([anonymous, other, owner, as_operator]) {
+            let events = app.event_count().await;
+            let status = send(&app, client, call).await;
+            assert_eq!(status, *expected, "{} {} as {who}", call.method, call.path);
+            let written = app.event_count().await - events;
+            let should_write = call.writes && status == OK;
+            assert_eq!(written > 0, should_write, "{} {} as {who} wrote {written} events", call.method, call.path);
+        }
+    }
+    // Another customer's refusals read exactly like an unknown account's.
+    let theirs: Value = mallory
+        .client
+        .post(format!("{}/api/commands/deposit", app.address))
+        .json(&json!({"accountId": id, "amount": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unknown = uuid::Uuid::new_v4();
+    let none: Value = mallory
+        .client
+        .post(format!("{}/api/commands/deposit", app.address))
+        .json(&json!({"accountId": unknown, "amount": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["error"]["code"], none["error"]["code"]);
+    assert_eq!(
+        theirs["error"]["message"].as_str().unwrap().replace(id, "X"),
+        none["error"]["message"].as_str().unwrap().replace(&unknown.to_string(), "X")
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn sign_in_starts_a_new_session_and_sign_out_ends_it_on_the_server(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let first = app.sign_in("alice").await.cookie;
+    // Signing in again from the same browser (sending its cookie) ends that session and starts
+    // another: the id changes, the old one opens nothing.
+    let again = app
+        .anonymous
+        .post(format!("{}/api/auth/sign-in", app.address))
+        .header("cookie", &first)
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let second = session_cookie(&again);
+    assert_ne!(first, second);
+    let me = |cookie: String| {
+        let request =
+            app.anonymous.post(format!("{}/api/auth/me", app.address)).header("cookie", cookie).json(&json!({}));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(me(first.clone()).await, Value::Null);
+    assert_eq!(me(second.clone()).await["username"], "alice");
+
+    // Sign-out deletes the session: the cookie, replayed, is worth nothing.
+    let out = app
+        .anonymous
+        .post(format!("{}/api/auth/sign-out", app.address))
+        .header("cookie", &second)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(me(second.clone()).await, Value::Null);
+    let replayed = app
+        .anonymous
+        .post(format!("{}/api/queries/accounts", app.address))
+        .header("cookie", &second)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(replayed, StatusCode::UNAUTHORIZED).await, "unauthenticated");
+
+    // The cookie is HttpOnly and SameSite=Lax; wrong passwords and unknown names read alike.
+    let signed_in = app
+        .anonymous
+        .post(format!("{}/api/auth/sign-in", app.address))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let mut messages = Vec::new();
+    for (username, password) in [("alice", "not the password"), ("nobody-here", PASSWORD)] {
+        let response = app
+            .anonymous
+            .post(format!("{}/api/auth/sign-in", app.address))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().get("set-cookie").is_none());
+        let body: Value = response.json().await.unwrap();
+        messages.push(body["error"].clone());
+    }
+    assert_eq!(messages[0], messages[1]);
+    assert_eq!(messages[0]["code"], "unauthenticated");
+}
+
+#[sqlx::test(migrations = false)]
+async fn sign_up_refuses_taken_names_and_weak_passwords(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    for (body, status, code) in [
+        (json!({"username": "Alice", "password": PASSWORD}), StatusCode::CONFLICT, "conflict"),
+        (json!({"username": "bob", "password": "short"}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (json!({"username": "b", "password": PASSWORD}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (json!({"username": "bob smith", "password": PASSWORD}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (json!({"username": "bob"}), StatusCode::BAD_REQUEST, "invalid_request"),
+    ] {
+        let response =
+            app.anonymous.post(format!("{}/api/auth/sign-up", app.address)).json(&body).send().await.unwrap();
+        assert_eq!(error_code(response, status).await, code, "{body}");
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(users, 1, "only alice");
+}
+
+#[sqlx::test(migrations = false)]
+async fn wrong_passwords_are_limited_and_the_right_one_works_later(_: PgPoolOptions, db: PgConnectOptions) {
+    // The documented default: 10 sign-ins a minute per address.
+    let app = spawn_app_with(db, |settings| {
+        settings.rate_limits.sign_in = server::routes::rate_limits::Rate::per_minute(10);
+    })
+    .await;
+    let attempt = |password: &'static str| {
+        let request = app
+            .anonymous
+            .post(format!("{}/api/auth/sign-in", app.address))
+            .json(&json!({"username": "alice", "password": password}));
+        async move { request.send().await.unwrap() }
+    };
+    let mut limited_at = None;
+    let mut retry_after = 0;
+    for n in 1..=20 {
+        let response = attempt("guess").await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
+            assert_eq!(error_code(response, StatusCode::TOO_MANY_REQUESTS).await, "too_many_requests");
+            limited_at = Some(n);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited_at = limited_at.expect("limited within 20 attempts");
+    assert!(limited_at < 20, "429 before the 20th, at {limited_at}");
+    assert!((1..=6).contains(&retry_after), "Retry-After {retry_after}");
+    // Even the right password waits its turn, then works.
+    assert_eq!(attempt(PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(attempt(PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = false)]
+async fn commands_are_limited_per_user(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, |settings| {
+        settings.rate_limits.commands = server::routes::rate_limits::Rate::per_second(5);
+    })
+    .await;
+    let account = app.account_id("alice", 100.0).await;
+    let bob = app.sign_up("bob").await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 1})).await.status());
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // Another user has a budget of their own; queries are not commands.
+    assert_eq!(app.create_account_as(&bob, 1.0).await["version"], 1);
+    assert_eq!(app.get(&format!("/api/queries/accounts/{account}")).await.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_bearer_token_drives_the_contract_routes_until_revoked(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let bob = app.sign_up("bob").await;
+    let bearer = format!("Bearer {}", bob.token);
+    let plain = Client::new();
+    // The design document's routes and JSON, unchanged, plus the header.
+    let created: Value = plain
+        .post(format!("{}/api/commands/create-account", app.address))
+        .header("authorization", &bearer)
+        .json(&json!({"ownerId": "bob", "initialBalance": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = created["accountId"].as_str().unwrap().to_owned();
+    let deposited = plain
+        .post(format!("{}/api/commands/deposit", app.address))
+        .header("authorization", &bearer)
+        // A token carries no ambient credential: the cross-site checks do not apply to it.
+        .header("content-type", "application/json")
+        .body(json!({"accountId": account, "amount": 5}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deposited.status(), StatusCode::OK);
+    app.wait_for_projection().await;
+    let read = plain
+        .get(format!("{}/api/queries/accounts/{account}", app.address))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+
+    // Its use is noted; a token cannot make more tokens.
+    let listed: Value = bob
+        .client
+        .post(format!("{}/api/tokens/list", app.address))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed[0]["lastUsedAt"].is_string(), "{listed}");
+    assert!(listed[0].get("token").is_none(), "the secret is never listed: {listed}");
+    let minted = bob
+        .client
+        .post(format!("{}/api/tokens/create", app.address))
+        .json(&json!({"name": "more"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(minted, StatusCode::FORBIDDEN).await, "forbidden");
+
+    // Someone else cannot revoke it; its owner can, and then it is refused.
+    let token_id = listed[0]["tokenId"].clone();
+    let by_alice = app.post("/api/tokens/revoke", &json!({"tokenId": token_id})).await;
+    assert_eq!(error_code(by_alice, StatusCode::NOT_FOUND).await, "not_found");
+    let revoked = bob
+        .client
+        .post(format!("{}/api/tokens/revoke", app.address))
+        .json(&json!({"tokenId": token_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let after = plain
+        .get(format!("{}/api/queries/accounts/{account}", app.address))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(after, StatusCode::UNAUTHORIZED).await, "unauthenticated");
+    let garbage = plain
+        .get(format!("{}/api/queries/accounts/{account}", app.address))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(garbage, StatusCode::UNAUTHORIZED).await, "unauthenticated");
+}
+
+#[sqlx::test(migrations = false)]
+async fn command_ids_are_per_caller_and_forgotten_after_the_retention(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let bob = app.sign_up("bob").await;
+    let command_id = uuid::Uuid::new_v4();
+    let alices = app.create_account("alice", 1.0).await["accountId"].as_str().unwrap().to_owned();
+    let bobs = app.create_account_as(&bob, 1.0).await["accountId"].as_str().unwrap().to_owned();
+    // The same id from two users: two commands, each applied.
+    let by_alice =
+        app.post("/api/commands/deposit", &json!({"accountId": alices, "amount": 1, "commandId": command_id})).await;
+    assert_eq!(by_alice.status(), StatusCode::OK);
+    let by_bob = bob
+        .client
+        .post(format!("{}/api/commands/deposit", app.address))
+        .json(&json!({"accountId": bobs, "amount": 1, "commandId": command_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_bob.status(), StatusCode::OK, "bob's id is his own");
+    // Alice's retry is answered from the first outcome.
+    let events = app.event_count().await;
+    let retried =
+        app.post("/api/commands/deposit", &json!({"accountId": alices, "amount": 1, "commandId": command_id})).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert_eq!(app.event_count().await, events);
+
+    // Past the retention the id is forgotten (the purge keeps younger ones).
+    sqlx::query("UPDATE processed_commands SET processed_at = processed_at - interval '8 days' WHERE request->>'accountId' = $1")
+        .bind(&alices)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let purged =
+        eventstore::processed_commands::purge_older_than(&app.pool, Duration::from_secs(7 * 24 * 3600)).await.unwrap();
+    assert_eq!(purged, 1);
+    let remembered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processed_commands").fetch_one(&app.pool).await.unwrap();
+    assert!(remembered >= 3, "the others are kept: {remembered}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn only_allowed_host_names_are_served(_: PgPoolOptions, db: PgConnectOptions) {
+    let app =
+        spawn_app_with(db, |settings| settings.allowed_hosts = vec!["127.0.0.1".into(), "bank.example".into()]).await;
+    assert_eq!(app.anonymous.get(format!("{}/health", app.address)).send().await.unwrap().status(), StatusCode::OK);
+    let forged =
+        app.anonymous.get(format!("{}/health", app.address)).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(error_code(forged, StatusCode::BAD_REQUEST).await, "invalid_request");
+    let named =
+        app.anonymous.get(format!("{}/health", app.address)).header("host", "bank.example:443").send().await.unwrap();
+    assert_eq!(named.status(), StatusCode::OK);
+}
