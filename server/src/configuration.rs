@@ -81,11 +81,16 @@ fn env_number<T: FromStr>(name: &'static str) -> Result<Option<T>, Configuration
     }
 }
 
+/// `DATABASE_URL`, parsed.
+pub fn database_from_env() -> Result<PgConnectOptions, ConfigurationError> {
+    let url = std::env::var("DATABASE_URL").map_err(|_| ConfigurationError::MissingDatabaseUrl)?;
+    PgConnectOptions::from_str(&url).map_err(ConfigurationError::InvalidDatabaseUrl)
+}
+
 impl Settings {
     /// `DATABASE_URL` plus the `LEPTOS_*` variables cargo-leptos sets (site address, site root).
     pub fn from_env() -> Result<Settings, ConfigurationError> {
-        let url = std::env::var("DATABASE_URL").map_err(|_| ConfigurationError::MissingDatabaseUrl)?;
-        let database = PgConnectOptions::from_str(&url).map_err(ConfigurationError::InvalidDatabaseUrl)?;
+        let database = database_from_env()?;
         let leptos_options = leptos::config::get_configuration(None)
             .map_err(|e| ConfigurationError::Leptos(e.to_string()))?
             .leptos_options;

@@ -1,6 +1,6 @@
 use std::io::BufRead;
 
-use server::configuration::Settings;
+use server::configuration::{Settings, database_from_env};
 use server::startup::{Application, create_operator};
 use server::telemetry;
 
@@ -11,16 +11,22 @@ const USAGE: &str = "usage: server                       serve the bank (setting
 async fn main() -> std::process::ExitCode {
     telemetry::init();
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(error) => {
-            tracing::error!("configuration: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     match arguments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => serve(settings).await,
+        [] => match Settings::from_env() {
+            Ok(settings) => serve(settings).await,
+            Err(error) => {
+                tracing::error!("configuration: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         ["create-operator", name] => {
+            let database = match database_from_env() {
+                Ok(database) => database,
+                Err(error) => {
+                    eprintln!("create-operator: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             // One line from stdin (a terminal, a pipe or a file), so the password never appears
             // in the process list or the shell's history.
             let mut password = String::new();
@@ -29,7 +35,7 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
             let password = password.trim_end_matches(['\r', '\n']);
-            match create_operator(&settings, name, password).await {
+            match create_operator(&database, name, password).await {
                 Ok(()) => {
                     println!("{name} is an operator; sign in at /sign-in");
                     std::process::ExitCode::SUCCESS

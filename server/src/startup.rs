@@ -191,13 +191,22 @@ fn router(state: AppState, settings: &Settings) -> Router {
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        // How often a user may send commands; who they are is known by then.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit_by_user))
+        // Who is asking: inner layers and handlers see the caller.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::identity::authenticate))
         // A request that cannot be answered in time (a database that hangs) is answered 503, and a
         // body that trickles in is not waited for longer; `json_errors` gives both the JSON shape.
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
         .layer(RequestBodyTimeoutLayer::new(settings.request_timeout))
-        // Who is asking (inner layers and handlers see the caller), then how often they may.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::identity::authenticate))
+        // Sign-in and sign-up attempts, and credentials that name nobody, by address: before any
+        // look-up or password hash is paid for.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit_by_address))
+        // The marker for the limit above stays inside the server.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static(routes::rate_limits::BAD_CREDENTIALS),
+            None::<HeaderValue>,
+        ))
         .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.allowed_hosts.clone()),
@@ -214,6 +223,11 @@ fn router(state: AppState, settings: &Settings) -> Router {
         }))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        // The request id is ours: one a client sent would otherwise be kept (and stored in events).
+        .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+            request.headers_mut().remove("x-request-id");
+            request
+        }))
         // Outermost, so on every answer (refusals too): the policy above, no guessing of content
         // types, and no full URLs (with account ids) sent to other sites as referrers.
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -271,14 +285,14 @@ pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Re
 
 /// `server create-operator NAME`: makes NAME an operator with this password (creating the user,
 /// or promoting an existing one and setting its password), after bringing the schema up to date.
-pub async fn create_operator(settings: &Settings, name: &str, password: &str) -> Result<(), String> {
+pub async fn create_operator(database: &PgConnectOptions, name: &str, password: &str) -> Result<(), String> {
     use app::identity::{Password, Passwords, Username, users};
     let username = Username::parse(name).map_err(|error| error.to_string())?;
     let password = Password::parse(password)?;
-    ensure_database_exists(&settings.database).await.map_err(|error| error.to_string())?;
+    ensure_database_exists(database).await.map_err(|error| error.to_string())?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(settings.database.clone())
+        .connect_with(database.clone())
         .await
         .map_err(|error| format!("cannot reach the database: {error}"))?;
     app::read_side::migrate(&pool).await.map_err(|error| format!("cannot migrate the database: {error}"))?;

@@ -86,13 +86,14 @@ pub async fn account_at(
     at: Option<String>,
 ) -> Result<HistoricalAccount, ApiError> {
     let caller = super::signed_in()?;
+    visible_account(&caller, account_id).await?;
     let history = &super::services()?.history;
     let found = match (version, at) {
         (Some(version), None) if version >= 1 => history.at_version(account_id, version).await?,
         (None, Some(at)) => history.before(account_id, end_of_moment(&at)?).await?,
         _ => return Err(ApiError::invalid_request("give either a version (1 or more) or a time (at)")),
     };
-    found.filter(|account| caller.may_see(&account.owner_id)).ok_or_else(|| ApiError::account_not_found(account_id))
+    found.ok_or_else(|| ApiError::account_not_found(account_id))
 }
 
 /// 404 unless the caller may see the account: the owner as its creation event names it (the

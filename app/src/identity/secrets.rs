@@ -28,6 +28,14 @@ impl Secret {
         Secret(text.to_owned())
     }
 
+    /// Whether this could be a secret [`Secret::generate`] made with `prefix`: anything else is
+    /// refused without asking the database.
+    pub fn well_formed(&self, prefix: &str) -> bool {
+        self.0.strip_prefix(prefix).is_some_and(|body| {
+            body.len() == 43 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -53,5 +61,8 @@ mod tests {
         assert_eq!(one.hash(), Secret::from_client(one.expose()).hash());
         assert_ne!(one.hash(), two.hash());
         assert_eq!(format!("{one:?}"), "Secret(…)");
+        assert!(one.well_formed("cqb_") && !one.well_formed(""));
+        assert!(!Secret::from_client("cqb_short").well_formed("cqb_"));
+        assert!(!Secret::from_client(&format!("cqb_{}", "%".repeat(43))).well_formed("cqb_"));
     }
 }

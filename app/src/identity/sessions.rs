@@ -27,6 +27,9 @@ pub async fn start(pool: &PgPool, user_id: uuid::Uuid) -> Result<Secret, sqlx::E
 
 /// Who the session belongs to, if it exists and has not expired.
 pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
+    if !secret.well_formed("") {
+        return Ok(None);
+    }
     let found: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
         "SELECT u.user_id, u.username, u.role FROM sessions s JOIN users u USING (user_id)
          WHERE s.secret_hash = $1 AND s.expires_at > now()",

@@ -87,7 +87,7 @@ pub async fn revoke(pool: &PgPool, user_id: Uuid, token_id: Uuid) -> Result<bool
 /// Who the token belongs to, if it exists and is not revoked; notes its use (at most once a
 /// minute, so that a busy client does not write a row per request).
 pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
-    if !secret.expose().starts_with(PREFIX) {
+    if !secret.well_formed(PREFIX) {
         return Ok(None);
     }
     let found: Option<(Uuid, bool, Uuid, String, String)> = sqlx::query_as(

@@ -119,7 +119,9 @@ pub async fn create(
 }
 
 /// Makes `username` an operator with this password: creates the user, or promotes an existing
-/// one and sets the password (the documented way to recover an operator's access).
+/// one and sets the password (the documented way to recover an operator's access). Either way
+/// every session and token the user had ends: whoever held them before (a customer who took
+/// the name, a thief) does not become an operator with them.
 pub async fn make_operator(
     pool: &PgPool,
     passwords: &Passwords,
@@ -127,6 +129,7 @@ pub async fn make_operator(
     password: &Password,
 ) -> Result<User, SignUpError> {
     let password_hash = passwords.hash(password.expose()).await?;
+    let mut tx = pool.begin().await?;
     let user_id: Uuid = sqlx::query_scalar(
         "INSERT INTO users (user_id, username, password_hash, role) VALUES ($1, $2, $3, 'operator')
          ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'operator'
@@ -135,8 +138,14 @@ pub async fn make_operator(
     .bind(Uuid::new_v4())
     .bind(username.as_str())
     .bind(&password_hash)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(User { user_id, username: username.clone(), role: Role::Operator })
 }
 
@@ -153,7 +162,10 @@ pub async fn check_password(
             .bind(username.as_str())
             .fetch_optional(pool)
             .await?;
-    let matches = passwords.verify(password, stored.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+    // A reserved name ('!…', see the migration) has no password: checked like an unknown one.
+    let usable = stored.as_ref().map(|(_, hash, _)| hash.as_str()).filter(|hash| !hash.starts_with('!'));
+    let matches = passwords.verify(password, usable).await?;
+    let stored = stored.filter(|(_, hash, _)| !hash.starts_with('!'));
     Ok(stored
         .filter(|_| matches)
         .and_then(|(user_id, _, role)| Some(User { user_id, username: username.clone(), role: Role::parse(&role)? })))

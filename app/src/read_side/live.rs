@@ -26,6 +26,9 @@ pub fn spawn_account_feed(
 
 /// The most accounts one stream may watch.
 pub const MAX_WATCHED: usize = 100;
+/// The most accounts a customer's stream may name (an operator's: [`MAX_WATCHED`]); a longer
+/// list hears nothing.
+pub const MAX_WATCHED_BY_CUSTOMER: usize = 10;
 
 /// What a subscriber watches: every account (the overview, the operations page), or some (an
 /// account page). [`Watch::narrowed_for`] decides what a caller may hear of.
@@ -69,6 +72,10 @@ impl Watch {
                 Ok(Watch::Accounts(own.accounts.into_iter().map(|account| account.account_id).collect()))
             }
             Watch::Accounts(ids) => {
+                // Each id is one look-up in the store; a customer's pages watch one account.
+                if ids.len() > MAX_WATCHED_BY_CUSTOMER {
+                    return Ok(Watch::Accounts(Vec::new()));
+                }
                 let mut own = Vec::with_capacity(ids.len());
                 for id in ids {
                     // The event store, not the read model: a page opened on an account just

@@ -74,14 +74,17 @@ pub fn AccountsPage() -> impl IntoView {
             <section class="card">
                 <h1>"Accounts"</h1>
                 <div class="filters">
-                    <Form method="GET" action="/">
-                        <label for="owner-filter">"Filter by owner"</label>
-                        <div class="money-form-row">
-                            <input id="owner-filter" name="owner" type="search" autocomplete="off"
-                                prop:value=move || match listing.get() { Listing::Owner(o) => o, _ => String::new() } />
-                            <button type="submit">"Filter"</button>
-                        </div>
-                    </Form>
+                    // Customers see their own accounts only; operators may narrow all to one owner.
+                    <super::identity_pages::OperatorsOnly>
+                        <Form method="GET" action="/">
+                            <label for="owner-filter">"Filter by owner"</label>
+                            <div class="money-form-row">
+                                <input id="owner-filter" name="owner" type="search" autocomplete="off"
+                                    prop:value=move || match listing.get() { Listing::Owner(o) => o, _ => String::new() } />
+                                <button type="submit">"Filter"</button>
+                            </div>
+                        </Form>
+                    </super::identity_pages::OperatorsOnly>
                     <Form method="GET" action="/">
                         <label for="min-balance">"Minimum balance"</label>
                         <div class="money-form-row">
@@ -137,11 +140,12 @@ fn AccountTable(accounts: Vec<AccountView>) -> impl IntoView {
     }
 }
 
-/// Owner and initial balance, checked in the browser by the domain's own parsers; on success
-/// the browser goes to the new account, asking the read model to catch up with the command.
+/// An initial balance, checked in the browser by the domain's own parser, for an account of the
+/// signed-in user's; on success the browser goes to the new account, asking the read model to
+/// catch up with the command.
 #[component]
 fn CreateAccountForm() -> impl IntoView {
-    let owner = RwSignal::new(String::new());
+    let owner = move || super::identity_pages::signed_in().map(|user| user.username).unwrap_or_default();
     let initial_balance = RwSignal::new(String::from("0"));
     let error = RwSignal::new(None::<String>);
     let navigate = use_navigate();
@@ -165,12 +169,11 @@ fn CreateAccountForm() -> impl IntoView {
         if pending.get_untracked() {
             return;
         }
-        let parsed =
-            OwnerId::parse(&owner.get_untracked()).map_err(|e| format!("Invalid owner: {e}")).and_then(|owner| {
-                Money::parse(&initial_balance.get_untracked())
-                    .map(|balance| (owner, balance))
-                    .map_err(|e| format!("Invalid initial balance: {e}"))
-            });
+        let parsed = OwnerId::parse(&untrack(owner)).map_err(|e| format!("Invalid owner: {e}")).and_then(|owner| {
+            Money::parse(&initial_balance.get_untracked())
+                .map(|balance| (owner, balance))
+                .map_err(|e| format!("Invalid initial balance: {e}"))
+        });
         match parsed {
             Ok((owner, balance)) => {
                 error.set(None);
@@ -184,8 +187,7 @@ fn CreateAccountForm() -> impl IntoView {
         <section class="card">
             <h2>"Open an account"</h2>
             <form class="create-account" data-testid="create-account-form" on:submit=submit>
-                <label for="owner">"Owner"</label>
-                <input id="owner" name="owner" type="text" autocomplete="off" bind:value=owner />
+                <p class="owner">"For " <strong data-testid="new-account-owner"><Transition fallback=|| ()>{owner}</Transition></strong></p>
                 <label for="initial-balance">"Initial balance"</label>
                 <input id="initial-balance" name="initialBalance" type="text" inputmode="decimal" bind:value=initial_balance />
                 <button type="submit" disabled=move || pending.get()>

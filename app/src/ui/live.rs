@@ -46,14 +46,23 @@ pub fn LiveConnection() -> impl IntoView {
     let live = use_live();
     let location = leptos_router::hooks::use_location();
     // An effect runs only in the browser, once hydrated.
-    Effect::new(move |_| browser::watch(live, stream_url(&location.pathname.get())));
+    Effect::new(move |_| {
+        if let Some(url) = stream_url(&location.pathname.get()) {
+            browser::watch(live, url);
+        }
+    });
 }
 
-fn stream_url(path: &str) -> String {
-    match path.strip_prefix("/accounts/").and_then(|id| uuid::Uuid::parse_str(id).ok()) {
+/// `None` on the pages of signed-out visitors, who have no stream (signing in loads the page
+/// anew).
+fn stream_url(path: &str) -> Option<String> {
+    if matches!(path, "/sign-in" | "/sign-up") {
+        return None;
+    }
+    Some(match path.strip_prefix("/accounts/").and_then(|id| uuid::Uuid::parse_str(id).ok()) {
         Some(account) => format!("/api/live?accounts={account}"),
         None => "/api/live".to_owned(),
-    }
+    })
 }
 
 pub fn use_live() -> Live {

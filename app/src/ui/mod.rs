@@ -7,6 +7,7 @@ mod accounts_page;
 mod audit_trail;
 mod balance_chart;
 mod format;
+mod identity_pages;
 mod live;
 mod money_form;
 mod operations_page;
@@ -21,6 +22,7 @@ use leptos_router::path;
 
 use account_page::AccountPage;
 use accounts_page::AccountsPage;
+use identity_pages::{OperatorsOnly, SignInPage, SignUpPage, SignedInAs, TokensPage};
 use operations_page::OperationsPage;
 
 /// The HTML document around the app, rendered on the server only.
@@ -47,6 +49,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     live::provide_live();
+    identity_pages::provide_me();
     // Effects run only in the browser, once the WASM has taken over: a signal for tests and
     // for anyone wondering whether the page is live.
     Effect::new(|_| {
@@ -63,15 +66,21 @@ pub fn App() -> impl IntoView {
                 <A href="/" attr:class="brand">"CQRS Bank"</A>
                 <nav aria-label="Main">
                     <A href="/" exact=true>"Accounts"</A>
-                    <A href="/operations">"Operations"</A>
+                    <OperatorsOnly>
+                        <A href="/operations">"Operations"</A>
+                    </OperatorsOnly>
                 </nav>
                 <span class="tagline">"commands append events · projections build what you read"</span>
+                <SignedInAs />
             </header>
             <main>
                 <Routes fallback=|| view! { <NotFound /> }>
                     <Route path=path!("") view=AccountsPage />
                     <Route path=path!("/accounts/:id") view=AccountPage />
                     <Route path=path!("/operations") view=OperationsPage />
+                    <Route path=path!("/tokens") view=TokensPage />
+                    <Route path=path!("/sign-in") view=SignInPage />
+                    <Route path=path!("/sign-up") view=SignUpPage />
                 </Routes>
             </main>
         </Router>

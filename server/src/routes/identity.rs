@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::routes::rate_limits::BAD_CREDENTIALS;
 use crate::startup::AppState;
 
 /// Paths anyone may reach: signing in and up, liveness, the WASM bundle and styles.
@@ -30,7 +31,13 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let cookie = request.headers().get(header::COOKIE).cloned();
     let caller = match find_caller(&state, authorization, cookie).await {
         Ok(caller) => caller,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            let mut response = refusal.into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(BAD_CREDENTIALS, HeaderValue::from_static("1"));
+            }
+            return response;
+        }
     };
     let path = request.uri().path().to_owned();
     match &caller {
@@ -62,7 +69,9 @@ async fn find_caller(
         let token = authorization
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .map(|token| Secret::from_client(token.trim()))
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization: expected 'Bearer <token>'"))?;
         return match tokens::find(pool, &token).await? {

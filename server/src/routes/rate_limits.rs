@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use app::api::{ApiError, ErrorCode};
 use app::identity::Caller;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -62,6 +62,8 @@ pub struct RateLimits {
     sign_in: Arc<Limiter>,
     sign_up: Arc<Limiter>,
     commands: Arc<Limiter>,
+    /// Requests whose token or session cookie names nobody, per address: 60 a minute.
+    bad_credentials: Arc<Limiter>,
 }
 
 impl RateLimits {
@@ -70,33 +72,57 @@ impl RateLimits {
             sign_in: Arc::new(Limiter::new(settings.sign_in)),
             sign_up: Arc::new(Limiter::new(settings.sign_up)),
             commands: Arc::new(Limiter::new(settings.commands)),
+            bad_credentials: Arc::new(Limiter::new(Rate::per_minute(60))),
         }
     }
 }
 
-pub async fn limit(
+/// Limits by address, before anyone is looked up: sign-in and sign-up attempts, and clients
+/// whose credentials keep naming nobody (each such request costs a database look-up).
+pub async fn limit_by_address(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
     let limits = &state.rate_limits;
+    let address = client_key(peer.ip()).to_string();
     let path = request.uri().path();
     let checked = if request.method() != Method::POST {
         Ok(())
     } else if path == "/api/auth/sign-in" {
-        limits.sign_in.check(&client_key(peer.ip()).to_string())
+        limits.sign_in.check(&address)
     } else if path == "/api/auth/sign-up" {
-        limits.sign_up.check(&client_key(peer.ip()).to_string())
-    } else if let (true, Some(caller)) = (path.starts_with("/api/commands/"), request.extensions().get::<Caller>()) {
-        limits.commands.check(&caller.user_id.to_string())
+        limits.sign_up.check(&address)
     } else {
         Ok(())
     };
-    match checked {
-        Ok(()) => next.run(request).await,
-        Err(wait) => too_many(wait),
+    if let Err(wait) = checked.and_then(|()| limits.bad_credentials.peek(&address)) {
+        return too_many(wait);
     }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED && response.headers().contains_key(BAD_CREDENTIALS) {
+        // Counted after the fact; the marker stays inside the server.
+        let _ = limits.bad_credentials.check(&address);
+    }
+    response
+}
+
+/// The header `identity::authenticate` marks an answer with when the request's token or
+/// session named nobody; removed before the answer leaves (see `startup`).
+pub const BAD_CREDENTIALS: &str = "x-bank-bad-credentials";
+
+/// Limits by user, once authentication has found them: commands.
+pub async fn limit_by_user(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::POST
+        && path.starts_with("/api/commands/")
+        && let Some(caller) = request.extensions().get::<Caller>()
+        && let Err(wait) = state.rate_limits.commands.check(&caller.user_id.to_string())
+    {
+        return too_many(wait);
+    }
+    next.run(request).await
 }
 
 fn too_many(wait: Duration) -> Response {
@@ -125,34 +151,53 @@ pub fn client_key(address: IpAddr) -> IpAddr {
 /// A keyed GCRA: per key, the instant at which its bucket is full again.
 struct Limiter {
     rate: Rate,
-    full_again: Mutex<HashMap<String, Instant>>,
+    state: Mutex<LimiterState>,
 }
 
-/// Beyond this many keys, those whose bucket is full again are forgotten (they would be
-/// allowed anyway): memory stays bounded by the clients active within one burst's time.
-const FORGET_ABOVE: usize = 10_000;
+struct LimiterState {
+    full_again: HashMap<String, Instant>,
+    last_sweep: Instant,
+}
+
+/// Keys whose bucket is full again are forgotten (they would be allowed anyway) at most once a
+/// second, so memory follows the clients active within one burst's time; beyond
+/// [`MAX_KEYS`] keys, new ones wait (an attack with many addresses is refused, not remembered).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const MAX_KEYS: usize = 100_000;
 
 impl Limiter {
     fn new(rate: Rate) -> Limiter {
-        Limiter { rate, full_again: Mutex::new(HashMap::new()) }
+        Limiter { rate, state: Mutex::new(LimiterState { full_again: HashMap::new(), last_sweep: Instant::now() }) }
     }
 
     /// `Ok` and counted, or how long until the key may try again.
     fn check(&self, key: &str) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
+        self.check_at(key, Instant::now(), true)
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut full_again = self.full_again.lock().expect("rate limits are never poisoned");
-        if full_again.len() > FORGET_ABOVE {
-            full_again.retain(|_, at| *at > now);
+    /// Whether the key would be allowed now, without counting it.
+    fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.check_at(key, Instant::now(), false)
+    }
+
+    fn check_at(&self, key: &str, now: Instant, count: bool) -> Result<(), Duration> {
+        let mut state = self.state.lock().expect("rate limits are never poisoned");
+        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.full_again.retain(|_, at| *at > now);
+            state.last_sweep = now;
         }
         let tolerance = self.rate.interval * self.rate.burst.saturating_sub(1);
-        let at = full_again.get(key).copied().filter(|at| *at > now).unwrap_or(now);
+        let known = state.full_again.get(key).copied().filter(|at| *at > now);
+        if known.is_none() && state.full_again.len() >= MAX_KEYS {
+            return Err(SWEEP_EVERY);
+        }
+        let at = known.unwrap_or(now);
         if at > now + tolerance {
             return Err(at - (now + tolerance));
         }
-        full_again.insert(key.to_owned(), at + self.rate.interval);
+        if count {
+            state.full_again.insert(key.to_owned(), at + self.rate.interval);
+        }
         Ok(())
     }
 }
@@ -166,14 +211,17 @@ mod tests {
         let limiter = Limiter::new(Rate { burst: 3, interval: Duration::from_secs(10) });
         let start = Instant::now();
         for _ in 0..3 {
-            assert_eq!(limiter.check_at("a", start), Ok(()));
+            assert_eq!(limiter.check_at("a", start, false), Ok(()), "peeking counts nothing");
         }
-        let wait = limiter.check_at("a", start).unwrap_err();
+        for _ in 0..3 {
+            assert_eq!(limiter.check_at("a", start, true), Ok(()));
+        }
+        let wait = limiter.check_at("a", start, true).unwrap_err();
         assert_eq!(wait, Duration::from_secs(10));
-        assert_eq!(limiter.check_at("b", start), Ok(()), "another key has its own bucket");
-        assert!(limiter.check_at("a", start + Duration::from_secs(9)).is_err());
-        assert_eq!(limiter.check_at("a", start + Duration::from_secs(10)), Ok(()));
-        assert!(limiter.check_at("a", start + Duration::from_secs(10)).is_err());
+        assert_eq!(limiter.check_at("b", start, true), Ok(()), "another key has its own bucket");
+        assert!(limiter.check_at("a", start + Duration::from_secs(9), true).is_err());
+        assert_eq!(limiter.check_at("a", start + Duration::from_secs(10), true), Ok(()));
+        assert!(limiter.check_at("a", start + Duration::from_secs(10), true).is_err());
     }
 
     #[test]

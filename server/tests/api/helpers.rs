@@ -161,12 +161,8 @@ impl TestApp {
 
     /// An operator, made as `server create-operator` makes one, signed in.
     pub async fn operator(&self, username: &str) -> User {
-        let settings = Settings::new(
-            "127.0.0.1:0".parse().unwrap(),
-            (*self.pool.connect_options()).clone(),
-            LeptosOptions::builder().output_name("cqrs-bank").build(),
-        );
-        server::startup::create_operator(&settings, username, PASSWORD).await.expect("the operator is made");
+        let database = (*self.pool.connect_options()).clone();
+        server::startup::create_operator(&database, username, PASSWORD).await.expect("the operator is made");
         self.sign_in(username).await
     }
 

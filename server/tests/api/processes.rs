@@ -120,14 +120,7 @@ pub const OPERATOR: &str = "olga";
 
 /// A client acting as [`OPERATOR`] (made as `server create-operator` makes one) with a token.
 pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess) -> reqwest::Client {
-    let settings = server::configuration::Settings::new(
-        "127.0.0.1:0".parse().unwrap(),
-        database.clone(),
-        leptos::config::LeptosOptions::builder().output_name("cqrs-bank").build(),
-    );
-    server::startup::create_operator(&settings, OPERATOR, crate::helpers::PASSWORD)
-        .await
-        .expect("the operator is made");
+    server::startup::create_operator(database, OPERATOR, crate::helpers::PASSWORD).await.expect("the operator is made");
     let anonymous = reqwest::Client::new();
     let signed_in = anonymous
         .post(format!("{}/api/auth/sign-in", server.address))

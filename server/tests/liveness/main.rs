@@ -44,11 +44,11 @@ async fn an_account_read_right_after_its_creation_is_never_missing_or_stale(_: P
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(db).await;
     let clients: Vec<_> = (0..8)
-        .map(|client| {
+        .map(|_| {
             let (http, address) = (app.client.clone(), app.address.clone());
             tokio::spawn(async move {
                 let (mut missing, mut stale, mut first_stale) = (0, 0, None);
-                for i in 0..250 {
+                for _ in 0..250 {
                     let created: Value = http
                         .post(format!("{address}/api/commands/create-account"))
                         .json(&json!({"ownerId": "alice", "initialBalance": 1}))
@@ -159,7 +159,7 @@ async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnec
     let client = operator_client(&db, &server).await;
     let hot = open_account(&client, &server, OPERATOR).await;
     let mut others = Vec::new();
-    for n in 0..400 {
+    for _ in 0..400 {
         others.push(open_account(&client, &server, OPERATOR).await);
     }
     let (idle, _) = single_deposits(&client, &server, &others[..200]).await;
@@ -277,7 +277,7 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
     // A reader holds the account summary open while its rebuild wants to swap it out.
     let mut reader = app.pool.begin().await.unwrap();
     sqlx::query("SELECT count(*) FROM account_summary").execute(&mut *reader).await.unwrap();
-    let asked = app.post("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    let asked = app.post_as_operator("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
     assert_eq!(asked.status(), StatusCode::OK);
     let mut latencies = Vec::new();
     let until = Instant::now() + Duration::from_secs(3);
