@@ -48,8 +48,27 @@ pub fn wrk() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join("wrk")).find(|candidate| candidate.is_file())
 }
 
+/// The API token every request sends (the bench user's; see `server::Server::start`).
+static BEARER_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub fn set_bearer_token(token: String) {
+    *BEARER_TOKEN.lock().expect("the token is never poisoned") = Some(token);
+}
+
+/// `Authorization: Bearer <token>` of the bench user, once a server has started.
+pub fn authorization() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = BEARER_TOKEN.lock().expect("the token is never poisoned").as_ref()
+        && let Ok(value) = format!("Bearer {token}").parse()
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(authorization())
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
@@ -221,14 +240,19 @@ fn lua_script(requests: &Requests, threads: usize) -> String {
         Kind::Deposit => {
             r#"wrk.format("POST", "/api/commands/deposit", headers, '{"accountId":"' .. id .. '","amount":"1.00"}')"#
         }
-        Kind::AccountQuery => r#"wrk.format("GET", "/api/queries/accounts/" .. id, nil, nil)"#,
+        Kind::AccountQuery => r#"wrk.format("GET", "/api/queries/accounts/" .. id, headers, nil)"#,
     };
+    let authorization = authorization()
+        .get(reqwest::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     format!(
         r#"local accounts = {{
 {list}
 }}
 local n = #accounts
-local headers = {{ ["Content-Type"] = "application/json" }}
+local headers = {{ ["Content-Type"] = "application/json", ["Authorization"] = "{authorization}" }}
 local next_thread = 0
 local counter = 0
 

@@ -24,11 +24,37 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-/// The settings the server runs with: its defaults, on a free port, against the bench database.
+/// The settings the server runs with: its defaults, on a free port, against the bench database,
+/// except the per-user command limit: every request here is one user's, and the benchmarks
+/// measure what the server sustains, not what one user is allowed.
 pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
-    Ok(Settings::new("127.0.0.1:0".parse()?, database::options()?, leptos_options))
+    let mut settings = Settings::new("127.0.0.1:0".parse()?, database::options()?, leptos_options);
+    settings.rate_limits.commands = server::routes::rate_limits::Rate::per_second(10_000_000);
+    Ok(settings)
 }
+
+/// The benchmark's user, "bench": the owner of the accounts it opens (so that its commands are
+/// the owner's) and an operator (so that its overview streams hear every account, as an
+/// operator's do). Made afresh with a new API token, which every HTTP client here sends.
+async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
+    use app::identity::{Password, Passwords, Username, tokens, users};
+    let pool = sqlx::PgPool::connect_with(database::options()?).await?;
+    let user = users::make_operator(
+        &pool,
+        &Passwords::new(),
+        &Username::parse(BENCH_OWNER)?,
+        &Password::parse("the bench's own password")?,
+    )
+    .await?;
+    let token = tokens::create(&pool, user.user_id, "bench").await?;
+    crate::http::set_bearer_token(token.token);
+    pool.close().await;
+    Ok(())
+}
+
+/// Who owns the accounts the benchmarks open.
+pub const BENCH_OWNER: &str = "bench";
 
 impl Server {
     pub async fn start() -> Result<Server, Box<dyn std::error::Error>> {
@@ -41,6 +67,7 @@ impl Server {
         configure(&mut settings);
         let max_connections = settings.max_connections;
         let application = Application::build(settings).await?;
+        sign_in_the_bench_user().await?;
         let base = format!("http://{}", application.address());
         let shutdown = application.shutdown_token();
         let task = tokio::spawn(application.run_until_stopped());
@@ -59,7 +86,7 @@ pub async fn create_accounts(handler: &CommandHandler, count: usize) -> Result<V
     load::in_parallel(count, 16, |_| async {
         let account_id = Uuid::new_v4();
         let command = AccountCommand::CreateAccount {
-            owner_id: OwnerId::parse("bench").expect("a valid owner"),
+            owner_id: OwnerId::parse(BENCH_OWNER).expect("a valid owner"),
             initial_balance: Money::try_from(rust_decimal::Decimal::from(1000)).expect("a valid balance"),
         };
         handler.handle(envelope(account_id, command)).await.map_err(|e| e.to_string())?;
@@ -74,7 +101,7 @@ pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
         command_id,
         correlation_id: command_id,
         stream_id: account_id,
-        command: CommandBy { by: OwnerId::parse("bench").expect("a valid owner"), command },
+        command: CommandBy { by: OwnerId::parse(BENCH_OWNER).expect("a valid owner"), command },
         metadata: Default::default(),
     }
 }

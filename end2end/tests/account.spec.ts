@@ -1,7 +1,7 @@
-import { test, expect, createAccount, move, uniqueOwner, screenshot } from "./fixtures";
+import { test, expect, createAccount, move, screenshot } from "./fixtures";
 
 test("create, deposit, then an overdraft is refused and the balance stays", async ({ page }) => {
-  await createAccount(page, uniqueOwner("e2e"), "100");
+  await createAccount(page, "100");
   const balance = page.getByTestId("balance");
   await expect(balance).toHaveText("100.00");
   await expect(page.getByTestId("transaction-count")).toHaveText("1");
@@ -39,7 +39,7 @@ test("create, deposit, then an overdraft is refused and the balance stays", asyn
 });
 
 test("amounts are checked in the browser before any request", async ({ page }) => {
-  await createAccount(page, uniqueOwner("check"), "10");
+  await createAccount(page, "10");
   let sent = 0;
   await page.route("**/api/commands/**", async (route) => {
     sent += 1;
@@ -59,7 +59,7 @@ test("amounts are checked in the browser before any request", async ({ page }) =
 });
 
 test("the badge says syncing until the read model passes the command, then synced", async ({ page }) => {
-  await createAccount(page, uniqueOwner("sync"), "1");
+  await createAccount(page, "1");
   const badge = page.getByTestId("sync-badge");
   await expect(badge).toContainText("synced");
   await expect(badge).toContainText(/as of #\d+:\d+/);
@@ -78,7 +78,7 @@ test("the badge says syncing until the read model passes the command, then synce
 });
 
 test("a double-click on deposit deposits once", async ({ page }) => {
-  await createAccount(page, uniqueOwner("double"), "10");
+  await createAccount(page, "10");
   await page.route("**/api/commands/deposit", async (route) => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     await route.continue();
@@ -93,7 +93,7 @@ test("a double-click on deposit deposits once", async ({ page }) => {
 });
 
 test("the deposit form works from the keyboard", async ({ page }) => {
-  await createAccount(page, uniqueOwner("keys"), "1");
+  await createAccount(page, "1");
   await page.getByLabel("Deposit amount").focus();
   await page.keyboard.type("4");
   await page.keyboard.press("Enter");
@@ -101,7 +101,7 @@ test("the deposit form works from the keyboard", async ({ page }) => {
 });
 
 test("time travel shows the account as it was, clearly marked, then comes back", async ({ page }) => {
-  await createAccount(page, uniqueOwner("travel"), "100");
+  await createAccount(page, "100");
   const created = (await page.getByTestId("created-at").textContent())!;
   await page.waitForTimeout(1_100);
   await move(page, "Deposit", "50");
@@ -135,7 +135,7 @@ test("time travel shows the account as it was, clearly marked, then comes back",
 });
 
 test("the audit trail and the balance chart show every movement", async ({ page }) => {
-  await createAccount(page, uniqueOwner("audit"), "10");
+  await createAccount(page, "10");
   for (const amount of ["1", "2", "3"]) {
     await move(page, "Deposit", amount);
   }
@@ -158,7 +158,7 @@ test("the audit trail and the balance chart show every movement", async ({ page 
 });
 
 test("the audit trail pages through a long history", async ({ page, request }) => {
-  const accountId = await createAccount(page, uniqueOwner("pages"), "0");
+  const accountId = await createAccount(page, "0");
   for (let i = 1; i <= 14; i += 1) {
     const response = await request.post("/api/commands/deposit", { data: { accountId, amount: 1 } });
     expect(response.status()).toBe(200);
@@ -175,7 +175,7 @@ test("the audit trail pages through a long history", async ({ page, request }) =
 });
 
 test("the page does not shift while it polls", async ({ page }) => {
-  await createAccount(page, uniqueOwner("steady"), "5");
+  await createAccount(page, "5");
   const before = await page.getByTestId("deposit-form").boundingBox();
   await page.waitForTimeout(4_500);
   const after = await page.getByTestId("deposit-form").boundingBox();
@@ -184,7 +184,7 @@ test("the page does not shift while it polls", async ({ page }) => {
 
 test("the account page is usable at phone width", async ({ page }) => {
   await page.setViewportSize({ width: 390, height: 844 });
-  await createAccount(page, uniqueOwner("phone"), "5");
+  await createAccount(page, "5");
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   expect(overflow).toBeLessThanOrEqual(0);
   await screenshot(page, "account-phone");

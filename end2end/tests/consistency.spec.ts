@@ -1,8 +1,10 @@
-import { test, expect, createAccount, gotoHydrated, move, uniqueOwner, watchConsole } from "./fixtures";
+import { test, expect, createAccount, gotoHydrated, move, signIn, watchConsole } from "./fixtures";
 
-test("two browsers on one account see each other's changes within seconds", async ({ browser, page }) => {
-  const accountId = await createAccount(page, uniqueOwner("shared"), "100");
+test("two browsers on one account see each other's changes within seconds", async ({ browser, page, user }) => {
+  const accountId = await createAccount(page, "100");
+  // The same user, signed in on another device.
   const other = await browser.newContext();
+  await signIn(other, user);
   const otherPage = await other.newPage();
   const otherErrors = watchConsole(otherPage);
   await gotoHydrated(otherPage, `/accounts/${accountId}`);
@@ -26,7 +28,7 @@ test("two browsers on one account see each other's changes within seconds", asyn
 });
 
 test("a command sent by another client shows up without a reload", async ({ page, request }) => {
-  const accountId = await createAccount(page, uniqueOwner("poll"), "5");
+  const accountId = await createAccount(page, "5");
   const response = await request.post("/api/commands/deposit", { data: { accountId, amount: 7.5 } });
   expect(response.status()).toBe(200);
   await expect(page.getByTestId("balance")).toHaveText("12.50", { timeout: 8_000 });

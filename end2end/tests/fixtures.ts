@@ -1,21 +1,54 @@
-import { test as base, expect, type Page } from "@playwright/test";
+import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+
+/** The password of every user the tests sign up. */
+export const PASSWORD = "correct horse battery staple";
 
 /**
- * A page that fails its test on any console error or uncaught exception: a hydration mismatch
- * or a panic in the WASM shows up there and nowhere else.
+ * Every test runs as a customer of its own, signed up before the page opens (`user` is their
+ * name); `request` sends the API requests of another client of theirs (their session cookie).
  *
- * Chromium's own "Failed to load resource" line is not an error of the app: it is logged for
- * every 4xx answer, and the contract answers a refused withdrawal with 422 on purpose.
+ * The page fails its test on any console error or uncaught exception: a hydration mismatch,
+ * a panic in the WASM or a script the Content-Security-Policy blocked shows up there and nowhere
+ * else. Chromium's own "Failed to load resource" line is not an error of the app: it is logged
+ * for every 4xx answer, and the contract answers a refused withdrawal with 422 on purpose.
  */
-export const test = base.extend<{ page: Page }>({
-  page: async ({ page }, use) => {
+export const test = base.extend<{ user: string }>({
+  user: async ({ context }, use) => {
+    await use(await signUp(context, "user"));
+  },
+  page: async ({ page, user: _signedUp }, use) => {
     const errors = watchConsole(page);
     await use(page);
     expect(errors, "console errors").toEqual([]);
   },
+  request: async ({ context, user: _signedUp }, use) => {
+    await use(context.request);
+  },
 });
 
 export { expect };
+
+/** Signs a new customer up in this browser context (its cookie jar); returns their name. */
+export async function signUp(context: BrowserContext, prefix: string): Promise<string> {
+  const username = uniqueOwner(prefix);
+  const response = await context.request.post("/api/auth/sign-up", { data: { username, password: PASSWORD } });
+  expect(response.status(), await response.text()).toBe(200);
+  return username;
+}
+
+/** Signs `username` in, in this browser context. */
+export async function signIn(context: BrowserContext, username: string, password = PASSWORD) {
+  const response = await context.request.post("/api/auth/sign-in", { data: { username, password } });
+  expect(response.status(), await response.text()).toBe(200);
+}
+
+/** Signs the operator `scripts/test` made in, in this browser context. */
+export async function signInAsOperator(context: BrowserContext) {
+  const operator = process.env.E2E_OPERATOR;
+  const password = process.env.E2E_OPERATOR_PASSWORD;
+  if (!operator || !password) throw new Error("E2E_OPERATOR and E2E_OPERATOR_PASSWORD are set by scripts/test");
+  await signIn(context, operator, password);
+}
 
 /** Collects the page's console errors and uncaught exceptions. */
 export function watchConsole(page: Page): string[] {
@@ -34,10 +67,11 @@ export async function gotoHydrated(page: Page, path: string) {
   await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
 }
 
-/** Opens an account through the UI, waits for its page and returns its id. */
-export async function createAccount(page: Page, owner: string, initialBalance: string): Promise<string> {
+/** Opens an account of the signed-in user's through the UI, waits for its page and returns its id. */
+export async function createAccount(page: Page, initialBalance: string): Promise<string> {
   await gotoHydrated(page, "/");
-  await page.getByLabel("Owner", { exact: true }).fill(owner);
+  const owner = (await page.getByTestId("new-account-owner").textContent()) ?? "";
+  expect(owner).not.toBe("");
   await page.getByLabel("Initial balance").fill(initialBalance);
   await page.getByRole("button", { name: "Create account" }).click();
   await expect(page).toHaveURL(/\/accounts\/[0-9a-f-]{36}/);

@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { test, expect, createAccount, gotoHydrated, uniqueOwner, watchConsole } from "./fixtures";
+import { test, expect, createAccount, gotoHydrated, signIn, watchConsole } from "./fixtures";
 
 /** Counts the page's reads of the read model (polls and refetches; not the stream itself, nor
  * the projections' status, which is polled live or not since no checkpoint move reports it). */
@@ -26,9 +26,11 @@ test("a change made elsewhere is pushed to an open page at once, which stops pol
   browser,
   page,
   request,
+  user,
 }) => {
-  const accountId = await createAccount(page, uniqueOwner("live"), "100");
+  const accountId = await createAccount(page, "100");
   const other = await browser.newContext();
+  await signIn(other, user);
   const watcher = await other.newPage();
   const errors = watchConsole(watcher);
   await gotoHydrated(watcher, `/accounts/${accountId}`);
@@ -54,7 +56,7 @@ test("a change made elsewhere is pushed to an open page at once, which stops pol
 test("without the stream the page polls, and goes live again when the stream comes back", async ({ page, request }) => {
   // The stream cannot be reached (as while the server restarts, or behind a proxy that drops it).
   await page.route("**/api/live*", (route) => route.abort());
-  const accountId = await createAccount(page, uniqueOwner("fallback"), "10");
+  const accountId = await createAccount(page, "10");
   await expect(page.getByTestId("sync-mode")).toHaveText("polling");
 
   const deposited = await request.post("/api/commands/deposit", { data: { accountId, amount: 5 } });

@@ -1,9 +1,14 @@
 import pg from "pg";
 import { randomUUID } from "node:crypto";
-import { test, expect, gotoHydrated, createAccount, move, uniqueOwner, screenshot } from "./fixtures";
+import { test, expect, gotoHydrated, createAccount, move, screenshot, signInAsOperator } from "./fixtures";
 
 // Serial: the poison test stops the projections for a moment.
 test.describe.configure({ mode: "serial" });
+
+// The operations page is the operator's.
+test.beforeEach(async ({ page }) => {
+  await signInAsOperator(page.context());
+});
 
 test("every projection's status is shown, refreshed live", async ({ page }) => {
   await gotoHydrated(page, "/operations");
@@ -18,7 +23,7 @@ test("every projection's status is shown, refreshed live", async ({ page }) => {
 });
 
 test("a rebuild runs from the start while the live tables serve, then the projection runs again", async ({ page }) => {
-  await createAccount(page, uniqueOwner("rebuild"), "42");
+  await createAccount(page, "42");
   await gotoHydrated(page, "/operations");
   const card = page.getByTestId("projection-account_ledger");
   await card.getByRole("button", { name: "Rebuild" }).click();
@@ -30,7 +35,7 @@ test("a rebuild runs from the start while the live tables serve, then the projec
 });
 
 test("a poison event stops the projections; the operator skips it and they run again", async ({ page }) => {
-  const accountId = await createAccount(page, uniqueOwner("poison"), "10");
+  const accountId = await createAccount(page, "10");
   const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
   await client.connect();
   try {

@@ -249,6 +249,7 @@ fn progress_position(block: &str) -> Option<Position> {
 /// A client for streams, which last longer than any request: no overall timeout.
 fn stream_client() -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(crate::http::authorization())
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .build()

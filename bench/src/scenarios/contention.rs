@@ -41,7 +41,7 @@ pub async fn run(context: Context) -> Outcome {
 async fn create_account(handler: &CommandHandler) -> Result<Uuid, CommandError> {
     let account_id = Uuid::new_v4();
     let command = AccountCommand::CreateAccount {
-        owner_id: OwnerId::parse("bench").expect("a valid owner"),
+        owner_id: OwnerId::parse(crate::server::BENCH_OWNER).expect("a valid owner"),
         initial_balance: Money::ZERO,
     };
     handler.handle(envelope(account_id, command)).await?;
@@ -54,7 +54,7 @@ fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
         command_id,
         correlation_id: command_id,
         stream_id: account_id,
-        command: CommandBy { by: OwnerId::parse("bench").expect("a valid owner"), command },
+        command: CommandBy { by: OwnerId::parse(crate::server::BENCH_OWNER).expect("a valid owner"), command },
         metadata: Default::default(),
     }
 }
