@@ -16,3 +16,29 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     migrator.set_ignore_missing(true);
     migrator.run(pool).await
 }
+
+/// Gives `role` what a server appending events and running projections needs on the store's
+/// tables, and no more: events may be read and appended, never changed, deleted or truncated;
+/// the store's bookkeeping tables are its to keep. Not owning the tables, the role cannot alter
+/// them or disable the immutability trigger; not a superuser, it cannot set
+/// `session_replication_role` to skip triggers. Run by the tables' owner, after [`migrate`].
+pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+    let role = quoted_identifier(pool, role).await?;
+    for statement in [
+        format!("GRANT SELECT, INSERT ON events TO {role}"),
+        format!("GRANT SELECT, INSERT, DELETE ON processed_commands TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON projection_checkpoints TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON skipped_events TO {role}"),
+        // So that a server started as this role finds every migration applied.
+        format!("GRANT SELECT ON _sqlx_migrations TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// `name` as SQL quotes an identifier.
+pub async fn quoted_identifier(pool: &PgPool, name: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT quote_ident($1)").bind(name).fetch_one(pool).await
+}

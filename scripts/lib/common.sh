@@ -286,6 +286,47 @@ url_with_database() {
     printf '%s/%s%s\n' "${BASH_REMATCH[1]}" "$db" "${BASH_REMATCH[4]}"
 }
 
+# url_with_user URL USER: URL (without a password) signing in as USER instead.
+url_with_user() {
+    local url=$1 user=$2
+    [[ $url =~ ^(postgres(ql)?://)([^@/?#]*@)?(.*)$ ]] || die "not a postgres:// URL: $(redact_url "$url")"
+    printf '%s%s@%s\n' "${BASH_REMATCH[1]}" "$user" "${BASH_REMATCH[4]}"
+}
+
+# The role the server runs as on a PostgreSQL the scripts chose (README, "Database
+# roles"): it may read and append events, never change them.
+SERVER_ROLE=cqrs_bank_server
+
+# use_server_role ADMIN_URL DBNAME: create $SERVER_ROLE if missing and set
+#   DATABASE_URL        DBNAME as $SERVER_ROLE (what the server runs as)
+#   DATABASE_OWNER_URL  DBNAME as the admin role (migrates, then grants the
+#                       server's role only what it needs)
+# When that server does not let the new role sign in without a password, the
+# server runs as the admin role, as before, and says so.
+use_server_role() {
+    local admin_url=$1 db=$2 server_url
+    if ! psql "$admin_url" -v ON_ERROR_STOP=1 -Atqc \
+        "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$SERVER_ROLE') THEN CREATE ROLE $SERVER_ROLE LOGIN; END IF; END \$\$" \
+        >/dev/null 2>&1; then
+        warn "could not create the role $SERVER_ROLE; the server runs as $(url_user "$admin_url") (all privileges)"
+        return 0
+    fi
+    server_url="$(url_with_user "$admin_url" "$SERVER_ROLE")"
+    if ! psql "$server_url" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+        warn "the role $SERVER_ROLE cannot sign in without a password here; the server runs as $(url_user "$admin_url") (all privileges)"
+        return 0
+    fi
+    DATABASE_OWNER_URL="$(url_with_database "$admin_url" "$db")" || exit 1
+    DATABASE_URL="$(url_with_user "$DATABASE_OWNER_URL" "$SERVER_ROLE")" || exit 1
+    export DATABASE_URL DATABASE_OWNER_URL
+    log "The server runs as role $SERVER_ROLE (may read and append events, never change them); migrations as $(url_user "$admin_url")"
+}
+
+# url_user URL: the user a postgres:// URL signs in as.
+url_user() {
+    [[ $1 =~ ^postgres(ql)?://([^:@/?#]*)[:@] ]] && printf '%s\n' "${BASH_REMATCH[2]}" || printf 'postgres\n'
+}
+
 # redact_url URL: URL with any password replaced by ***, for logs.
 redact_url() {
     sed -E 's#^([a-z]+://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"
@@ -364,6 +405,7 @@ ensure_database() {
             DATABASE_URL="$(url_with_database "$probe_url" "$db")" || exit 1
             export DATABASE_URL
             log "Using PostgreSQL $(server_version "$probe_url") at $(url_host_port "$probe_url"), database $db"
+            use_server_role "$probe_url" "$db"
             return 0
         fi
         log "PostgreSQL at $(url_host_port "$probe_url") is version $num, need 130000 (13) or newer: using a private cluster instead"
@@ -378,6 +420,7 @@ ensure_database() {
     DATABASE_URL="$(url_with_database "$admin_url" "$db")" || exit 1
     export DATABASE_URL
     log "Using PostgreSQL $(server_version "$admin_url") at 127.0.0.1:$PRIVATE_PG_PORT (private cluster in $PRIVATE_PG_DATA), database $db"
+    use_server_role "$admin_url" "$db"
 }
 
 # pg_bin_dir: the bin folder of the newest PostgreSQL server installed from

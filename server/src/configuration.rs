@@ -14,8 +14,12 @@ use sqlx::postgres::PgConnectOptions;
 pub struct Settings {
     /// Where the server listens; port 0 picks a free port (tests).
     pub address: SocketAddr,
-    /// The application's database. Created at start-up if it does not exist.
+    /// The application's database, as the server's role. Created at start-up if it does not exist.
     pub database: PgConnectOptions,
+    /// The same database as the role that owns its tables (`DATABASE_OWNER_URL`): migrations run
+    /// as it, and it grants the server's role only what the server needs. Unset: the server's
+    /// role migrates and owns everything.
+    pub owner_database: Option<PgConnectOptions>,
     pub max_connections: u32,
     /// How long a request waits for a database connection before it answers 503.
     pub acquire_timeout: Duration,
@@ -81,6 +85,16 @@ fn env_number<T: FromStr>(name: &'static str) -> Result<Option<T>, Configuration
     }
 }
 
+/// `DATABASE_OWNER_URL`, parsed, if set.
+pub fn owner_database_from_env() -> Result<Option<PgConnectOptions>, ConfigurationError> {
+    match std::env::var("DATABASE_OWNER_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            PgConnectOptions::from_str(&url).map(Some).map_err(ConfigurationError::InvalidDatabaseUrl)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `DATABASE_URL`, parsed.
 pub fn database_from_env() -> Result<PgConnectOptions, ConfigurationError> {
     let url = std::env::var("DATABASE_URL").map_err(|_| ConfigurationError::MissingDatabaseUrl)?;
@@ -95,6 +109,7 @@ impl Settings {
             .map_err(|e| ConfigurationError::Leptos(e.to_string()))?
             .leptos_options;
         let mut settings = Settings::new(leptos_options.site_addr, database, leptos_options);
+        settings.owner_database = owner_database_from_env()?;
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
             settings.write.snapshot_interval = interval;
         }
@@ -138,6 +153,7 @@ impl Settings {
         Settings {
             address,
             database,
+            owner_database: None,
             max_connections: 20,
             acquire_timeout: Duration::from_secs(3),
             catch_up_bound: Duration::from_secs(2),

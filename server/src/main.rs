@@ -1,6 +1,6 @@
 use std::io::BufRead;
 
-use server::configuration::{Settings, database_from_env};
+use server::configuration::{Settings, database_from_env, owner_database_from_env};
 use server::startup::{Application, create_operator};
 use server::telemetry;
 
@@ -20,8 +20,9 @@ async fn main() -> std::process::ExitCode {
             }
         },
         ["create-operator", name] => {
-            let database = match database_from_env() {
-                Ok(database) => database,
+            let databases = database_from_env().and_then(|database| Ok((database, owner_database_from_env()?)));
+            let (database, owner) = match databases {
+                Ok(databases) => databases,
                 Err(error) => {
                     eprintln!("create-operator: {error}");
                     return std::process::ExitCode::FAILURE;
@@ -35,7 +36,7 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
             let password = password.trim_end_matches(['\r', '\n']);
-            match create_operator(&database, name, password).await {
+            match create_operator(&database, owner.as_ref(), name, password).await {
                 Ok(()) => {
                     println!("{name} is an operator; sign in at /sign-in");
                     std::process::ExitCode::SUCCESS

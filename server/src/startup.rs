@@ -88,13 +88,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        ensure_database_exists(&settings.database).await?;
+        prepare_database(&settings.database, settings.owner_database.as_ref()).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(settings.database.clone())
             .await?;
-        app::read_side::migrate(&pool).await?;
         eventstore::check_transaction_ids(&pool).await.map_err(|error| match error {
             eventstore::ClusterMoveError::Database(error) => StartupError::Database(error),
             moved => StartupError::ClusterMoved(moved),
@@ -283,19 +282,42 @@ pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Re
     CatchPanicLayer::custom(answer as fn(Box<dyn std::any::Any + Send>) -> Response)
 }
 
+/// Creates the database if it is missing and brings its schema up to date. With an owner
+/// (`DATABASE_OWNER_URL`), the owner migrates and then grants the server's role
+/// (`DATABASE_URL`'s user) what it needs and no more; without one, the server's own role does
+/// both (one role for everything, as on a developer's machine).
+pub async fn prepare_database(
+    database: &PgConnectOptions,
+    owner: Option<&PgConnectOptions>,
+) -> Result<(), StartupError> {
+    let migrating_as = owner.unwrap_or(database);
+    ensure_database_exists(migrating_as).await?;
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(migrating_as.clone()).await?;
+    app::read_side::migrate(&pool).await?;
+    if owner.is_some() {
+        app::read_side::grant_to_server_role(&pool, database.get_username()).await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
 /// `server create-operator NAME`: makes NAME an operator with this password (creating the user,
 /// or promoting an existing one and setting its password), after bringing the schema up to date.
-pub async fn create_operator(database: &PgConnectOptions, name: &str, password: &str) -> Result<(), String> {
+pub async fn create_operator(
+    database: &PgConnectOptions,
+    owner: Option<&PgConnectOptions>,
+    name: &str,
+    password: &str,
+) -> Result<(), String> {
     use app::identity::{Password, Passwords, Username, users};
     let username = Username::parse(name).map_err(|error| error.to_string())?;
     let password = Password::parse(password)?;
-    ensure_database_exists(database).await.map_err(|error| error.to_string())?;
+    prepare_database(database, owner).await.map_err(|error| error.to_string())?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(database.clone())
         .await
         .map_err(|error| format!("cannot reach the database: {error}"))?;
-    app::read_side::migrate(&pool).await.map_err(|error| format!("cannot migrate the database: {error}"))?;
     users::make_operator(&pool, &Passwords::new(), &username, &password).await.map_err(|error| error.to_string())?;
     pool.close().await;
     Ok(())

@@ -31,6 +31,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     read_tables.run(pool).await
 }
 
+/// Gives the server's database role what it needs (run by the owner of the tables, after
+/// [`migrate`]): the event store's share (append and read events, never change them), the
+/// users' tables, and the read tables as their owner — a rebuild creates shadow tables beside
+/// them and swaps them in, which only an owner may do.
+pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+    eventstore::schema::grant_to_server_role(pool, role).await?;
+    let role = eventstore::schema::quoted_identifier(pool, role).await?;
+    let schema: String = sqlx::query_scalar("SELECT quote_ident(current_schema())").fetch_one(pool).await?;
+    let mut statements = vec![
+        format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
+    ];
+    use eventstore::Projection;
+    for table in AccountSummaryProjection.tables().iter().chain(AccountLedgerProjection.tables()) {
+        statements.push(format!(r#"ALTER TABLE "{table}" OWNER TO {role}"#));
+    }
+    for statement in statements {
+        sqlx::query(&statement).execute(pool).await?;
+    }
+    Ok(())
+}
+
 /// The name of every projection [`run_projections`] runs.
 pub const PROJECTION_NAMES: &[&str] = &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME];
 

@@ -162,7 +162,7 @@ impl TestApp {
     /// An operator, made as `server create-operator` makes one, signed in.
     pub async fn operator(&self, username: &str) -> User {
         let database = (*self.pool.connect_options()).clone();
-        server::startup::create_operator(&database, username, PASSWORD).await.expect("the operator is made");
+        server::startup::create_operator(&database, None, username, PASSWORD).await.expect("the operator is made");
         self.sign_in(username).await
     }
 

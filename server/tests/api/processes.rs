@@ -120,7 +120,9 @@ pub const OPERATOR: &str = "olga";
 
 /// A client acting as [`OPERATOR`] (made as `server create-operator` makes one) with a token.
 pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess) -> reqwest::Client {
-    server::startup::create_operator(database, OPERATOR, crate::helpers::PASSWORD).await.expect("the operator is made");
+    server::startup::create_operator(database, None, OPERATOR, crate::helpers::PASSWORD)
+        .await
+        .expect("the operator is made");
     let anonymous = reqwest::Client::new();
     let signed_in = anonymous
         .post(format!("{}/api/auth/sign-in", server.address))
