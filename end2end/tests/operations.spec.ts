@@ -26,6 +26,7 @@ test("a rebuild runs from the start while the live tables serve, then the projec
   await createAccount(page, "42");
   await gotoHydrated(page, "/operations");
   const card = page.getByTestId("projection-account_ledger");
+  await page.getByLabel("Reason for the next lever").fill("checking the rebuild");
   await card.getByRole("button", { name: "Rebuild" }).click();
   // Rebuilding (with its progress bar) or, on a small store, already done.
   await expect(card).toHaveAttribute("data-state", /rebuilding|running/);
@@ -60,14 +61,20 @@ test("a poison event stops the projections; the operator skips it and they run a
 
   // Retry without a fix: it fails again on the same event.
   const summary = page.getByTestId("projection-account_summary");
+  await page.getByLabel("Reason for the next lever").fill("retrying before the fix");
   await summary.getByRole("button", { name: "Retry" }).click();
   await expect(summary).toHaveAttribute("data-state", "failed", { timeout: 10_000 });
 
   for (const name of ["account_summary", "account_ledger"]) {
     const card = page.getByTestId(`projection-${name}`);
+    await page.getByLabel("Reason for the next lever").fill("the poison event is garbage");
     await card.getByRole("button", { name: "Skip failing event" }).click();
     await expect(card).toHaveAttribute("data-state", "running", { timeout: 10_000 });
   }
+
+  // Each lever is recorded with who pulled it and why.
+  await expect(page.getByTestId("levers")).toContainText("the poison event is garbage");
+  await expect(page.getByTestId("levers")).toContainText(process.env.E2E_OPERATOR ?? "");
 
   // Commands kept working all along, and the read model catches up.
   await gotoHydrated(page, `/accounts/${accountId}`);

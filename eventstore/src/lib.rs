@@ -23,7 +23,7 @@
 pub mod position;
 pub mod status;
 pub use position::{ParsePositionError, Position};
-pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};
+pub use status::{LeverPulled, ProjectionState, ProjectionStatus, RebuildProgress};
 
 #[cfg(feature = "postgres")]
 pub mod aggregate;

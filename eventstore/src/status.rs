@@ -61,3 +61,19 @@ pub struct ProjectionStatus {
     /// for it (seconds).
     pub oldest_transaction_seconds: f64,
 }
+
+/// One lever an operator pulled on a projection, as recorded: who, why, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+#[serde(rename_all = "camelCase")]
+pub struct LeverPulled {
+    pub projection_name: String,
+    /// `retry`, `skip` or `rebuild`.
+    pub lever: String,
+    pub operator: String,
+    pub reason: String,
+    /// The failing event a skip moved past.
+    pub position: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub pulled_at: OffsetDateTime,
+}

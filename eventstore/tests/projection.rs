@@ -4,6 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+/// Who pulls the levers in these tests.
+const BY_TESTER: eventstore::projection::PulledBy<'static> =
+    eventstore::projection::PulledBy { operator: "tester", reason: "a test" };
+
 use eventstore::projection::{LeverError, LeverRefusal};
 use eventstore::{
     Appends, ApplyError, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState,
@@ -280,10 +284,12 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     assert_eq!(recorded(&pool).await, vec![1, 2]);
 
     // Retried without a fix, it fails again at the same event.
-    eventstore::projection::retry(&pool, "recorder").await.unwrap();
+    eventstore::projection::retry(&pool, "recorder", BY_TESTER).await.unwrap();
     let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
     // Skipped: the skip is recorded, and the projection moves on.
-    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await.unwrap();
+    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap(), BY_TESTER)
+        .await
+        .unwrap();
     assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 4, 5]);
     let skipped: (i64, String) =
         sqlx::query_as("SELECT global_position, error FROM skipped_events").fetch_one(&pool).await.unwrap();
@@ -291,9 +297,9 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     assert!(skipped.1.contains("told to fail"));
     // Neither lever works on a projection that has not failed.
     let not_failed = |outcome| matches!(outcome, Err(LeverError::Refused(LeverRefusal::NotFailed(_))));
-    assert!(not_failed(eventstore::projection::retry(&pool, "recorder").await));
+    assert!(not_failed(eventstore::projection::retry(&pool, "recorder", BY_TESTER).await));
     assert!(not_failed(
-        eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await
+        eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap(), BY_TESTER).await
     ));
 
     shutdown.cancel();
@@ -344,7 +350,7 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
     assert_eq!(wait_for_recorded(&pool, 10).await.len(), 10);
     let live_oid: i64 = sqlx::query_scalar("SELECT 'recorded'::regclass::oid::bigint").fetch_one(&pool).await.unwrap();
 
-    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     // More events arrive during the rebuild; the live table keeps taking them.
     let mut conn = pool.acquire().await.unwrap();
     for n in 11..=14 {
@@ -419,7 +425,7 @@ async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
     let stop_writing = CancellationToken::new();
     let writers = keep_appending(&pool, &appends, 301, 2, Duration::from_millis(2), stop_writing.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Rebuilding).await;
     let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
     assert_eq!(done.last_error, None);
@@ -445,11 +451,13 @@ async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
     let failed = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Failed).await;
-    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap()).await.unwrap();
+    eventstore::projection::skip_failed_event(&pool, "recorder", failed.failed_position.unwrap(), BY_TESTER)
+        .await
+        .unwrap();
     assert_eq!(wait_for_recorded(&pool, 4).await, vec![1, 2, 4, 5]);
 
     // Event 3 still cannot be applied; the rebuild must not stop at it.
-    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
     assert_eq!(done.last_error, None);
     let mut rebuilt: Vec<i64> = sqlx::query_scalar("SELECT n FROM recorded").fetch_all(&pool).await.unwrap();
@@ -471,17 +479,17 @@ async fn levers_are_compare_and_set(pool: PgPool) {
 
     // A skip names the failure the operator saw: an older or newer one is refused.
     let other = eventstore::Position { global_position: seen.global_position + 1, ..seen };
-    let moved = eventstore::projection::skip_failed_event(&pool, "recorder", other).await;
+    let moved = eventstore::projection::skip_failed_event(&pool, "recorder", other, BY_TESTER).await;
     assert!(
         matches!(moved, Err(LeverError::Refused(LeverRefusal::FailureMoved { now, .. })) if now == seen),
         "{moved:?}"
     );
-    let unknown = eventstore::projection::retry(&pool, "nope").await;
+    let unknown = eventstore::projection::retry(&pool, "nope", BY_TESTER).await;
     assert!(matches!(unknown, Err(LeverError::Refused(LeverRefusal::UnknownProjection(_)))));
     assert_eq!(recorded(&pool).await, vec![1, 2]);
 
     // A failure during a rebuild does not end the rebuild, and the swap keeps the failure.
-    eventstore::projection::skip_failed_event(&pool, "recorder", seen).await.unwrap();
+    eventstore::projection::skip_failed_event(&pool, "recorder", seen, BY_TESTER).await.unwrap();
     assert_eq!(wait_for_recorded(&pool, 5).await, vec![1, 2, 4, 5, 6]);
     shutdown.cancel();
     task.await.unwrap();
@@ -499,7 +507,7 @@ async fn levers_are_compare_and_set(pool: PgPool) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     let runner = ProjectionRunner::new(pool.clone(), Recorder { fail_on }, appends.subscribe(), "test").batch_size(4);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
@@ -512,7 +520,7 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     assert_eq!(rebuilt, vec![1, 2, 4, 5, 6, 7]);
     // Levers never move a checkpoint backwards.
     let before = eventstore::projection::checkpoint(&pool, "recorder").await.unwrap();
-    let stale_skip = eventstore::projection::skip_failed_event(&pool, "recorder", seen).await;
+    let stale_skip = eventstore::projection::skip_failed_event(&pool, "recorder", seen, BY_TESTER).await;
     assert!(matches!(stale_skip, Err(LeverError::Refused(LeverRefusal::FailureMoved { .. }))), "{stale_skip:?}");
     assert_eq!(eventstore::projection::checkpoint(&pool, "recorder").await.unwrap(), before);
     shutdown.cancel();
@@ -530,7 +538,7 @@ async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
     // A long reader holds the live table while the rebuild wants to swap it out.
     let mut reader = pool.begin().await.unwrap();
     sqlx::query("SELECT count(*) FROM recorded").execute(&mut *reader).await.unwrap();
-    eventstore::projection::request_rebuild(&pool, "recorder").await.unwrap();
+    eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     let mut latencies = Vec::new();
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < until {

@@ -35,6 +35,9 @@ pub struct Settings {
     /// How long a request may take until its answer starts (`REQUEST_TIMEOUT_SECONDS`); then it is
     /// answered 503 and its work dropped. A live stream's answer starts at once.
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_SECONDS`,
+    /// default 10); then its connection is closed.
+    pub header_read_timeout: Duration,
     /// Larger request bodies are refused with 413.
     pub body_limit: usize,
     /// Snapshots, retries and per-stream locking of the command handler.
@@ -124,6 +127,9 @@ impl Settings {
             settings.request_timeout =
                 Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
         }
+        if let Some(seconds) = env_number::<u64>("HEADER_READ_TIMEOUT_SECONDS")? {
+            settings.header_read_timeout = Duration::from_secs(seconds.max(1));
+        }
         if let Some(count) = env_number("SIGN_INS_PER_MINUTE")? {
             settings.rate_limits.sign_in = Rate::per_minute(count);
         }
@@ -162,6 +168,7 @@ impl Settings {
             max_live_streams_per_client: 20,
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             write: WriteOptions::default(),
             rate_limits: RateSettings::default(),
             secure_cookies: false,

@@ -6,5 +6,6 @@
 pub mod configuration;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod telemetry;

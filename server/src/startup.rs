@@ -81,6 +81,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    header_read_timeout: std::time::Duration,
     address: SocketAddr,
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
@@ -132,7 +133,8 @@ impl Application {
         let router = router(state, &settings);
         let listener = TcpListener::bind(settings.address).await?;
         let address = listener.local_addr()?;
-        Ok(Application { listener, router, address, shutdown, background })
+        let header_read_timeout = settings.header_read_timeout;
+        Ok(Application { listener, router, header_read_timeout, address, shutdown, background })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -149,11 +151,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let serving = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            });
+        let serving = async {
+            crate::serve::serve(self.listener, self.router, self.header_read_timeout, shutdown.clone()).await;
+            Ok(())
+        };
         // Requests in flight get a few seconds to finish; a client that stopped reading its live
         // stream (whose end it then never reads) does not hold the shutdown up beyond that.
         let served = tokio::select! {

@@ -14,34 +14,42 @@ pub async fn list_projections() -> Result<Vec<ProjectionStatus>, ApiError> {
     Ok(super::services()?.projection_status.get().await?.as_ref().clone())
 }
 
-/// Lets a failed projection try its failing event again (after a fix).
+/// Lets a failed projection try its failing event again (after a fix). `reason`: why, in the
+/// operator's words, recorded with the lever (as for every lever).
 #[server(prefix = "/api", endpoint = "operations/retry-projection", input = Json)]
-pub async fn retry_projection(name: String) -> Result<(), ApiError> {
+pub async fn retry_projection(name: String, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
-    tracing::info!(operator = %operator.username, "operator lever pulled");
-    let name = server::projection_name(&name)?;
-    server::pulled(eventstore::projection::retry(&super::services()?.pool, name).await)
+    let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);
+    let by = eventstore::projection::PulledBy { operator: operator.username.as_str(), reason };
+    server::pulled(eventstore::projection::retry(&super::services()?.pool, name, by).await)
+}
+
+/// The levers pulled lately (at most 20), newest first: who, why, when.
+#[server(prefix = "/api", endpoint = "operations/levers", input = Json)]
+pub async fn recent_levers() -> Result<Vec<eventstore::LeverPulled>, ApiError> {
+    super::operator()?;
+    Ok(eventstore::projection::recent_levers(&super::services()?.pool, 20).await?)
 }
 
 /// Moves a failed projection past the event it cannot apply; the skip is recorded. `position`
 /// is the failing event the operator saw: if the projection now fails elsewhere, nothing is
 /// skipped (409).
 #[server(prefix = "/api", endpoint = "operations/skip-failed-event", input = Json)]
-pub async fn skip_failed_event(name: String, position: Position) -> Result<(), ApiError> {
+pub async fn skip_failed_event(name: String, position: Position, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
-    tracing::info!(operator = %operator.username, "operator lever pulled");
-    let name = server::projection_name(&name)?;
-    server::pulled(eventstore::projection::skip_failed_event(&super::services()?.pool, name, position).await)
+    let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);
+    let by = eventstore::projection::PulledBy { operator: operator.username.as_str(), reason };
+    server::pulled(eventstore::projection::skip_failed_event(&super::services()?.pool, name, position, by).await)
 }
 
 /// Rebuilds a projection from the first event into shadow tables while the live ones keep
 /// serving, then swaps them in.
 #[server(prefix = "/api", endpoint = "operations/rebuild-projection", input = Json)]
-pub async fn rebuild_projection(name: String) -> Result<(), ApiError> {
+pub async fn rebuild_projection(name: String, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
-    tracing::info!(operator = %operator.username, "operator lever pulled");
-    let name = server::projection_name(&name)?;
-    server::pulled(eventstore::projection::request_rebuild(&super::services()?.pool, name).await)
+    let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);
+    let by = eventstore::projection::PulledBy { operator: operator.username.as_str(), reason };
+    server::pulled(eventstore::projection::request_rebuild(&super::services()?.pool, name, by).await)
 }
 
 #[cfg(feature = "ssr")]
@@ -59,6 +67,16 @@ mod server {
             Ok(name)
         } else {
             Err(ApiError::invalid_request(format!("{name:?} is not a projection name")))
+        }
+    }
+
+    /// Why the operator pulls a lever: 1 to 500 characters, no control characters.
+    pub fn reason(reason: &str) -> Result<&str, ApiError> {
+        let reason = reason.trim();
+        if (1..=500).contains(&reason.chars().count()) && !reason.chars().any(char::is_control) {
+            Ok(reason)
+        } else {
+            Err(ApiError::invalid_request("give a reason (1 to 500 characters): it is recorded with the lever"))
         }
     }
 

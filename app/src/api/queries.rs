@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::contract::exact_number::ExactNumber;
-use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger};
+use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag};
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
 #[server(prefix = "/api", endpoint = "queries/account", input = Json)]
@@ -176,4 +176,17 @@ pub async fn account_ledger(
     }
     visible_account(&caller, account_id).await?;
     Ok(super::services()?.read_model.ledger(account_id, limit).await?)
+}
+
+/// How far the accounts' read model is behind (events and seconds), from the shared status
+/// reading (at most a second old): the figure an account page shows beside its sync badge.
+#[server(prefix = "/api", endpoint = "queries/read-model-lag", input = Json)]
+pub async fn accounts_read_model_lag() -> Result<ReadModelLag, ApiError> {
+    super::signed_in()?;
+    let status = super::services()?.projection_status.get().await?;
+    let summary = status.iter().find(|p| p.name == crate::read_side::account_summary::PROJECTION_NAME);
+    Ok(summary.map_or(ReadModelLag { lag_events: 0, lag_seconds: 0.0 }, |p| ReadModelLag {
+        lag_events: p.lag_events,
+        lag_seconds: p.lag_seconds,
+    }))
 }

@@ -154,6 +154,9 @@ pub struct HistoryEntry {
     pub command_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
+    /// Who sent the command (a username); `None` for events from before sign-in existed.
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// A page of an account's audit trail, newest first.
@@ -251,4 +254,13 @@ pub struct NewApiToken {
     pub name: String,
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
+}
+
+/// How far the accounts' read model is behind the event store: what every signed-in user may
+/// know of the read side (operators see the whole status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadModelLag {
+    pub lag_events: i64,
+    pub lag_seconds: f64,
 }

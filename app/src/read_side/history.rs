@@ -111,6 +111,12 @@ impl AccountHistory {
                     command_id: metadata_id("commandId"),
                     correlation_id: metadata_id("correlationId"),
                     causation_id: metadata_id("causationId"),
+                    actor: event
+                        .metadata
+                        .get("actor")
+                        .and_then(|actor| actor.get("username"))
+                        .and_then(|name| name.as_str())
+                        .map(str::to_owned),
                 });
             }
             entries.reverse();

@@ -17,7 +17,7 @@ use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::{poll_status_while_visible, poll_while_visible};
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
-use crate::api::operations::list_projections;
+use crate::api::queries::accounts_read_model_lag;
 use crate::api::queries::{account_at, account_ledger, get_account};
 use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount};
 
@@ -108,7 +108,7 @@ pub fn AccountPage() -> impl IntoView {
     );
     let visited_pages = RwSignal::new(vec![None::<i64>]);
     let history = audit_page(account_id, visited_pages);
-    let projections = Resource::new(|| (), |_| list_projections());
+    let projections = Resource::new(|| (), |_| accounts_read_model_lag());
     poll_while_visible(move || account.refetch());
     poll_status_while_visible(move || projections.refetch());
     let stream = use_live();
@@ -134,11 +134,10 @@ pub fn AccountPage() -> impl IntoView {
 
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
     let lag = move || {
-        projections.get().and_then(Result::ok).and_then(|all| {
-            all.into_iter()
-                .find(|p| p.name == "account_summary")
-                .map(|p| format!("read model lag: {} · {:.1} s", format::events(p.lag_events), p.lag_seconds))
-        })
+        projections
+            .get()
+            .and_then(Result::ok)
+            .map(|lag| format!("read model lag: {} · {:.1} s", format::events(lag.lag_events), lag.lag_seconds))
     };
     let historical_figures = Signal::derive(move || historical.get().and_then(Result::ok).flatten());
     let travel_error = move || historical.get().and_then(Result::err).map(|error| error.message);

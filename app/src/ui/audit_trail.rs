@@ -43,6 +43,7 @@ pub fn AuditTrail(page: Resource<Result<HistoryPage, ApiError>>, pages: VisitedP
                             <th scope="col" class="numeric">"Amount"</th>
                             <th scope="col" class="numeric">"Balance after"</th>
                             <th scope="col">"Recorded"</th>
+                            <th scope="col">"By"</th>
                             <th scope="col">"Command"</th>
                             <th scope="col">"Correlation"</th>
                         </tr>
@@ -55,6 +56,7 @@ pub fn AuditTrail(page: Resource<Result<HistoryPage, ApiError>>, pages: VisitedP
                                 <td class="numeric">{format::money(entry.amount)}</td>
                                 <td class="numeric">{format::money(entry.balance_after)}</td>
                                 <td>{format::time(entry.recorded_at)}</td>
+                                <td data-testid="actor">{entry.actor.clone().unwrap_or_else(|| "—".to_owned())}</td>
                                 <td><code title=full(entry.command_id)>{short(entry.command_id)}</code></td>
                                 <td><code title=full(entry.correlation_id)>{short(entry.correlation_id)}</code></td>
                             </tr>

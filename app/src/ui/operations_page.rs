@@ -7,7 +7,9 @@ use super::format;
 use super::live::use_live;
 use super::polling::poll_status_while_visible;
 use crate::api::ApiError;
-use crate::api::operations::{list_projections, rebuild_projection, retry_projection, skip_failed_event};
+use crate::api::operations::{
+    list_projections, rebuild_projection, recent_levers, retry_projection, skip_failed_event,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lever {
@@ -22,15 +24,19 @@ pub fn OperationsPage() -> impl IntoView {
     let projections = Resource::new(|| (), |_| list_projections());
     poll_status_while_visible(move || projections.refetch());
     use_live().on_change(|_| true, move || projections.refetch());
+    let levers = Resource::new(|| (), |_| recent_levers());
+    // Every lever is pulled with a reason, recorded with it (and shown below).
+    let reason = RwSignal::new(String::new());
     let pull = Action::new(move |(lever, name): &(Lever, String)| {
-        let (lever, name) = (*lever, name.clone());
+        let (lever, name, reason) = (*lever, name.clone(), reason.get_untracked());
         async move {
             let done: Result<(), ApiError> = match lever {
-                Lever::Retry => retry_projection(name).await,
-                Lever::Skip(position) => skip_failed_event(name, position).await,
-                Lever::Rebuild => rebuild_projection(name).await,
+                Lever::Retry => retry_projection(name, reason).await,
+                Lever::Skip(position) => skip_failed_event(name, position, reason).await,
+                Lever::Rebuild => rebuild_projection(name, reason).await,
             };
             projections.refetch();
+            levers.refetch();
             done
         }
     });
@@ -46,6 +52,9 @@ pub fn OperationsPage() -> impl IntoView {
                 "Each read model follows the event store from its own checkpoint, run by one server instance at a time. "
                 "Refreshed every 2 s."
             </p>
+            <label for="lever-reason">"Reason for the next lever (recorded with it)"</label>
+            <input id="lever-reason" type="text" autocomplete="off" bind:value=reason
+                placeholder="e.g. deployed the fix for the ledger's decimal bug" />
             <Transition fallback=|| view! { <p class="loading">"Loading the projections…"</p> }>
                 <div class="projections" data-testid="projections">
                     {move || projections.get().map(|result| match result {
@@ -60,6 +69,35 @@ pub fn OperationsPage() -> impl IntoView {
             <p class="form-error" role="alert" data-testid="operations-error">
                 {move || pull.value().get().and_then(Result::err).map(|e| e.message)}
             </p>
+            <h2>"Levers pulled"</h2>
+            <Transition fallback=|| ()>
+                {move || levers.get().and_then(Result::ok).map(|pulled| if pulled.is_empty() {
+                    view! { <p class="empty">"None yet."</p> }.into_any()
+                } else {
+                    view! {
+                        <table class="events" data-testid="levers">
+                            <thead><tr>
+                                <th scope="col">"When"</th>
+                                <th scope="col">"Projection"</th>
+                                <th scope="col">"Lever"</th>
+                                <th scope="col">"By"</th>
+                                <th scope="col">"Reason"</th>
+                            </tr></thead>
+                            <tbody>
+                                {pulled.into_iter().map(|lever| view! {
+                                    <tr>
+                                        <td>{format::time(lever.pulled_at)}</td>
+                                        <td>{lever.projection_name}</td>
+                                        <td>{lever.lever}{lever.position.map(|p| format!(" #{p}"))}</td>
+                                        <td>{lever.operator}</td>
+                                        <td>{lever.reason}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                })}
+            </Transition>
         </section>
     }
 }

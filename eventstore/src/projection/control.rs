@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::Position;
 
-use crate::status::ProjectionState;
+use crate::status::{LeverPulled, ProjectionState};
 
 /// How long a leader's heartbeat vouches for it. A leader that has not renewed its lease for
 /// this long — paused, cut off, or stuck — is fenced off by the next instance that wants to lead.
@@ -321,8 +321,46 @@ async fn lock_for_lever(conn: &mut PgConnection, name: &str) -> Result<LeverRow,
 const CLEAR_FAILURE: &str = "state = CASE WHEN state = 'rebuilding' THEN 'rebuilding' ELSE 'running' END,
      last_error = NULL, failed_transaction_id = NULL, failed_global_position = NULL, failed_at = NULL";
 
+/// Who pulls a lever and why: recorded with the lever, in its transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct PulledBy<'a> {
+    pub operator: &'a str,
+    pub reason: &'a str,
+}
+
+async fn record_pull(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    lever: &str,
+    by: PulledBy<'_>,
+    position: Option<Position>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_levers (projection_name, lever, operator, reason, position) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(name)
+    .bind(lever)
+    .bind(by.operator)
+    .bind(by.reason)
+    .bind(position.map(|position| position.to_string()))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The levers pulled lately, newest first (at most `limit`).
+pub async fn recent_levers(pool: &PgPool, limit: i64) -> Result<Vec<LeverPulled>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT projection_name, lever, operator, reason, position, pulled_at FROM projection_levers
+         ORDER BY pulled_at DESC, lever_id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Lets a failed projection try its failing event again (after a fix).
-pub async fn retry(pool: &PgPool, name: &str) -> Result<(), LeverError> {
+pub async fn retry(pool: &PgPool, name: &str, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
     if lock_for_lever(&mut tx, name).await?.failed_at.is_none() {
         return Err(LeverRefusal::NotFailed(name.to_owned()).into());
@@ -331,13 +369,14 @@ pub async fn retry(pool: &PgPool, name: &str) -> Result<(), LeverError> {
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    record_pull(&mut tx, name, "retry", by, None).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Moves a failed projection past its failing event, which must be the one the operator saw
 /// (`seen`), recording the skip and the error in `skipped_events`. Rebuilds skip it too.
-pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Result<(), LeverError> {
+pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
     let Some(now) = lock_for_lever(&mut tx, name).await?.failed_at else {
         return Err(LeverRefusal::NotFailed(name.to_owned()).into());
@@ -367,6 +406,7 @@ pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Res
         tx.rollback().await?;
         return Err(LeverRefusal::NotFailed(name.to_owned()).into());
     }
+    record_pull(&mut tx, name, "skip", by, Some(seen)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -374,7 +414,7 @@ pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position) -> Res
 /// Asks the projection's leader to rebuild it into shadow tables and swap them in. A failed
 /// projection can be rebuilt too: the rebuild stops where the live tables stopped, and the
 /// failure stays until retried or skipped.
-pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<(), LeverError> {
+pub async fn request_rebuild(pool: &PgPool, name: &str, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
     if lock_for_lever(&mut tx, name).await?.state == ProjectionState::Rebuilding {
         return Err(LeverRefusal::AlreadyRebuilding(name.to_owned()).into());
@@ -383,6 +423,7 @@ pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<(), LeverError
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    record_pull(&mut tx, name, "rebuild", by, None).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -27,7 +27,8 @@ use sqlx::PgConnection;
 use crate::{Position, RecordedEvent};
 
 pub use control::{
-    HEARTBEAT, LEASE, LeverError, LeverRefusal, checkpoint, checkpoints, request_rebuild, retry, skip_failed_event,
+    HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, checkpoint, checkpoints, recent_levers, request_rebuild,
+    retry, skip_failed_event,
 };
 pub use monitor::{StatusCache, status};
 pub use runner::{Progress, ProjectionRunner};

@@ -114,9 +114,14 @@ impl TestApp {
         if exists { self.sign_in(username).await } else { self.sign_up(username).await }
     }
 
-    /// A client of the operator "olga" (made once per app).
+    /// The operator "olga" (made once per app).
+    pub async fn operator_user(&self) -> &User {
+        self.operator.get_or_init(|| self.operator("olga")).await
+    }
+
+    /// A client of the operator "olga".
     pub async fn operator_client(&self) -> reqwest::Client {
-        self.operator.get_or_init(|| self.operator("olga")).await.client.clone()
+        self.operator_user().await.client.clone()
     }
 
     /// POST as the operator.

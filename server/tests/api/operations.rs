@@ -96,14 +96,19 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     // Retrying without a fix fails again; skipping moves both on, and the skip is kept.
     for name in ["account_summary", "account_ledger"] {
         wait_for(&app, name, |p| p["state"] == "failed").await;
-        let response = app.post_as_operator("/api/operations/retry-projection", &json!({"name": name})).await;
+        let response =
+            app.post_as_operator("/api/operations/retry-projection", &json!({"reason": "a test", "name": name})).await;
         assert_eq!(response.status(), StatusCode::OK);
         let failed = wait_for(&app, name, |p| p["state"] == "failed").await;
         // A skip names the failure seen; another position is refused and skips nothing.
-        let wrong =
-            app.post_as_operator("/api/operations/skip-failed-event", &json!({"name": name, "position": "1:1"})).await;
+        let wrong = app
+            .post_as_operator(
+                "/api/operations/skip-failed-event",
+                &json!({"reason": "a test", "name": name, "position": "1:1"}),
+            )
+            .await;
         assert_eq!(error_code(wrong, StatusCode::CONFLICT).await, "conflict");
-        let body = json!({"name": name, "position": failed["failedPosition"]});
+        let body = json!({"name": name, "position": failed["failedPosition"], "reason": "the event is garbage"});
         let response = app.post_as_operator("/api/operations/skip-failed-event", &body).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -111,14 +116,41 @@ async fn a_poison_event_stops_both_projections_at_it_until_skipped(_: PgPoolOpti
     assert_eq!(account["currentBalance"], json!(20.0));
     let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM skipped_events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(skipped, 2);
+    // Every lever that applied is recorded: who, why, when; newest first.
+    let levers: Vec<Value> = app.post_as_operator("/api/operations/levers", &json!({})).await.json().await.unwrap();
+    let pulled: Vec<(&str, &str, &str)> = levers
+        .iter()
+        .map(|l| (l["lever"].as_str().unwrap(), l["operator"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pulled,
+        [
+            ("skip", "olga", "the event is garbage"),
+            ("retry", "olga", "a test"),
+            ("skip", "olga", "the event is garbage"),
+            ("retry", "olga", "a test"),
+        ]
+    );
+    assert!(levers[0]["position"].is_string() && levers[0]["pulledAt"].is_string(), "{levers:?}");
+    // No reason, no lever.
+    let unexplained = app
+        .post_as_operator("/api/operations/rebuild-projection", &json!({"name": "account_summary", "reason": " "}))
+        .await;
+    assert_eq!(error_code(unexplained, StatusCode::BAD_REQUEST).await, "invalid_request");
 
     let again = app
-        .post_as_operator("/api/operations/skip-failed-event", &json!({"name": "account_summary", "position": "1:1"}))
+        .post_as_operator(
+            "/api/operations/skip-failed-event",
+            &json!({"reason": "a test", "name": "account_summary", "position": "1:1"}),
+        )
         .await;
     assert_eq!(error_code(again, StatusCode::CONFLICT).await, "conflict");
-    let unknown = app.post_as_operator("/api/operations/retry-projection", &json!({"name": "nope"})).await;
+    let unknown =
+        app.post_as_operator("/api/operations/retry-projection", &json!({"reason": "a test", "name": "nope"})).await;
     assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "not_found");
-    let malformed = app.post_as_operator("/api/operations/retry-projection", &json!({"name": "no\u{0}pe"})).await;
+    let malformed = app
+        .post_as_operator("/api/operations/retry-projection", &json!({"reason": "a test", "name": "no\u{0}pe"}))
+        .await;
     assert_eq!(error_code(malformed, StatusCode::BAD_REQUEST).await, "invalid_request");
 }
 
@@ -132,7 +164,9 @@ async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, 
     app.wait_for_projection().await;
 
     for name in ["account_summary", "account_ledger"] {
-        let response = app.post_as_operator("/api/operations/rebuild-projection", &json!({"name": name})).await;
+        let response = app
+            .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": name}))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     for (n, id) in ids.iter().enumerate() {
@@ -145,7 +179,9 @@ async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, 
     }
     app.wait_for_projection().await;
     assert_read_model_equals_replay(&app.pool).await;
-    let again = app.post_as_operator("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    let again = app
+        .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": "account_summary"}))
+        .await;
     assert_eq!(again.status(), StatusCode::OK, "a finished rebuild can be asked for again");
 }
 

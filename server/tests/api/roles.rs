@@ -25,7 +25,9 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     let deposited = app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 5})).await;
     assert_eq!(deposited.status(), StatusCode::OK);
     app.wait_for_projection().await;
-    let rebuilt = app.post_as_operator("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    let rebuilt = app
+        .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": "account_summary"}))
+        .await;
     assert_eq!(rebuilt.status(), StatusCode::OK);
     // The rebuild is under way from the answer on; running again once swapped in.
     let mut running = false;

@@ -1,6 +1,8 @@
 //! When the database goes away, requests answer 503 with a message, the server keeps running,
 //! and it recovers when the database is back.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -72,4 +74,37 @@ async fn a_request_that_takes_too_long_is_answered_503_in_time(_: PgPoolOptions,
     let response = app.get(&format!("/api/queries/accounts/{account}?after={token}")).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered after {:?}", started.elapsed());
     assert_eq!(error_code(response, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_client_trickling_its_headers_is_cut_off(_: PgPoolOptions, db: PgConnectOptions) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(db, |settings| settings.header_read_timeout = Duration::from_secs(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // A header line every 300 ms, never the blank line that ends them.
+    let mut closed = false;
+    for n in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stream.write_all(format!("X-Slow-{n}: 1\r\n").as_bytes()).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buffer = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // An answer (408 or similar) before closing is fine too.
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(4), "cut off after {:?}", started.elapsed());
 }

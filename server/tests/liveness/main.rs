@@ -277,7 +277,9 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
     // A reader holds the account summary open while its rebuild wants to swap it out.
     let mut reader = app.pool.begin().await.unwrap();
     sqlx::query("SELECT count(*) FROM account_summary").execute(&mut *reader).await.unwrap();
-    let asked = app.post_as_operator("/api/operations/rebuild-projection", &json!({"name": "account_summary"})).await;
+    let asked = app
+        .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": "account_summary"}))
+        .await;
     assert_eq!(asked.status(), StatusCode::OK);
     let mut latencies = Vec::new();
     let until = Instant::now() + Duration::from_secs(3);
