@@ -51,24 +51,13 @@ pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<NewApiTo
 
 /// The user's tokens, newest first (revoked ones too, marked).
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiTokenInfo>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, time::OffsetDateTime, Option<time::OffsetDateTime>, Option<time::OffsetDateTime>)> =
-        sqlx::query_as(
-            "SELECT token_id, name, created_at, last_used_at, revoked_at FROM api_tokens
-             WHERE user_id = $1 ORDER BY created_at DESC LIMIT 100",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(token_id, name, created_at, last_used_at, revoked_at)| ApiTokenInfo {
-            token_id,
-            name,
-            created_at,
-            last_used_at,
-            revoked_at,
-        })
-        .collect())
+    sqlx::query_as(
+        "SELECT token_id, name, created_at, last_used_at, revoked_at FROM api_tokens
+         WHERE user_id = $1 ORDER BY created_at DESC LIMIT 100",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// Revokes one of the user's tokens; `false` if the user has no such token (someone else's
