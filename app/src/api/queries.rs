@@ -180,7 +180,7 @@ pub async fn account_ledger(
 
 /// How far the accounts' read model is behind (events and seconds), from the shared status
 /// reading (at most a second old): the figure an account page shows beside its sync badge.
-#[server(prefix = "/api", endpoint = "queries/read-model-lag", input = Json)]
+#[server(prefix = "/api", endpoint = "status/read-model-lag", input = Json)]
 pub async fn accounts_read_model_lag() -> Result<ReadModelLag, ApiError> {
     super::signed_in()?;
     let status = super::services()?.projection_status.get().await?;
