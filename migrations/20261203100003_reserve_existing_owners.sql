@@ -5,7 +5,8 @@
 INSERT INTO users (user_id, username, password_hash, role)
 SELECT gen_random_uuid(), owner, '!reserved: owned accounts before sign-in existed', 'customer'
 FROM (
-    SELECT DISTINCT data ->> 'owner_id' AS owner
+    -- `ownerId` since schema version 2; the design document's version 1 said `owner_id`.
+    SELECT DISTINCT coalesce(data ->> 'ownerId', data ->> 'owner_id') AS owner
     FROM events
     WHERE stream_type = 'account' AND event_type = 'AccountCreated'
 ) AS owners

@@ -309,11 +309,13 @@ use_server_role() {
         "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$SERVER_ROLE') THEN CREATE ROLE $SERVER_ROLE LOGIN; END IF; END \$\$" \
         >/dev/null 2>&1; then
         warn "could not create the role $SERVER_ROLE; the server runs as $(url_user "$admin_url") (all privileges)"
+        unset DATABASE_OWNER_URL
         return 0
     fi
     server_url="$(url_with_user "$admin_url" "$SERVER_ROLE")"
     if ! psql "$server_url" -Atqc 'SELECT 1' >/dev/null 2>&1; then
         warn "the role $SERVER_ROLE cannot sign in without a password here; the server runs as $(url_user "$admin_url") (all privileges)"
+        unset DATABASE_OWNER_URL
         return 0
     fi
     DATABASE_OWNER_URL="$(url_with_database "$admin_url" "$db")" || exit 1
@@ -324,7 +326,11 @@ use_server_role() {
 
 # url_user URL: the user a postgres:// URL signs in as.
 url_user() {
-    [[ $1 =~ ^postgres(ql)?://([^:@/?#]*)[:@] ]] && printf '%s\n' "${BASH_REMATCH[2]}" || printf 'postgres\n'
+    if [[ $1 =~ ^postgres(ql)?://([^:@/?#]*)(:[^@/?#]*)?@ ]]; then
+        printf '%s\n' "${BASH_REMATCH[2]}"
+    else
+        printf '(the default user)\n'
+    fi
 }
 
 # redact_url URL: URL with any password replaced by ***, for logs.

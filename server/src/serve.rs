@@ -50,5 +50,7 @@ pub async fn serve(listener: TcpListener, router: Router, header_read_timeout: D
             }
         });
     }
+    // New connections are refused, not left waiting in the backlog, while these drain.
+    drop(listener);
     connections.shutdown().await;
 }

@@ -202,11 +202,6 @@ fn router(state: AppState, settings: &Settings) -> Router {
         // Sign-in and sign-up attempts, and credentials that name nobody, by address: before any
         // look-up or password hash is paid for.
         .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit_by_address))
-        // The marker for the limit above stays inside the server.
-        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
-            axum::http::HeaderName::from_static(routes::rate_limits::BAD_CREDENTIALS),
-            None::<HeaderValue>,
-        ))
         .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.allowed_hosts.clone()),

@@ -34,7 +34,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Gives the server's database role what it needs (run by the owner of the tables, after
 /// [`migrate`]): the event store's share (append and read events, never change them), the
 /// users' tables, and the read tables as their owner — a rebuild creates shadow tables beside
-/// them and swaps them in, which only an owner may do.
+/// them and swaps them in, which only an owner may do. The migrating role must be a superuser or
+/// a member of the server's role (to hand tables to it, and to alter them later).
 pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
     eventstore::schema::grant_to_server_role(pool, role).await?;
     let role = eventstore::schema::quoted_identifier(pool, role).await?;
@@ -43,12 +44,27 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
     ];
-    use eventstore::Projection;
-    for table in AccountSummaryProjection.tables().iter().chain(AccountLedgerProjection.tables()) {
-        statements.push(format!(r#"ALTER TABLE "{table}" OWNER TO {role}"#));
-    }
     for statement in statements {
         sqlx::query(&statement).execute(pool).await?;
+    }
+    // Only where the owner differs: altering takes an exclusive lock (readers on running
+    // instances would wait), and once the server's role owns a table only it or a superuser may
+    // alter it. A rebuild's shadow table left by a server that stopped mid-way goes too.
+    use eventstore::Projection;
+    for table in AccountSummaryProjection.tables().iter().chain(AccountLedgerProjection.tables()) {
+        for name in [table.to_string(), format!("{table}_rebuild"), format!("{table}_replaced")] {
+            let owned_elsewhere: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                 WHERE c.oid = to_regclass(quote_ident($1)) AND quote_ident(r.rolname) <> $2)",
+            )
+            .bind(&name)
+            .bind(&role)
+            .fetch_one(pool)
+            .await?;
+            if owned_elsewhere {
+                sqlx::query(&format!(r#"ALTER TABLE "{name}" OWNER TO {role}"#)).execute(pool).await?;
+            }
+        }
     }
     Ok(())
 }

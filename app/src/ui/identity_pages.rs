@@ -29,10 +29,17 @@ pub fn signed_in() -> Option<SignedIn> {
 }
 
 /// Where to go after signing in: the `next` the sign-in redirect carried, if it is a path on
-/// this site (never `//elsewhere` or a full URL: no open redirect), else the overview.
+/// this site (never `//elsewhere` or a full URL: no open redirect), else the overview. Browsers
+/// drop tabs and newlines from URLs and read `\\` as `/`, so a path holding either (or any
+/// whitespace) could turn into `//elsewhere` on the way: refused.
 fn next_path(next: Option<String>) -> String {
-    next.filter(|next| next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'))
-        .unwrap_or_else(|| "/".to_owned())
+    next.filter(|next| {
+        next.starts_with('/')
+            && !next.starts_with("//")
+            && !next.contains('\\')
+            && !next.chars().any(|c| c.is_control() || c.is_whitespace())
+    })
+    .unwrap_or_else(|| "/".to_owned())
 }
 
 /// A full page load, so that the server renders the next page with the new session (and the
@@ -252,7 +259,16 @@ mod tests {
     #[test]
     fn only_paths_on_this_site_are_followed_after_sign_in() {
         assert_eq!(next_path(Some("/accounts/1?at=2".into())), "/accounts/1?at=2");
-        for elsewhere in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "javascript:alert(1)"] {
+        for elsewhere in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "evil",
+            "javascript:alert(1)",
+        ] {
             assert_eq!(next_path(Some(elsewhere.into())), "/", "{elsewhere}");
         }
         assert_eq!(next_path(None), "/");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use app::api::{ApiError, ErrorCode};
 use app::identity::Caller;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -100,16 +100,16 @@ pub async fn limit_by_address(
     if let Err(wait) = checked.and_then(|()| limits.bad_credentials.peek(&address)) {
         return too_many(wait);
     }
-    let response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED && response.headers().contains_key(BAD_CREDENTIALS) {
-        // Counted after the fact; the marker stays inside the server.
+    let mut response = next.run(request).await;
+    // Counted after the fact; the marker never leaves the server.
+    if response.headers_mut().remove(BAD_CREDENTIALS).is_some() {
         let _ = limits.bad_credentials.check(&address);
     }
     response
 }
 
 /// The header `identity::authenticate` marks an answer with when the request's token or
-/// session named nobody; removed before the answer leaves (see `startup`).
+/// session named nobody; [`limit_by_address`] removes it.
 pub const BAD_CREDENTIALS: &str = "x-bank-bad-credentials";
 
 /// Limits by user, once authentication has found them: commands.

@@ -415,3 +415,68 @@ async fn only_allowed_host_names_are_served(_: PgPoolOptions, db: PgConnectOptio
         app.anonymous.get(format!("{}/health", app.address)).header("host", "bank.example:443").send().await.unwrap();
     assert_eq!(named.status(), StatusCode::OK);
 }
+
+#[sqlx::test(migrations = false)]
+async fn credentials_that_name_nobody_are_limited_per_address(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let mut statuses = Vec::new();
+    for _ in 0..70 {
+        // Well formed, so each costs a look-up: what a guesser would send.
+        let forged = format!("cqb_{}", "A".repeat(43));
+        let response = app
+            .anonymous
+            .get(format!("{}/api/queries/accounts/{}", app.address, uuid::Uuid::new_v4()))
+            .header("authorization", format!("Bearer {forged}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().get("x-bank-bad-credentials").is_none(), "the marker stays inside");
+        statuses.push(response.status());
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count() <= 61);
+}
+
+#[sqlx::test(migrations = false)]
+async fn owners_of_accounts_from_before_sign_in_are_reserved(_: PgPoolOptions, db: PgConnectOptions) {
+    // A database whose accounts were opened before users existed: the store's tables and two
+    // accounts (today's event shape and the design document's), then the app's migrations.
+    let pool = sqlx::PgPool::connect_with(db.clone()).await.unwrap();
+    eventstore::schema::migrate(&pool).await.unwrap();
+    for (version, data) in [
+        (2, json!({"ownerId": "dora", "initialBalance": "5.00"})),
+        (1, json!({"owner_id": "emil", "initial_balance": 5})),
+    ] {
+        sqlx::query(
+            "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+             VALUES ($1, 'account', $2, 1, 'AccountCreated', $3, $4)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(uuid::Uuid::new_v4())
+        .bind(version)
+        .bind(data)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let app = spawn_app(db).await;
+    for owner in ["dora", "emil"] {
+        let taken = app
+            .anonymous
+            .post(format!("{}/api/auth/sign-up", app.address))
+            .json(&json!({"username": owner, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(taken, StatusCode::CONFLICT).await, "conflict", "{owner}'s name is kept for them");
+        let guessed = app
+            .anonymous
+            .post(format!("{}/api/auth/sign-in", app.address))
+            .json(&json!({"username": owner, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(guessed, StatusCode::UNAUTHORIZED).await, "unauthenticated");
+    }
+}

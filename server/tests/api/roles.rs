@@ -66,8 +66,12 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.unwrap();
     assert_eq!(events, 2, "history is whole");
 
+    // Another start (a restart, or a second instance) finds everything handed over already.
+    let again = spawn_app_with(as_server.clone(), |settings| settings.owner_database = Some(db.clone())).await;
+    assert_eq!(again.get(&format!("/api/queries/accounts/{account}")).await.status(), StatusCode::OK);
+    again.stop();
     app.stop();
-    drop(app);
+    drop((app, again));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // The role leaves nothing behind in the cluster.
     sqlx::query(&format!("REASSIGN OWNED BY {role} TO CURRENT_USER")).execute(&owner).await.unwrap();
