@@ -40,7 +40,7 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     eventstore::schema::grant_to_server_role(pool, role).await?;
     let role = eventstore::schema::quoted_identifier(pool, role).await?;
     let schema: String = sqlx::query_scalar("SELECT quote_ident(current_schema())").fetch_one(pool).await?;
-    let mut statements = vec![
+    let statements = [
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
     ];

@@ -76,6 +76,33 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     app
 }
 
+/// Signs up or in (`door`: `sign-up`, `sign-in`) at the server at `address`, then makes the user
+/// an API token with the session: what a person does in the browser, then on the tokens page.
+pub async fn enter(address: &str, door: &str, username: &str, password: &str) -> User {
+    let anonymous = reqwest::Client::new();
+    let response = anonymous
+        .post(format!("{address}/api/auth/{door}"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("the sign-up or sign-in is answered");
+    assert_eq!(response.status(), StatusCode::OK, "{door} of {username}");
+    let cookie = session_cookie(&response);
+    let response = anonymous
+        .post(format!("{address}/api/tokens/create"))
+        .header("cookie", &cookie)
+        .json(&json!({"name": "tests"}))
+        .send()
+        .await
+        .expect("the token is made");
+    assert_eq!(response.status(), StatusCode::OK, "token for {username}");
+    let token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    User { username: username.to_owned(), cookie, token, client }
+}
+
 /// The session cookie a sign-in or sign-up answer sets.
 pub fn session_cookie(response: &Response) -> String {
     response
@@ -92,16 +119,7 @@ pub fn session_cookie(response: &Response) -> String {
 impl TestApp {
     /// Signs a new customer up (password [`PASSWORD`]) and makes them a token.
     pub async fn sign_up(&self, username: &str) -> User {
-        let response = self
-            .anonymous
-            .post(format!("{}/api/auth/sign-up", self.address))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("the sign-up is answered");
-        assert_eq!(response.status(), StatusCode::OK, "sign-up of {username}");
-        let cookie = session_cookie(&response);
-        self.with_token(username, cookie).await
+        enter(&self.address, "sign-up", username, PASSWORD).await
     }
 
     /// Signs `username` up, or in if they exist.
@@ -147,16 +165,7 @@ impl TestApp {
 
     /// Signs an existing user in (password [`PASSWORD`]) and makes them a token.
     pub async fn sign_in(&self, username: &str) -> User {
-        let response = self
-            .anonymous
-            .post(format!("{}/api/auth/sign-in", self.address))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("the sign-in is answered");
-        assert_eq!(response.status(), StatusCode::OK, "sign-in of {username}");
-        let cookie = session_cookie(&response);
-        self.with_token(username, cookie).await
+        enter(&self.address, "sign-in", username, PASSWORD).await
     }
 
     /// A session cookie of [`CUSTOMER`]'s (a new sign-in).
@@ -169,23 +178,6 @@ impl TestApp {
         let database = (*self.pool.connect_options()).clone();
         server::startup::create_operator(&database, None, username, PASSWORD).await.expect("the operator is made");
         self.sign_in(username).await
-    }
-
-    async fn with_token(&self, username: &str, cookie: String) -> User {
-        let response = self
-            .anonymous
-            .post(format!("{}/api/tokens/create", self.address))
-            .header("cookie", &cookie)
-            .json(&json!({"name": "tests"}))
-            .send()
-            .await
-            .expect("the token is made");
-        assert_eq!(response.status(), StatusCode::OK, "token for {username}");
-        let token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
-        User { username: username.to_owned(), cookie, token, client }
     }
 
     /// Stops the server as SIGTERM would.
@@ -286,13 +278,16 @@ impl TestApp {
         .unwrap();
     }
 
-    /// Waits until the projection has applied every event in the store.
+    /// Waits until every projection (the summary and the ledger) has applied every event in
+    /// the store.
     pub async fn wait_for_projection(&self) {
         for _ in 0..750 {
             let behind: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoint('account_summary') c
+                "SELECT EXISTS (SELECT 1 FROM events e, unnest($1::text[]) p(name),
+                                LATERAL projection_checkpoint(p.name) c
                  WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
             )
+            .bind(app::read_side::PROJECTION_NAMES)
             .fetch_one(&self.pool)
             .await
             .unwrap();

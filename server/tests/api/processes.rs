@@ -123,28 +123,7 @@ pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess
     server::startup::create_operator(database, None, OPERATOR, crate::helpers::PASSWORD)
         .await
         .expect("the operator is made");
-    let anonymous = reqwest::Client::new();
-    let signed_in = anonymous
-        .post(format!("{}/api/auth/sign-in", server.address))
-        .json(&serde_json::json!({"username": OPERATOR, "password": crate::helpers::PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), reqwest::StatusCode::OK);
-    let cookie = crate::helpers::session_cookie(&signed_in);
-    let token: Value = anonymous
-        .post(format!("{}/api/tokens/create", server.address))
-        .header("cookie", cookie)
-        .json(&serde_json::json!({"name": "process tests"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {}", token["token"].as_str().unwrap()).parse().unwrap());
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
+    crate::helpers::enter(&server.address, "sign-in", OPERATOR, crate::helpers::PASSWORD).await.client
 }
 
 /// The instance leading `projection`, as the operations status reports it.
