@@ -34,6 +34,9 @@ fn database_url(database: &PgConnectOptions) -> String {
 pub fn spawn_server(database: &PgConnectOptions, instance: &str) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
         .env("DATABASE_URL", database_url(database))
+        // The test's database only: an owner set for another one (scripts/test sets it for
+        // the end-to-end database) must not be inherited.
+        .env_remove("DATABASE_OWNER_URL")
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
         .env("INSTANCE_ID", instance)
