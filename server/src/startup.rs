@@ -112,6 +112,7 @@ impl Application {
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
             passwords: app::identity::Passwords::new(),
+            callers: app::identity::Callers::new(),
             secure_cookies: settings.secure_cookies,
         };
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));

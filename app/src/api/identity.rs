@@ -48,6 +48,7 @@ pub async fn sign_out() -> Result<(), ApiError> {
     let services = super::services()?;
     if let Some(secret) = server::session_cookie() {
         crate::identity::sessions::end(&services.pool, &secret).await?;
+        services.callers.forget_secret(&secret);
     }
     server::set_cookie(crate::identity::sessions::clear_cookie(services.secure_cookies));
     Ok(())
@@ -91,7 +92,9 @@ pub async fn list_tokens() -> Result<Vec<ApiTokenInfo>, ApiError> {
 #[server(prefix = "/api", endpoint = "tokens/revoke", input = Json)]
 pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Result<(), ApiError> {
     let caller = super::signed_in()?;
-    if crate::identity::tokens::revoke(&super::services()?.pool, caller.user_id, token_id).await? {
+    let services = super::services()?;
+    if crate::identity::tokens::revoke(&services.pool, caller.user_id, token_id).await? {
+        services.callers.forget_token(token_id);
         Ok(())
     } else {
         Err(ApiError::new(super::ErrorCode::NotFound, format!("you have no token {token_id}")))
@@ -110,6 +113,7 @@ mod server {
     pub async fn start_session(services: &Services, user_id: uuid::Uuid) -> Result<(), ApiError> {
         if let Some(old) = session_cookie() {
             sessions::end(&services.pool, &old).await?;
+            services.callers.forget_secret(&old);
         }
         let secret = sessions::start(&services.pool, user_id).await?;
         set_cookie(sessions::set_cookie(&secret, services.secure_cookies));

@@ -25,6 +25,8 @@ pub struct Services {
     pub projection_status: std::sync::Arc<eventstore::projection::StatusCache>,
     pub pool: sqlx::PgPool,
     pub passwords: crate::identity::Passwords,
+    /// Who each session or token belongs to, remembered for a moment.
+    pub callers: crate::identity::Callers,
     /// Session cookies are marked `Secure` (sent over https only).
     pub secure_cookies: bool,
 }

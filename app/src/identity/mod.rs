@@ -5,6 +5,7 @@
 //! Secrets (session ids, tokens) are 256 random bits, handed to the client once and stored only
 //! as their SHA-256: a copy of the tables opens nothing.
 
+mod cache;
 mod passwords;
 mod secrets;
 pub mod sessions;
@@ -14,6 +15,7 @@ pub mod users;
 use uuid::Uuid;
 
 pub use crate::contract::Role;
+pub use cache::{Callers, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
 pub use users::{Password, SignUpError, Username, UsernameError};

@@ -9,7 +9,7 @@
 //! Which accounts a caller may see or move is decided by the API and the domain.
 
 use app::api::{ApiError, ErrorCode};
-use app::identity::{Caller, Secret, sessions, tokens};
+use app::identity::{Caller, Presented, Secret, sessions};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -74,14 +74,14 @@ async fn find_caller(
             .map(|(_, token)| token)
             .map(|token| Secret::from_client(token.trim()))
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization: expected 'Bearer <token>'"))?;
-        return match tokens::find(pool, &token).await? {
+        return match state.services.callers.find(pool, Presented::Token(&token)).await? {
             Some(caller) => Ok(Some(caller)),
             None => Err(ApiError::new(ErrorCode::Unauthenticated, "the API token is unknown or revoked")),
         };
     }
     let cookie = cookie.as_ref().and_then(|value| value.to_str().ok());
     match cookie.and_then(sessions::from_cookie_header) {
-        Some(session) => Ok(sessions::find(pool, &session).await?),
+        Some(session) => Ok(state.services.callers.find(pool, Presented::Session(&session)).await?),
         None => Ok(None),
     }
 }
