@@ -17,9 +17,12 @@ pub const REMEMBERED_FOR: Duration = Duration::from_secs(2);
 /// (only credentials that name someone are remembered).
 const MAX_ENTRIES: usize = 10_000;
 
+/// Per secret hash: the caller and when they were looked up.
+type Remembered = HashMap<Vec<u8>, (Caller, Instant)>;
+
 #[derive(Clone, Default)]
 pub struct Callers {
-    known: Arc<Mutex<HashMap<Vec<u8>, (Caller, Instant)>>>,
+    known: Arc<Mutex<Remembered>>,
 }
 
 /// What a request carried.
