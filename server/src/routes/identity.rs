@@ -18,12 +18,20 @@ use axum::response::{IntoResponse, Response};
 use crate::routes::rate_limits::BAD_CREDENTIALS;
 use crate::startup::AppState;
 
-/// Paths anyone may reach: signing in and up, liveness, the WASM bundle and styles.
+/// Paths anyone may reach: signing in, up and out, asking who is signed in (nobody), liveness,
+/// the WASM bundle and styles.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/sign-in" | "/sign-up" | "/health" | "/favicon.ico" | "/api/auth/sign-in" | "/api/auth/sign-up")
-        || path.starts_with("/pkg/")
-        || path == "/api/auth/me"
-        || path == "/api/auth/sign-out"
+    matches!(
+        path,
+        "/sign-in"
+            | "/sign-up"
+            | "/health"
+            | "/favicon.ico"
+            | "/api/auth/sign-in"
+            | "/api/auth/sign-up"
+            | "/api/auth/sign-out"
+            | "/api/auth/me"
+    ) || path.starts_with("/pkg/")
 }
 
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

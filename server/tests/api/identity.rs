@@ -103,27 +103,16 @@ async fn every_route_answers_each_kind_of_caller_as_it_should(_: PgPoolOptions, 
         }
     }
     // Another customer's refusals read exactly like an unknown account's.
-    let theirs: Value = mallory
-        .client
-        .post(format!("{}/api/commands/deposit", app.address))
-        .json(&json!({"accountId": id, "amount": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let deposit_by_mallory = |account: String| {
+        let request = mallory
+            .client
+            .post(format!("{}/api/commands/deposit", app.address))
+            .json(&json!({"accountId": account, "amount": 1}));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let theirs = deposit_by_mallory(id.to_owned()).await;
     let unknown = uuid::Uuid::new_v4();
-    let none: Value = mallory
-        .client
-        .post(format!("{}/api/commands/deposit", app.address))
-        .json(&json!({"accountId": unknown, "amount": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none = deposit_by_mallory(unknown.to_string()).await;
     assert_eq!(theirs["error"]["code"], none["error"]["code"]);
     assert_eq!(
         theirs["error"]["message"].as_str().unwrap().replace(id, "X"),
