@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use app::read_side::ReadStore;
 use app::write_side::WriteOptions;
 
 use crate::routes::rate_limits::{Rate, RateSettings};
@@ -53,13 +54,35 @@ pub struct Settings {
     /// Host names the server answers (`ALLOWED_HOSTS`, comma-separated; empty: any). Others get
     /// 400, so that a DNS name pointed at this server by someone else serves nothing.
     pub allowed_hosts: Vec<String>,
+    /// The Redis read store (`REDIS_URL`, e.g. `redis://127.0.0.1:6379/0`); unset: none, and
+    /// every query reads Postgres.
+    pub redis: Option<RedisSettings>,
+    /// Which read store the account and high-value queries read (`READ_STORE`: `auto`, the
+    /// default, `redis` or `postgres`).
+    pub read_store: ReadStore,
     /// Names this server instance in the projections' status (`INSTANCE_ID`).
     pub instance_id: String,
     pub leptos_options: LeptosOptions,
 }
 
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    /// What every key the bank writes starts with (`REDIS_KEY_PREFIX`, default `cqrs-bank:`),
+    /// so that one Redis can hold several read stores (the tests') side by side.
+    pub key_prefix: String,
+}
+
+/// The prefix a Redis key may have: letters, digits, `:`, `_`, `-` and `.`, so that it means
+/// itself in a `SCAN MATCH` pattern.
+pub fn valid_key_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric() || ":_-.".contains(c))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigurationError {
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
     #[error("DATABASE_URL is not set (scripts/run sets it for you)")]
     MissingDatabaseUrl,
     #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
@@ -149,6 +172,20 @@ impl Settings {
             settings.allowed_hosts =
                 hosts.split(',').map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect();
         }
+        if let Ok(url) = std::env::var("REDIS_URL")
+            && !url.trim().is_empty()
+        {
+            let key_prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "cqrs-bank:".to_owned());
+            if !valid_key_prefix(&key_prefix) {
+                let why = "letters, digits, ':', '_', '-' and '.' only".to_owned();
+                return Err(ConfigurationError::Invalid("REDIS_KEY_PREFIX", why));
+            }
+            settings.redis = Some(RedisSettings { url: url.trim().to_owned(), key_prefix });
+        }
+        if let Ok(read_store) = std::env::var("READ_STORE") {
+            settings.read_store =
+                read_store.trim().parse().map_err(|why| ConfigurationError::Invalid("READ_STORE", why))?;
+        }
         if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
             settings.instance_id = instance_id;
         }
@@ -174,6 +211,8 @@ impl Settings {
             secure_cookies: false,
             command_id_retention: Duration::from_secs(7 * 24 * 3600),
             allowed_hosts: Vec::new(),
+            redis: None,
+            read_store: ReadStore::default(),
             instance_id: default_instance_id(),
             leptos_options,
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use app::api::ApiError;
 use app::api::Services;
 use app::read_side::live::spawn_account_feed;
-use app::read_side::{AccountHistory, ReadModel, run_projections};
+use app::read_side::{AccountHistory, ReadModel, RedisAccounts, RedisReads, run_projections};
 use app::ui::{App, shell};
 use app::write_side::CommandHandler;
 use axum::Router;
@@ -73,6 +73,8 @@ pub enum StartupError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot listen on the address: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("cannot use the Redis read store: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Serving would append events that no projection ever reads.
     #[error(transparent)]
     ClusterMoved(eventstore::ClusterMoveError),
@@ -105,9 +107,17 @@ impl Application {
         let mut background = appends.spawn_postgres_relay(pool.clone(), shutdown.clone());
         let checkpoints = CheckpointWatch::new(settings.max_read_model_waiters);
         background.extend(checkpoints.spawn_postgres_relay(pool.clone(), shutdown.clone()));
+        let redis = match &settings.redis {
+            Some(redis) => Some(RedisAccounts::new(&redis.url, &redis.key_prefix)?),
+            None => None,
+        };
+        let mut read_model = ReadModel::new(pool.clone(), settings.catch_up_bound, checkpoints.clone());
+        if let Some(redis) = &redis {
+            read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store));
+        }
         let services = Services {
             commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
-            read_model: ReadModel::new(pool.clone(), settings.catch_up_bound, checkpoints.clone()),
+            read_model,
             history: AccountHistory::new(pool.clone()),
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
@@ -116,7 +126,7 @@ impl Application {
             secure_cookies: settings.secure_cookies,
         };
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
-        background.extend(run_projections(&pool, &appends, &checkpoints, &settings.instance_id, &shutdown));
+        background.extend(run_projections(&pool, &appends, &checkpoints, redis.as_ref(), &settings.instance_id, &shutdown));
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);
 

@@ -48,6 +48,28 @@ pub struct AccountView {
     /// True when the query asked for `after=<position>` and the read model had not caught up
     /// within the wait bound: the row may miss the caller's latest commands.
     pub stale: bool,
+    /// The read store the row came from.
+    #[serde(default)]
+    pub served_by: ServedBy,
+}
+
+/// Which read store answered a query: both hold the same read model, each as of its own
+/// checkpoint (`asOf`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServedBy {
+    #[default]
+    Postgres,
+    Redis,
+}
+
+impl ServedBy {
+    pub fn label(self) -> &'static str {
+        match self {
+            ServedBy::Postgres => "Postgres",
+            ServedBy::Redis => "Redis",
+        }
+    }
 }
 
 /// Several accounts, read at one read-model checkpoint.
@@ -56,6 +78,8 @@ pub struct AccountView {
 pub struct AccountList {
     pub accounts: Vec<AccountView>,
     pub as_of: Position,
+    #[serde(default)]
+    pub served_by: ServedBy,
 }
 
 /// An account as it was at one version, folded from the event store (not the read model).

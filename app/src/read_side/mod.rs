@@ -7,6 +7,8 @@ pub mod account_ledger;
 pub mod account_summary;
 pub mod history;
 pub mod live;
+pub mod read_stores;
+pub mod redis_accounts;
 
 use std::time::Duration;
 
@@ -16,10 +18,12 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry, MovementKind};
+use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry, MovementKind, ServedBy};
 pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
+pub use read_stores::{ReadStore, RedisReads};
+pub use redis_accounts::RedisAccounts;
 
 /// Brings the database up to date: the event store's tables (its own migrations), then the
 /// read models' tables (the workspace's `migrations/` folder). Both share sqlx's migration
@@ -69,21 +73,30 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     Ok(())
 }
 
-/// The name of every projection [`run_projections`] runs.
+/// The name of every projection [`run_projections`] runs in Postgres (the Redis one is
+/// [`redis_accounts::PROJECTION_NAME`]).
 pub const PROJECTION_NAMES: &[&str] = &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME];
 
-/// Starts a runner for every projection; each leads its projection in one instance at a time.
-/// A new projection is a module, a migration for its tables, and a line here: it catches up
-/// from the first event by itself.
+/// Starts a runner for every projection (the Redis one if there is a Redis); each leads its
+/// projection in one instance at a time. A new projection is a module, a migration for its
+/// tables, and a line here: it catches up from the first event by itself.
 pub fn run_projections(
     pool: &PgPool,
     appends: &eventstore::Appends,
     checkpoints: &CheckpointWatch,
+    redis: Option<&RedisAccounts>,
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use eventstore::ProjectionRunner;
-    vec![
+    use eventstore::projection::ExternalProjectionRunner;
+    let in_redis = redis.map(|redis| {
+        tokio::spawn(
+            ExternalProjectionRunner::new(pool.clone(), redis.clone(), appends.subscribe(), instance)
+                .run(shutdown.clone()),
+        )
+    });
+    let mut runners = vec![
         tokio::spawn(
             ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe(), instance)
                 .publish_checkpoints(checkpoints.clone())
@@ -94,7 +107,9 @@ pub fn run_projections(
                 .publish_checkpoints(checkpoints.clone())
                 .run(shutdown.clone()),
         ),
-    ]
+    ];
+    runners.extend(in_redis);
+    runners
 }
 use account_summary::PROJECTION_NAME;
 
@@ -108,6 +123,8 @@ pub struct ReadModel {
     catch_up_bound: Duration,
     /// Every projection's checkpoint, watched in-process: waiting costs no query.
     checkpoints: CheckpointWatch,
+    /// The second read store, if there is one.
+    redis: Option<RedisReads>,
 }
 
 /// One `account_summary` row and the projection checkpoint, read by one statement so that the
@@ -131,6 +148,7 @@ struct SummaryRow {
 impl SummaryRow {
     fn into_view(self, stale: bool) -> AccountView {
         AccountView {
+            served_by: ServedBy::Postgres,
             as_of: self.as_of,
             account_id: self.account_id,
             owner_id: self.owner_id,
@@ -201,7 +219,18 @@ pub const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_bal
 
 impl ReadModel {
     pub fn new(pool: PgPool, catch_up_bound: Duration, checkpoints: CheckpointWatch) -> ReadModel {
-        ReadModel { pool, catch_up_bound, checkpoints }
+        ReadModel { pool, catch_up_bound, checkpoints, redis: None }
+    }
+
+    /// Lets Redis answer the account and high-value queries when it can.
+    pub fn with_redis(mut self, redis: RedisReads) -> ReadModel {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Where the Postgres read model is, as this process knows it.
+    fn postgres_at(&self) -> Option<Position> {
+        self.checkpoints.position(PROJECTION_NAME)
     }
 
     /// The account as the read model knows it; `None` if it does not know it (yet).
@@ -212,6 +241,11 @@ impl ReadModel {
     /// newest event in the store, or a wait beyond the cap on waiters, answers stale at once.
     #[tracing::instrument(skip(self))]
     pub async fn account(&self, account_id: Uuid, after: Option<Position>) -> Result<AccountLookup, sqlx::Error> {
+        if let Some(redis) = &self.redis
+            && let Some(view) = redis.account(account_id, after, self.postgres_at()).await
+        {
+            return Ok(AccountLookup::Found(view));
+        }
         let deadline = tokio::time::Instant::now() + self.catch_up_bound;
         let (row, as_of) = self.summary(account_id).await?;
         let Some(after) = after.filter(|after| as_of < *after) else {
@@ -269,6 +303,11 @@ impl ReadModel {
         min_balance: Decimal,
         owner_id: Option<&str>,
     ) -> Result<AccountList, sqlx::Error> {
+        if let Some(redis) = &self.redis
+            && let Some(list) = redis.highest(min_balance, owner_id, LIST_LIMIT, self.postgres_at()).await
+        {
+            return Ok(list);
+        }
         let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
             "{SUMMARY_SELECT} WHERE s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)
              ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
@@ -286,7 +325,11 @@ impl ReadModel {
             Some(row) => row.as_of,
             None => self.checkpoint().await?,
         };
-        Ok(AccountList { accounts: rows.into_iter().map(|row| row.into_view(false)).collect(), as_of })
+        Ok(AccountList {
+            accounts: rows.into_iter().map(|row| row.into_view(false)).collect(),
+            as_of,
+            served_by: ServedBy::Postgres,
+        })
     }
 
     async fn checkpoint(&self) -> Result<Position, sqlx::Error> {

@@ -584,3 +584,119 @@ pub(super) async fn skipped_among(
     .fetch_all(conn)
     .await
 }
+
+/// Whether a projection's leadership is still the one taken with `epoch`, as of now (the check
+/// of an outside projection, whose store's own compare-and-set keeps batches exactly-once).
+pub(super) async fn leads_now(pool: &PgPool, name: &str, epoch: Option<i64>) -> Result<bool, sqlx::Error> {
+    let Some(epoch) = epoch else {
+        return Ok(true);
+    };
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT leader_epoch FROM projection_checkpoints WHERE projection_name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(current == Some(epoch))
+}
+
+/// Whether an outside store at `stored` lacks events it had applied: events of `event_types`
+/// (not skipped) up to `reached`, the checkpoint it was known to have reached, lie after it; or
+/// it names a position past the end of the log (it was built from another database).
+pub(super) async fn missed_between(
+    pool: &PgPool,
+    name: &str,
+    event_types: &[&str],
+    stored: Option<Position>,
+    reached: Position,
+) -> Result<bool, sqlx::Error> {
+    if let Some(stored) = stored {
+        if stored >= reached {
+            return Ok(stored > crate::store::head(pool).await?);
+        }
+    }
+    let stored = stored.unwrap_or(Position::START);
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events e
+             WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+               AND (e.transaction_id, e.global_position) <= ($3::text::xid8, $4)
+               AND e.event_type = ANY($5)
+               AND NOT EXISTS (SELECT 1 FROM skipped_events s
+                               WHERE s.projection_name = $6 AND s.global_position = e.global_position))",
+    )
+    .bind(stored.transaction_id.to_string())
+    .bind(stored.global_position)
+    .bind(reached.transaction_id.to_string())
+    .bind(reached.global_position)
+    .bind(event_types)
+    .bind(name)
+    .fetch_one(pool)
+    .await
+}
+
+/// Marks an outside projection as rebuilding from the start, with a rebuild checkpoint that
+/// counts its progress; its checkpoint stays where the store had got to, which the rebuild
+/// must reach. False if this instance no longer leads.
+pub(super) async fn start_external_rebuild(pool: &PgPool, name: &str, epoch: Option<i64>) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query("UPDATE projection_checkpoints SET state = 'rebuilding' WHERE projection_name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection_name) VALUES ($1)
+         ON CONFLICT (projection_name) DO UPDATE SET transaction_id = '0', global_position = 0, events_applied = 0",
+    )
+    .bind(rebuild_checkpoint_name(name))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(projection = name, "rebuild started");
+    Ok(true)
+}
+
+/// An outside projection's rebuild got back to where the store was.
+pub(super) async fn end_external_rebuild(pool: &PgPool, name: &str, epoch: Option<i64>) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !leads(&mut tx, name, epoch).await? {
+        return tx.rollback().await;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection_name = $1")
+        .bind(rebuild_checkpoint_name(name))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("UPDATE projection_checkpoints SET {END_REBUILD} WHERE projection_name = $1"))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Shows why an outside projection's store cannot be written, on its status, while it has not
+/// failed at an event (whose error stays).
+pub(super) async fn note_unavailable(pool: &PgPool, name: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_error = $2
+         WHERE projection_name = $1 AND failed_global_position IS NULL AND last_error IS DISTINCT FROM $2",
+    )
+    .bind(name)
+    .bind(format!("read store unavailable: {error}"))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The store answers again: the note [`note_unavailable`] left goes.
+pub(super) async fn clear_unavailable(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_error = NULL
+         WHERE projection_name = $1 AND failed_global_position IS NULL AND last_error IS NOT NULL",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

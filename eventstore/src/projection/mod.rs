@@ -17,6 +17,8 @@
 //!   swaps them in one transaction as soon as they reach the live checkpoint.
 
 mod control;
+mod external;
+mod leadership;
 mod monitor;
 mod runner;
 
@@ -29,6 +31,9 @@ use crate::{Position, RecordedEvent};
 pub use control::{
     HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, checkpoint, checkpoints, recent_levers, request_rebuild,
     retry, skip_failed_event,
+};
+pub use external::{
+    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner, ExternalStepError,
 };
 pub use monitor::{StatusCache, status};
 pub use runner::{Progress, ProjectionRunner};

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::control::{self, HEARTBEAT, Swap};
+use super::control::{self, Swap};
+use super::leadership::{Leadership, Steps};
 use super::{ApplyError, Projection, ProjectionError, Target, is_transient};
 use crate::checkpoint_watch::CheckpointWatch;
 use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
@@ -35,13 +36,11 @@ pub enum Progress {
 const BEGIN_BATCH: &str =
     "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL idle_in_transaction_session_timeout = '3s'";
 
-/// How often an instance that does not lead asks whether it can.
-const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// How long the live tables, then a rebuild's shadow, may run before the other's turn: each
 /// keeps up with the log, and the live tables lag by at most one turn of the shadow.
 const REBUILD_TURN: Duration = Duration::from_millis(200);
 /// How soon a swap that found the live tables busy is tried again.
-const SWAP_RETRY: Duration = Duration::from_millis(100);
+pub(super) const SWAP_RETRY: Duration = Duration::from_millis(100);
 
 /// Runs one projection in this instance whenever this instance leads it.
 pub struct ProjectionRunner<P> {
@@ -55,17 +54,6 @@ pub struct ProjectionRunner<P> {
     /// The epoch of this instance's leadership, while it leads; batches run without one (tests)
     /// are not fenced.
     epoch: Option<i64>,
-    /// The connection a standby asks for leadership on, kept between its tries.
-    standby: Option<PgConnection>,
-}
-
-/// Why leading stopped.
-#[derive(Debug, thiserror::Error)]
-enum LeadError {
-    #[error("another instance took the projection over")]
-    Replaced,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -82,7 +70,6 @@ impl<P: Projection> ProjectionRunner<P> {
             idle_poll: Duration::from_secs(1),
             checkpoints: None,
             epoch: None,
-            standby: None,
         }
     }
 
@@ -106,135 +93,12 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Leads the projection whenever no other instance does, until `shutdown`. On shutdown the
     /// batch in flight finishes and leadership is released at once for another instance.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let name = self.projection.name();
-        while !shutdown.is_cancelled() {
-            let pause = match self.lead(&shutdown).await {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => STANDBY_POLL,
-                Err(error) => {
-                    tracing::warn!(projection = name, %error, "leadership lost or not obtainable; retrying");
-                    STANDBY_POLL
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-        if let Some(standby) = self.standby.take() {
-            let _ = standby.close().await;
-        }
-        tracing::info!(projection = name, instance = self.instance, "projection stopped");
-    }
-
-    /// Takes leadership if free (fencing off a leader whose lease ran out) and drives the
-    /// projection until shutdown. `Ok(false)`: another instance leads.
-    async fn lead(&mut self, shutdown: &CancellationToken) -> Result<bool, LeadError> {
-        let name = self.projection.name();
-        // Its own connection, not a pooled one: a session lock taken on a pooled connection
-        // would go back to the pool with it. A standby keeps it between its tries.
-        let mut leader = match self.standby.take() {
-            Some(connection) => connection,
-            None => {
-                let mut connection = PgConnection::connect_with(&self.pool.connect_options()).await?;
-                control::configure_leader_connection(&mut connection).await?;
-                connection
-            }
-        };
-        let mut acquired = control::try_lock_leadership(&mut leader, name).await?;
-        if !acquired && control::fence_expired_leader(&mut leader, name).await? {
-            // The fenced session's lock goes with it, a moment after it is told to end.
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                acquired = control::try_lock_leadership(&mut leader, name).await?;
-                if acquired {
-                    break;
-                }
-            }
-        }
-        if !acquired {
-            self.standby = Some(leader);
-            return Ok(false);
-        }
-        let epoch = control::claim(&mut leader, name, &self.instance).await?;
-        tracing::info!(projection = name, instance = self.instance, epoch, "leading the projection");
-        self.epoch = Some(epoch);
-        let led = self.drive(&mut leader, epoch, shutdown).await;
-        self.epoch = None;
-        if let Err(error) = &led {
-            tracing::warn!(projection = name, instance = self.instance, %error, "stopped leading");
-        }
-        // Release at once (closing the connection would too) so that another instance need not
-        // wait for this one's lease to run out.
-        let _ = control::disown(&mut leader, name, &self.instance, epoch).await;
-        let _ = control::unlock_leadership(&mut leader, name).await;
-        let _ = leader.close().await;
-        match led {
-            Ok(()) | Err(LeadError::Replaced) => Ok(true),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Applies batches while renewing the lease, until shutdown, a lost lease or a takeover.
-    async fn drive(
-        &mut self,
-        leader: &mut PgConnection,
-        epoch: i64,
-        shutdown: &CancellationToken,
-    ) -> Result<(), LeadError> {
-        let (name, instance) = (self.projection.name(), self.instance.clone());
-        tokio::select! {
-            renewed = renew_lease(leader, name, &instance, epoch) => renewed,
-            applied = self.apply_until(shutdown) => applied,
-        }
-    }
-
-    async fn apply_until(&mut self, shutdown: &CancellationToken) -> Result<(), LeadError> {
-        let name = self.projection.name();
-        let (mut failures, mut held_back) = (0u32, 0u32);
-        loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let pause = match self.step().await {
-                Ok(Progress::NotLeading) => return Err(LeadError::Replaced),
-                Ok(Progress::SwapPending) => {
-                    (failures, held_back) = (0, 0);
-                    SWAP_RETRY
-                }
-                Ok(Progress::Applied(applied)) if applied as i64 >= self.batch_size => {
-                    (failures, held_back) = (0, 0);
-                    continue;
-                }
-                Ok(Progress::Applied(_) | Progress::CaughtUp) => {
-                    (failures, held_back) = (0, 0);
-                    self.idle_poll
-                }
-                // No wake-up will come when the blocking transaction ends: look again soon,
-                // less often the longer it lasts.
-                Ok(Progress::HeldBack) => {
-                    held_back = held_back.saturating_add(1);
-                    Duration::from_millis(5 * 2u64.pow(held_back.min(7))).min(self.idle_poll)
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    tracing::warn!(projection = name, %error, ?backoff, "projection batch failed; retrying");
-                    backoff
-                }
-            };
-            let wake = &mut self.wake;
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                // Err: nobody can wake us any more; the sleep still does.
-                Ok(()) = wake.changed() => {}
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        let leadership = Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        leadership.run(&mut self, shutdown).await;
     }
 
     /// One step of the leader: what the projection's state asks for.
-    async fn step(&self) -> Result<Progress, sqlx::Error> {
+    async fn next_step(&self) -> Result<Progress, sqlx::Error> {
         let steering = control::steering(&self.pool, self.projection.name()).await?;
         match steering.state {
             // Stopped at an event until an operator retries or skips it.
@@ -407,7 +271,7 @@ impl<P: Projection> ProjectionRunner<P> {
             events.retain(|event| !skipped.contains(&event.global_position));
         }
         let Some(end) = end.filter(|end| *end > checkpoint) else {
-            let held_back = until.is_none() && has_events_after(&mut tx, checkpoint).await?;
+            let held_back = until.is_none() && has_events_after(&mut *tx, checkpoint).await?;
             // Explicitly: a transaction merely dropped is rolled back only when its connection
             // is next used.
             tx.rollback().await?;
@@ -484,18 +348,6 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 }
 
-/// Renews the lease every [`HEARTBEAT`] until it fails or another instance has taken over.
-async fn renew_lease(leader: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<(), LeadError> {
-    let mut beat = tokio::time::interval(HEARTBEAT);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        beat.tick().await;
-        if !control::heartbeat(&mut *leader, name, instance, epoch).await? {
-            return Err(LeadError::Replaced);
-        }
-    }
-}
-
 fn poison(event: &RecordedEvent, error: ApplyError) -> ProjectionError {
     let reason = match error {
         ApplyError::Event { reason, .. } => reason.to_string(),
@@ -505,7 +357,7 @@ fn poison(event: &RecordedEvent, error: ApplyError) -> ProjectionError {
 }
 
 /// Whether any event, visible or held back, follows `position`.
-async fn has_events_after(conn: &mut PgConnection, position: Position) -> Result<bool, sqlx::Error> {
+pub(super) async fn has_events_after(conn: impl sqlx::PgExecutor<'_>, position: Position) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
     )
@@ -513,4 +365,24 @@ async fn has_events_after(conn: &mut PgConnection, position: Position) -> Result
     .bind(position.global_position)
     .fetch_one(conn)
     .await
+}
+
+impl<P: Projection> Steps for ProjectionRunner<P> {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn batch_size(&self) -> i64 {
+        self.batch_size
+    }
+
+    fn led_with(&mut self, epoch: Option<i64>) {
+        self.epoch = epoch;
+    }
+
+    async fn step(&mut self) -> Result<Progress, sqlx::Error> {
+        self.next_step().await
+    }
 }

@@ -18,6 +18,7 @@ mod pages;
 mod processes;
 mod queries;
 mod read_model;
+mod redis_store;
 mod roles;
 mod schema;
 mod snapshots;

@@ -14,7 +14,7 @@ use crate::read_model::assert_read_model_equals_replay;
 
 const PROJECTIONS: [&str; 2] = ["account_summary", "account_ledger"];
 
-async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count: usize) -> Vec<String> {
+pub async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..count {
         let answer = server.create_account(client, OPERATOR, 1000).await;
@@ -25,7 +25,7 @@ async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, count
 
 /// Deposits and withdrawals from several clients to every address until `stop`; a server that
 /// has been killed just fails its share. Returns the number of accepted commands.
-fn start_load(
+pub fn start_load(
     client: &reqwest::Client,
     addresses: Vec<String>,
     accounts: Vec<String>,

@@ -32,11 +32,21 @@ fn database_url(database: &PgConnectOptions) -> String {
 
 /// Starts `server` on a free port against `database` and waits until it serves.
 pub fn spawn_server(database: &PgConnectOptions, instance: &str) -> ServerProcess {
+    spawn_server_with(database, instance, &[])
+}
+
+/// [`spawn_server`] with more environment variables.
+pub fn spawn_server_with(database: &PgConnectOptions, instance: &str, env: &[(&str, String)]) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
         .env("DATABASE_URL", database_url(database))
         // The test's database only: an owner set for another one (scripts/test sets it for
         // the end-to-end database) must not be inherited.
         .env_remove("DATABASE_OWNER_URL")
+        // Nor a Redis: each test that wants one gives its own, with a key prefix of its own.
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_KEY_PREFIX")
+        .env_remove("READ_STORE")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
         .env("INSTANCE_ID", instance)

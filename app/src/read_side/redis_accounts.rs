@@ -1,0 +1,535 @@
+//! The `redis_accounts` projection: the design's second read store, the accounts' read model in
+//! Redis, for the account and high-value queries.
+//!
+//! Keys, under a prefix of their own (`REDIS_KEY_PREFIX`):
+//! - `projection`: a hash with the checkpoint (`<transaction>:<position>`) and `rebuilding`.
+//! - `account:<id>`: a hash with the read model's fields (those of `account_summary`).
+//! - `balances` and `owner:<owner>:balances`: sorted sets of every account (and each owner's)
+//!   by balance. Their scores are all 0 and the order is in the member,
+//!   `<balance in cents, 21 digits>:<id with every hex digit inverted>:<id>`: a score is a
+//!   double, which cannot hold every balance exactly (beyond 2^53 cents two balances would tie
+//!   or swap), while members sort by their bytes — highest balance first, then lowest id, as the
+//!   Postgres query orders them.
+//!
+//! A batch is folded in memory (as for `account_summary`), the rows it changes are read with the
+//! checkpoint (one script, atomic), their new values computed here — Lua's numbers are doubles,
+//! and money is never a double — and written with the checkpoint's move by one script that does
+//! nothing unless the checkpoint is still the one they were read at. See
+//! [`eventstore::projection::ExternalProjection`] for why that makes each batch count once.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection};
+use eventstore::{ApplyError, Position};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, Value};
+use rust_decimal::Decimal;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::account_summary::{Change, NeverCreated, NewRow, fold};
+use crate::contract::{AccountView, ServedBy};
+use crate::domain::AccountEvent;
+
+pub const PROJECTION_NAME: &str = "redis_accounts";
+
+/// The fields of an account's hash, in the order the scripts read and write them.
+const FIELDS: [&str; 9] =
+    ["owner_id", "balance", "deposits", "withdrawals", "count", "last_transaction", "created_at", "version", "position"];
+
+/// Reads the checkpoint, whether a rebuild is under way, and the accounts whose hashes are
+/// `KEYS[2..]`, in one atomic step.
+static READ_ACCOUNTS: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local answer = {redis.call('HGET', KEYS[1], 'checkpoint'), redis.call('HGET', KEYS[1], 'rebuilding')}
+for i = 2, #KEYS do
+  answer[#answer + 1] = redis.call('HMGET', KEYS[i], unpack(cjson.decode(ARGV[1])))
+end
+return answer
+"));
+
+/// As [`READ_ACCOUNTS`](static@READ_ACCOUNTS), for the accounts of the sorted set `KEYS[2]` whose members sort at or
+/// above `ARGV[2]`, highest first, at most `ARGV[3]` of them; each row starts with its id.
+/// The account hashes are named from the members (`ARGV[4]` is their key prefix): a script that
+/// reads keys it was not given works on one Redis server, not across a cluster.
+static READ_HIGHEST: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local answer = {redis.call('HGET', KEYS[1], 'checkpoint'), redis.call('HGET', KEYS[1], 'rebuilding')}
+local fields = cjson.decode(ARGV[1])
+local members = redis.call('ZREVRANGEBYLEX', KEYS[2], '+', '[' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(members) do
+  local id = string.sub(member, -36)
+  local row = redis.call('HMGET', ARGV[4] .. id, unpack(fields))
+  table.insert(row, 1, id)
+  answer[#answer + 1] = row
+end
+return answer
+"));
+
+/// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none), moving it to `ARGV[2]`;
+/// returns 1, or 0 having written nothing. `KEYS[1]`: the projection's hash, `KEYS[2]`: every
+/// account's balances; then per account its hash and its owner's balances. `ARGV[5..]`: per
+/// account its old member (empty for a new account), its new member and its fields' values.
+static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local stored = redis.call('HGET', KEYS[1], 'checkpoint') or ''
+if stored ~= ARGV[1] then
+  return 0
+end
+local fields = cjson.decode(ARGV[4])
+local stride = 2 + #fields
+for i = 0, (#KEYS - 2) / 2 - 1 do
+  local account, owner_balances = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local at = 5 + stride * i
+  local old, new = ARGV[at], ARGV[at + 1]
+  local pairs = {}
+  for f = 1, #fields do
+    pairs[#pairs + 1] = fields[f]
+    pairs[#pairs + 1] = ARGV[at + 1 + f]
+  end
+  redis.call('HSET', account, unpack(pairs))
+  if old ~= '' then
+    redis.call('ZREM', KEYS[2], old)
+    redis.call('ZREM', owner_balances, old)
+  end
+  redis.call('ZADD', KEYS[2], 0, new)
+  redis.call('ZADD', owner_balances, 0, new)
+end
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', ARGV[3])
+return 1
+"));
+
+/// How long one Redis request may take before it counts as failed: a query then falls back to
+/// Postgres, a batch is tried again.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The accounts' read model in Redis: the projection that writes it and the reads the queries
+/// make of it.
+#[derive(Clone)]
+pub struct RedisAccounts {
+    redis: ConnectionManager,
+    keys: Keys,
+}
+
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn projection(&self) -> String {
+        format!("{}projection", self.prefix)
+    }
+
+    fn account_prefix(&self) -> String {
+        format!("{}account:", self.prefix)
+    }
+
+    fn account(&self, id: Uuid) -> String {
+        format!("{}account:{id}", self.prefix)
+    }
+
+    fn balances(&self) -> String {
+        format!("{}balances", self.prefix)
+    }
+
+    fn owner_balances(&self, owner: &str) -> String {
+        format!("{}owner:{owner}:balances", self.prefix)
+    }
+}
+
+/// What the read store said, with the checkpoint it said it at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisAnswer<T> {
+    /// `None`: the store holds no checkpoint (never built, or emptied).
+    pub as_of: Option<Position>,
+    /// A rebuild has not yet brought the store back to where it was.
+    pub rebuilding: bool,
+    pub value: T,
+}
+
+/// The read store cannot answer: unreachable, timed out, or holding what this code did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisReadError {
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error("the read store holds an unreadable value: {0}")]
+    Unreadable(String),
+}
+
+/// One account's hash, parsed.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredAccount {
+    owner_id: String,
+    balance: Decimal,
+    deposits: Decimal,
+    withdrawals: Decimal,
+    count: i64,
+    last_transaction: OffsetDateTime,
+    created_at: OffsetDateTime,
+    version: i64,
+    position: i64,
+}
+
+impl StoredAccount {
+    fn opened(row: &NewRow) -> StoredAccount {
+        StoredAccount {
+            owner_id: row.owner_id.clone(),
+            balance: row.balance,
+            deposits: row.deposits,
+            withdrawals: row.withdrawals,
+            count: row.count,
+            last_transaction: row.last_transaction,
+            created_at: row.created_at,
+            version: row.version,
+            position: row.position,
+        }
+    }
+
+    fn changed(&self, change: &Change) -> StoredAccount {
+        StoredAccount {
+            owner_id: self.owner_id.clone(),
+            balance: self.balance + change.deposits - change.withdrawals,
+            deposits: self.deposits + change.deposits,
+            withdrawals: self.withdrawals + change.withdrawals,
+            count: self.count + change.count,
+            last_transaction: change.last_transaction,
+            created_at: self.created_at,
+            version: change.version,
+            position: change.position,
+        }
+    }
+
+    fn values(&self) -> Result<[String; 9], time::error::Format> {
+        Ok([
+            self.owner_id.clone(),
+            self.balance.to_string(),
+            self.deposits.to_string(),
+            self.withdrawals.to_string(),
+            self.count.to_string(),
+            self.last_transaction.format(&Rfc3339)?,
+            self.created_at.format(&Rfc3339)?,
+            self.version.to_string(),
+            self.position.to_string(),
+        ])
+    }
+
+    /// `None` for a hash that does not exist (every field missing).
+    fn parse(values: &[Option<String>]) -> Result<Option<StoredAccount>, RedisReadError> {
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let field = |index: usize| -> Result<&str, RedisReadError> {
+            values
+                .get(index)
+                .and_then(Option::as_deref)
+                .ok_or_else(|| RedisReadError::Unreadable(format!("an account without {}", FIELDS[index])))
+        };
+        fn parsed<T: FromStr>(text: &str, name: &str) -> Result<T, RedisReadError> {
+            text.parse().map_err(|_| RedisReadError::Unreadable(format!("{name} {text:?}")))
+        }
+        let time = |index: usize| -> Result<OffsetDateTime, RedisReadError> {
+            let text = field(index)?;
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|_| RedisReadError::Unreadable(format!("{} {text:?}", FIELDS[index])))
+        };
+        Ok(Some(StoredAccount {
+            owner_id: field(0)?.to_owned(),
+            balance: parsed(field(1)?, FIELDS[1])?,
+            deposits: parsed(field(2)?, FIELDS[2])?,
+            withdrawals: parsed(field(3)?, FIELDS[3])?,
+            count: parsed(field(4)?, FIELDS[4])?,
+            last_transaction: time(5)?,
+            created_at: time(6)?,
+            version: parsed(field(7)?, FIELDS[7])?,
+            position: parsed(field(8)?, FIELDS[8])?,
+        }))
+    }
+
+    fn into_view(self, account_id: Uuid, as_of: Position) -> AccountView {
+        AccountView {
+            account_id,
+            owner_id: self.owner_id,
+            current_balance: self.balance,
+            total_deposits: self.deposits,
+            total_withdrawals: self.withdrawals,
+            transaction_count: self.count,
+            last_transaction: self.last_transaction,
+            created_at: self.created_at,
+            version: self.version,
+            as_of,
+            stale: false,
+            served_by: ServedBy::Redis,
+        }
+    }
+}
+
+/// The sorted sets' member for an account: see the module's documentation. `None` for a
+/// balance the sets cannot order (negative, or finer than a cent), which no event can make.
+fn balance_member(balance: Decimal, account_id: Uuid) -> Option<String> {
+    Some(format!("{}:{}:{account_id}", sortable_cents(balance)?, inverted(account_id)))
+}
+
+/// The balance in whole cents, as 21 digits (the largest balance has 20).
+fn sortable_cents(balance: Decimal) -> Option<String> {
+    let cents = balance.checked_mul(Decimal::ONE_HUNDRED)?;
+    if cents.is_sign_negative() || !cents.fract().is_zero() {
+        return None;
+    }
+    let digits = cents.trunc().normalize().to_string();
+    (digits.len() <= 21).then(|| format!("{digits:0>21}"))
+}
+
+/// The id's hex digits, each replaced by 15 minus it: sorting these downwards sorts ids upwards.
+fn inverted(account_id: Uuid) -> String {
+    account_id
+        .simple()
+        .to_string()
+        .chars()
+        .map(|digit| {
+            let value = digit.to_digit(16).expect("a uuid's simple form is hex");
+            char::from_digit(15 - value, 16).expect("0..=15 is a hex digit")
+        })
+        .collect()
+}
+
+impl RedisAccounts {
+    /// The read store at `url`, under `prefix`. Connects on first use, and again after any
+    /// failure, so that the server starts and serves (from Postgres) without Redis.
+    pub fn new(url: &str, prefix: &str) -> Result<RedisAccounts, RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(RedisAccounts { redis, keys: Keys { prefix: prefix.to_owned() } })
+    }
+
+    /// The account, as the store has it.
+    pub async fn account(&self, account_id: Uuid) -> Result<RedisAnswer<Option<AccountView>>, RedisReadError> {
+        let mut script = READ_ACCOUNTS.prepare_invoke();
+        script.key(self.keys.projection()).key(self.keys.account(account_id)).arg(fields_json());
+        let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
+        let (as_of, rebuilding, rows) = split_answer(answer)?;
+        let account = match rows.first() {
+            Some(values) => StoredAccount::parse(values)?,
+            None => None,
+        };
+        Ok(RedisAnswer {
+            value: account.map(|account| account.into_view(account_id, as_of.unwrap_or(Position::START))),
+            as_of,
+            rebuilding,
+        })
+    }
+
+    /// The accounts holding at least `min_balance` (whole cents), highest first, then by id; at
+    /// most `limit`; with `owner_id`, only that owner's.
+    pub async fn highest(
+        &self,
+        min_balance: Decimal,
+        owner_id: Option<&str>,
+        limit: i64,
+    ) -> Result<RedisAnswer<Vec<AccountView>>, RedisReadError> {
+        let lowest = sortable_cents(min_balance)
+            .ok_or_else(|| RedisReadError::Unreadable(format!("a minimum balance of {min_balance}")))?;
+        let set = owner_id.map_or_else(|| self.keys.balances(), |owner| self.keys.owner_balances(owner));
+        let mut script = READ_HIGHEST.prepare_invoke();
+        script.key(self.keys.projection()).key(set);
+        script.arg(fields_json()).arg(lowest).arg(limit).arg(self.keys.account_prefix());
+        let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
+        let (as_of, rebuilding, rows) = split_answer(answer)?;
+        let at = as_of.unwrap_or(Position::START);
+        let mut accounts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (id, values) = row.split_first().ok_or_else(|| RedisReadError::Unreadable("an empty row".into()))?;
+            let id = id.as_deref().and_then(|id| Uuid::parse_str(id).ok());
+            let id = id.ok_or_else(|| RedisReadError::Unreadable(format!("a balance member {row:?}")))?;
+            // A member without its hash cannot be written by the script (both move together).
+            let account = StoredAccount::parse(values)?
+                .ok_or_else(|| RedisReadError::Unreadable(format!("account {id} is ranked but not stored")))?;
+            accounts.push(account.into_view(id, at));
+        }
+        Ok(RedisAnswer { as_of, rebuilding, value: accounts })
+    }
+
+    /// Where the store is: its checkpoint, and whether it is rebuilding.
+    pub async fn progress(&self) -> Result<RedisAnswer<()>, RedisReadError> {
+        let mut script = READ_ACCOUNTS.prepare_invoke();
+        script.key(self.keys.projection()).arg(fields_json());
+        let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
+        let (as_of, rebuilding, _) = split_answer(answer)?;
+        Ok(RedisAnswer { as_of, rebuilding, value: () })
+    }
+
+    /// The stored rows of `ids` (in order) with the checkpoint they are current as of.
+    async fn rows(&self, ids: &[Uuid]) -> Result<(Option<Position>, Vec<Option<StoredAccount>>), RedisReadError> {
+        let mut script = READ_ACCOUNTS.prepare_invoke();
+        script.key(self.keys.projection()).arg(fields_json());
+        for id in ids {
+            script.key(self.keys.account(*id));
+        }
+        let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
+        let (as_of, _, rows) = split_answer(answer)?;
+        let rows = rows.iter().map(|values| StoredAccount::parse(values)).collect::<Result<_, _>>()?;
+        Ok((as_of, rows))
+    }
+}
+
+fn fields_json() -> String {
+    serde_json::to_string(&FIELDS).expect("a list of strings serializes")
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// A read script's answer: the checkpoint, whether a rebuild is under way, the rows.
+fn split_answer(answer: Vec<Value>) -> Result<(Option<Position>, bool, Rows), RedisReadError> {
+    let mut values = answer.into_iter();
+    let text = |value: Option<Value>| -> Result<Option<String>, RedisReadError> {
+        redis::from_redis_value(value.unwrap_or(Value::Nil)).map_err(|error| RedisReadError::Unreadable(error.to_string()))
+    };
+    let as_of = text(values.next())?
+        .map(|checkpoint| {
+            checkpoint.parse::<Position>().map_err(|_| RedisReadError::Unreadable(format!("checkpoint {checkpoint:?}")))
+        })
+        .transpose()?;
+    let rebuilding = text(values.next())?.as_deref() == Some("1");
+    let rows = values
+        .map(|row| redis::from_redis_value(row).map_err(|error| RedisReadError::Unreadable(error.to_string())))
+        .collect::<Result<Rows, _>>()?;
+    Ok((as_of, rebuilding, rows))
+}
+
+fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
+    ExternalError::Store(Box::new(error))
+}
+
+impl ExternalProjection for RedisAccounts {
+    fn name(&self) -> &'static str {
+        PROJECTION_NAME
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        AccountEvent::TYPES
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, ExternalError> {
+        Ok(self.rows(&[]).await.map_err(store_error)?.0)
+    }
+
+    async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
+        let folded = fold(batch.events).map_err(|error| match error {
+            ApplyError::Event { position, reason } => ExternalError::Event { position, reason },
+            ApplyError::Database(error) => store_error(error),
+        })?;
+        let changed: Vec<Uuid> = folded.changes.iter().map(|change| change.account_id).collect();
+        let (as_of, stored) = self.rows(&changed).await.map_err(store_error)?;
+        if as_of != batch.from {
+            return Ok(CompareAndSet::CheckpointMoved);
+        }
+        // (id, its member before the batch if it existed, its row after).
+        let mut writes: Vec<(Uuid, Option<StoredAccount>, StoredAccount)> =
+            folded.new_rows.iter().map(|row| (row.account_id, None, StoredAccount::opened(row))).collect();
+        for (change, stored) in folded.changes.iter().zip(stored) {
+            let Some(stored) = stored else {
+                let reason = NeverCreated { account_id: change.account_id, table: "Redis account" };
+                return Err(ExternalError::Event { position: change.first_event, reason: Box::new(reason) });
+            };
+            let changed = stored.changed(change);
+            writes.push((change.account_id, Some(stored), changed));
+        }
+        let mut script = APPLY_BATCH.prepare_invoke();
+        script.key(self.keys.projection()).key(self.keys.balances());
+        let from = batch.from.map(|from| from.to_string()).unwrap_or_default();
+        script.arg(from).arg(batch.to.to_string()).arg(if batch.rebuilding { "1" } else { "0" }).arg(fields_json());
+        for (id, before, after) in &writes {
+            let member = |account: &StoredAccount| {
+                balance_member(account.balance, *id).ok_or_else(|| {
+                    let reason = format!("account {id}'s balance {} cannot be ranked", account.balance);
+                    // No event makes such a balance (the domain refuses them): stop at the batch.
+                    let position = batch.events.first().map_or(batch.to, |event| event.position());
+                    ExternalError::Event { position, reason: reason.into() }
+                })
+            };
+            script.key(self.keys.account(*id)).key(self.keys.owner_balances(&after.owner_id));
+            script.arg(before.as_ref().map(member).transpose()?.unwrap_or_default()).arg(member(after)?);
+            for value in after.values().map_err(store_error)? {
+                script.arg(value);
+            }
+        }
+        let applied: i64 = script.invoke_async(&mut self.redis.clone()).await.map_err(store_error)?;
+        Ok(if applied == 1 { CompareAndSet::Applied } else { CompareAndSet::CheckpointMoved })
+    }
+
+    async fn clear(&self) -> Result<(), ExternalError> {
+        let mut redis = self.redis.clone();
+        // The checkpoint first: a store without one is rebuilt, whatever else is left of it.
+        redis::cmd("DEL").arg(self.keys.projection()).exec_async(&mut redis).await.map_err(store_error)?;
+        let pattern = format!("{}*", self.keys.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut redis)
+                .await
+                .map_err(store_error)?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK").arg(&keys).exec_async(&mut redis).await.map_err(store_error)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::dec;
+
+    use super::*;
+
+    #[test]
+    fn members_sort_by_balance_then_by_id_as_postgres_orders_them() {
+        let low = Uuid::parse_str("00000000-0000-0000-0000-000000000001").unwrap();
+        let high = Uuid::parse_str("ffffffff-0000-0000-0000-000000000000").unwrap();
+        let mut members = vec![
+            balance_member(dec!(10.5), high).unwrap(),
+            balance_member(dec!(999999999999999999.99), high).unwrap(),
+            balance_member(dec!(10.50), low).unwrap(),
+            balance_member(dec!(9.99), low).unwrap(),
+            balance_member(dec!(0), low).unwrap(),
+            balance_member(dec!(100), low).unwrap(),
+        ];
+        // Highest first, as ZREVRANGEBYLEX reads them.
+        members.sort_by(|a, b| b.cmp(a));
+        let order: Vec<(String, Uuid)> = members
+            .iter()
+            .map(|m| (m[..21].to_owned(), Uuid::parse_str(&m[m.len() - 36..]).unwrap()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("099999999999999999999".to_owned(), high),
+                ("000000000000000010000".to_owned(), low),
+                ("000000000000000001050".to_owned(), low),
+                ("000000000000000001050".to_owned(), high),
+                ("000000000000000000999".to_owned(), low),
+                ("000000000000000000000".to_owned(), low),
+            ]
+        );
+    }
+
+    #[test]
+    fn balances_finer_than_a_cent_or_negative_cannot_be_ranked() {
+        assert_eq!(sortable_cents(dec!(0.001)), None);
+        assert_eq!(sortable_cents(dec!(-1)), None);
+        assert_eq!(sortable_cents(dec!(1.000)).as_deref(), Some("000000000000000000100"));
+    }
+}

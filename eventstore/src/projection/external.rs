@@ -1,0 +1,288 @@
+//! Projections into a store outside Postgres (Redis, in the bank), led and steered like the
+//! others.
+//!
+//! No transaction spans Postgres and the outside store, so the outside store keeps its own
+//! checkpoint, and a batch's writes and its checkpoint's move are one atomic step *there*,
+//! taken only if that checkpoint is still where the batch started from (a compare-and-set). A
+//! batch applied twice — a crash after the store applied it, a paused leader waking after its
+//! replacement applied it — finds the checkpoint moved and changes nothing: exactly once,
+//! without asking the projection to be idempotent.
+//!
+//! The projection's Postgres checkpoint row keeps the leadership, state and levers as for any
+//! projection, and follows the outside checkpoint (after it, never ahead): it is what the status
+//! shows, and how a store that lost its data is noticed — its checkpoint is missing, or older
+//! than one it had reached. The store is then cleared and rebuilt from the first event, marked
+//! as rebuilding (queries should not read it) until it is back where it was.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Progress;
+use super::control;
+use super::leadership::{Leadership, Steps};
+use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
+
+/// A read model kept in a store outside Postgres, with its own checkpoint there.
+pub trait ExternalProjection: Send + Sync + 'static {
+    /// Names the Postgres checkpoint row (status, leadership, levers).
+    fn name(&self) -> &'static str;
+
+    /// The event types the projection reads.
+    fn event_types(&self) -> &'static [&'static str];
+
+    /// Where the store has applied events up to; `None` when it holds no checkpoint (never
+    /// built, or its data is gone).
+    fn checkpoint(&self) -> impl Future<Output = Result<Option<Position>, ExternalError>> + Send;
+
+    /// Applies the batch's events and moves the store's checkpoint from `batch.from` to
+    /// `batch.to`, atomically, only if the checkpoint is still `batch.from`. An event that cannot
+    /// be applied is refused before anything is written ([`ExternalError::Event`]).
+    fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
+
+    /// Removes the checkpoint, then everything else the projection wrote: before a rebuild.
+    fn clear(&self) -> impl Future<Output = Result<(), ExternalError>> + Send;
+}
+
+/// One batch for the outside store.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalBatch<'a> {
+    /// The checkpoint the batch starts from; `None`: the store must hold none.
+    pub from: Option<Position>,
+    pub to: Position,
+    /// The events after `from`, up to `to`, of the projection's types, in order; maybe none.
+    pub events: &'a [RecordedEvent],
+    /// A rebuild has not yet brought the store back to where it was: queries should not read it.
+    pub rebuilding: bool,
+}
+
+/// What an [`ExternalProjection::apply`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareAndSet {
+    Applied,
+    /// The checkpoint was not where the batch started from: nothing was written.
+    CheckpointMoved,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// An event the projection cannot apply: the projection stops at it.
+    #[error("event at {position} cannot be applied: {reason}")]
+    Event { position: Position, reason: Box<dyn std::error::Error + Send + Sync> },
+    /// The store cannot be reached, or answered with an error: the batch is tried again.
+    #[error("{0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a step of an outside projection did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalStepError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the read store: {0}")]
+    Store(ExternalError),
+}
+
+/// Runs one outside projection in this instance whenever this instance leads it.
+pub struct ExternalProjectionRunner<X> {
+    pool: PgPool,
+    projection: X,
+    wake: watch::Receiver<u64>,
+    instance: String,
+    batch_size: i64,
+    idle_poll: Duration,
+    epoch: Option<i64>,
+}
+
+impl<X: ExternalProjection> ExternalProjectionRunner<X> {
+    /// As [`super::ProjectionRunner::new`].
+    pub fn new(pool: PgPool, projection: X, wake: watch::Receiver<u64>, instance: impl Into<String>) -> Self {
+        ExternalProjectionRunner {
+            pool,
+            projection,
+            wake,
+            instance: instance.into(),
+            batch_size: 500,
+            idle_poll: Duration::from_secs(1),
+            epoch: None,
+        }
+    }
+
+    pub fn batch_size(mut self, batch_size: i64) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    pub fn idle_poll(mut self, idle_poll: Duration) -> Self {
+        self.idle_poll = idle_poll;
+        self
+    }
+
+    /// Leads the projection whenever no other instance does, until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let leadership = Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        leadership.run(&mut self, shutdown).await;
+    }
+
+    /// One step, as the leader takes it: notices a store that lost its data (or an operator's
+    /// rebuild) and starts over, else applies the next batch.
+    pub async fn run_step(&self) -> Result<Progress, ExternalStepError> {
+        let name = self.projection.name();
+        match self.try_step().await {
+            Ok(progress) => {
+                control::clear_unavailable(&self.pool, name).await?;
+                Ok(progress)
+            }
+            Err(ExternalStepError::Store(error)) => {
+                // Shown on the status until a step goes through: the store may be down for long.
+                control::note_unavailable(&self.pool, name, &error.to_string()).await?;
+                Err(ExternalStepError::Store(error))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn try_step(&self) -> Result<Progress, ExternalStepError> {
+        let name = self.projection.name();
+        let steering = control::steering(&self.pool, name).await?;
+        if steering.state == ProjectionState::Failed {
+            return Ok(Progress::CaughtUp);
+        }
+        let mut stored = self.projection.checkpoint().await.map_err(ExternalStepError::Store)?;
+        let reached = control::checkpoint(&self.pool, name).await?;
+        let rebuilding = match steering.state {
+            ProjectionState::Rebuilding => control::rebuild_started(&self.pool, name).await?,
+            _ => false,
+        };
+        let start_over = if steering.state == ProjectionState::Rebuilding {
+            !rebuilding
+        } else {
+            let lost = control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await?;
+            if lost {
+                tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
+            }
+            lost
+        };
+        if start_over {
+            self.projection.clear().await.map_err(ExternalStepError::Store)?;
+            if !control::start_external_rebuild(&self.pool, name, self.epoch).await? {
+                return Ok(Progress::NotLeading);
+            }
+            stored = None;
+        }
+        let until = (rebuilding || start_over).then_some(reached);
+        self.batch(stored, until).await
+    }
+
+    /// The next batch after `stored`; during a rebuild (`until`: where the store was) never past
+    /// it, ending the rebuild once it gets there.
+    async fn batch(&self, stored: Option<Position>, until: Option<Position>) -> Result<Progress, ExternalStepError> {
+        let name = self.projection.name();
+        let from = stored.unwrap_or(Position::START);
+        let LogBatch { mut events, read, read_to } =
+            read_batch(&self.pool, from, self.batch_size, self.projection.event_types()).await?;
+        let mut end = read_to;
+        let mut reached = false;
+        if let Some(until) = until {
+            events.retain(|event| event.position() <= until);
+            // Every event up to `until` is committed and visible: the store had applied them.
+            if read_to.is_some_and(|read_to| read_to > until) || read < self.batch_size as usize {
+                reached = true;
+                end = Some(until.max(from));
+            }
+        }
+        let to = match end.filter(|end| *end > from) {
+            Some(to) => to,
+            // Nothing to apply, but a rebuild that has got back may have to say so.
+            None if reached => from,
+            None => {
+                let held_back = super::runner::has_events_after(&self.pool, from).await?;
+                return Ok(if held_back { Progress::HeldBack } else { Progress::CaughtUp });
+            }
+        };
+        let mut conn = self.pool.acquire().await?;
+        let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
+        let skipped = control::skipped_among(&mut conn, name, &positions).await?;
+        events.retain(|event| !skipped.contains(&event.global_position));
+        drop(conn);
+        if !control::leads_now(&self.pool, name, self.epoch).await? {
+            return Ok(Progress::NotLeading);
+        }
+        let rebuilding = until.is_some() && !reached;
+        let batch = ExternalBatch { from: stored, to, events: &events, rebuilding };
+        let (applied, failed_at) = match self.projection.apply(&batch).await {
+            Ok(applied) => (applied, None),
+            Err(ExternalError::Event { position, reason }) => {
+                // Keep what comes before the culprit, then stop at it.
+                let before: Vec<RecordedEvent> =
+                    events.iter().filter(|event| event.position() < position).cloned().collect();
+                let applied = match before.last() {
+                    Some(last) => {
+                        let batch = ExternalBatch { from: stored, to: last.position(), events: &before, rebuilding };
+                        self.projection.apply(&batch).await.map_err(ExternalStepError::Store)?
+                    }
+                    None => CompareAndSet::CheckpointMoved,
+                };
+                let event_type = events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
+                let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
+                tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
+                let kept = before.last().map(RecordedEvent::position);
+                (applied, Some((position, error, kept, before.len())))
+            }
+            Err(error) => return Err(ExternalStepError::Store(error)),
+        };
+        if let Some((position, error, kept, count)) = failed_at {
+            if let (CompareAndSet::Applied, Some(kept)) = (applied, kept) {
+                self.follow(kept, count, until.is_some()).await?;
+            }
+            control::fail(&self.pool, name, self.epoch, position, &error).await?;
+            return Ok(Progress::CaughtUp);
+        }
+        if applied == CompareAndSet::CheckpointMoved {
+            // Another leader applied it meanwhile; this one reads again from where the store is.
+            return Ok(Progress::Applied(0));
+        }
+        self.follow(to, events.len(), until.is_some()).await?;
+        if reached && until.is_some() {
+            control::end_external_rebuild(&self.pool, name, self.epoch).await?;
+            tracing::info!(projection = name, "the read store is rebuilt");
+        }
+        Ok(Progress::Applied(read))
+    }
+
+    /// Moves the Postgres checkpoint row after the store's (or, during a rebuild, the
+    /// rebuild's progress).
+    async fn follow(&self, to: Position, applied: usize, rebuilding: bool) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let name = self.projection.name();
+        if rebuilding {
+            control::advance(&mut conn, &control::rebuild_checkpoint_name(name), to, applied).await?;
+        } else {
+            control::advance(&mut conn, name, to, applied).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
+    type Error = ExternalStepError;
+
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn batch_size(&self) -> i64 {
+        self.batch_size
+    }
+
+    fn led_with(&mut self, epoch: Option<i64>) {
+        self.epoch = epoch;
+    }
+
+    async fn step(&mut self) -> Result<Progress, ExternalStepError> {
+        self.run_step().await
+    }
+}

@@ -1,0 +1,396 @@
+//! The Redis read store against a real Redis: exactly once (a batch applied twice, two instances
+//! and a kill -9, FLUSHALL mid-load, Redis stopped and started), the same answers as Postgres,
+//! and every query answered from Postgres while Redis is away.
+//!
+//! Tests share the Redis `TEST_REDIS_URL` names (default `redis://127.0.0.1:6379/15`, a database
+//! of its own), each under a key prefix of its own, removed when the test ends. Tests that stop,
+//! restart or flush Redis start a private `redis-server` of their own.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use app::read_side::RedisAccounts;
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use server::configuration::RedisSettings;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::read_model::{Summary, replay};
+
+/// A key prefix of this test's own in a Redis; its keys go when it is dropped.
+pub struct RedisSpace {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisSpace {
+    /// In the tests' shared Redis database.
+    pub fn shared() -> RedisSpace {
+        let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/15".to_owned());
+        RedisSpace::at(url)
+    }
+
+    fn at(url: String) -> RedisSpace {
+        RedisSpace { url, prefix: format!("test-{}:", Uuid::new_v4().simple()) }
+    }
+
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings { url: self.url.clone(), key_prefix: self.prefix.clone() }
+    }
+
+    pub fn accounts(&self) -> RedisAccounts {
+        RedisAccounts::new(&self.url, &self.prefix).expect("a valid Redis URL")
+    }
+
+    /// A command on a connection of its own (none is kept: the server may be stopped).
+    fn command(&self, command: &redis::Cmd) -> redis::RedisResult<Value> {
+        let mut connection = redis::Client::open(self.url.as_str())?.get_connection()?;
+        let value: redis::Value = command.query(&mut connection)?;
+        Ok(match value {
+            redis::Value::Int(n) => json!(n),
+            _ => Value::Null,
+        })
+    }
+
+    /// How many accounts the store ranks by balance.
+    fn ranked(&self) -> i64 {
+        let count = self.command(redis::cmd("ZCARD").arg(format!("{}balances", self.prefix))).expect("Redis answers");
+        count.as_i64().unwrap()
+    }
+}
+
+impl Drop for RedisSpace {
+    fn drop(&mut self) {
+        let Ok(mut connection) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, keeping nothing on disk.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = PrivateRedis { child: None, port };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again, empty) and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            let pinged = redis::Client::open(self.url().as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+            if pinged.is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Stops it at once (its data goes with it).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn spawn_with_redis(db: PgConnectOptions, space: &RedisSpace, read_store: &str) -> TestApp {
+    let (redis, read_store) = (space.settings(), read_store.parse().unwrap());
+    spawn_app_with(db, move |settings| {
+        settings.redis = Some(redis);
+        settings.read_store = read_store;
+    })
+    .await
+}
+
+/// The answer without the `servedBy` fields (of the list and of each account).
+fn without_served_by(mut answer: Value) -> Value {
+    answer.as_object_mut().unwrap().remove("servedBy");
+    for account in answer["accounts"].as_array_mut().into_iter().flatten() {
+        account.as_object_mut().unwrap().remove("servedBy");
+    }
+    answer
+}
+
+/// Waits until the Redis store has applied every event and is not rebuilding.
+async fn wait_for_redis(pool: &PgPool, accounts: &RedisAccounts) {
+    let mut seen = None;
+    for _ in 0..600 {
+        let head = eventstore::store::head(pool).await.unwrap();
+        if let Ok(progress) = accounts.progress().await {
+            if !progress.rebuilding && progress.as_of.is_some_and(|at| at >= head) {
+                return;
+            }
+            seen = Some(progress);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the Redis store did not catch up within 30 s: {seen:?}");
+}
+
+/// Every account of a fresh fold of the event store, as the Redis store holds it; and no other.
+async fn assert_redis_equals_replay(pool: &PgPool, space: &RedisSpace) {
+    let accounts = space.accounts();
+    wait_for_redis(pool, &accounts).await;
+    let (expected, _) = replay(pool).await;
+    for (id, summary) in &expected {
+        let view = accounts.account(*id).await.unwrap().value.unwrap_or_else(|| panic!("Redis lacks account {id}"));
+        let stored = Summary {
+            account_id: view.account_id,
+            owner_id: view.owner_id,
+            current_balance: view.current_balance,
+            total_deposits: view.total_deposits,
+            total_withdrawals: view.total_withdrawals,
+            transaction_count: view.transaction_count,
+            last_transaction: view.last_transaction,
+            created_at: view.created_at,
+            version: view.version,
+        };
+        assert_eq!(&stored, summary, "Redis differs for {id}");
+    }
+    assert_eq!(space.ranked(), expected.len() as i64, "Redis ranks other accounts than the replay holds");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = crate::helpers::spawn_app(db).await;
+    let id = app.account_id("alice", 100.0).await;
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": "25.50"})).await;
+    app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": "0.50"})).await;
+    let log = eventstore::read_batch(&app.pool, eventstore::Position::START, 100, app::domain::AccountEvent::TYPES)
+        .await
+        .unwrap();
+    let space = RedisSpace::shared();
+    let accounts = space.accounts();
+    let batch = ExternalBatch { from: None, to: log.read_to.unwrap(), events: &log.events, rebuilding: false };
+
+    assert_eq!(accounts.apply(&batch).await.unwrap(), CompareAndSet::Applied);
+    let first = accounts.account(id.parse().unwrap()).await.unwrap();
+    assert_eq!(accounts.apply(&batch).await.unwrap(), CompareAndSet::CheckpointMoved);
+    let second = accounts.account(id.parse().unwrap()).await.unwrap();
+
+    assert_eq!(second, first);
+    let view = second.value.unwrap();
+    assert_eq!((view.current_balance, view.transaction_count), (Decimal::new(12500, 2), 3));
+    assert_eq!(second.as_of, log.read_to);
+    assert_eq!(space.ranked(), 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn both_read_stores_give_the_same_answers(_: PgPoolOptions, db: PgConnectOptions) {
+    let space = RedisSpace::shared();
+    let redis = spawn_with_redis(db.clone(), &space, "redis").await;
+    let postgres = spawn_with_redis(db, &space, "postgres").await;
+    // Ties on the balance, cents, and a wide range: the order must agree to the last account.
+    let mut ids = Vec::new();
+    for balance in [500.0, 500.0, 500.0, 1200.25, 0.01, 999999.99, 750.5, 750.5] {
+        ids.push(redis.account_id("alice", balance).await);
+    }
+    redis.post("/api/commands/deposit", &json!({"accountId": ids[4], "amount": "499.99"})).await;
+    redis.wait_for_projection().await;
+    wait_for_redis(&redis.pool, &space.accounts()).await;
+
+    for id in &ids {
+        let from_redis: Value = redis.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        let from_postgres: Value = postgres.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        assert_eq!(from_redis["servedBy"], "redis", "{from_redis}");
+        assert_eq!(from_postgres["servedBy"], "postgres", "{from_postgres}");
+        assert_eq!(without_served_by(from_redis), without_served_by(from_postgres));
+    }
+    let operator = redis.operator_client().await;
+    for min in ["0", "500", "500.00", "750.51", "1000000"] {
+        let ask = |app: &TestApp| {
+            operator
+                .post(format!("{}/api/queries/high-value-accounts", app.address))
+                .json(&json!({"minBalance": min}))
+                .send()
+        };
+        let from_redis: Value = ask(&redis).await.unwrap().json().await.unwrap();
+        let from_postgres: Value = ask(&postgres).await.unwrap().json().await.unwrap();
+        assert_eq!(from_redis["servedBy"], "redis");
+        assert_eq!(from_postgres["servedBy"], "postgres");
+        assert!(!from_redis["accounts"].as_array().unwrap().is_empty() || min == "1000000");
+        assert_eq!(without_served_by(from_redis), without_served_by(from_postgres), "minBalance {min}");
+    }
+    // A customer's own, from the owner's ranking.
+    let mine: Value = redis.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await.json().await.unwrap();
+    assert_eq!(mine["servedBy"], "redis");
+    assert_eq!(mine["accounts"].as_array().unwrap().len(), 8);
+    let other = redis.sign_up("bob").await;
+    let theirs: Value = other
+        .client
+        .post(format!("{}/api/queries/high-value-accounts", redis.address))
+        .json(&json!({"minBalance": "0"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["accounts"], json!([]));
+}
+
+#[sqlx::test(migrations = false)]
+async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_back(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let mut server = PrivateRedis::start();
+    let space = RedisSpace::at(server.url());
+    let app = spawn_with_redis(db, &space, "auto").await;
+    let id = app.account_id("alice", 300.0).await;
+    app.wait_for_projection().await;
+    wait_for_redis(&app.pool, &space.accounts()).await;
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!(answer["servedBy"], "redis");
+
+    server.stop();
+    let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 10})).await;
+    assert_eq!(deposited.status(), StatusCode::OK, "commands do not need Redis");
+    let token = deposited.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let read = app.get(&format!("/api/queries/accounts/{id}?after={token}")).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!((read["servedBy"].as_str(), read["currentBalance"].as_f64()), (Some("postgres"), Some(310.0)));
+    let high = app.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await;
+    assert_eq!(high.status(), StatusCode::OK);
+    assert_eq!(high.json::<Value>().await.unwrap()["servedBy"], "postgres");
+    // The operators see why.
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        let status: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
+        shown = status.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap_or_default();
+        if shown["lastError"].as_str().is_some_and(|error| error.contains("read store unavailable")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown["lastError"].as_str().is_some_and(|e| e.contains("read store unavailable")), "{shown}");
+
+    // Back, empty: the projection notices and rebuilds it from the first event.
+    server.restart();
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5})).await;
+    assert_redis_equals_replay(&app.pool, &space).await;
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(315.0)));
+    let status: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
+    let redis_status = status.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").unwrap();
+    assert_eq!(redis_status["state"], "running", "{redis_status}");
+    assert!(redis_status["lastError"].is_null(), "{redis_status}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn flushall_mid_load_is_noticed_and_rebuilt_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
+    let server = PrivateRedis::start();
+    let space = RedisSpace::at(server.url());
+    let app = spawn_with_redis(db, &space, "auto").await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(app.account_id("alice", 100.0 + f64::from(n)).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, address, ids, stop) = (app.client.clone(), app.address.clone(), ids.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let route = if n % 4 == 0 { "withdraw" } else { "deposit" };
+                let body = json!({"accountId": ids[n % ids.len()], "amount": format!("{}.{:02}", n % 5 + 1, n % 100)});
+                let _ = client.post(format!("{address}/api/commands/{route}")).json(&body).send().await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    space.command(&redis::cmd("FLUSHALL")).expect("FLUSHALL");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    assert!(sent > 20, "only {sent} commands were sent");
+
+    assert_redis_equals_replay(&app.pool, &space).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
+    use crate::multi_instance::{create_accounts, start_load};
+    use crate::processes::{operator_client, owner_of, spawn_server_with};
+
+    let server = PrivateRedis::start();
+    let space = RedisSpace::at(server.url());
+    let redis_env = [("REDIS_URL", space.url.clone()), ("REDIS_KEY_PREFIX", space.prefix.clone())];
+    let a = spawn_server_with(&db, "instance-a", &redis_env);
+    let client = operator_client(&db, &a).await;
+    let b = spawn_server_with(&db, "instance-b", &redis_env);
+    let accounts = create_accounts(&client, &a, 20).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&client, vec![a.address.clone(), b.address.clone()], accounts, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut leader = None;
+    for _ in 0..50 {
+        leader = owner_of(&b.health(&client).await, "redis_accounts");
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = leader.expect("an instance leads the Redis projection");
+    let (mut victim, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
+    victim.kill_9();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(load.await.unwrap() > 50, "too few commands got through");
+
+    let pool = PgPool::connect_with(db).await.unwrap();
+    assert_redis_equals_replay(&pool, &space).await;
+    let mut owner = None;
+    for _ in 0..100 {
+        owner = owner_of(&survivor.health(&client).await, "redis_accounts");
+        if owner.as_deref() == Some(survivor.instance.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(owner.as_deref(), Some(survivor.instance.as_str()));
+}
