@@ -249,6 +249,18 @@ pub async fn stream_times(
     Ok(began.zip(at_version))
 }
 
+/// The id of the log's first event in reader order, once it is committed and no earlier one
+/// can still appear: it names this event store, so that a read store built from another
+/// database's log (whose first event is another) is told apart. `None` while the log is empty.
+pub async fn log_identity(executor: impl PgExecutor<'_>) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY transaction_id, global_position LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await
+}
+
 /// The position of the newest event in reader order; [`Position::START`] for an empty store.
 pub async fn head(executor: impl PgExecutor<'_>) -> Result<Position, sqlx::Error> {
     let head: Option<(i64, i64)> = sqlx::query_as(

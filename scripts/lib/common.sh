@@ -20,6 +20,12 @@
 #                           postgres://postgres@127.0.0.1:5432/postgres). Point
 #                           it at a closed port to force the private cluster,
 #                           e.g. CQRS_BANK_PG_PROBE_URL=postgres://postgres@127.0.0.1:1/postgres
+#   REDIS_URL               if set, ensure_redis uses it as is and does not
+#                           touch any server.
+#   CQRS_BANK_REDIS_PROBE   overrides the "host:port" of the "already running"
+#                           Redis that ensure_redis probes first (default
+#                           127.0.0.1:6379); point it at a closed port to force
+#                           the private Redis.
 
 # Repository root, from this file's location (scripts/lib/common.sh), so the
 # helpers work whatever the caller's working directory is.
@@ -42,6 +48,11 @@ PRIVATE_PG_DATA="$PRIVATE_PG_DIR/data"
 PRIVATE_PG_SOCKET_DIR="$PRIVATE_PG_DIR/socket"
 PRIVATE_PG_LOG="$PRIVATE_PG_DIR/postgres.log"
 PRIVATE_PG_PORT="54329"
+
+# Private Redis used when none answers: its own port, nothing kept on disk (the
+# read store is rebuilt from the event store whenever it comes back empty).
+PRIVATE_REDIS_DIR="/var/tmp/cqrs-bank-redis"
+PRIVATE_REDIS_PORT="63799"
 
 # Set once `apt-get update` has run in this script run.
 _APT_UPDATED=0
@@ -537,6 +548,72 @@ EOF
     done
     tail -n 30 "$PRIVATE_PG_LOG" >&2 || true
     die "the private PostgreSQL cluster does not accept connections on 127.0.0.1:$PRIVATE_PG_PORT (log $PRIVATE_PG_LOG)"
+}
+
+# redis_answers HOST PORT: true if a Redis answers PING there (bash's /dev/tcp:
+# no client needed).
+redis_answers() {
+    local host=$1 port=$2 reply=""
+    (
+        exec 3<>"/dev/tcp/$host/$port" || exit 1
+        printf 'PING\r\n' >&3
+        IFS= read -r -t 2 reply <&3 || exit 1
+        [[ $reply == +PONG* ]]
+    ) 2>/dev/null
+}
+
+# ensure_redis_server: Debian's redis-server, installed if missing (the private
+# Redis runs it, and so do the tests that stop and restart a Redis of their own).
+ensure_redis_server() {
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after installing Debian's redis-server"
+}
+
+# ensure_redis: pick a Redis for the read store and export REDIS_URL:
+#   a. REDIS_URL from the environment, as is;
+#   b. a Redis answering on 127.0.0.1:6379 (CQRS_BANK_REDIS_PROBE);
+#   c. a private redis-server of our own on 127.0.0.1:$PRIVATE_REDIS_PORT.
+ensure_redis() {
+    if [[ -n ${REDIS_URL:-} ]]; then
+        export REDIS_URL
+        log "Using REDIS_URL from the environment: $(redact_url "$REDIS_URL") (not checked, not started)"
+        return 0
+    fi
+    local probe="${CQRS_BANK_REDIS_PROBE:-127.0.0.1:6379}"
+    if redis_answers "${probe%:*}" "${probe##*:}"; then
+        export REDIS_URL="redis://$probe/0"
+        log "Using Redis at $probe"
+        return 0
+    fi
+    log "No Redis answering at $probe: using a private one"
+    start_private_redis
+    export REDIS_URL="redis://127.0.0.1:$PRIVATE_REDIS_PORT/0"
+    log "Using Redis at 127.0.0.1:$PRIVATE_REDIS_PORT (private, log $PRIVATE_REDIS_DIR/redis.log)"
+}
+
+# start_private_redis: our own redis-server, in the background, unless it runs.
+start_private_redis() {
+    redis_answers 127.0.0.1 "$PRIVATE_REDIS_PORT" && return 0
+    ensure_redis_server
+    mkdir -p "$PRIVATE_REDIS_DIR" || die "cannot create $PRIVATE_REDIS_DIR"
+    redis-server --port "$PRIVATE_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize yes --dir "$PRIVATE_REDIS_DIR" --logfile "$PRIVATE_REDIS_DIR/redis.log" \
+        --pidfile "$PRIVATE_REDIS_DIR/redis.pid" ||
+        die "could not start the private Redis (log $PRIVATE_REDIS_DIR/redis.log)"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        redis_answers 127.0.0.1 "$PRIVATE_REDIS_PORT" && return 0
+        sleep 0.2
+    done
+    tail -n 20 "$PRIVATE_REDIS_DIR/redis.log" >&2 || true
+    die "the private Redis does not answer on 127.0.0.1:$PRIVATE_REDIS_PORT"
+}
+
+# redis_url_with_database URL N: URL with its database number replaced by N.
+redis_url_with_database() {
+    local url=$1 n=$2
+    [[ $url =~ ^(rediss?://[^/?#]*)(/[0-9]*)?(\?.*)?$ ]] || die "not a redis:// URL: $(redact_url "$url")"
+    printf '%s/%s%s\n' "${BASH_REMATCH[1]}" "$n" "${BASH_REMATCH[3]}"
 }
 
 # recreate_database ADMIN_URL DBNAME: drop DBNAME (disconnecting anyone still

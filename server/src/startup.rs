@@ -126,7 +126,14 @@ impl Application {
             secure_cookies: settings.secure_cookies,
         };
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
-        background.extend(run_projections(&pool, &appends, &checkpoints, redis.as_ref(), &settings.instance_id, &shutdown));
+        background.extend(run_projections(
+            &pool,
+            &appends,
+            &checkpoints,
+            redis.as_ref(),
+            &settings.instance_id,
+            &shutdown,
+        ));
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);
 

@@ -105,7 +105,10 @@ impl RedisReads {
         resting_until.is_none_or(|until| Instant::now() >= until)
     }
 
-    fn answered<T>(&self, answer: Result<RedisAnswer<T>, super::redis_accounts::RedisReadError>) -> Option<RedisAnswer<T>> {
+    fn answered<T>(
+        &self,
+        answer: Result<RedisAnswer<T>, super::redis_accounts::RedisReadError>,
+    ) -> Option<RedisAnswer<T>> {
         match answer {
             Ok(answer) => Some(answer),
             Err(error) => {

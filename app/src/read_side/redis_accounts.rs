@@ -2,7 +2,8 @@
 //! Redis, for the account and high-value queries.
 //!
 //! Keys, under a prefix of their own (`REDIS_KEY_PREFIX`):
-//! - `projection`: a hash with the checkpoint (`<transaction>:<position>`) and `rebuilding`.
+//! - `projection`: a hash with the checkpoint (`<log>@<transaction>:<position>`, the log being
+//!   the event store's identity) and `rebuilding`.
 //! - `account:<id>`: a hash with the read model's fields (those of `account_summary`).
 //! - `balances` and `owner:<owner>:balances`: sorted sets of every account (and each owner's)
 //!   by balance. Their scores are all 0 and the order is in the member,
@@ -21,7 +22,7 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection};
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
 use eventstore::{ApplyError, Position};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
@@ -37,24 +38,39 @@ use crate::domain::AccountEvent;
 pub const PROJECTION_NAME: &str = "redis_accounts";
 
 /// The fields of an account's hash, in the order the scripts read and write them.
-const FIELDS: [&str; 9] =
-    ["owner_id", "balance", "deposits", "withdrawals", "count", "last_transaction", "created_at", "version", "position"];
+const FIELDS: [&str; 9] = [
+    "owner_id",
+    "balance",
+    "deposits",
+    "withdrawals",
+    "count",
+    "last_transaction",
+    "created_at",
+    "version",
+    "position",
+];
 
 /// Reads the checkpoint, whether a rebuild is under way, and the accounts whose hashes are
 /// `KEYS[2..]`, in one atomic step.
-static READ_ACCOUNTS: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static READ_ACCOUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local answer = {redis.call('HGET', KEYS[1], 'checkpoint'), redis.call('HGET', KEYS[1], 'rebuilding')}
 for i = 2, #KEYS do
   answer[#answer + 1] = redis.call('HMGET', KEYS[i], unpack(cjson.decode(ARGV[1])))
 end
 return answer
-"));
+",
+    )
+});
 
 /// As [`READ_ACCOUNTS`](static@READ_ACCOUNTS), for the accounts of the sorted set `KEYS[2]` whose members sort at or
 /// above `ARGV[2]`, highest first, at most `ARGV[3]` of them; each row starts with its id.
 /// The account hashes are named from the members (`ARGV[4]` is their key prefix): a script that
 /// reads keys it was not given works on one Redis server, not across a cluster.
-static READ_HIGHEST: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static READ_HIGHEST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local answer = {redis.call('HGET', KEYS[1], 'checkpoint'), redis.call('HGET', KEYS[1], 'rebuilding')}
 local fields = cjson.decode(ARGV[1])
 local members = redis.call('ZREVRANGEBYLEX', KEYS[2], '+', '[' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -65,13 +81,17 @@ for _, member in ipairs(members) do
   answer[#answer + 1] = row
 end
 return answer
-"));
+",
+    )
+});
 
 /// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none), moving it to `ARGV[2]`;
 /// returns 1, or 0 having written nothing. `KEYS[1]`: the projection's hash, `KEYS[2]`: every
 /// account's balances; then per account its hash and its owner's balances. `ARGV[5..]`: per
 /// account its old member (empty for a new account), its new member and its fields' values.
-static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local stored = redis.call('HGET', KEYS[1], 'checkpoint') or ''
 if stored ~= ARGV[1] then
   return 0
@@ -97,7 +117,9 @@ for i = 0, (#KEYS - 2) / 2 - 1 do
 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', ARGV[3])
 return 1
-"));
+",
+    )
+});
 
 /// How long one Redis request may take before it counts as failed: a query then falls back to
 /// Postgres, a batch is tried again.
@@ -312,7 +334,8 @@ impl RedisAccounts {
         let mut script = READ_ACCOUNTS.prepare_invoke();
         script.key(self.keys.projection()).key(self.keys.account(account_id)).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
-        let (as_of, rebuilding, rows) = split_answer(answer)?;
+        let (checkpoint, rebuilding, rows) = split_answer(answer)?;
+        let as_of = checkpoint.map(|checkpoint| checkpoint.position);
         let account = match rows.first() {
             Some(values) => StoredAccount::parse(values)?,
             None => None,
@@ -339,7 +362,8 @@ impl RedisAccounts {
         script.key(self.keys.projection()).key(set);
         script.arg(fields_json()).arg(lowest).arg(limit).arg(self.keys.account_prefix());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
-        let (as_of, rebuilding, rows) = split_answer(answer)?;
+        let (checkpoint, rebuilding, rows) = split_answer(answer)?;
+        let as_of = checkpoint.map(|checkpoint| checkpoint.position);
         let at = as_of.unwrap_or(Position::START);
         let mut accounts = Vec::with_capacity(rows.len());
         for row in rows {
@@ -359,12 +383,15 @@ impl RedisAccounts {
         let mut script = READ_ACCOUNTS.prepare_invoke();
         script.key(self.keys.projection()).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
-        let (as_of, rebuilding, _) = split_answer(answer)?;
-        Ok(RedisAnswer { as_of, rebuilding, value: () })
+        let (checkpoint, rebuilding, _) = split_answer(answer)?;
+        Ok(RedisAnswer { as_of: checkpoint.map(|checkpoint| checkpoint.position), rebuilding, value: () })
     }
 
     /// The stored rows of `ids` (in order) with the checkpoint they are current as of.
-    async fn rows(&self, ids: &[Uuid]) -> Result<(Option<Position>, Vec<Option<StoredAccount>>), RedisReadError> {
+    async fn rows(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Option<StoredCheckpoint>, Vec<Option<StoredAccount>>), RedisReadError> {
         let mut script = READ_ACCOUNTS.prepare_invoke();
         script.key(self.keys.projection()).arg(fields_json());
         for id in ids {
@@ -384,14 +411,16 @@ fn fields_json() -> String {
 type Rows = Vec<Vec<Option<String>>>;
 
 /// A read script's answer: the checkpoint, whether a rebuild is under way, the rows.
-fn split_answer(answer: Vec<Value>) -> Result<(Option<Position>, bool, Rows), RedisReadError> {
+fn split_answer(answer: Vec<Value>) -> Result<(Option<StoredCheckpoint>, bool, Rows), RedisReadError> {
     let mut values = answer.into_iter();
     let text = |value: Option<Value>| -> Result<Option<String>, RedisReadError> {
-        redis::from_redis_value(value.unwrap_or(Value::Nil)).map_err(|error| RedisReadError::Unreadable(error.to_string()))
+        redis::from_redis_value(value.unwrap_or(Value::Nil))
+            .map_err(|error| RedisReadError::Unreadable(error.to_string()))
     };
     let as_of = text(values.next())?
         .map(|checkpoint| {
-            checkpoint.parse::<Position>().map_err(|_| RedisReadError::Unreadable(format!("checkpoint {checkpoint:?}")))
+            parse_checkpoint(&checkpoint)
+                .ok_or_else(|| RedisReadError::Unreadable(format!("checkpoint {checkpoint:?}")))
         })
         .transpose()?;
     let rebuilding = text(values.next())?.as_deref() == Some("1");
@@ -399,6 +428,16 @@ fn split_answer(answer: Vec<Value>) -> Result<(Option<Position>, bool, Rows), Re
         .map(|row| redis::from_redis_value(row).map_err(|error| RedisReadError::Unreadable(error.to_string())))
         .collect::<Result<Rows, _>>()?;
     Ok((as_of, rebuilding, rows))
+}
+
+/// `<log>@<transaction>:<position>`.
+fn checkpoint_text(log: Uuid, position: Position) -> String {
+    format!("{log}@{position}")
+}
+
+fn parse_checkpoint(text: &str) -> Option<StoredCheckpoint> {
+    let (log, position) = text.split_once('@')?;
+    Some(StoredCheckpoint { log: log.parse().ok()?, position: position.parse().ok()? })
 }
 
 fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
@@ -414,7 +453,7 @@ impl ExternalProjection for RedisAccounts {
         AccountEvent::TYPES
     }
 
-    async fn checkpoint(&self) -> Result<Option<Position>, ExternalError> {
+    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
         Ok(self.rows(&[]).await.map_err(store_error)?.0)
     }
 
@@ -425,7 +464,7 @@ impl ExternalProjection for RedisAccounts {
         })?;
         let changed: Vec<Uuid> = folded.changes.iter().map(|change| change.account_id).collect();
         let (as_of, stored) = self.rows(&changed).await.map_err(store_error)?;
-        if as_of != batch.from {
+        if as_of != batch.from.map(|position| StoredCheckpoint { log: batch.log, position }) {
             return Ok(CompareAndSet::CheckpointMoved);
         }
         // (id, its member before the batch if it existed, its row after).
@@ -441,8 +480,12 @@ impl ExternalProjection for RedisAccounts {
         }
         let mut script = APPLY_BATCH.prepare_invoke();
         script.key(self.keys.projection()).key(self.keys.balances());
-        let from = batch.from.map(|from| from.to_string()).unwrap_or_default();
-        script.arg(from).arg(batch.to.to_string()).arg(if batch.rebuilding { "1" } else { "0" }).arg(fields_json());
+        let from = batch.from.map(|from| checkpoint_text(batch.log, from)).unwrap_or_default();
+        script
+            .arg(from)
+            .arg(checkpoint_text(batch.log, batch.to))
+            .arg(if batch.rebuilding { "1" } else { "0" })
+            .arg(fields_json());
         for (id, before, after) in &writes {
             let member = |account: &StoredAccount| {
                 balance_member(account.balance, *id).ok_or_else(|| {
@@ -499,7 +542,7 @@ mod tests {
     fn members_sort_by_balance_then_by_id_as_postgres_orders_them() {
         let low = Uuid::parse_str("00000000-0000-0000-0000-000000000001").unwrap();
         let high = Uuid::parse_str("ffffffff-0000-0000-0000-000000000000").unwrap();
-        let mut members = vec![
+        let mut members = [
             balance_member(dec!(10.5), high).unwrap(),
             balance_member(dec!(999999999999999999.99), high).unwrap(),
             balance_member(dec!(10.50), low).unwrap(),
@@ -509,10 +552,8 @@ mod tests {
         ];
         // Highest first, as ZREVRANGEBYLEX reads them.
         members.sort_by(|a, b| b.cmp(a));
-        let order: Vec<(String, Uuid)> = members
-            .iter()
-            .map(|m| (m[..21].to_owned(), Uuid::parse_str(&m[m.len() - 36..]).unwrap()))
-            .collect();
+        let order: Vec<(String, Uuid)> =
+            members.iter().map(|m| (m[..21].to_owned(), Uuid::parse_str(&m[m.len() - 36..]).unwrap())).collect();
         assert_eq!(
             order,
             vec![

@@ -160,6 +160,7 @@ pub fn AccountPage() -> impl IntoView {
                                 as_of=Signal::derive(move || live.with(|a| a.as_ref().map(|a| a.as_of)))
                                 token=token.into()
                                 live=stream.connected.into()
+                                served_by=Signal::derive(move || live.with(|a| a.as_ref().map(|a| a.served_by)))
                             />
                             <p class="lag" data-testid="lag">{lag}</p>
                         </div>

@@ -3,8 +3,11 @@
 use eventstore::Position;
 use leptos::prelude::*;
 
+use crate::contract::ServedBy;
+
 /// "synced as of #…" once the read model has passed the user's last command (`token`),
-/// "syncing…" until then; and how the page learns of changes: "live" or "polling".
+/// "syncing…" until then; how the page learns of changes: "live" or "polling"; and which read
+/// store the figures came from.
 #[component]
 pub fn SyncBadge(
     /// The read model's position the page shows.
@@ -13,6 +16,9 @@ pub fn SyncBadge(
     token: Signal<Option<Position>>,
     /// Whether the live stream is up (else the page polls).
     live: Signal<bool>,
+    /// The read store that answered, if known.
+    #[prop(optional, into)]
+    served_by: Signal<Option<ServedBy>>,
 ) -> impl IntoView {
     let syncing = move || matches!((as_of.get(), token.get()), (Some(as_of), Some(token)) if as_of < token);
     view! {
@@ -24,6 +30,12 @@ pub fn SyncBadge(
                 title=move || if live.get() { "the server pushes every change" } else { "asking the server every 2 s" }>
                 {move || if live.get() { "live" } else { "polling" }}
             </span>
+            {move || served_by.get().map(|store| view! {
+                <span class="store" data-testid="read-store"
+                    title="both read stores hold the same read model, each as of its own position">
+                    {format!("from {}", store.label())}
+                </span>
+            })}
         </p>
     }
 }

@@ -600,8 +600,7 @@ pub(super) async fn leads_now(pool: &PgPool, name: &str, epoch: Option<i64>) -> 
 }
 
 /// Whether an outside store at `stored` lacks events it had applied: events of `event_types`
-/// (not skipped) up to `reached`, the checkpoint it was known to have reached, lie after it; or
-/// it names a position past the end of the log (it was built from another database).
+/// (not skipped) up to `reached`, the checkpoint it was known to have reached, lie after it.
 pub(super) async fn missed_between(
     pool: &PgPool,
     name: &str,
@@ -609,10 +608,8 @@ pub(super) async fn missed_between(
     stored: Option<Position>,
     reached: Position,
 ) -> Result<bool, sqlx::Error> {
-    if let Some(stored) = stored {
-        if stored >= reached {
-            return Ok(stored > crate::store::head(pool).await?);
-        }
+    if stored.is_some_and(|stored| stored >= reached) {
+        return Ok(false);
     }
     let stored = stored.unwrap_or(Position::START);
     sqlx::query_scalar(

@@ -20,6 +20,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::Progress;
 use super::control;
@@ -34,12 +35,12 @@ pub trait ExternalProjection: Send + Sync + 'static {
     /// The event types the projection reads.
     fn event_types(&self) -> &'static [&'static str];
 
-    /// Where the store has applied events up to; `None` when it holds no checkpoint (never
-    /// built, or its data is gone).
-    fn checkpoint(&self) -> impl Future<Output = Result<Option<Position>, ExternalError>> + Send;
+    /// Where the store has applied events up to, and of which log; `None` when it holds no
+    /// checkpoint (never built, or its data is gone).
+    fn checkpoint(&self) -> impl Future<Output = Result<Option<StoredCheckpoint>, ExternalError>> + Send;
 
     /// Applies the batch's events and moves the store's checkpoint from `batch.from` to
-    /// `batch.to`, atomically, only if the checkpoint is still `batch.from`. An event that cannot
+    /// `batch.to` (of `batch.log`), atomically, only if the checkpoint is still `batch.from`. An event that cannot
     /// be applied is refused before anything is written ([`ExternalError::Event`]).
     fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
 
@@ -47,9 +48,19 @@ pub trait ExternalProjection: Send + Sync + 'static {
     fn clear(&self) -> impl Future<Output = Result<(), ExternalError>> + Send;
 }
 
+/// An outside store's checkpoint: a position in one event store's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The log's identity ([`crate::log_identity`]).
+    pub log: Uuid,
+    pub position: Position,
+}
+
 /// One batch for the outside store.
 #[derive(Debug, Clone, Copy)]
 pub struct ExternalBatch<'a> {
+    /// The log the events come from ([`crate::log_identity`]).
+    pub log: Uuid,
     /// The checkpoint the batch starts from; `None`: the store must hold none.
     pub from: Option<Position>,
     pub to: Position,
@@ -151,16 +162,26 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         if steering.state == ProjectionState::Failed {
             return Ok(Progress::CaughtUp);
         }
-        let mut stored = self.projection.checkpoint().await.map_err(ExternalStepError::Store)?;
+        // Nothing to project from an empty log (and nothing to compare a store with).
+        let Some(log) = crate::log_identity(&self.pool).await? else {
+            return Ok(Progress::CaughtUp);
+        };
+        let stored = self.projection.checkpoint().await.map_err(ExternalStepError::Store)?;
         let reached = control::checkpoint(&self.pool, name).await?;
         let rebuilding = match steering.state {
             ProjectionState::Rebuilding => control::rebuild_started(&self.pool, name).await?,
             _ => false,
         };
-        let start_over = if steering.state == ProjectionState::Rebuilding {
+        let foreign = stored.is_some_and(|stored| stored.log != log);
+        let mut stored = stored.map(|stored| stored.position);
+        let start_over = if foreign {
+            tracing::warn!(projection = name, "the read store was built from another database's log; rebuilding it");
+            true
+        } else if steering.state == ProjectionState::Rebuilding {
             !rebuilding
         } else {
-            let lost = control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await?;
+            let lost =
+                control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await?;
             if lost {
                 tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
             }
@@ -174,12 +195,17 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             stored = None;
         }
         let until = (rebuilding || start_over).then_some(reached);
-        self.batch(stored, until).await
+        self.batch(log, stored, until).await
     }
 
     /// The next batch after `stored`; during a rebuild (`until`: where the store was) never past
     /// it, ending the rebuild once it gets there.
-    async fn batch(&self, stored: Option<Position>, until: Option<Position>) -> Result<Progress, ExternalStepError> {
+    async fn batch(
+        &self,
+        log: Uuid,
+        stored: Option<Position>,
+        until: Option<Position>,
+    ) -> Result<Progress, ExternalStepError> {
         let name = self.projection.name();
         let from = stored.unwrap_or(Position::START);
         let LogBatch { mut events, read, read_to } =
@@ -212,7 +238,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::NotLeading);
         }
         let rebuilding = until.is_some() && !reached;
-        let batch = ExternalBatch { from: stored, to, events: &events, rebuilding };
+        let batch = ExternalBatch { log, from: stored, to, events: &events, rebuilding };
         let (applied, failed_at) = match self.projection.apply(&batch).await {
             Ok(applied) => (applied, None),
             Err(ExternalError::Event { position, reason }) => {
@@ -221,12 +247,14 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
                     events.iter().filter(|event| event.position() < position).cloned().collect();
                 let applied = match before.last() {
                     Some(last) => {
-                        let batch = ExternalBatch { from: stored, to: last.position(), events: &before, rebuilding };
+                        let batch =
+                            ExternalBatch { log, from: stored, to: last.position(), events: &before, rebuilding };
                         self.projection.apply(&batch).await.map_err(ExternalStepError::Store)?
                     }
                     None => CompareAndSet::CheckpointMoved,
                 };
-                let event_type = events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
+                let event_type =
+                    events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
                 let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
                 tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
                 let kept = before.last().map(RecordedEvent::position);

@@ -34,6 +34,7 @@ pub use control::{
 };
 pub use external::{
     CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner, ExternalStepError,
+    StoredCheckpoint,
 };
 pub use monitor::{StatusCache, status};
 pub use runner::{Progress, ProjectionRunner};

@@ -72,7 +72,8 @@ impl Drop for RedisSpace {
         let Ok(mut connection) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
         if !keys.is_empty() {
             let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut connection);
         }
@@ -196,12 +197,30 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     let id = app.account_id("alice", 100.0).await;
     app.post("/api/commands/deposit", &json!({"accountId": id, "amount": "25.50"})).await;
     app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": "0.50"})).await;
-    let log = eventstore::read_batch(&app.pool, eventstore::Position::START, 100, app::domain::AccountEvent::TYPES)
-        .await
-        .unwrap();
+    // A reader sees an event once no transaction that began before it is still open.
+    let mut log = None;
+    for _ in 0..100 {
+        let read =
+            eventstore::read_batch(&app.pool, eventstore::Position::START, 100, app::domain::AccountEvent::TYPES)
+                .await
+                .unwrap();
+        if read.events.len() == 3 {
+            log = Some(read);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = log.expect("the three events are readable");
     let space = RedisSpace::shared();
     let accounts = space.accounts();
-    let batch = ExternalBatch { from: None, to: log.read_to.unwrap(), events: &log.events, rebuilding: false };
+    let log_identity = eventstore::log_identity(&app.pool).await.unwrap().unwrap();
+    let batch = ExternalBatch {
+        log: log_identity,
+        from: None,
+        to: log.read_to.unwrap(),
+        events: &log.events,
+        rebuilding: false,
+    };
 
     assert_eq!(accounts.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     let first = accounts.account(id.parse().unwrap()).await.unwrap();
@@ -252,7 +271,8 @@ async fn both_read_stores_give_the_same_answers(_: PgPoolOptions, db: PgConnectO
         assert_eq!(without_served_by(from_redis), without_served_by(from_postgres), "minBalance {min}");
     }
     // A customer's own, from the owner's ranking.
-    let mine: Value = redis.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await.json().await.unwrap();
+    let mine: Value =
+        redis.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await.json().await.unwrap();
     assert_eq!(mine["servedBy"], "redis");
     assert_eq!(mine["accounts"].as_array().unwrap().len(), 8);
     let other = redis.sign_up("bob").await;
@@ -334,7 +354,7 @@ async fn flushall_mid_load_is_noticed_and_rebuilt_to_a_replay(_: PgPoolOptions, 
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let route = if n % 4 == 0 { "withdraw" } else { "deposit" };
+                let route = if n.is_multiple_of(4) { "withdraw" } else { "deposit" };
                 let body = json!({"accountId": ids[n % ids.len()], "amount": format!("{}.{:02}", n % 5 + 1, n % 100)});
                 let _ = client.post(format!("{address}/api/commands/{route}")).json(&body).send().await;
             }
@@ -352,7 +372,10 @@ async fn flushall_mid_load_is_noticed_and_rebuilt_to_a_replay(_: PgPoolOptions, 
 }
 
 #[sqlx::test(migrations = false)]
-async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
+async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
     use crate::multi_instance::{create_accounts, start_load};
     use crate::processes::{operator_client, owner_of, spawn_server_with};
 
@@ -393,4 +416,37 @@ async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(owner.as_deref(), Some(survivor.instance.as_str()));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_store_built_from_another_databases_log_is_rebuilt_from_this_one(_: PgPoolOptions, db: PgConnectOptions) {
+    let space = RedisSpace::shared();
+    let app = spawn_with_redis(db, &space, "auto").await;
+    let id = app.account_id("alice", 40.0).await;
+    wait_for_redis(&app.pool, &space.accounts()).await;
+    // As if the database were dropped and made again (a new log) while Redis kept its keys: a
+    // checkpoint of another log, and an account this log never had.
+    let stranger = Uuid::new_v4();
+    let projection = format!("{}projection", space.prefix);
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    let stored: String = redis::cmd("HGET").arg(&projection).arg("checkpoint").query(&mut connection).unwrap();
+    let (_, position) = stored.split_once('@').unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}account:{stranger}", space.prefix))
+        .arg("owner_id")
+        .arg("mallory")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&projection)
+        .arg("checkpoint")
+        .arg(format!("{}@{position}", Uuid::new_v4()))
+        .query(&mut connection)
+        .unwrap();
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 2})).await;
+
+    assert_redis_equals_replay(&app.pool, &space).await;
+    let exists: i64 =
+        redis::cmd("EXISTS").arg(format!("{}account:{stranger}", space.prefix)).query(&mut connection).unwrap();
+    assert_eq!(exists, 0, "the other log's account is gone");
 }
