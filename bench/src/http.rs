@@ -22,7 +22,13 @@ pub enum Kind {
     Deposit,
     /// `GET /api/queries/accounts/{id}`.
     AccountQuery,
+    /// `POST /api/queries/high-value-accounts` for balances of at least [`HIGH_VALUE_MIN`]:
+    /// the 100 highest of the bench user's accounts.
+    HighValueQuery,
 }
+
+/// The `minBalance` of [`Kind::HighValueQuery`]: below the 1,000.00 the bench accounts open with.
+pub const HIGH_VALUE_MIN: &str = "900";
 
 /// The requests of a run: one kind, over these accounts. Each client walks the accounts
 /// round-robin, starting at a different one, so that no two requests in flight address the
@@ -122,6 +128,14 @@ pub async fn send(client: reqwest::Client, base: String, kind: Kind, account: Uu
                 .await
         }
         Kind::AccountQuery => client.get(format!("{base}/api/queries/accounts/{account}")).send().await,
+        Kind::HighValueQuery => {
+            client
+                .post(format!("{base}/api/queries/high-value-accounts"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"minBalance":"{HIGH_VALUE_MIN}"}}"#))
+                .send()
+                .await
+        }
     }
     .map_err(|e| e.to_string())?;
     let status = response.status();
@@ -239,8 +253,12 @@ fn lua_script(requests: &Requests, threads: usize) -> String {
     let request = match requests.kind {
         Kind::Deposit => {
             r#"wrk.format("POST", "/api/commands/deposit", headers, '{"accountId":"' .. id .. '","amount":"1.00"}')"#
+                .to_owned()
         }
-        Kind::AccountQuery => r#"wrk.format("GET", "/api/queries/accounts/" .. id, headers, nil)"#,
+        Kind::AccountQuery => r#"wrk.format("GET", "/api/queries/accounts/" .. id, headers, nil)"#.to_owned(),
+        Kind::HighValueQuery => format!(
+            r#"wrk.format("POST", "/api/queries/high-value-accounts", headers, '{{"minBalance":"{HIGH_VALUE_MIN}"}}')"#
+        ),
     };
     let authorization = authorization()
         .get(reqwest::header::AUTHORIZATION)

@@ -12,6 +12,7 @@ mod database;
 mod diagnose;
 mod http;
 mod load;
+mod redis_store;
 mod report;
 mod scenarios;
 mod server;

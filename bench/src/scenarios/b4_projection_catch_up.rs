@@ -2,7 +2,8 @@
 //! account opened, then deposits and withdrawals that never overdraw, interleaved across
 //! accounts as many concurrent users would write them) is inserted in bulk, bypassing the
 //! write path; then each projection drains it alone, through `ProjectionRunner::run_batch`
-//! (its production batch size) into fresh read tables, one after the other.
+//! (its production batch size) into fresh read tables, one after the other — and the Redis
+//! projection through `ExternalProjectionRunner::run_step` into an empty prefix of `REDIS_URL`.
 //!
 //! Baseline: B1's `eventstore::append` rate at 32 clients (measured here if B1 did not run):
 //! a projection should catch up much faster than writers can write (target ≥ 3×).
@@ -10,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use app::read_side::{AccountLedgerProjection, AccountSummaryProjection};
+use eventstore::projection::ExternalProjectionRunner;
 use eventstore::{Appends, Progress, Projection, ProjectionRunner};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -17,6 +19,7 @@ use sqlx::PgPool;
 use super::Outcome;
 use super::b1_append::{self, Path};
 use crate::diagnose::Probe;
+use crate::redis_store::BenchRedis;
 use crate::{B1_APPEND_32, Context, Size, database, report};
 
 /// Events per account in the backlog.
@@ -55,6 +58,15 @@ pub async fn run(context: Context) -> Outcome {
     let summary = drain(&context, AccountSummaryProjection).await?;
     let ledger = drain(&context, AccountLedgerProjection).await?;
     verify(pool, accounts, events).await?;
+    let redis = BenchRedis::new("b4")?;
+    let in_redis = drain_into_redis(&context, &redis).await;
+    let verified = match &in_redis {
+        Ok(_) => verify_redis(&redis, accounts).await,
+        Err(_) => Ok(()),
+    };
+    redis.clear().await?;
+    let in_redis = in_redis?;
+    verified?;
 
     let baseline = match context.shared.get(B1_APPEND_32) {
         Some(rate) => rate,
@@ -72,7 +84,9 @@ pub async fn run(context: Context) -> Outcome {
             rate
         }
     };
-    for (name, (applied, elapsed)) in [("account_summary", summary), ("account_ledger", ledger)] {
+    for (name, (applied, elapsed)) in
+        [("account_summary", summary), ("account_ledger", ledger), ("redis_accounts", in_redis)]
+    {
         if applied != events as usize {
             return Err(format!("{name} applied {applied} events of {events}").into());
         }
@@ -112,6 +126,45 @@ async fn drain<P: Projection>(
     let elapsed = started.elapsed();
     probe.finish().await;
     Ok((applied, elapsed))
+}
+
+/// The Redis projection's steps until it has applied every event; returns (applied, elapsed).
+async fn drain_into_redis(
+    context: &Context,
+    redis: &BenchRedis,
+) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
+    let appends = Appends::new();
+    let runner = ExternalProjectionRunner::new(context.pool.clone(), redis.accounts.clone(), appends.subscribe(), "bench");
+    let probe = Probe::start(context, "redis_accounts");
+    let started = Instant::now();
+    let mut applied = 0;
+    loop {
+        match runner.run_step().await? {
+            Progress::Applied(n) => applied += n,
+            Progress::CaughtUp | Progress::NotLeading | Progress::SwapPending => break,
+            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    let elapsed = started.elapsed();
+    probe.finish().await;
+    Ok((applied, elapsed))
+}
+
+/// Redis holds what the backlog says: every account ranked, every balance.
+async fn verify_redis(redis: &BenchRedis, accounts: i64) -> Outcome {
+    let ranked = redis.accounts.highest(Decimal::ZERO, None, accounts + 1).await?.value;
+    let total: Decimal = ranked.iter().map(|account| account.current_balance).sum();
+    let each = if EVENTS_PER_ACCOUNT % 2 == 0 { Decimal::from(101) } else { Decimal::from(100) };
+    let expected = each * Decimal::from(accounts);
+    if ranked.len() as i64 != accounts || total != expected {
+        return Err(format!(
+            "Redis does not match the backlog: {} accounts (of {accounts}), balances {total} (expected {expected})",
+            ranked.len()
+        )
+        .into());
+    }
+    report::note("verified: Redis ranks every account with the balance the backlog says");
+    Ok(())
 }
 
 /// The read models hold what the backlog says: every account, every event, every balance.

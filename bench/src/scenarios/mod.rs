@@ -12,6 +12,7 @@ mod b6_queries;
 mod b7_bundle;
 mod b8_hot_account;
 mod b9_live;
+mod b10_redis_queries;
 mod contention;
 
 pub type Outcome = Result<(), Box<dyn std::error::Error>>;
@@ -29,6 +30,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b7_bundle", |context| Box::pin(b7_bundle::run(context))),
         ("b8_hot_account", |context| Box::pin(b8_hot_account::run(context))),
         ("b9_live", |context| Box::pin(b9_live::run(context))),
+        ("b10_redis_queries", |context| Box::pin(b10_redis_queries::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }
