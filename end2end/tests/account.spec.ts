@@ -77,6 +77,19 @@ test("the badge says syncing until the read model passes the command, then synce
   await expect(page.getByTestId("balance")).toHaveText("3.00");
 });
 
+test("the badge says which read store answered, and Redis answers once it has the account", async ({ page }) => {
+  await createAccount(page, "5");
+  const store = page.getByTestId("read-store");
+  await expect(store).toHaveText(/^from (Redis|Postgres)$/);
+  // scripts/test runs the e2e server with a Redis: a fresh load reads it once Redis has
+  // projected the account (a read right after a command may still come from Postgres).
+  await expect(async () => {
+    await page.reload();
+    await expect(store).toHaveText("from Redis", { timeout: 1_000 });
+  }).toPass({ timeout: 15_000 });
+  await expect(page.getByTestId("balance")).toHaveText("5.00");
+});
+
 test("a double-click on deposit deposits once", async ({ page }) => {
   await createAccount(page, "10");
   await page.route("**/api/commands/deposit", async (route) => {

@@ -96,7 +96,9 @@ async fn compare(context: &Context, kind: Kind, accounts: &[Uuid], redis: &Serve
 
     let paced_at = |server: &Server| {
         let (client, base, accounts) = (http::client(), server.base.clone(), accounts.to_vec());
-        load::open_loop(rate, paced_for, move |i| http::send(client.clone(), base.clone(), kind, accounts[i % accounts.len()]))
+        load::open_loop(rate, paced_for, move |i| {
+            http::send(client.clone(), base.clone(), kind, accounts[i % accounts.len()])
+        })
     };
     let paced_redis = paced_at(redis).await;
     let paced_postgres = paced_at(postgres).await;

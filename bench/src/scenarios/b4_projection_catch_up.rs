@@ -134,7 +134,8 @@ async fn drain_into_redis(
     redis: &BenchRedis,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let appends = Appends::new();
-    let runner = ExternalProjectionRunner::new(context.pool.clone(), redis.accounts.clone(), appends.subscribe(), "bench");
+    let runner =
+        ExternalProjectionRunner::new(context.pool.clone(), redis.accounts.clone(), appends.subscribe(), "bench");
     let probe = Probe::start(context, "redis_accounts");
     let started = Instant::now();
     let mut applied = 0;

@@ -3,6 +3,7 @@ use std::pin::Pin;
 
 use crate::Context;
 
+mod b10_redis_queries;
 pub mod b1_append;
 mod b2_http_commands;
 mod b3_command_to_visible;
@@ -12,7 +13,6 @@ mod b6_queries;
 mod b7_bundle;
 mod b8_hot_account;
 mod b9_live;
-mod b10_redis_queries;
 mod contention;
 
 pub type Outcome = Result<(), Box<dyn std::error::Error>>;

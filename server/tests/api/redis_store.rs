@@ -450,3 +450,37 @@ async fn a_store_built_from_another_databases_log_is_rebuilt_from_this_one(_: Pg
         redis::cmd("EXISTS").arg(format!("{}account:{stranger}", space.prefix)).query(&mut connection).unwrap();
     assert_eq!(exists, 0, "the other log's account is gone");
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_operators_rebuild_empties_redis_and_builds_it_again(_: PgPoolOptions, db: PgConnectOptions) {
+    let space = RedisSpace::shared();
+    let app = spawn_with_redis(db, &space, "auto").await;
+    let id = app.account_id("alice", 70.0).await;
+    wait_for_redis(&app.pool, &space.accounts()).await;
+    // A key the projection never wrote, under its prefix: a rebuild starts from nothing.
+    let leftover = format!("{}account:{}", space.prefix, Uuid::new_v4());
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("HSET").arg(&leftover).arg("owner_id").arg("nobody").query(&mut connection).unwrap();
+
+    let pulled = app
+        .post_as_operator("/api/operations/rebuild-projection", &json!({"name": "redis_accounts", "reason": "a test"}))
+        .await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let all: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
+        status = all.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap();
+        if status["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["state"], "running", "{status}");
+    assert_redis_equals_replay(&app.pool, &space).await;
+    let exists: i64 = redis::cmd("EXISTS").arg(&leftover).query(&mut connection).unwrap();
+    assert_eq!(exists, 0);
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(71.0)));
+}
