@@ -121,6 +121,25 @@ return 1
     )
 });
 
+/// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`) and returns the
+/// next cursor — unless the checkpoint `KEYS[1]` exists again, which means a leader has begun
+/// to build the store anew: then it removes nothing and answers nil. So a former leader that
+/// wakes up mid-way through clearing cannot delete what its successor has written.
+static CLEAR_SOME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+for _, key in ipairs(found[2]) do
+  redis.call('UNLINK', key)
+end
+return found[1]
+",
+    )
+});
+
 /// How long one Redis request may take before it counts as failed: a query then falls back to
 /// Postgres, a batch is tried again.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -510,24 +529,17 @@ impl ExternalProjection for RedisAccounts {
         // The checkpoint first: a store without one is rebuilt, whatever else is left of it.
         redis::cmd("DEL").arg(self.keys.projection()).exec_async(&mut redis).await.map_err(store_error)?;
         let pattern = format!("{}*", self.keys.prefix);
-        let mut cursor: u64 = 0;
+        let mut cursor = "0".to_owned();
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await
-                .map_err(store_error)?;
-            if !keys.is_empty() {
-                redis::cmd("UNLINK").arg(&keys).exec_async(&mut redis).await.map_err(store_error)?;
+            let mut script = CLEAR_SOME.prepare_invoke();
+            script.key(self.keys.projection()).arg(&cursor).arg(&pattern);
+            let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
+            match next {
+                // Someone is building the store again: what is left is theirs.
+                None => return Ok(()),
+                Some(next) if next == "0" => return Ok(()),
+                Some(next) => cursor = next,
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
     }
 }

@@ -45,6 +45,7 @@ pub trait ExternalProjection: Send + Sync + 'static {
     fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
 
     /// Removes the checkpoint, then everything else the projection wrote: before a rebuild.
+    /// Stops early, leaving the rest, if a checkpoint appears meanwhile (a new build began).
     fn clear(&self) -> impl Future<Output = Result<(), ExternalError>> + Send;
 }
 
@@ -188,6 +189,12 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             lost
         };
         if start_over {
+            // Only a leader clears (a former one could otherwise empty its successor's work;
+            // the store's own clear stops once a new checkpoint appears, for the one that
+            // pauses between this check and the clear).
+            if !control::leads_now(&self.pool, name, self.epoch).await? {
+                return Ok(Progress::NotLeading);
+            }
             self.projection.clear().await.map_err(ExternalStepError::Store)?;
             if !control::start_external_rebuild(&self.pool, name, self.epoch).await? {
                 return Ok(Progress::NotLeading);
