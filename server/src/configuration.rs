@@ -74,9 +74,10 @@ pub struct RedisSettings {
 }
 
 /// The prefix a Redis key may have: letters, digits, `:`, `_`, `-` and `.`, so that it means
-/// itself in a `SCAN MATCH` pattern.
+/// itself in a `SCAN MATCH` pattern, ending with `:`, so that no prefix starts another
+/// (`bank:` and `bank2:`), whose keys a rebuild's clear would otherwise take for its own.
 pub fn valid_key_prefix(prefix: &str) -> bool {
-    !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric() || ":_-.".contains(c))
+    prefix.len() > 1 && prefix.ends_with(':') && prefix.chars().all(|c| c.is_ascii_alphanumeric() || ":_-.".contains(c))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +178,7 @@ impl Settings {
         {
             let key_prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "cqrs-bank:".to_owned());
             if !valid_key_prefix(&key_prefix) {
-                let why = "letters, digits, ':', '_', '-' and '.' only".to_owned();
+                let why = "letters, digits, ':', '_', '-' and '.' only, ending with ':'".to_owned();
                 return Err(ConfigurationError::Invalid("REDIS_KEY_PREFIX", why));
             }
             settings.redis = Some(RedisSettings { url: url.trim().to_owned(), key_prefix });

@@ -113,7 +113,7 @@ impl Application {
         };
         let mut read_model = ReadModel::new(pool.clone(), settings.catch_up_bound, checkpoints.clone());
         if let Some(redis) = &redis {
-            read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store));
+            read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store, pool.clone()));
         }
         let services = Services {
             commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),

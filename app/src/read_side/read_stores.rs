@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use eventstore::Position;
 use rust_decimal::Decimal;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::redis_accounts::{RedisAccounts, RedisAnswer};
@@ -42,6 +44,10 @@ impl FromStr for ReadStore {
 /// answer in [`ReadStore::Auto`]: behind more, it is catching up or stuck, and Postgres answers.
 pub const AUTO_MAX_LAG: i64 = 1_000;
 
+/// How long a query waits for Redis before it asks Postgres instead: Redis answers in well under
+/// a millisecond, so much longer means it is unreachable or overloaded.
+const READ_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// After Redis fails a query, how long queries go straight to Postgres: a Redis that is down
 /// then costs them nothing, not a failed connection each.
 const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -52,11 +58,24 @@ pub struct RedisReads {
     accounts: RedisAccounts,
     choice: ReadStore,
     resting_until: Arc<Mutex<Option<Instant>>>,
+    /// This database's event log ([`eventstore::log_identity`]), once it has an event: Redis
+    /// answers only with what it built from this log, never another database's.
+    pool: PgPool,
+    log: Arc<OnceCell<Uuid>>,
 }
 
 impl RedisReads {
-    pub fn new(accounts: RedisAccounts, choice: ReadStore) -> RedisReads {
-        RedisReads { accounts, choice, resting_until: Arc::new(Mutex::new(None)) }
+    pub fn new(accounts: RedisAccounts, choice: ReadStore, pool: PgPool) -> RedisReads {
+        RedisReads { accounts, choice, resting_until: Arc::new(Mutex::new(None)), pool, log: Arc::new(OnceCell::new()) }
+    }
+
+    /// This database's log identity: read once it exists, then remembered (it never changes).
+    async fn log(&self) -> Option<Uuid> {
+        if let Some(log) = self.log.get() {
+            return Some(*log);
+        }
+        let log = eventstore::log_identity(&self.pool).await.ok().flatten()?;
+        Some(*self.log.get_or_init(|| async { log }).await)
     }
 
     /// The account from Redis, if Redis may answer for it: `None` sends the query to Postgres
@@ -70,8 +89,9 @@ impl RedisReads {
         if !self.asked() {
             return None;
         }
-        let answer = self.answered(self.accounts.account(account_id).await)?;
-        if !self.may_answer(&answer, after, postgres_at) {
+        let log = self.log().await?;
+        let answer = self.answered(self.accounts.account(account_id)).await?;
+        if !self.may_answer(&answer, log, after, postgres_at) {
             return None;
         }
         answer.value
@@ -88,8 +108,9 @@ impl RedisReads {
         if !self.asked() {
             return None;
         }
-        let answer = self.answered(self.accounts.highest(min_balance, owner_id, limit).await)?;
-        if !self.may_answer(&answer, None, postgres_at) {
+        let log = self.log().await?;
+        let answer = self.answered(self.accounts.highest(min_balance, owner_id, limit)).await?;
+        if !self.may_answer(&answer, log, None, postgres_at) {
             return None;
         }
         let as_of = answer.as_of?;
@@ -105,10 +126,15 @@ impl RedisReads {
         resting_until.is_none_or(|until| Instant::now() >= until)
     }
 
-    fn answered<T>(
+    /// The answer of `read`, if it comes in time and without an error; else Redis rests.
+    async fn answered<T>(
         &self,
-        answer: Result<RedisAnswer<T>, super::redis_accounts::RedisReadError>,
+        read: impl Future<Output = Result<RedisAnswer<T>, super::redis_accounts::RedisReadError>>,
     ) -> Option<RedisAnswer<T>> {
+        let answer = match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(answer) => answer.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
+        };
         match answer {
             Ok(answer) => Some(answer),
             Err(error) => {
@@ -122,10 +148,17 @@ impl RedisReads {
         }
     }
 
-    /// Whether an answer from Redis may stand: the store is built (and not rebuilding), has
-    /// passed `after`, and — in `auto` — is not far behind the Postgres read model.
-    fn may_answer<T>(&self, answer: &RedisAnswer<T>, after: Option<Position>, postgres_at: Option<Position>) -> bool {
-        let Some(as_of) = answer.as_of.filter(|_| !answer.rebuilding) else {
+    /// Whether an answer from Redis may stand: the store is built from this database's `log`
+    /// (and not rebuilding), has passed `after`, and — in `auto` — is not far behind the Postgres
+    /// read model.
+    fn may_answer<T>(
+        &self,
+        answer: &RedisAnswer<T>,
+        log: Uuid,
+        after: Option<Position>,
+        postgres_at: Option<Position>,
+    ) -> bool {
+        let Some(as_of) = answer.as_of.filter(|_| !answer.rebuilding && answer.log == Some(log)) else {
             return false;
         };
         if after.is_some_and(|after| as_of < after) {

@@ -85,10 +85,13 @@ return answer
     )
 });
 
-/// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none), moving it to `ARGV[2]`;
-/// returns 1, or 0 having written nothing. `KEYS[1]`: the projection's hash, `KEYS[2]`: every
-/// account's balances; then per account its hash and its owner's balances. `ARGV[5..]`: per
-/// account its old member (empty for a new account), its new member and its fields' values.
+/// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none) and no later leader has
+/// written (`ARGV[5]`, the leader's epoch, is not below the fence), moving the checkpoint to
+/// `ARGV[2]`; returns 1, or 0 having written nothing, or -1 having written nothing because a key
+/// holds another type (a script that failed part-way would keep what it had written).
+/// `KEYS[1]`: the projection's hash, `KEYS[2]`: every account's balances, `KEYS[3]`: the fence;
+/// then per account its hash and its owner's balances. `ARGV[6..]`: per account its old member
+/// (empty for a new account), its new member and its fields' values.
 static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -96,11 +99,26 @@ local stored = redis.call('HGET', KEYS[1], 'checkpoint') or ''
 if stored ~= ARGV[1] then
   return 0
 end
+if tonumber(ARGV[5]) < tonumber(redis.call('GET', KEYS[3]) or '0') then
+  return 0
+end
+local function holds(key, kind)
+  local found = redis.call('TYPE', key).ok
+  return found == 'none' or found == kind
+end
+if not holds(KEYS[2], 'zset') then
+  return -1
+end
+for i = 4, #KEYS, 2 do
+  if not holds(KEYS[i], 'hash') or not holds(KEYS[i + 1], 'zset') then
+    return -1
+  end
+end
 local fields = cjson.decode(ARGV[4])
 local stride = 2 + #fields
-for i = 0, (#KEYS - 2) / 2 - 1 do
-  local account, owner_balances = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-  local at = 5 + stride * i
+for i = 0, (#KEYS - 3) / 2 - 1 do
+  local account, owner_balances = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local at = 6 + stride * i
   local old, new = ARGV[at], ARGV[at + 1]
   local pairs = {}
   for f = 1, #fields do
@@ -116,26 +134,61 @@ for i = 0, (#KEYS - 2) / 2 - 1 do
   redis.call('ZADD', owner_balances, 0, new)
 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[5])
 return 1
 ",
     )
 });
 
-/// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`) and returns the
-/// next cursor — unless the checkpoint `KEYS[1]` exists again, which means a leader has begun
-/// to build the store anew: then it removes nothing and answers nil. So a former leader that
-/// wakes up mid-way through clearing cannot delete what its successor has written.
+/// The checkpoint while the store is being cleared: of no log (the nil id), so that no batch
+/// applies to it, no query reads it, and a clear that stopped half-way is noticed and done again.
+const CLEARING: &str = "00000000-0000-0000-0000-000000000000@0:0";
+
+/// Starts a clear: raises the fence to `ARGV[1]` (unless a later leader's is there: then 0) and
+/// puts [`CLEARING`] in the checkpoint's place. `KEYS[1]`: the projection's hash, `KEYS[2]`: the
+/// fence.
+static BEGIN_CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if tonumber(ARGV[1]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', '1')
+return 1
+",
+    )
+});
+
+/// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`) but the projection's
+/// hash and the fence, and returns the next cursor — unless the checkpoint is no longer
+/// [`CLEARING`] (`ARGV[3]`): someone finished the clear and began to build anew, so it removes
+/// nothing and answers nil. A former leader waking mid-way cannot delete its successor's work.
 static CLEAR_SOME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('HGET', KEYS[1], 'checkpoint') ~= ARGV[3] then
   return false
 end
 local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 for _, key in ipairs(found[2]) do
-  redis.call('UNLINK', key)
+  if key ~= KEYS[1] and key ~= KEYS[2] then
+    redis.call('UNLINK', key)
+  end
 end
 return found[1]
+",
+    )
+});
+
+/// Ends a clear: the store holds nothing, not even a checkpoint, if it is still [`CLEARING`].
+static END_CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'checkpoint') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
 ",
     )
 });
@@ -174,6 +227,11 @@ impl Keys {
         format!("{}balances", self.prefix)
     }
 
+    /// The highest leader epoch that wrote or cleared the store.
+    fn fence(&self) -> String {
+        format!("{}fence", self.prefix)
+    }
+
     fn owner_balances(&self, owner: &str) -> String {
         format!("{}owner:{owner}:balances", self.prefix)
     }
@@ -184,6 +242,9 @@ impl Keys {
 pub struct RedisAnswer<T> {
     /// `None`: the store holds no checkpoint (never built, or emptied).
     pub as_of: Option<Position>,
+    /// The event log the store was built from ([`eventstore::log_identity`]); the nil id while
+    /// it is being cleared.
+    pub log: Option<Uuid>,
     /// A rebuild has not yet brought the store back to where it was.
     pub rebuilding: bool,
     pub value: T,
@@ -314,7 +375,7 @@ fn balance_member(balance: Decimal, account_id: Uuid) -> Option<String> {
 /// The balance in whole cents, as 21 digits (the largest balance has 20).
 fn sortable_cents(balance: Decimal) -> Option<String> {
     let cents = balance.checked_mul(Decimal::ONE_HUNDRED)?;
-    if cents.is_sign_negative() || !cents.fract().is_zero() {
+    if cents < Decimal::ZERO || !cents.fract().is_zero() {
         return None;
     }
     let digits = cents.trunc().normalize().to_string();
@@ -354,7 +415,7 @@ impl RedisAccounts {
         script.key(self.keys.projection()).key(self.keys.account(account_id)).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_answer(answer)?;
-        let as_of = checkpoint.map(|checkpoint| checkpoint.position);
+        let (as_of, log) = (checkpoint.map(|c| c.position), checkpoint.map(|c| c.log));
         let account = match rows.first() {
             Some(values) => StoredAccount::parse(values)?,
             None => None,
@@ -362,6 +423,7 @@ impl RedisAccounts {
         Ok(RedisAnswer {
             value: account.map(|account| account.into_view(account_id, as_of.unwrap_or(Position::START))),
             as_of,
+            log,
             rebuilding,
         })
     }
@@ -382,7 +444,7 @@ impl RedisAccounts {
         script.arg(fields_json()).arg(lowest).arg(limit).arg(self.keys.account_prefix());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_answer(answer)?;
-        let as_of = checkpoint.map(|checkpoint| checkpoint.position);
+        let (as_of, log) = (checkpoint.map(|c| c.position), checkpoint.map(|c| c.log));
         let at = as_of.unwrap_or(Position::START);
         let mut accounts = Vec::with_capacity(rows.len());
         for row in rows {
@@ -394,7 +456,7 @@ impl RedisAccounts {
                 .ok_or_else(|| RedisReadError::Unreadable(format!("account {id} is ranked but not stored")))?;
             accounts.push(account.into_view(id, at));
         }
-        Ok(RedisAnswer { as_of, rebuilding, value: accounts })
+        Ok(RedisAnswer { as_of, log, rebuilding, value: accounts })
     }
 
     /// Where the store is: its checkpoint, and whether it is rebuilding.
@@ -403,7 +465,12 @@ impl RedisAccounts {
         script.key(self.keys.projection()).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, _) = split_answer(answer)?;
-        Ok(RedisAnswer { as_of: checkpoint.map(|checkpoint| checkpoint.position), rebuilding, value: () })
+        Ok(RedisAnswer {
+            as_of: checkpoint.map(|checkpoint| checkpoint.position),
+            log: checkpoint.map(|checkpoint| checkpoint.log),
+            rebuilding,
+            value: (),
+        })
     }
 
     /// The stored rows of `ids` (in order) with the checkpoint they are current as of.
@@ -498,13 +565,14 @@ impl ExternalProjection for RedisAccounts {
             writes.push((change.account_id, Some(stored), changed));
         }
         let mut script = APPLY_BATCH.prepare_invoke();
-        script.key(self.keys.projection()).key(self.keys.balances());
+        script.key(self.keys.projection()).key(self.keys.balances()).key(self.keys.fence());
         let from = batch.from.map(|from| checkpoint_text(batch.log, from)).unwrap_or_default();
         script
             .arg(from)
             .arg(checkpoint_text(batch.log, batch.to))
             .arg(if batch.rebuilding { "1" } else { "0" })
-            .arg(fields_json());
+            .arg(fields_json())
+            .arg(batch.epoch);
         for (id, before, after) in &writes {
             let member = |account: &StoredAccount| {
                 balance_member(account.balance, *id).ok_or_else(|| {
@@ -521,26 +589,42 @@ impl ExternalProjection for RedisAccounts {
             }
         }
         let applied: i64 = script.invoke_async(&mut self.redis.clone()).await.map_err(store_error)?;
-        Ok(if applied == 1 { CompareAndSet::Applied } else { CompareAndSet::CheckpointMoved })
+        match applied {
+            1 => Ok(CompareAndSet::Applied),
+            0 => Ok(CompareAndSet::CheckpointMoved),
+            _ => Err(store_error(RedisReadError::Unreadable(format!(
+                "a key under {:?} holds another type than the projection writes there",
+                self.keys.prefix
+            )))),
+        }
     }
 
-    async fn clear(&self) -> Result<(), ExternalError> {
+    async fn clear(&self, epoch: i64) -> Result<(), ExternalError> {
         let mut redis = self.redis.clone();
-        // The checkpoint first: a store without one is rebuilt, whatever else is left of it.
-        redis::cmd("DEL").arg(self.keys.projection()).exec_async(&mut redis).await.map_err(store_error)?;
+        let mut begin = BEGIN_CLEAR.prepare_invoke();
+        begin.key(self.keys.projection()).key(self.keys.fence()).arg(epoch).arg(CLEARING);
+        let begun: i64 = begin.invoke_async(&mut redis).await.map_err(store_error)?;
+        if begun == 0 {
+            // A later leader has written: the store is theirs.
+            return Ok(());
+        }
         let pattern = format!("{}*", self.keys.prefix);
         let mut cursor = "0".to_owned();
         loop {
             let mut script = CLEAR_SOME.prepare_invoke();
-            script.key(self.keys.projection()).arg(&cursor).arg(&pattern);
+            script.key(self.keys.projection()).key(self.keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING);
             let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
             match next {
-                // Someone is building the store again: what is left is theirs.
+                // Someone else finished the clear and builds the store again: what is left is theirs.
                 None => return Ok(()),
-                Some(next) if next == "0" => return Ok(()),
+                Some(next) if next == "0" => break,
                 Some(next) => cursor = next,
             }
         }
+        let mut end = END_CLEAR.prepare_invoke();
+        end.key(self.keys.projection()).arg(CLEARING);
+        end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
+        Ok(())
     }
 }
 

@@ -44,9 +44,11 @@ pub trait ExternalProjection: Send + Sync + 'static {
     /// be applied is refused before anything is written ([`ExternalError::Event`]).
     fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
 
-    /// Removes the checkpoint, then everything else the projection wrote: before a rebuild.
-    /// Stops early, leaving the rest, if a checkpoint appears meanwhile (a new build began).
-    fn clear(&self) -> impl Future<Output = Result<(), ExternalError>> + Send;
+    /// Empties the store for a rebuild, fenced by the leader's `epoch`: nothing if a later
+    /// leader has written; and while it clears, the store must answer [`Self::checkpoint`] with
+    /// one of no log (a clear cut short is then done again), and no batch may apply. Stops,
+    /// leaving the rest, if someone else finished the clear and began to build meanwhile.
+    fn clear(&self, epoch: i64) -> impl Future<Output = Result<(), ExternalError>> + Send;
 }
 
 /// An outside store's checkpoint: a position in one event store's log.
@@ -69,6 +71,10 @@ pub struct ExternalBatch<'a> {
     pub events: &'a [RecordedEvent],
     /// A rebuild has not yet brought the store back to where it was: queries should not read it.
     pub rebuilding: bool,
+    /// The epoch of the leadership applying it (0 without one): the store refuses a batch from
+    /// an epoch below one that has written, so a former leader waking up changes nothing even
+    /// if the checkpoint came back to where it had left it (after a rebuild).
+    pub epoch: i64,
 }
 
 /// What an [`ExternalProjection::apply`] found.
@@ -195,7 +201,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             if !control::leads_now(&self.pool, name, self.epoch).await? {
                 return Ok(Progress::NotLeading);
             }
-            self.projection.clear().await.map_err(ExternalStepError::Store)?;
+            self.projection.clear(self.epoch.unwrap_or(0)).await.map_err(ExternalStepError::Store)?;
             if !control::start_external_rebuild(&self.pool, name, self.epoch).await? {
                 return Ok(Progress::NotLeading);
             }
@@ -245,7 +251,8 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::NotLeading);
         }
         let rebuilding = until.is_some() && !reached;
-        let batch = ExternalBatch { log, from: stored, to, events: &events, rebuilding };
+        let batch =
+            ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch: self.epoch.unwrap_or(0) };
         let (applied, failed_at) = match self.projection.apply(&batch).await {
             Ok(applied) => (applied, None),
             Err(ExternalError::Event { position, reason }) => {
@@ -254,8 +261,14 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
                     events.iter().filter(|event| event.position() < position).cloned().collect();
                 let applied = match before.last() {
                     Some(last) => {
-                        let batch =
-                            ExternalBatch { log, from: stored, to: last.position(), events: &before, rebuilding };
+                        let batch = ExternalBatch {
+                            log,
+                            from: stored,
+                            to: last.position(),
+                            events: &before,
+                            rebuilding,
+                            epoch: self.epoch.unwrap_or(0),
+                        };
                         self.projection.apply(&batch).await.map_err(ExternalStepError::Store)?
                     }
                     None => CompareAndSet::CheckpointMoved,
