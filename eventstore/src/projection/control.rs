@@ -672,22 +672,22 @@ pub(super) async fn end_external_rebuild(pool: &PgPool, name: &str, epoch: Optio
     tx.commit().await
 }
 
-/// Shows why an outside projection's store cannot be written, on its status, while it has not
-/// failed at an event (whose error stays).
-pub(super) async fn note_unavailable(pool: &PgPool, name: &str, error: &str) -> Result<(), sqlx::Error> {
+/// Shows why an outside projection cannot go on, on its status, while it has not failed at an
+/// event (whose error stays): its store cannot be written, or its rebuild stopped at an event.
+pub(super) async fn note_stopped(pool: &PgPool, name: &str, why: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints SET last_error = $2
          WHERE projection_name = $1 AND failed_global_position IS NULL AND last_error IS DISTINCT FROM $2",
     )
     .bind(name)
-    .bind(format!("read store unavailable: {error}"))
+    .bind(why)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// The store answers again: the note [`note_unavailable`] left goes.
-pub(super) async fn clear_unavailable(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+/// The projection goes on again: the note [`note_stopped`] left goes.
+pub(super) async fn clear_stopped(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints SET last_error = NULL
          WHERE projection_name = $1 AND failed_global_position IS NULL AND last_error IS NOT NULL",

@@ -102,6 +102,9 @@ pub enum ExternalStepError {
     Database(#[from] sqlx::Error),
     #[error("the read store: {0}")]
     Store(ExternalError),
+    /// A rebuild met an event it cannot apply.
+    #[error("rebuild stopped: {0}")]
+    RebuildStopped(String),
 }
 
 /// Runs one outside projection in this instance whenever this instance leads it.
@@ -151,12 +154,17 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         let name = self.projection.name();
         match self.try_step().await {
             Ok(progress) => {
-                control::clear_unavailable(&self.pool, name).await?;
+                control::clear_stopped(&self.pool, name).await?;
                 Ok(progress)
+            }
+            Err(ExternalStepError::RebuildStopped(error)) => {
+                let error = ExternalStepError::RebuildStopped(error);
+                control::note_stopped(&self.pool, name, &error.to_string()).await?;
+                Err(error)
             }
             Err(ExternalStepError::Store(error)) => {
                 // Shown on the status until a step goes through: the store may be down for long.
-                control::note_unavailable(&self.pool, name, &error.to_string()).await?;
+                control::note_stopped(&self.pool, name, &format!("read store unavailable: {error}")).await?;
                 Err(ExternalStepError::Store(error))
             }
             Err(error) => Err(error),
@@ -285,6 +293,11 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         if let Some((position, error, kept, count)) = failed_at {
             if let (CompareAndSet::Applied, Some(kept)) = (applied, kept) {
                 self.follow(kept, count, until.is_some()).await?;
+            }
+            if until.is_some() {
+                // A failure is recorded past the checkpoint only, and a rebuild is behind it:
+                // the status says why it does not go on, and it tries again (as after a fix).
+                return Err(ExternalStepError::RebuildStopped(error));
             }
             control::fail(&self.pool, name, self.epoch, position, &error).await?;
             return Ok(Progress::CaughtUp);

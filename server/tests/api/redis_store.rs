@@ -288,6 +288,13 @@ async fn both_read_stores_give_the_same_answers(_: PgPoolOptions, db: PgConnectO
         .await
         .unwrap();
     assert_eq!(theirs["accounts"], json!([]));
+
+    // A store marked as rebuilding is not read (no event comes that would unmark it).
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    let projection = format!("{}projection", space.prefix);
+    let _: () = redis::cmd("HSET").arg(&projection).arg("rebuilding").arg("1").query(&mut connection).unwrap();
+    let answer: Value = redis.get(&format!("/api/queries/accounts/{}", ids[0])).await.json().await.unwrap();
+    assert_eq!(answer["servedBy"], "postgres", "{answer}");
 }
 
 #[sqlx::test(migrations = false)]
