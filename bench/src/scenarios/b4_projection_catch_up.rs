@@ -104,8 +104,30 @@ async fn drain<P: Projection>(
     projection: P,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let name = projection.name();
-    let appends = Appends::new();
-    let runner = ProjectionRunner::new(context.pool.clone(), projection, appends.subscribe(), "bench");
+    let runner = ProjectionRunner::new(context.pool.clone(), projection, Appends::new().subscribe(), "bench");
+    steps_until_caught_up(context, name, || runner.run_batch()).await
+}
+
+/// The Redis projection's steps until it has applied every event; returns (applied, elapsed).
+async fn drain_into_redis(
+    context: &Context,
+    redis: &BenchRedis,
+) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
+    let accounts = redis.accounts.clone();
+    let runner = ExternalProjectionRunner::new(context.pool.clone(), accounts, Appends::new().subscribe(), "bench");
+    steps_until_caught_up(context, "redis_accounts", || runner.run_step()).await
+}
+
+/// Calls `step` until it has nothing more to apply; returns (events applied, elapsed).
+async fn steps_until_caught_up<F, E>(
+    context: &Context,
+    name: &str,
+    step: impl Fn() -> F,
+) -> Result<(usize, Duration), Box<dyn std::error::Error>>
+where
+    F: std::future::Future<Output = Result<Progress, E>>,
+    E: std::error::Error + 'static,
+{
     let probe = Probe::start(context, name);
     let started = Instant::now();
     let mut applied = 0;
@@ -115,34 +137,11 @@ async fn drain<P: Projection>(
             report::note(&format!("{name}: {applied} events applied after {:.0} s", started.elapsed().as_secs_f64()));
             told = Instant::now();
         }
-        match runner.run_batch().await? {
+        match step().await.map_err(|error| error.to_string())? {
             Progress::Applied(n) => applied += n,
             // Batches driven by hand lead no epoch and rebuild nothing: the last two never come.
             Progress::CaughtUp | Progress::NotLeading | Progress::SwapPending => break,
             // A transaction somewhere in the cluster holds the log back.
-            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
-    }
-    let elapsed = started.elapsed();
-    probe.finish().await;
-    Ok((applied, elapsed))
-}
-
-/// The Redis projection's steps until it has applied every event; returns (applied, elapsed).
-async fn drain_into_redis(
-    context: &Context,
-    redis: &BenchRedis,
-) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
-    let appends = Appends::new();
-    let runner =
-        ExternalProjectionRunner::new(context.pool.clone(), redis.accounts.clone(), appends.subscribe(), "bench");
-    let probe = Probe::start(context, "redis_accounts");
-    let started = Instant::now();
-    let mut applied = 0;
-    loop {
-        match runner.run_step().await? {
-            Progress::Applied(n) => applied += n,
-            Progress::CaughtUp | Progress::NotLeading | Progress::SwapPending => break,
             Progress::HeldBack => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
