@@ -203,9 +203,9 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             lost
         };
         if start_over {
-            // Only a leader clears (a former one could otherwise empty its successor's work;
-            // the store's own clear stops once a new checkpoint appears, for the one that
-            // pauses between this check and the clear).
+            // Only a leader clears: a former one could otherwise empty its successor's work. (For
+            // one that pauses between this check and the clear, the store's clear is fenced by
+            // the epoch and stops once a new build has begun.)
             if !control::leads_now(&self.pool, name, self.epoch).await? {
                 return Ok(Progress::NotLeading);
             }
