@@ -92,8 +92,13 @@ pub(crate) async fn listen(
             };
             match received {
                 Ok(Some(notification)) => listener.received(notification.payload()),
-                // The connection dropped; the next try_recv reconnects and listens again.
-                Ok(None) => listener.catch_up(&pool).await,
+                // The connection dropped. Listen again on a new one first, then catch up: a
+                // catch-up before the new connection listens would miss whatever is notified
+                // in between (sqlx's own reconnection gives no moment to catch up after it).
+                Ok(None) => {
+                    tracing::info!(channel, "the LISTEN connection dropped; listening again");
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, channel, "lost the LISTEN connection; reconnecting");
                     break;

@@ -218,9 +218,11 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     writer.committed();
     assert_eq!(wait_for_recorded(&pool, 1).await, vec![7]);
 
-    // Knock out the reader's LISTEN connection, then append without any notification: the
-    // reader catches up when it reconnects.
+    // Append without any notification, then knock out the reader's LISTEN connection: the
+    // reader catches up when it listens again. (Appended first, so that the test does not race
+    // the reconnection: a catch-up can only find what is there.)
     tokio::time::sleep(Duration::from_millis(200)).await;
+    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(8)]).await.unwrap();
     let terminated: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
          WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
@@ -229,7 +231,6 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     .await
     .unwrap();
     assert!(terminated >= 1, "no LISTEN connection found");
-    append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(8)]).await.unwrap();
     assert_eq!(wait_for_recorded(&pool, 2).await, vec![7, 8]);
 
     shutdown.cancel();
