@@ -116,6 +116,8 @@ pub struct ExternalProjectionRunner<X> {
     batch_size: i64,
     idle_poll: Duration,
     epoch: Option<i64>,
+    /// The log's identity, read once it exists (it never changes): not a query every step.
+    log: std::sync::OnceLock<Uuid>,
 }
 
 impl<X: ExternalProjection> ExternalProjectionRunner<X> {
@@ -129,6 +131,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
             epoch: None,
+            log: std::sync::OnceLock::new(),
         }
     }
 
@@ -178,8 +181,12 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::CaughtUp);
         }
         // Nothing to project from an empty log (and nothing to compare a store with).
-        let Some(log) = crate::log_identity(&self.pool).await? else {
-            return Ok(Progress::CaughtUp);
+        let log = match self.log.get() {
+            Some(log) => *log,
+            None => match crate::log_identity(&self.pool).await? {
+                Some(log) => *self.log.get_or_init(|| log),
+                None => return Ok(Progress::CaughtUp),
+            },
         };
         let stored = self.projection.checkpoint().await.map_err(ExternalStepError::Store)?;
         let reached = control::checkpoint(&self.pool, name).await?;
