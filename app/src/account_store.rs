@@ -67,6 +67,25 @@ impl Aggregate for Account {
             AccountCommand::Withdraw { amount } => {
                 json!({ "type": "Withdraw", "accountId": account_id, "amount": amount })
             }
+            // When a transfer's step runs is left out: the same step taken again later (after a
+            // crash, or by the deadline) is the same command, answered as the first time. That
+            // is what makes the account the arbiter of whether a credit or its refusal happened.
+            AccountCommand::DebitForTransfer { transfer_id, to, amount, at: _, deadline } => json!({
+                "type": "DebitForTransfer", "accountId": account_id, "transferId": transfer_id, "to": to,
+                "amount": amount, "deadline": deadline.unix_timestamp_nanos().to_string(),
+            }),
+            AccountCommand::CreditForTransfer { transfer_id, from, amount, at: _, deadline } => json!({
+                "type": "CreditForTransfer", "accountId": account_id, "transferId": transfer_id, "from": from,
+                "amount": amount, "deadline": deadline.unix_timestamp_nanos().to_string(),
+            }),
+            AccountCommand::RefundTransfer { transfer_id, amount } => json!({
+                "type": "RefundTransfer", "accountId": account_id, "transferId": transfer_id, "amount": amount,
+            }),
+            AccountCommand::Freeze { reason } => {
+                json!({ "type": "Freeze", "accountId": account_id, "reason": reason })
+            }
+            AccountCommand::Unfreeze => json!({ "type": "Unfreeze", "accountId": account_id }),
+            AccountCommand::Close => json!({ "type": "Close", "accountId": account_id }),
         }
     }
 }

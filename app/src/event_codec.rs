@@ -7,14 +7,17 @@
 //! - v1: the design document's shapes, as its Go sketch writes them: snake_case keys and
 //!   amounts as JSON numbers (`{"owner_id": "alice", "initial_balance": 100.5}`).
 //! - v2 (current): camelCase keys and amounts as decimal strings (`{"amount": "100.50"}`), so
-//!   that no JSON reader can round them.
+//!   that no JSON reader can round them. The transfer events and the account's transfer and
+//!   status events were born at v2.
 
 use eventstore::{NewEvent, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::domain::{AccountEvent, Amount, Money, OwnerId};
+use time::OffsetDateTime;
+
+use crate::domain::{AccountEvent, Amount, Money, OwnerId, Reason, TransferEvent, TransferTerms};
 
 /// The schema version written today.
 pub const SCHEMA_VERSION: i32 = 2;
@@ -30,6 +33,56 @@ struct AccountCreatedV2 {
 #[serde(deny_unknown_fields)]
 struct MoneyMovedV2 {
     amount: Amount,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransferDebitedV2 {
+    transfer_id: Uuid,
+    to: Uuid,
+    amount: Amount,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransferCreditedV2 {
+    transfer_id: Uuid,
+    from: Uuid,
+    amount: Amount,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransferRefundedV2 {
+    transfer_id: Uuid,
+    amount: Amount,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrozenV2 {
+    reason: Reason,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NothingV2 {}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransferRequestedV2 {
+    from: Uuid,
+    to: Uuid,
+    amount: Amount,
+    requested_by: OwnerId,
+    #[serde(with = "time::serde::rfc3339")]
+    deadline: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhyV2 {
+    reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,15 +101,85 @@ pub fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
         AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
             serde_json::to_value(MoneyMovedV2 { amount: *amount })
         }
+        AccountEvent::TransferDebited { transfer_id, to, amount } => {
+            serde_json::to_value(TransferDebitedV2 { transfer_id: *transfer_id, to: *to, amount: *amount })
+        }
+        AccountEvent::TransferCredited { transfer_id, from, amount } => {
+            serde_json::to_value(TransferCreditedV2 { transfer_id: *transfer_id, from: *from, amount: *amount })
+        }
+        AccountEvent::TransferRefunded { transfer_id, amount } => {
+            serde_json::to_value(TransferRefundedV2 { transfer_id: *transfer_id, amount: *amount })
+        }
+        AccountEvent::AccountFrozen { reason } => serde_json::to_value(FrozenV2 { reason: reason.clone() }),
+        AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => serde_json::to_value(NothingV2 {}),
     }
     .expect("account events always serialise to JSON");
+    new_event(event.event_type(), data, metadata)
+}
+
+fn new_event(event_type: &str, data: Value, metadata: &Value) -> NewEvent {
     NewEvent {
         event_id: Uuid::new_v4(),
-        event_type: event.event_type().to_owned(),
+        event_type: event_type.to_owned(),
         schema_version: SCHEMA_VERSION,
         data,
         metadata: metadata.clone(),
     }
+}
+
+/// A transfer's event as stored.
+pub fn encode_transfer(event: &TransferEvent, metadata: &Value) -> NewEvent {
+    let data = match event {
+        TransferEvent::TransferRequested(terms) => serde_json::to_value(TransferRequestedV2 {
+            from: terms.from,
+            to: terms.to,
+            amount: terms.amount,
+            requested_by: terms.requested_by.clone(),
+            deadline: terms.deadline,
+        }),
+        TransferEvent::SourceDebited | TransferEvent::TargetCredited | TransferEvent::TransferCompleted => {
+            serde_json::to_value(NothingV2 {})
+        }
+        TransferEvent::SourceRefunded { reason } | TransferEvent::TransferFailed { reason } => {
+            serde_json::to_value(WhyV2 { reason: reason.clone() })
+        }
+    }
+    .expect("transfer events always serialise to JSON");
+    new_event(event.event_type(), data, metadata)
+}
+
+/// A stored transfer event, read back.
+pub fn decode_transfer(event: &RecordedEvent) -> Result<TransferEvent, DecodeError> {
+    let fail = |reason: String| DecodeError {
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        reason,
+    };
+    if event.schema_version != SCHEMA_VERSION {
+        return Err(fail(format!("transfer events are v{SCHEMA_VERSION}")));
+    }
+    let invalid = |e: serde_json::Error| fail(e.to_string());
+    let data = event.data.clone();
+    let nothing = |data: Value| serde_json::from_value::<NothingV2>(data).map_err(invalid);
+    let why = |data: Value| serde_json::from_value::<WhyV2>(data).map(|why| why.reason).map_err(invalid);
+    Ok(match event.event_type.as_str() {
+        "TransferRequested" => {
+            let v2: TransferRequestedV2 = serde_json::from_value(data).map_err(invalid)?;
+            TransferEvent::TransferRequested(TransferTerms {
+                from: v2.from,
+                to: v2.to,
+                amount: v2.amount,
+                requested_by: v2.requested_by,
+                deadline: v2.deadline,
+            })
+        }
+        "SourceDebited" => nothing(data).map(|_| TransferEvent::SourceDebited)?,
+        "TargetCredited" => nothing(data).map(|_| TransferEvent::TargetCredited)?,
+        "TransferCompleted" => nothing(data).map(|_| TransferEvent::TransferCompleted)?,
+        "SourceRefunded" => TransferEvent::SourceRefunded { reason: why(data)? },
+        "TransferFailed" => TransferEvent::TransferFailed { reason: why(data)? },
+        other => return Err(fail(format!("unknown event type {other}"))),
+    })
 }
 
 pub fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
@@ -79,6 +202,28 @@ pub fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
         "MoneyWithdrawn" => {
             let v2: MoneyMovedV2 = serde_json::from_value(data).map_err(invalid)?;
             Ok(AccountEvent::MoneyWithdrawn { amount: v2.amount })
+        }
+        "TransferDebited" => {
+            let v2: TransferDebitedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::TransferDebited { transfer_id: v2.transfer_id, to: v2.to, amount: v2.amount })
+        }
+        "TransferCredited" => {
+            let v2: TransferCreditedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::TransferCredited { transfer_id: v2.transfer_id, from: v2.from, amount: v2.amount })
+        }
+        "TransferRefunded" => {
+            let v2: TransferRefundedV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::TransferRefunded { transfer_id: v2.transfer_id, amount: v2.amount })
+        }
+        "AccountFrozen" => {
+            let v2: FrozenV2 = serde_json::from_value(data).map_err(invalid)?;
+            Ok(AccountEvent::AccountFrozen { reason: v2.reason })
+        }
+        "AccountUnfrozen" => {
+            serde_json::from_value::<NothingV2>(data).map_err(invalid).map(|_| AccountEvent::AccountUnfrozen)
+        }
+        "AccountClosed" => {
+            serde_json::from_value::<NothingV2>(data).map_err(invalid).map(|_| AccountEvent::AccountClosed)
         }
         other => Err(fail(format!("unknown event type {other}"))),
     }

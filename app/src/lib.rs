@@ -19,4 +19,6 @@ pub mod identity;
 #[cfg(feature = "ssr")]
 pub mod read_side;
 #[cfg(feature = "ssr")]
+pub mod transfer_store;
+#[cfg(feature = "ssr")]
 pub mod write_side;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use app::domain::{AccountCommand, CommandBy, Money, OwnerId};
+use app::domain::{AccountCommand, CommandBy, Money, OwnerId, Sender};
 use app::write_side::{CommandEnvelope, CommandHandler};
 use leptos::config::LeptosOptions;
 use server::configuration::Settings;
@@ -101,7 +101,8 @@ pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
         command_id,
         correlation_id: command_id,
         stream_id: account_id,
-        command: CommandBy { by: OwnerId::parse(BENCH_OWNER).expect("a valid owner"), command },
+        command: CommandBy { by: Sender::Customer(OwnerId::parse(BENCH_OWNER).expect("a valid owner")), command },
+        causation_id: None,
         metadata: Default::default(),
     }
 }

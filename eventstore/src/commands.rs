@@ -27,6 +27,9 @@ pub struct CommandEnvelope<C> {
     pub correlation_id: Uuid,
     pub stream_id: Uuid,
     pub command: C,
+    /// The event that caused the command, if an event did (a process manager's step); else
+    /// the command is its events' cause.
+    pub causation_id: Option<Uuid>,
     /// What the application adds to each event's metadata (who asked, the request id); the
     /// store's own keys win over these.
     pub metadata: serde_json::Map<String, Value>,
@@ -150,8 +153,8 @@ impl<A: Aggregate> CommandHandler<A> {
         let own = json!({
             "commandId": envelope.command_id,
             "correlationId": envelope.correlation_id,
-            // A command causes its events; an event that caused a command would be named here.
-            "causationId": envelope.command_id,
+            // A command causes its events, or the event that caused the command does.
+            "causationId": envelope.causation_id.unwrap_or(envelope.command_id),
             "issuedAt": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
         });
         if let Value::Object(own) = own {

@@ -117,7 +117,14 @@ fn envelope(stream_id: Uuid, command: TallyCommand) -> CommandEnvelope<TallyComm
 
 /// A command under a command id of the test's choosing: a retry, or a reuse.
 fn sent_as(command_id: Uuid, stream_id: Uuid, command: TallyCommand) -> CommandEnvelope<TallyCommand> {
-    CommandEnvelope { command_id, correlation_id: command_id, stream_id, command, metadata: Default::default() }
+    CommandEnvelope {
+        command_id,
+        correlation_id: command_id,
+        stream_id,
+        command,
+        causation_id: None,
+        metadata: Default::default(),
+    }
 }
 
 async fn load(pool: &PgPool, tally: Uuid) -> eventstore::Loaded<Tally> {

@@ -51,6 +51,9 @@ pub struct Settings {
     /// How long a command id is remembered (`COMMAND_ID_RETENTION_DAYS`, default 7): a retry
     /// within it is answered from the first outcome; older ones are forgotten.
     pub command_id_retention: Duration,
+    /// How long a transfer has to complete (`TRANSFER_DEADLINE_SECONDS`, default 30); then it is
+    /// undone: its source refunded if it was debited, and it is marked failed.
+    pub transfer_deadline: Duration,
     /// Host names the server answers (`ALLOWED_HOSTS`, comma-separated; empty: any). Others get
     /// 400, so that a DNS name pointed at this server by someone else serves nothing.
     pub allowed_hosts: Vec<String>,
@@ -169,6 +172,9 @@ impl Settings {
         if let Some(days) = env_number::<u64>("COMMAND_ID_RETENTION_DAYS")? {
             settings.command_id_retention = Duration::from_secs(days * 24 * 3600);
         }
+        if let Some(seconds) = env_number::<u64>("TRANSFER_DEADLINE_SECONDS")? {
+            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, 24 * 3600));
+        }
         if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
             settings.allowed_hosts =
                 hosts.split(',').map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect();
@@ -211,6 +217,7 @@ impl Settings {
             rate_limits: RateSettings::default(),
             secure_cookies: false,
             command_id_retention: Duration::from_secs(7 * 24 * 3600),
+            transfer_deadline: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             redis: None,
             read_store: ReadStore::default(),

@@ -8,7 +8,7 @@ use app::api::Services;
 use app::read_side::live::spawn_account_feed;
 use app::read_side::{AccountHistory, ReadModel, RedisAccounts, RedisReads, run_projections};
 use app::ui::{App, shell};
-use app::write_side::CommandHandler;
+use app::write_side::{CommandHandler, TransferProcess, TransferRequests, run_transfer_process};
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
@@ -115,8 +115,11 @@ impl Application {
         if let Some(redis) = &redis {
             read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store, pool.clone()));
         }
+        let commands = CommandHandler::new(pool.clone(), appends.clone(), settings.write);
+        let transfer_process = TransferProcess::new(pool.clone(), commands.clone(), appends.clone(), settings.write);
         let services = Services {
-            commands: CommandHandler::new(pool.clone(), appends.clone(), settings.write),
+            commands,
+            transfers: TransferRequests::new(pool.clone(), appends.clone(), settings.write, settings.transfer_deadline),
             read_model,
             history: AccountHistory::new(pool.clone()),
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
@@ -134,6 +137,7 @@ impl Application {
             &settings.instance_id,
             &shutdown,
         ));
+        background.extend(run_transfer_process(&transfer_process, &pool, &appends, &settings.instance_id, &shutdown));
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);
 

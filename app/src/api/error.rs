@@ -8,7 +8,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DomainError, MoneyError, OwnerIdError};
+use crate::domain::{DomainError, MoneyError, OwnerIdError, ReasonError, TransferRefusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,6 +32,17 @@ pub enum ErrorCode {
     AccountAlreadyExists,
     InsufficientFunds,
     BalanceLimitExceeded,
+    /// Frozen by an operator: no money moves in or out.
+    AccountFrozen,
+    AccountClosed,
+    /// Unfreezing an account that is not frozen.
+    NotFrozen,
+    /// Closing an account that still holds money.
+    BalanceNotZero,
+    /// A transfer from an account to itself.
+    SameAccount,
+    /// A reason that is empty, too long or has control characters.
+    InvalidReason,
     /// A concurrent writer kept winning; the command was not applied.
     Conflict,
     /// A `commandId` sent before with a different command.
@@ -58,7 +69,15 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::AccountAlreadyExists | ErrorCode::InsufficientFunds | ErrorCode::BalanceLimitExceeded => 422,
+            ErrorCode::AccountAlreadyExists
+            | ErrorCode::InsufficientFunds
+            | ErrorCode::BalanceLimitExceeded
+            | ErrorCode::AccountFrozen
+            | ErrorCode::AccountClosed
+            | ErrorCode::NotFrozen
+            | ErrorCode::BalanceNotZero
+            | ErrorCode::SameAccount => 422,
+            ErrorCode::InvalidReason => 400,
             ErrorCode::RequestFailed | ErrorCode::ServiceUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -160,6 +179,23 @@ impl From<MoneyError> for ApiError {
     }
 }
 
+impl From<ReasonError> for ApiError {
+    fn from(error: ReasonError) -> ApiError {
+        ApiError::new(ErrorCode::InvalidReason, format!("invalid reason: {error}"))
+    }
+}
+
+impl From<TransferRefusal> for ApiError {
+    fn from(refusal: TransferRefusal) -> ApiError {
+        let code = match refusal {
+            TransferRefusal::SameAccount => ErrorCode::SameAccount,
+            TransferRefusal::AlreadyRequested | TransferRefusal::OutOfStep { .. } => ErrorCode::Conflict,
+            TransferRefusal::NotFound => ErrorCode::NotFound,
+        };
+        ApiError::new(code, capitalised(&refusal.to_string()))
+    }
+}
+
 impl From<OwnerIdError> for ApiError {
     fn from(error: OwnerIdError) -> ApiError {
         ApiError::new(ErrorCode::InvalidOwner, format!("invalid owner: {error}"))
@@ -173,6 +209,12 @@ impl From<DomainError> for ApiError {
             DomainError::AccountNotFound => ErrorCode::AccountNotFound,
             DomainError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
             DomainError::BalanceLimitExceeded => ErrorCode::BalanceLimitExceeded,
+            DomainError::AccountFrozen { .. } => ErrorCode::AccountFrozen,
+            DomainError::AccountClosed => ErrorCode::AccountClosed,
+            DomainError::NotFrozen => ErrorCode::NotFrozen,
+            DomainError::BalanceNotZero { .. } => ErrorCode::BalanceNotZero,
+            // Only a transfer's steps carry a deadline, and the process answers those itself.
+            DomainError::TransferExpired => ErrorCode::Conflict,
         };
         ApiError::new(code, capitalised(&error.to_string()))
     }
@@ -221,6 +263,7 @@ mod server {
     use super::{ApiError, ErrorCode, capitalised};
     use crate::account_store::LoadError;
     use crate::write_side::CommandError;
+    use crate::write_side::transfers::TransferCommandError;
 
     impl From<sqlx::Error> for ApiError {
         fn from(error: sqlx::Error) -> ApiError {
@@ -261,6 +304,30 @@ mod server {
                     ApiError::internal()
                 }
                 CommandError::Database(error) => error.into(),
+            }
+        }
+    }
+
+    impl From<TransferCommandError> for ApiError {
+        fn from(error: TransferCommandError) -> ApiError {
+            match error {
+                TransferCommandError::Rejected(refusal) => refusal.into(),
+                TransferCommandError::CommandIdReused { command_id } => ApiError::new(
+                    ErrorCode::CommandIdReused,
+                    format!("Command id {command_id} was already used for a different command"),
+                ),
+                TransferCommandError::Busy(busy) => ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("{}; please retry shortly", capitalised(&busy.to_string())),
+                ),
+                TransferCommandError::Conflict { .. } => {
+                    ApiError::new(ErrorCode::Conflict, "The transfer kept changing concurrently; please retry")
+                }
+                TransferCommandError::Database(error) => error.into(),
+                other => {
+                    tracing::error!(error = %other, "a transfer command failed");
+                    ApiError::internal()
+                }
             }
         }
     }

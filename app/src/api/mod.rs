@@ -11,6 +11,7 @@ pub mod queries;
 pub use crate::contract::exact_number::ExactNumber;
 pub use crate::contract::{
     AccountList, AccountView, CommandAccepted, HistoricalAccount, HistoryEntry, HistoryPage, Ledger, LedgerEntry,
+    TransferAccepted, TransferList, TransferView,
 };
 pub use error::{ApiError, ErrorCode};
 
@@ -19,6 +20,7 @@ pub use error::{ApiError, ErrorCode};
 #[derive(Clone)]
 pub struct Services {
     pub commands: crate::write_side::CommandHandler,
+    pub transfers: crate::write_side::TransferRequests,
     pub read_model: crate::read_side::ReadModel,
     pub history: crate::read_side::AccountHistory,
     /// Every projection's status, read at most once a second however many ask.

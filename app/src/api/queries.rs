@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::contract::exact_number::ExactNumber;
-use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag};
+use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, TransferList};
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
 #[server(prefix = "/api", endpoint = "queries/account", input = Json)]
@@ -176,6 +176,22 @@ pub async fn account_ledger(
     }
     visible_account(&caller, account_id).await?;
     Ok(super::services()?.read_model.ledger(account_id, limit).await?)
+}
+
+/// The account's transfers, sent and received, newest first (at most `limit`, 1–100, default
+/// 20), each with its state and the time of each step, from the transfers read model.
+#[server(prefix = "/api", endpoint = "queries/account-transfers", input = Json)]
+pub async fn account_transfers(
+    #[server(rename = "accountId")] account_id: Uuid,
+    limit: Option<i64>,
+) -> Result<TransferList, ApiError> {
+    let caller = super::signed_in()?;
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_request("limit must be between 1 and 100"));
+    }
+    visible_account(&caller, account_id).await?;
+    Ok(super::services()?.read_model.transfers(account_id, limit).await?)
 }
 
 /// How far the accounts' read model is behind (events and seconds), from the shared status

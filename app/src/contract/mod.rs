@@ -51,6 +51,126 @@ pub struct AccountView {
     /// The read store the row came from.
     #[serde(default)]
     pub served_by: ServedBy,
+    /// Whether the account takes commands: `active`, `frozen` (by an operator, with
+    /// `statusReason`) or `closed` (by its owner).
+    #[serde(default)]
+    pub status: AccountStatusView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// An account's status, as the read model knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatusView {
+    #[default]
+    Active,
+    Frozen,
+    Closed,
+}
+
+impl AccountStatusView {
+    pub fn parse(status: &str) -> Option<AccountStatusView> {
+        match status {
+            "active" => Some(AccountStatusView::Active),
+            "frozen" => Some(AccountStatusView::Frozen),
+            "closed" => Some(AccountStatusView::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatusView::Active => "active",
+            AccountStatusView::Frozen => "frozen",
+            AccountStatusView::Closed => "closed",
+        }
+    }
+}
+
+/// A transfer request's answer: the transfer's id (its stream), its version and the
+/// consistency token of its first event. The transfer then goes on by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferAccepted {
+    pub transfer_id: Uuid,
+    pub version: i64,
+    pub position: Position,
+}
+
+/// How far a transfer got, on the wire and in the `transfers` read model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferStateView {
+    /// Asked for; the source is not debited yet.
+    Requested,
+    /// The money left the source and is on its way.
+    Debited,
+    /// The target got the money.
+    Completed,
+    /// Undone: the source refused the debit, or the target the credit (then the money went
+    /// back: `refundedAt`).
+    Failed,
+}
+
+impl TransferStateView {
+    pub fn parse(state: &str) -> Option<TransferStateView> {
+        match state {
+            "requested" => Some(TransferStateView::Requested),
+            "debited" => Some(TransferStateView::Debited),
+            "completed" => Some(TransferStateView::Completed),
+            "failed" => Some(TransferStateView::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStateView::Requested => "requested",
+            TransferStateView::Debited => "debited",
+            TransferStateView::Completed => "completed",
+            TransferStateView::Failed => "failed",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, TransferStateView::Completed | TransferStateView::Failed)
+    }
+}
+
+/// One transfer as the `transfers` read model knows it, with the time of each step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferView {
+    pub transfer_id: Uuid,
+    pub from_account_id: Uuid,
+    pub to_account_id: Uuid,
+    #[serde(with = "exact_number")]
+    pub amount: Decimal,
+    pub state: TransferStateView,
+    /// Why it failed.
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub debited_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub credited_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refunded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// An account's transfers, sent and received, newest first, read at one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferList {
+    pub account_id: Uuid,
+    pub transfers: Vec<TransferView>,
+    pub as_of: Position,
 }
 
 /// Which read store answered a query: both hold the same read model, each as of its own
@@ -107,29 +227,48 @@ pub struct HistoricalAccount {
 }
 
 /// What moved an account's money: on the wire, and in the ledger's `kind` column, `opening`,
-/// `deposit` or `withdrawal`.
+/// `deposit`, `withdrawal`, `transfer_out`, `transfer_in` or `refund`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum MovementKind {
     /// The initial balance of a new account.
     Opening,
     Deposit,
     Withdrawal,
+    TransferOut,
+    TransferIn,
+    /// A transfer's money back, after its target refused it.
+    Refund,
 }
 
 impl MovementKind {
+    const ALL: [MovementKind; 6] = [
+        MovementKind::Opening,
+        MovementKind::Deposit,
+        MovementKind::Withdrawal,
+        MovementKind::TransferOut,
+        MovementKind::TransferIn,
+        MovementKind::Refund,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MovementKind::Opening => "opening",
             MovementKind::Deposit => "deposit",
             MovementKind::Withdrawal => "withdrawal",
+            MovementKind::TransferOut => "transfer_out",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::Refund => "refund",
         }
     }
 
     pub fn parse(kind: &str) -> Option<MovementKind> {
-        [MovementKind::Opening, MovementKind::Deposit, MovementKind::Withdrawal]
-            .into_iter()
-            .find(|k| k.as_str() == kind)
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// Whether it adds to the balance.
+    pub fn is_money_in(self) -> bool {
+        !matches!(self, MovementKind::Withdrawal | MovementKind::TransferOut)
     }
 }
 
@@ -178,9 +317,19 @@ pub struct HistoryEntry {
     pub command_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
-    /// Who sent the command (a username); `None` for events from before sign-in existed.
+    /// Who sent the command (a username); `None` for events from before sign-in existed, and
+    /// for a transfer's steps after its request (the transfer process sends them).
     #[serde(default)]
     pub actor: Option<String>,
+    /// The transfer the event belongs to, and the account on its other side: the audit trail
+    /// links the two sides of a transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty_account_id: Option<Uuid>,
+    /// Why an account was frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A page of an account's audit trail, newest first.

@@ -9,6 +9,8 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::money::{Amount, Balance, Money};
 
@@ -68,20 +70,123 @@ impl fmt::Display for OwnerId {
     }
 }
 
-/// What a client asks of one account. The values inside are already valid: parsing happened at
-/// the edge, so the rules left here are the ones that need the account's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccountCommand {
-    CreateAccount { owner_id: OwnerId, initial_balance: Money },
-    Deposit { amount: Amount },
-    Withdraw { amount: Amount },
+/// Why an operator froze an account: 1 to [`Reason::MAX_CHARS`] characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Reason(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReasonError {
+    #[error("a reason is required")]
+    Empty,
+    #[error("the reason must be at most 200 characters long")]
+    TooLong,
+    #[error("the reason must not contain control characters")]
+    ControlCharacter,
 }
 
-/// A command and who sends it: the owner names themselves, anyone else is told the account does
-/// not exist (which does not tell them that it does).
+impl Reason {
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn parse(input: &str) -> Result<Reason, ReasonError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(ReasonError::Empty);
+        }
+        if trimmed.chars().count() > Self::MAX_CHARS {
+            return Err(ReasonError::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ReasonError::ControlCharacter);
+        }
+        Ok(Reason(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Reason {
+    type Error = ReasonError;
+    fn try_from(value: String) -> Result<Reason, ReasonError> {
+        Reason::parse(&value)
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What is asked of one account. The values inside are already valid: parsing happened at the
+/// edge, so the rules left here are the ones that need the account's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    CreateAccount {
+        owner_id: OwnerId,
+        initial_balance: Money,
+    },
+    Deposit {
+        amount: Amount,
+    },
+    Withdraw {
+        amount: Amount,
+    },
+    /// A transfer's first step: take the money from its source. `at` is when the step runs; a
+    /// step after the transfer's `deadline` is refused, so that a deadline that fired (and
+    /// compensated) cannot be overtaken by a late step.
+    DebitForTransfer {
+        transfer_id: Uuid,
+        to: Uuid,
+        amount: Amount,
+        at: OffsetDateTime,
+        deadline: OffsetDateTime,
+    },
+    /// A transfer's second step: give the money to its target, if it takes it in time.
+    CreditForTransfer {
+        transfer_id: Uuid,
+        from: Uuid,
+        amount: Amount,
+        at: OffsetDateTime,
+        deadline: OffsetDateTime,
+    },
+    /// A transfer's compensation: the debited money goes back to its source.
+    RefundTransfer {
+        transfer_id: Uuid,
+        amount: Amount,
+    },
+    Freeze {
+        reason: Reason,
+    },
+    Unfreeze,
+    Close,
+}
+
+/// Who sends a command; each may send some commands only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A customer: opens accounts in their own name, and moves (and closes) their own only.
+    Customer(OwnerId),
+    /// An operator: freezes and unfreezes any account; moves nobody else's money.
+    Operator(OwnerId),
+    /// The transfer process: credits targets and refunds sources. (A transfer's debit is sent
+    /// as the customer who asked for the transfer, so the owner rule holds for it too.)
+    TransferProcess,
+}
+
+/// A command and who sends it. Someone not allowed to send it to this account is told the
+/// account does not exist (which does not tell them that it does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandBy {
-    pub by: OwnerId,
+    pub by: Sender,
     pub command: AccountCommand,
 }
 
@@ -89,14 +194,64 @@ pub struct CommandBy {
 /// schema version and an upcaster, never in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountEvent {
-    AccountCreated { owner_id: OwnerId, initial_balance: Money },
-    MoneyDeposited { amount: Amount },
-    MoneyWithdrawn { amount: Amount },
+    AccountCreated {
+        owner_id: OwnerId,
+        initial_balance: Money,
+    },
+    MoneyDeposited {
+        amount: Amount,
+    },
+    MoneyWithdrawn {
+        amount: Amount,
+    },
+    /// Money left for a transfer to `to`.
+    TransferDebited {
+        transfer_id: Uuid,
+        to: Uuid,
+        amount: Amount,
+    },
+    /// Money arrived by a transfer from `from`.
+    TransferCredited {
+        transfer_id: Uuid,
+        from: Uuid,
+        amount: Amount,
+    },
+    /// Money of a transfer that could not be delivered came back.
+    TransferRefunded {
+        transfer_id: Uuid,
+        amount: Amount,
+    },
+    AccountFrozen {
+        reason: Reason,
+    },
+    AccountUnfrozen,
+    AccountClosed,
+}
+
+/// How an event moves an account's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    /// The account's first balance.
+    Opening(Money),
+    /// Money in: a deposit, a transfer received, a refund.
+    In(Amount),
+    /// Money out: a withdrawal, a transfer sent.
+    Out(Amount),
 }
 
 impl AccountEvent {
     /// Every account event type, as stored: what the account read models declare they read.
-    pub const TYPES: &'static [&'static str] = &["AccountCreated", "MoneyDeposited", "MoneyWithdrawn"];
+    pub const TYPES: &'static [&'static str] = &[
+        "AccountCreated",
+        "MoneyDeposited",
+        "MoneyWithdrawn",
+        "TransferDebited",
+        "TransferCredited",
+        "TransferRefunded",
+        "AccountFrozen",
+        "AccountUnfrozen",
+        "AccountClosed",
+    ];
 
     /// The name stored in the event store's `event_type` column.
     pub fn event_type(&self) -> &'static str {
@@ -104,6 +259,68 @@ impl AccountEvent {
             AccountEvent::AccountCreated { .. } => Self::TYPES[0],
             AccountEvent::MoneyDeposited { .. } => Self::TYPES[1],
             AccountEvent::MoneyWithdrawn { .. } => Self::TYPES[2],
+            AccountEvent::TransferDebited { .. } => Self::TYPES[3],
+            AccountEvent::TransferCredited { .. } => Self::TYPES[4],
+            AccountEvent::TransferRefunded { .. } => Self::TYPES[5],
+            AccountEvent::AccountFrozen { .. } => Self::TYPES[6],
+            AccountEvent::AccountUnfrozen => Self::TYPES[7],
+            AccountEvent::AccountClosed => Self::TYPES[8],
+        }
+    }
+
+    /// What the event does to the balance; `None` for a change of status only.
+    pub fn movement(&self) -> Option<Movement> {
+        match self {
+            AccountEvent::AccountCreated { initial_balance, .. } => Some(Movement::Opening(*initial_balance)),
+            AccountEvent::MoneyDeposited { amount }
+            | AccountEvent::TransferCredited { amount, .. }
+            | AccountEvent::TransferRefunded { amount, .. } => Some(Movement::In(*amount)),
+            AccountEvent::MoneyWithdrawn { amount } | AccountEvent::TransferDebited { amount, .. } => {
+                Some(Movement::Out(*amount))
+            }
+            AccountEvent::AccountFrozen { .. } | AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => None,
+        }
+    }
+
+    /// The status the account has after the event, if the event changes it (from `before`).
+    pub fn status_after(&self, before: &AccountStatus) -> Option<AccountStatus> {
+        match self {
+            AccountEvent::AccountFrozen { reason } => Some(AccountStatus::Frozen { reason: reason.clone() }),
+            AccountEvent::AccountUnfrozen => Some(AccountStatus::Active),
+            AccountEvent::AccountClosed => Some(AccountStatus::Closed),
+            // Money that comes back is never refused, and a closed account that gets some is
+            // open again: its owner can then withdraw it (see `decide`).
+            AccountEvent::TransferRefunded { .. } if *before == AccountStatus::Closed => Some(AccountStatus::Active),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an account takes commands.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AccountStatus {
+    #[default]
+    Active,
+    /// By an operator: no money moves in or out (refunds aside) until it is unfrozen.
+    Frozen { reason: Reason },
+    /// By its owner, at a zero balance: nothing moves (refunds aside).
+    Closed,
+}
+
+impl AccountStatus {
+    /// As the read models store it and the contract spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen { .. } => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            AccountStatus::Frozen { reason } => Some(reason),
+            _ => None,
         }
     }
 }
@@ -121,6 +338,9 @@ pub enum AccountState {
         /// The initial balance counts as the first deposit, as in the seed's read model.
         total_deposits: Decimal,
         total_withdrawals: Decimal,
+        /// Snapshots made before accounts had a status are of active accounts.
+        #[serde(default)]
+        status: AccountStatus,
     },
 }
 
@@ -152,40 +372,94 @@ pub enum DomainError {
     InsufficientFunds { balance: Balance, requested: Amount },
     #[error("the deposit would take the balance beyond {}", Balance::MAX)]
     BalanceLimitExceeded,
+    #[error("the account is frozen: {reason}")]
+    AccountFrozen { reason: Reason },
+    #[error("the account is closed")]
+    AccountClosed,
+    #[error("the account is not frozen")]
+    NotFrozen,
+    #[error("an account is closed at a zero balance only; the balance is {balance}")]
+    BalanceNotZero { balance: Balance },
+    #[error("the transfer's deadline passed")]
+    TransferExpired,
 }
 
 pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
-    match (state, command) {
-        (AccountState::NotCreated, AccountCommand::CreateAccount { owner_id, initial_balance }) => {
-            Ok(vec![AccountEvent::AccountCreated { owner_id: owner_id.clone(), initial_balance: *initial_balance }])
+    use AccountCommand as C;
+    let (balance, status) = match (state, command) {
+        (AccountState::NotCreated, C::CreateAccount { owner_id, initial_balance }) => {
+            return Ok(vec![AccountEvent::AccountCreated {
+                owner_id: owner_id.clone(),
+                initial_balance: *initial_balance,
+            }]);
         }
-        (AccountState::Open { .. }, AccountCommand::CreateAccount { .. }) => Err(DomainError::AccountAlreadyExists),
-        (AccountState::NotCreated, AccountCommand::Deposit { .. } | AccountCommand::Withdraw { .. }) => {
-            Err(DomainError::AccountNotFound)
+        (AccountState::NotCreated, _) => return Err(DomainError::AccountNotFound),
+        (AccountState::Open { balance, status, .. }, _) => (*balance, status),
+    };
+    // Money that comes back is taken whatever the account's status: it was the account's.
+    let refund = matches!(command, C::RefundTransfer { .. });
+    match status {
+        AccountStatus::Closed if !refund => return Err(DomainError::AccountClosed),
+        AccountStatus::Frozen { reason } if !refund && *command != C::Unfreeze => {
+            return Err(DomainError::AccountFrozen { reason: reason.clone() });
         }
-        (AccountState::Open { balance, .. }, AccountCommand::Deposit { amount }) => {
-            balance.checked_add(*amount).ok_or(DomainError::BalanceLimitExceeded)?;
-            Ok(vec![AccountEvent::MoneyDeposited { amount: *amount }])
-        }
-        (AccountState::Open { balance, .. }, AccountCommand::Withdraw { amount }) => {
-            balance
-                .checked_sub(*amount)
-                .ok_or(DomainError::InsufficientFunds { balance: *balance, requested: *amount })?;
-            Ok(vec![AccountEvent::MoneyWithdrawn { amount: *amount }])
-        }
+        _ => {}
     }
+    let expired = |at: &OffsetDateTime, deadline: &OffsetDateTime| at > deadline;
+    let event = match command {
+        C::CreateAccount { .. } => return Err(DomainError::AccountAlreadyExists),
+        C::RefundTransfer { transfer_id, amount } => {
+            balance.checked_add(*amount).ok_or(DomainError::BalanceLimitExceeded)?;
+            AccountEvent::TransferRefunded { transfer_id: *transfer_id, amount: *amount }
+        }
+        C::Deposit { amount } => {
+            balance.checked_add(*amount).ok_or(DomainError::BalanceLimitExceeded)?;
+            AccountEvent::MoneyDeposited { amount: *amount }
+        }
+        C::Withdraw { amount } => {
+            balance.checked_sub(*amount).ok_or(DomainError::InsufficientFunds { balance, requested: *amount })?;
+            AccountEvent::MoneyWithdrawn { amount: *amount }
+        }
+        C::DebitForTransfer { transfer_id, to, amount, at, deadline } => {
+            if expired(at, deadline) {
+                return Err(DomainError::TransferExpired);
+            }
+            balance.checked_sub(*amount).ok_or(DomainError::InsufficientFunds { balance, requested: *amount })?;
+            AccountEvent::TransferDebited { transfer_id: *transfer_id, to: *to, amount: *amount }
+        }
+        C::CreditForTransfer { transfer_id, from, amount, at, deadline } => {
+            if expired(at, deadline) {
+                return Err(DomainError::TransferExpired);
+            }
+            balance.checked_add(*amount).ok_or(DomainError::BalanceLimitExceeded)?;
+            AccountEvent::TransferCredited { transfer_id: *transfer_id, from: *from, amount: *amount }
+        }
+        C::Freeze { reason } => AccountEvent::AccountFrozen { reason: reason.clone() },
+        C::Unfreeze if matches!(status, AccountStatus::Frozen { .. }) => AccountEvent::AccountUnfrozen,
+        C::Unfreeze => return Err(DomainError::NotFrozen),
+        C::Close if balance != Balance::ZERO => return Err(DomainError::BalanceNotZero { balance }),
+        C::Close => AccountEvent::AccountClosed,
+    };
+    Ok(vec![event])
 }
 
-/// [`decide`] for a command someone sent: only the account's owner may move its money.
+/// [`decide`] for a command someone sent: each sender may send some commands only (see
+/// [`Sender`]), and a customer only to their own accounts.
 pub fn decide_for(state: &AccountState, sent: &CommandBy) -> Result<Vec<AccountEvent>, DomainError> {
-    match (state, &sent.command) {
-        (AccountState::Open { owner_id, .. }, AccountCommand::Deposit { .. } | AccountCommand::Withdraw { .. })
-            if *owner_id != sent.by =>
-        {
-            Err(DomainError::AccountNotFound)
+    use AccountCommand as C;
+    let allowed = match (&sent.by, &sent.command) {
+        (Sender::Customer(by), C::CreateAccount { owner_id, .. }) => by == owner_id,
+        (Sender::Customer(by), C::Deposit { .. } | C::Withdraw { .. } | C::DebitForTransfer { .. } | C::Close) => {
+            state.owner_id().is_none_or(|owner| owner == by)
         }
-        _ => decide(state, &sent.command),
+        (Sender::Operator(_), C::Freeze { .. } | C::Unfreeze) => true,
+        (Sender::TransferProcess, C::CreditForTransfer { .. } | C::RefundTransfer { .. }) => true,
+        _ => false,
+    };
+    if !allowed {
+        return Err(DomainError::AccountNotFound);
     }
+    decide(state, &sent.command)
 }
 
 /// Folds one event into the state. Events are facts that already passed `decide`, so an event
@@ -195,40 +469,36 @@ pub fn decide_for(state: &AccountState, sent: &CommandBy) -> Result<Vec<AccountE
 /// middle of a fold.
 pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
     match (state, event) {
-        (state @ AccountState::Open { balance, .. }, AccountEvent::MoneyDeposited { amount })
-            if balance.checked_add(*amount).is_none() =>
-        {
-            state
-        }
-        (state @ AccountState::Open { balance, .. }, AccountEvent::MoneyWithdrawn { amount })
-            if balance.checked_sub(*amount).is_none() =>
-        {
-            state
-        }
         (AccountState::NotCreated, AccountEvent::AccountCreated { owner_id, initial_balance }) => AccountState::Open {
             owner_id: owner_id.clone(),
             balance: Balance::from(*initial_balance),
             total_deposits: initial_balance.value(),
             total_withdrawals: Decimal::ZERO,
+            status: AccountStatus::Active,
         },
-        (
-            AccountState::Open { owner_id, balance, total_deposits, total_withdrawals },
-            AccountEvent::MoneyDeposited { amount },
-        ) => AccountState::Open {
-            owner_id,
-            balance: balance.checked_add(*amount).unwrap_or(balance),
-            total_deposits: total_deposits + amount.value(),
-            total_withdrawals,
-        },
-        (
-            AccountState::Open { owner_id, balance, total_deposits, total_withdrawals },
-            AccountEvent::MoneyWithdrawn { amount },
-        ) => AccountState::Open {
-            owner_id,
-            balance: balance.checked_sub(*amount).unwrap_or(balance),
-            total_deposits,
-            total_withdrawals: total_withdrawals + amount.value(),
-        },
+        (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals, status }, event) => {
+            let moved = match event.movement() {
+                Some(Movement::In(amount)) => {
+                    balance.checked_add(amount).map(|b| (b, total_deposits + amount.value(), total_withdrawals))
+                }
+                Some(Movement::Out(amount)) => {
+                    balance.checked_sub(amount).map(|b| (b, total_deposits, total_withdrawals + amount.value()))
+                }
+                // An account is created once: a second creation is ignored like any misfit.
+                Some(Movement::Opening(_)) | None => Some((balance, total_deposits, total_withdrawals)),
+            };
+            let status_after = event.status_after(&status);
+            match moved {
+                Some((balance, total_deposits, total_withdrawals)) => AccountState::Open {
+                    owner_id,
+                    balance,
+                    total_deposits,
+                    total_withdrawals,
+                    status: status_after.unwrap_or(status),
+                },
+                None => AccountState::Open { owner_id, balance, total_deposits, total_withdrawals, status },
+            }
+        }
         (state, _) => state,
     }
 }
@@ -311,12 +581,13 @@ mod tests {
         for command in
             [AccountCommand::Deposit { amount: amount("1") }, AccountCommand::Withdraw { amount: amount("1") }]
         {
-            let by_owner = CommandBy { by: owner(), command: command.clone() };
+            let by_owner = CommandBy { by: Sender::Customer(owner()), command: command.clone() };
             assert_eq!(decide_for(&state, &by_owner), decide(&state, &command));
-            let by_stranger = CommandBy { by: stranger.clone(), command };
+            let by_stranger = CommandBy { by: Sender::Customer(stranger.clone()), command };
             assert_eq!(decide_for(&state, &by_stranger), Err(DomainError::AccountNotFound));
         }
-        let unknown = CommandBy { by: stranger, command: AccountCommand::Deposit { amount: amount("1") } };
+        let unknown =
+            CommandBy { by: Sender::Customer(stranger), command: AccountCommand::Deposit { amount: amount("1") } };
         assert_eq!(decide_for(&AccountState::NotCreated, &unknown), Err(DomainError::AccountNotFound));
     }
 
@@ -342,6 +613,7 @@ mod tests {
             balance: serde_json::from_str("\"999999999999999999.00\"").unwrap(),
             total_deposits: Decimal::ZERO,
             total_withdrawals: Decimal::ZERO,
+            status: AccountStatus::Active,
         };
         let command = AccountCommand::Deposit { amount: amount("1") };
         assert_eq!(decide(&nearly_full, &command), Err(DomainError::BalanceLimitExceeded));
@@ -363,6 +635,7 @@ mod tests {
                 balance: Balance::from(money("120")),
                 total_deposits: money("120.25").value(),
                 total_withdrawals: money("0.25").value(),
+                status: AccountStatus::Active,
             }
         );
     }
@@ -383,5 +656,139 @@ mod tests {
         );
         let corrupt = AccountEvent::MoneyWithdrawn { amount: Amount::parse("5").unwrap() };
         assert_eq!(evolve(opened.clone(), &corrupt), opened, "balance and totals stay in step");
+    }
+
+    fn reason(text: &str) -> Reason {
+        Reason::parse(text).unwrap()
+    }
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        time::macros::datetime!(2026-12-03 12:00 UTC) + time::Duration::seconds(seconds)
+    }
+
+    fn debit(amount_text: &str, run_at: i64) -> AccountCommand {
+        AccountCommand::DebitForTransfer {
+            transfer_id: Uuid::from_u128(7),
+            to: Uuid::from_u128(8),
+            amount: amount(amount_text),
+            at: at(run_at),
+            deadline: at(30),
+        }
+    }
+
+    fn credit(amount_text: &str, run_at: i64) -> AccountCommand {
+        AccountCommand::CreditForTransfer {
+            transfer_id: Uuid::from_u128(7),
+            from: Uuid::from_u128(6),
+            amount: amount(amount_text),
+            at: at(run_at),
+            deadline: at(30),
+        }
+    }
+
+    fn refund(amount_text: &str) -> AccountCommand {
+        AccountCommand::RefundTransfer { transfer_id: Uuid::from_u128(7), amount: amount(amount_text) }
+    }
+
+    fn frozen() -> AccountEvent {
+        AccountEvent::AccountFrozen { reason: reason("fraud check") }
+    }
+
+    #[test]
+    fn a_transfer_debit_is_a_withdrawal_that_says_where_the_money_went() {
+        let state = given(&[created_with("100")]);
+        let events = decide(&state, &debit("40", 0)).unwrap();
+        assert_eq!(
+            events,
+            vec![AccountEvent::TransferDebited {
+                transfer_id: Uuid::from_u128(7),
+                to: Uuid::from_u128(8),
+                amount: amount("40")
+            }]
+        );
+        let after = events.iter().fold(state, evolve);
+        assert_eq!(after.balance(), Some(Balance::from(money("60"))));
+        assert!(matches!(decide(&after, &debit("61", 0)), Err(DomainError::InsufficientFunds { .. })));
+    }
+
+    #[test]
+    fn a_step_after_the_transfers_deadline_is_refused() {
+        let state = given(&[created_with("100")]);
+        assert_eq!(decide(&state, &debit("1", 31)), Err(DomainError::TransferExpired));
+        assert_eq!(decide(&state, &credit("1", 31)), Err(DomainError::TransferExpired));
+        assert!(decide(&state, &credit("1", 30)).is_ok(), "at the deadline is still in time");
+    }
+
+    #[test]
+    fn a_frozen_account_moves_no_money_but_takes_refunds_until_unfrozen() {
+        let state = given(&[created_with("100"), frozen()]);
+        let refusal = Err(DomainError::AccountFrozen { reason: reason("fraud check") });
+        for command in [
+            AccountCommand::Deposit { amount: amount("1") },
+            AccountCommand::Withdraw { amount: amount("1") },
+            debit("1", 0),
+            credit("1", 0),
+            AccountCommand::Close,
+            AccountCommand::Freeze { reason: reason("again") },
+        ] {
+            assert_eq!(decide(&state, &command), refusal, "{command:?}");
+        }
+        assert!(decide(&state, &refund("5")).is_ok());
+        let unfrozen = given(&[created_with("100"), frozen(), AccountEvent::AccountUnfrozen]);
+        assert!(decide(&unfrozen, &credit("1", 0)).is_ok());
+        assert_eq!(decide(&unfrozen, &AccountCommand::Unfreeze), Err(DomainError::NotFrozen));
+    }
+
+    #[test]
+    fn an_account_closes_at_zero_only_and_then_takes_nothing_but_refunds() {
+        let state = given(&[created_with("10")]);
+        assert_eq!(
+            decide(&state, &AccountCommand::Close),
+            Err(DomainError::BalanceNotZero { balance: Balance::from(money("10")) })
+        );
+        let emptied = given(&[created_with("10"), AccountEvent::MoneyWithdrawn { amount: amount("10") }]);
+        assert_eq!(decide(&emptied, &AccountCommand::Close), Ok(vec![AccountEvent::AccountClosed]));
+        let closed = given(&[created_with("0"), AccountEvent::AccountClosed]);
+        for command in [AccountCommand::Deposit { amount: amount("1") }, credit("1", 0), AccountCommand::Close] {
+            assert_eq!(decide(&closed, &command), Err(DomainError::AccountClosed), "{command:?}");
+        }
+        // A transfer sent before closing may come back: the money is taken and the account is
+        // open again, so that its owner can withdraw it.
+        let refunded = decide(&closed, &refund("3")).unwrap().iter().fold(closed, evolve);
+        assert!(matches!(
+            refunded,
+            AccountState::Open { status: AccountStatus::Active, balance, .. } if balance == Balance::from(money("3"))
+        ));
+    }
+
+    #[test]
+    fn each_sender_sends_its_own_commands_only() {
+        let state = given(&[created_with("100")]);
+        let customer = Sender::Customer(owner());
+        let operator = Sender::Operator(OwnerId::parse("olga").unwrap());
+        let send = |by: &Sender, command: AccountCommand| decide_for(&state, &CommandBy { by: by.clone(), command });
+        let not_found = Err(DomainError::AccountNotFound);
+        // Customers cannot credit themselves, refund themselves or freeze anything.
+        assert_eq!(send(&customer, credit("1", 0)), not_found);
+        assert_eq!(send(&customer, refund("1")), not_found);
+        assert_eq!(send(&customer, AccountCommand::Freeze { reason: reason("x") }), not_found);
+        // Operators freeze; they move no money of others.
+        assert!(send(&operator, AccountCommand::Freeze { reason: reason("x") }).is_ok());
+        assert_eq!(send(&operator, AccountCommand::Withdraw { amount: amount("1") }), not_found);
+        assert_eq!(send(&operator, debit("1", 0)), not_found);
+        // The transfer process credits and refunds, and debits nothing itself.
+        assert!(send(&Sender::TransferProcess, credit("1", 0)).is_ok());
+        assert!(send(&Sender::TransferProcess, refund("1")).is_ok());
+        assert_eq!(send(&Sender::TransferProcess, debit("1", 0)), not_found);
+        // A transfer's debit goes as the customer who asked: only the owner's goes through.
+        assert!(send(&customer, debit("1", 0)).is_ok());
+        assert_eq!(send(&Sender::Customer(OwnerId::parse("mallory").unwrap()), debit("1", 0)), not_found);
+    }
+
+    #[test]
+    fn reasons_are_trimmed_and_bounded() {
+        assert_eq!(reason("  audit ").as_str(), "audit");
+        assert_eq!(Reason::parse(" "), Err(ReasonError::Empty));
+        assert_eq!(Reason::parse(&"x".repeat(201)), Err(ReasonError::TooLong));
     }
 }

@@ -1,13 +1,21 @@
 //! The bank's rules, pure: no I/O, no async, no framework. Compiled for the server and for the
 //! browser, so the browser validates input with exactly the code the server uses.
+//!
+//! - [`account`]: one account — what may happen to it, and what did.
+//! - [`transfer`]: money moving between two accounts — the transfer's own record, and the
+//!   process that drives it from one account to the other (or back).
 
 pub mod account;
 pub mod money;
 #[cfg(test)]
 pub(crate) mod properties;
+pub mod transfer;
 
 pub use account::{
-    AccountCommand, AccountEvent, AccountState, CommandBy, DomainError, OwnerId, OwnerIdError, decide, decide_for,
-    evolve,
+    AccountCommand, AccountEvent, AccountState, AccountStatus, CommandBy, DomainError, Movement, OwnerId, OwnerIdError,
+    Reason, ReasonError, Sender, decide, decide_for, evolve,
 };
 pub use money::{Amount, Balance, Money, MoneyError};
+pub use transfer::{
+    TransferCommand, TransferEvent, TransferRefusal, TransferStage, TransferState, TransferStep, TransferTerms,
+};

@@ -89,7 +89,7 @@ fn fold(events: &[AccountEvent]) -> AccountState {
 /// The figures of an open account: owner, balance, total deposits, total withdrawals.
 fn open(state: &AccountState) -> Result<(&OwnerId, Balance, Decimal, Decimal), TestCaseError> {
     match state {
-        AccountState::Open { owner_id, balance, total_deposits, total_withdrawals } => {
+        AccountState::Open { owner_id, balance, total_deposits, total_withdrawals, .. } => {
             Ok((owner_id, *balance, *total_deposits, *total_withdrawals))
         }
         AccountState::NotCreated => Err(TestCaseError::fail("the account should be open")),
@@ -185,6 +185,7 @@ proptest! {
                     prop_assert!(amount.value() > balance.value(), "{} refused from {}", amount, balance);
                     prop_assert_eq!(refusal, &DomainError::InsufficientFunds { balance, requested: *amount });
                 }
+                (other, _) => return Err(TestCaseError::fail(format!("the generator makes no {other:?}"))),
             }
             for event in decision.into_iter().flatten() {
                 state = evolve(state, &event);

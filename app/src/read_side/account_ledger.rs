@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::account_summary::{NeverCreated, decode};
 use crate::contract::MovementKind;
-use crate::domain::AccountEvent;
+use crate::domain::{AccountEvent, Movement};
 
 pub const PROJECTION_NAME: &str = "account_ledger";
 
@@ -53,7 +53,7 @@ pub fn opened_before(decoded: &[(&RecordedEvent, AccountEvent)]) -> Vec<Uuid> {
     for (event, decoded) in decoded {
         if matches!(decoded, AccountEvent::AccountCreated { .. }) {
             opened_here.insert(event.stream_id);
-        } else if !opened_here.contains(&event.stream_id) {
+        } else if kind_of(decoded).is_some() && !opened_here.contains(&event.stream_id) {
             earlier.push(event.stream_id);
         }
     }
@@ -84,6 +84,21 @@ async fn balances_before(
     Ok(rows.into_iter().collect())
 }
 
+/// The ledger's kind of a movement; `None` for an event that moves no money (a status change).
+pub fn kind_of(event: &AccountEvent) -> Option<MovementKind> {
+    Some(match event {
+        AccountEvent::AccountCreated { .. } => MovementKind::Opening,
+        AccountEvent::MoneyDeposited { .. } => MovementKind::Deposit,
+        AccountEvent::MoneyWithdrawn { .. } => MovementKind::Withdrawal,
+        AccountEvent::TransferDebited { .. } => MovementKind::TransferOut,
+        AccountEvent::TransferCredited { .. } => MovementKind::TransferIn,
+        AccountEvent::TransferRefunded { .. } => MovementKind::Refund,
+        AccountEvent::AccountFrozen { .. } | AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => {
+            return None;
+        }
+    })
+}
+
 /// The batch's rows, from the balances its accounts had before it: pure.
 pub fn fold(
     decoded: &[(&RecordedEvent, AccountEvent)],
@@ -92,19 +107,20 @@ pub fn fold(
     let mut rows = LedgerRows::default();
     for (event, decoded) in decoded {
         let id = event.stream_id;
-        let (kind, amount, balance) = match decoded {
-            AccountEvent::AccountCreated { initial_balance, .. } => {
-                (MovementKind::Opening, initial_balance.value(), initial_balance.value())
-            }
-            AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
+        let (Some(kind), Some(movement)) = (kind_of(decoded), decoded.movement()) else {
+            continue;
+        };
+        let (amount, balance) = match movement {
+            Movement::Opening(initial_balance) => (initial_balance.value(), initial_balance.value()),
+            Movement::In(amount) | Movement::Out(amount) => {
                 let Some(&before) = balances.get(&id) else {
                     let reason = NeverCreated { account_id: id, table: "account_ledger" };
                     return Err(ApplyError::Event { position: event.position(), reason: Box::new(reason) });
                 };
-                if matches!(decoded, AccountEvent::MoneyDeposited { .. }) {
-                    (MovementKind::Deposit, amount.value(), before + amount.value())
+                if matches!(movement, Movement::In(_)) {
+                    (amount.value(), before + amount.value())
                 } else {
-                    (MovementKind::Withdrawal, amount.value(), before - amount.value())
+                    (amount.value(), before - amount.value())
                 }
             }
         };

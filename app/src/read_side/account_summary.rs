@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::AccountEvent;
+use crate::domain::{AccountEvent, AccountStatus, Movement};
 use crate::event_codec;
 
 pub const PROJECTION_NAME: &str = "account_summary";
@@ -31,6 +31,7 @@ pub struct NewRow {
     pub created_at: OffsetDateTime,
     pub version: i64,
     pub position: i64,
+    pub status: AccountStatus,
 }
 
 /// What this batch adds to an account opened before it.
@@ -44,6 +45,21 @@ pub struct Change {
     pub last_transaction: OffsetDateTime,
     pub version: i64,
     pub position: i64,
+    /// The status the batch leaves, if an event of it set one.
+    pub status: Option<AccountStatus>,
+    /// Money came back before any status was set in the batch: a closed account is open again.
+    pub reopen_if_closed: bool,
+}
+
+impl Change {
+    /// The status after this change, from the one before it.
+    pub fn status_after(&self, before: AccountStatus) -> AccountStatus {
+        match (&self.status, before) {
+            (Some(status), _) => status.clone(),
+            (None, AccountStatus::Closed) if self.reopen_if_closed => AccountStatus::Active,
+            (None, before) => before,
+        }
+    }
 }
 
 /// What one batch does to the table: whole rows for the accounts it opened, increments for
@@ -75,26 +91,30 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
     let mut change_index: HashMap<Uuid, usize> = HashMap::new();
     for event in events {
         let id = event.stream_id;
-        let (deposit, withdrawal) = match decode(event)? {
-            // As in the seed, the initial balance counts as the first deposit.
-            AccountEvent::AccountCreated { owner_id, initial_balance } => {
-                new_index.insert(id, batch.new_rows.len());
-                batch.new_rows.push(NewRow {
-                    account_id: id,
-                    owner_id: owner_id.to_string(),
-                    balance: initial_balance.value(),
-                    deposits: initial_balance.value(),
-                    withdrawals: Decimal::ZERO,
-                    count: 1,
-                    last_transaction: event.recorded_at,
-                    created_at: event.recorded_at,
-                    version: event.stream_version,
-                    position: event.global_position,
-                });
-                continue;
-            }
-            AccountEvent::MoneyDeposited { amount } => (amount.value(), Decimal::ZERO),
-            AccountEvent::MoneyWithdrawn { amount } => (Decimal::ZERO, amount.value()),
+        let decoded = decode(event)?;
+        // As in the seed, the initial balance counts as the first deposit; money in counts as
+        // deposits, money out as withdrawals.
+        if let AccountEvent::AccountCreated { owner_id, initial_balance } = &decoded {
+            new_index.insert(id, batch.new_rows.len());
+            batch.new_rows.push(NewRow {
+                account_id: id,
+                owner_id: owner_id.to_string(),
+                balance: initial_balance.value(),
+                deposits: initial_balance.value(),
+                withdrawals: Decimal::ZERO,
+                count: 1,
+                last_transaction: event.recorded_at,
+                created_at: event.recorded_at,
+                version: event.stream_version,
+                position: event.global_position,
+                status: AccountStatus::Active,
+            });
+            continue;
+        }
+        let (deposit, withdrawal) = match decoded.movement() {
+            Some(Movement::In(amount)) => (amount.value(), Decimal::ZERO),
+            Some(Movement::Out(amount)) => (Decimal::ZERO, amount.value()),
+            Some(Movement::Opening(_)) | None => (Decimal::ZERO, Decimal::ZERO),
         };
         if let Some(&index) = new_index.get(&id) {
             let row = &mut batch.new_rows[index];
@@ -104,6 +124,9 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
             row.count += 1;
             (row.last_transaction, row.version, row.position) =
                 (event.recorded_at, event.stream_version, event.global_position);
+            if let Some(status) = decoded.status_after(&row.status) {
+                row.status = status;
+            }
         } else {
             let index = *change_index.entry(id).or_insert_with(|| {
                 batch.changes.push(Change {
@@ -115,6 +138,8 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
                     last_transaction: event.recorded_at,
                     version: 0,
                     position: 0,
+                    status: None,
+                    reopen_if_closed: false,
                 });
                 batch.changes.len() - 1
             });
@@ -124,6 +149,16 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
             change.count += 1;
             (change.last_transaction, change.version, change.position) =
                 (event.recorded_at, event.stream_version, event.global_position);
+            match &change.status {
+                Some(known) => {
+                    if let Some(status) = decoded.status_after(known) {
+                        change.status = Some(status);
+                    }
+                }
+                None if matches!(decoded, AccountEvent::TransferRefunded { .. }) => change.reopen_if_closed = true,
+                // Any status the event sets does not depend on the one before.
+                None => change.status = decoded.status_after(&AccountStatus::Active),
+            }
         }
     }
     Ok(batch)
@@ -159,9 +194,10 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
         let column = |f: fn(&NewRow) -> Decimal| new_rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query(&format!(
             "INSERT INTO {table} (account_id, owner_id, current_balance, total_deposits, total_withdrawals,
-                 transaction_count, last_transaction, created_at, version, last_position)
+                 transaction_count, last_transaction, created_at, version, last_position, status, status_reason)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                 $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::bigint[])"
+                 $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::bigint[], $11::text[],
+                 $12::text[])"
         ))
         .bind(new_rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
         .bind(new_rows.iter().map(|r| r.owner_id.as_str()).collect::<Vec<_>>())
@@ -173,6 +209,8 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
         .bind(new_rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
         .bind(new_rows.iter().map(|r| r.version).collect::<Vec<_>>())
         .bind(new_rows.iter().map(|r| r.position).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(new_rows.iter().map(|r| r.status.reason().map(|reason| reason.as_str())).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -185,9 +223,15 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
                  total_deposits = s.total_deposits + c.deposits,
                  total_withdrawals = s.total_withdrawals + c.withdrawals,
                  transaction_count = s.transaction_count + c.count,
-                 last_transaction = c.last_transaction, version = c.version, last_position = c.position
+                 last_transaction = c.last_transaction, version = c.version, last_position = c.position,
+                 status = CASE WHEN c.status IS NOT NULL THEN c.status
+                     WHEN c.reopen AND s.status = 'closed' THEN 'active' ELSE s.status END,
+                 status_reason = CASE WHEN c.status IS NOT NULL THEN c.status_reason
+                     WHEN c.reopen AND s.status = 'closed' THEN NULL ELSE s.status_reason END
              FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::bigint[], $5::timestamptz[],
-                 $6::bigint[], $7::bigint[]) AS c(account_id, deposits, withdrawals, count, last_transaction, version, position)
+                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bool[])
+                 AS c(account_id, deposits, withdrawals, count, last_transaction, version, position, status,
+                      status_reason, reopen)
              WHERE s.account_id = c.account_id
              RETURNING s.account_id"
         ))
@@ -198,6 +242,14 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
         .bind(changes.iter().map(|c| c.last_transaction).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.version).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.position).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.status.as_ref().map(AccountStatus::as_str)).collect::<Vec<_>>())
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.status.as_ref().and_then(AccountStatus::reason).map(|reason| reason.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(changes.iter().map(|c| c.reopen_if_closed).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
         if updated.len() != ids.len() {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::account_store::{self, LoadError};
 use crate::contract::{HistoricalAccount, HistoryEntry, HistoryPage};
-use crate::domain::{AccountEvent, AccountState, evolve};
+use crate::domain::{AccountEvent, AccountState, Movement, evolve};
 use crate::event_codec;
 
 #[derive(Clone)]
@@ -40,7 +40,7 @@ impl AccountHistory {
         let latest_version = eventstore::latest_version(&mut *conn, account_id).await?;
         let version = version.min(latest_version);
         let loaded = account_store::load(&mut conn, account_id, version).await?;
-        let AccountState::Open { owner_id, balance, total_deposits, total_withdrawals } = loaded.state else {
+        let AccountState::Open { owner_id, balance, total_deposits, total_withdrawals, .. } = loaded.state else {
             return Ok(None);
         };
         let Some((created_at, recorded_at)) =
@@ -95,9 +95,20 @@ impl AccountHistory {
             for event in read_stream_until(&mut *conn, account_id, bottom - 1, top).await? {
                 let decoded = event_codec::decode(&event).map_err(LoadError::Unreadable)?;
                 state = evolve(state, &decoded);
-                let amount = match &decoded {
-                    AccountEvent::AccountCreated { initial_balance, .. } => initial_balance.value(),
-                    AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => amount.value(),
+                let amount = match decoded.movement() {
+                    Some(Movement::Opening(initial_balance)) => initial_balance.value(),
+                    Some(Movement::In(amount) | Movement::Out(amount)) => amount.value(),
+                    None => rust_decimal::Decimal::ZERO,
+                };
+                let (transfer_id, counterparty_account_id) = match &decoded {
+                    AccountEvent::TransferDebited { transfer_id, to, .. } => (Some(*transfer_id), Some(*to)),
+                    AccountEvent::TransferCredited { transfer_id, from, .. } => (Some(*transfer_id), Some(*from)),
+                    AccountEvent::TransferRefunded { transfer_id, .. } => (Some(*transfer_id), None),
+                    _ => (None, None),
+                };
+                let reason = match &decoded {
+                    AccountEvent::AccountFrozen { reason } => Some(reason.to_string()),
+                    _ => None,
                 };
                 let metadata_id =
                     |key: &str| event.metadata.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
@@ -117,6 +128,9 @@ impl AccountHistory {
                         .and_then(|actor| actor.get("username"))
                         .and_then(|name| name.as_str())
                         .map(str::to_owned),
+                    transfer_id,
+                    counterparty_account_id,
+                    reason,
                 });
             }
             entries.reverse();

@@ -9,6 +9,7 @@ pub mod history;
 pub mod live;
 pub mod read_stores;
 pub mod redis_accounts;
+pub mod transfers;
 
 use std::time::Duration;
 
@@ -18,12 +19,16 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::contract::{AccountList, AccountView, Ledger, LedgerEntry, MovementKind, ServedBy};
+use crate::contract::{
+    AccountList, AccountStatusView, AccountView, Ledger, LedgerEntry, MovementKind, ServedBy, TransferList,
+    TransferStateView, TransferView,
+};
 pub use account_ledger::AccountLedgerProjection;
 pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
 pub use read_stores::{ReadStore, RedisReads};
 pub use redis_accounts::RedisAccounts;
+pub use transfers::TransfersProjection;
 
 /// Brings the database up to date: the event store's tables (its own migrations), then the
 /// read models' tables (the workspace's `migrations/` folder). Both share sqlx's migration
@@ -47,6 +52,7 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     let statements = [
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint TO {role}"),
     ];
     for statement in statements {
         sqlx::query(&statement).execute(pool).await?;
@@ -55,7 +61,8 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     // instances would wait), and once the server's role owns a table only it or a superuser may
     // alter it. A rebuild's shadow table left by a server that stopped mid-way goes too.
     use eventstore::Projection;
-    for table in AccountSummaryProjection.tables().iter().chain(AccountLedgerProjection.tables()) {
+    let tables = [AccountSummaryProjection.tables(), AccountLedgerProjection.tables(), TransfersProjection.tables()];
+    for table in tables.into_iter().flatten() {
         for name in [table.to_string(), format!("{table}_rebuild"), format!("{table}_replaced")] {
             let owned_elsewhere: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
@@ -75,7 +82,8 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
 
 /// The name of every projection [`run_projections`] runs in Postgres (the Redis one is
 /// [`redis_accounts::PROJECTION_NAME`]).
-pub const PROJECTION_NAMES: &[&str] = &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME];
+pub const PROJECTION_NAMES: &[&str] =
+    &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME, transfers::PROJECTION_NAME];
 
 /// Starts a runner for every projection (the Redis one if there is a Redis); each leads its
 /// projection in one instance at a time. A new projection is a module, a migration for its
@@ -104,6 +112,11 @@ pub fn run_projections(
         ),
         tokio::spawn(
             ProjectionRunner::new(pool.clone(), AccountLedgerProjection, appends.subscribe(), instance)
+                .publish_checkpoints(checkpoints.clone())
+                .run(shutdown.clone()),
+        ),
+        tokio::spawn(
+            ProjectionRunner::new(pool.clone(), TransfersProjection, appends.subscribe(), instance)
                 .publish_checkpoints(checkpoints.clone())
                 .run(shutdown.clone()),
         ),
@@ -140,6 +153,8 @@ struct SummaryRow {
     last_transaction: OffsetDateTime,
     created_at: OffsetDateTime,
     version: i64,
+    status: String,
+    status_reason: Option<String>,
     /// The checkpoint the row is current as of.
     #[sqlx(flatten)]
     as_of: Position,
@@ -160,6 +175,8 @@ impl SummaryRow {
             created_at: self.created_at,
             version: self.version,
             stale,
+            status: AccountStatusView::parse(&self.status).unwrap_or_default(),
+            status_reason: self.status_reason,
         }
     }
 }
@@ -201,6 +218,43 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SummaryOrCheckpoint {
 }
 
 #[derive(sqlx::FromRow)]
+struct TransferRow {
+    transfer_id: Uuid,
+    from_account: Uuid,
+    to_account: Uuid,
+    amount: Decimal,
+    state: String,
+    reason: Option<String>,
+    requested_at: OffsetDateTime,
+    deadline: OffsetDateTime,
+    debited_at: Option<OffsetDateTime>,
+    credited_at: Option<OffsetDateTime>,
+    refunded_at: Option<OffsetDateTime>,
+    finished_at: Option<OffsetDateTime>,
+}
+
+impl TransferRow {
+    fn into_view(self) -> Result<TransferView, sqlx::Error> {
+        let state = TransferStateView::parse(&self.state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown transfer state {:?}", self.state).into()))?;
+        Ok(TransferView {
+            transfer_id: self.transfer_id,
+            from_account_id: self.from_account,
+            to_account_id: self.to_account,
+            amount: self.amount,
+            state,
+            reason: self.reason,
+            requested_at: self.requested_at,
+            deadline: self.deadline,
+            debited_at: self.debited_at,
+            credited_at: self.credited_at,
+            refunded_at: self.refunded_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct LedgerRow {
     version: i64,
     kind: String,
@@ -214,7 +268,7 @@ struct LedgerRow {
 /// query over HTTP with the statement alone).
 pub const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits,
         s.total_withdrawals, s.transaction_count, s.last_transaction, s.created_at, s.version,
-        c.transaction_id, c.global_position
+        s.status, s.status_reason, c.transaction_id, c.global_position
      FROM account_summary s, projection_checkpoint($1) c";
 
 impl ReadModel {
@@ -272,7 +326,7 @@ impl ReadModel {
         let found: Option<SummaryOrCheckpoint> = sqlx::query_as(
             "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
                     s.transaction_count, s.last_transaction, s.created_at, s.version,
-                    c.transaction_id, c.global_position
+                    s.status, s.status_reason, c.transaction_id, c.global_position
              FROM projection_checkpoint($1) c
              LEFT JOIN account_summary s ON s.account_id = $2",
         )
@@ -334,6 +388,28 @@ impl ReadModel {
 
     async fn checkpoint(&self) -> Result<Position, sqlx::Error> {
         eventstore::projection::checkpoint(&self.pool, PROJECTION_NAME).await
+    }
+
+    /// The account's latest `limit` transfers, sent and received, newest first, and the
+    /// checkpoint of the transfers read model they are current as of.
+    pub async fn transfers(&self, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let rows: Vec<TransferRow> = sqlx::query_as(
+            "SELECT * FROM (
+                 (SELECT * FROM transfers WHERE from_account = $1 ORDER BY requested_at DESC LIMIT $2)
+                 UNION
+                 (SELECT * FROM transfers WHERE to_account = $1 ORDER BY requested_at DESC LIMIT $2)
+             ) t ORDER BY requested_at DESC, transfer_id LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let as_of = eventstore::projection::checkpoint(&mut *tx, transfers::PROJECTION_NAME).await?;
+        tx.commit().await?;
+        let transfers = rows.into_iter().map(TransferRow::into_view).collect::<Result<_, _>>()?;
+        Ok(TransferList { account_id, transfers, as_of })
     }
 
     /// The account's latest `limit` money movements from the ledger, oldest first.

@@ -32,13 +32,14 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::account_summary::{Change, NeverCreated, NewRow, fold};
+use crate::contract::AccountStatusView;
 use crate::contract::{AccountView, ServedBy};
-use crate::domain::AccountEvent;
+use crate::domain::{AccountEvent, AccountStatus, Reason};
 
 pub const PROJECTION_NAME: &str = "redis_accounts";
 
 /// The fields of an account's hash, in the order the scripts read and write them.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 11] = [
     "owner_id",
     "balance",
     "deposits",
@@ -48,6 +49,9 @@ const FIELDS: [&str; 9] = [
     "created_at",
     "version",
     "position",
+    // Absent from hashes written before accounts had a status: those are active.
+    "status",
+    "status_reason",
 ];
 
 /// Reads the checkpoint, whether a rebuild is under way, and the accounts whose hashes are
@@ -271,6 +275,7 @@ struct StoredAccount {
     created_at: OffsetDateTime,
     version: i64,
     position: i64,
+    status: AccountStatus,
 }
 
 impl StoredAccount {
@@ -285,6 +290,7 @@ impl StoredAccount {
             created_at: row.created_at,
             version: row.version,
             position: row.position,
+            status: row.status.clone(),
         }
     }
 
@@ -299,10 +305,11 @@ impl StoredAccount {
             created_at: self.created_at,
             version: change.version,
             position: change.position,
+            status: change.status_after(self.status.clone()),
         }
     }
 
-    fn values(&self) -> Result<[String; 9], time::error::Format> {
+    fn values(&self) -> Result<[String; 11], time::error::Format> {
         Ok([
             self.owner_id.clone(),
             self.balance.to_string(),
@@ -313,6 +320,8 @@ impl StoredAccount {
             self.created_at.format(&Rfc3339)?,
             self.version.to_string(),
             self.position.to_string(),
+            self.status.as_str().to_owned(),
+            self.status.reason().map(|reason| reason.to_string()).unwrap_or_default(),
         ])
     }
 
@@ -345,7 +354,23 @@ impl StoredAccount {
             created_at: time(6)?,
             version: parsed(field(7)?, FIELDS[7])?,
             position: parsed(field(8)?, FIELDS[8])?,
+            status: Self::parse_status(values)?,
         }))
+    }
+
+    fn parse_status(values: &[Option<String>]) -> Result<AccountStatus, RedisReadError> {
+        let optional = |index: usize| values.get(index).and_then(Option::as_deref);
+        match optional(9).unwrap_or("active") {
+            "active" => Ok(AccountStatus::Active),
+            "closed" => Ok(AccountStatus::Closed),
+            "frozen" => {
+                let reason = optional(10).unwrap_or_default();
+                Reason::parse(reason)
+                    .map(|reason| AccountStatus::Frozen { reason })
+                    .map_err(|_| RedisReadError::Unreadable(format!("status_reason {reason:?}")))
+            }
+            other => Err(RedisReadError::Unreadable(format!("status {other:?}"))),
+        }
     }
 
     fn into_view(self, account_id: Uuid, as_of: Position) -> AccountView {
@@ -362,6 +387,8 @@ impl StoredAccount {
             as_of,
             stale: false,
             served_by: ServedBy::Redis,
+            status: AccountStatusView::parse(self.status.as_str()).unwrap_or_default(),
+            status_reason: self.status.reason().map(|reason| reason.to_string()),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! loads from the latest snapshot, lets the domain decide, appends and snapshots — and its
 //! answer comes back as the contract's [`CommandAccepted`].
 
+pub mod transfers;
+
 use eventstore::Appends;
 use sqlx::PgPool;
 
@@ -12,6 +14,7 @@ use crate::domain::{CommandBy, DomainError};
 use crate::event_codec::DecodeError;
 
 pub use eventstore::WriteOptions;
+pub use transfers::{TransferProcess, TransferRequests};
 
 /// Why an account command was not applied.
 pub type CommandError = eventstore::CommandError<DomainError, DecodeError>;
@@ -34,4 +37,23 @@ impl CommandHandler {
         let accepted = self.accounts.handle(envelope).await?;
         Ok(CommandAccepted { account_id: accepted.stream_id, version: accepted.version, position: accepted.position })
     }
+}
+
+/// Runs the transfer process in this instance whenever this instance leads it: its projection of
+/// the log, and its deadlines.
+pub fn run_transfer_process(
+    process: &TransferProcess,
+    pool: &PgPool,
+    appends: &Appends,
+    instance: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use eventstore::projection::ExternalProjectionRunner;
+    vec![
+        tokio::spawn(
+            ExternalProjectionRunner::new(pool.clone(), process.clone(), appends.subscribe(), instance)
+                .run(shutdown.clone()),
+        ),
+        tokio::spawn(process.clone().run_deadlines(instance.to_owned(), shutdown.clone())),
+    ]
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use app::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId};
+use app::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId, Sender};
 use app::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
 use eventstore::Appends;
 use futures::future::join_all;
@@ -54,7 +54,11 @@ fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
         command_id,
         correlation_id: command_id,
         stream_id: account_id,
-        command: CommandBy { by: OwnerId::parse(crate::server::BENCH_OWNER).expect("a valid owner"), command },
+        command: CommandBy {
+            by: Sender::Customer(OwnerId::parse(crate::server::BENCH_OWNER).expect("a valid owner")),
+            command,
+        },
+        causation_id: None,
         metadata: Default::default(),
     }
 }

@@ -178,6 +178,21 @@ pub(super) async fn heartbeat(
     Ok(renewed.rows_affected() == 1)
 }
 
+/// Whether `instance` leads `name` now, as far as its lease says: for work that should run where
+/// a projection's leader runs (a process manager's deadlines). A check, not a fence: the work
+/// must be safe to do twice.
+pub async fn led_by(pool: &PgPool, name: &str, instance: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE projection_name = $1 AND owner_instance = $2
+             AND owner_heartbeat_at > clock_timestamp() - make_interval(secs => $3))",
+    )
+    .bind(name)
+    .bind(instance)
+    .bind(LEASE.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
 /// Gives the projection up (a clean stop). The heartbeat time stays, so that a leader paused
 /// between this and releasing its lock still has a lease that runs out.
 pub(super) async fn disown(conn: &mut PgConnection, name: &str, instance: &str, epoch: i64) -> Result<(), sqlx::Error> {

@@ -29,8 +29,8 @@ use sqlx::PgConnection;
 use crate::{Position, RecordedEvent};
 
 pub use control::{
-    HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, checkpoint, checkpoints, recent_levers, request_rebuild,
-    retry, skip_failed_event,
+    HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, checkpoint, checkpoints, led_by, recent_levers,
+    request_rebuild, retry, skip_failed_event,
 };
 pub use external::{
     CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner, ExternalStepError,

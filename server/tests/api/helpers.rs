@@ -278,26 +278,30 @@ impl TestApp {
         .unwrap();
     }
 
-    /// Waits until every projection (the summary and the ledger) has applied every event in
-    /// the store.
+    /// Waits until every Postgres projection has applied every event in the store.
     pub async fn wait_for_projection(&self) {
-        for _ in 0..750 {
-            let behind: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events e, unnest($1::text[]) p(name),
-                                LATERAL projection_checkpoint(p.name) c
-                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
-            )
-            .bind(app::read_side::PROJECTION_NAMES)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-            if !behind {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the projection did not catch up within 15 s");
+        wait_for_projections(&self.pool).await;
     }
+}
+
+/// Waits until every Postgres projection has applied every event in the store.
+pub async fn wait_for_projections(pool: &PgPool) {
+    for _ in 0..750 {
+        let behind: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events e, unnest($1::text[]) p(name),
+                            LATERAL projection_checkpoint(p.name) c
+             WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
+        )
+        .bind(app::read_side::PROJECTION_NAMES)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if !behind {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the projections did not catch up within 15 s");
 }
 
 /// Asserts the contract's error shape and returns the code.

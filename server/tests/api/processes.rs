@@ -37,8 +37,13 @@ pub fn spawn_server(database: &PgConnectOptions, instance: &str) -> ServerProces
 
 /// [`spawn_server`] with more environment variables.
 pub fn spawn_server_with(database: &PgConnectOptions, instance: &str, env: &[(&str, String)]) -> ServerProcess {
+    spawn_server_at(&database_url(database), instance, env)
+}
+
+/// [`spawn_server_with`] against the database `url` names (on any Postgres).
+pub fn spawn_server_at(url: &str, instance: &str, env: &[(&str, String)]) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .env("DATABASE_URL", database_url(database))
+        .env("DATABASE_URL", url)
         // The test's database only: an owner set for another one (scripts/test sets it for
         // the end-to-end database) must not be inherited.
         .env_remove("DATABASE_OWNER_URL")

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use app::domain::AccountEvent;
+use app::domain::{AccountEvent, AccountStatus, Movement};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -20,6 +20,7 @@ pub struct Summary {
     pub last_transaction: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub version: i64,
+    pub status: String,
 }
 
 /// `account_summary` and `account_ledger` as a fresh fold of every event would make them.
@@ -27,6 +28,7 @@ pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, 
     let events = eventstore::read_all_after(pool, eventstore::Position::START, i64::MAX).await.unwrap();
     let mut summaries: BTreeMap<Uuid, Summary> = BTreeMap::new();
     let mut ledger = BTreeMap::new();
+    let mut statuses: BTreeMap<Uuid, AccountStatus> = BTreeMap::new();
     // The account read models read account events only; another aggregate's are not theirs.
     for event in events.iter().filter(|event| AccountEvent::TYPES.contains(&event.event_type.as_str())) {
         let id = event.stream_id;
@@ -45,25 +47,36 @@ pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, 
                         last_transaction: event.recorded_at,
                         created_at: event.recorded_at,
                         version: event.stream_version,
+                        status: AccountStatus::Active.as_str().to_owned(),
                     },
                 );
+                statuses.insert(id, AccountStatus::Active);
             }
             moved => {
                 let summary = summaries.get_mut(&id).expect("created before it moves money");
-                match moved {
-                    AccountEvent::MoneyDeposited { amount } => {
+                match moved.movement() {
+                    Some(Movement::In(amount)) => {
                         summary.current_balance += amount.value();
                         summary.total_deposits += amount.value();
                     }
-                    AccountEvent::MoneyWithdrawn { amount } => {
+                    Some(Movement::Out(amount)) => {
                         summary.current_balance -= amount.value();
                         summary.total_withdrawals += amount.value();
                     }
-                    AccountEvent::AccountCreated { .. } => unreachable!(),
+                    Some(Movement::Opening(_)) => panic!("account {id} opened twice"),
+                    None => {}
                 }
+                let status = statuses.get_mut(&id).expect("created before its status changes");
+                if let Some(after) = moved.status_after(status) {
+                    *status = after;
+                }
+                summary.status = status.as_str().to_owned();
                 summary.transaction_count += 1;
                 summary.last_transaction = event.recorded_at;
                 summary.version = event.stream_version;
+                if moved.movement().is_none() {
+                    continue;
+                }
             }
         }
         ledger.insert((id, event.stream_version), summaries[&id].current_balance);
@@ -76,7 +89,7 @@ pub async fn assert_read_model_equals_replay(pool: &PgPool) {
     let (expected, expected_ledger) = replay(pool).await;
     let rows: Vec<Summary> = sqlx::query_as(
         "SELECT account_id, owner_id, current_balance, total_deposits, total_withdrawals, transaction_count,
-                last_transaction, created_at, version
+                last_transaction, created_at, version, status
          FROM account_summary ORDER BY account_id",
     )
     .fetch_all(pool)

@@ -185,6 +185,7 @@ async fn assert_redis_equals_replay(pool: &PgPool, space: &RedisSpace) {
             last_transaction: view.last_transaction,
             created_at: view.created_at,
             version: view.version,
+            status: view.status.as_str().to_owned(),
         };
         assert_eq!(&stored, summary, "Redis differs for {id}");
     }

@@ -1,0 +1,369 @@
+//! Transfers on the write side: a customer's request starts a transfer's stream; the transfer
+//! process then takes its steps (debit the source, credit the target, or refund the source),
+//! each an account command, and records each outcome in the transfer's stream.
+//!
+//! The process is woken two ways, and either may wake it for a transfer more than once:
+//! - by the events in the log, as a projection (`transfer_process`): one instance leads it at
+//!   a time, and its checkpoint moves (compare-and-set, fenced by the leader's epoch) only after
+//!   every transfer of a batch has been taken as far as it goes;
+//! - by the clock: the leader looks every second for transfers past their deadline and takes
+//!   them on, which the accounts then refuse as too late (and the source is refunded).
+//!
+//! Exactly once: every step's command id is made of the transfer's id and the step's name, so
+//! a step taken again (a crash between a step and its record, a paused leader waking up, the
+//! deadline racing the log) is answered by the account from its first outcome, and the
+//! transfer's stream records each outcome once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
+use eventstore::{Appends, CommandEnvelope, LATEST, Position};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{CommandError, CommandHandler, WriteOptions};
+use crate::contract::TransferAccepted;
+use crate::domain::transfer::{AfterStep, REFUND_STEP, TransferStep, next_step};
+use crate::domain::{CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferTerms};
+use crate::event_codec::DecodeError;
+use crate::transfer_store::Transfer;
+
+/// Why a transfer command was not applied.
+pub type TransferCommandError = eventstore::CommandError<TransferRefusal, DecodeError>;
+
+/// The projection name of the transfer process: its checkpoint, leader and status.
+pub const PROCESS_NAME: &str = "transfer_process";
+
+/// Starts transfers: a customer's request becomes a transfer's first event.
+#[derive(Clone)]
+pub struct TransferRequests {
+    transfers: eventstore::CommandHandler<Transfer>,
+    /// How long a transfer has to complete before it is undone.
+    deadline: Duration,
+}
+
+impl TransferRequests {
+    pub fn new(pool: PgPool, appends: Appends, options: WriteOptions, deadline: Duration) -> TransferRequests {
+        TransferRequests { transfers: eventstore::CommandHandler::new(pool, appends, options), deadline }
+    }
+
+    /// Requests the transfer `envelope.command` names, with its deadline from now; the
+    /// caller has checked that the requester owns the source. The transfer's id is
+    /// `envelope.stream_id`, or the first request's when the request is a retry.
+    pub async fn request(
+        &self,
+        envelope: CommandEnvelope<TransferTermsWithoutDeadline>,
+    ) -> Result<TransferAccepted, TransferCommandError> {
+        let deadline = OffsetDateTime::now_utc() + self.deadline;
+        let TransferTermsWithoutDeadline { from, to, amount, requested_by } = envelope.command.clone();
+        let terms = TransferTerms { from, to, amount, requested_by, deadline };
+        let envelope = CommandEnvelope {
+            command_id: envelope.command_id,
+            // Every event of the transfer, on all three streams, carries its id as correlation.
+            correlation_id: envelope.stream_id,
+            stream_id: envelope.stream_id,
+            command: TransferCommand::Request(terms),
+            causation_id: envelope.causation_id,
+            metadata: envelope.metadata,
+        };
+        let accepted = self.transfers.handle(envelope).await?;
+        Ok(TransferAccepted { transfer_id: accepted.stream_id, version: accepted.version, position: accepted.position })
+    }
+}
+
+/// A transfer as a customer asks for it: its deadline is set when the request arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferTermsWithoutDeadline {
+    pub from: Uuid,
+    pub to: Uuid,
+    pub amount: crate::domain::Amount,
+    pub requested_by: crate::domain::OwnerId,
+}
+
+/// Why a transfer could not be taken further now; it is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("transfer {transfer_id}: {source}")]
+    Account { transfer_id: Uuid, source: CommandError },
+    #[error("transfer {transfer_id}: {source}")]
+    Transfer { transfer_id: Uuid, source: TransferCommandError },
+    /// The source refused its own money back (its balance would pass the limit, say): the
+    /// transfer waits, debited, for an operator.
+    #[error("transfer {transfer_id}: the refund was refused: {refusal}")]
+    RefundRefused { transfer_id: Uuid, refusal: DomainError },
+    #[error("transfer {transfer_id} cannot be read: {source}")]
+    Unreadable { transfer_id: Uuid, source: DecodeError },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Takes transfers through their steps. Cheap to clone.
+#[derive(Clone)]
+pub struct TransferProcess {
+    inner: Arc<ProcessParts>,
+}
+
+struct ProcessParts {
+    pool: PgPool,
+    accounts: CommandHandler,
+    transfers: eventstore::CommandHandler<Transfer>,
+}
+
+/// The most transfers one batch takes on at once.
+const CONCURRENT_TRANSFERS: usize = 16;
+
+impl TransferProcess {
+    pub fn new(pool: PgPool, accounts: CommandHandler, appends: Appends, options: WriteOptions) -> TransferProcess {
+        let transfers = eventstore::CommandHandler::new(pool.clone(), appends, options);
+        TransferProcess { inner: Arc::new(ProcessParts { pool, accounts, transfers }) }
+    }
+
+    /// Takes the transfer's next steps until it needs none (finished, or not requested).
+    /// Safe to call any number of times, at once too: see the module's documentation.
+    pub async fn advance(&self, transfer_id: Uuid) -> Result<(), ProcessError> {
+        // A transfer needs at most three account steps (debit, credit, refund) in two turns;
+        // a third turn finds nothing left. Bounded, so that no fault can make this spin.
+        for _ in 0..3 {
+            if !self.take_next_step(transfer_id).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the transfer's next step (and records its outcome), if it needs one; false if it
+    /// needs none.
+    pub async fn take_next_step(&self, transfer_id: Uuid) -> Result<bool, ProcessError> {
+        let (state, latest_event) = {
+            let mut conn = self.inner.pool.acquire().await?;
+            let loaded =
+                eventstore::aggregate::load::<Transfer>(&mut conn, transfer_id, LATEST).await.map_err(|error| {
+                    match error {
+                        eventstore::LoadError::Unreadable(source) => ProcessError::Unreadable { transfer_id, source },
+                        eventstore::LoadError::Database(error) => ProcessError::Database(error),
+                    }
+                })?;
+            (loaded.state, loaded.events.last().map(|(event, _)| event.event_id))
+        };
+        let Some(step) = next_step(transfer_id, &state, OffsetDateTime::now_utc()) else {
+            return Ok(false);
+        };
+        self.take(transfer_id, step, latest_event).await?;
+        Ok(true)
+    }
+
+    /// One account step and the record of its outcome (with the refund, if the target refused).
+    async fn take(&self, transfer_id: Uuid, step: TransferStep, cause: Option<Uuid>) -> Result<(), ProcessError> {
+        let account = |source| ProcessError::Account { transfer_id, source };
+        let answer = match self.account_step(transfer_id, step.kind.name(), step.account_id, &step.command, cause).await
+        {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(refusal)) => Err(refusal),
+            Err(error) => return Err(account(error)),
+        };
+        let record = match step.after(transfer_id, answer.as_ref().map(|_| ()).map_err(|refusal| refusal)) {
+            AfterStep::Record(record) => record,
+            AfterStep::Refund { account_id, command, then } => {
+                match self.account_step(transfer_id, REFUND_STEP, account_id, &command, cause).await {
+                    Ok(()) => then,
+                    Err(CommandError::Rejected(refusal)) => {
+                        return Err(ProcessError::RefundRefused { transfer_id, refusal });
+                    }
+                    Err(error) => return Err(account(error)),
+                }
+            }
+        };
+        let envelope = CommandEnvelope {
+            command_id: step_command_id(transfer_id, step.kind.outcome_name()),
+            correlation_id: transfer_id,
+            stream_id: transfer_id,
+            command: record,
+            causation_id: cause,
+            metadata: Default::default(),
+        };
+        match self.inner.transfers.handle(envelope).await {
+            // Out of step: the transfer moved on meanwhile (another leader recorded it): the next
+            // turn reads where it is.
+            Ok(_) | Err(eventstore::CommandError::Rejected(TransferRefusal::OutOfStep { .. })) => Ok(()),
+            Err(source) => Err(ProcessError::Transfer { transfer_id, source }),
+        }
+    }
+
+    async fn account_step(
+        &self,
+        transfer_id: Uuid,
+        step: &str,
+        account_id: Uuid,
+        command: &CommandBy,
+        cause: Option<Uuid>,
+    ) -> Result<(), CommandError> {
+        let envelope = CommandEnvelope {
+            command_id: step_command_id(transfer_id, step),
+            correlation_id: transfer_id,
+            stream_id: account_id,
+            command: command.clone(),
+            causation_id: cause,
+            metadata: Default::default(),
+        };
+        self.inner.accounts.handle(envelope).await.map(|_| ())
+    }
+
+    /// Advances every transfer in `transfer_ids`, a few at once; the first failure is returned
+    /// after the others have had their turn.
+    pub async fn advance_all(&self, transfer_ids: Vec<Uuid>) -> Result<(), ProcessError> {
+        let mut first_failure = None;
+        for chunk in transfer_ids.chunks(CONCURRENT_TRANSFERS) {
+            let mut running = tokio::task::JoinSet::new();
+            for &transfer_id in chunk {
+                let process = self.clone();
+                running.spawn(async move { process.advance(transfer_id).await });
+            }
+            while let Some(done) = running.join_next().await {
+                let outcome = done.unwrap_or_else(|panic| {
+                    tracing::error!(%panic, "a transfer's step panicked");
+                    Ok(())
+                });
+                if let Err(error) = outcome {
+                    first_failure.get_or_insert(error);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Transfers past their deadline and not finished, as the transfers read model knows them.
+    async fn overdue(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT transfer_id FROM transfers
+             WHERE state IN ('requested', 'debited') AND deadline < clock_timestamp()
+             ORDER BY deadline LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.inner.pool)
+        .await
+    }
+
+    /// While this instance leads the transfer process, takes on overdue transfers every
+    /// second, until `shutdown`. A step the deadline makes is refused by the account as too
+    /// late, so the transfer is undone; one that raced it and won stands.
+    pub async fn run_deadlines(self, instance: String, shutdown: CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(1);
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.fire_due_deadlines(&instance).await {
+                tracing::warn!(%error, "transfer deadlines: will look again");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    }
+
+    /// One look at the deadlines, if this instance leads the process; how many were overdue.
+    pub async fn fire_due_deadlines(&self, instance: &str) -> Result<usize, ProcessError> {
+        if !eventstore::projection::led_by(&self.inner.pool, PROCESS_NAME, instance).await? {
+            return Ok(0);
+        }
+        let overdue = self.overdue(100).await?;
+        let count = overdue.len();
+        if count > 0 {
+            tracing::info!(count, "transfers past their deadline: undoing them");
+        }
+        self.advance_all(overdue).await?;
+        Ok(count)
+    }
+}
+
+/// The command id of a transfer's step: the same step of the same transfer, however often it is
+/// taken, is one command.
+pub fn step_command_id(transfer_id: Uuid, step: &str) -> Uuid {
+    Uuid::new_v5(&transfer_id, step.as_bytes())
+}
+
+/// The transfer process as a projection of the log: the events that wake it are a transfer's
+/// request and its debit; its checkpoint is a row of its own, moved by compare-and-set.
+impl ExternalProjection for TransferProcess {
+    fn name(&self) -> &'static str {
+        PROCESS_NAME
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        // A credit or refund is recorded with what follows it: those events need no step.
+        &TransferEvent::TYPES[..2]
+    }
+
+    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
+        let row: Option<(Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT log, transaction_id, global_position FROM transfer_process_checkpoint WHERE log IS NOT NULL",
+        )
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(row.map(|(log, transaction_id, global_position)| StoredCheckpoint {
+            log,
+            position: Position { transaction_id, global_position },
+        }))
+    }
+
+    async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
+        let mut transfers: Vec<Uuid> = batch.events.iter().map(|event| event.stream_id).collect();
+        transfers.sort_unstable();
+        transfers.dedup();
+        if let Err(error) = self.advance_all(transfers).await {
+            return Err(match error {
+                ProcessError::Unreadable { transfer_id, source } => {
+                    let position = batch
+                        .events
+                        .iter()
+                        .find(|event| event.stream_id == transfer_id)
+                        .map_or(batch.to, |event| event.position());
+                    ExternalError::Event { position, reason: Box::new(source) }
+                }
+                other => store_error(other),
+            });
+        }
+        // Every transfer of the batch went as far as it can: the checkpoint may pass them.
+        let from = batch.from.unwrap_or(Position::START);
+        let moved = sqlx::query(
+            "INSERT INTO transfer_process_checkpoint AS c (singleton, log, transaction_id, global_position, fence)
+             VALUES (true, $1, $4, $5, $6)
+             ON CONFLICT (singleton) DO UPDATE
+                 SET log = $1, transaction_id = $4, global_position = $5, fence = GREATEST(c.fence, $6)
+                 WHERE c.fence <= $6 AND (($7 AND c.log IS NULL)
+                     OR (c.log = $1 AND c.transaction_id = $2 AND c.global_position = $3))",
+        )
+        .bind(batch.log)
+        .bind(from.transaction_id)
+        .bind(from.global_position)
+        .bind(batch.to.transaction_id)
+        .bind(batch.to.global_position)
+        .bind(batch.epoch)
+        .bind(batch.from.is_none())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(if moved.rows_affected() == 1 { CompareAndSet::Applied } else { CompareAndSet::CheckpointMoved })
+    }
+
+    /// Starting over means waking every transfer again from the first event: finished ones
+    /// need nothing, so they cost a read each.
+    async fn clear(&self, epoch: i64) -> Result<(), ExternalError> {
+        sqlx::query(
+            "UPDATE transfer_process_checkpoint SET log = NULL, transaction_id = 0, global_position = 0,
+                 fence = GREATEST(fence, $1)
+             WHERE fence <= $1",
+        )
+        .bind(epoch)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
+    ExternalError::Store(Box::new(error))
+}

@@ -1,0 +1,136 @@
+//! A Postgres cluster of one test's own, for what the machine's shared cluster must not be put
+//! through: a restart. Made with Debian's `initdb` and `pg_ctl` in a folder under /var/tmp
+//! (as the `postgres` OS user when the tests run as root: Postgres refuses root), listening on
+//! 127.0.0.1 at a free port, trust authentication; stopped and removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub struct PrivatePostgres {
+    folder: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// Initialises and starts a cluster; waits until it takes connections.
+    pub async fn start() -> PrivatePostgres {
+        let bin = newest_bin_dir().expect("Debian's PostgreSQL server (/usr/lib/postgresql/*/bin/initdb)");
+        let port = free_port();
+        let folder = PathBuf::from(format!("/var/tmp/cqrs-bank-test-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let cluster = PrivatePostgres { folder, bin, port };
+        if running_as_root() {
+            let status = Command::new("chown").arg("postgres:postgres").arg(&cluster.folder).status().unwrap();
+            assert!(status.success(), "chown of {}", cluster.folder.display());
+        }
+        let data = cluster.data();
+        cluster.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"]);
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=100 \
+             -c fsync=off",
+            cluster.folder.display()
+        );
+        let log = cluster.folder.join("postgres.log").display().to_string();
+        cluster.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
+        cluster.wait_until_it_answers().await;
+        cluster
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the cluster the way a crash or an operator's fast restart does (every session
+    /// ended at once, transactions in flight rolled back), keeps it down for `down`, starts it
+    /// again and waits until it answers.
+    pub async fn restart(&self, down: Duration) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        tokio::time::sleep(down).await;
+        let log = self.folder.join("postgres.log").display().to_string();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c max_connections=100 \
+             -c fsync=off",
+            self.port,
+            self.folder.display()
+        );
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
+        self.wait_until_it_answers().await;
+    }
+
+    fn data(&self) -> String {
+        self.folder.join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let binary = self.bin.join(program);
+        let mut command = if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        let output = command.args(args).current_dir(&self.folder).output().expect("the command runs");
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn wait_until_it_answers(&self) {
+        let url = self.url("postgres");
+        for _ in 0..300 {
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
+                if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the private cluster on port {} does not answer", self.port);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let binary = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if running_as_root() {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&binary).args(args).output()
+        } else {
+            Command::new(&binary).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|process| process.uid() == 0)
+}
+
+fn newest_bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            Path::new(&bin.join("initdb")).exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,663 @@
+//! Transfers between accounts: the process that debits, credits or refunds, its guarantees
+//! under repeats, deadlines, refusals, a kill -9 and a Postgres restart, and the routes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::domain::{
+    AccountCommand, AccountEvent, AccountState, Amount, CommandBy, Money, Movement, OwnerId, Sender, TransferEvent,
+};
+use app::write_side::transfers::{TransferProcess, TransferRequests, TransferTermsWithoutDeadline};
+use app::write_side::{CommandEnvelope, CommandHandler, WriteOptions};
+use eventstore::Appends;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, User, error_code, spawn_app, spawn_app_with};
+use crate::private_postgres::PrivatePostgres;
+use crate::processes::{OPERATOR, operator_client, owner_of, spawn_server_at};
+
+impl TestApp {
+    /// POST as `user`.
+    async fn post_as(&self, user: &User, path: &str, body: &Value) -> reqwest::Response {
+        user.client.post(format!("{}{path}", self.address)).json(body).send().await.expect("answered")
+    }
+
+    /// The account's transfers as `user` sees them.
+    async fn transfers_of(&self, user: &User, account_id: &str) -> Value {
+        let response = self.post_as(user, "/api/queries/account-transfers", &json!({"accountId": account_id})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until the transfer is finished as the transfers read model shows it to `user`.
+    async fn finished_transfer(&self, user: &User, account_id: &str, transfer_id: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            last = self.transfers_of(user, account_id).await;
+            let found = last["transfers"].as_array().unwrap().iter().find(|t| t["transferId"] == transfer_id).cloned();
+            if let Some(transfer) = found
+                && matches!(transfer["state"].as_str(), Some("completed" | "failed"))
+            {
+                return transfer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("transfer {transfer_id} did not finish: {last}");
+    }
+
+    /// The account's balance once the read model has every event.
+    async fn balance_as(&self, user: &User, account_id: &str) -> Value {
+        self.wait_for_projection().await;
+        let response = user
+            .client
+            .get(format!("{}/api/queries/accounts/{account_id}", self.address))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    async fn open_account(&self, user: &User, initial_balance: &str) -> String {
+        self.create_account_as(user, initial_balance.parse().unwrap()).await["accountId"].as_str().unwrap().to_owned()
+    }
+}
+
+/// An account view's balance (a JSON number).
+fn balance(view: &Value) -> Decimal {
+    view["currentBalance"].to_string().parse().unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transfer_moves_money_between_two_customers_and_both_sides_say_so(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let (alice, bob) = (app.sign_in("alice").await, app.sign_up("bob").await);
+    let (from, to) = (app.open_account(&alice, "100").await, app.open_account(&bob, "5").await);
+
+    let response = app
+        .post_as(
+            &alice,
+            "/api/commands/transfer",
+            &json!({"fromAccountId": from, "toAccountId": to, "amount": "30.25"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let accepted: Value = response.json().await.unwrap();
+    let transfer_id = accepted["transferId"].as_str().unwrap().to_owned();
+
+    let seen_by_alice = app.finished_transfer(&alice, &from, &transfer_id).await;
+    assert_eq!(seen_by_alice["state"], "completed", "{seen_by_alice}");
+    for step in ["debitedAt", "creditedAt", "finishedAt"] {
+        assert!(seen_by_alice[step].is_string(), "{step} in {seen_by_alice}");
+    }
+    assert!(seen_by_alice["refundedAt"].is_null());
+    let seen_by_bob = app.finished_transfer(&bob, &to, &transfer_id).await;
+    assert_eq!(seen_by_bob, seen_by_alice, "both sides read the same transfer");
+    assert_eq!(balance(&app.balance_as(&alice, &from).await), "69.75".parse::<Decimal>().unwrap());
+    assert_eq!(balance(&app.balance_as(&bob, &to).await), "35.25".parse::<Decimal>().unwrap());
+
+    // Each account's audit trail names the transfer and the account on its other side.
+    for (user, account, other, event_type) in
+        [(&alice, &from, &to, "TransferDebited"), (&bob, &to, &from, "TransferCredited")]
+    {
+        let page: Value = app
+            .post_as(user, "/api/queries/account-history", &json!({"accountId": account}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let entry = &page["entries"][0];
+        assert_eq!(entry["eventType"], event_type, "{page}");
+        assert_eq!(entry["transferId"], transfer_id.as_str());
+        assert_eq!(entry["counterpartyAccountId"], other.as_str());
+        assert_eq!(entry["amount"].to_string(), "30.25");
+    }
+
+    // One correlation id links every event of the transfer, on all three streams; each step
+    // names the transfer event that caused it.
+    let linked: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT event_type, metadata FROM events WHERE metadata->>'correlationId' = $1 ORDER BY global_position",
+    )
+    .bind(&transfer_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let types: Vec<&str> = linked.iter().map(|(event_type, _)| event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "TransferRequested",
+            "TransferDebited",
+            "SourceDebited",
+            "TransferCredited",
+            "TargetCredited",
+            "TransferCompleted"
+        ]
+    );
+    let requested_id: Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE stream_id = $1::uuid AND event_type = 'TransferRequested'",
+    )
+    .bind(&transfer_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(linked[1].1["causationId"], requested_id.to_string(), "the debit was caused by the request");
+}
+
+#[sqlx::test(migrations = false)]
+async fn transfers_that_cannot_be_are_clear_4xx_and_write_nothing(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let (alice, bob) = (app.sign_in("alice").await, app.sign_up("bob").await);
+    let (mine, theirs) = (app.open_account(&alice, "100").await, app.open_account(&bob, "100").await);
+    let before = app.event_count().await;
+    let unknown = Uuid::new_v4().to_string();
+    let cases = [
+        (
+            json!({"fromAccountId": mine, "toAccountId": mine, "amount": "1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "same_account",
+        ),
+        (
+            json!({"fromAccountId": theirs, "toAccountId": mine, "amount": "1"}),
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+        ),
+        (
+            json!({"fromAccountId": unknown, "toAccountId": mine, "amount": "1"}),
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": unknown, "amount": "1"}),
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "0"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "-5"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "0.001"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": theirs, "amount": 1e15}),
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+        ),
+        (
+            json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "lots"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (json!({"fromAccountId": mine, "amount": "1"}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            json!({"fromAccountId": "nope", "toAccountId": theirs, "amount": "1"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = app.post_as(&alice, "/api/commands/transfer", &body).await;
+        assert_eq!(error_code(response, status).await, code, "{body}");
+    }
+    let anonymous = app
+        .anonymous
+        .post(format!("{}/api/commands/transfer", app.address))
+        .json(&json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(anonymous, StatusCode::UNAUTHORIZED).await, "unauthenticated");
+    assert_eq!(app.event_count().await, before, "nothing was written");
+
+    // More than the balance is requested, then refused at the debit: the transfer fails, and
+    // no money moved.
+    let response = app
+        .post_as(
+            &alice,
+            "/api/commands/transfer",
+            &json!({"fromAccountId": mine, "toAccountId": theirs, "amount": "100.01"}),
+        )
+        .await;
+    let transfer_id = response.json::<Value>().await.unwrap()["transferId"].as_str().unwrap().to_owned();
+    let failed = app.finished_transfer(&alice, &mine, &transfer_id).await;
+    assert_eq!(failed["state"], "failed");
+    assert!(failed["reason"].as_str().unwrap().contains("insufficient funds"), "{failed}");
+    assert!(failed["debitedAt"].is_null() && failed["refundedAt"].is_null(), "{failed}");
+    assert_eq!(balance(&app.balance_as(&alice, &mine).await), "100.00".parse::<Decimal>().unwrap());
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transfer_to_a_closed_or_frozen_account_is_refunded(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let (alice, bob) = (app.sign_in("alice").await, app.sign_up("bob").await);
+    let from = app.open_account(&alice, "100").await;
+    let (closing, freezing) = (app.open_account(&bob, "0").await, app.open_account(&bob, "10").await);
+
+    // Closing: the owner only, at zero only.
+    let close = |account: &str| json!({"accountId": account});
+    assert_eq!(
+        error_code(
+            app.post_as(&bob, "/api/commands/close-account", &close(&freezing)).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        )
+        .await,
+        "balance_not_zero"
+    );
+    assert_eq!(
+        error_code(app.post_as(&alice, "/api/commands/close-account", &close(&closing)).await, StatusCode::NOT_FOUND)
+            .await,
+        "account_not_found"
+    );
+    assert_eq!(app.post_as(&bob, "/api/commands/close-account", &close(&closing)).await.status(), StatusCode::OK);
+    let deposit = app.post_as(&bob, "/api/commands/deposit", &json!({"accountId": closing, "amount": "1"})).await;
+    assert_eq!(error_code(deposit, StatusCode::UNPROCESSABLE_ENTITY).await, "account_closed");
+    assert_eq!(app.balance_as(&bob, &closing).await["status"], "closed");
+
+    // Freezing: operators only, with a reason.
+    let freeze = json!({"accountId": freezing, "reason": "fraud check"});
+    let by_customer = app.post_as(&bob, "/api/commands/freeze-account", &freeze).await;
+    assert_eq!(error_code(by_customer, StatusCode::FORBIDDEN).await, "forbidden");
+    let no_reason =
+        app.post_as_operator("/api/commands/freeze-account", &json!({"accountId": freezing, "reason": " "})).await;
+    assert_eq!(error_code(no_reason, StatusCode::BAD_REQUEST).await, "invalid_reason");
+    assert_eq!(app.post_as_operator("/api/commands/freeze-account", &freeze).await.status(), StatusCode::OK);
+    let deposit = app.post_as(&bob, "/api/commands/deposit", &json!({"accountId": freezing, "amount": "1"})).await;
+    assert_eq!(error_code(deposit, StatusCode::UNPROCESSABLE_ENTITY).await, "account_frozen");
+    let frozen = app.balance_as(&bob, &freezing).await;
+    assert_eq!((&frozen["status"], &frozen["statusReason"]), (&json!("frozen"), &json!("fraud check")));
+
+    // A transfer to either is refused at the credit, and its money goes back.
+    for (target, why) in [(&closing, "closed"), (&freezing, "frozen")] {
+        let response = app
+            .post_as(
+                &alice,
+                "/api/commands/transfer",
+                &json!({"fromAccountId": from, "toAccountId": target, "amount": "30"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let transfer_id = response.json::<Value>().await.unwrap()["transferId"].as_str().unwrap().to_owned();
+        let failed = app.finished_transfer(&alice, &from, &transfer_id).await;
+        assert_eq!(failed["state"], "failed", "{failed}");
+        assert!(failed["reason"].as_str().unwrap().contains(why), "{failed}");
+        assert!(failed["debitedAt"].is_string() && failed["refundedAt"].is_string(), "{failed}");
+        assert!(failed["creditedAt"].is_null(), "{failed}");
+    }
+    assert_eq!(balance(&app.balance_as(&alice, &from).await), "100.00".parse::<Decimal>().unwrap());
+    assert_eq!(balance(&app.balance_as(&bob, &closing).await), "0.00".parse::<Decimal>().unwrap());
+    assert_eq!(balance(&app.balance_as(&bob, &freezing).await), "10.00".parse::<Decimal>().unwrap());
+
+    // Unfrozen, it takes money again; unfreezing twice is refused.
+    let unfreeze = json!({"accountId": freezing});
+    assert_eq!(app.post_as_operator("/api/commands/unfreeze-account", &unfreeze).await.status(), StatusCode::OK);
+    let again = app.post_as_operator("/api/commands/unfreeze-account", &unfreeze).await;
+    assert_eq!(error_code(again, StatusCode::UNPROCESSABLE_ENTITY).await, "not_frozen");
+    let deposit = app.post_as(&bob, "/api/commands/deposit", &json!({"accountId": freezing, "amount": "1"})).await;
+    assert_eq!(deposit.status(), StatusCode::OK);
+}
+
+/// The write side and the process on a database with no server: the test takes the steps.
+struct Bank {
+    pool: PgPool,
+    accounts: CommandHandler,
+    process: TransferProcess,
+}
+
+impl Bank {
+    async fn new(db: PgConnectOptions) -> Bank {
+        let pool = PgPool::connect_with(db).await.unwrap();
+        app::read_side::migrate(&pool).await.unwrap();
+        let appends = Appends::new();
+        let accounts = CommandHandler::new(pool.clone(), appends.clone(), WriteOptions::default());
+        let process = TransferProcess::new(pool.clone(), accounts.clone(), appends, WriteOptions::default());
+        Bank { pool, accounts, process }
+    }
+
+    async fn open(&self, owner: &str, initial_balance: &str) -> Uuid {
+        let account_id = Uuid::new_v4();
+        let command = AccountCommand::CreateAccount {
+            owner_id: OwnerId::parse(owner).unwrap(),
+            initial_balance: Money::parse(initial_balance).unwrap(),
+        };
+        let by = Sender::Customer(OwnerId::parse(owner).unwrap());
+        let command_id = Uuid::new_v4();
+        let envelope = CommandEnvelope {
+            command_id,
+            correlation_id: command_id,
+            stream_id: account_id,
+            command: CommandBy { by, command },
+            causation_id: None,
+            metadata: Default::default(),
+        };
+        self.accounts.handle(envelope).await.unwrap();
+        account_id
+    }
+
+    async fn request(&self, from: Uuid, to: Uuid, amount: &str, deadline: Duration) -> Uuid {
+        let requests = TransferRequests::new(self.pool.clone(), Appends::new(), WriteOptions::default(), deadline);
+        let command_id = Uuid::new_v4();
+        let envelope = eventstore::CommandEnvelope {
+            command_id,
+            correlation_id: command_id,
+            stream_id: Uuid::new_v4(),
+            command: TransferTermsWithoutDeadline {
+                from,
+                to,
+                amount: Amount::parse(amount).unwrap(),
+                requested_by: OwnerId::parse("alice").unwrap(),
+            },
+            causation_id: None,
+            metadata: Default::default(),
+        };
+        requests.request(envelope).await.unwrap().transfer_id
+    }
+
+    /// Every event's type, by stream, in order.
+    async fn events(&self) -> BTreeMap<Uuid, Vec<String>> {
+        let rows: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT stream_id, event_type FROM events ORDER BY stream_id, stream_version")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+        let mut streams: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+        for (stream, event_type) in rows {
+            streams.entry(stream).or_default().push(event_type);
+        }
+        streams
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_step_taken_twice_or_twice_at_once_is_applied_once(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    let transfer = bank.request(from, to, "40", Duration::from_secs(30)).await;
+
+    // Two leaders (a paused one waking up, say) take the same transfer at the same moment,
+    // then a redelivered event wakes the process once more.
+    let (first, second) = tokio::join!(bank.process.advance(transfer), bank.process.advance(transfer));
+    first.unwrap();
+    second.unwrap();
+    let after_both = bank.events().await;
+    bank.process.advance(transfer).await.unwrap();
+    assert_eq!(bank.events().await, after_both, "a third delivery changes nothing");
+    assert_eq!(after_both[&from], ["AccountCreated", "TransferDebited"]);
+    assert_eq!(after_both[&to], ["AccountCreated", "TransferCredited"]);
+    assert_eq!(after_both[&transfer], ["TransferRequested", "SourceDebited", "TargetCredited", "TransferCompleted"]);
+
+    // The same batch of the log delivered to the process twice: applied, then refused as a
+    // batch the checkpoint has passed; nothing more is written either time.
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
+    let log = eventstore::log_identity(&bank.pool).await.unwrap().unwrap();
+    let events = eventstore::read_all_after(&bank.pool, eventstore::Position::START, i64::MAX).await.unwrap();
+    let woken: Vec<_> =
+        events.into_iter().filter(|event| bank.process.event_types().contains(&event.event_type.as_str())).collect();
+    let to_position = woken.last().unwrap().position();
+    let batch = ExternalBatch { log, from: None, to: to_position, events: &woken, rebuilding: false, epoch: 0 };
+    assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
+    assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::CheckpointMoved);
+    assert_eq!(bank.events().await, after_both);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transfer_left_debited_is_undone_at_its_deadline_after_a_restart(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db.clone()).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    let transfer = bank.request(from, to, "25", Duration::from_secs(1)).await;
+    // The process took the debit, then stopped (no server runs) before the credit.
+    assert!(bank.process.take_next_step(transfer).await.unwrap());
+    assert_eq!(bank.events().await[&transfer], ["TransferRequested", "SourceDebited"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A server starts, past the deadline: the credit is refused as too late and the source
+    // refunded, once.
+    let app = spawn_app_with(db, |settings| settings.transfer_deadline = Duration::from_secs(1)).await;
+    for _ in 0..300 {
+        if bank.events().await[&transfer].len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streams = bank.events().await;
+    assert_eq!(streams[&transfer], ["TransferRequested", "SourceDebited", "SourceRefunded", "TransferFailed"]);
+    assert_eq!(streams[&from], ["AccountCreated", "TransferDebited", "TransferRefunded"]);
+    assert_eq!(streams[&to], ["AccountCreated"], "the target got nothing");
+    let reason: String =
+        sqlx::query_scalar("SELECT data->>'reason' FROM events WHERE stream_id = $1 AND event_type = 'TransferFailed'")
+            .bind(transfer)
+            .fetch_one(&bank.pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("deadline"), "{reason}");
+    drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postgres_restart() {
+    const ACCOUNTS: usize = 12;
+    let cluster = PrivatePostgres::start().await;
+    let url = cluster.url("bank");
+    let db: PgConnectOptions = url.parse().unwrap();
+    let env = [("TRANSFER_DEADLINE_SECONDS", "20".to_owned())];
+    let mut servers = vec![spawn_server_at(&url, "first", &env), spawn_server_at(&url, "second", &env)];
+    let client = operator_client(&db, &servers[0]).await;
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        accounts
+            .push(servers[0].create_account(&client, OPERATOR, 1000).await["accountId"].as_str().unwrap().to_owned());
+    }
+    // One account is frozen for the first half: transfers to it are refunded, from it refused.
+    let freeze = json!({"accountId": accounts[0], "reason": "under review"});
+    let frozen = client.post(format!("{}/api/commands/freeze-account", servers[0].address)).json(&freeze).send().await;
+    assert_eq!(frozen.unwrap().status(), StatusCode::OK);
+    let addresses = Arc::new(Mutex::new(servers.iter().map(|s| s.address.clone()).collect::<Vec<_>>()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = start_transfers(&client, addresses.clone(), accounts.clone(), stop.clone());
+
+    // Mid-run: kill -9 whichever instance leads the transfer process, and start another.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let health = servers[1].health(&client).await;
+    let leader = owner_of(&health, "transfer_process").expect("someone leads the transfer process");
+    let victim = servers.iter().position(|s| s.instance == leader).unwrap();
+    servers[victim].kill_9();
+    servers.remove(victim);
+    servers.push(spawn_server_at(&url, "third", &env));
+    *addresses.lock().unwrap() = servers.iter().map(|s| s.address.clone()).collect();
+    let unfreeze = json!({"accountId": accounts[0]});
+    let unfrozen =
+        client.post(format!("{}/api/commands/unfreeze-account", servers[0].address)).json(&unfreeze).send().await;
+    assert_eq!(unfrozen.unwrap().status(), StatusCode::OK);
+
+    // Then Postgres itself goes down hard (as a crash would) and comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let accepted = load.await.unwrap();
+    assert!(accepted > 30, "only {accepted} transfers were accepted");
+
+    // Every transfer requested (answered or not) finishes, Completed or Failed, once.
+    let pool = PgPool::connect_with(db).await.unwrap();
+    let mut unfinished = i64::MAX;
+    for _ in 0..600 {
+        unfinished = sqlx::query_scalar(
+            "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
+                 (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
+                  AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if unfinished == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unfinished, 0, "transfers left unfinished");
+    assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
+    crate::helpers::wait_for_projections(&pool).await;
+    assert_transfers_read_model_equals_the_streams(&pool).await;
+    crate::read_model::assert_read_model_equals_replay(&pool).await;
+    drop(servers);
+}
+
+/// Transfers in a ring and at random between `accounts`, from four clients, to whichever
+/// server `addresses` lists now, until `stop`. Returns how many were accepted.
+fn start_transfers(
+    client: &reqwest::Client,
+    addresses: Arc<Mutex<Vec<String>>>,
+    accounts: Vec<String>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (client, addresses, accounts, stop) =
+                    (client.clone(), addresses.clone(), accounts.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut accepted = 0;
+                    let mut n = worker * 7;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let from = n % accounts.len();
+                        // Workers 0 and 1 send around the ring; 2 and 3 anywhere.
+                        let to = if worker < 2 { (from + 1) % accounts.len() } else { fastrand::usize(..accounts.len()) };
+                        if to == from {
+                            continue;
+                        }
+                        let address = {
+                            let addresses = addresses.lock().unwrap();
+                            addresses[n % addresses.len()].clone()
+                        };
+                        // Now and then more than an account may hold: refused at the debit.
+                        let amount = if n % 29 == 0 { "1500".to_owned() } else { format!("{}.{:02}", n % 90 + 1, n % 100) };
+                        let sent = client
+                            .post(format!("{address}/api/commands/transfer"))
+                            .json(&json!({"fromAccountId": accounts[from], "toAccountId": accounts[to], "amount": amount}))
+                            .timeout(Duration::from_secs(5))
+                            .send()
+                            .await;
+                        if sent.is_ok_and(|response| response.status().is_success()) {
+                            accepted += 1;
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for worker in workers {
+            accepted += worker.await.unwrap_or(0);
+        }
+        accepted
+    })
+}
+
+/// From the event store itself: every balance folded from its events is never negative and
+/// they sum to what the accounts started with; each transfer is one of the three stories
+/// (debit refused; debited and credited; debited and refunded), each of its movements once.
+async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal) {
+    let events = eventstore::read_all_after(pool, eventstore::Position::START, i64::MAX).await.unwrap();
+    let mut states: HashMap<Uuid, AccountState> = HashMap::new();
+    // Per transfer: how often it was debited, credited and refunded in the accounts' streams,
+    // and its own stream's events.
+    let mut movements: HashMap<Uuid, [u32; 3]> = HashMap::new();
+    let mut stories: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for event in &events {
+        if event.stream_type == "transfer" {
+            app::event_codec::decode_transfer(event).unwrap();
+            stories.entry(event.stream_id).or_default().push(event.event_type.clone());
+            continue;
+        }
+        let decoded = app::event_codec::decode(event).unwrap();
+        let state = states.remove(&event.stream_id).unwrap_or_default();
+        let before = state.balance();
+        let after = app::domain::evolve(state.clone(), &decoded);
+        // The fold ignores an event that does not fit the balance: none may be ignored here.
+        match decoded.movement() {
+            Some(Movement::In(amount)) => {
+                assert_eq!(after.balance().map(|b| b.value()), before.map(|b| b.value() + amount.value()))
+            }
+            Some(Movement::Out(amount)) => {
+                assert_eq!(after.balance().map(|b| b.value()), before.map(|b| b.value() - amount.value()))
+            }
+            _ => {}
+        }
+        states.insert(event.stream_id, after);
+        let slot = match decoded {
+            AccountEvent::TransferDebited { transfer_id, .. } => Some((transfer_id, 0)),
+            AccountEvent::TransferCredited { transfer_id, .. } => Some((transfer_id, 1)),
+            AccountEvent::TransferRefunded { transfer_id, .. } => Some((transfer_id, 2)),
+            _ => None,
+        };
+        if let Some((transfer_id, index)) = slot {
+            movements.entry(transfer_id).or_default()[index] += 1;
+        }
+    }
+    assert_eq!(states.len(), accounts);
+    let total: Decimal = states.values().map(|state| state.balance().expect("open").value()).sum();
+    assert_eq!(total, each * Decimal::from(accounts as u64), "money was made or lost");
+
+    let types = TransferEvent::TYPES;
+    let completed = [types[0], types[1], types[2], types[3]].map(str::to_owned).to_vec();
+    let refunded = [types[0], types[1], types[4], types[5]].map(str::to_owned).to_vec();
+    let refused = [types[0], types[5]].map(str::to_owned).to_vec();
+    let (mut done, mut undone, mut declined) = (0, 0, 0);
+    for (transfer, story) in &stories {
+        let moved = movements.get(transfer).copied().unwrap_or_default();
+        if *story == completed {
+            assert_eq!(moved, [1, 1, 0], "transfer {transfer}");
+            done += 1;
+        } else if *story == refunded {
+            assert_eq!(moved, [1, 0, 1], "transfer {transfer}");
+            undone += 1;
+        } else if *story == refused {
+            assert_eq!(moved, [0, 0, 0], "transfer {transfer}");
+            declined += 1;
+        } else {
+            panic!("transfer {transfer} went {story:?} with movements {moved:?}");
+        }
+    }
+    assert!(done > 0 && undone > 0 && declined > 0, "{done} completed, {undone} refunded, {declined} refused");
+    eprintln!("transfers: {done} completed, {undone} refunded, {declined} refused at the debit");
+}
+
+/// Waits until the transfers read model has every event, then compares each row's state with
+/// its transfer's stream.
+async fn assert_transfers_read_model_equals_the_streams(pool: &PgPool) {
+    let mut differ = Vec::new();
+    for _ in 0..300 {
+        differ = sqlx::query_scalar(
+            "SELECT s.stream_id FROM (SELECT stream_id, (array_agg(event_type ORDER BY stream_version DESC))[1] AS last
+                                      FROM events WHERE stream_type = 'transfer' GROUP BY stream_id) s
+             LEFT JOIN transfers t ON t.transfer_id = s.stream_id
+             WHERE t.state IS DISTINCT FROM CASE s.last WHEN 'TransferCompleted' THEN 'completed'
+                                                      WHEN 'TransferFailed' THEN 'failed' END",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        if differ.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let differ: Vec<Uuid> = differ;
+    panic!("the transfers read model differs from the streams for {differ:?}");
+}
