@@ -164,7 +164,7 @@ impl TransferProcess {
             Err(CommandError::Rejected(refusal)) => Err(refusal),
             Err(error) => return Err(account(error)),
         };
-        let record = match step.after(transfer_id, answer.as_ref().map(|_| ()).map_err(|refusal| refusal)) {
+        let record = match step.after(transfer_id, answer.as_ref().map(|_| ())) {
             AfterStep::Record(record) => record,
             AfterStep::Refund { account_id, command, then } => {
                 match self.account_step(transfer_id, REFUND_STEP, account_id, &command, cause).await {

@@ -86,10 +86,10 @@ impl PrivatePostgres {
     async fn wait_until_it_answers(&self) {
         let url = self.url("postgres");
         for _ in 0..300 {
-            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
-                if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
-                    return;
-                }
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await
+                && sqlx::query("SELECT 1").execute(&mut conn).await.is_ok()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
