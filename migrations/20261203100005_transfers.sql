@@ -2,24 +2,33 @@
 --
 -- Accounts get a status (active, frozen with a reason, closed); the ledger gets the movements of
 -- transfers. Existing rows are of active accounts, and their ledger kinds stay valid.
-ALTER TABLE account_summary
-    ADD COLUMN IF NOT EXISTS status        text NOT NULL DEFAULT 'active',
-    ADD COLUMN IF NOT EXISTS status_reason text;
-
--- The kind check was named by Postgres, and a rebuild's swap may have renamed it: find it by
--- what it checks.
+--
+-- A rebuild's shadow tables, left by a server stopped mid-rebuild, are changed alike: the rebuild
+-- goes on into them. The kind check was named by Postgres, and a rebuild's swap may have renamed
+-- it: it is found by what it checks.
 DO $$
 DECLARE
+    summary text;
+    ledger text;
     constraint_name text;
 BEGIN
-    FOR constraint_name IN
-        SELECT conname FROM pg_constraint
-        WHERE conrelid = 'account_ledger'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%kind%'
-    LOOP
-        EXECUTE format('ALTER TABLE account_ledger DROP CONSTRAINT %I', constraint_name);
+    FOREACH summary IN ARRAY ARRAY['account_summary', 'account_summary_rebuild'] LOOP
+        IF to_regclass(summary) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT ''active'',
+                                         ADD COLUMN IF NOT EXISTS status_reason text', summary);
+        END IF;
     END LOOP;
-    ALTER TABLE account_ledger ADD CONSTRAINT account_ledger_kind
-        CHECK (kind IN ('opening', 'deposit', 'withdrawal', 'transfer_out', 'transfer_in', 'refund'));
+    FOREACH ledger IN ARRAY ARRAY['account_ledger', 'account_ledger_rebuild'] LOOP
+        CONTINUE WHEN to_regclass(ledger) IS NULL;
+        FOR constraint_name IN
+            SELECT conname FROM pg_constraint
+            WHERE conrelid = to_regclass(ledger) AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%kind%'
+        LOOP
+            EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', ledger, constraint_name);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (kind IN (''opening'', ''deposit'', ''withdrawal'',
+                            ''transfer_out'', ''transfer_in'', ''refund''))', ledger, ledger || '_kind');
+    END LOOP;
 END
 $$;
 
@@ -56,4 +65,12 @@ CREATE TABLE IF NOT EXISTS transfer_process_checkpoint (
     transaction_id  bigint  NOT NULL DEFAULT 0,
     global_position bigint  NOT NULL DEFAULT 0,
     fence           bigint  NOT NULL DEFAULT 0
+);
+
+-- Transfers the process cannot take further (an unreadable stream, a refund refused): set aside
+-- with why, so that they do not hold up the others; they wait where they stopped for an operator.
+CREATE TABLE IF NOT EXISTS transfer_process_parked (
+    transfer_id uuid        PRIMARY KEY,
+    error       text        NOT NULL,
+    parked_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );

@@ -12,8 +12,9 @@ use crate::domain::{self, AccountCommand, AccountEvent, AccountState, CommandBy,
 use crate::event_codec::{self, DecodeError};
 
 /// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
-/// written as the account moves on). 2: with the deposit and withdrawal totals.
-pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
+/// written as the account moves on). 2: with the deposit and withdrawal totals; 3: with the
+/// status (an older server would read a 3 without it, and lose a freeze).
+pub const SNAPSHOT_SCHEMA_VERSION: i32 = 3;
 
 /// The meaning of the events as the fold reads them. Bump it whenever `evolve` or an upcaster in
 /// `event_codec` changes what a stored event does to the state, even if the state's shape stays:

@@ -87,6 +87,11 @@ pub async fn load<A: Aggregate>(
         },
         None => (A::State::default(), None),
     };
+    // A stream of another aggregate (a transfer's id given as an account's) is no stream of
+    // this one: not created, as an unknown id. Its events are never decoded as this one's.
+    if recorded.first().is_some_and(|event| event.stream_type != A::STREAM_TYPE) {
+        return Ok(Loaded { state: A::State::default(), version: 0, snapshot_version: None, events: Vec::new() });
+    }
     let mut events = Vec::with_capacity(recorded.len());
     for event in recorded {
         let decoded = A::decode(&event).map_err(LoadError::Unreadable)?;

@@ -51,8 +51,8 @@ pub struct Settings {
     /// How long a command id is remembered (`COMMAND_ID_RETENTION_DAYS`, default 7): a retry
     /// within it is answered from the first outcome; older ones are forgotten.
     pub command_id_retention: Duration,
-    /// How long a transfer has to complete (`TRANSFER_DEADLINE_SECONDS`, default 30); then it is
-    /// undone: its source refunded if it was debited, and it is marked failed.
+    /// How long a transfer has to complete (`TRANSFER_DEADLINE_SECONDS`, default 30, at most an
+    /// hour); then it is undone: its source refunded if it was debited, and it is marked failed.
     pub transfer_deadline: Duration,
     /// Host names the server answers (`ALLOWED_HOSTS`, comma-separated; empty: any). Others get
     /// 400, so that a DNS name pointed at this server by someone else serves nothing.
@@ -170,10 +170,12 @@ impl Settings {
             settings.secure_cookies = matches!(secure.trim(), "1" | "true" | "yes");
         }
         if let Some(days) = env_number::<u64>("COMMAND_ID_RETENTION_DAYS")? {
-            settings.command_id_retention = Duration::from_secs(days * 24 * 3600);
+            // At least a day: a transfer's steps are answered from their remembered outcomes, and
+            // forgetting one while its transfer still runs would let the step happen twice.
+            settings.command_id_retention = Duration::from_secs(days.max(1) * 24 * 3600);
         }
         if let Some(seconds) = env_number::<u64>("TRANSFER_DEADLINE_SECONDS")? {
-            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, 24 * 3600));
+            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, 3600));
         }
         if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
             settings.allowed_hosts =

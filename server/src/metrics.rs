@@ -9,7 +9,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-const COMMANDS: [&str; 3] = ["create-account", "deposit", "withdraw"];
+const COMMANDS: [&str; 7] =
+    ["create-account", "deposit", "withdraw", "transfer", "freeze-account", "unfreeze-account", "close-account"];
 /// Outcomes by status class: accepted, refused or invalid (4xx), failed (5xx).
 const OUTCOMES: [&str; 3] = ["accepted", "rejected", "failed"];
 /// Histogram bucket bounds in seconds.

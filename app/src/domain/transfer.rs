@@ -284,7 +284,7 @@ impl TransferStep {
         match (self.kind, answer) {
             (StepKind::Debit, Ok(())) => AfterStep::Record(TransferCommand::RecordDebit),
             (StepKind::Debit, Err(refusal)) => AfterStep::Record(TransferCommand::RecordDebitRefused {
-                reason: format!("the source account refused: {refusal}"),
+                reason: format!("the source account refused: {}", public_reason(refusal)),
             }),
             (StepKind::Credit, Ok(())) => AfterStep::Record(TransferCommand::RecordCredit),
             (StepKind::Credit, Err(refusal)) => AfterStep::Refund {
@@ -293,9 +293,27 @@ impl TransferStep {
                     by: Sender::TransferProcess,
                     command: AccountCommand::RefundTransfer { transfer_id, amount: self.amount },
                 },
-                then: TransferCommand::RecordRefund { reason: format!("the target account refused: {refusal}") },
+                then: TransferCommand::RecordRefund {
+                    reason: format!("the target account refused: {}", public_reason(refusal)),
+                },
             },
         }
+    }
+}
+
+/// What both sides of a transfer are told of an account's refusal: never the account's own
+/// words, which carry its balance or the operator's reason for freezing it, and which the other
+/// side has no business reading.
+fn public_reason(refusal: &DomainError) -> &'static str {
+    match refusal {
+        DomainError::InsufficientFunds { .. } => "insufficient funds",
+        DomainError::AccountFrozen { .. } | DomainError::AccountClosed => {
+            "it does not take transfers now (frozen or closed)"
+        }
+        DomainError::TransferExpired => "the transfer's deadline passed",
+        DomainError::BalanceLimitExceeded => "its balance would pass the limit",
+        DomainError::AccountNotFound => "it does not exist",
+        DomainError::AccountAlreadyExists | DomainError::NotFrozen | DomainError::BalanceNotZero { .. } => "refused",
     }
 }
 
@@ -375,7 +393,9 @@ mod tests {
         let failed = decide(&given(&events), &command).unwrap();
         assert_eq!(
             failed,
-            vec![TransferEvent::TransferFailed { reason: "the source account refused: the account is closed".into() }]
+            vec![TransferEvent::TransferFailed {
+                reason: "the source account refused: it does not take transfers now (frozen or closed)".into()
+            }]
         );
     }
 

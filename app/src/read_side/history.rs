@@ -81,7 +81,8 @@ impl AccountHistory {
         limit: i64,
     ) -> Result<Option<HistoryPage>, LoadError> {
         let latest_version = eventstore::latest_version(&self.pool, account_id).await?;
-        if latest_version == 0 {
+        // Another aggregate's stream (a transfer's id) is no account either.
+        if latest_version == 0 || self.owner(account_id).await?.is_none() {
             return Ok(None);
         }
         // Saturating: the API refuses versions below 1 and limits outside 1–100, yet an extreme

@@ -52,7 +52,7 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     let statements = [
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
-        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint, transfer_process_parked TO {role}"),
     ];
     for statement in statements {
         sqlx::query(&statement).execute(pool).await?;
@@ -391,7 +391,8 @@ impl ReadModel {
     }
 
     /// The account's latest `limit` transfers, sent and received, newest first, and the
-    /// checkpoint of the transfers read model they are current as of.
+    /// checkpoint of the transfers read model they are current as of. A transfer whose source
+    /// never paid is the sender's business only: the target does not see it.
     pub async fn transfers(&self, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
@@ -399,7 +400,8 @@ impl ReadModel {
             "SELECT * FROM (
                  (SELECT * FROM transfers WHERE from_account = $1 ORDER BY requested_at DESC LIMIT $2)
                  UNION
-                 (SELECT * FROM transfers WHERE to_account = $1 ORDER BY requested_at DESC LIMIT $2)
+                 (SELECT * FROM transfers WHERE to_account = $1 AND debited_at IS NOT NULL
+                  ORDER BY requested_at DESC LIMIT $2)
              ) t ORDER BY requested_at DESC, transfer_id LIMIT $2",
         )
         .bind(account_id)

@@ -9,17 +9,21 @@ use rust_decimal::Decimal;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::account_status::{CloseAccount, FreezeControls, StatusBadge};
 use super::audit_trail::{AuditTrail, audit_page};
 use super::balance_chart::BalanceChart;
 use super::format;
+use super::identity_pages::OperatorsOnly;
 use super::live::use_live;
 use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::{poll_status_while_visible, poll_while_visible};
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
+use super::transfers::{TransferForm, TransfersList, any_under_way, transfers_resource};
 use crate::api::queries::accounts_read_model_lag;
 use crate::api::queries::{account_at, account_ledger, get_account};
-use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount};
+use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount, TransferAccepted};
+use crate::contract::AccountStatusView;
 
 /// What the figures show, whether read live or folded as of a version.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,9 +112,17 @@ pub fn AccountPage() -> impl IntoView {
     );
     let visited_pages = RwSignal::new(vec![None::<i64>]);
     let history = audit_page(account_id, visited_pages);
+    let transfers = transfers_resource(account_id);
     let projections = Resource::new(|| (), |_| accounts_read_model_lag());
     poll_while_visible(move || account.refetch());
     poll_status_while_visible(move || projections.refetch());
+    // A transfer moves on by itself, partly in streams the live stream does not watch for this
+    // account (the transfer's own): asked again while one is under way.
+    poll_status_while_visible(move || {
+        if any_under_way(&transfers) {
+            transfers.refetch();
+        }
+    });
     let stream = use_live();
     stream.on_change(
         move |progress| account_id.get_untracked().is_some_and(|id| progress.concerns(id)),
@@ -125,6 +137,7 @@ pub fn AccountPage() -> impl IntoView {
         let now = version.get();
         if seen.is_some_and(|seen| seen != now) {
             ledger.refetch();
+            transfers.refetch();
             if visited_pages.with(|p| p.len() == 1) {
                 history.refetch();
             }
@@ -133,6 +146,12 @@ pub fn AccountPage() -> impl IntoView {
     });
 
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
+    let on_transfer = Callback::new(move |_: TransferAccepted| transfers.refetch());
+    let status = Signal::derive(move || live.with(|a| a.as_ref().map(|a| (a.status, a.status_reason.clone()))));
+    let frozen = Signal::derive(move || status.with(|s| matches!(s, Some((AccountStatusView::Frozen, _)))));
+    let closable = Signal::derive(move || {
+        live.with(|a| a.as_ref().is_some_and(|a| a.status == AccountStatusView::Active && a.current_balance.is_zero()))
+    });
     let lag = move || {
         projections
             .get()
@@ -165,6 +184,7 @@ pub fn AccountPage() -> impl IntoView {
                             <p class="lag" data-testid="lag">{lag}</p>
                         </div>
                     </header>
+                    <StatusBadge status />
                     {move || historical_figures.get().map(|then| view! {
                         <p class="historical-banner" role="status" data-testid="historical-banner">
                             <strong>"Historical view"</strong>
@@ -187,9 +207,17 @@ pub fn AccountPage() -> impl IntoView {
                         <div class="money-forms">
                             <MoneyForm kind=MoneyCommand::Deposit account_id on_accepted />
                             <MoneyForm kind=MoneyCommand::Withdraw account_id on_accepted />
+                            <TransferForm account_id on_accepted=on_transfer />
                         </div>
+                        <Show when=move || closable.get()>
+                            <CloseAccount account_id on_accepted />
+                        </Show>
+                        <OperatorsOnly>
+                            <FreezeControls account_id frozen on_accepted />
+                        </OperatorsOnly>
                     })}
                 </section>
+                <TransfersList account_id transfers />
                 <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) />
                 <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) />
                 <AuditTrail page=history pages=visited_pages />

@@ -1,6 +1,7 @@
 //! The account's events, newest first, a page at a time, with their metadata.
 
 use leptos::prelude::*;
+use leptos_router::components::A;
 use uuid::Uuid;
 
 use super::format;
@@ -52,7 +53,15 @@ pub fn AuditTrail(page: Resource<Result<HistoryPage, ApiError>>, pages: VisitedP
                         {move || page.get().and_then(Result::ok).map(|page| page.entries.into_iter().map(|entry| view! {
                             <tr>
                                 <td class="numeric">{entry.version}</td>
-                                <td>{entry.event_type}</td>
+                                <td>
+                                    {entry.event_type}
+                                    {entry.counterparty_account_id.map(|other| view! {
+                                        " " <A href=format!("/accounts/{other}") attr:title="the transfer's other side">
+                                            <code>{format!("↔ {}", &other.to_string()[..8])}</code>
+                                        </A>
+                                    })}
+                                    {entry.reason.map(|reason| view! { <span class="reason">{format!(" ({reason})")}</span> })}
+                                </td>
                                 <td class="numeric">{format::money(entry.amount)}</td>
                                 <td class="numeric">{format::money(entry.balance_after)}</td>
                                 <td>{format::time(entry.recorded_at)}</td>

@@ -3,6 +3,7 @@
 //! with their commands.
 
 mod account_page;
+mod account_status;
 mod accounts_page;
 mod audit_trail;
 mod balance_chart;
@@ -14,6 +15,7 @@ mod operations_page;
 mod polling;
 mod sync_badge;
 mod time_travel;
+mod transfers;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -60,14 +60,18 @@ impl TransferRequests {
         let deadline = OffsetDateTime::now_utc() + self.deadline;
         let TransferTermsWithoutDeadline { from, to, amount, requested_by } = envelope.command.clone();
         let terms = TransferTerms { from, to, amount, requested_by, deadline };
+        // Every event of the transfer, on all three streams, carries its id as correlation; the
+        // one the request came with is kept beside it.
+        let mut metadata = envelope.metadata;
+        metadata.insert("correlationIdFromClient".into(), false.into());
+        metadata.insert("requestCorrelationId".into(), envelope.correlation_id.to_string().into());
         let envelope = CommandEnvelope {
             command_id: envelope.command_id,
-            // Every event of the transfer, on all three streams, carries its id as correlation.
             correlation_id: envelope.stream_id,
             stream_id: envelope.stream_id,
             command: TransferCommand::Request(terms),
             causation_id: envelope.causation_id,
-            metadata: envelope.metadata,
+            metadata,
         };
         let accepted = self.transfers.handle(envelope).await?;
         Ok(TransferAccepted { transfer_id: accepted.stream_id, version: accepted.version, position: accepted.position })
@@ -96,8 +100,29 @@ pub enum ProcessError {
     RefundRefused { transfer_id: Uuid, refusal: DomainError },
     #[error("transfer {transfer_id} cannot be read: {source}")]
     Unreadable { transfer_id: Uuid, source: DecodeError },
+    #[error("transfer {transfer_id}: its step panicked")]
+    Panicked { transfer_id: Uuid },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+impl ProcessError {
+    /// Whether trying again cannot help (until someone fixes something): an unreadable stream
+    /// or outcome, a command id taken by another command, a refund refused. Such a transfer is
+    /// parked, so that it does not hold up every transfer after it.
+    fn is_permanent(&self) -> bool {
+        use eventstore::CommandError as E;
+        match self {
+            ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } => true,
+            ProcessError::Account { source, .. } => {
+                matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
+            }
+            ProcessError::Transfer { source, .. } => {
+                matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
+            }
+            ProcessError::Panicked { .. } | ProcessError::Database(_) => false,
+        }
+    }
 }
 
 /// Takes transfers through their steps. Cheap to clone.
@@ -110,15 +135,19 @@ struct ProcessParts {
     pool: PgPool,
     accounts: CommandHandler,
     transfers: eventstore::CommandHandler<Transfer>,
+    /// Transfers taken on at once in this process, by the log and the deadlines together: each
+    /// holds a pooled connection while it steps, and requests need the rest.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
-/// The most transfers one batch takes on at once.
-const CONCURRENT_TRANSFERS: usize = 16;
+/// The most transfers this process takes on at once.
+const CONCURRENT_TRANSFERS: usize = 8;
 
 impl TransferProcess {
     pub fn new(pool: PgPool, accounts: CommandHandler, appends: Appends, options: WriteOptions) -> TransferProcess {
         let transfers = eventstore::CommandHandler::new(pool.clone(), appends, options);
-        TransferProcess { inner: Arc::new(ProcessParts { pool, accounts, transfers }) }
+        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_TRANSFERS));
+        TransferProcess { inner: Arc::new(ProcessParts { pool, accounts, transfers, permits }) }
     }
 
     /// Takes the transfer's next steps until it needs none (finished, or not requested).
@@ -211,22 +240,33 @@ impl TransferProcess {
         self.inner.accounts.handle(envelope).await.map(|_| ())
     }
 
-    /// Advances every transfer in `transfer_ids`, a few at once; the first failure is returned
-    /// after the others have had their turn.
+    /// Advances every transfer in `transfer_ids`, a few at once. A transfer that cannot go on
+    /// for good is parked (logged, and kept in `transfer_process_parked` for an operator) and
+    /// the others go on; the first failure worth trying again is returned after the others
+    /// have had their turn.
     pub async fn advance_all(&self, transfer_ids: Vec<Uuid>) -> Result<(), ProcessError> {
+        let mut running = tokio::task::JoinSet::new();
+        for transfer_id in transfer_ids {
+            let process = self.clone();
+            running.spawn(async move {
+                let _permit = process.inner.permits.clone().acquire_owned().await;
+                (transfer_id, process.advance(transfer_id).await)
+            });
+        }
         let mut first_failure = None;
-        for chunk in transfer_ids.chunks(CONCURRENT_TRANSFERS) {
-            let mut running = tokio::task::JoinSet::new();
-            for &transfer_id in chunk {
-                let process = self.clone();
-                running.spawn(async move { process.advance(transfer_id).await });
-            }
-            while let Some(done) = running.join_next().await {
-                let outcome = done.unwrap_or_else(|panic| {
+        while let Some(done) = running.join_next().await {
+            let (transfer_id, outcome) = match done {
+                Ok(done) => done,
+                Err(panic) => {
                     tracing::error!(%panic, "a transfer's step panicked");
-                    Ok(())
-                });
-                if let Err(error) = outcome {
+                    first_failure.get_or_insert(ProcessError::Panicked { transfer_id: Uuid::nil() });
+                    continue;
+                }
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(error) if error.is_permanent() => self.park(transfer_id, &error).await?,
+                Err(error) => {
                     first_failure.get_or_insert(error);
                 }
             }
@@ -234,11 +274,26 @@ impl TransferProcess {
         first_failure.map_or(Ok(()), Err)
     }
 
+    /// Sets a transfer aside that cannot go on: it waits, where it stopped, for an operator.
+    async fn park(&self, transfer_id: Uuid, error: &ProcessError) -> Result<(), sqlx::Error> {
+        tracing::error!(%transfer_id, %error, "a transfer cannot go on: parked for an operator");
+        sqlx::query(
+            "INSERT INTO transfer_process_parked (transfer_id, error) VALUES ($1, $2)
+             ON CONFLICT (transfer_id) DO UPDATE SET error = $2, parked_at = clock_timestamp()",
+        )
+        .bind(transfer_id)
+        .bind(error.to_string())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Transfers past their deadline and not finished, as the transfers read model knows them.
     async fn overdue(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT transfer_id FROM transfers
+            "SELECT transfer_id FROM transfers t
              WHERE state IN ('requested', 'debited') AND deadline < clock_timestamp()
+               AND NOT EXISTS (SELECT 1 FROM transfer_process_parked p WHERE p.transfer_id = t.transfer_id)
              ORDER BY deadline LIMIT $1",
         )
         .bind(limit)
@@ -312,19 +367,7 @@ impl ExternalProjection for TransferProcess {
         let mut transfers: Vec<Uuid> = batch.events.iter().map(|event| event.stream_id).collect();
         transfers.sort_unstable();
         transfers.dedup();
-        if let Err(error) = self.advance_all(transfers).await {
-            return Err(match error {
-                ProcessError::Unreadable { transfer_id, source } => {
-                    let position = batch
-                        .events
-                        .iter()
-                        .find(|event| event.stream_id == transfer_id)
-                        .map_or(batch.to, |event| event.position());
-                    ExternalError::Event { position, reason: Box::new(source) }
-                }
-                other => store_error(other),
-            });
-        }
+        self.advance_all(transfers).await.map_err(store_error)?;
         // Every transfer of the batch went as far as it can: the checkpoint may pass them.
         let from = batch.from.unwrap_or(Position::START);
         let moved = sqlx::query(
