@@ -1,0 +1,62 @@
+import { test, expect, createAccount, gotoHydrated, signUp, watchConsole, screenshot } from "./fixtures";
+
+/**
+ * Two customers in two browsers: one sends, both see the transfer go through its steps, and a
+ * transfer to a closed account comes back.
+ */
+test("a transfer between two customers' accounts, seen from both sides; a refused one is refunded", async ({
+  page,
+  browser,
+}) => {
+  const recipientContext = await browser.newContext();
+  await signUp(recipientContext, "recipient");
+  const recipientPage = await recipientContext.newPage();
+  const recipientErrors = watchConsole(recipientPage);
+  const target = await createAccount(recipientPage, "5");
+  const closing = await createAccount(recipientPage, "0");
+  await recipientPage.getByTestId("close-account").getByRole("button", { name: "Close account" }).click();
+  await expect(recipientPage.getByTestId("account-status")).toContainText("Closed");
+
+  const source = await createAccount(page, "100");
+  const send = async (to: string, amount: string) => {
+    const form = page.getByTestId("transfer-form");
+    await form.getByLabel("Transfer to account").fill(to);
+    await form.getByLabel("Transfer amount").fill(amount);
+    await form.getByRole("button", { name: "Transfer" }).click();
+  };
+
+  await send(target, "30.25");
+  const sent = page.getByTestId("transfer").first();
+  await expect(sent).toHaveAttribute("data-state", "completed", { timeout: 15_000 });
+  await expect(sent).toContainText("Sent to");
+  await expect(sent.locator(".step.done")).toHaveText(["requested", "debited", "credited", "completed"]);
+  await expect(page.getByTestId("balance")).toHaveText("69.75");
+
+  // The recipient, in their own browser, sees it arrive.
+  await gotoHydrated(recipientPage, `/accounts/${target}`);
+  const received = recipientPage.getByTestId("transfer").first();
+  await expect(received).toHaveAttribute("data-state", "completed");
+  await expect(received).toContainText("Received from");
+  await expect(recipientPage.getByTestId("balance")).toHaveText("35.25");
+  await expect(recipientPage.getByTestId("audit-trail")).toContainText("TransferCredited");
+
+  // To a closed account: debited, refused at the credit, refunded.
+  await send(closing, "10");
+  const refunded = page.locator('[data-testid="transfer"][data-state="failed"]').first();
+  await expect(refunded).toBeVisible({ timeout: 15_000 });
+  await expect(refunded.getByTestId("transfer-state")).toHaveText("refunded");
+  await expect(refunded.locator(".step.done")).toHaveText(["requested", "debited", "refunded", "failed"]);
+  await expect(refunded.getByTestId("transfer-reason")).toContainText("frozen or closed");
+  await expect(page.getByTestId("balance")).toHaveText("69.75");
+  await expect(page.getByTestId("audit-trail")).toContainText("TransferRefunded");
+  await screenshot(page, "transfers");
+
+  // Checked in the browser before any request.
+  await send("not-an-account", "1");
+  await expect(page.getByTestId("transfer-error")).toHaveText("Enter the recipient's account number (a UUID)");
+  await send(source, "1");
+  await expect(page.getByTestId("transfer-error")).toHaveText("Money cannot move from an account to itself");
+
+  expect(recipientErrors, "console errors of the recipient's page").toEqual([]);
+  await recipientContext.close();
+});
