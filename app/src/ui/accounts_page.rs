@@ -13,6 +13,7 @@ use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
 use crate::api::queries::{high_value_accounts, list_accounts};
 use crate::api::{AccountList, AccountView, ApiError, CommandAccepted, ErrorCode};
+use crate::contract::AccountStatusView;
 use crate::domain::{Money, OwnerId};
 
 /// Which accounts the table lists, from the page's query string (`?owner=…` or `?min=…`), so
@@ -128,7 +129,12 @@ fn AccountTable(accounts: Vec<AccountView>) -> impl IntoView {
                 <tbody>
                     {accounts.into_iter().map(|account| view! {
                         <tr>
-                            <td><A href=format!("/accounts/{}", account.account_id)>{account.owner_id}</A></td>
+                            <td>
+                                <A href=format!("/accounts/{}", account.account_id)>{account.owner_id}</A>
+                                {(account.status != AccountStatusView::Active).then(|| view! {
+                                    " " <span class=format!("status-tag {}", account.status.as_str())>{account.status.as_str()}</span>
+                                })}
+                            </td>
                             <td class="numeric">{format::money(account.current_balance)}</td>
                             <td class="numeric">{account.transaction_count}</td>
                             <td>{format::time(account.last_transaction)}</td>

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use crate::Context;
 
 mod b10_redis_queries;
+mod b11_transfers;
 pub mod b1_append;
 mod b2_http_commands;
 mod b3_command_to_visible;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b8_hot_account", |context| Box::pin(b8_hot_account::run(context))),
         ("b9_live", |context| Box::pin(b9_live::run(context))),
         ("b10_redis_queries", |context| Box::pin(b10_redis_queries::run(context))),
+        ("b11_transfers", |context| Box::pin(b11_transfers::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }

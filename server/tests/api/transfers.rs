@@ -487,13 +487,18 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
     // Then Postgres itself goes down hard (as a crash would) and comes back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.restart(Duration::from_millis(1500)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-run, with transfers under way: in one snapshot of the log, the balances and the money
+    // in flight (debited, neither credited nor refunded yet) add up to what the accounts began with.
+    let pool = PgPool::connect_with(db.clone()).await.unwrap();
+    let (balances, in_flight) = balances_and_money_in_flight(&pool).await;
+    assert_eq!(balances + in_flight, Decimal::from(1000 * ACCOUNTS as u64), "{balances} + {in_flight} in flight");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let accepted = load.await.unwrap();
     assert!(accepted > 30, "only {accepted} transfers were accepted");
 
     // Every transfer requested (answered or not) finishes, Completed or Failed, once.
-    let pool = PgPool::connect_with(db).await.unwrap();
     let mut unfinished = i64::MAX;
     for _ in 0..600 {
         unfinished = sqlx::query_scalar(
@@ -661,4 +666,36 @@ async fn assert_transfers_read_model_equals_the_streams(pool: &PgPool) {
     }
     let differ: Vec<Uuid> = differ;
     panic!("the transfers read model differs from the streams for {differ:?}");
+}
+
+/// The sum of every account's balance and of the money in flight, from one snapshot of the log.
+async fn balances_and_money_in_flight(pool: &PgPool) -> (Decimal, Decimal) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await.unwrap();
+    let rows: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT event_type, data FROM events WHERE stream_type = 'account'")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    let (mut balances, mut in_flight) = (Decimal::ZERO, Decimal::ZERO);
+    let amount = |data: &Value, key: &str| data[key].as_str().unwrap().parse::<Decimal>().unwrap();
+    for (event_type, data) in rows {
+        match event_type.as_str() {
+            "AccountCreated" => balances += amount(&data, "initialBalance"),
+            "MoneyDeposited" => balances += amount(&data, "amount"),
+            "MoneyWithdrawn" => balances -= amount(&data, "amount"),
+            // Out of the source and into flight; out of flight and into an account.
+            "TransferDebited" => {
+                balances -= amount(&data, "amount");
+                in_flight += amount(&data, "amount");
+            }
+            "TransferCredited" | "TransferRefunded" => {
+                balances += amount(&data, "amount");
+                in_flight -= amount(&data, "amount");
+            }
+            _ => {}
+        }
+    }
+    (balances, in_flight)
 }
