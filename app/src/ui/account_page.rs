@@ -215,7 +215,7 @@ pub fn AccountPage() -> impl IntoView {
                         <OperatorsOnly>
                             <FreezeControls account_id frozen on_accepted />
                         </OperatorsOnly>
-                    })}
+                    }.into_any())}
                 </section>
                 <TransfersList account_id transfers />
                 <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) />
