@@ -1,4 +1,10 @@
 import { test, expect, createAccount, gotoHydrated, signUp, watchConsole, screenshot } from "./fixtures";
+import type { Locator } from "@playwright/test";
+
+/** The steps a transfer's timeline marks as done, in order. */
+async function doneSteps(transfer: Locator): Promise<string[]> {
+  return transfer.locator(".step.done").evaluateAll((steps) => steps.map((step) => step.getAttribute("data-step") ?? ""));
+}
 
 /**
  * Two customers in two browsers: one sends, both see the transfer go through its steps, and a
@@ -8,6 +14,7 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   page,
   browser,
 }) => {
+  test.slow(); // two browsers, three accounts, two transfers taken through their steps
   const recipientContext = await browser.newContext();
   await signUp(recipientContext, "recipient");
   const recipientPage = await recipientContext.newPage();
@@ -29,7 +36,8 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   const sent = page.getByTestId("transfer").first();
   await expect(sent).toHaveAttribute("data-state", "completed", { timeout: 15_000 });
   await expect(sent).toContainText("Sent to");
-  await expect(sent.locator(".step.done")).toHaveText(["requested", "debited", "credited", "completed"]);
+  expect(await doneSteps(sent)).toEqual(["requested", "debited", "credited", "completed"]);
+  await expect(page.getByTestId("transaction-count")).toHaveText("2");
   await expect(page.getByTestId("balance")).toHaveText("69.75");
 
   // The recipient, in their own browser, sees it arrive.
@@ -45,8 +53,10 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   const refunded = page.locator('[data-testid="transfer"][data-state="failed"]').first();
   await expect(refunded).toBeVisible({ timeout: 15_000 });
   await expect(refunded.getByTestId("transfer-state")).toHaveText("refunded");
-  await expect(refunded.locator(".step.done")).toHaveText(["requested", "debited", "refunded", "failed"]);
+  expect(await doneSteps(refunded)).toEqual(["requested", "debited", "refunded", "failed"]);
   await expect(refunded.getByTestId("transfer-reason")).toContainText("frozen or closed");
+  // Debited, then refunded: two more events, and the balance where it was.
+  await expect(page.getByTestId("transaction-count")).toHaveText("4");
   await expect(page.getByTestId("balance")).toHaveText("69.75");
   await expect(page.getByTestId("audit-trail")).toContainText("TransferRefunded");
   await screenshot(page, "transfers");

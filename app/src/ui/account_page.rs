@@ -19,7 +19,7 @@ use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::{poll_status_while_visible, poll_while_visible};
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
-use super::transfers::{TransferForm, TransfersList, any_under_way, transfers_resource};
+use super::transfers::{TransferForm, TransfersList, transfers_resource, worth_reading_again};
 use crate::api::queries::accounts_read_model_lag;
 use crate::api::queries::{account_at, account_ledger, get_account};
 use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount, TransferAccepted};
@@ -118,10 +118,30 @@ pub fn AccountPage() -> impl IntoView {
     poll_status_while_visible(move || projections.refetch());
     // A transfer moves on by itself, partly in streams the live stream does not watch for this
     // account (the transfer's own): asked again while one is under way.
+    let sent_transfers = RwSignal::new(Vec::<Uuid>::new());
     poll_status_while_visible(move || {
-        if any_under_way(&transfers) {
+        // Those listed now need no waiting for.
+        transfers.with_untracked(|list| {
+            if let Some(Ok(list)) = list {
+                sent_transfers.update(|sent| sent.retain(|id| !list.transfers.iter().any(|t| t.transfer_id == *id)));
+            }
+        });
+        let account_as_of = live.with_untracked(|a| a.as_ref().map(|a| a.as_of));
+        if sent_transfers.with_untracked(|sent| worth_reading_again(&transfers, sent, account_as_of)) {
             transfers.refetch();
         }
+    });
+    // A link to another account (a transfer's other side) keeps this page mounted with a new
+    // id: what was particular to the account before goes.
+    Effect::new(move |previous: Option<Option<Uuid>>| {
+        let now = account_id.get();
+        if previous.is_some_and(|previous| previous != now) {
+            token.set(None);
+            travel.set(None);
+            visited_pages.set(vec![None]);
+            sent_transfers.set(Vec::new());
+        }
+        now
     });
     let stream = use_live();
     stream.on_change(
@@ -146,7 +166,10 @@ pub fn AccountPage() -> impl IntoView {
     });
 
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
-    let on_transfer = Callback::new(move |_: TransferAccepted| transfers.refetch());
+    let on_transfer = Callback::new(move |accepted: TransferAccepted| {
+        sent_transfers.update(|sent| sent.push(accepted.transfer_id));
+        transfers.refetch();
+    });
     let status = Signal::derive(move || live.with(|a| a.as_ref().map(|a| (a.status, a.status_reason.clone()))));
     let frozen = Signal::derive(move || status.with(|s| matches!(s, Some((AccountStatusView::Frozen, _)))));
     let closable = Signal::derive(move || {

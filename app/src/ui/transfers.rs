@@ -27,12 +27,21 @@ pub fn transfers_resource(account_id: Memo<Option<Uuid>>) -> Resource<Result<Tra
     )
 }
 
-/// Whether any transfer shown is still under way.
-pub fn any_under_way(transfers: &Resource<Result<TransferList, ApiError>>) -> bool {
-    transfers.with_untracked(|list| {
-        list.as_ref()
-            .and_then(|list| list.as_ref().ok())
-            .is_some_and(|list| list.transfers.iter().any(|t| !t.state.is_finished()))
+/// Whether the list should be read again: a transfer shown is still under way, one this page
+/// sent is not listed yet, or the transfers read model is behind what the account's figures
+/// already show (`account_as_of`: a transfer that moved the balance may not be listed yet).
+pub fn worth_reading_again(
+    transfers: &Resource<Result<TransferList, ApiError>>,
+    sent: &[Uuid],
+    account_as_of: Option<eventstore::Position>,
+) -> bool {
+    transfers.with_untracked(|list| match list.as_ref().and_then(|list| list.as_ref().ok()) {
+        Some(list) => {
+            list.transfers.iter().any(|t| !t.state.is_finished())
+                || sent.iter().any(|id| !list.transfers.iter().any(|t| t.transfer_id == *id))
+                || account_as_of.is_some_and(|account| list.as_of < account)
+        }
+        None => false,
     })
 }
 
@@ -44,6 +53,9 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
     let to_text = RwSignal::new(String::new());
     let amount_text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    // What was submitted, so that a success clears the amount only if the user has not typed
+    // another one while the request ran.
+    let submitted = RwSignal::new(String::new());
     let send = Action::new(move |(to, amount, command_id): &(Uuid, Amount, Uuid)| {
         let (to, amount, command_id) = (*to, *amount, *command_id);
         async move { transfer(account_id, to, amount.value().into(), Some(command_id)).await }
@@ -52,7 +64,9 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
     Effect::new(move |_| match send.value().get() {
         Some(Ok(accepted)) => {
             error.set(None);
-            amount_text.set(String::new());
+            if amount_text.get_untracked() == submitted.get_untracked() {
+                amount_text.set(String::new());
+            }
             on_accepted.run(accepted);
         }
         Some(Err(refusal)) => error.set(Some(refusal.message)),
@@ -71,9 +85,11 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
             error.set(Some("Money cannot move from an account to itself".to_owned()));
             return;
         }
-        match Amount::parse(&amount_text.get_untracked()) {
+        let text = amount_text.get_untracked();
+        match Amount::parse(&text) {
             Ok(amount) => {
                 error.set(None);
+                submitted.set(text);
                 send.dispatch((to, amount, Uuid::new_v4()));
             }
             Err(invalid) => error.set(Some(format!("Invalid amount: {invalid}"))),
@@ -177,8 +193,11 @@ fn TransferRow(transfer: TransferView, own: Option<Uuid>) -> impl IntoView {
         .map(|(step, at)| {
             let done = at.is_some();
             let title = at.map(format::time).unwrap_or_else(|| "not yet".to_owned());
+            let said = if done { format!(", {title}") } else { ", not yet".to_owned() };
             view! {
-                <li class="step" class:done=done data-step=step title=title>{step}</li>
+                <li class="step" class:done=done data-step=step title=title.clone()>
+                    {step}<span class="visually-hidden">{said}</span>
+                </li>
             }
         })
         .collect_view();

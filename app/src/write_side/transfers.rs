@@ -107,20 +107,24 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
-    /// Whether trying again cannot help (until someone fixes something): an unreadable stream
-    /// or outcome, a command id taken by another command, a refund refused. Such a transfer is
-    /// parked, so that it does not hold up every transfer after it.
+    /// Whether trying again at once cannot help (until something is fixed or deployed): an
+    /// unreadable stream or outcome (written by newer code, say), a command id taken by another
+    /// command, a refund refused, a panic. Such a transfer is parked, so that it does not hold
+    /// up every transfer after it, and tried again now and then.
     fn is_permanent(&self) -> bool {
         use eventstore::CommandError as E;
         match self {
-            ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } => true,
+            // A panic that happens once happens every time: parked, it holds up nothing else.
+            ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } | ProcessError::Panicked { .. } => {
+                true
+            }
             ProcessError::Account { source, .. } => {
                 matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
             }
             ProcessError::Transfer { source, .. } => {
                 matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
             }
-            ProcessError::Panicked { .. } | ProcessError::Database(_) => false,
+            ProcessError::Database(_) => false,
         }
     }
 }
@@ -142,6 +146,8 @@ struct ProcessParts {
 
 /// The most transfers this process takes on at once.
 const CONCURRENT_TRANSFERS: usize = 8;
+/// How often a parked transfer is tried again.
+pub const PARKED_RETRY: Duration = Duration::from_secs(60);
 
 impl TransferProcess {
     pub fn new(pool: PgPool, accounts: CommandHandler, appends: Appends, options: WriteOptions) -> TransferProcess {
@@ -241,42 +247,51 @@ impl TransferProcess {
     }
 
     /// Advances every transfer in `transfer_ids`, a few at once. A transfer that cannot go on
-    /// for good is parked (logged, and kept in `transfer_process_parked` for an operator) and
-    /// the others go on; the first failure worth trying again is returned after the others
-    /// have had their turn.
+    /// (see [`ProcessError::is_permanent`]; a panic too) is parked — logged, and kept in
+    /// `transfer_process_parked` with its error — and the others go on; a parked transfer that
+    /// goes through later leaves the table. The first failure worth trying again at once is
+    /// returned after the others have had their turn.
     pub async fn advance_all(&self, transfer_ids: Vec<Uuid>) -> Result<(), ProcessError> {
         let mut running = tokio::task::JoinSet::new();
+        let mut tasks = std::collections::HashMap::new();
         for transfer_id in transfer_ids {
             let process = self.clone();
-            running.spawn(async move {
+            let task = running.spawn(async move {
                 let _permit = process.inner.permits.clone().acquire_owned().await;
-                (transfer_id, process.advance(transfer_id).await)
+                process.advance(transfer_id).await
             });
+            tasks.insert(task.id(), transfer_id);
         }
         let mut first_failure = None;
-        while let Some(done) = running.join_next().await {
+        while let Some(done) = running.join_next_with_id().await {
             let (transfer_id, outcome) = match done {
-                Ok(done) => done,
+                Ok((task, outcome)) => (tasks.get(&task).copied().unwrap_or_default(), outcome),
                 Err(panic) => {
-                    tracing::error!(%panic, "a transfer's step panicked");
-                    first_failure.get_or_insert(ProcessError::Panicked { transfer_id: Uuid::nil() });
-                    continue;
+                    let transfer_id = tasks.get(&panic.id()).copied().unwrap_or_default();
+                    tracing::error!(%transfer_id, %panic, "a transfer's step panicked");
+                    (transfer_id, Err(ProcessError::Panicked { transfer_id }))
                 }
             };
-            match outcome {
-                Ok(()) => {}
-                Err(error) if error.is_permanent() => self.park(transfer_id, &error).await?,
+            let parked = match outcome {
+                Ok(()) => self.unpark(transfer_id).await,
+                Err(error) if error.is_permanent() => self.park(transfer_id, &error).await,
                 Err(error) => {
                     first_failure.get_or_insert(error);
+                    Ok(())
                 }
+            };
+            if let Err(error) = parked {
+                // The transfer stays where it is; the batch is tried again.
+                first_failure.get_or_insert(ProcessError::Database(error));
             }
         }
         first_failure.map_or(Ok(()), Err)
     }
 
-    /// Sets a transfer aside that cannot go on: it waits, where it stopped, for an operator.
+    /// Sets a transfer aside that cannot go on now: it waits where it stopped, and is tried
+    /// again every [`PARKED_RETRY`] (a fix deployed meanwhile lets it go on by itself).
     async fn park(&self, transfer_id: Uuid, error: &ProcessError) -> Result<(), sqlx::Error> {
-        tracing::error!(%transfer_id, %error, "a transfer cannot go on: parked for an operator");
+        tracing::error!(%transfer_id, %error, "a transfer cannot go on: parked");
         sqlx::query(
             "INSERT INTO transfer_process_parked (transfer_id, error) VALUES ($1, $2)
              ON CONFLICT (transfer_id) DO UPDATE SET error = $2, parked_at = clock_timestamp()",
@@ -286,6 +301,27 @@ impl TransferProcess {
         .execute(&self.inner.pool)
         .await?;
         Ok(())
+    }
+
+    async fn unpark(&self, transfer_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM transfer_process_parked WHERE transfer_id = $1")
+            .bind(transfer_id)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Parked transfers whose last try is older than [`PARKED_RETRY`].
+    async fn parked_due(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT transfer_id FROM transfer_process_parked
+             WHERE parked_at < clock_timestamp() - make_interval(secs => $1)
+             ORDER BY parked_at LIMIT $2",
+        )
+        .bind(PARKED_RETRY.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.inner.pool)
+        .await
     }
 
     /// Transfers past their deadline and not finished, as the transfers read model knows them.
@@ -327,7 +363,11 @@ impl TransferProcess {
         if count > 0 {
             tracing::info!(count, "transfers past their deadline: undoing them");
         }
-        self.advance_all(overdue).await?;
+        let parked = self.parked_due(10).await?;
+        if !parked.is_empty() {
+            tracing::info!(count = parked.len(), "trying parked transfers again");
+        }
+        self.advance_all(overdue.into_iter().chain(parked).collect()).await?;
         Ok(count)
     }
 }

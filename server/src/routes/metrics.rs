@@ -49,5 +49,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(text, "# projection figures unavailable: the database does not answer");
         }
     }
+    // Transfers the transfer process set aside (they wait where they stopped): an operator's
+    // business while it is not zero.
+    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM transfer_process_parked").fetch_one(&state.pool).await {
+        Ok(parked) => {
+            let _ = writeln!(
+                text,
+                "# HELP cqrs_bank_transfers_parked Transfers the transfer process cannot take further now (tried again every minute).
+# TYPE cqrs_bank_transfers_parked gauge
+cqrs_bank_transfers_parked {parked}"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "metrics without the parked transfers' count"),
+    }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -368,6 +368,23 @@ impl Bank {
         requests.request(envelope).await.unwrap().transfer_id
     }
 
+    /// The log's identity and every event in it, in the readers' order, once readers see them
+    /// all: a transaction still open anywhere in the cluster (other tests') holds back what a
+    /// gap-safe reader sees.
+    async fn whole_log(&self) -> (Uuid, Vec<eventstore::RecordedEvent>) {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap();
+        for _ in 0..300 {
+            let events = eventstore::read_all_after(&self.pool, eventstore::Position::START, i64::MAX).await.unwrap();
+            if events.len() as i64 == stored
+                && let Some(log) = eventstore::log_identity(&self.pool).await.unwrap()
+            {
+                return (log, events);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the log's readers did not see its {stored} events within 15 s");
+    }
+
     /// Every event's type, by stream, in order.
     async fn events(&self) -> BTreeMap<Uuid, Vec<String>> {
         let rows: Vec<(Uuid, String)> =
@@ -404,8 +421,7 @@ async fn a_step_taken_twice_or_twice_at_once_is_applied_once(_: PgPoolOptions, d
     // The same batch of the log delivered to the process twice: applied, then refused as a
     // batch the checkpoint has passed; nothing more is written either time.
     use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
-    let log = eventstore::log_identity(&bank.pool).await.unwrap().unwrap();
-    let events = eventstore::read_all_after(&bank.pool, eventstore::Position::START, i64::MAX).await.unwrap();
+    let (log, events) = bank.whole_log().await;
     let woken: Vec<_> =
         events.into_iter().filter(|event| bank.process.event_types().contains(&event.event_type.as_str())).collect();
     let to_position = woken.last().unwrap().position();
@@ -698,4 +714,47 @@ async fn balances_and_money_in_flight(pool: &PgPool) -> (Decimal, Decimal) {
         }
     }
     (balances, in_flight)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transfer_that_cannot_go_on_is_parked_and_holds_up_no_other(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    // A transfer request no code can read (as a buggy or newer writer might append), then a
+    // good one after it in the log.
+    let poison = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+         VALUES ($1, 'transfer', $2, 1, 'TransferRequested', 2, '{\"amount\": \"lots\"}')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(poison)
+    .execute(&bank.pool)
+    .await
+    .unwrap();
+    let good = bank.request(from, to, "10", Duration::from_secs(30)).await;
+
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
+    let (log, events) = bank.whole_log().await;
+    let woken: Vec<_> =
+        events.into_iter().filter(|event| bank.process.event_types().contains(&event.event_type.as_str())).collect();
+    let batch = ExternalBatch {
+        log,
+        from: None,
+        to: woken.last().unwrap().position(),
+        events: &woken,
+        rebuilding: false,
+        epoch: 0,
+    };
+    assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied, "the batch goes through");
+    assert_eq!(
+        bank.events().await[&good],
+        ["TransferRequested", "SourceDebited", "TargetCredited", "TransferCompleted"],
+        "the good transfer was not held up"
+    );
+    let parked: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT transfer_id, error FROM transfer_process_parked").fetch_all(&bank.pool).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, poison);
+    assert!(parked[0].1.contains("cannot be read"), "{parked:?}");
 }
