@@ -758,3 +758,35 @@ async fn a_transfer_that_cannot_go_on_is_parked_and_holds_up_no_other(_: PgPoolO
     assert_eq!(parked[0].0, poison);
     assert!(parked[0].1.contains("cannot be read"), "{parked:?}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_deadline_watch_undoes_a_transfer_the_log_no_longer_wakes_once(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db.clone()).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    let transfer = bank.request(from, to, "25", Duration::from_secs(1)).await;
+    assert!(bank.process.take_next_step(transfer).await.unwrap(), "the debit");
+    // The process's checkpoint is past every event (as if it had crashed after moving it): the
+    // log will not wake it for this transfer again; only the deadline watch can.
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
+    let (log, events) = bank.whole_log().await;
+    let to_position = events.last().unwrap().position();
+    let batch = ExternalBatch { log, from: None, to: to_position, events: &[], rebuilding: false, epoch: 0 };
+    assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let app = spawn_app_with(db, |settings| settings.transfer_deadline = Duration::from_secs(1)).await;
+    for _ in 0..300 {
+        if bank.events().await[&transfer].len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streams = bank.events().await;
+    assert_eq!(streams[&transfer], ["TransferRequested", "SourceDebited", "SourceRefunded", "TransferFailed"]);
+    assert_eq!(streams[&from], ["AccountCreated", "TransferDebited", "TransferRefunded"]);
+    assert_eq!(streams[&to], ["AccountCreated"]);
+    // Fired once: a while later, nothing more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(bank.events().await, streams);
+    drop(app);
+}
