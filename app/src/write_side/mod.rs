@@ -39,6 +39,12 @@ impl CommandHandler {
     }
 }
 
+/// The most events one batch of the transfer process reads. Most are not a transfer's request
+/// (each transfer appends five more, all in the one log), so a batch must be large to pass them
+/// quickly; at a steady rate a batch holds what arrived since the last one, a few requests, and
+/// only a backlog fills one (then a request waits for the slowest transfer of its batch).
+pub const TRANSFER_BATCH: i64 = 500;
+
 /// Runs the transfer process in this instance whenever this instance leads it: its projection of
 /// the log, and its deadlines.
 pub fn run_transfer_process(
@@ -52,6 +58,7 @@ pub fn run_transfer_process(
     vec![
         tokio::spawn(
             ExternalProjectionRunner::new(pool.clone(), process.clone(), appends.subscribe(), instance)
+                .batch_size(TRANSFER_BATCH)
                 .run(shutdown.clone()),
         ),
         tokio::spawn(process.clone().run_deadlines(instance.to_owned(), shutdown.clone())),

@@ -386,8 +386,10 @@ impl ExternalProjection for TransferProcess {
     }
 
     fn event_types(&self) -> &'static [&'static str] {
-        // A credit or refund is recorded with what follows it: those events need no step.
-        &TransferEvent::TYPES[..2]
+        // A transfer's request is all that wakes it: the checkpoint passes the request only once
+        // the transfer went as far as it could, so a transfer cut short (a crash, an error) is
+        // woken again by its request. Its later events need no wake-up of their own.
+        &TransferEvent::TYPES[..1]
     }
 
     async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
