@@ -52,7 +52,8 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     let statements = [
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
-        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint, transfer_process_parked TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON transfer_process_parked TO {role}"),
     ];
     for statement in statements {
         sqlx::query(&statement).execute(pool).await?;

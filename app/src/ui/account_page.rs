@@ -144,10 +144,17 @@ pub fn AccountPage() -> impl IntoView {
         now
     });
     let stream = use_live();
-    stream.on_change(
+    stream.on_change_with(
         move |progress| account_id.get_untracked().is_some_and(|id| progress.concerns(id)),
-        move || {
-            account.refetch();
+        move |progress| {
+            // Read the account at or past the position the message announces: a read store
+            // that has not got there yet (Redis, a moment behind Postgres) must not answer with
+            // the balance from before, which no later message would correct.
+            if !progress.everything && token.get_untracked().is_none_or(|token| token < progress.position) {
+                token.set(Some(progress.position));
+            } else {
+                account.refetch();
+            }
             projections.refetch();
         },
     );

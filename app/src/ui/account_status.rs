@@ -5,6 +5,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use uuid::Uuid;
 
+use super::money_form::show_answer;
 use crate::api::CommandAccepted;
 use crate::api::commands::{close_account, freeze_account, unfreeze_account};
 use crate::contract::AccountStatusView;
@@ -47,14 +48,7 @@ pub fn CloseAccount(account_id: Uuid, on_accepted: Callback<CommandAccepted>) ->
         let command_id = *command_id;
         async move { close_account(account_id, Some(command_id)).await }
     });
-    Effect::new(move |_| match close.value().get() {
-        Some(Ok(accepted)) => {
-            error.set(None);
-            on_accepted.run(accepted);
-        }
-        Some(Err(refusal)) => error.set(Some(refusal.message)),
-        None => {}
-    });
+    show_answer(close.value(), error, move |accepted| on_accepted.run(accepted));
     view! {
         <div class="close-account" data-testid="close-account">
             <button type="button" class="secondary" disabled=move || close.pending().get()
@@ -80,14 +74,9 @@ pub fn FreezeControls(account_id: Uuid, frozen: Signal<bool>, on_accepted: Callb
             }
         }
     });
-    Effect::new(move |_| match send.value().get() {
-        Some(Ok(accepted)) => {
-            error.set(None);
-            reason_text.set(String::new());
-            on_accepted.run(accepted);
-        }
-        Some(Err(refusal)) => error.set(Some(refusal.message)),
-        None => {}
+    show_answer(send.value(), error, move |accepted| {
+        reason_text.set(String::new());
+        on_accepted.run(accepted);
     });
     let submit = move |event: SubmitEvent| {
         event.prevent_default();

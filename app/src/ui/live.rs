@@ -22,10 +22,22 @@ impl Live {
     /// shows. Nothing runs while the server renders the page.
     /// A hidden tab does not refetch: it reads again when it is shown.
     pub fn on_change(self, concerns: impl Fn(&LiveProgress) -> bool + 'static, refetch: impl Fn() + 'static) {
+        self.on_change_with(concerns, move |_| refetch());
+    }
+
+    /// [`Self::on_change`], with the message that asks for it (its position, to read at or
+    /// past it).
+    pub fn on_change_with(
+        self,
+        concerns: impl Fn(&LiveProgress) -> bool + 'static,
+        refetch: impl Fn(&LiveProgress) + 'static,
+    ) {
         Effect::new(move |_| {
-            let concerned = self.latest.with(|latest| latest.as_ref().is_some_and(&concerns));
-            if concerned && document().visibility_state() == leptos::web_sys::VisibilityState::Visible {
-                refetch();
+            let concerned = self.latest.with(|latest| latest.clone().filter(|latest| concerns(latest)));
+            if let Some(progress) = concerned
+                && document().visibility_state() == leptos::web_sys::VisibilityState::Visible
+            {
+                refetch(&progress);
             }
         });
     }

@@ -38,6 +38,30 @@ impl MoneyCommand {
     }
 }
 
+/// Shows a command's answer beside its form, once the browser has it: a refusal's message in
+/// `error`; on success, `error` cleared and `accepted` called with the answer.
+pub fn show_answer<T: Clone + Send + Sync + 'static>(
+    answer: impl Get<Value = Option<Result<T, ApiError>>> + 'static,
+    error: RwSignal<Option<String>>,
+    accepted: impl Fn(T) + 'static,
+) {
+    Effect::new(move |_| match answer.get() {
+        Some(Ok(answer)) => {
+            error.set(None);
+            accepted(answer);
+        }
+        Some(Err(refusal)) => error.set(Some(refusal.message)),
+        None => {}
+    });
+}
+
+/// Clears `field` unless the user typed something else (than `submitted`) while the command ran.
+pub fn clear_if_unchanged(field: RwSignal<String>, submitted: RwSignal<String>) {
+    if field.get_untracked() == submitted.get_untracked() {
+        field.set(String::new());
+    }
+}
+
 /// An amount field and a button. The amount is checked in the browser with the server's own
 /// `Amount` parser; the server checks it again. While the command runs the button is disabled
 /// and says so; a refusal is shown next to the form.
@@ -61,16 +85,9 @@ pub fn MoneyForm(
     // What was submitted, so that a success clears the field only if the user has not typed
     // something new while the command ran.
     let submitted = RwSignal::new(String::new());
-    Effect::new(move |_| match send.value().get() {
-        Some(Ok(accepted)) => {
-            error.set(None);
-            if amount_text.get_untracked() == submitted.get_untracked() {
-                amount_text.set(String::new());
-            }
-            on_accepted.run(accepted);
-        }
-        Some(Err(refusal)) => error.set(Some(refusal.message)),
-        None => {}
+    show_answer(send.value(), error, move |accepted| {
+        clear_if_unchanged(amount_text, submitted);
+        on_accepted.run(accepted);
     });
 
     let submit = move |event: SubmitEvent| {

@@ -8,6 +8,7 @@ use leptos_router::components::A;
 use uuid::Uuid;
 
 use super::format;
+use super::money_form::{clear_if_unchanged, show_answer};
 use crate::api::commands::transfer;
 use crate::api::queries::account_transfers;
 use crate::api::{ApiError, TransferAccepted, TransferList, TransferView};
@@ -61,16 +62,9 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
         async move { transfer(account_id, to, amount.value().into(), Some(command_id)).await }
     });
     let pending = send.pending();
-    Effect::new(move |_| match send.value().get() {
-        Some(Ok(accepted)) => {
-            error.set(None);
-            if amount_text.get_untracked() == submitted.get_untracked() {
-                amount_text.set(String::new());
-            }
-            on_accepted.run(accepted);
-        }
-        Some(Err(refusal)) => error.set(Some(refusal.message)),
-        None => {}
+    show_answer(send.value(), error, move |accepted| {
+        clear_if_unchanged(amount_text, submitted);
+        on_accepted.run(accepted);
     });
     let submit = move |event: SubmitEvent| {
         event.prevent_default();

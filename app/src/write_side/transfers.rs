@@ -252,6 +252,12 @@ impl TransferProcess {
     /// goes through later leaves the table. The first failure worth trying again at once is
     /// returned after the others have had their turn.
     pub async fn advance_all(&self, transfer_ids: Vec<Uuid>) -> Result<(), ProcessError> {
+        self.advance_each(transfer_ids, false).await
+    }
+
+    /// [`Self::advance_all`]; `parked`: the transfers were parked, and leave the table once they
+    /// go through.
+    async fn advance_each(&self, transfer_ids: Vec<Uuid>, parked: bool) -> Result<(), ProcessError> {
         let mut running = tokio::task::JoinSet::new();
         let mut tasks = std::collections::HashMap::new();
         for transfer_id in transfer_ids {
@@ -272,15 +278,16 @@ impl TransferProcess {
                     (transfer_id, Err(ProcessError::Panicked { transfer_id }))
                 }
             };
-            let parked = match outcome {
-                Ok(()) => self.unpark(transfer_id).await,
+            let noted = match outcome {
+                Ok(()) if parked => self.unpark(transfer_id).await,
+                Ok(()) => Ok(()),
                 Err(error) if error.is_permanent() => self.park(transfer_id, &error).await,
                 Err(error) => {
                     first_failure.get_or_insert(error);
                     Ok(())
                 }
             };
-            if let Err(error) = parked {
+            if let Err(error) = noted {
                 // The transfer stays where it is; the batch is tried again.
                 first_failure.get_or_insert(ProcessError::Database(error));
             }
@@ -363,11 +370,12 @@ impl TransferProcess {
         if count > 0 {
             tracing::info!(count, "transfers past their deadline: undoing them");
         }
+        self.advance_all(overdue).await?;
         let parked = self.parked_due(10).await?;
         if !parked.is_empty() {
             tracing::info!(count = parked.len(), "trying parked transfers again");
+            self.advance_each(parked, true).await?;
         }
-        self.advance_all(overdue.into_iter().chain(parked).collect()).await?;
         Ok(count)
     }
 }

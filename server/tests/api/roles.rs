@@ -46,6 +46,46 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     let read: serde_json::Value = app.get(&format!("/api/queries/accounts/{account}")).await.json().await.unwrap();
     assert_eq!(read["currentBalance"], json!(15.0));
 
+    // A transfer, taken through its steps by the transfer process, as the server's role; and
+    // what the process keeps of its own, it may keep.
+    let other = app.account_id("alice", 0.0).await;
+    let sent =
+        app.post("/api/commands/transfer", &json!({"fromAccountId": account, "toAccountId": other, "amount": 5})).await;
+    assert_eq!(sent.status(), StatusCode::OK);
+    let transfer: serde_json::Value = sent.json().await.unwrap();
+    let mut completed = false;
+    for _ in 0..300 {
+        let finished: Option<String> = sqlx::query_scalar(
+            "SELECT event_type FROM events WHERE stream_id = $1::text::uuid AND event_type = 'TransferCompleted'",
+        )
+        .bind(transfer["transferId"].as_str().unwrap())
+        .fetch_optional(&owner)
+        .await
+        .unwrap();
+        if finished.is_some() {
+            completed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(completed, "the transfer completed as the server's role");
+    for (table, privilege) in [
+        ("transfer_process_checkpoint", "INSERT"),
+        ("transfer_process_checkpoint", "UPDATE"),
+        ("transfer_process_parked", "INSERT"),
+        ("transfer_process_parked", "UPDATE"),
+        ("transfer_process_parked", "DELETE"),
+    ] {
+        let granted: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2, $3)")
+            .bind(&role)
+            .bind(table)
+            .bind(privilege)
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+        assert!(granted, "{privilege} on {table}");
+    }
+
     // What an attacker holding the server's credentials would try.
     let mut conn = PgConnection::connect_with(&as_server).await.unwrap();
     for attack in [
@@ -64,7 +104,8 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     }
     conn.close().await.unwrap();
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.unwrap();
-    assert_eq!(events, 2, "history is whole");
+    // Two accounts, a deposit, and the transfer's six events.
+    assert_eq!(events, 9, "history is whole");
 
     // Another start (a restart, or a second instance) finds everything handed over already.
     let again = spawn_app_with(as_server.clone(), |settings| settings.owner_database = Some(db.clone())).await;
