@@ -33,17 +33,12 @@ impl OwnerId {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(input: &str) -> Result<OwnerId, OwnerIdError> {
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(OwnerIdError::Empty);
+        match bounded_text(input, Self::MAX_CHARS) {
+            Ok(text) => Ok(OwnerId(text.to_owned())),
+            Err(TextFault::Empty) => Err(OwnerIdError::Empty),
+            Err(TextFault::TooLong) => Err(OwnerIdError::TooLong),
+            Err(TextFault::ControlCharacter) => Err(OwnerIdError::ControlCharacter),
         }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(OwnerIdError::TooLong);
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(OwnerIdError::ControlCharacter);
-        }
-        Ok(OwnerId(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,6 +65,28 @@ impl fmt::Display for OwnerId {
     }
 }
 
+/// What the rules for a short text (an owner, a reason) find wrong with one.
+enum TextFault {
+    Empty,
+    TooLong,
+    ControlCharacter,
+}
+
+/// `input` trimmed, if that is not empty, at most `max_chars` characters long and without
+/// control characters.
+fn bounded_text(input: &str, max_chars: usize) -> Result<&str, TextFault> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        Err(TextFault::Empty)
+    } else if trimmed.chars().count() > max_chars {
+        Err(TextFault::TooLong)
+    } else if trimmed.chars().any(char::is_control) {
+        Err(TextFault::ControlCharacter)
+    } else {
+        Ok(trimmed)
+    }
+}
+
 /// Why an operator froze an account: 1 to [`Reason::MAX_CHARS`] characters, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -89,17 +106,12 @@ impl Reason {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(input: &str) -> Result<Reason, ReasonError> {
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(ReasonError::Empty);
+        match bounded_text(input, Self::MAX_CHARS) {
+            Ok(text) => Ok(Reason(text.to_owned())),
+            Err(TextFault::Empty) => Err(ReasonError::Empty),
+            Err(TextFault::TooLong) => Err(ReasonError::TooLong),
+            Err(TextFault::ControlCharacter) => Err(ReasonError::ControlCharacter),
         }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(ReasonError::TooLong);
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ReasonError::ControlCharacter);
-        }
-        Ok(Reason(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

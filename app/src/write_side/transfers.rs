@@ -106,24 +106,26 @@ pub enum ProcessError {
     Database(#[from] sqlx::Error),
 }
 
+/// Whether a command's failure lasts until something is fixed: an unreadable stream or outcome,
+/// or a command id taken by another command.
+fn lasting<R, D>(error: &eventstore::CommandError<R, D>) -> bool {
+    use eventstore::CommandError as E;
+    matches!(error, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
+}
+
 impl ProcessError {
     /// Whether trying again at once cannot help (until something is fixed or deployed): an
     /// unreadable stream or outcome (written by newer code, say), a command id taken by another
     /// command, a refund refused, a panic. Such a transfer is parked, so that it does not hold
     /// up every transfer after it, and tried again now and then.
     fn is_permanent(&self) -> bool {
-        use eventstore::CommandError as E;
         match self {
             // A panic that happens once happens every time: parked, it holds up nothing else.
             ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } | ProcessError::Panicked { .. } => {
                 true
             }
-            ProcessError::Account { source, .. } => {
-                matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
-            }
-            ProcessError::Transfer { source, .. } => {
-                matches!(source, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
-            }
+            ProcessError::Account { source, .. } => lasting(source),
+            ProcessError::Transfer { source, .. } => lasting(source),
             ProcessError::Database(_) => false,
         }
     }
