@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Position;
+use crate::projection::Partition;
 use crate::relay;
 
 /// The channel checkpoint advances are announced on.
@@ -62,17 +63,22 @@ impl CheckpointWatch {
     }
 
     /// Records a checkpoint seen anywhere; checkpoints only move forward, so an older sighting
-    /// changes nothing.
+    /// changes nothing. A partition's checkpoint also moves its projection's, which is the
+    /// least of its partitions' once each has been seen.
     fn observe(&self, projection: &str, position: Position) {
-        self.positions.send_if_modified(|positions| match positions.get_mut(projection) {
-            Some(known) if *known >= position => false,
-            Some(known) => {
-                *known = position;
-                true
-            }
-            None => {
-                positions.insert(projection.to_owned(), position);
-                true
+        self.positions.send_if_modified(|positions| {
+            let moved = move_forward(positions, projection, position);
+            let whole = Partition::parse_checkpoint_name(projection).and_then(|(whole, partition)| {
+                let least = Partition::all(partition.count)
+                    .map(|each| positions.get(&each.checkpoint_name(whole)).copied())
+                    .collect::<Option<Vec<_>>>()?
+                    .into_iter()
+                    .min()?;
+                Some((whole, least))
+            });
+            match whole {
+                Some((whole, least)) => move_forward(positions, whole, least) || moved,
+                None => moved,
             }
         });
     }
@@ -149,6 +155,21 @@ impl relay::Listener for CheckpointWatch {
     }
 }
 
+/// Moves `projection`'s known checkpoint forward to `position`; whether it moved.
+fn move_forward(positions: &mut HashMap<String, Position>, projection: &str, position: Position) -> bool {
+    match positions.get_mut(projection) {
+        Some(known) if *known >= position => false,
+        Some(known) => {
+            *known = position;
+            true
+        }
+        None => {
+            positions.insert(projection.to_owned(), position);
+            true
+        }
+    }
+}
+
 /// A `NOTIFY` payload must stay under 8,000 bytes.
 const MAX_PAYLOAD: usize = 7_900;
 
@@ -207,6 +228,20 @@ mod tests {
         // Checkpoints never move back.
         watch.observe("p", Position::START);
         assert_eq!(watch.position("p"), Some(target));
+    }
+
+    #[test]
+    fn a_partitioned_projection_is_as_far_as_its_slowest_partition() {
+        let watch = CheckpointWatch::new(1);
+        let at = |global_position| Position { transaction_id: 1, global_position };
+        watch.advanced("p/0-of-2", at(9));
+        assert_eq!(watch.position("p"), None, "one partition not seen yet");
+        watch.advanced("p/1-of-2", at(4));
+        assert_eq!(watch.position("p"), Some(at(4)));
+        watch.advanced("p/1-of-2", at(12));
+        assert_eq!(watch.position("p"), Some(at(9)));
+        watch.advanced("p/0-of-2", at(20));
+        assert_eq!(watch.position("p"), Some(at(12)));
     }
 
     #[tokio::test]

@@ -71,7 +71,7 @@ pub use snapshots::SnapshotVersion;
 #[cfg(feature = "postgres")]
 pub use store::{
     AppendError, Appended, LogBatch, append, begin_with_stream_lock, head, latest_version, log_identity,
-    read_all_after, read_batch, read_stream, read_stream_from_snapshot, read_stream_until,
+    read_all_after, read_batch, read_partition_batch, read_stream, read_stream_from_snapshot, read_stream_until,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

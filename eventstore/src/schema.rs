@@ -31,6 +31,8 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON projection_checkpoints TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON skipped_events TO {role}"),
         format!("GRANT SELECT, INSERT ON projection_levers TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON projection_partitionings TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON projection_members TO {role}"),
         // So that a server started as this role finds every migration applied.
         format!("GRANT SELECT ON _sqlx_migrations TO {role}"),
     ] {

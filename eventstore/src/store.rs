@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::projection::Partition;
 use crate::snapshots::{Snapshot, SnapshotVersion};
 use crate::{NewEvent, Position, RecordedEvent};
 
@@ -293,12 +294,26 @@ pub async fn read_batch(
     limit: i64,
     event_types: &[&str],
 ) -> Result<LogBatch, sqlx::Error> {
+    read_partition_batch(executor, after, limit, event_types, Partition::WHOLE).await
+}
+
+/// [`read_batch`] for one partition of a projection: only events of `event_types` on the
+/// partition's streams are returned whole; the others are passed by, so that the partition's
+/// checkpoint keeps up with the log even while none of its streams change.
+pub async fn read_partition_batch(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+    event_types: &[&str],
+    partition: Partition,
+) -> Result<LogBatch, sqlx::Error> {
     let rows: Vec<PassedOrWanted> = sqlx::query_as(
         "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, stream_type, stream_id,
                 stream_version,
                 event_type, schema_version, recorded_at, wanted,
                 CASE WHEN wanted THEN data END AS data, CASE WHEN wanted THEN metadata END AS metadata
-         FROM (SELECT e.*, e.event_type = ANY($4) AS wanted FROM events e
+         FROM (SELECT e.*, e.event_type = ANY($4) AND ($6 = 1 OR stream_partition(e.stream_id, $6) = $5) AS wanted
+               FROM events e
                WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
                  AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
                ORDER BY e.transaction_id, e.global_position
@@ -309,6 +324,8 @@ pub async fn read_batch(
     .bind(after.global_position)
     .bind(limit)
     .bind(event_types)
+    .bind(partition.index as i32)
+    .bind(partition.count as i32)
     .fetch_all(executor)
     .await?;
     let read_to =

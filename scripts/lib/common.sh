@@ -448,25 +448,40 @@ pg_bin_dir() {
     [[ -n $initdb ]] && dirname "$initdb"
 }
 
-# as_pg_owner CMD...: run a server command as the cluster's owner. Postgres
-# refuses to run as root, so as root that is the postgres OS user; otherwise it
-# is the current user. The working directory is the cluster folder because
-# the postgres user may not be allowed into the caller's one (e.g. /root).
+# as_pg_owner CMD...: run a server command as the private cluster's owner
+# (see as_pg_owner_in), from the private cluster's folder.
 as_pg_owner() {
+    as_pg_owner_in "$PRIVATE_PG_DIR" "$@"
+}
+
+# as_pg_owner_in DIR CMD...: run a server command as a cluster's owner, from
+# DIR. Postgres refuses to run as root, so as root that is the postgres OS
+# user; otherwise it is the current user. The working directory is DIR (a
+# folder of the cluster) because the postgres user may not be allowed into the
+# caller's one (e.g. /root), and initdb & co. fail when they cannot tell where
+# they are.
+as_pg_owner_in() {
+    local dir=$1
+    shift
     if [[ $EUID -eq 0 ]]; then
-        (cd "$PRIVATE_PG_DIR" && runuser -u postgres -- "$@")
+        (cd "$dir" && runuser -u postgres -- "$@")
     else
-        (cd "$PRIVATE_PG_DIR" && "$@")
+        (cd "$dir" && "$@")
     fi
 }
 
-# start_private_cluster: initialise (first time) and start (if stopped) a
-# throwaway cluster on 127.0.0.1:$PRIVATE_PG_PORT with trust auth.
-start_private_cluster() {
+# ensure_pg_server: set PG_SERVER_BIN to the bin folder of the newest PostgreSQL
+# server from Debian's packages (installing the postgresql package if there is
+# none) and PG_SERVER_MAJOR to its major version; dies unless it is 13 or newer
+# (DROP DATABASE ... WITH (FORCE)). Globals rather than printed: apt_install
+# must not run inside a `$(...)`, which would swallow what it says and forget
+# that apt-get update already ran.
+ensure_pg_server() {
     local bin
     bin="$(pg_bin_dir)" || true
     if [[ -z $bin ]]; then
-        apt_install postgresql
+        # apt-get talks on stdout; callers keep stdout for values.
+        apt_install postgresql >&2
         bin="$(pg_bin_dir)" || true
         [[ -n $bin ]] || die "no initdb in /usr/lib/postgresql/*/bin even after installing Debian's postgresql package"
     fi
@@ -475,6 +490,15 @@ start_private_cluster() {
     if [[ ! $major =~ ^[0-9]+$ ]] || ((major < 13)); then
         die "PostgreSQL $major in $bin is too old: version 13 or newer is needed (DROP DATABASE ... WITH (FORCE))"
     fi
+    PG_SERVER_BIN=$bin
+    PG_SERVER_MAJOR=$major
+}
+
+# start_private_cluster: initialise (first time) and start (if stopped) a
+# throwaway cluster on 127.0.0.1:$PRIVATE_PG_PORT with trust auth.
+start_private_cluster() {
+    ensure_pg_server
+    local bin=$PG_SERVER_BIN major=$PG_SERVER_MAJOR
 
     # Folder layout and ownership.
     local owner
@@ -548,6 +572,247 @@ EOF
     done
     tail -n 30 "$PRIVATE_PG_LOG" >&2 || true
     die "the private PostgreSQL cluster does not accept connections on 127.0.0.1:$PRIVATE_PG_PORT (log $PRIVATE_PG_LOG)"
+}
+
+# Replica pair: a private primary and a hot standby that streams the primary's
+# WAL, for trying reads from a replica (DATABASE_READ_URL). Both on 127.0.0.1
+# with trust auth, in one folder DIR:
+#     DIR/primary, DIR/standby            data folders
+#     DIR/primary.log, DIR/standby.log    server logs
+#     DIR/.s.PGSQL.<port>                 both servers' sockets (ports differ)
+# scripts/replica-pair is the command-line front end.
+
+# _replica_pair_conf FILE PORT SOCKET_DIR ROLE: (re)write a pair member's own
+# settings file, owned by the cluster owner.
+_replica_pair_conf() {
+    local conf=$1 port=$2 socket_dir=$3 role=$4
+    cat >"$conf" <<CONF || die "cannot write $conf"
+# Written by scripts/lib/common.sh (start_private_replica_pair, $role); rewritten on every run.
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$socket_dir'
+# The integration tests create a database and a connection pool per test. A hot
+# standby refuses to start with fewer connections (or WAL senders) than its
+# primary, so both members get the same numbers.
+max_connections = 200
+# What streaming replication needs (also the defaults since PostgreSQL 10;
+# spelled out so a changed default cannot silently break the pair).
+wal_level = replica
+max_wal_senders = 10
+# Read-only queries on the standby while it replays.
+hot_standby = on
+CONF
+    chmod 0600 "$conf"
+    if [[ $EUID -eq 0 ]]; then
+        chown postgres:postgres "$conf"
+    fi
+}
+
+# _replica_pair_start DIR NAME PORT: start DIR/NAME on PORT unless it runs. A
+# member already running on another port is an error rather than a 30 s wait
+# for a port it does not listen on: its settings file names the new port, but
+# a running server reads it only on its next start.
+_replica_pair_start() {
+    local dir=$1 name=$2 port=$3
+    local data="$dir/$name" log="$dir/$name.log"
+    if as_pg_owner_in "$dir" "$PG_SERVER_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        # postmaster.pid, line 4: the port the running server listens on.
+        local running_port
+        running_port="$(sed -n 4p "$data/postmaster.pid" 2>/dev/null)" || true
+        if [[ -n $running_port && $running_port != "$port" ]]; then
+            die "the $name in $data runs on port $running_port, not $port: stop the pair first (scripts/replica-pair stop $dir)"
+        fi
+        log "Replica pair: $name already running (port $port)"
+        return 0
+    fi
+    log "pg_ctl start $name (port $port, log $log)"
+    if ! as_pg_owner_in "$dir" "$PG_SERVER_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null; then
+        tail -n 30 "$log" >&2 || true
+        die "could not start the $name of the replica pair (log tail above, full log $log)"
+    fi
+}
+
+# _replica_pair_wait_tcp URL LOG NAME: wait (~30 s at most) until the server
+# at URL takes connections on TCP.
+_replica_pair_wait_tcp() {
+    local url=$1 log=$2 name=$3 i
+    for ((i = 0; i < 60; i++)); do
+        server_version_num "$url" >/dev/null && return 0
+        sleep 0.5
+    done
+    tail -n 30 "$log" >&2 || true
+    die "the $name of the replica pair does not accept connections on $(url_host_port "$url") (log $log)"
+}
+
+# start_private_replica_pair DIR PRIMARY_PORT STANDBY_PORT: initialise (first
+# time) and start (if stopped) a primary on 127.0.0.1:PRIMARY_PORT and a hot
+# standby of it on 127.0.0.1:STANDBY_PORT, fed by streaming replication, both
+# with trust auth for user postgres (database postgres). Returns once both take
+# connections and the standby streams from the primary. Idempotent: a second
+# call with the same arguments reuses the running pair. Prints nothing on
+# stdout (progress goes to stderr through `log`).
+start_private_replica_pair() {
+    local usage="usage: start_private_replica_pair DIR PRIMARY_PORT STANDBY_PORT"
+    local dir=${1:?$usage} primary_port=${2:?$usage} standby_port=${3:?$usage}
+    [[ $primary_port =~ ^[0-9]+$ && $standby_port =~ ^[0-9]+$ ]] \
+        || die "ports must be numbers (got '$primary_port' and '$standby_port')"
+    [[ $primary_port != "$standby_port" ]] || die "the primary and the standby need different ports (both $primary_port)"
+    # DIR is written into the settings between single quotes.
+    [[ $dir != *"'"* ]] || die "the replica pair folder must not contain a single quote: $dir"
+
+    ensure_pg_server
+    ensure_psql
+    local bin=$PG_SERVER_BIN major=$PG_SERVER_MAJOR
+
+    # Folder and ownership, as for the private cluster. Absolute, because the
+    # server commands run from DIR and Postgres wants an absolute socket folder.
+    local owner
+    if [[ $EUID -eq 0 ]]; then
+        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux): needed to run PostgreSQL as the postgres user"
+        id postgres >/dev/null 2>&1 || die "OS user 'postgres' does not exist; install Debian's postgresql package"
+        owner=postgres
+        mkdir -p "$dir" || die "cannot create $dir"
+        chown postgres:postgres "$dir" || die "cannot give $dir to the postgres user"
+        # A folder under /root, say, is fine for root but not for postgres:
+        # every parent must let it through.
+        runuser -u postgres -- test -w "$dir" -a -x "$dir" \
+            || die "the postgres OS user cannot enter or write $dir (is a parent folder closed to it, e.g. /root?): pick a folder under /var/tmp"
+    else
+        owner="$(id -un)"
+        mkdir -p "$dir" || die "cannot create $dir"
+        [[ -O $dir ]] || die "$dir belongs to $(stat -c %U "$dir"), not $owner: run as root or pick another folder"
+    fi
+    dir="$(cd "$dir" && pwd)" || die "cannot enter $dir"
+
+    local primary="$dir/primary" standby="$dir/standby"
+    local primary_url="postgres://postgres@127.0.0.1:$primary_port/postgres"
+    local standby_url="postgres://postgres@127.0.0.1:$standby_port/postgres"
+
+    # A standby from an earlier run must still fit, checked before anything is
+    # started. Without standby.signal it would start as a second primary (e.g.
+    # after a promotion) and silently stop following; and its primary_conninfo
+    # names the primary's port of the day of its base backup.
+    if [[ -f $standby/PG_VERSION ]]; then
+        [[ -f $standby/standby.signal ]] \
+            || die "$standby is not a standby (no standby.signal; promoted?): stop the pair and remove $dir"
+        grep -qE "^primary_conninfo = .*port=${primary_port}[ ']" "$standby/postgresql.auto.conf" 2>/dev/null \
+            || die "the standby in $standby does not stream from port $primary_port (see primary_conninfo in its postgresql.auto.conf): use the ports it was made with, or stop the pair and remove $dir"
+    fi
+
+    # 1. Primary: created like the private cluster (superuser postgres, trust
+    # auth, UTF8 with the C locale).
+    if [[ ! -f $primary/PG_VERSION ]]; then
+        log "initdb $primary (PostgreSQL $major, as $owner)"
+        if ! as_pg_owner_in "$dir" "$bin/initdb" -D "$primary" -A trust -U postgres -E UTF8 --locale=C \
+            >"$dir/initdb.log" 2>&1; then
+            cat "$dir/initdb.log" >&2
+            die "initdb failed (log above, also in $dir/initdb.log)"
+        fi
+    else
+        log "Replica pair: reusing the primary in $primary"
+    fi
+    local data_major
+    data_major="$(cat "$primary/PG_VERSION")"
+    [[ $data_major == "$major" ]] \
+        || die "$primary was made by PostgreSQL $data_major but the newest server here is $major: stop the pair and remove $dir"
+
+    # Settings in a file of their own, rewritten every time and included from
+    # postgresql.conf once (the base backup copies both to the standby).
+    _replica_pair_conf "$primary/cqrs-bank.conf" "$primary_port" "$dir" primary
+    if ! grep -qx "include_if_exists = 'cqrs-bank.conf'" "$primary/postgresql.conf"; then
+        printf "\ninclude_if_exists = 'cqrs-bank.conf'\n" >>"$primary/postgresql.conf"
+    fi
+    # The standby signs in for replication over TCP as postgres. `initdb -A
+    # trust` already allows that (`host replication all 127.0.0.1/32 trust`),
+    # but the pair depends on it, so it is spelled out. pg_hba.conf is read on
+    # start and reload only: a running primary is told to reload.
+    local hba_line="host replication postgres 127.0.0.1/32 trust" hba_changed=0
+    if ! grep -qx "$hba_line" "$primary/pg_hba.conf"; then
+        printf '\n# Added by scripts/lib/common.sh (start_private_replica_pair): the standby streams from here.\n%s\n' \
+            "$hba_line" >>"$primary/pg_hba.conf" || die "cannot append to $primary/pg_hba.conf"
+        hba_changed=1
+    fi
+    if ((hba_changed)) && as_pg_owner_in "$dir" "$bin/pg_ctl" -D "$primary" status >/dev/null 2>&1; then
+        as_pg_owner_in "$dir" "$bin/pg_ctl" -D "$primary" reload >/dev/null \
+            || die "could not reload the primary after changing $primary/pg_hba.conf"
+    fi
+    _replica_pair_start "$dir" primary "$primary_port"
+    _replica_pair_wait_tcp "$primary_url" "$dir/primary.log" primary
+
+    # 2. Standby: a base backup of the running primary. -R writes standby.signal
+    # (start as a standby) and primary_conninfo (where to stream from, this
+    # primary port) into postgresql.auto.conf; -X stream copies the WAL written
+    # during the backup; -c fast checkpoints at once instead of waiting.
+    if [[ ! -f $standby/PG_VERSION ]]; then
+        # pg_basebackup removes a folder it created when it fails; anything
+        # left there is not ours to delete.
+        if [[ -e $standby ]] && [[ -n "$(ls -A "$standby" 2>/dev/null)" ]]; then
+            die "$standby exists but holds no cluster (an interrupted base backup?): remove it and run again"
+        fi
+        log "pg_basebackup of the primary into $standby (as $owner)"
+        if ! as_pg_owner_in "$dir" "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
+            -D "$standby" -R -X stream -c fast >"$dir/basebackup.log" 2>&1; then
+            cat "$dir/basebackup.log" >&2
+            die "pg_basebackup failed (log above, also in $dir/basebackup.log)"
+        fi
+    else
+        log "Replica pair: reusing the standby in $standby"
+    fi
+    # The base backup copied the primary's settings file, port included: the
+    # same file, rewritten with the standby's port.
+    _replica_pair_conf "$standby/cqrs-bank.conf" "$standby_port" "$dir" standby
+    _replica_pair_start "$dir" standby "$standby_port"
+    _replica_pair_wait_tcp "$standby_url" "$dir/standby.log" standby
+
+    # 3. Taking connections is not enough: wait until the standby is in
+    # recovery (a standby, not a primary) and its WAL receiver streams, so that
+    # what the caller writes to the primary next does reach it.
+    local state="" i
+    for ((i = 0; i < 60; i++)); do
+        state="$(psql_url "$standby_url" -tA -c \
+            "SELECT pg_is_in_recovery(), coalesce((SELECT status FROM pg_stat_wal_receiver), 'no WAL receiver')" \
+            2>/dev/null)" || state=""
+        if [[ $state == "t|streaming" ]]; then
+            log "Replica pair ready: primary 127.0.0.1:$primary_port, hot standby 127.0.0.1:$standby_port (streaming; PostgreSQL $major, in $dir)"
+            return 0
+        fi
+        sleep 0.5
+    done
+    tail -n 30 "$dir/standby.log" >&2 || true
+    die "the standby on 127.0.0.1:$standby_port does not stream from the primary (in recovery | WAL receiver: ${state:-no answer}; log $dir/standby.log)"
+}
+
+# stop_private_replica_pair DIR: stop the standby, then the primary (fast
+# shutdown: open sessions are cut). The standby first, so it does not spend its
+# last moments retrying a primary that went away. Members that are not running
+# (or were never made) are skipped.
+stop_private_replica_pair() {
+    local dir=${1:?usage: stop_private_replica_pair DIR}
+    if [[ ! -d $dir ]]; then
+        log "Replica pair: nothing in $dir"
+        return 0
+    fi
+    dir="$(cd "$dir" && pwd)" || die "cannot enter $dir"
+    local name data bin
+    for name in standby primary; do
+        data="$dir/$name"
+        if [[ ! -f $data/PG_VERSION ]]; then
+            log "Replica pair: no $name in $dir"
+            continue
+        fi
+        # The server binaries of the version that made the cluster, else the newest.
+        bin="/usr/lib/postgresql/$(cat "$data/PG_VERSION")/bin"
+        if [[ ! -x $bin/pg_ctl ]]; then
+            bin="$(pg_bin_dir)" || die "no PostgreSQL server binaries found to stop $data"
+        fi
+        if as_pg_owner_in "$dir" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+            log "pg_ctl stop $name (fast)"
+            as_pg_owner_in "$dir" "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null \
+                || die "could not stop the $name in $data (log $dir/$name.log)"
+        else
+            log "Replica pair: $name not running"
+        fi
+    done
 }
 
 # redis_answers HOST PORT: true if a Redis answers PING there (bash's /dev/tcp:

@@ -63,9 +63,28 @@ pub struct Settings {
     /// Which read store the account and high-value queries read (`READ_STORE`: `auto`, the
     /// default, `redis` or `postgres`).
     pub read_store: ReadStore,
+    /// A hot standby of the database, fed by streaming replication, that queries read while it
+    /// is close enough (`DATABASE_READ_URL`; unset: queries read the primary).
+    pub read_replica: Option<ReplicaSettings>,
+    /// How many partitions `account_summary` and `account_ledger` are split into, each led by
+    /// one instance at a time (`PROJECTION_PARTITIONS`, 1 to 64, default 1). Every instance must
+    /// be started with the same count: a new count empties those tables and rebuilds them.
+    pub projection_partitions: u32,
+    /// Whether an instance started with another count than the one in force may change it —
+    /// emptying those tables and applying the log again — (`PROJECTION_PARTITIONS_REBUILD=yes`)
+    /// or refuses to start (the default), so that a mistaken setting wipes nothing.
+    pub projection_partitions_rebuild: bool,
     /// Names this server instance in the projections' status (`INSTANCE_ID`).
     pub instance_id: String,
     pub leptos_options: LeptosOptions,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaSettings {
+    pub database: PgConnectOptions,
+    /// Behind the primary by more than this (`DATABASE_READ_MAX_LAG_SECONDS`, default 5), the
+    /// replica is left alone and queries read the primary.
+    pub max_lag: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -195,6 +214,24 @@ impl Settings {
             settings.read_store =
                 read_store.trim().parse().map_err(|why| ConfigurationError::Invalid("READ_STORE", why))?;
         }
+        if let Ok(url) = std::env::var("DATABASE_READ_URL")
+            && !url.trim().is_empty()
+        {
+            let database = PgConnectOptions::from_str(url.trim())
+                .map_err(|error| ConfigurationError::Invalid("DATABASE_READ_URL", error.to_string()))?;
+            let seconds = env_number::<u64>("DATABASE_READ_MAX_LAG_SECONDS")?.unwrap_or(5).clamp(1, 3600);
+            settings.read_replica = Some(ReplicaSettings { database, max_lag: Duration::from_secs(seconds) });
+        }
+        if let Some(count) = env_number::<u32>("PROJECTION_PARTITIONS")? {
+            if !(1..=eventstore::projection::MAX_PARTITIONS).contains(&count) {
+                let why = format!("{count} is not a partition count: 1 to {}", eventstore::projection::MAX_PARTITIONS);
+                return Err(ConfigurationError::Invalid("PROJECTION_PARTITIONS", why));
+            }
+            settings.projection_partitions = count;
+        }
+        if let Ok(rebuild) = std::env::var("PROJECTION_PARTITIONS_REBUILD") {
+            settings.projection_partitions_rebuild = matches!(rebuild.trim(), "1" | "true" | "yes");
+        }
         if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
             settings.instance_id = instance_id;
         }
@@ -223,6 +260,9 @@ impl Settings {
             allowed_hosts: Vec::new(),
             redis: None,
             read_store: ReadStore::default(),
+            read_replica: None,
+            projection_partitions: 1,
+            projection_partitions_rebuild: false,
             instance_id: default_instance_id(),
             leptos_options,
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use app::api::ApiError;
 use app::api::Services;
 use app::read_side::live::spawn_account_feed;
-use app::read_side::{AccountHistory, ReadModel, RedisAccounts, RedisReads, run_projections};
+use app::read_side::{AccountHistory, ReadModel, ReadPools, RedisAccounts, RedisReads, Split, run_projections};
 use app::ui::{App, shell};
 use app::write_side::{CommandHandler, TransferProcess, TransferRequests, run_transfer_process};
 use axum::Router;
@@ -39,6 +39,9 @@ use crate::routes::rate_limits::RateLimits;
 
 /// How long requests in flight may take to finish once the server is stopping.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a query waits for a connection to the replica before it reads the primary instead.
+const REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How old a projection status shown to operators, monitors and scrapers may be.
 const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,6 +78,8 @@ pub enum StartupError {
     Listen(#[from] std::io::Error),
     #[error("cannot use the Redis read store: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("cannot run the projections: {0}")]
+    Partitions(#[from] eventstore::projection::AdoptError),
     /// Serving would append events that no projection ever reads.
     #[error(transparent)]
     ClusterMoved(eventstore::ClusterMoveError),
@@ -111,7 +116,23 @@ impl Application {
             Some(redis) => Some(RedisAccounts::new(&redis.url, &redis.key_prefix)?),
             None => None,
         };
-        let mut read_model = ReadModel::new(pool.clone(), settings.catch_up_bound, checkpoints.clone());
+        let reads = match &settings.read_replica {
+            // Lazily: a replica that is down at start-up costs queries nothing (they read the
+            // primary until the lag monitor finds it well), and is used as soon as it is.
+            Some(replica) => ReadPools::with_replica(
+                pool.clone(),
+                PgPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
+                    // A statement the replica is slow to answer is asked of the primary after a
+                    // second; it must not go on running there.
+                    .connect_lazy_with(replica.database.clone().options([("statement_timeout", "1s")])),
+                replica.max_lag,
+            ),
+            None => ReadPools::primary_only(pool.clone()),
+        };
+        let mut read_model = ReadModel::new(reads, settings.catch_up_bound, checkpoints.clone());
+        background.extend(read_model.spawn_replica_monitor(shutdown.clone()));
         if let Some(redis) = &redis {
             read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store, pool.clone()));
         }
@@ -129,14 +150,14 @@ impl Application {
             secure_cookies: settings.secure_cookies,
         };
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
-        background.extend(run_projections(
-            &pool,
-            &appends,
-            &checkpoints,
-            redis.as_ref(),
-            &settings.instance_id,
-            &shutdown,
-        ));
+        let split = Split {
+            partitions: settings.projection_partitions,
+            rebuild_on_change: settings.projection_partitions_rebuild,
+        };
+        background.extend(
+            run_projections(&pool, &appends, &checkpoints, redis.as_ref(), split, &settings.instance_id, &shutdown)
+                .await?,
+        );
         background.extend(run_transfer_process(&transfer_process, &pool, &appends, &settings.instance_id, &shutdown));
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);

@@ -24,6 +24,14 @@ pub async fn retry_projection(name: String, reason: String) -> Result<(), ApiErr
     server::pulled(eventstore::projection::retry(&super::services()?.pool, name, by).await)
 }
 
+/// The Postgres replica queries read, as this instance last measured it; `None`: there is none
+/// (`DATABASE_READ_URL` unset), queries read the primary.
+#[server(prefix = "/api", endpoint = "operations/replica", input = Json)]
+pub async fn replica_status() -> Result<Option<crate::contract::ReplicaStatus>, ApiError> {
+    super::operator()?;
+    Ok(super::services()?.read_model.replica_health())
+}
+
 /// The levers pulled lately (at most 20), newest first: who, why, when.
 #[server(prefix = "/api", endpoint = "operations/levers", input = Json)]
 pub async fn recent_levers() -> Result<Vec<eventstore::LeverPulled>, ApiError> {
@@ -60,9 +68,12 @@ mod server {
 
     /// Projection names are short snake_case words; anything else names no projection, and
     /// is refused before it reaches the database (which refuses, say, a NUL in text).
+    /// A partition of one is named `<projection>/<k>-of-<N>`.
     pub fn projection_name(name: &str) -> Result<&str, ApiError> {
-        let well_formed = (1..=63).contains(&name.len())
-            && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+        let projection =
+            eventstore::projection::Partition::parse_checkpoint_name(name).map_or(name, |(projection, _)| projection);
+        let well_formed = (1..=63).contains(&projection.len())
+            && projection.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
         if well_formed {
             Ok(name)
         } else {

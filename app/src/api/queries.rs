@@ -200,9 +200,14 @@ pub async fn account_transfers(
 pub async fn accounts_read_model_lag() -> Result<ReadModelLag, ApiError> {
     super::signed_in()?;
     let status = super::services()?.projection_status.get().await?;
-    let summary = status.iter().find(|p| p.name == crate::read_side::account_summary::PROJECTION_NAME);
-    Ok(summary.map_or(ReadModelLag { lag_events: 0, lag_seconds: 0.0 }, |p| ReadModelLag {
-        lag_events: p.lag_events,
-        lag_seconds: p.lag_seconds,
+    // Split into partitions, the read model is as far behind as its slowest partition.
+    let name = crate::read_side::account_summary::PROJECTION_NAME;
+    let summary = status.iter().filter(|p| {
+        p.name == name
+            || eventstore::projection::Partition::parse_checkpoint_name(&p.name).is_some_and(|(of, _)| of == name)
+    });
+    Ok(summary.fold(ReadModelLag { lag_events: 0, lag_seconds: 0.0 }, |lag, p| ReadModelLag {
+        lag_events: lag.lag_events.max(p.lag_events),
+        lag_seconds: lag.lag_seconds.max(p.lag_seconds),
     }))
 }

@@ -181,6 +181,9 @@ pub enum ServedBy {
     #[default]
     Postgres,
     Redis,
+    /// A hot standby of the Postgres database (`DATABASE_READ_URL`).
+    #[serde(rename = "postgres-replica")]
+    PostgresReplica,
 }
 
 impl ServedBy {
@@ -188,8 +191,25 @@ impl ServedBy {
         match self {
             ServedBy::Postgres => "Postgres",
             ServedBy::Redis => "Redis",
+            ServedBy::PostgresReplica => "the Postgres replica",
         }
     }
+}
+
+/// The Postgres replica queries read (`DATABASE_READ_URL`), as an instance last measured it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// It answered the last measurement, as a standby.
+    pub reachable: bool,
+    /// Write-ahead log the primary has written and the replica has not replayed yet.
+    pub lag_bytes: Option<i64>,
+    /// While it is behind by any byte, how long ago it replayed its last commit; 0 otherwise.
+    pub lag_seconds: Option<f64>,
+    /// Queries read it now: reachable, and no further behind than allowed.
+    pub serving: bool,
+    /// Why it does not serve, if it does not.
+    pub problem: Option<String>,
 }
 
 /// Several accounts, read at one read-model checkpoint.

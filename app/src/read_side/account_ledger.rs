@@ -17,6 +17,7 @@ use crate::domain::{AccountEvent, Movement};
 
 pub const PROJECTION_NAME: &str = "account_ledger";
 
+#[derive(Debug, Clone, Copy)]
 pub struct AccountLedgerProjection;
 
 impl Projection for AccountLedgerProjection {
@@ -30,6 +31,11 @@ impl Projection for AccountLedgerProjection {
 
     fn event_types(&self) -> &'static [&'static str] {
         AccountEvent::TYPES
+    }
+
+    /// Partitionable: an account's entries and balance, from that account's events alone.
+    fn partitionable(&self) -> bool {
+        true
     }
 
     async fn apply(

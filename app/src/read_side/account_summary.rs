@@ -16,6 +16,7 @@ use crate::event_codec;
 
 pub const PROJECTION_NAME: &str = "account_summary";
 
+#[derive(Debug, Clone, Copy)]
 pub struct AccountSummaryProjection;
 
 /// A whole row, for an account opened in this batch.
@@ -175,6 +176,11 @@ impl Projection for AccountSummaryProjection {
 
     fn event_types(&self) -> &'static [&'static str] {
         AccountEvent::TYPES
+    }
+
+    /// Partitionable: one row per account, written from that account's events alone.
+    fn partitionable(&self) -> bool {
+        true
     }
 
     async fn apply(

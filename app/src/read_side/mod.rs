@@ -9,6 +9,7 @@ pub mod history;
 pub mod live;
 pub mod read_stores;
 pub mod redis_accounts;
+pub mod replica;
 pub mod transfers;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
 pub use read_stores::{ReadStore, RedisReads};
 pub use redis_accounts::RedisAccounts;
+pub use replica::{ReadPools, ReplicaStatus};
 pub use transfers::TransfersProjection;
 
 /// Brings the database up to date: the event store's tables (its own migrations), then the
@@ -86,53 +88,62 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
 pub const PROJECTION_NAMES: &[&str] =
     &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME, transfers::PROJECTION_NAME];
 
+/// How the partitionable projections (`account_summary`, `account_ledger`) are split: into how
+/// many partitions, and whether a count other than the one in force may be adopted (emptying
+/// their tables and applying the log again) rather than refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    pub partitions: u32,
+    pub rebuild_on_change: bool,
+}
+
 /// Starts a runner for every projection (the Redis one if there is a Redis); each leads its
-/// projection in one instance at a time. A new projection is a module, a migration for its
-/// tables, and a line here: it catches up from the first event by itself.
-pub fn run_projections(
+/// projection — or each partition of it — in one instance at a time. A new projection is a
+/// module, a migration for its tables, and a line here: it catches up from the first event by
+/// itself.
+pub async fn run_projections(
     pool: &PgPool,
     appends: &eventstore::Appends,
     checkpoints: &CheckpointWatch,
     redis: Option<&RedisAccounts>,
+    split: Split,
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    use eventstore::ProjectionRunner;
-    use eventstore::projection::ExternalProjectionRunner;
-    let in_redis = redis.map(|redis| {
-        tokio::spawn(
+) -> Result<Vec<tokio::task::JoinHandle<()>>, eventstore::projection::AdoptError> {
+    use eventstore::projection::{ExternalProjectionRunner, run_partitioned};
+    let Split { partitions, rebuild_on_change } = split;
+    let mut runners = Vec::new();
+    let (summary, ledger) = (AccountSummaryProjection, AccountLedgerProjection);
+    runners.extend(
+        run_partitioned(pool, summary, partitions, rebuild_on_change, appends, checkpoints, instance, shutdown).await?,
+    );
+    runners.extend(
+        run_partitioned(pool, ledger, partitions, rebuild_on_change, appends, checkpoints, instance, shutdown).await?,
+    );
+    runners
+        .extend(run_partitioned(pool, TransfersProjection, 1, false, appends, checkpoints, instance, shutdown).await?);
+    if let Some(redis) = redis {
+        runners.push(tokio::spawn(
             ExternalProjectionRunner::new(pool.clone(), redis.clone(), appends.subscribe(), instance)
                 .run(shutdown.clone()),
-        )
-    });
-    let mut runners = vec![
-        tokio::spawn(
-            ProjectionRunner::new(pool.clone(), AccountSummaryProjection, appends.subscribe(), instance)
-                .publish_checkpoints(checkpoints.clone())
-                .run(shutdown.clone()),
-        ),
-        tokio::spawn(
-            ProjectionRunner::new(pool.clone(), AccountLedgerProjection, appends.subscribe(), instance)
-                .publish_checkpoints(checkpoints.clone())
-                .run(shutdown.clone()),
-        ),
-        tokio::spawn(
-            ProjectionRunner::new(pool.clone(), TransfersProjection, appends.subscribe(), instance)
-                .publish_checkpoints(checkpoints.clone())
-                .run(shutdown.clone()),
-        ),
-    ];
-    runners.extend(in_redis);
-    runners
+        ));
+    }
+    Ok(runners)
 }
+
 use account_summary::PROJECTION_NAME;
+
+/// How long a query holding a token the primary's read model has passed gives the replica to
+/// replay it before the primary answers instead.
+const REPLICA_CATCH_UP: Duration = Duration::from_millis(200);
 
 /// The most a list query returns.
 pub const LIST_LIMIT: i64 = 100;
 
 #[derive(Clone)]
 pub struct ReadModel {
-    pool: PgPool,
+    /// The primary, and the replica queries read while it serves.
+    reads: ReadPools,
     /// How long a query with `after=<token>` waits for the projection to pass the token.
     catch_up_bound: Duration,
     /// Every projection's checkpoint, watched in-process: waiting costs no query.
@@ -162,9 +173,9 @@ struct SummaryRow {
 }
 
 impl SummaryRow {
-    fn into_view(self, stale: bool) -> AccountView {
+    fn into_view(self, stale: bool, served_by: ServedBy) -> AccountView {
         AccountView {
-            served_by: ServedBy::Postgres,
+            served_by,
             as_of: self.as_of,
             account_id: self.account_id,
             owner_id: self.owner_id,
@@ -195,14 +206,22 @@ pub enum AccountLookup {
 }
 
 impl AccountLookup {
-    fn new(row: Option<SummaryRow>, as_of: Position, after: Option<Position>) -> AccountLookup {
+    fn new(read: SummaryRead, after: Option<Position>) -> AccountLookup {
+        let SummaryRead { row, as_of, served_by } = read;
         let behind = after.filter(|after| as_of < *after);
         match (row, behind) {
-            (Some(row), behind) => AccountLookup::Found(row.into_view(behind.is_some())),
+            (Some(row), behind) => AccountLookup::Found(row.into_view(behind.is_some(), served_by)),
             (None, None) => AccountLookup::Unknown,
             (None, Some(after)) => AccountLookup::NotYet { after, as_of },
         }
     }
+}
+
+/// One account's row (if any), the checkpoint it is current as of, and which database said so.
+struct SummaryRead {
+    row: Option<SummaryRow>,
+    as_of: Position,
+    served_by: ServedBy,
 }
 
 /// The checkpoint, and the account's row if the left join found one: the row's own columns are
@@ -273,8 +292,22 @@ pub const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_bal
      FROM account_summary s, projection_checkpoint($1) c";
 
 impl ReadModel {
-    pub fn new(pool: PgPool, catch_up_bound: Duration, checkpoints: CheckpointWatch) -> ReadModel {
-        ReadModel { pool, catch_up_bound, checkpoints, redis: None }
+    pub fn new(reads: ReadPools, catch_up_bound: Duration, checkpoints: CheckpointWatch) -> ReadModel {
+        ReadModel { reads, catch_up_bound, checkpoints, redis: None }
+    }
+
+    /// Starts measuring the replica's lag once a second, if there is one: until it is measured,
+    /// queries read the primary.
+    pub fn spawn_replica_monitor(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.reads.spawn_lag_monitor(shutdown)
+    }
+
+    /// The replica's health, if queries may read one.
+    pub fn replica_health(&self) -> Option<ReplicaStatus> {
+        self.reads.replica_health()
     }
 
     /// Lets Redis answer the account and high-value queries when it can.
@@ -302,53 +335,89 @@ impl ReadModel {
             return Ok(AccountLookup::Found(view));
         }
         let deadline = tokio::time::Instant::now() + self.catch_up_bound;
-        let (row, as_of) = self.summary(account_id).await?;
-        let Some(after) = after.filter(|after| as_of < *after) else {
-            return Ok(AccountLookup::new(row, as_of, None));
+        let read = self.summary(account_id).await?;
+        let Some(after) = after.filter(|after| read.as_of < *after) else {
+            return Ok(AccountLookup::new(read, None));
         };
         // No event has that position: no wait can reach it, and no account was created there.
-        if eventstore::head(&self.pool).await? < after {
-            return Ok(match row {
-                Some(row) => AccountLookup::Found(row.into_view(true)),
+        if eventstore::head(self.reads.primary()).await? < after {
+            return Ok(match read.row {
+                Some(row) => AccountLookup::Found(row.into_view(true, read.served_by)),
                 None => AccountLookup::Unknown,
             });
         }
-        let (row, as_of) = match self.checkpoints.wait_for(PROJECTION_NAME, after, deadline).await {
-            Waited::Reached => self.summary(account_id).await?,
-            Waited::TimedOut | Waited::TooManyWaiters => (row, as_of),
+        let read = match self.checkpoints.wait_for(PROJECTION_NAME, after, deadline).await {
+            Waited::Reached => self.summary_replayed_past(account_id, after).await?,
+            Waited::TimedOut | Waited::TooManyWaiters => read,
         };
-        Ok(AccountLookup::new(row, as_of, Some(after)))
+        Ok(AccountLookup::new(read, Some(after)))
+    }
+
+    /// The account once the database queries read has the read model at or past `after`, which
+    /// the primary's has: at once on the primary, a moment later on a replica (which replays
+    /// the primary's log). The replica is asked a few times within [`REPLICA_CATCH_UP`]; then
+    /// the primary answers, so that a lagging replica costs a token's reader no more than that.
+    async fn summary_replayed_past(&self, account_id: Uuid, after: Position) -> Result<SummaryRead, sqlx::Error> {
+        let give_up = tokio::time::Instant::now() + REPLICA_CATCH_UP;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let read = self.summary(account_id).await?;
+            if read.as_of >= after || read.served_by != ServedBy::PostgresReplica {
+                return Ok(read);
+            }
+            if tokio::time::Instant::now() + pause > give_up {
+                return self.summary_from(account_id, true).await;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The account's row (if any) and the checkpoint it is current as of, in one statement:
     /// read separately, a batch committing in between could make the checkpoint pass a
     /// position whose row was read before it existed.
-    async fn summary(&self, account_id: Uuid) -> Result<(Option<SummaryRow>, Position), sqlx::Error> {
-        let found: Option<SummaryOrCheckpoint> = sqlx::query_as(
-            "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
-                    s.transaction_count, s.last_transaction, s.created_at, s.version,
-                    s.status, s.status_reason, c.transaction_id, c.global_position
-             FROM projection_checkpoint($1) c
-             LEFT JOIN account_summary s ON s.account_id = $2",
-        )
-        .bind(PROJECTION_NAME)
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.map_or((None, Position::START), |SummaryOrCheckpoint(row, as_of)| (row, as_of)))
+    async fn summary(&self, account_id: Uuid) -> Result<SummaryRead, sqlx::Error> {
+        self.summary_from(account_id, false).await
+    }
+
+    /// [`Self::summary`], from the primary if `primary`, else wherever queries read now.
+    async fn summary_from(&self, account_id: Uuid, primary: bool) -> Result<SummaryRead, sqlx::Error> {
+        let read = |pool: PgPool| async move {
+            sqlx::query_as::<_, SummaryOrCheckpoint>(
+                "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
+                            s.transaction_count, s.last_transaction, s.created_at, s.version,
+                            s.status, s.status_reason, c.transaction_id, c.global_position
+                     FROM projection_checkpoint($1) c
+                     LEFT JOIN account_summary s ON s.account_id = $2",
+            )
+            .bind(PROJECTION_NAME)
+            .bind(account_id)
+            .fetch_optional(&pool)
+            .await
+        };
+        let (found, served_by) =
+            if primary { self.reads.read_primary(read).await? } else { self.reads.read(read).await? };
+        let (row, as_of) = found.map_or((None, Position::START), |SummaryOrCheckpoint(row, as_of)| (row, as_of));
+        Ok(SummaryRead { row, as_of, served_by })
     }
 
     /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].
     pub async fn accounts(&self, owner_id: Option<&str>) -> Result<AccountList, sqlx::Error> {
-        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-            "{SUMMARY_SELECT} WHERE $2::text IS NULL OR s.owner_id = $2
-             ORDER BY s.created_at DESC, s.account_id LIMIT {LIST_LIMIT}"
-        ))
-        .bind(PROJECTION_NAME)
-        .bind(owner_id)
-        .fetch_all(&self.pool)
-        .await?;
-        self.list(rows).await
+        let listed = self
+            .reads
+            .read(|pool| async move {
+                let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+                    "{SUMMARY_SELECT} WHERE $2::text IS NULL OR s.owner_id = $2
+                     ORDER BY s.created_at DESC, s.account_id LIMIT {LIST_LIMIT}"
+                ))
+                .bind(PROJECTION_NAME)
+                .bind(owner_id)
+                .fetch_all(&pool)
+                .await?;
+                list(&pool, rows).await
+            })
+            .await?;
+        Ok(served(listed))
     }
 
     /// Accounts holding at least `min_balance`, highest first, at most [`LIST_LIMIT`].
@@ -363,91 +432,116 @@ impl ReadModel {
         {
             return Ok(list);
         }
-        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-            "{SUMMARY_SELECT} WHERE s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)
-             ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
-        ))
-        .bind(PROJECTION_NAME)
-        .bind(min_balance)
-        .bind(owner_id)
-        .fetch_all(&self.pool)
-        .await?;
-        self.list(rows).await
-    }
-
-    async fn list(&self, rows: Vec<SummaryRow>) -> Result<AccountList, sqlx::Error> {
-        let as_of = match rows.first() {
-            Some(row) => row.as_of,
-            None => self.checkpoint().await?,
-        };
-        Ok(AccountList {
-            accounts: rows.into_iter().map(|row| row.into_view(false)).collect(),
-            as_of,
-            served_by: ServedBy::Postgres,
-        })
-    }
-
-    async fn checkpoint(&self) -> Result<Position, sqlx::Error> {
-        eventstore::projection::checkpoint(&self.pool, PROJECTION_NAME).await
+        let listed = self
+            .reads
+            .read(|pool| async move {
+                let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+                    "{SUMMARY_SELECT} WHERE s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)
+                     ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
+                ))
+                .bind(PROJECTION_NAME)
+                .bind(min_balance)
+                .bind(owner_id)
+                .fetch_all(&pool)
+                .await?;
+                list(&pool, rows).await
+            })
+            .await?;
+        Ok(served(listed))
     }
 
     /// The account's latest `limit` transfers, sent and received, newest first, and the
     /// checkpoint of the transfers read model they are current as of. A transfer whose source
     /// never paid is the sender's business only: the target does not see it.
     pub async fn transfers(&self, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-        let rows: Vec<TransferRow> = sqlx::query_as(
-            "SELECT * FROM (
-                 (SELECT * FROM transfers WHERE from_account = $1 ORDER BY requested_at DESC LIMIT $2)
-                 UNION
-                 (SELECT * FROM transfers WHERE to_account = $1 AND debited_at IS NOT NULL
-                  ORDER BY requested_at DESC LIMIT $2)
-             ) t ORDER BY requested_at DESC, transfer_id LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let as_of = eventstore::projection::checkpoint(&mut *tx, transfers::PROJECTION_NAME).await?;
-        tx.commit().await?;
-        let transfers = rows.into_iter().map(TransferRow::into_view).collect::<Result<_, _>>()?;
-        Ok(TransferList { account_id, transfers, as_of })
+        Ok(self.reads.read(|pool| transfers_of(pool, account_id, limit)).await?.0)
     }
 
     /// The account's latest `limit` money movements from the ledger, oldest first.
     pub async fn ledger(&self, account_id: Uuid, limit: i64) -> Result<Ledger, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        // One snapshot for the rows and the checkpoint they are current as of.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-        let mut entries: Vec<LedgerRow> = sqlx::query_as(
-            "SELECT version, kind, amount, balance_after, recorded_at FROM account_ledger
-             WHERE account_id = $1 ORDER BY version DESC LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let as_of = eventstore::projection::checkpoint(&mut *tx, account_ledger::PROJECTION_NAME).await?;
-        tx.commit().await?;
-        entries.reverse();
-        Ok(Ledger {
-            account_id,
-            entries: entries
-                .into_iter()
-                .map(|row| {
-                    let kind = MovementKind::parse(&row.kind)
-                        .ok_or_else(|| sqlx::Error::Decode(format!("unknown ledger kind {:?}", row.kind).into()))?;
-                    Ok(LedgerEntry {
-                        version: row.version,
-                        kind,
-                        amount: row.amount,
-                        balance_after: row.balance_after,
-                        recorded_at: row.recorded_at,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()?,
-            as_of,
-        })
+        Ok(self.reads.read(|pool| ledger_of(pool, account_id, limit)).await?.0)
     }
+}
+
+/// Rows of a list and the checkpoint they are current as of (the statement's, or — no rows —
+/// the checkpoint alone), served by whichever database `pool` is.
+async fn list(pool: &PgPool, rows: Vec<SummaryRow>) -> Result<(Vec<SummaryRow>, Position), sqlx::Error> {
+    let as_of = match rows.first() {
+        Some(row) => row.as_of,
+        None => {
+            sqlx::query_as::<_, Position>("SELECT transaction_id, global_position FROM projection_checkpoint($1)")
+                .bind(PROJECTION_NAME)
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok((rows, as_of))
+}
+
+fn served(((rows, as_of), served_by): ((Vec<SummaryRow>, Position), ServedBy)) -> AccountList {
+    AccountList { accounts: rows.into_iter().map(|row| row.into_view(false, served_by)).collect(), as_of, served_by }
+}
+
+async fn transfers_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let rows: Vec<TransferRow> = sqlx::query_as(
+        "SELECT * FROM (
+             (SELECT * FROM transfers WHERE from_account = $1 ORDER BY requested_at DESC LIMIT $2)
+             UNION
+             (SELECT * FROM transfers WHERE to_account = $1 AND debited_at IS NOT NULL
+              ORDER BY requested_at DESC LIMIT $2)
+         ) t ORDER BY requested_at DESC, transfer_id LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let as_of = read_checkpoint(&mut tx, transfers::PROJECTION_NAME).await?;
+    tx.commit().await?;
+    let transfers = rows.into_iter().map(TransferRow::into_view).collect::<Result<_, _>>()?;
+    Ok(TransferList { account_id, transfers, as_of })
+}
+
+async fn ledger_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<Ledger, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One snapshot for the rows and the checkpoint they are current as of.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let mut entries: Vec<LedgerRow> = sqlx::query_as(
+        "SELECT version, kind, amount, balance_after, recorded_at FROM account_ledger
+         WHERE account_id = $1 ORDER BY version DESC LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let as_of = read_checkpoint(&mut tx, account_ledger::PROJECTION_NAME).await?;
+    tx.commit().await?;
+    entries.reverse();
+    Ok(Ledger {
+        account_id,
+        entries: entries
+            .into_iter()
+            .map(|row| {
+                let kind = MovementKind::parse(&row.kind)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown ledger kind {:?}", row.kind).into()))?;
+                Ok(LedgerEntry {
+                    version: row.version,
+                    kind,
+                    amount: row.amount,
+                    balance_after: row.balance_after,
+                    recorded_at: row.recorded_at,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?,
+        as_of,
+    })
+}
+
+/// A projection's checkpoint as readers see it (the least of its partitions', if split).
+async fn read_checkpoint(conn: &mut sqlx::PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    sqlx::query_as("SELECT transaction_id, global_position FROM projection_checkpoint($1)")
+        .bind(name)
+        .fetch_one(conn)
+        .await
 }

@@ -9,6 +9,7 @@ use crate::event_codec;
 
 pub const PROJECTION_NAME: &str = "transfers";
 
+#[derive(Debug, Clone, Copy)]
 pub struct TransfersProjection;
 
 impl Projection for TransfersProjection {

@@ -8,7 +8,7 @@ use super::live::use_live;
 use super::polling::poll_status_while_visible;
 use crate::api::ApiError;
 use crate::api::operations::{
-    list_projections, rebuild_projection, recent_levers, retry_projection, skip_failed_event,
+    list_projections, rebuild_projection, recent_levers, replica_status, retry_projection, skip_failed_event,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,11 @@ enum Lever {
 #[component]
 pub fn OperationsPage() -> impl IntoView {
     let projections = Resource::new(|| (), |_| list_projections());
-    poll_status_while_visible(move || projections.refetch());
+    let replica = Resource::new(|| (), |_| replica_status());
+    poll_status_while_visible(move || {
+        projections.refetch();
+        replica.refetch();
+    });
     use_live().on_change(|_| true, move || projections.refetch());
     let levers = Resource::new(|| (), |_| recent_levers());
     // Every lever is pulled with a reason, recorded with it (and shown below).
@@ -65,6 +69,9 @@ pub fn OperationsPage() -> impl IntoView {
                 // Inside the transition: read outside it, the server would render it before the
                 // projections are loaded and the browser after, and hydration would not match.
                 <p class="hint">{oldest}</p>
+            </Transition>
+            <Transition fallback=|| ()>
+                <p class="hint" data-testid="replica">{move || replica.get().and_then(Result::ok).map(replica_line)}</p>
             </Transition>
             <p class="form-error" role="alert" data-testid="operations-error">
                 {move || pull.value().get().and_then(Result::err).map(|e| e.message)}
@@ -150,5 +157,23 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
                 </button>
             </div>
         </article>
+    }
+}
+
+/// Where queries read, in one line: the replica and its lag, or the primary and why.
+fn replica_line(replica: Option<crate::contract::ReplicaStatus>) -> String {
+    let Some(replica) = replica else {
+        return "Queries read the primary (no replica configured: DATABASE_READ_URL).".to_owned();
+    };
+    let lag = match (replica.lag_bytes, replica.lag_seconds) {
+        (Some(bytes), Some(seconds)) => format!("{bytes} bytes, {seconds:.1} s behind the primary"),
+        _ => "lag unknown".to_owned(),
+    };
+    match (replica.serving, replica.problem) {
+        (true, _) => format!("Queries read the replica: {lag}."),
+        (false, problem) => format!(
+            "Queries read the primary: the replica {} ({lag}).",
+            problem.unwrap_or_else(|| "does not serve".to_owned())
+        ),
     }
 }

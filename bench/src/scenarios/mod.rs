@@ -5,6 +5,8 @@ use crate::Context;
 
 mod b10_redis_queries;
 mod b11_transfers;
+mod b12_replica_reads;
+mod b13_partitioned_catch_up;
 pub mod b1_append;
 mod b2_http_commands;
 mod b3_command_to_visible;
@@ -33,6 +35,8 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b9_live", |context| Box::pin(b9_live::run(context))),
         ("b10_redis_queries", |context| Box::pin(b10_redis_queries::run(context))),
         ("b11_transfers", |context| Box::pin(b11_transfers::run(context))),
+        ("b12_replica_reads", |context| Box::pin(b12_replica_reads::run(context))),
+        ("b13_partitioned_catch_up", |context| Box::pin(b13_partitioned_catch_up::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }

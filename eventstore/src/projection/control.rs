@@ -143,11 +143,22 @@ pub(super) async fn configure_leader_connection(conn: &mut PgConnection) -> Resu
 }
 
 /// Takes over the projection: a new epoch, this instance as its leader. Returns the epoch, the
-/// fencing token every heartbeat and batch of this leadership names.
-pub(super) async fn claim(conn: &mut PgConnection, name: &str, instance: &str) -> Result<i64, sqlx::Error> {
+/// fencing token every heartbeat and batch of this leadership names. For a partition
+/// (`partitioned`: the projection and the count this instance splits it into), nothing is
+/// taken — `None` — unless that count is the one in force: an instance started with an old
+/// count must not bring back its checkpoint rows.
+pub(super) async fn claim(
+    conn: &mut PgConnection,
+    name: &str,
+    instance: &str,
+    partitioned: Option<(&str, u32)>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let (projection, count) = partitioned.map_or((None, 1), |(projection, count)| (Some(projection), count));
     sqlx::query_scalar(
         "INSERT INTO projection_checkpoints (projection_name, owner_instance, owner_heartbeat_at, leader_epoch)
-         VALUES ($1, $2, clock_timestamp(), 1)
+         SELECT $1, $2, clock_timestamp(), 1
+         WHERE $3::text IS NULL
+            OR coalesce((SELECT partitions FROM projection_partitionings WHERE projection_name = $3), 1) = $4
          ON CONFLICT (projection_name) DO UPDATE
          SET owner_instance = $2, owner_heartbeat_at = clock_timestamp(),
              leader_epoch = projection_checkpoints.leader_epoch + 1
@@ -155,7 +166,9 @@ pub(super) async fn claim(conn: &mut PgConnection, name: &str, instance: &str) -
     )
     .bind(name)
     .bind(instance)
-    .fetch_one(conn)
+    .bind(projection)
+    .bind(count as i32)
+    .fetch_optional(conn)
     .await
 }
 
@@ -298,6 +311,11 @@ pub enum LeverRefusal {
     FailureMoved { name: String, seen: Position, now: Position },
     #[error("projection {0} is already rebuilding")]
     AlreadyRebuilding(String),
+    /// A partitioned projection is rebuilt by starting its instances with another partition
+    /// count (which empties its tables and applies the log again), not partition by partition:
+    /// a shadow table of one partition's streams cannot replace the whole table.
+    #[error("projection {0} is partitioned: rebuild it by changing its partition count (PROJECTION_PARTITIONS)")]
+    Partitioned(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +449,10 @@ pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position, by: Pu
 /// failure stays until retried or skipped.
 pub async fn request_rebuild(pool: &PgPool, name: &str, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
+    let projection = super::Partition::parse_checkpoint_name(name).map_or(name, |(projection, _)| projection);
+    if super::partitions::recorded_count(&mut tx, projection).await? > 1 {
+        return Err(LeverRefusal::Partitioned(projection.to_owned()).into());
+    }
     if lock_for_lever(&mut tx, name).await?.state == ProjectionState::Rebuilding {
         return Err(LeverRefusal::AlreadyRebuilding(name.to_owned()).into());
     }

@@ -338,7 +338,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
 impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
     type Error = ExternalStepError;
 
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.projection.name()
     }
 

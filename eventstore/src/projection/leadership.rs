@@ -3,6 +3,7 @@
 //! leader takes over, renews, steps and lets go the same way.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Progress;
 use super::control::{self, HEARTBEAT};
+use super::partitions::PartitionShare;
 
 /// How often an instance that does not lead asks whether it can.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
@@ -19,7 +21,8 @@ const STANDBY_POLL: Duration = Duration::from_secs(1);
 pub(super) trait Steps: Send {
     type Error: std::fmt::Display + Send;
 
-    fn name(&self) -> &'static str;
+    /// The name of the checkpoint row it leads (a partition's, for a partitioned projection).
+    fn name(&self) -> &str;
 
     /// The most events one step applies: a full step is followed at once by the next.
     fn batch_size(&self) -> i64;
@@ -38,6 +41,9 @@ pub(super) struct Leadership {
     idle_poll: Duration,
     /// The connection a standby asks for leadership on, kept between its tries.
     standby: Option<PgConnection>,
+    /// For one partition of a partitioned projection: this instance's share of them, and which
+    /// partition this is.
+    share: Option<(Arc<PartitionShare>, u32)>,
 }
 
 /// Why leading stopped.
@@ -51,13 +57,19 @@ enum LeadError {
 
 impl Leadership {
     pub(super) fn new(pool: PgPool, wake: watch::Receiver<u64>, instance: String, idle_poll: Duration) -> Leadership {
-        Leadership { pool, wake, instance, idle_poll, standby: None }
+        Leadership { pool, wake, instance, idle_poll, standby: None, share: None }
+    }
+
+    /// Leads partition `index` only while this instance's `share` of the partitions allows.
+    pub(super) fn sharing(mut self, share: Arc<PartitionShare>, index: u32) -> Leadership {
+        self.share = Some((share, index));
+        self
     }
 
     /// Leads the projection whenever no other instance does, until `shutdown`. On shutdown the
     /// step in flight finishes and leadership is released at once for another instance.
     pub(super) async fn run(mut self, steps: &mut impl Steps, shutdown: CancellationToken) {
-        let name = steps.name();
+        let name = steps.name().to_owned();
         while !shutdown.is_cancelled() {
             let pause = match self.lead(steps, &shutdown).await {
                 Ok(true) => Duration::ZERO,
@@ -81,7 +93,13 @@ impl Leadership {
     /// Takes leadership if free (fencing off a leader whose lease ran out) and drives the
     /// projection until shutdown. `Ok(false)`: another instance leads.
     async fn lead(&mut self, steps: &mut impl Steps, shutdown: &CancellationToken) -> Result<bool, LeadError> {
-        let name = steps.name();
+        if let Some((share, _)) = &self.share
+            && !share.may_take()
+        {
+            return Ok(false);
+        }
+        let name = steps.name().to_owned();
+        let name = name.as_str();
         // Its own connection, not a pooled one: a session lock taken on a pooled connection
         // would go back to the pool with it. A standby keeps it between its tries.
         let mut leader = match self.standby.take() {
@@ -107,15 +125,30 @@ impl Leadership {
             self.standby = Some(leader);
             return Ok(false);
         }
-        let epoch = control::claim(&mut leader, name, &self.instance).await?;
+        let partitioned = self.share.as_ref().map(|(share, _)| (share.projection(), share.count()));
+        let Some(epoch) = control::claim(&mut leader, name, &self.instance, partitioned).await? else {
+            // Split another way now: this instance's count is not in force.
+            if let Some((share, _)) = &self.share {
+                share.count_not_in_force();
+            }
+            let _ = control::unlock_leadership(&mut leader, name).await;
+            self.standby = Some(leader);
+            return Ok(false);
+        };
         tracing::info!(projection = name, instance = self.instance, epoch, "leading the projection");
         steps.led_with(Some(epoch));
+        if let Some((share, index)) = &self.share {
+            share.leads(*index, true);
+        }
         let instance = self.instance.clone();
         let led = tokio::select! {
             renewed = renew_lease(&mut leader, name, &instance, epoch) => renewed,
             applied = self.step_until(steps, shutdown) => applied,
         };
         steps.led_with(None);
+        if let Some((share, index)) = &self.share {
+            share.leads(*index, false);
+        }
         if let Err(error) = &led {
             tracing::warn!(projection = name, instance = self.instance, %error, "stopped leading");
         }
@@ -131,10 +164,18 @@ impl Leadership {
     }
 
     async fn step_until(&mut self, steps: &mut impl Steps, shutdown: &CancellationToken) -> Result<(), LeadError> {
-        let name = steps.name();
+        let name = steps.name().to_owned();
+        let name = name.as_str();
         let (mut failures, mut held_back) = (0u32, 0u32);
         loop {
             if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            // Another instance joined (this one leads more than its share) or the count changed.
+            if let Some((share, index)) = &self.share
+                && share.should_let_go(*index)
+            {
+                tracing::info!(projection = name, instance = self.instance, "letting the partition go");
                 return Ok(());
             }
             let pause = match steps.step().await {

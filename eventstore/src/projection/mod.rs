@@ -20,6 +20,7 @@ mod control;
 mod external;
 mod leadership;
 mod monitor;
+mod partitions;
 mod runner;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub use external::{
     StoredCheckpoint,
 };
 pub use monitor::{StatusCache, status};
+pub use partitions::{AdoptError, MAX_PARTITIONS, Partition, PartitionShare, adopt_count};
 pub use runner::{Progress, ProjectionRunner};
 
 /// A read model built from the global log.
@@ -50,6 +52,13 @@ pub trait Projection: Send + Sync + 'static {
     /// The event types the projection reads; it is never shown others (another aggregate's),
     /// and its checkpoint passes them by.
     fn event_types(&self) -> &'static [&'static str];
+
+    /// Whether the projection may be split into partitions by stream: true only if applying an
+    /// event reads and writes nothing but its own stream's rows, so that partitions applying
+    /// different streams at once can never meet (see [`run_partitioned`]).
+    fn partitionable(&self) -> bool {
+        false
+    }
 
     /// Applies `events`, in order, inside the batch's transaction, to the tables `target` names.
     fn apply(
@@ -112,4 +121,40 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Runs `projection` in this instance split into `count` partitions (one: unsplit, as
+/// [`ProjectionRunner`] alone), each led by one instance at a time, this instance taking its
+/// fair share. A count other than the one in force is refused unless `may_change`; then it
+/// empties the read tables and applies the log again from its first event (see
+/// [`adopt_count`]). Returns the tasks, which end at `shutdown`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_partitioned<P: Projection + Clone>(
+    pool: &sqlx::PgPool,
+    projection: P,
+    count: u32,
+    may_change: bool,
+    appends: &crate::Appends,
+    checkpoints: &crate::CheckpointWatch,
+    instance: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, AdoptError> {
+    assert!(projection.partitionable() || count == 1, "{} cannot be partitioned", projection.name());
+    assert!((1..=MAX_PARTITIONS).contains(&count), "a partition count is 1 to {MAX_PARTITIONS}");
+    if !projection.partitionable() {
+        let runner = ProjectionRunner::new(pool.clone(), projection, appends.subscribe(), instance)
+            .publish_checkpoints(checkpoints.clone());
+        return Ok(vec![tokio::spawn(runner.run(shutdown.clone()))]);
+    }
+    adopt_count(pool, projection.name(), projection.tables(), count, may_change).await?;
+    let share = std::sync::Arc::new(PartitionShare::new(projection.name(), count));
+    partitions::join(pool, instance, &share).await?;
+    let mut tasks = vec![partitions::spawn_membership(pool, instance, &share, shutdown)];
+    for partition in Partition::all(count) {
+        let runner = ProjectionRunner::new(pool.clone(), projection.clone(), appends.subscribe(), instance)
+            .publish_checkpoints(checkpoints.clone())
+            .partition(partition, share.clone());
+        tasks.push(tokio::spawn(runner.run(shutdown.clone())));
+    }
+    Ok(tasks)
 }

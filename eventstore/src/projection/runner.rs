@@ -1,5 +1,6 @@
 //! Running one projection: leadership (a lease), batches, failures, rebuilds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -8,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{self, Swap};
 use super::leadership::{Leadership, Steps};
+use super::partitions::{self, Partition, PartitionShare};
 use super::{ApplyError, Projection, ProjectionError, Target, is_transient};
 use crate::checkpoint_watch::CheckpointWatch;
-use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
+use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_partition_batch};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,12 @@ pub struct ProjectionRunner<P> {
     /// The epoch of this instance's leadership, while it leads; batches run without one (tests)
     /// are not fenced.
     epoch: Option<i64>,
+    /// The part of the log this runner applies: all of it, or one partition's streams.
+    partition: Partition,
+    /// The checkpoint row it advances and leads: the projection's, or its partition's.
+    checkpoint_name: String,
+    /// For a partition: this instance's share of the projection's partitions.
+    share: Option<Arc<PartitionShare>>,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -63,14 +71,25 @@ impl<P: Projection> ProjectionRunner<P> {
     pub fn new(pool: PgPool, projection: P, wake: watch::Receiver<u64>, instance: impl Into<String>) -> Self {
         ProjectionRunner {
             pool,
-            projection,
             wake,
             instance: instance.into(),
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
             checkpoints: None,
             epoch: None,
+            partition: Partition::WHOLE,
+            checkpoint_name: projection.name().to_owned(),
+            share: None,
+            projection,
         }
+    }
+
+    /// Applies only `partition`'s streams, led while this instance's `share` allows.
+    pub fn partition(mut self, partition: Partition, share: Arc<PartitionShare>) -> Self {
+        self.checkpoint_name = partition.checkpoint_name(self.projection.name());
+        self.partition = partition;
+        self.share = Some(share);
+        self
     }
 
     /// Tells `checkpoints` of every committed batch of the live tables, so that queries waiting
@@ -93,13 +112,17 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Leads the projection whenever no other instance does, until `shutdown`. On shutdown the
     /// batch in flight finishes and leadership is released at once for another instance.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let leadership = Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        let mut leadership =
+            Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        if let Some(share) = &self.share {
+            leadership = leadership.sharing(share.clone(), self.partition.index);
+        }
         leadership.run(&mut self, shutdown).await;
     }
 
     /// One step of the leader: what the projection's state asks for.
     async fn next_step(&self) -> Result<Progress, sqlx::Error> {
-        let steering = control::steering(&self.pool, self.projection.name()).await?;
+        let steering = control::steering(&self.pool, self.checkpoint_name.as_str()).await?;
         match steering.state {
             // Stopped at an event until an operator retries or skips it.
             ProjectionState::Failed => Ok(Progress::CaughtUp),
@@ -163,7 +186,7 @@ impl<P: Projection> ProjectionRunner<P> {
             Ok(progress) => Ok(progress),
             Err(ProjectionError::Database(error)) => Err(error),
             Err(ProjectionError::Poison { position, event_type, reason }) => {
-                let name = self.projection.name();
+                let name = self.checkpoint_name.as_str();
                 let error = format!("{event_type} at {position}: {reason}");
                 if target == Target::LIVE {
                     tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
@@ -184,7 +207,7 @@ impl<P: Projection> ProjectionRunner<P> {
     /// events of every transaction that started after it until the next batch. The checkpoint
     /// is then locked and checked, so that two runners can never apply the same batch.
     pub async fn run_batch(&self) -> Result<Progress, ProjectionError> {
-        Ok(self.batch(self.projection.name(), Target::LIVE, None).await?.0)
+        Ok(self.batch(self.checkpoint_name.as_str(), Target::LIVE, None).await?.0)
     }
 
     /// Applies the next batch of a rebuild's shadow tables, never past the live checkpoint, and
@@ -192,7 +215,7 @@ impl<P: Projection> ProjectionRunner<P> {
     /// since the live tables wait while this runs.
     /// Returns what the batch did and whether the rebuild has reached the live tables.
     async fn run_rebuild_batch(&self) -> Result<(Progress, bool), ProjectionError> {
-        let name = self.projection.name();
+        let name = self.checkpoint_name.as_str();
         let tables = self.projection.tables();
         let shadow = control::rebuild_checkpoint_name(name);
         if !control::rebuild_started(&self.pool, name).await? {
@@ -232,7 +255,7 @@ impl<P: Projection> ProjectionRunner<P> {
             Ok(value) => Ok(Some(value)),
             Err(error) if is_transient(&error) => Err(error.into()),
             Err(error) => {
-                let name = self.projection.name();
+                let name = self.checkpoint_name.as_str();
                 tracing::error!(projection = name, %error, "rebuild stopped");
                 control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error.to_string())
                     .await?;
@@ -253,7 +276,8 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
         let LogBatch { mut events, read, read_to } =
-            read_batch(&mut *tx, checkpoint, self.batch_size, self.projection.event_types()).await?;
+            read_partition_batch(&mut *tx, checkpoint, self.batch_size, self.projection.event_types(), self.partition)
+                .await?;
         // Where the checkpoint ends up: the last event read past (wanted or not), or `until`
         // once every event up to it has been read (events at or before the live checkpoint are
         // all committed and visible, since the live tables read them).
@@ -267,7 +291,7 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             // The events an operator skipped in the live tables are skipped here too.
             let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
-            let skipped = control::skipped_among(&mut tx, self.projection.name(), &positions).await?;
+            let skipped = control::skipped_among(&mut tx, self.checkpoint_name.as_str(), &positions).await?;
             events.retain(|event| !skipped.contains(&event.global_position));
         }
         let Some(end) = end.filter(|end| *end > checkpoint) else {
@@ -277,7 +301,10 @@ impl<P: Projection> ProjectionRunner<P> {
             tx.rollback().await?;
             return Ok((if held_back { Progress::HeldBack } else { Progress::CaughtUp }, reached));
         };
-        if !control::leads(&mut tx, self.projection.name(), self.epoch).await? {
+        // The count first: a change of count locks it before the checkpoint rows, in that order.
+        if !self.count_in_force(&mut tx).await?
+            || !control::leads(&mut tx, self.checkpoint_name.as_str(), self.epoch).await?
+        {
             tx.rollback().await?;
             return Ok((Progress::NotLeading, false));
         }
@@ -317,7 +344,9 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut applied = 0;
         for event in &events {
             let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
-            if !control::leads(&mut tx, self.projection.name(), self.epoch).await? {
+            if !self.count_in_force(&mut tx).await?
+                || !control::leads(&mut tx, self.checkpoint_name.as_str(), self.epoch).await?
+            {
                 tx.rollback().await?;
                 return Ok(Progress::NotLeading);
             }
@@ -341,9 +370,19 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(Progress::Applied(applied))
     }
 
+    /// Whether the projection is still split as this runner splits it (a partitionable one only:
+    /// another instance may have changed the count, and emptied the tables, meanwhile). Holds
+    /// the recorded count until the transaction ends.
+    async fn count_in_force(&self, conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+        if !self.projection.partitionable() {
+            return Ok(true);
+        }
+        Ok(partitions::recorded_count(conn, self.projection.name()).await? == self.partition.count)
+    }
+
     fn announce(&self, target: Target, checkpoint: Position) {
         if let (Some(checkpoints), Target::LIVE) = (&self.checkpoints, target) {
-            checkpoints.advanced(self.projection.name(), checkpoint);
+            checkpoints.advanced(self.checkpoint_name.as_str(), checkpoint);
         }
     }
 }
@@ -370,8 +409,8 @@ pub(super) async fn has_events_after(conn: impl sqlx::PgExecutor<'_>, position: 
 impl<P: Projection> Steps for ProjectionRunner<P> {
     type Error = sqlx::Error;
 
-    fn name(&self) -> &'static str {
-        self.projection.name()
+    fn name(&self) -> &str {
+        &self.checkpoint_name
     }
 
     fn batch_size(&self) -> i64 {

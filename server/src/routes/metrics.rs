@@ -62,5 +62,31 @@ cqrs_bank_transfers_parked {parked}"
         }
         Err(error) => tracing::warn!(%error, "metrics without the parked transfers' count"),
     }
+    // The replica queries read, if there is one: how far behind the primary it is, and whether
+    // queries read it now (as this instance last measured, once a second).
+    if let Some(replica) = state.services.read_model.replica_health() {
+        let figures = [
+            (
+                "cqrs_bank_replica_serving",
+                "1 when queries read the replica (reachable and close enough).",
+                Some(f64::from(u8::from(replica.serving))),
+            ),
+            (
+                "cqrs_bank_replica_lag_bytes",
+                "Write-ahead log the replica has not replayed yet.",
+                replica.lag_bytes.map(|bytes| bytes as f64),
+            ),
+            (
+                "cqrs_bank_replica_lag_seconds",
+                "While the replica is behind, how long ago it replayed its last commit.",
+                replica.lag_seconds,
+            ),
+        ];
+        for (name, help, value) in figures {
+            if let Some(value) = value {
+                let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            }
+        }
+    }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -111,6 +111,82 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// A private primary and a hot standby of it, fed by streaming replication, started by the
+/// scripts' own `scripts/replica-pair` (as `scripts/run --with-replica` starts one), each on a
+/// free port; stopped and removed on drop.
+pub struct ReplicaPair {
+    folder: PathBuf,
+    bin: PathBuf,
+    pub primary_port: u16,
+    pub standby_port: u16,
+}
+
+impl ReplicaPair {
+    pub async fn start() -> ReplicaPair {
+        let bin = newest_bin_dir().expect("Debian's PostgreSQL server (/usr/lib/postgresql/*/bin/initdb)");
+        let (primary_port, standby_port) = (free_port(), free_port());
+        let folder = PathBuf::from(format!("/var/tmp/cqrs-bank-test-pair-{}-{primary_port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/replica-pair");
+        let output = Command::new("bash")
+            .arg(&script)
+            .args(["start", &folder.display().to_string(), &primary_port.to_string(), &standby_port.to_string()])
+            .output()
+            .expect("scripts/replica-pair runs");
+        let pair = ReplicaPair { folder, bin, primary_port, standby_port };
+        assert!(
+            output.status.success(),
+            "scripts/replica-pair start failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        pair
+    }
+
+    pub fn primary_url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.primary_port)
+    }
+
+    pub fn standby_url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.standby_port)
+    }
+
+    /// Stops the standby at once (its sessions end), as a crash or an operator would.
+    pub fn stop_standby(&self) {
+        self.pg_ctl(&["-D", &self.data("standby"), "-m", "fast", "-w", "-t", "60", "stop"]);
+    }
+
+    pub fn start_standby(&self) {
+        let log = self.folder.join("standby.log").display().to_string();
+        self.pg_ctl(&["-D", &self.data("standby"), "-l", &log, "-w", "-t", "60", "start"]);
+    }
+
+    fn data(&self, member: &str) -> String {
+        self.folder.join(member).display().to_string()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let binary = self.bin.join("pg_ctl");
+        let mut command = if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        let output = command.args(args).current_dir(&self.folder).output().expect("pg_ctl runs");
+        assert!(output.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for ReplicaPair {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/replica-pair");
+        let _ = Command::new("bash").arg(script).args(["stop", &self.folder.display().to_string()]).output();
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the process's effective user.
