@@ -494,45 +494,67 @@ ensure_pg_server() {
     PG_SERVER_MAJOR=$major
 }
 
+# prepare_pg_folder DIR: create DIR for a private cluster's files and hand it to
+# the cluster's owner: as root, the postgres OS user (Postgres refuses root),
+# who must be able to reach it; otherwise the current user, who must own it.
+# Sets PG_FOLDER_OWNER.
+prepare_pg_folder() {
+    local dir=${1:?usage: prepare_pg_folder DIR}
+    if [[ $EUID -eq 0 ]]; then
+        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux): needed to run PostgreSQL as the postgres user"
+        id postgres >/dev/null 2>&1 || die "OS user 'postgres' does not exist; install Debian's postgresql package"
+        mkdir -p "$dir" || die "cannot create $dir"
+        chown postgres:postgres "$dir" || die "cannot give $dir to the postgres user"
+        # A folder under /root, say, is fine for root but not for postgres:
+        # every parent must let it through.
+        runuser -u postgres -- test -w "$dir" -a -x "$dir" \
+            || die "the postgres OS user cannot enter or write $dir (is a parent folder closed to it, e.g. /root?): pick a folder under /var/tmp"
+        PG_FOLDER_OWNER=postgres
+    else
+        PG_FOLDER_OWNER="$(id -un)"
+        mkdir -p "$dir" || die "cannot create $dir"
+        [[ -O $dir ]] || die "$dir belongs to $(stat -c %U "$dir"), not $PG_FOLDER_OWNER: run as root, or remove it or pick another folder"
+    fi
+}
+
+# init_pg_data FOLDER DATA: on first use, create the cluster DATA (superuser
+# "postgres", trust auth for all local connections — it only listens on
+# 127.0.0.1 and a private socket — UTF8 with the C locale so it does not depend
+# on the machine's LANG), from FOLDER with its log there; then make sure DATA
+# was made by the server version in use (ensure_pg_server, prepare_pg_folder).
+init_pg_data() {
+    local folder=${1:?usage: init_pg_data FOLDER DATA} data=${2:?usage: init_pg_data FOLDER DATA}
+    if [[ ! -f $data/PG_VERSION ]]; then
+        log "initdb $data (PostgreSQL $PG_SERVER_MAJOR, as $PG_FOLDER_OWNER)"
+        if ! as_pg_owner_in "$folder" "$PG_SERVER_BIN/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C \
+            >"$folder/initdb.log" 2>&1; then
+            cat "$folder/initdb.log" >&2
+            die "initdb failed (log above, also in $folder/initdb.log)"
+        fi
+    else
+        log "Reusing the cluster in $data"
+    fi
+    local data_major
+    data_major="$(cat "$data/PG_VERSION")"
+    [[ $data_major == "$PG_SERVER_MAJOR" ]] \
+        || die "$data was made by PostgreSQL $data_major but the newest server here is $PG_SERVER_MAJOR: stop it and remove $folder"
+}
+
 # start_private_cluster: initialise (first time) and start (if stopped) a
 # throwaway cluster on 127.0.0.1:$PRIVATE_PG_PORT with trust auth.
 start_private_cluster() {
     ensure_pg_server
-    local bin=$PG_SERVER_BIN major=$PG_SERVER_MAJOR
+    local bin=$PG_SERVER_BIN
 
     # Folder layout and ownership.
-    local owner
+    prepare_pg_folder "$PRIVATE_PG_DIR"
+    mkdir -p "$PRIVATE_PG_SOCKET_DIR" \
+        || die "cannot create $PRIVATE_PG_SOCKET_DIR (made by another user? remove $PRIVATE_PG_DIR or run as root)"
     if [[ $EUID -eq 0 ]]; then
-        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux): needed to run PostgreSQL as the postgres user"
-        id postgres >/dev/null 2>&1 || die "OS user 'postgres' does not exist; install Debian's postgresql package"
-        owner=postgres
-        mkdir -p "$PRIVATE_PG_SOCKET_DIR"
-        chown postgres:postgres "$PRIVATE_PG_DIR" "$PRIVATE_PG_SOCKET_DIR"
-    else
-        owner="$(id -un)"
-        mkdir -p "$PRIVATE_PG_SOCKET_DIR" \
-            || die "cannot create $PRIVATE_PG_SOCKET_DIR (made by another user? remove $PRIVATE_PG_DIR or run as root)"
-        [[ -O $PRIVATE_PG_DIR ]] \
-            || die "$PRIVATE_PG_DIR belongs to $(stat -c %U "$PRIVATE_PG_DIR"), not $owner: run as root or remove it"
+        chown postgres:postgres "$PRIVATE_PG_SOCKET_DIR"
     fi
 
-    # First use: create the cluster. Superuser "postgres", trust auth for all
-    # local connections (it only listens on 127.0.0.1 and a private socket),
-    # UTF8 with the C locale so it does not depend on the machine's LANG.
-    if [[ ! -f $PRIVATE_PG_DATA/PG_VERSION ]]; then
-        log "initdb $PRIVATE_PG_DATA (PostgreSQL $major, as $owner)"
-        if ! as_pg_owner "$bin/initdb" -D "$PRIVATE_PG_DATA" -A trust -U postgres -E UTF8 --locale=C \
-            >"$PRIVATE_PG_DIR/initdb.log" 2>&1; then
-            cat "$PRIVATE_PG_DIR/initdb.log" >&2
-            die "initdb failed (log above, also in $PRIVATE_PG_DIR/initdb.log)"
-        fi
-    else
-        log "Reusing the private cluster in $PRIVATE_PG_DATA"
-    fi
-    local data_major
-    data_major="$(cat "$PRIVATE_PG_DATA/PG_VERSION")"
-    [[ $data_major == "$major" ]] \
-        || die "$PRIVATE_PG_DATA was made by PostgreSQL $data_major but the newest server here is $major: stop it and remove $PRIVATE_PG_DIR"
+    init_pg_data "$PRIVATE_PG_DIR" "$PRIVATE_PG_DATA"
 
     # Our settings, in a file of their own that is rewritten every time (so a
     # reused data dir picks up changes on its next start) and included from
@@ -662,26 +684,12 @@ start_private_replica_pair() {
 
     ensure_pg_server
     ensure_psql
-    local bin=$PG_SERVER_BIN major=$PG_SERVER_MAJOR
+    local bin=$PG_SERVER_BIN owner
 
     # Folder and ownership, as for the private cluster. Absolute, because the
     # server commands run from DIR and Postgres wants an absolute socket folder.
-    local owner
-    if [[ $EUID -eq 0 ]]; then
-        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux): needed to run PostgreSQL as the postgres user"
-        id postgres >/dev/null 2>&1 || die "OS user 'postgres' does not exist; install Debian's postgresql package"
-        owner=postgres
-        mkdir -p "$dir" || die "cannot create $dir"
-        chown postgres:postgres "$dir" || die "cannot give $dir to the postgres user"
-        # A folder under /root, say, is fine for root but not for postgres:
-        # every parent must let it through.
-        runuser -u postgres -- test -w "$dir" -a -x "$dir" \
-            || die "the postgres OS user cannot enter or write $dir (is a parent folder closed to it, e.g. /root?): pick a folder under /var/tmp"
-    else
-        owner="$(id -un)"
-        mkdir -p "$dir" || die "cannot create $dir"
-        [[ -O $dir ]] || die "$dir belongs to $(stat -c %U "$dir"), not $owner: run as root or pick another folder"
-    fi
+    prepare_pg_folder "$dir"
+    owner=$PG_FOLDER_OWNER
     dir="$(cd "$dir" && pwd)" || die "cannot enter $dir"
 
     local primary="$dir/primary" standby="$dir/standby"
@@ -699,22 +707,8 @@ start_private_replica_pair() {
             || die "the standby in $standby does not stream from port $primary_port (see primary_conninfo in its postgresql.auto.conf): use the ports it was made with, or stop the pair and remove $dir"
     fi
 
-    # 1. Primary: created like the private cluster (superuser postgres, trust
-    # auth, UTF8 with the C locale).
-    if [[ ! -f $primary/PG_VERSION ]]; then
-        log "initdb $primary (PostgreSQL $major, as $owner)"
-        if ! as_pg_owner_in "$dir" "$bin/initdb" -D "$primary" -A trust -U postgres -E UTF8 --locale=C \
-            >"$dir/initdb.log" 2>&1; then
-            cat "$dir/initdb.log" >&2
-            die "initdb failed (log above, also in $dir/initdb.log)"
-        fi
-    else
-        log "Replica pair: reusing the primary in $primary"
-    fi
-    local data_major
-    data_major="$(cat "$primary/PG_VERSION")"
-    [[ $data_major == "$major" ]] \
-        || die "$primary was made by PostgreSQL $data_major but the newest server here is $major: stop the pair and remove $dir"
+    # 1. Primary: created like the private cluster.
+    init_pg_data "$dir" "$primary"
 
     # Settings in a file of their own, rewritten every time and included from
     # postgresql.conf once (the base backup copies both to the standby).
@@ -773,7 +767,7 @@ start_private_replica_pair() {
             "SELECT pg_is_in_recovery(), coalesce((SELECT status FROM pg_stat_wal_receiver), 'no WAL receiver')" \
             2>/dev/null)" || state=""
         if [[ $state == "t|streaming" ]]; then
-            log "Replica pair ready: primary 127.0.0.1:$primary_port, hot standby 127.0.0.1:$standby_port (streaming; PostgreSQL $major, in $dir)"
+            log "Replica pair ready: primary 127.0.0.1:$primary_port, hot standby 127.0.0.1:$standby_port (streaming; PostgreSQL $PG_SERVER_MAJOR, in $dir)"
             return 0
         fi
         sleep 0.5

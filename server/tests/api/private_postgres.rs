@@ -66,15 +66,11 @@ impl PrivatePostgres {
     }
 
     fn run(&self, program: &str, args: &[&str]) {
-        let binary = self.bin.join(program);
-        let mut command = if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        let output = command.args(args).current_dir(&self.folder).output().expect("the command runs");
+        let output = as_cluster_owner(&self.bin.join(program))
+            .args(args)
+            .current_dir(&self.folder)
+            .output()
+            .expect("the command runs");
         assert!(
             output.status.success(),
             "{program} {args:?}: {}\n{}",
@@ -99,20 +95,15 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let binary = self.bin.join("pg_ctl");
         let data = self.data();
-        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
-        let _ = if running_as_root() {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&binary).args(args).output()
-        } else {
-            Command::new(&binary).args(args).output()
-        };
+        let _ =
+            as_cluster_owner(&self.bin.join("pg_ctl")).args(["-D", data.as_str(), "-m", "immediate", "stop"]).output();
         let _ = std::fs::remove_dir_all(&self.folder);
     }
 }
 
 /// A private primary and a hot standby of it, fed by streaming replication, started by the
-/// scripts' own `scripts/replica-pair` (as `scripts/run --with-replica` starts one), each on a
+/// scripts' own `scripts/replica-pair` (as README's scale-out recipe starts one), each on a
 /// free port; stopped and removed on drop.
 pub struct ReplicaPair {
     folder: PathBuf,
@@ -127,9 +118,8 @@ impl ReplicaPair {
         let (primary_port, standby_port) = (free_port(), free_port());
         let folder = PathBuf::from(format!("/var/tmp/cqrs-bank-test-pair-{}-{primary_port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&folder);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/replica-pair");
         let output = Command::new("bash")
-            .arg(&script)
+            .arg(replica_pair_script())
             .args(["start", &folder.display().to_string(), &primary_port.to_string(), &standby_port.to_string()])
             .output()
             .expect("scripts/replica-pair runs");
@@ -166,24 +156,37 @@ impl ReplicaPair {
     }
 
     fn pg_ctl(&self, args: &[&str]) {
-        let binary = self.bin.join("pg_ctl");
-        let mut command = if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        let output = command.args(args).current_dir(&self.folder).output().expect("pg_ctl runs");
+        let output = as_cluster_owner(&self.bin.join("pg_ctl"))
+            .args(args)
+            .current_dir(&self.folder)
+            .output()
+            .expect("pg_ctl runs");
         assert!(output.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
 }
 
 impl Drop for ReplicaPair {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/replica-pair");
-        let _ = Command::new("bash").arg(script).args(["stop", &self.folder.display().to_string()]).output();
+        let _ =
+            Command::new("bash").arg(replica_pair_script()).args(["stop", &self.folder.display().to_string()]).output();
         let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+/// The scripts' own way to start and stop a primary and its standby.
+fn replica_pair_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/replica-pair")
+}
+
+/// `binary` run as the clusters' owner: the postgres OS user when the tests run as root
+/// (Postgres refuses root), else the tests' own user.
+fn as_cluster_owner(binary: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
     }
 }
 
