@@ -283,13 +283,34 @@ struct LedgerRow {
     recorded_at: OffsetDateTime,
 }
 
+/// The columns of an `account_summary` row `s` and of its checkpoint `c` that a [`SummaryRow`]
+/// is read from.
+macro_rules! summary_columns {
+    () => {
+        "s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
+         s.transaction_count, s.last_transaction, s.created_at, s.version, s.status, s.status_reason,
+         c.transaction_id, c.global_position"
+    };
+}
+
 /// Columns of `account_summary s` joined with its checkpoint `c`, read through the event
 /// store's `projection_checkpoint(name)` relation (public for the benchmark that compares the
 /// query over HTTP with the statement alone).
-pub const SUMMARY_SELECT: &str = "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits,
-        s.total_withdrawals, s.transaction_count, s.last_transaction, s.created_at, s.version,
-        s.status, s.status_reason, c.transaction_id, c.global_position
-     FROM account_summary s, projection_checkpoint($1) c";
+pub const SUMMARY_SELECT: &str =
+    concat!("SELECT ", summary_columns!(), " FROM account_summary s, projection_checkpoint($1) c");
+
+/// Up to [`LIST_LIMIT`] rows of `account_summary s` that `filter` keeps, in `order`, and the
+/// checkpoint they are current as of, in one statement: even no row at all comes with the
+/// checkpoint it is current as of (one row of NULL account columns), never one read later.
+fn list_statement(filter: &str, order: &str) -> String {
+    format!(
+        "SELECT {} FROM projection_checkpoint($1) c
+         LEFT JOIN LATERAL (SELECT * FROM account_summary s WHERE {filter} ORDER BY {order} LIMIT {LIST_LIMIT}) s
+             ON true
+         ORDER BY {order}",
+        summary_columns!()
+    )
+}
 
 impl ReadModel {
     pub fn new(reads: ReadPools, catch_up_bound: Duration, checkpoints: CheckpointWatch) -> ReadModel {
@@ -383,13 +404,11 @@ impl ReadModel {
     /// [`Self::summary`], from the primary if `primary`, else wherever queries read now.
     async fn summary_from(&self, account_id: Uuid, primary: bool) -> Result<SummaryRead, sqlx::Error> {
         let read = |pool: PgPool| async move {
-            sqlx::query_as::<_, SummaryOrCheckpoint>(
-                "SELECT s.account_id, s.owner_id, s.current_balance, s.total_deposits, s.total_withdrawals,
-                            s.transaction_count, s.last_transaction, s.created_at, s.version,
-                            s.status, s.status_reason, c.transaction_id, c.global_position
-                     FROM projection_checkpoint($1) c
-                     LEFT JOIN account_summary s ON s.account_id = $2",
-            )
+            sqlx::query_as::<_, SummaryOrCheckpoint>(concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM projection_checkpoint($1) c LEFT JOIN account_summary s ON s.account_id = $2"
+            ))
             .bind(PROJECTION_NAME)
             .bind(account_id)
             .fetch_optional(&pool)
@@ -403,21 +422,20 @@ impl ReadModel {
 
     /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].
     pub async fn accounts(&self, owner_id: Option<&str>) -> Result<AccountList, sqlx::Error> {
-        let listed = self
+        let listed_rows = self
             .reads
             .read(|pool| async move {
-                let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-                    "{SUMMARY_SELECT} WHERE $2::text IS NULL OR s.owner_id = $2
-                     ORDER BY s.created_at DESC, s.account_id LIMIT {LIST_LIMIT}"
+                sqlx::query_as(&list_statement(
+                    "$2::text IS NULL OR s.owner_id = $2",
+                    "s.created_at DESC, s.account_id",
                 ))
                 .bind(PROJECTION_NAME)
                 .bind(owner_id)
                 .fetch_all(&pool)
-                .await?;
-                list(&pool, rows).await
+                .await
             })
             .await?;
-        Ok(served(listed))
+        Ok(listed(listed_rows))
     }
 
     /// Accounts holding at least `min_balance`, highest first, at most [`LIST_LIMIT`].
@@ -432,22 +450,21 @@ impl ReadModel {
         {
             return Ok(list);
         }
-        let listed = self
+        let listed_rows = self
             .reads
             .read(|pool| async move {
-                let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-                    "{SUMMARY_SELECT} WHERE s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)
-                     ORDER BY s.current_balance DESC, s.account_id LIMIT {LIST_LIMIT}"
+                sqlx::query_as(&list_statement(
+                    "s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)",
+                    "s.current_balance DESC, s.account_id",
                 ))
                 .bind(PROJECTION_NAME)
                 .bind(min_balance)
                 .bind(owner_id)
                 .fetch_all(&pool)
-                .await?;
-                list(&pool, rows).await
+                .await
             })
             .await?;
-        Ok(served(listed))
+        Ok(listed(listed_rows))
     }
 
     /// The account's latest `limit` transfers, sent and received, newest first, and the
@@ -463,23 +480,12 @@ impl ReadModel {
     }
 }
 
-/// Rows of a list and the checkpoint they are current as of (the statement's, or — no rows —
-/// the checkpoint alone), served by whichever database `pool` is.
-async fn list(pool: &PgPool, rows: Vec<SummaryRow>) -> Result<(Vec<SummaryRow>, Position), sqlx::Error> {
-    let as_of = match rows.first() {
-        Some(row) => row.as_of,
-        None => {
-            sqlx::query_as::<_, Position>("SELECT transaction_id, global_position FROM projection_checkpoint($1)")
-                .bind(PROJECTION_NAME)
-                .fetch_one(pool)
-                .await?
-        }
-    };
-    Ok((rows, as_of))
-}
-
-fn served(((rows, as_of), served_by): ((Vec<SummaryRow>, Position), ServedBy)) -> AccountList {
-    AccountList { accounts: rows.into_iter().map(|row| row.into_view(false, served_by)).collect(), as_of, served_by }
+/// A list as [`list_statement`] read it, from the database that `served_by` names.
+fn listed((found, served_by): (Vec<SummaryOrCheckpoint>, ServedBy)) -> AccountList {
+    let as_of = found.first().map_or(Position::START, |SummaryOrCheckpoint(_, as_of)| *as_of);
+    let accounts =
+        found.into_iter().filter_map(|SummaryOrCheckpoint(row, _)| row).map(|row| row.into_view(false, served_by));
+    AccountList { accounts: accounts.collect(), as_of, served_by }
 }
 
 async fn transfers_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
