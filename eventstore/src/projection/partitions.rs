@@ -264,15 +264,20 @@ pub(super) async fn keep_membership(
 }
 
 /// Renews this instance's membership; returns the live members running the same count, the
-/// recorded count, and whether a partition's lease ran out three times over.
+/// recorded count, and whether a partition's lease ran out three times over (or it was never
+/// claimed in that long).
 async fn membership(
     pool: &PgPool,
     projection: &str,
     instance: &str,
     count: u32,
 ) -> Result<(u32, u32, bool), sqlx::Error> {
+    // The rows of instances that died without leaving go too, an hour later.
     sqlx::query(
-        "INSERT INTO projection_members (projection_name, instance, partitions) VALUES ($1, $2, $3)
+        "WITH gone AS (DELETE FROM projection_members
+                       WHERE projection_name = $1 AND instance <> $2
+                         AND seen_at < clock_timestamp() - interval '1 hour')
+         INSERT INTO projection_members (projection_name, instance, partitions) VALUES ($1, $2, $3)
          ON CONFLICT (projection_name, instance) DO UPDATE SET partitions = $3, seen_at = clock_timestamp()",
     )
     .bind(projection)
@@ -285,9 +290,14 @@ async fn membership(
                  WHERE projection_name = $1 AND partitions = $2
                    AND seen_at > clock_timestamp() - make_interval(secs => $3)),
                 coalesce((SELECT partitions FROM projection_partitionings WHERE projection_name = $1), 1),
-                EXISTS (SELECT 1 FROM projection_checkpoints
-                        WHERE $2 > 1 AND starts_with(projection_name, $1 || '/') AND projection_name LIKE '%-of-' || $2
-                          AND owner_heartbeat_at < clock_timestamp() - make_interval(secs => 3 * $3))",
+                EXISTS (SELECT 1 FROM generate_series(0, $2 - 1) AS part (k)
+                        LEFT JOIN projection_checkpoints c ON c.projection_name = $1 || '/' || part.k || '-of-' || $2
+                        WHERE $2 > 1 AND (
+                            c.owner_heartbeat_at < clock_timestamp() - make_interval(secs => 3 * $3)
+                            -- Never claimed since the count was adopted, that long ago.
+                            OR (c.projection_name IS NULL AND EXISTS (
+                                SELECT 1 FROM projection_partitionings p WHERE p.projection_name = $1
+                                    AND p.changed_at < clock_timestamp() - make_interval(secs => 3 * $3)))))",
     )
     .bind(projection)
     .bind(count as i32)

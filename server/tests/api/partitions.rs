@@ -173,3 +173,42 @@ async fn a_new_partition_count_rebuilds_the_tables_and_an_instance_of_the_old_co
     assert_read_model_equals_replay(&pool).await;
     drop(whole);
 }
+
+#[sqlx::test(migrations = false)]
+async fn partitions_a_member_never_leads_are_taken_by_another_after_three_leases(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // A member that says it runs the projection but never leads (wedged, out of connections):
+    // its share must not stay unled.
+    let pool = PgPool::connect_with(db.clone()).await.unwrap();
+    let ghost = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = sqlx::query(
+                    "INSERT INTO projection_members (projection_name, instance, partitions)
+                     SELECT name, 'ghost', 4 FROM unnest($1::text[]) AS name
+                     ON CONFLICT (projection_name, instance) DO UPDATE SET seen_at = clock_timestamp()",
+                )
+                .bind(&SPLIT[..])
+                .execute(&pool)
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let a = spawn_server_with(&db, "instance-a", &[("PROJECTION_PARTITIONS", PARTITIONS.to_string())]);
+    let client = operator_client(&db, &a).await;
+    let names = partition_names();
+    // At first A leads its share only: two of each projection's four.
+    wait_for_health(&client, &a, Duration::from_secs(10), "half led", |health| leaders(health).len() == 4).await;
+    // Then, the ghost's partitions having gone unled for three leases, all of them.
+    let health = wait_for_health(&client, &a, Duration::from_secs(30), "all led", |health| {
+        let led = leaders(health);
+        names.iter().all(|name| led.get(name) == Some(&a.instance))
+    })
+    .await;
+    ghost.abort();
+    assert_eq!(leaders(&health).len(), 8, "{health}");
+}
