@@ -96,6 +96,11 @@ impl Leadership {
         if let Some((share, _)) = &self.share
             && !share.may_take()
         {
+            // Nothing to ask for while the share is full: no connection kept for it either
+            // (else an instance would hold one per partition of every split projection).
+            if let Some(standby) = self.standby.take() {
+                let _ = standby.close().await;
+            }
             return Ok(false);
         }
         let name = steps.name().to_owned();
