@@ -1,9 +1,18 @@
-//! The command loop, for any [`Aggregate`]: wait for the stream's turn, lock it, answer a retried
-//! command from its remembered outcome, load from the latest snapshot, decide, append at the
-//! loaded version, remember the outcome, snapshot when due — once per command, however often it
-//! is sent — and decide again on fresh state after losing a race.
+//! The command loop, for any [`Aggregate`]: wait for the stream's turn in this process; on a
+//! warm stream (one whose state this process kept after its last command), decide on that state
+//! and append with the command's record in one statement, its own transaction: one round trip.
+//! Otherwise, or when that append finds the stream moved on (another process wrote it), or when
+//! the decision is a refusal: lock the stream, answer a retried command from its remembered
+//! outcome, load from the latest snapshot, decide, append and remember in one statement,
+//! snapshot when due — once per command, however often it is sent — and decide again on fresh
+//! state after losing a race.
+//!
+//! Why the warm path needs no lock: the append checks, in the statement that inserts, that the
+//! stream is still at the kept version and holds the kept last event there; an insert racing
+//! another writer's fails on the unique `(stream_id, stream_version)`. The stream lock only
+//! makes contending writers wait instead of retry; correctness never rested on it. A refusal is
+//! remembered for good, so it is only ever decided on a state read under the lock.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +24,11 @@ use uuid::Uuid;
 
 use crate::aggregate::{self, Aggregate, LATEST, LoadError, snapshot_due};
 use crate::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
-use crate::store::{AppendError, WRITER_TIMEOUTS, append, begin_with_stream_lock};
+use crate::store::{
+    AppendAndRecordError, AppendError, CommandRecord, WRITER_TIMEOUTS, append_and_record, begin_with_stream_lock,
+};
 use crate::stream_turns::{StreamTurns, TooBusy};
+use crate::warm_streams::{WarmState, WarmStreams};
 use crate::{Appends, Position};
 
 /// A command and what identifies it: its id (the idempotency key), the correlation id of the
@@ -91,6 +103,9 @@ pub struct WriteOptions {
     pub snapshot_interval: i64,
     /// How long a command waits for its stream's turn in this process before it gives up.
     pub turn_patience: Duration,
+    /// How many streams' latest states this process keeps, so that their next command skips
+    /// the load (0: every command loads). Each is a few hundred bytes of an account's state.
+    pub warm_streams: usize,
 }
 
 impl Default for WriteOptions {
@@ -100,6 +115,7 @@ impl Default for WriteOptions {
             max_attempts: 10,
             snapshot_interval: 25,
             turn_patience: Duration::from_secs(5),
+            warm_streams: 100_000,
         }
     }
 }
@@ -114,34 +130,36 @@ enum Outcome<Refusal> {
 
 type Result<T, A> = std::result::Result<T, CommandError<<A as Aggregate>::Refusal, <A as Aggregate>::DecodeError>>;
 
-/// Runs one aggregate's commands. Cheap to clone; clones share the per-stream turns.
-pub struct CommandHandler<A> {
+/// Runs one aggregate's commands. Cheap to clone; clones share the per-stream turns and the
+/// warm streams.
+pub struct CommandHandler<A: Aggregate> {
     pool: PgPool,
     appends: Appends,
     options: WriteOptions,
     turns: Arc<StreamTurns>,
-    aggregate: PhantomData<fn() -> A>,
+    warm: Arc<WarmStreams<A::State>>,
 }
 
-impl<A> Clone for CommandHandler<A> {
+impl<A: Aggregate> Clone for CommandHandler<A> {
     fn clone(&self) -> Self {
         CommandHandler {
             pool: self.pool.clone(),
             appends: self.appends.clone(),
             options: self.options,
             turns: self.turns.clone(),
-            aggregate: PhantomData,
+            warm: self.warm.clone(),
         }
     }
 }
 
 impl<A: Aggregate> CommandHandler<A> {
     pub fn new(pool: PgPool, appends: Appends, options: WriteOptions) -> CommandHandler<A> {
-        CommandHandler { pool, appends, options, turns: Arc::new(StreamTurns::new()), aggregate: PhantomData }
+        let warm = Arc::new(WarmStreams::new(options.warm_streams));
+        CommandHandler { pool, appends, options, turns: Arc::new(StreamTurns::new()), warm }
     }
 
-    /// Handles a command: load the stream, decide, append at the loaded version and remember
-    /// the outcome, all in one transaction.
+    /// Handles a command: take the stream's state from the warm streams or load it, decide,
+    /// append at its version and remember the outcome, all in one transaction.
     ///
     /// Sent again with the same command id, the command is answered with the first outcome and
     /// writes nothing. Losing the race for the stream's next version means the decision was
@@ -168,6 +186,12 @@ impl<A: Aggregate> CommandHandler<A> {
         } else {
             None
         };
+        // Taken out while the command works: put back only once its transaction committed.
+        if let Some(warm) = self.warm.take(envelope.stream_id)
+            && let Some(accepted) = self.on_warm_stream(&envelope, &request, &metadata, warm).await?
+        {
+            return Ok(accepted);
+        }
         for attempt in 1..=self.options.max_attempts {
             let mut tx = if self.options.serialize_writers {
                 self.pool.begin_with(begin_with_stream_lock(envelope.stream_id)).await?
@@ -178,10 +202,13 @@ impl<A: Aggregate> CommandHandler<A> {
             // the command's primary key if there were one, and the retry that follows looks.
             let replay_check = attempt > 1;
             match self.attempt(&mut tx, &envelope, &request, &metadata, replay_check).await? {
-                Attempt::Done(outcome) => {
+                Attempt::Done(outcome, after) => {
                     tx.commit().await?;
                     if matches!(outcome, Outcome::Accepted(_)) {
                         self.appends.committed();
+                    }
+                    if let Some(after) = after {
+                        self.warm.put(envelope.stream_id, after);
                     }
                     return outcome.into_result::<A>();
                 }
@@ -200,6 +227,37 @@ impl<A: Aggregate> CommandHandler<A> {
         Err(CommandError::Conflict { stream_type: A::STREAM_TYPE, stream_id: envelope.stream_id })
     }
 
+    /// A command on a warm stream, decided on the state this process kept: appended with its
+    /// record in one statement, which is its own transaction. `None` when the locked path must
+    /// take it: a refusal (decided again on a state read under the lock, then remembered), a
+    /// snapshot due (written with the events), or an append that found the stream moved on or
+    /// the command id taken (the locked path reloads, or replays the first outcome).
+    async fn on_warm_stream(
+        &self,
+        envelope: &CommandEnvelope<A::Command>,
+        request: &Value,
+        metadata: &Value,
+        warm: WarmState<A::State>,
+    ) -> Result<Option<Accepted>, A> {
+        let Ok(events) = A::decide(&warm.state, &envelope.command) else {
+            return Ok(None);
+        };
+        let new_version = warm.version + events.len() as i64;
+        if snapshot_due(warm.version, new_version, self.options.snapshot_interval) {
+            return Ok(None);
+        }
+        let appending = Appending::new::<A>(envelope, request, metadata, &events)?;
+        let mut conn = self.pool.acquire().await?;
+        let expected = (warm.version, warm.last_event_id);
+        let Some(appended) = appending.append::<A>(&mut conn, envelope.stream_id, expected).await? else {
+            return Ok(None);
+        };
+        self.appends.committed();
+        let state = events.iter().fold(warm.state, A::evolve);
+        self.warm.put(envelope.stream_id, appending.warm_after(&appended, state));
+        Ok(Some(Accepted { stream_id: envelope.stream_id, version: appended.version, position: appended.position }))
+    }
+
     async fn attempt(
         &self,
         tx: &mut PgConnection,
@@ -207,50 +265,115 @@ impl<A: Aggregate> CommandHandler<A> {
         request: &Value,
         metadata: &Value,
         replay_check: bool,
-    ) -> Result<Attempt<A::Refusal>, A> {
+    ) -> Result<Attempt<A::Refusal, A::State>, A> {
         let stream_id = envelope.stream_id;
         if replay_check && let Some(processed) = find_processed(&mut *tx, envelope.command_id).await? {
             return Ok(Attempt::Replay(processed));
         }
         let loaded = aggregate::load::<A>(&mut *tx, stream_id, LATEST).await?;
-
         let events = match A::decide(&loaded.state, &envelope.command) {
             Ok(events) => events,
             Err(refusal) => return remember::<A>(tx, envelope.command_id, request, Outcome::Refused(refusal)).await,
         };
-        let new_events: Vec<_> = events.iter().map(|event| A::encode(event, metadata)).collect();
-        let appended = match append(&mut *tx, A::STREAM_TYPE, stream_id, loaded.version, &new_events).await {
-            Ok(appended) => appended,
-            Err(AppendError::Conflict { .. }) => return Ok(Attempt::Retry),
-            Err(AppendError::Database(error)) => return Err(error.into()),
+        let appending = Appending::new::<A>(envelope, request, metadata, &events)?;
+        // Read in this transaction, under the stream's lock: the version is enough.
+        let Some(appended) = appending.append::<A>(&mut *tx, stream_id, (loaded.version, None)).await? else {
+            return Ok(Attempt::Retry);
         };
+        let state = events.iter().fold(loaded.state, A::evolve);
         if snapshot_due(loaded.version, appended.version, self.options.snapshot_interval) {
-            let state = events.iter().fold(loaded.state, A::evolve);
             aggregate::save::<A>(&mut *tx, stream_id, appended.version, &state).await?;
         }
         let accepted = Accepted { stream_id, version: appended.version, position: appended.position };
-        remember::<A>(tx, envelope.command_id, request, Outcome::Accepted(accepted)).await
+        let after = appending.warm_after(&appended, state);
+        Ok(Attempt::Done(Outcome::Accepted(accepted), Some(after)))
     }
 }
 
+/// An accepted command's events, encoded, and its record, ready to append.
+struct Appending<'a> {
+    command_id: Uuid,
+    request: &'a Value,
+    events: Vec<crate::NewEvent>,
+    /// The accepted outcome with placeholders, which the append's statement fills in with the
+    /// version and position only it knows.
+    outcome: Value,
+}
+
+impl<'a> Appending<'a> {
+    fn new<A: Aggregate>(
+        envelope: &CommandEnvelope<A::Command>,
+        request: &'a Value,
+        metadata: &Value,
+        events: &[A::Event],
+    ) -> Result<Appending<'a>, A> {
+        let placeholder = Accepted { stream_id: envelope.stream_id, version: 0, position: Position::START };
+        let outcome = serde_json::to_value(Outcome::<A::Refusal>::Accepted(placeholder))
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        let events = events.iter().map(|event| A::encode(event, metadata)).collect();
+        Ok(Appending { command_id: envelope.command_id, request, events, outcome })
+    }
+
+    /// Appends at `expected` (the version, and the id of the event there if the state was kept
+    /// from earlier) and records the command; `None` if the stream moved on or the command id
+    /// is taken: the caller's transaction, if any, is then aborted.
+    async fn append<A: Aggregate>(
+        &self,
+        conn: &mut PgConnection,
+        stream_id: Uuid,
+        expected: (i64, Option<Uuid>),
+    ) -> Result<Option<crate::Appended>, A> {
+        let record = CommandRecord {
+            command_id: self.command_id,
+            request: self.request,
+            outcome: &self.outcome,
+            version_at: ACCEPTED_VERSION,
+            position_at: ACCEPTED_POSITION,
+        };
+        let (version, last_event) = expected;
+        match append_and_record(conn, A::STREAM_TYPE, stream_id, version, last_event, &self.events, &record).await {
+            Ok(appended) => Ok(Some(appended)),
+            // Another writer moved the stream on, or the same command, sent twice at once, won
+            // elsewhere: the next attempt loads again, or replays it.
+            Err(
+                AppendAndRecordError::Append(AppendError::Conflict { .. }) | AppendAndRecordError::AlreadyRecorded(_),
+            ) => Ok(None),
+            Err(AppendAndRecordError::Append(AppendError::Database(error))) => Err(error.into()),
+        }
+    }
+
+    /// The stream's state to keep after the append committed.
+    fn warm_after<S>(&self, appended: &crate::Appended, state: S) -> WarmState<S> {
+        WarmState { version: appended.version, last_event_id: self.events.last().map(|event| event.event_id), state }
+    }
+}
+
+/// Where [`append_and_record`] writes the version and the position in an accepted outcome as
+/// serialised (`{"accepted": {"streamId": …, "version": …, "position": "…"}}`; a unit test
+/// holds the two together).
+const ACCEPTED_VERSION: &[&str] = &["accepted", "version"];
+const ACCEPTED_POSITION: &[&str] = &["accepted", "position"];
+
+/// Remembers a refusal (an acceptance is remembered with its events).
 async fn remember<A: Aggregate>(
     tx: &mut PgConnection,
     command_id: Uuid,
     request: &Value,
     outcome: Outcome<A::Refusal>,
-) -> Result<Attempt<A::Refusal>, A> {
+) -> Result<Attempt<A::Refusal, A::State>, A> {
     let recorded = serde_json::to_value(&outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
     match record_processed(tx, command_id, request, &recorded).await {
-        Ok(()) => Ok(Attempt::Done(outcome)),
+        // The state stays cold: a refusal left it as loaded, but keeping it would need a copy.
+        Ok(()) => Ok(Attempt::Done(outcome, None)),
         // The same command, sent twice at once, won elsewhere: the next attempt replays it.
         Err(RecordError::AlreadyRecorded(_)) => Ok(Attempt::Retry),
         Err(RecordError::Database(error)) => Err(error.into()),
     }
 }
 
-enum Attempt<Refusal> {
-    /// The outcome is written; commit and answer with it.
-    Done(Outcome<Refusal>),
+enum Attempt<Refusal, State> {
+    /// The outcome is written; commit, keep the stream's new state warm, and answer.
+    Done(Outcome<Refusal>, Option<WarmState<State>>),
     /// The command was handled before; answer as then.
     Replay(ProcessedCommand),
     /// Lost a race; roll back and try again.
@@ -280,4 +403,30 @@ fn replay<A: Aggregate>(processed: ProcessedCommand, request: &Value, command_id
 fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = 2u64.saturating_pow(attempt).min(50);
     Duration::from_micros(fastrand::u64(0..=ceiling_ms * 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statement_writes_the_version_and_position_where_an_accepted_outcome_has_them() {
+        let accepted = Accepted {
+            stream_id: Uuid::new_v4(),
+            version: 7,
+            position: Position { transaction_id: 812, global_position: 40 },
+        };
+        let outcome = serde_json::to_value(Outcome::<()>::Accepted(accepted)).unwrap();
+        let pointer = |path: &[&str]| format!("/{}", path.join("/"));
+        assert_eq!(outcome.pointer(&pointer(ACCEPTED_VERSION)), Some(&json!(7)));
+        // The statement writes `transaction_id || ':' || global_position`, the token.
+        assert_eq!(outcome.pointer(&pointer(ACCEPTED_POSITION)), Some(&json!("812:40")));
+    }
+
+    #[test]
+    fn backoff_grows_to_at_most_50_ms() {
+        for attempt in 1..20 {
+            assert!(backoff(attempt) <= Duration::from_millis(50));
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! - [`change_feed`]: the streams each checkpoint move changed, broadcast to live subscribers.
 //! - [`snapshots`]: a stream's state every so many events.
 //! - [`processed_commands`]: remembered commands, for idempotent retries.
+//! - [`warm_streams`]: the latest state of streams this process wrote, so commands skip the load.
 //! - [`guard`]: refuse a cluster whose transaction ids would sort new events before stored ones.
 //! - [`schema`]: the store's tables, in this crate's `migrations/` folder.
 //!
@@ -53,6 +54,8 @@ pub mod store;
 pub mod stream_turns;
 #[cfg(feature = "postgres")]
 pub mod wakeup;
+#[cfg(feature = "postgres")]
+pub mod warm_streams;
 
 #[cfg(feature = "postgres")]
 pub use aggregate::{Aggregate, LATEST, LoadError, Loaded};
@@ -70,8 +73,9 @@ pub use projection::{ApplyError, Progress, Projection, ProjectionError, Projecti
 pub use snapshots::SnapshotVersion;
 #[cfg(feature = "postgres")]
 pub use store::{
-    AppendError, Appended, LogBatch, append, begin_with_stream_lock, head, latest_version, log_identity,
-    read_all_after, read_batch, read_partition_batch, read_stream, read_stream_from_snapshot, read_stream_until,
+    AppendAndRecordError, AppendError, Appended, CommandRecord, LogBatch, append, append_and_record,
+    begin_with_stream_lock, head, latest_version, log_identity, read_all_after, read_batch, read_partition_batch,
+    read_stream, read_stream_from_snapshot, read_stream_until,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

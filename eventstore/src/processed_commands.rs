@@ -49,7 +49,7 @@ pub async fn record_processed(
         .execute(conn)
         .await
         .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.constraint() == Some("processed_commands_pkey") => {
+            sqlx::Error::Database(db) if db.constraint() == Some(crate::store::PROCESSED_COMMANDS_KEY) => {
                 RecordError::AlreadyRecorded(command_id)
             }
             _ => RecordError::Database(error),

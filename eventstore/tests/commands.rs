@@ -231,10 +231,13 @@ async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool
     let tallies = handler(&pool, options);
     let tally = Uuid::new_v4();
     tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
-    // Another transaction holds the stream's lock: the first command waits on it (holding the
-    // turn), the second runs out of patience in line and writes nothing.
+    // Another writer's transaction has appended the stream's next event and not yet committed:
+    // the first command's append waits on it (holding the turn) whichever path it takes — the
+    // warm one meets the uncommitted row in the unique index, the locked one the stream lock
+    // taken here too — and the second runs out of patience in line and writes nothing.
     let mut blocker = pool.begin_with(eventstore::begin_with_stream_lock(tally)).await.unwrap();
-    sqlx::query("SELECT 1").execute(&mut *blocker).await.unwrap();
+    let next = Tally::encode(&TallyEvent::Added(5), &json!({}));
+    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[next]).await.unwrap();
     let first = {
         let tallies = tallies.clone();
         tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })

@@ -162,6 +162,9 @@ impl Settings {
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
             settings.write.snapshot_interval = interval;
         }
+        if let Some(streams) = env_number("WARM_STREAMS")? {
+            settings.write.warm_streams = streams;
+        }
         if let Some(max) = env_number("LIVE_MAX_STREAMS")? {
             settings.max_live_streams = max;
         }

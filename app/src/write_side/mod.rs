@@ -21,7 +21,8 @@ pub type CommandError = eventstore::CommandError<DomainError, DecodeError>;
 /// An account command, who sent it, its id (the idempotency key), correlation id and account.
 pub type CommandEnvelope = eventstore::CommandEnvelope<CommandBy>;
 
-/// Handles account commands. Cheap to clone; clones share the per-account turns.
+/// Handles account commands. Cheap to clone; clones share the per-account turns and the accounts'
+/// warm states.
 #[derive(Clone)]
 pub struct CommandHandler {
     accounts: eventstore::CommandHandler<Account>,

@@ -47,6 +47,8 @@ pub struct TransferRequests {
 
 impl TransferRequests {
     pub fn new(pool: PgPool, appends: Appends, options: WriteOptions, deadline: Duration) -> TransferRequests {
+        // Every request opens a new stream: keeping its state would only fill memory.
+        let options = WriteOptions { warm_streams: 0, ..options };
         TransferRequests { transfers: eventstore::CommandHandler::new(pool, appends, options), deadline }
     }
 

@@ -28,3 +28,4 @@ mod snapshots;
 mod transfers;
 mod unavailable;
 mod upcasting;
+mod warm_streams;

@@ -54,6 +54,7 @@ pub fn spawn_server_at(url: &str, instance: &str, env: &[(&str, String)]) -> Ser
         .env_remove("DATABASE_READ_URL")
         .env_remove("PROJECTION_PARTITIONS")
         .env_remove("PROJECTION_PARTITIONS_REBUILD")
+        .env_remove("WARM_STREAMS")
         .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
