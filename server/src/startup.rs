@@ -220,6 +220,7 @@ impl Application {
 
 fn router(state: AppState, settings: &Settings) -> Router {
     let leptos_options = state.leptos_options.clone();
+    let hashed_bundle_names = leptos_options.hash_files;
     let provide_services = {
         let services = state.services.clone();
         move || provide_context(services.clone())
@@ -252,6 +253,12 @@ fn router(state: AppState, settings: &Settings) -> Router {
         ))
         .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            routes::wire::cache_bundle(hashed_bundle_names, request, next)
+        }))
+        // Outside every layer that writes an answer's body, so that it compresses the final one.
+        .layer(routes::wire::compression())
+        .layer(axum::middleware::from_fn(routes::wire::no_compression_for_secrets))
         .layer(catch_panics())
         // Every request gets an id of ours (`x-request-id`, also in the answer and in commands'
         // event metadata) and a line in the access log.

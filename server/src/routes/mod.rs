@@ -8,3 +8,4 @@ pub mod json_errors;
 pub mod live;
 pub mod metrics;
 pub mod rate_limits;
+pub mod wire;

@@ -29,3 +29,4 @@ mod transfers;
 mod unavailable;
 mod upcasting;
 mod warm_streams;
+mod wire;
