@@ -12,6 +12,7 @@ mod database;
 mod diagnose;
 mod http;
 mod load;
+mod pgbench;
 mod redis_store;
 mod report;
 mod scenarios;
@@ -53,6 +54,7 @@ pub struct Shared {
 pub const B1_APPEND_32: &str = "b1.append.32";
 pub const B2_MAX_RATE: &str = "b2.max_rate";
 pub const B3_QUERY_P99: &str = "b3.query_p99_ms";
+pub const PGBENCH_32: &str = "pgbench.32";
 
 impl Shared {
     pub fn set(&self, key: &'static str, value: f64) {

@@ -3,7 +3,9 @@
 //! single-row `INSERT INTO events` (same columns, same JSON payloads) and COMMIT sent directly
 //! with sqlx, at the same concurrency. Then what users pay: the whole command path
 //! (`CommandHandler::handle` of deposits over many accounts) at 32 clients, beside the same
-//! raw limit.
+//! raw limit. Every write figure is also printed against pgbench (the machine's physical limit,
+//! see `crate::pgbench`), whose transactions are single statements: so B1 measures appends sent
+//! that way too, each its own transaction, which is how a command on a warm stream writes.
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub async fn run(context: Context) -> Outcome {
         &format!("single-event appends, one per transaction, {:.1} s per figure", duration.as_secs_f64()),
     );
     let pool = &context.pool;
+    // The physical limit first, while the database is as fresh as for the figures below.
+    let pgbench = crate::pgbench::limit(&context).await;
     let (mut raw_32, mut append_32) = (None, None);
     for concurrency in CONCURRENCIES {
         let probe = Probe::start(&context, &format!("raw INSERT, {concurrency} clients"));
@@ -63,6 +67,42 @@ pub async fn run(context: Context) -> Outcome {
     );
     let ratio = append_32.rate() / raw_32.rate();
     report::target("B1: eventstore::append ≥ 0.8 × raw at 32 clients", ratio >= 0.8, &format!("{ratio:.2}"));
+    if let Some(pgbench) = pgbench {
+        // pgbench's transaction is its one INSERT (autocommit): so is this append, which is how
+        // a command on a warm stream sends its events (with its record, in the same statement).
+        let probe = Probe::start(&context, "eventstore::append as its own transaction, 32 clients");
+        let alone = appends(pool, Path::EventStoreAlone, 32, warmup, duration).await;
+        probe.finish().await;
+        alone.report_errors("appends as their own transactions");
+        report::against(
+            "eventstore::append, BEGIN/append/COMMIT, 32 clients",
+            append_32.rate(),
+            "pgbench",
+            pgbench,
+            "events/s",
+        );
+        report::against(
+            "raw INSERT (sqlx), BEGIN/INSERT/COMMIT, 32 clients",
+            raw_32.rate(),
+            "pgbench",
+            pgbench,
+            "events/s",
+        );
+        report::against(
+            "eventstore::append as its own transaction, 32 clients",
+            alone.rate(),
+            "pgbench",
+            pgbench,
+            "events/s",
+        );
+        report::latencies("  its latency", alone.latencies.as_ref());
+        let ratio = alone.rate() / pgbench;
+        report::target(
+            "B1: eventstore::append ≥ 0.6 × pgbench at 32 clients (each its own transaction, as pgbench's)",
+            ratio >= 0.6,
+            &format!("{ratio:.2}"),
+        );
+    }
     context.shared.set(B1_APPEND_32, append_32.rate());
 
     // What users pay: the whole command path.
@@ -79,6 +119,9 @@ pub async fn run(context: Context) -> Outcome {
         "cmd/s",
     );
     report::against("  the same", commands.rate(), "eventstore::append", append_32.rate(), "cmd/s");
+    if let Some(pgbench) = pgbench {
+        report::against("  the same", commands.rate(), "pgbench", pgbench, "cmd/s");
+    }
     report::latencies_against("  its latency", commands.latencies.as_ref(), "raw INSERT", raw_32.latencies.as_ref());
     commands.report_errors("deposits");
     Ok(())
@@ -97,6 +140,8 @@ pub enum Path {
     RawInsert,
     /// `eventstore::append` and COMMIT.
     EventStore,
+    /// `eventstore::append` alone, outside any transaction: one statement, committed by itself.
+    EventStoreAlone,
 }
 
 /// `concurrency` clients appending single events, one per transaction.
@@ -110,6 +155,13 @@ pub async fn appends(pool: &PgPool, path: Path, concurrency: usize, warmup: Dura
             let stream_id = Uuid::from_u64_pair(run, (client * STREAMS_PER_CLIENT + i % STREAMS_PER_CLIENT) as u64);
             let expected_version = (i / STREAMS_PER_CLIENT) as i64;
             let event = deposit_event();
+            if path == Path::EventStoreAlone {
+                let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+                return eventstore::append(&mut conn, "account", stream_id, expected_version, std::slice::from_ref(&event))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
             let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
             match path {
                 Path::RawInsert => {
@@ -129,7 +181,7 @@ pub async fn appends(pool: &PgPool, path: Path, concurrency: usize, warmup: Dura
                     .await
                     .map_err(|e| e.to_string())?;
                 }
-                Path::EventStore => {
+                Path::EventStore | Path::EventStoreAlone => {
                     eventstore::append(&mut tx, "account", stream_id, expected_version, std::slice::from_ref(&event))
                         .await
                         .map_err(|e| e.to_string())?;

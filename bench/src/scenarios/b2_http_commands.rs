@@ -80,6 +80,16 @@ async fn measure(context: &Context, server: &Server, warmup: Duration, duration:
     report::latencies("  in-process handler latency", in_process.latencies.as_ref());
     over_http.report_errors("HTTP deposits");
     in_process.report_errors("in-process deposits");
+    if let Some(pgbench) = crate::pgbench::limit(context).await {
+        let label = format!("HTTP deposit, {CONNECTIONS} connections");
+        report::against(&label, over_http.rate(), "pgbench", pgbench, "cmd/s");
+        let ratio = over_http.rate() / pgbench;
+        report::target("B2: HTTP deposits ≥ 0.3 × pgbench at 32 connections", ratio >= 0.3, &format!("{ratio:.2}"));
+    }
+    if let Some(latencies) = over_http.latencies {
+        let p99 = latencies.p99.as_secs_f64() * 1000.0;
+        report::target("B2: HTTP deposit p99 < 20 ms at 32 connections", p99 < 20.0, &format!("{p99:.1} ms"));
+    }
     context.shared.set(B2_MAX_RATE, over_http.rate());
     Ok(())
 }

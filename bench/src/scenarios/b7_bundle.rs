@@ -1,54 +1,178 @@
-//! B7: what the browser downloads: the release WASM bundle and its wasm-bindgen JS glue, raw
-//! and gzipped (`gzip -9`, as a server would precompress them).
+//! B7: what the browser downloads. The release WASM bundle, its JS glue and the styles: raw,
+//! `gzip -9`, and as the server sends them (the `.br` and `.gz` that `--precompress` wrote).
+//! Then a first visit of an account page in Chromium, measured by
+//! `end2end/measure/first-visit.mjs` against the server started here on the built site: the
+//! bytes that cross the wire, and the time from navigation to the first click that works
+//! (the page is hydrated), unthrottled and on a throttled network (10 Mbit/s, 40 ms).
 //!
-//! No natural baseline: the figures are reported as they are, each beside its raw size (the
-//! ratio is the compression ratio). Build the bundle first with `cargo leptos build --release`.
+//! No natural baseline: sizes are printed beside their raw size. Build the bundle first with
+//! `cargo leptos build --release --precompress` (scripts/run does). The visit needs node,
+//! `end2end/node_modules` (`npm ci`) and Chromium; without them it says so and is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::SystemTime;
 
+use leptos::config::LeptosOptions;
+
 use super::Outcome;
+use crate::server::Server;
 use crate::{Context, report};
 
-const BUNDLE: &str = "cqrs-bank.wasm";
-const GLUE: &str = "cqrs-bank.js";
+const NAME: &str = "cqrs-bank";
+/// The issue's targets: the WASM gzip-compressed, and the first working click when throttled.
+const WASM_GZIP_TARGET_KIB: f64 = 300.0;
+const FIRST_CLICK_TARGET_MS: f64 = 1500.0;
 
-pub async fn run(_context: Context) -> Outcome {
-    report::heading("b7_bundle", "release WASM bundle and JS glue, raw and gzip -9 (no baseline)");
+pub async fn run(context: Context) -> Outcome {
+    report::heading("b7_bundle", "the bundle raw, gzip -9 and as sent; a first visit in Chromium (no baseline)");
     let Some(pkg) = pkg_dir() else {
         report::note(&format!(
-            "target/site/pkg/{BUNDLE} does not exist: build it with `cargo leptos build --release` \
+            "target/site/pkg holds no {NAME} bundle: build it with `cargo leptos build --release --precompress` \
              (or scripts/run), then run `bench --only b7_bundle`"
         ));
         return Ok(());
     };
-    for file in [BUNDLE, GLUE] {
-        let path = pkg.join(file);
-        let Ok(raw) = std::fs::metadata(&path).map(|m| m.len()) else {
-            report::note(&format!("{} is missing", path.display()));
+    for extension in ["wasm", "js", "css"] {
+        let Some(path) = newest_file(&pkg, extension) else {
+            report::note(&format!("no {NAME}*.{extension} in {}", pkg.display()));
             continue;
         };
-        let gzipped = gzip_size(&path).await?;
-        report::against(&format!("{file}, gzip -9"), gzipped as f64 / 1024.0, "raw", raw as f64 / 1024.0, "KiB");
+        let raw = std::fs::metadata(&path)?.len() as f64 / 1024.0;
+        let gzipped = gzip_size(&path).await? as f64 / 1024.0;
+        let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        report::against(&format!("{file}, gzip -9"), gzipped, "raw", raw, "KiB");
+        for (encoding, suffix) in [("brotli", "br"), ("gzip", "gz")] {
+            if let Ok(sent) = std::fs::metadata(format!("{}.{suffix}", path.display())) {
+                report::against(
+                    &format!("  as sent, {encoding} (.{suffix})"),
+                    sent.len() as f64 / 1024.0,
+                    "raw",
+                    raw,
+                    "KiB",
+                );
+            }
+        }
+        if extension == "wasm" {
+            report::target(
+                &format!("B7: release WASM < {WASM_GZIP_TARGET_KIB:.0} KiB gzip"),
+                gzipped < WASM_GZIP_TARGET_KIB,
+                &format!("{gzipped:.1} KiB"),
+            );
+        }
     }
     report::note(&format!("from {}", pkg.display()));
-    if let Some(newer) = newer_source(&pkg.join(BUNDLE)) {
+    if let Some(newer) = newest_file(&pkg, "wasm").and_then(|bundle| newer_source(&bundle)) {
         report::note(&format!("warning: {} is newer than the bundle: rebuild it for current figures", newer.display()));
+    }
+    first_visit(&context, &pkg).await
+}
+
+/// Serves the built site and has Chromium visit an account page for the first time.
+async fn first_visit(context: &Context, pkg: &Path) -> Outcome {
+    let script = workspace().join("end2end/measure/first-visit.mjs");
+    let modules = workspace().join("end2end/node_modules");
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !modules.is_dir() || !Path::new(&chromium).is_file() {
+        report::note(
+            "first visit skipped: it needs end2end/node_modules (npm ci) and Chromium (scripts/test installs both)",
+        );
+        return Ok(());
+    }
+    let site_root = pkg.parent().ok_or("the pkg folder has a parent")?.to_owned();
+    // The page names the bundle's files by the hashes cargo-leptos wrote beside the server's
+    // binary; this binary sits beside it in target/release.
+    let hashed = std::env::current_exe()?.parent().is_some_and(|dir| dir.join("hash.txt").is_file());
+    let server = Server::start_with(|settings| {
+        settings.leptos_options = LeptosOptions::builder()
+            .output_name(NAME)
+            .site_root(site_root.display().to_string())
+            .hash_files(hashed)
+            .build();
+        // Each visit signs a new customer up, as a first visitor would be.
+        settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);
+    })
+    .await?;
+    let runs = context.size.pick("1", "5");
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(&script)
+            .arg(&base)
+            .args(["--runs", runs, "--warmup", "1"])
+            .env("CHROMIUM_PATH", &chromium)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+    })
+    .await?;
+    server.stop().await;
+    let output = output.map_err(|error| format!("cannot run node: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(result) = stdout.lines().find_map(|line| line.strip_prefix("RESULT ")) else {
+        return Err(format!("the first visit measured nothing ({}): {stdout}", output.status).into());
+    };
+    let result: serde_json::Value = serde_json::from_str(result)?;
+    let number = |key: &str| result[key].as_f64();
+    if let Some(bytes) = number("bytes_first_visit") {
+        report::figure("first visit of an account page, on the wire", bytes / 1024.0, "KiB");
+    }
+    if let Some(by_type) = result["bytes_by_type"].as_object() {
+        for (kind, bytes) in by_type {
+            if let Some(bytes) = bytes.as_f64().filter(|b| *b > 0.0) {
+                report::figure(&format!("  {kind}"), bytes / 1024.0, "KiB");
+            }
+        }
+    }
+    for (label, key) in [
+        ("first working click, unthrottled (median)", "ms_first_click_unthrottled_median"),
+        ("  hydrated, unthrottled (median)", "ms_hydrated_unthrottled_median"),
+        ("first working click, 10 Mbit/s 40 ms (median)", "ms_first_click_throttled_median"),
+        ("  hydrated, 10 Mbit/s 40 ms (median)", "ms_hydrated_throttled_median"),
+    ] {
+        if let Some(ms) = number(key) {
+            report::figure(label, ms, "ms");
+        }
+    }
+    match number("ms_first_click_throttled_median") {
+        Some(ms) => report::target(
+            &format!("B7: first working click < {FIRST_CLICK_TARGET_MS:.0} ms at 10 Mbit/s, 40 ms"),
+            ms < FIRST_CLICK_TARGET_MS,
+            &format!("{ms:.0} ms"),
+        ),
+        None => report::note("no throttled click was measured"),
     }
     Ok(())
 }
 
-/// `target/site/pkg` holding the bundle: under `CARGO_TARGET_DIR`, the current directory or
-/// the workspace this binary was built from.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/site/pkg` holding a bundle: under `CARGO_TARGET_DIR`, the current directory or the
+/// workspace this binary was built from.
 fn pkg_dir() -> Option<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candidates = [
         std::env::var_os("CARGO_TARGET_DIR").map(|dir| PathBuf::from(dir).join("site/pkg")),
         Some(PathBuf::from("target/site/pkg")),
-        Some(workspace.join("target/site/pkg")),
+        Some(workspace().join("target/site/pkg")),
     ];
-    candidates.into_iter().flatten().find(|dir| dir.join(BUNDLE).is_file())
+    candidates.into_iter().flatten().find(|dir| newest_file(dir, "wasm").is_some())
+}
+
+/// The newest `cqrs-bank[.<hash>].<extension>` in `pkg` (names carry a hash with `hash-files`).
+fn newest_file(pkg: &Path, extension: &str) -> Option<PathBuf> {
+    let suffix = format!(".{extension}");
+    std::fs::read_dir(pkg)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(NAME) && name.ends_with(&suffix))
+        })
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
 async fn gzip_size(path: &Path) -> Result<usize, Box<dyn std::error::Error>> {
