@@ -15,9 +15,10 @@ pub use crate::contract::{
 };
 pub use error::{ApiError, ErrorCode};
 
-/// What the server functions need, provided as Leptos context by the server.
+/// What the server functions need, provided as Leptos context by the server, behind an `Arc`:
+/// the context is provided to every request and read by every server function, and a clone of
+/// the fields themselves (handlers, pools, caches) cost more CPU per deposit than its SQL did.
 #[cfg(feature = "ssr")]
-#[derive(Clone)]
 pub struct Services {
     pub commands: crate::write_side::CommandHandler,
     pub transfers: crate::write_side::TransferRequests,
@@ -34,8 +35,8 @@ pub struct Services {
 }
 
 #[cfg(feature = "ssr")]
-fn services() -> Result<Services, ApiError> {
-    leptos::prelude::use_context::<Services>().ok_or_else(|| {
+fn services() -> Result<std::sync::Arc<Services>, ApiError> {
+    leptos::prelude::use_context::<std::sync::Arc<Services>>().ok_or_else(|| {
         tracing::error!("server function called without Services in its context");
         ApiError::internal()
     })
