@@ -16,19 +16,25 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 /// A year, and never revalidated: the name changes with the content.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
-/// Unhashed names (a debug build) may change content under the same name: ask every time (the
-/// answer is a cheap 304 when nothing changed).
+/// Unhashed names (a debug build, a leftover of one) may change content under the same name:
+/// ask every time. (Leptos's file handler answers no conditional request, so "asking" means the
+/// whole file again: debug builds only.)
 const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
+/// Answers that set up a session or carry a new token: kept by no cache, shared or not.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// Adds `Cache-Control` to the bundle's successful answers: immutable when its names are
-/// hashed (`hashed_names`), revalidated otherwise. A missing file (404) is not cached. And
-/// `Vary: Accept-Encoding`, which the file handler leaves out, so that a shared cache does not
-/// hand a brotli copy to a client that asked for gzip.
+/// Adds `Cache-Control` to the bundle's successful answers: immutable for a file named by its
+/// content (`hashed_names`, and the name has the hash: `cqrs-bank.<hash>.wasm`), revalidated
+/// otherwise. A missing file (404) is not cached. And `Vary: Accept-Encoding`, which the file
+/// handler leaves out, so that a shared cache does not hand a brotli copy to a client that asked
+/// for gzip.
 pub async fn cache_bundle(hashed_names: bool, request: Request, next: Next) -> Response {
-    let is_bundle = request.uri().path().starts_with("/pkg/");
+    let path = request.uri().path();
+    let is_bundle = path.starts_with("/pkg/");
+    let immutable = hashed_names && named_by_content(path);
     let mut response = next.run(request).await;
     if is_bundle && response.status().is_success() {
-        let policy = if hashed_names { IMMUTABLE } else { REVALIDATE };
+        let policy = if immutable { IMMUTABLE } else { REVALIDATE };
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, policy);
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -46,24 +52,53 @@ pub fn compression() -> CompressionLayer {
     CompressionLayer::new().quality(CompressionLevel::Fastest)
 }
 
-/// Answers that carry a secret (a new bearer token, a session being set up) are not compressed:
-/// a compressed answer whose size an observer sees, and in which part of the text is the
-/// observer's choice, leaks the secret a guess at a time (BREACH). Without `Accept-Encoding` the
-/// compression layer leaves the answer alone.
+/// A compressed answer whose size an observer sees, and in which part of the text is the
+/// observer's choice, leaks the rest a guess at a time (BREACH). So these are not compressed:
+/// answers that carry a secret (a new bearer token, a session being set up), which no cache may
+/// keep either; and answers to requests another site had the browser send (`Sec-Fetch-Site`
+/// `cross-site` or `same-site`), where that site chose the URL and the user's cookie went along.
+/// Without `Accept-Encoding` the compression layer leaves the answer alone. The bundle is
+/// exempt: it holds nothing private.
 pub async fn no_compression_for_secrets(mut request: Request, next: Next) -> Response {
-    if carries_secret(request.uri().path()) {
+    let path = request.uri().path();
+    let secret = carries_secret(path);
+    let from_another_site = !path.starts_with("/pkg/")
+        && request
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes() == b"cross-site" || site.as_bytes() == b"same-site");
+    if secret || from_another_site {
         request.headers_mut().remove(header::ACCEPT_ENCODING);
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if secret {
+        response.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+    }
+    response
 }
 
 fn carries_secret(path: &str) -> bool {
     matches!(path, "/api/auth/sign-in" | "/api/auth/sign-up" | "/api/tokens/create")
 }
 
+/// `cqrs-bank.<hash>.wasm`, as cargo-leptos names the bundle with `hash-files`; not
+/// `cqrs-bank.wasm` nor `snippets/…/inline0.js`.
+fn named_by_content(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    name.split('.').filter(|part| !part.is_empty()).count() >= 3
+}
+
 #[cfg(test)]
 mod tests {
-    use super::carries_secret;
+    use super::{carries_secret, named_by_content};
+
+    #[test]
+    fn only_names_with_a_content_hash_are_cached_for_good() {
+        assert!(named_by_content("/pkg/cqrs-bank.0123abcd.wasm"));
+        assert!(!named_by_content("/pkg/cqrs-bank.wasm"));
+        assert!(!named_by_content("/pkg/cqrs-bank_bg.wasm"));
+        assert!(!named_by_content("/pkg/snippets/x/inline0.js"));
+    }
 
     #[test]
     fn only_the_answers_with_secrets_are_left_uncompressed() {

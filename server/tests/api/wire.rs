@@ -20,6 +20,8 @@ fn site_with_precompressed_bundle() -> PathBuf {
     // Not real brotli and gzip: the server sends the file it finds, and the test tells which.
     std::fs::write(pkg.join("cqrs-bank.0123abcd.js.br"), "brotli bytes").unwrap();
     std::fs::write(pkg.join("cqrs-bank.0123abcd.js.gz"), "gzip bytes").unwrap();
+    // A leftover of a build without hashes, under a name whose content may change.
+    std::fs::write(pkg.join("cqrs-bank.js"), "export function hydrate() {}\n").unwrap();
     root
 }
 
@@ -49,6 +51,11 @@ async fn the_bundle_is_sent_precompressed_and_cached_for_good_under_hashed_names
     let plain = app.anonymous.get(&url).send().await.unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
     assert!(plain.text().await.unwrap().starts_with("export function hydrate"));
+
+    // A name without a hash is asked for again every time, even beside hashed ones.
+    let unhashed = app.anonymous.get(format!("{}/pkg/cqrs-bank.js", app.address)).send().await.unwrap();
+    assert_eq!(unhashed.status(), StatusCode::OK);
+    assert_eq!(unhashed.headers()["cache-control"], "no-cache");
 
     // A name that does not exist is not cached: the next build may bring it.
     let missing = app.anonymous.get(format!("{}/pkg/cqrs-bank.ffff.js", app.address)).send().await.unwrap();
@@ -89,6 +96,17 @@ async fn pages_and_json_are_compressed_but_answers_with_secrets_are_not(_: PgPoo
             assert_eq!(response.status(), StatusCode::OK, "{path}");
             assert_eq!(response.headers()["content-encoding"], encoding, "{path}");
         }
+        // Unless another site made the browser ask (it chose the URL; the cookie went along).
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .header("accept-encoding", "br, gzip")
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.headers().get("content-encoding").is_none(), "{path}");
     }
 
     // Signing up and making a token answer with secrets: never compressed, whatever is accepted.
@@ -102,6 +120,7 @@ async fn pages_and_json_are_compressed_but_answers_with_secrets_are_not(_: PgPoo
         .unwrap();
     assert_eq!(sign_up.status(), StatusCode::OK);
     assert!(sign_up.headers().get("content-encoding").is_none());
+    assert_eq!(sign_up.headers()["cache-control"], "no-store");
     let cookie = crate::helpers::session_cookie(&sign_up);
     let token = app
         .anonymous
@@ -114,5 +133,6 @@ async fn pages_and_json_are_compressed_but_answers_with_secrets_are_not(_: PgPoo
         .unwrap();
     assert_eq!(token.status(), StatusCode::OK);
     assert!(token.headers().get("content-encoding").is_none());
+    assert_eq!(token.headers()["cache-control"], "no-store");
     assert!(token.text().await.unwrap().contains("cqb_"));
 }
