@@ -6,6 +6,11 @@
 //!
 //! Measured once per run (at 32 clients, as B1 and B2), on the benchmark database, and shared:
 //! every write figure is printed against it as well as against the sqlx baseline.
+//!
+//! Its rows go to a table made `LIKE events INCLUDING ALL` (the same columns, defaults,
+//! constraints and indexes, so each insert costs what an append's does), dropped after: in
+//! `events` itself they would be deposits into accounts never opened, which a projection
+//! running beside it (B2's server) would stop at.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,7 +22,7 @@ pub const CLIENTS: usize = 32;
 
 /// One transaction: one event row, as `eventstore::append` writes a deposit (a new stream each
 /// time, so the unique (stream, version) index is maintained as for any first event).
-const SCRIPT: &str = r#"INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata) VALUES (gen_random_uuid(), 'account', gen_random_uuid(), 1, 'MoneyDeposited', 2, '{"amount": "1.00"}', jsonb_build_object('commandId', gen_random_uuid(), 'correlationId', gen_random_uuid(), 'causationId', gen_random_uuid(), 'issuedAt', '2026-01-01T12:00:00.123456789Z'));
+const SCRIPT: &str = r#"INSERT INTO pgbench_events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata) VALUES (gen_random_uuid(), 'account', gen_random_uuid(), 1, 'MoneyDeposited', 2, '{"amount": "1.00"}', jsonb_build_object('commandId', gen_random_uuid(), 'correlationId', gen_random_uuid(), 'causationId', gen_random_uuid(), 'issuedAt', '2026-01-01T12:00:00.123456789Z'));
 "#;
 
 /// What pgbench measured: commits per second and their mean latency.
@@ -34,7 +39,18 @@ pub async fn limit(context: &Context) -> Option<f64> {
         return Some(rate);
     }
     let duration = context.size.pick(Duration::from_secs(1), Duration::from_secs(10));
-    match measure(CLIENTS, duration).await {
+    let created = sqlx::query("CREATE TABLE IF NOT EXISTS pgbench_events (LIKE events INCLUDING ALL)")
+        .execute(&context.pool)
+        .await;
+    if let Err(error) = created {
+        report::note(&format!("no pgbench baseline: cannot create its table: {error}"));
+        return None;
+    }
+    let measured = measure(CLIENTS, duration).await;
+    if let Err(error) = sqlx::query("DROP TABLE pgbench_events").execute(&context.pool).await {
+        report::note(&format!("pgbench_events was not dropped: {error}"));
+    }
+    match measured {
         Ok(limit) => {
             report::figure(&format!("pgbench, single-row commits, {CLIENTS} clients"), limit.rate, "events/s");
             report::note(&format!("  pgbench mean latency {:.2} ms", limit.mean_latency_ms));

@@ -213,7 +213,8 @@ function instrumentPage({ depositForm, depositError }) {
     if (state.hydratedAt === null && document.body?.getAttribute("data-hydrated") === "true") state.hydratedAt = now;
     if (state.reactedAt === null) {
       const text = document.querySelector(depositError)?.textContent?.trim();
-      if (text) {
+      // Only the hydrated handler's own message counts (money_form.rs: "Invalid amount: …").
+      if (text && text.startsWith("Invalid amount")) {
         state.reactedAt = now;
         state.reaction = text;
       }

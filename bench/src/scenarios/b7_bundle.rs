@@ -33,9 +33,10 @@ pub async fn run(context: Context) -> Outcome {
         ));
         return Ok(());
     };
+    let hashes = build_hashes();
     for extension in ["wasm", "js", "css"] {
-        let Some(path) = newest_file(&pkg, extension) else {
-            report::note(&format!("no {NAME}*.{extension} in {}", pkg.display()));
+        let Some(path) = bundle_file(&pkg, hashes.as_deref(), extension) else {
+            report::note(&format!("no {NAME} .{extension} file of this build in {}", pkg.display()));
             continue;
         };
         let raw = std::fs::metadata(&path)?.len() as f64 / 1024.0;
@@ -62,10 +63,35 @@ pub async fn run(context: Context) -> Outcome {
         }
     }
     report::note(&format!("from {}", pkg.display()));
-    if let Some(newer) = newest_file(&pkg, "wasm").and_then(|bundle| newer_source(&bundle)) {
+    if let Some(newer) = bundle_file(&pkg, hashes.as_deref(), "wasm").and_then(|bundle| newer_source(&bundle)) {
         report::note(&format!("warning: {} is newer than the bundle: rebuild it for current figures", newer.display()));
     }
+    if hashes.is_none() {
+        report::note(
+            "first visit skipped: no hash.txt beside this binary, so the page would name files the build did not \
+             write; build with `cargo leptos build --release --precompress`, then this bench with `--release`",
+        );
+        return Ok(());
+    }
     first_visit(&context, &pkg).await
+}
+
+/// What cargo-leptos wrote beside the server's binary in target/release (`hash-files`): one
+/// `<extension>: <hash>` line per bundle file. The bench binary sits beside it, and the page
+/// the server renders names the files by these hashes.
+fn build_hashes() -> Option<String> {
+    let dir = std::env::current_exe().ok()?.parent()?.to_owned();
+    std::fs::read_to_string(dir.join("hash.txt")).ok()
+}
+
+/// The build's `cqrs-bank.<hash>.<extension>` (the hash from hash.txt): the very file the page
+/// loads. Without hash.txt, the newest `cqrs-bank*.<extension>` (unhashed builds).
+fn bundle_file(pkg: &Path, hashes: Option<&str>, extension: &str) -> Option<PathBuf> {
+    let Some(hashes) = hashes else {
+        return newest_file(pkg, extension);
+    };
+    let hash = hashes.lines().find_map(|line| line.strip_prefix(&format!("{extension}: ")))?.trim();
+    Some(pkg.join(format!("{NAME}.{hash}.{extension}"))).filter(|path| path.is_file())
 }
 
 /// Serves the built site and has Chromium visit an account page for the first time.
@@ -81,13 +107,12 @@ async fn first_visit(context: &Context, pkg: &Path) -> Outcome {
     }
     let site_root = pkg.parent().ok_or("the pkg folder has a parent")?.to_owned();
     // The page names the bundle's files by the hashes cargo-leptos wrote beside the server's
-    // binary; this binary sits beside it in target/release.
-    let hashed = std::env::current_exe()?.parent().is_some_and(|dir| dir.join("hash.txt").is_file());
+    // binary (see `build_hashes`).
     let server = Server::start_with(|settings| {
         settings.leptos_options = LeptosOptions::builder()
             .output_name(NAME)
             .site_root(site_root.display().to_string())
-            .hash_files(hashed)
+            .hash_files(true)
             .build();
         // Each visit signs a new customer up, as a first visitor would be.
         settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);
