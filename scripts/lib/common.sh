@@ -364,10 +364,16 @@ start_tool_build() {
     #   the file cannot mistake a new process for the build.
     # - All the job's output goes to the log, including the "Terminated" its
     #   shell says when stop_rust_tool_builds ends the build.
+    # - CARGO_PROFILE_RELEASE_LTO=false and _CODEGEN_UNITS=16: cargo-leptos's
+    #   own release profile asks for fat LTO in one codegen unit, which makes
+    #   its last crate one core's work for many minutes; a build tool does not
+    #   need the last percent of speed that buys (Cargo's configuration
+    #   overrides a package's profile).
     local base="$_TOOL_BUILD_DIR/$tool"
     (
         status=0
         env "$_TOOL_BUILD_MARKER" CARGO_TARGET_DIR="$base-target" CARGO_TERM_COLOR=never \
+            CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
             "${prefix[@]}" "$@" </dev/null || status=$?
         printf '%s\n' "$status" >"$base.status.new" && mv "$base.status.new" "$base.status"
     ) >"$base.log" 2>&1 &
