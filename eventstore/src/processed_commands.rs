@@ -48,10 +48,8 @@ pub async fn record_processed(
         .bind(outcome)
         .execute(conn)
         .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.constraint() == Some(crate::store::PROCESSED_COMMANDS_KEY) => {
-                RecordError::AlreadyRecorded(command_id)
-            }
+        .map_err(|error| match crate::store::constraint(&error) {
+            Some(crate::store::PROCESSED_COMMANDS_KEY) => RecordError::AlreadyRecorded(command_id),
             _ => RecordError::Database(error),
         })?;
     Ok(())

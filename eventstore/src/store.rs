@@ -1,5 +1,7 @@
 //! Appending and reading events.
 
+use std::sync::LazyLock;
+
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -97,22 +99,8 @@ pub async fn append_and_record(
     events: &[NewEvent],
     command: &CommandRecord<'_>,
 ) -> Result<Appended, AppendAndRecordError> {
-    let conflict = AppendError::Conflict { stream_id, expected_version };
-    // Data-modifying CTEs run exactly once, whether or not the outer query reads them; the
-    // command is recorded only if the events were appended (`last` has a row).
-    let sql = format!(
-        "WITH appended AS ({INSERT_EVENTS}),
-              last AS (SELECT * FROM appended ORDER BY stream_version DESC LIMIT 1),
-              recorded AS (
-                  INSERT INTO processed_commands (command_id, request, outcome)
-                  SELECT $10, $11,
-                         jsonb_set(jsonb_set($12, $13, to_jsonb(last.stream_version)),
-                                   $14, to_jsonb(last.transaction_id::text || ':' || last.global_position::text))
-                  FROM last
-                  RETURNING command_id)
-         SELECT stream_version, transaction_id, global_position FROM last"
-    );
-    let insert = sqlx::query_as(&sql);
+    let conflict = || AppendError::Conflict { stream_id, expected_version };
+    let insert = sqlx::query_as(APPEND_AND_RECORD.as_str());
     let row: Option<(i64, i64, i64)> =
         bind_events(insert, stream_type, stream_id, expected_version, expected_last_event, events)
             .bind(command.command_id)
@@ -123,21 +111,38 @@ pub async fn append_and_record(
             .fetch_optional(&mut *conn)
             .await
             .map_err(|error| match constraint(&error) {
-                Some(EVENTS_UNIQUE) => {
-                    AppendAndRecordError::Append(AppendError::Conflict { stream_id, expected_version })
-                }
+                Some(EVENTS_UNIQUE) => AppendAndRecordError::Append(conflict()),
                 Some(PROCESSED_COMMANDS_KEY) => AppendAndRecordError::AlreadyRecorded(command.command_id),
                 _ => AppendAndRecordError::Append(AppendError::Database(error)),
             })?;
-    let (version, transaction_id, global_position) = row.ok_or(conflict)?;
+    let (version, transaction_id, global_position) = row.ok_or_else(conflict)?;
     Ok(Appended { version, position: Position { transaction_id, global_position } })
 }
+
+/// [`INSERT_EVENTS`], then the command's record ($10..$14) from its last row. Data-modifying
+/// CTEs run exactly once, whether or not the outer query reads them; the command is recorded
+/// only if the events were appended (`last` has a row). Made once: it is sent with every
+/// command on a warm stream.
+static APPEND_AND_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH appended AS ({INSERT_EVENTS}),
+              last AS (SELECT * FROM appended ORDER BY stream_version DESC LIMIT 1),
+              recorded AS (
+                  INSERT INTO processed_commands (command_id, request, outcome)
+                  SELECT $10, $11,
+                         jsonb_set(jsonb_set($12, $13, to_jsonb(last.stream_version)),
+                                   $14, to_jsonb(last.transaction_id::text || ':' || last.global_position::text))
+                  FROM last
+                  RETURNING command_id)
+         SELECT stream_version, transaction_id, global_position FROM last"
+    )
+});
 
 const EVENTS_UNIQUE: &str = "events_stream_version_unique";
 pub(crate) const PROCESSED_COMMANDS_KEY: &str = "processed_commands_pkey";
 
 /// The constraint a statement broke, if that is why it failed.
-fn constraint(error: &sqlx::Error) -> Option<&str> {
+pub(crate) fn constraint(error: &sqlx::Error) -> Option<&str> {
     match error {
         sqlx::Error::Database(db) => db.constraint(),
         _ => None,
