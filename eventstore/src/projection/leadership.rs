@@ -91,11 +91,13 @@ impl Leadership {
     }
 
     /// Takes leadership if free (fencing off a leader whose lease ran out) and drives the
-    /// projection until shutdown. `Ok(false)`: another instance leads.
+    /// projection until shutdown. `Ok(false)`: another instance leads. A partition is taken
+    /// only within this instance's share, counted from before the try to the end of leading.
     async fn lead(&mut self, steps: &mut impl Steps, shutdown: &CancellationToken) -> Result<bool, LeadError> {
-        if let Some((share, _)) = &self.share
-            && !share.may_take()
-        {
+        let Some((share, index)) = self.share.clone() else {
+            return self.lead_reserved(steps, shutdown).await;
+        };
+        if !share.reserve(index) {
             // Nothing to ask for while the share is full: no connection kept for it either
             // (else an instance would hold one per partition of every split projection).
             if let Some(standby) = self.standby.take() {
@@ -103,6 +105,12 @@ impl Leadership {
             }
             return Ok(false);
         }
+        let led = self.lead_reserved(steps, shutdown).await;
+        share.release(index);
+        led
+    }
+
+    async fn lead_reserved(&mut self, steps: &mut impl Steps, shutdown: &CancellationToken) -> Result<bool, LeadError> {
         let name = steps.name().to_owned();
         let name = name.as_str();
         // Its own connection, not a pooled one: a session lock taken on a pooled connection
@@ -127,6 +135,10 @@ impl Leadership {
             }
         }
         if !acquired {
+            // Refused with room for more: the leader gives it up if it leads more than its share.
+            if let Some((share, index)) = &self.share {
+                share.ask_for(*index);
+            }
             self.standby = Some(leader);
             return Ok(false);
         }
@@ -142,18 +154,12 @@ impl Leadership {
         };
         tracing::info!(projection = name, instance = self.instance, epoch, "leading the projection");
         steps.led_with(Some(epoch));
-        if let Some((share, index)) = &self.share {
-            share.leads(*index, true);
-        }
         let instance = self.instance.clone();
         let led = tokio::select! {
             renewed = renew_lease(&mut leader, name, &instance, epoch) => renewed,
             applied = self.step_until(steps, shutdown) => applied,
         };
         steps.led_with(None);
-        if let Some((share, index)) = &self.share {
-            share.leads(*index, false);
-        }
         if let Err(error) = &led {
             tracing::warn!(projection = name, instance = self.instance, %error, "stopped leading");
         }

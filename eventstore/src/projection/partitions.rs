@@ -8,9 +8,13 @@
 //! - Readers see the least of the partitions' checkpoints (`projection_checkpoint(name)` in SQL,
 //!   the [`crate::CheckpointWatch`] in process): everything up to it is applied.
 //! - Every instance that runs the projection says so once a second (`projection_members`) and
-//!   leads at most its fair share of the partitions: the count divided by the live members,
-//!   rounded up. An instance that leads more than that (another joined) lets its highest
-//!   partition go; one that leads fewer takes free ones (another left or died).
+//!   takes free partitions up to its fair share: the count divided by the live members, rounded
+//!   up. A partition unled for three leases may be taken by any member, beyond its share.
+//! - An instance gives a partition up only when another member asks for it: a member with room
+//!   whose try to lead it was refused says so in its membership row. Leading more than the fair
+//!   share is not enough: a member that is counted but never leads (wedged, out of connections)
+//!   asks for nothing, so the partitions taken over from it stay led instead of being let go
+//!   and taken back every few leases.
 //! - The count is recorded (`projection_partitionings`). An instance started with another count
 //!   empties the read tables and starts every partition from the first event: changing the count
 //!   is a rebuild. Every batch checks the recorded count, so an instance still running the old
@@ -19,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -163,6 +167,11 @@ pub struct PartitionShare {
     fair: AtomicUsize,
     /// The recorded count is this instance's: otherwise it leads nothing.
     in_force: AtomicBool,
+    /// The partitions (one bit each) this instance tried to lead since the last membership round
+    /// and was refused, another leading them, while it had room for more.
+    asked_here: AtomicU64,
+    /// The partitions other live members asked for at the last membership round.
+    asked_by_others: AtomicU64,
 }
 
 impl PartitionShare {
@@ -173,6 +182,8 @@ impl PartitionShare {
             led: Mutex::new(BTreeSet::new()),
             fair: AtomicUsize::new(0),
             in_force: AtomicBool::new(false),
+            asked_here: AtomicU64::new(0),
+            asked_by_others: AtomicU64::new(0),
         }
     }
 
@@ -189,32 +200,42 @@ impl PartitionShare {
         self.in_force.store(false, Ordering::Release);
     }
 
-    /// Whether this instance may take one more partition.
-    pub(super) fn may_take(&self) -> bool {
-        self.in_force.load(Ordering::Acquire) && self.led().len() < self.fair.load(Ordering::Acquire)
+    /// Counts partition `index` as led here while this instance tries to take it, if that stays
+    /// within its share; the caller releases it when the try fails or the leadership ends.
+    /// Under one lock, so that the partitions' runners, all trying at once, cannot together
+    /// take more than the share.
+    pub(super) fn reserve(&self, index: u32) -> bool {
+        if !self.in_force.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut led = self.led();
+        led.len() < self.fair.load(Ordering::Acquire) && led.insert(index)
     }
 
     /// Whether the leader of partition `index` here should let it go: the count changed, or
-    /// this instance leads more than its share and this is its highest partition (one at a
-    /// time, so that the others stay put).
+    /// this instance leads more than its share and another member asked for this partition,
+    /// the highest such one here (one at a time, so that the others stay put).
     pub(super) fn should_let_go(&self, index: u32) -> bool {
         if !self.in_force.load(Ordering::Acquire) {
             return true;
         }
+        let asked = self.asked_by_others.load(Ordering::Acquire);
         let led = self.led();
-        led.len() > self.fair.load(Ordering::Acquire) && led.last() == Some(&index)
+        led.len() > self.fair.load(Ordering::Acquire)
+            && led.iter().rev().find(|&&led| asked & bit(led) != 0) == Some(&index)
     }
 
-    pub(super) fn leads(&self, index: u32, leads: bool) {
-        let mut led = self.led();
-        if leads {
-            led.insert(index);
-        } else {
-            led.remove(&index);
-        }
+    /// This instance tried to lead partition `index`, with room for it, and another leads it.
+    pub(super) fn ask_for(&self, index: u32) {
+        self.asked_here.fetch_or(bit(index), Ordering::AcqRel);
     }
 
-    /// The partitions this instance leads now.
+    /// Partition `index` is no longer led (or being taken) here.
+    pub(super) fn release(&self, index: u32) {
+        self.led().remove(&index);
+    }
+
+    /// The partitions this instance leads (or is taking) now.
     pub fn led_here(&self) -> Vec<u32> {
         self.led().iter().copied().collect()
     }
@@ -224,14 +245,39 @@ impl PartitionShare {
     }
 
     /// What the last membership round found: how many members run this count, the count in
-    /// force, and whether some partition has gone unled for longer than a leader may take to
-    /// come (then any member may take it, beyond its share: a member counted but unable to lead
-    /// must not leave its share unled).
-    fn learned(&self, live_members: u32, recorded: u32, orphaned: bool) {
-        let fair = if orphaned { self.count } else { self.count.div_ceil(live_members.max(1)) };
+    /// force, whether some partition has gone unled for longer than a leader may take to come
+    /// (then any member may take it, beyond its share: a member counted but unable to lead must
+    /// not leave its share unled), and which partitions the other members asked for.
+    fn learned(&self, round: Membership) {
+        let fair = if round.orphaned { self.count } else { self.count.div_ceil(round.live_members.max(1)) };
         self.fair.store(fair as usize, Ordering::Release);
-        self.in_force.store(recorded == self.count, Ordering::Release);
+        self.in_force.store(round.recorded == self.count, Ordering::Release);
+        self.asked_by_others.store(round.asked_by_others, Ordering::Release);
     }
+
+    /// The partitions asked for here since the last round, for this round to say; forgotten
+    /// here, so that a member stops asking once its runners stop being refused.
+    fn take_asked(&self) -> u64 {
+        self.asked_here.swap(0, Ordering::AcqRel)
+    }
+}
+
+/// Partition `index`'s bit in a set of partitions ([`MAX_PARTITIONS`] fit in 64 bits).
+fn bit(index: u32) -> u64 {
+    1u64 << index
+}
+
+/// What one membership round learned.
+#[derive(Debug, Clone, Copy)]
+struct Membership {
+    /// The live members running this instance's count, itself included.
+    live_members: u32,
+    /// The count in force.
+    recorded: u32,
+    /// Some partition's lease ran out three times over, or it was never claimed in that long.
+    orphaned: bool,
+    /// The partitions other live members asked for.
+    asked_by_others: u64,
 }
 
 /// Says once a [`HEARTBEAT`] that `instance` runs `projection` split `share.count` ways, and
@@ -251,8 +297,8 @@ pub(super) async fn keep_membership(
             _ = shutdown.cancelled() => break,
             _ = beat.tick() => {}
         }
-        match membership(&pool, &projection, &instance, share.count).await {
-            Ok((members, recorded, orphaned)) => share.learned(members, recorded, orphaned),
+        match membership(&pool, &projection, &instance, share.count, share.take_asked()).await {
+            Ok(round) => share.learned(round),
             Err(error) => tracing::warn!(projection, %error, "cannot renew this instance's membership"),
         }
     }
@@ -263,29 +309,30 @@ pub(super) async fn keep_membership(
         .await;
 }
 
-/// Renews this instance's membership; returns the live members running the same count, the
-/// recorded count, and whether a partition's lease ran out three times over (or it was never
-/// claimed in that long).
+/// Renews this instance's membership and says which partitions it `asked` for; learns what the
+/// round found.
 async fn membership(
     pool: &PgPool,
     projection: &str,
     instance: &str,
     count: u32,
-) -> Result<(u32, u32, bool), sqlx::Error> {
+    asked: u64,
+) -> Result<Membership, sqlx::Error> {
     // The rows of instances that died without leaving go too, an hour later.
     sqlx::query(
         "WITH gone AS (DELETE FROM projection_members
                        WHERE projection_name = $1 AND instance <> $2
                          AND seen_at < clock_timestamp() - interval '1 hour')
-         INSERT INTO projection_members (projection_name, instance, partitions) VALUES ($1, $2, $3)
-         ON CONFLICT (projection_name, instance) DO UPDATE SET partitions = $3, seen_at = clock_timestamp()",
+         INSERT INTO projection_members (projection_name, instance, partitions, asks) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (projection_name, instance) DO UPDATE SET partitions = $3, asks = $4, seen_at = clock_timestamp()",
     )
     .bind(projection)
     .bind(instance)
     .bind(count as i32)
+    .bind(asked as i64)
     .execute(pool)
     .await?;
-    let (members, recorded, orphaned): (i64, i32, bool) = sqlx::query_as(
+    let (members, recorded, orphaned, asked_by_others): (i64, i32, bool, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM projection_members
                  WHERE projection_name = $1 AND partitions = $2
                    AND seen_at > clock_timestamp() - make_interval(secs => $3)),
@@ -297,21 +344,29 @@ async fn membership(
                             -- Never claimed since the count was adopted, that long ago.
                             OR (c.projection_name IS NULL AND EXISTS (
                                 SELECT 1 FROM projection_partitionings p WHERE p.projection_name = $1
-                                    AND p.changed_at < clock_timestamp() - make_interval(secs => 3 * $3)))))",
+                                    AND p.changed_at < clock_timestamp() - make_interval(secs => 3 * $3))))),
+                coalesce((SELECT bit_or(asks) FROM projection_members
+                          WHERE projection_name = $1 AND partitions = $2 AND instance <> $4
+                            AND seen_at > clock_timestamp() - make_interval(secs => $3)), 0)",
     )
     .bind(projection)
     .bind(count as i32)
     .bind(LEASE.as_secs_f64())
+    .bind(instance)
     .fetch_one(pool)
     .await?;
-    Ok((members as u32, recorded as u32, orphaned))
+    Ok(Membership {
+        live_members: members as u32,
+        recorded: recorded as u32,
+        orphaned,
+        asked_by_others: asked_by_others as u64,
+    })
 }
 
 /// Joins this instance to a partitioned projection's members at once, so that its partitions
 /// know their share before their first try to lead (not a heartbeat later).
 pub(super) async fn join(pool: &PgPool, instance: &str, share: &PartitionShare) -> Result<(), sqlx::Error> {
-    let (members, recorded, orphaned) = membership(pool, &share.projection, instance, share.count).await?;
-    share.learned(members, recorded, orphaned);
+    share.learned(membership(pool, &share.projection, instance, share.count, 0).await?);
     Ok(())
 }
 
@@ -341,31 +396,68 @@ mod tests {
         assert_eq!(Partition::all(3).map(|p| p.index).collect::<Vec<_>>(), [0, 1, 2]);
     }
 
+    fn round(live_members: u32, recorded: u32, orphaned: bool, asked: &[u32]) -> Membership {
+        Membership { live_members, recorded, orphaned, asked_by_others: asked.iter().map(|&k| bit(k)).sum() }
+    }
+
     #[test]
-    fn an_instance_takes_its_fair_share_and_lets_its_highest_partition_go_first() {
+    fn an_instance_takes_its_fair_share_and_gives_up_its_highest_asked_for_partition_first() {
         let share = PartitionShare::new("p", 4);
-        assert!(!share.may_take(), "nothing before membership is known");
-        share.learned(1, 4, false);
+        assert!(!share.reserve(0), "nothing before membership is known");
+        share.learned(round(1, 4, false, &[]));
         for index in 0..4 {
-            assert!(share.may_take());
-            share.leads(index, true);
+            assert!(share.reserve(index));
         }
-        assert!(!share.may_take());
-        // A second instance joins: two each; the highest partitions go, one at a time.
-        share.learned(2, 4, false);
+        assert!(!share.reserve(0), "a partition is taken once");
+        // A second instance joins: two each, but nothing goes until it asks.
+        share.learned(round(2, 4, false, &[]));
+        assert!((0..4).all(|k| !share.should_let_go(k)));
+        // It asks for every partition: the highest go, one at a time.
+        share.learned(round(2, 4, false, &[0, 1, 2, 3]));
         assert!(share.should_let_go(3) && !share.should_let_go(2) && !share.should_let_go(0));
-        share.leads(3, false);
+        share.release(3);
         assert!(share.should_let_go(2));
-        share.leads(2, false);
-        assert!(!share.should_let_go(1) && !share.may_take());
+        share.release(2);
+        assert!(!share.should_let_go(1) && !share.reserve(2));
         // Three instances: four partitions still need two here at most.
-        share.learned(3, 4, false);
-        assert!(!share.should_let_go(1) && !share.may_take());
+        share.learned(round(3, 4, false, &[0, 1]));
+        assert!(!share.should_let_go(1) && !share.reserve(2));
         // A partition unled for long: any member may take it, beyond its share.
-        share.learned(3, 4, true);
-        assert!(share.may_take());
+        share.learned(round(3, 4, true, &[]));
+        assert!(share.reserve(2));
+        share.release(2);
         // The count changed elsewhere: everything goes, nothing is taken.
-        share.learned(2, 8, false);
-        assert!(share.should_let_go(0) && !share.may_take());
+        share.learned(round(2, 8, false, &[]));
+        assert!(share.should_let_go(0) && !share.reserve(2));
+    }
+
+    #[test]
+    fn partitions_taken_from_a_member_that_never_leads_are_kept_until_someone_asks() {
+        // Two members; the other never leads. Its share goes unled, then is taken over here.
+        let share = PartitionShare::new("p", 4);
+        share.learned(round(2, 4, false, &[]));
+        assert!(share.reserve(0) && share.reserve(1));
+        assert!(!share.reserve(2), "two of four for each of two members");
+        share.learned(round(2, 4, true, &[]));
+        assert!(share.reserve(2) && share.reserve(3));
+        // Nothing is unled any more, so the fair share is two again: kept all the same, round
+        // after round, since the member that never leads asks for nothing.
+        for _ in 0..10 {
+            share.learned(round(2, 4, false, &[]));
+            assert!((0..4).all(|k| !share.should_let_go(k)));
+        }
+        // A member that can lead asks for one it was refused: that one goes, only that one.
+        share.learned(round(2, 4, false, &[1]));
+        assert!(share.should_let_go(1) && !share.should_let_go(3));
+    }
+
+    #[test]
+    fn a_round_says_what_was_asked_since_the_last_and_forgets_it() {
+        let share = PartitionShare::new("p", 64);
+        share.ask_for(0);
+        share.ask_for(63);
+        share.ask_for(63);
+        assert_eq!(share.take_asked(), bit(0) | bit(63));
+        assert_eq!(share.take_asked(), 0);
     }
 }
