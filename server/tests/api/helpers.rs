@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use leptos::config::LeptosOptions;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -7,6 +5,7 @@ use server::configuration::Settings;
 use server::startup::Application;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
+use testkit::{PATIENCE, eventually, when};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
@@ -228,18 +227,15 @@ impl TestApp {
     /// and each of those transactions holds back the cluster-wide snapshot horizon that the
     /// projection reads below, so the test asks again rather than fail on a busy machine.
     pub async fn account_after(&self, account_id: &str, token: &str) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..10 {
+        eventually(&format!("the read model past {token}"), PATIENCE, || async {
             let response = self.get(&format!("/api/queries/accounts/{account_id}?after={token}")).await;
             let status = response.status();
-            last = response.json().await.unwrap();
-            if status == StatusCode::OK && last["stale"] == json!(false) {
-                return last;
-            }
+            let read: Value = response.json().await.unwrap();
             // 503: the read model does not know the account yet and has not reached the token.
-            assert!(matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE), "{status}: {last}");
-        }
-        panic!("the read model did not catch up with {token}: {last}");
+            assert!(matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE), "{status}: {read}");
+            when(read, |read| status == StatusCode::OK && read["stale"] == json!(false))
+        })
+        .await
     }
 
     /// Creates an account for `user` (in their name) and returns the command's answer.
@@ -286,22 +282,19 @@ impl TestApp {
 
 /// Waits until every Postgres projection has applied every event in the store.
 pub async fn wait_for_projections(pool: &PgPool) {
-    for _ in 0..750 {
-        let behind: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events e, unnest($1::text[]) p(name),
-                            LATERAL projection_checkpoint(p.name) c
-             WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
+    eventually("the projections caught up with the store", PATIENCE, || async {
+        let behind: Vec<String> = sqlx::query_scalar(
+            "SELECT p.name FROM unnest($1::text[]) p(name), LATERAL projection_checkpoint(p.name) c
+             WHERE EXISTS (SELECT 1 FROM events e
+                           WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
         )
         .bind(app::read_side::PROJECTION_NAMES)
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await
         .unwrap();
-        if !behind {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the projections did not catch up within 15 s");
+        when(behind, Vec::is_empty)
+    })
+    .await;
 }
 
 /// Asserts the contract's error shape and returns the code.

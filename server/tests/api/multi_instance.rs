@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use testkit::{PATIENCE, eventually, when};
+
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,18 +25,18 @@ pub async fn create_accounts(client: &reqwest::Client, server: &ServerProcess, c
     ids
 }
 
-/// Deposits and withdrawals from several clients to every address until `stop`; a server that
-/// has been killed just fails its share. Returns the number of accepted commands.
-pub fn start_load(
-    client: &reqwest::Client,
-    addresses: Vec<String>,
-    accounts: Vec<String>,
+/// Deposits and withdrawals from several clients to every address, until stopped; a server that
+/// has been killed just fails its share.
+pub struct Load {
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<usize> {
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let client = client.clone();
-    tokio::spawn(async move {
-        let workers: Vec<_> = (0..6)
+    accepted: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(client: &reqwest::Client, addresses: Vec<String>, accounts: Vec<String>) -> Load {
+        let (stop, accepted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let workers = (0..6)
             .map(|worker| {
                 let (client, addresses, accounts, stop, accepted) =
                     (client.clone(), addresses.clone(), accounts.clone(), stop.clone(), accepted.clone());
@@ -48,7 +50,7 @@ pub fn start_load(
                         let sent = client
                             .post(format!("{address}/api/commands/{route}"))
                             .json(&json!({"accountId": account, "amount": (n % 7 + 1)}))
-                            .timeout(Duration::from_secs(5))
+                            .timeout(Duration::from_secs(30))
                             .send()
                             .await;
                         if sent.is_ok_and(|response| response.status().is_success()) {
@@ -58,29 +60,53 @@ pub fn start_load(
                 })
             })
             .collect();
-        for worker in workers {
+        Load { stop, accepted, workers }
+    }
+
+    /// Waits until `more` commands beyond those accepted so far have gone through: the load is
+    /// served, whatever happened to the instances before.
+    pub async fn accepted_more(&self, more: usize) {
+        let target = self.accepted.load(Ordering::Relaxed) + more;
+        eventually(&format!("{more} more commands accepted"), PATIENCE, || async {
+            when(self.accepted.load(Ordering::Relaxed), |&accepted| accepted >= target)
+        })
+        .await;
+    }
+
+    /// Stops the clients and waits for their last commands.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
             let _ = worker.await;
         }
-        accepted.load(Ordering::Relaxed)
-    })
+    }
 }
 
 /// Waits until every projection is led by an instance and has applied every event.
 async fn wait_until_caught_up(client: &reqwest::Client, server: &ServerProcess) -> Value {
-    let mut health = Value::Null;
-    for _ in 0..300 {
-        health = server.health(client).await;
-        let done = PROJECTIONS.iter().all(|name| {
-            health["projections"].as_array().into_iter().flatten().any(|p| {
-                p["name"] == *name && p["lagEvents"] == 0 && p["state"] == "running" && p["ownerInstance"].is_string()
+    eventually("the projections led and caught up", PATIENCE, || async {
+        when(server.health(client).await, |health| {
+            PROJECTIONS.iter().all(|name| {
+                health["projections"].as_array().into_iter().flatten().any(|p| {
+                    p["name"] == *name
+                        && p["lagEvents"] == 0
+                        && p["state"] == "running"
+                        && p["ownerInstance"].is_string()
+                })
             })
-        });
-        if done {
-            return health;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the projections did not catch up: {health}");
+        })
+    })
+    .await
+}
+
+/// Waits until `survivor` leads every projection of `names`.
+pub async fn wait_until_led_by(client: &reqwest::Client, survivor: &ServerProcess, names: &[&str]) -> Value {
+    eventually(&format!("{names:?} led by {}", survivor.instance), PATIENCE, || async {
+        when(survivor.health(client).await, |health| {
+            names.iter().all(|name| owner_of(health, name).as_deref() == Some(survivor.instance.as_str()))
+        })
+    })
+    .await
 }
 
 #[sqlx::test(migrations = false)]
@@ -90,19 +116,15 @@ async fn two_instances_one_killed_mid_run_apply_every_event_exactly_once(_: PgPo
     let b = spawn_server(&db, "instance-b");
     let accounts = create_accounts(&client, &a, 20).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&client, vec![a.address.clone(), b.address.clone()], accounts.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let load = Load::start(&client, vec![a.address.clone(), b.address.clone()], accounts.clone());
+    load.accepted_more(50).await;
 
-    // Kill whichever leads the account summary, mid-run.
-    let health = b.health(&client).await;
-    let leader = owner_of(&health, "account_summary").expect("someone leads");
+    // Kill whichever leads the account summary, mid-run; the survivor goes on serving.
+    let leader = leader_of(&client, &b, "account_summary").await;
     let (mut victim, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
     victim.kill_9();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let accepted = load.await.unwrap();
-    assert!(accepted > 50, "only {accepted} commands got through");
+    load.accepted_more(50).await;
+    load.stop().await;
 
     // The survivor takes every projection over and catches up.
     let health = wait_until_caught_up(&client, &survivor).await;
@@ -118,12 +140,10 @@ async fn a_server_killed_under_load_restarts_to_a_read_model_equal_to_a_replay(_
     let mut first = spawn_server(&db, "first");
     let client = operator_client(&db, &first).await;
     let accounts = create_accounts(&client, &first, 30).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&client, vec![first.address.clone()], accounts, stop.clone());
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let load = Load::start(&client, vec![first.address.clone()], accounts);
+    load.accepted_more(100).await;
     first.kill_9();
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
 
     let second = spawn_server(&db, "second");
     wait_until_caught_up(&client, &second).await;
@@ -139,16 +159,24 @@ async fn sigterm_finishes_cleanly_and_hands_leadership_over_at_once(_: PgPoolOpt
     wait_until_caught_up(&client, &first).await;
     let second = spawn_server(&db, "second");
 
-    let status = first.terminate(Duration::from_secs(15)).expect("it stops within 15 s");
+    let status = first.terminate(PATIENCE).expect("it stops");
     assert!(status.success(), "exit status {status}");
-    // A clean stop releases the projections at once: the standby (which asks every second)
-    // takes over well before a dead leader's connection would time out.
-    let started = std::time::Instant::now();
+    // A clean stop gives every projection up, its lock released and the checkpoint disowned,
+    // each of which its log says once done; the standby takes them over.
+    first.logged("projection stopped", PROJECTIONS.len()).await;
     let health = wait_until_caught_up(&client, &second).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "takeover took {:?}", started.elapsed());
     for name in PROJECTIONS {
         assert_eq!(owner_of(&health, name).as_deref(), Some("second"));
     }
+}
+
+/// The instance leading `projection` once one does.
+pub async fn leader_of(client: &reqwest::Client, server: &ServerProcess, projection: &str) -> String {
+    eventually(&format!("{projection} led"), PATIENCE, || async {
+        let health = server.health(client).await;
+        owner_of(&health, projection).ok_or(health)
+    })
+    .await
 }
 
 fn signal(server: &ServerProcess, signal: &str) {
@@ -164,23 +192,14 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     let b = spawn_server(&db, "instance-b");
     let accounts = create_accounts(&client, &a, 20).await;
     wait_until_caught_up(&client, &a).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&client, vec![a.address.clone(), b.address.clone()], accounts, stop.clone());
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let load = Load::start(&client, vec![a.address.clone(), b.address.clone()], accounts);
+    load.accepted_more(30).await;
 
     // Pause whichever leads the account summary: its sessions and locks stay, it answers nothing.
-    let leader = owner_of(&b.health(&client).await, "account_summary").expect("someone leads");
+    let leader = leader_of(&client, &b, "account_summary").await;
     let (paused, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
     signal(&paused, "-STOP");
-    let paused_at = std::time::Instant::now();
-    loop {
-        let health = survivor.health(&client).await;
-        if PROJECTIONS.iter().all(|name| owner_of(&health, name).as_deref() == Some(survivor.instance.as_str())) {
-            break;
-        }
-        assert!(paused_at.elapsed() < Duration::from_secs(10), "no takeover within 10 s: {health}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_led_by(&client, &survivor, &PROJECTIONS).await;
 
     // While it is still paused (its sessions, locks and open transactions included), the
     // survivor's read model follows: read-your-writes holds on the survivor.
@@ -192,14 +211,13 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
         created["accountId"].as_str().unwrap(),
         created["position"].as_str().unwrap()
     );
-    let mut read = Value::Null;
-    for _ in 0..5 {
-        read = client.get(&url).send().await.unwrap().json().await.unwrap();
-        if read["stale"] == json!(false) {
-            break;
-        }
-    }
-    assert_eq!(read["stale"], json!(false), "the survivor's read model stalled during the pause: {read}");
+    let read = eventually("the survivor's read model past the new account", PATIENCE, || async {
+        when(client.get(&url).send().await.unwrap().json::<Value>().await.unwrap(), |read| {
+            read["stale"] == json!(false)
+        })
+    })
+    .await;
+    assert_eq!(read["currentBalance"], json!(5.0), "{read}");
     let epochs = |pool: PgPool| async move {
         sqlx::query_as::<_, (String, i64)>(
             "SELECT projection_name, leader_epoch FROM projection_checkpoints WHERE projection_name NOT LIKE '%#%' ORDER BY 1",
@@ -210,12 +228,12 @@ async fn a_paused_leader_is_replaced_and_applies_nothing_when_it_wakes(_: PgPool
     };
     let taken_over = epochs(pool.clone()).await;
 
-    // Woken up, the old leader finds itself replaced and applies nothing more.
+    // Woken up, the old leader finds itself replaced (its log says so) and applies nothing
+    // more; the load goes on through both.
     signal(&paused, "-CONT");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let accepted = load.await.unwrap();
-    assert!(accepted > 50, "only {accepted} commands got through");
+    paused.logged("stopped leading", 1).await;
+    load.accepted_more(30).await;
+    load.stop().await;
     let health = wait_until_caught_up(&client, &survivor).await;
     for name in PROJECTIONS {
         assert_eq!(owner_of(&health, name).as_deref(), Some(survivor.instance.as_str()), "{health}");

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,6 +13,8 @@ pub struct ServerProcess {
     child: Child,
     pub address: String,
     pub instance: String,
+    /// Every line it has written to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for ServerProcess {
@@ -69,6 +72,8 @@ pub fn spawn_server_at(url: &str, instance: &str, env: &[(&str, String)]) -> Ser
     let stderr = child.stderr.take().unwrap();
     let (found, address) = std::sync::mpsc::channel();
     let name = instance.to_owned();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -79,10 +84,11 @@ pub fn spawn_server_at(url: &str, instance: &str, env: &[(&str, String)]) -> Ser
             }
             // Keep the child's log readable in a failing test's output.
             eprintln!("[{name}] {line}");
+            lines.lock().unwrap().push(line);
         }
     });
-    let address = address.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
-    ServerProcess { child, address, instance: instance.to_owned() }
+    let address = address.recv_timeout(testkit::PATIENCE).expect("the server reports its address");
+    ServerProcess { child, address, instance: instance.to_owned(), log }
 }
 
 impl ServerProcess {
@@ -94,6 +100,19 @@ impl ServerProcess {
     pub fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL is sent");
         self.child.wait().expect("the process is reaped");
+    }
+
+    /// Waits until it has written `count` lines containing `text` to its log.
+    pub async fn logged(&self, text: &str, count: usize) {
+        testkit::eventually(
+            &format!("{count} log lines of {} saying {text:?}", self.instance),
+            testkit::PATIENCE,
+            || async {
+                let seen = self.log.lock().unwrap().iter().filter(|line| line.contains(text)).count();
+                testkit::when(seen, |&seen| seen >= count)
+            },
+        )
+        .await;
     }
 
     /// SIGTERM, then the exit status once it has stopped (at most `within`).

@@ -84,8 +84,10 @@ pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, 
     (summaries, ledger)
 }
 
-/// Asserts that both read tables equal the replay, row for row.
+/// Asserts that both read tables equal the replay, row for row, once every projection has
+/// applied every event in the store.
 pub async fn assert_read_model_equals_replay(pool: &PgPool) {
+    crate::helpers::wait_for_projections(pool).await;
     let (expected, expected_ledger) = replay(pool).await;
     let rows: Vec<Summary> = sqlx::query_as(
         "SELECT account_id, owner_id, current_balance, total_deposits, total_withdrawals, transaction_count,

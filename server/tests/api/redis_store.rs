@@ -402,8 +402,8 @@ async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    use crate::multi_instance::{create_accounts, start_load};
-    use crate::processes::{operator_client, owner_of, spawn_server_with};
+    use crate::multi_instance::{Load, create_accounts, leader_of, wait_until_led_by};
+    use crate::processes::{operator_client, spawn_server_with};
 
     let server = PrivateRedis::start();
     let space = RedisSpace::at(server.url());
@@ -413,35 +413,17 @@ async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(
     let b = spawn_server_with(&db, "instance-b", &redis_env);
     let accounts = create_accounts(&client, &a, 20).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&client, vec![a.address.clone(), b.address.clone()], accounts, stop.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut leader = None;
-    for _ in 0..50 {
-        leader = owner_of(&b.health(&client).await, "redis_accounts");
-        if leader.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let leader = leader.expect("an instance leads the Redis projection");
+    let load = Load::start(&client, vec![a.address.clone(), b.address.clone()], accounts);
+    load.accepted_more(50).await;
+    let leader = leader_of(&client, &b, "redis_accounts").await;
     let (mut victim, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
     victim.kill_9();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop.store(true, Ordering::Relaxed);
-    assert!(load.await.unwrap() > 50, "too few commands got through");
+    load.accepted_more(50).await;
+    load.stop().await;
 
     let pool = PgPool::connect_with(db).await.unwrap();
     assert_redis_equals_replay(&pool, &space).await;
-    let mut owner = None;
-    for _ in 0..100 {
-        owner = owner_of(&survivor.health(&client).await, "redis_accounts");
-        if owner.as_deref() == Some(survivor.instance.as_str()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(owner.as_deref(), Some(survivor.instance.as_str()));
+    wait_until_led_by(&client, &survivor, &["redis_accounts"]).await;
 }
 
 #[sqlx::test(migrations = false)]
