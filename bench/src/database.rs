@@ -1,10 +1,26 @@
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 pub const DATABASE: &str = "cqrs_bank_bench";
+
+/// The most connections any one pool or client count of the run opens. The published runs size
+/// them for B1's 64 clients; the smoke run, part of `scripts/test`, must fit beside the tests in
+/// half of a default Postgres's 100 connections (it only shows that every scenario still runs).
+static CONNECTION_CAP: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Caps every pool and client count of the run at `max` connections.
+pub fn cap_connections(max: u32) {
+    CONNECTION_CAP.store(max, Ordering::Relaxed);
+}
+
+/// `wanted` connections, or fewer under the run's cap.
+pub fn connections(wanted: u32) -> u32 {
+    wanted.min(CONNECTION_CAP.load(Ordering::Relaxed))
+}
 
 /// The connection options of the benchmark database, on the server `DATABASE_URL` names.
 pub fn options() -> Result<PgConnectOptions, Box<dyn std::error::Error>> {
@@ -26,10 +42,11 @@ pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
     Ok(pool)
 }
 
-/// Another pool on the benchmark database, e.g. one sized like the server's.
+/// Another pool on the benchmark database, e.g. one sized like the server's (under the run's
+/// cap).
 pub async fn pool(max_connections: u32) -> Result<PgPool, Box<dyn std::error::Error>> {
     Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
+        .max_connections(connections(max_connections))
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options()?)
         .await?)

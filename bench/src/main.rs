@@ -76,6 +76,10 @@ pub struct Context {
     pub diagnose: bool,
 }
 
+/// The most connections a pool or client count of the smoke run opens: with the server's own
+/// leaders and listeners, the run stays under half of a default Postgres's 100.
+const SMOKE_CONNECTIONS: u32 = 8;
+
 const USAGE: &str = "usage: bench [--smoke | --big] [--only NAME[,NAME…]] [--diagnose]";
 
 #[tokio::main]
@@ -111,6 +115,9 @@ async fn main() -> ExitCode {
         }
     }
     report::SMOKE.store(size == Size::Smoke, std::sync::atomic::Ordering::Relaxed);
+    if size == Size::Smoke {
+        database::cap_connections(SMOKE_CONNECTIONS);
+    }
     // The server started in-process logs like the real one, but only warnings and errors (not
     // sqlx's slow-statement warnings: slow statements are what a benchmark makes).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

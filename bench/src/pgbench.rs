@@ -46,13 +46,14 @@ pub async fn limit(context: &Context) -> Option<f64> {
         report::note(&format!("no pgbench baseline: cannot create its table: {error}"));
         return None;
     }
-    let measured = measure(CLIENTS, duration).await;
+    let clients = crate::database::connections(CLIENTS as u32) as usize;
+    let measured = measure(clients, duration).await;
     if let Err(error) = sqlx::query("DROP TABLE pgbench_events").execute(&context.pool).await {
         report::note(&format!("pgbench_events was not dropped: {error}"));
     }
     match measured {
         Ok(limit) => {
-            report::figure(&format!("pgbench, single-row commits, {CLIENTS} clients"), limit.rate, "events/s");
+            report::figure(&format!("pgbench, single-row commits, {clients} clients"), limit.rate, "events/s");
             report::note(&format!("  pgbench mean latency {:.2} ms", limit.mean_latency_ms));
             context.shared.set(PGBENCH_32, limit.rate);
             Some(limit.rate)

@@ -30,6 +30,7 @@ pub struct Server {
 pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
     let mut settings = Settings::new("127.0.0.1:0".parse()?, database::options()?, leptos_options);
+    settings.max_connections = database::connections(settings.max_connections);
     settings.rate_limits.commands = server::routes::rate_limits::Rate::per_second(10_000_000);
     Ok(settings)
 }

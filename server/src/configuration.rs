@@ -21,6 +21,8 @@ pub struct Settings {
     /// as it, and it grants the server's role only what the server needs. Unset: the server's
     /// role migrates and owns everything.
     pub owner_database: Option<PgConnectOptions>,
+    /// The most connections the server's pool opens (`DATABASE_MAX_CONNECTIONS`, 2 to 1000,
+    /// default 20). Each projection's leader and each listener holds one more of its own.
     pub max_connections: u32,
     /// How long a request waits for a database connection before it answers 503.
     pub acquire_timeout: Duration,
@@ -159,6 +161,9 @@ impl Settings {
             .leptos_options;
         let mut settings = Settings::new(leptos_options.site_addr, database, leptos_options);
         settings.owner_database = owner_database_from_env()?;
+        if let Some(max) = env_number::<u32>("DATABASE_MAX_CONNECTIONS")? {
+            settings.max_connections = max.clamp(2, 1000);
+        }
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
             settings.write.snapshot_interval = interval;
         }

@@ -20,6 +20,10 @@ pub struct TestApp {
     operator: tokio::sync::OnceCell<User>,
 }
 
+/// The server's pool in the tests: two tests at a time, each with up to two servers, fit in half
+/// of a default Postgres's connections (README, "The tests").
+pub const TEST_POOL_SIZE: u32 = 3;
+
 /// The customer every [`TestApp`] signs up first; `client` acts as them.
 pub const CUSTOMER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery";
@@ -52,6 +56,7 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     server::telemetry::init();
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
+    settings.max_connections = TEST_POOL_SIZE;
     // Tests sign in often from one address; the tests of the limits set their own.
     settings.rate_limits.sign_in = server::routes::rate_limits::Rate::per_minute(10_000);
     settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);

@@ -62,6 +62,7 @@ pub fn spawn_server_at(url: &str, instance: &str, env: &[(&str, String)]) -> Ser
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_OUTPUT_NAME", "cqrs-bank")
         .env("INSTANCE_ID", instance)
+        .env("DATABASE_MAX_CONNECTIONS", crate::helpers::TEST_POOL_SIZE.to_string())
         // The tests' load comes from one user.
         .env("COMMANDS_PER_SECOND", "100000")
         .env("RUST_LOG", "info,sqlx=warn")
