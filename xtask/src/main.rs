@@ -9,9 +9,9 @@
 //!    and the server (`--release`), two cargo builds at the same time: their target folders
 //!    differ, so neither waits for the other's lock, and the wasm build's long single-threaded LTO
 //!    tail leaves a core to the server build;
-//! 2. bindings with wasm-bindgen's own library (`wasm.rs`), then `wasm-opt -Oz` (binaryen 116) and
-//!    the JS glue minified with terser, where cargo-leptos uses swc (same options: module, compress,
-//!    mangle; the bytes differ);
+//! 2. bindings with wasm-bindgen's own library (`wasm.rs`), then `wasm-opt -Oz` (binaryen 116; its
+//!    last output is reused while its input stays the same) and the JS glue minified with terser,
+//!    where cargo-leptos uses swc (same options: module, compress, mangle; the bytes differ);
 //! 3. the stylesheet, copied: cargo-leptos runs lightningcss over it, which only makes it smaller;
 //! 4. content-hashed names and `hash.txt` beside the server binary (`hashing.rs`);
 //! 5. a `.br` and a `.gz` beside every file of the site (`compress.rs`).
@@ -155,7 +155,10 @@ fn site() -> Result<()> {
         }
         let bundle =
             step("bindings (wasm-bindgen, target web)", || wasm::bindgen(&wasm_input, &pkg_dir, &config.name))?;
-        step("wasm-opt -Oz", || tools.optimize(&bundle.wasm))?;
+        let reused = step("wasm-opt -Oz", || tools.optimize(&bundle.wasm, &front_target.join("wasm-opt-cache")))?;
+        if reused {
+            eprintln!("xtask:     (the output of the last run: the same input)");
+        }
         step("terser (the JS glue)", || tools.minify(&bundle.js))?;
         let css = pkg_dir.join(format!("{}.css", config.name));
         step("stylesheet (copied)", || {

@@ -12,8 +12,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use wasm_bindgen_cli_support::Bindgen;
 
+use crate::hashing;
+
 /// The binaryen release whose wasm-opt the site is optimised with.
 const WASM_OPT_VERSION: &str = "116";
+
+/// cargo-leptos 0.3.10's wasm-opt flags for a release build.
+const WASM_OPT_ARGS: [&str; 3] = ["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int"];
 
 /// The two files of the bundle wasm-bindgen writes, in the pkg folder.
 pub struct Bundle {
@@ -91,12 +96,34 @@ impl Tools {
         Ok(())
     }
 
-    /// `wasm-opt -Oz` in place, with cargo-leptos 0.3.10's flags.
-    pub fn optimize(&self, wasm: &Path) -> Result<()> {
+    /// `wasm-opt -Oz` in place, with cargo-leptos 0.3.10's flags; true if it reused the output
+    /// of an earlier run instead.
+    ///
+    /// wasm-opt run by node takes a minute or more on two cores, and its output depends only on
+    /// its input (same binaryen, same flags): the last output is kept in `cache` under a hash
+    /// of both, and copied back when the same input comes again (a rebuild in which the wasm
+    /// did not change, e.g. a change to the server only).
+    pub fn optimize(&self, wasm: &Path, cache: &Path) -> Result<bool> {
+        let input = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        let key = hashing::content_hash(&[WASM_OPT_ARGS.join(" ").as_bytes(), &input].concat());
+        let cached = cache.join(format!("{WASM_OPT_VERSION}-{key}.wasm"));
+        if cached.is_file() {
+            std::fs::copy(&cached, wasm).with_context(|| format!("copying {}", cached.display()))?;
+            return Ok(true);
+        }
         let mut command = Command::new(&self.wasm_opt);
-        command.args(["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int"]);
-        command.arg(wasm).arg("-o").arg(wasm);
-        crate::run(&mut command)
+        command.args(WASM_OPT_ARGS).arg(wasm).arg("-o").arg(wasm);
+        crate::run(&mut command)?;
+        // Only the last output is kept; written whole (a rename), so that an interrupted copy
+        // is never taken for an output.
+        if cache.exists() {
+            std::fs::remove_dir_all(cache).with_context(|| format!("emptying {}", cache.display()))?;
+        }
+        std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+        let partial = cached.with_extension("partial");
+        std::fs::copy(wasm, &partial).with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &cached).with_context(|| format!("writing {}", cached.display()))?;
+        Ok(false)
     }
 
     /// Minifies the JS glue in place with cargo-leptos's options for swc: an ES module,
@@ -124,4 +151,37 @@ fn npm_ci(npm_project: &Path) -> Result<()> {
     let mut command = Command::new("npm");
     command.args(["ci", "--no-audit", "--no-fund"]).current_dir(npm_project);
     crate::run(&mut command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn wasm_opt_runs_once_per_input_and_its_output_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in that appends a mark: `wasm-opt <flags...> IN -o OUT`, IN and OUT the same.
+        let fake = dir.path().join("wasm-opt");
+        std::fs::write(&fake, "#!/bin/sh\n{ cat \"$4\"; printf ' optimised'; } >\"$6.new\" && mv \"$6.new\" \"$6\"\n")
+            .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tools = Tools { wasm_opt: fake.clone(), terser: PathBuf::new() };
+        let (wasm, cache) = (dir.path().join("b.wasm"), dir.path().join("cache"));
+
+        std::fs::write(&wasm, "one").unwrap();
+        assert!(!tools.optimize(&wasm, &cache).unwrap());
+        assert_eq!(std::fs::read_to_string(&wasm).unwrap(), "one optimised");
+
+        // The same input again: the kept output, without running the tool (gone now).
+        std::fs::remove_file(&fake).unwrap();
+        std::fs::write(&wasm, "one").unwrap();
+        assert!(tools.optimize(&wasm, &cache).unwrap());
+        assert_eq!(std::fs::read_to_string(&wasm).unwrap(), "one optimised");
+
+        // Another input needs the tool.
+        std::fs::write(&wasm, "two").unwrap();
+        assert!(tools.optimize(&wasm, &cache).is_err());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    }
 }
