@@ -1,6 +1,7 @@
 import { defineConfig } from "@playwright/test";
 
-// cargo-leptos starts the server and this suite at the same time; global-setup waits for it.
+// scripts/test starts the server (E2E_BASE_URL) and waits for /health before this suite runs;
+// global-setup waits for it as well, for a server started by hand or by `cargo leptos end-to-end`.
 const baseURL = process.env.E2E_BASE_URL ?? "http://127.0.0.1:3000";
 
 export default defineConfig({

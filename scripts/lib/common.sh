@@ -31,13 +31,24 @@
 # helpers work whatever the caller's working directory is.
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-# Pinned tool versions, so every machine (developer or CI) builds the same way.
-# wasm-opt 116 is the binaryen release that the `wasm-opt` crate (0.116.x)
-# builds; Debian's binaryen (108 on bookworm) is too old and silently breaks
-# hydration. wasm-bindgen-cli is not pinned here: it must equal the
-# wasm-bindgen crate in Cargo.lock, see lockfile_wasm_bindgen_version.
-CARGO_LEPTOS_VERSION="0.3.10"
-WASM_OPT_VERSION="116"
+# What the server reads at run time to find the site `cargo xtask site` builds
+# (the names and folders of [[workspace.metadata.leptos]] in Cargo.toml): the
+# LEPTOS_* variables cargo-leptos 0.3.10 hands to the server it runs, less the
+# ones Leptos never reads (LEPTOS_LIB_DIR, _BIN_DIR, _JS_MINIFY, _RELOAD_PORT).
+# Like cargo-leptos, no LEPTOS_ENV: nothing in Leptos 0.8 or this app reads it.
+# At run time, not at compile time: leptos_config reads LEPTOS_OUTPUT_NAME with
+# option_env!, and a value only the site build compiled with would make every
+# other release build recompile leptos and everything above it. Use it as
+#     env "${SITE_ENV[@]}" LEPTOS_SITE_ADDR=... target/release/server
+# (Leptos finds hash.txt beside the binary.)
+# shellcheck disable=SC2034 # used by scripts/run and scripts/test
+SITE_ENV=(
+    LEPTOS_OUTPUT_NAME=cqrs-bank
+    LEPTOS_SITE_ROOT=target/site
+    LEPTOS_SITE_PKG_DIR=pkg
+    LEPTOS_HASH_FILES=true
+    LEPTOS_HASH_FILE_NAME=hash.txt
+)
 
 # Private Postgres cluster used when no suitable server is running. Under
 # /var/tmp: not under /root, which the postgres OS user cannot enter, and not
@@ -119,12 +130,6 @@ apt_install() {
         || die "apt-get install ${missing[*]} failed"
 }
 
-# first_version TEXT: the first dotted version number (x.y or x.y.z) in TEXT,
-# or nothing. Never fails, so `v="$(first_version ...)"` is safe under -e.
-first_version() {
-    grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' <<<"$1" | head -n 1 || true
-}
-
 # format_duration SECONDS: 4m12s / 1h02m03s / 9s.
 format_duration() {
     local s=$1
@@ -141,98 +146,22 @@ format_duration() {
 # Rust tool chain
 # ---------------------------------------------------------------------------
 
-# lockfile_wasm_bindgen_version: the version of the `wasm-bindgen` package in
-# the workspace Cargo.lock. wasm-bindgen-cli must match it exactly (a CLI of
-# another version refuses the wasm file or emits JS glue that does not fit it),
-# so the lock file is the single source of that version.
-lockfile_wasm_bindgen_version() {
-    local lock="$REPO_ROOT/Cargo.lock" version
-    [[ -f $lock ]] || die "$lock not found: cannot tell which wasm-bindgen-cli to install"
-    # The `version =` line right after `name = "wasm-bindgen"` (exact name, so
-    # wasm-bindgen-macro & co. don't match).
-    version="$(awk '
-        $0 == "name = \"wasm-bindgen\"" { found = 1; next }
-        found && /^version = / { gsub(/"/, "", $3); print $3; exit }
-    ' "$lock")"
-    [[ -n $version ]] || die "no wasm-bindgen package in $lock"
-    printf '%s\n' "$version"
-}
-
-# use_cargo_bin_first: put cargo's bin folder first on PATH and check that
-# cargo is there. First on PATH, not just somewhere on it: cargo-leptos looks
-# tools up with `which`, and an older wasm-opt/wasm-bindgen elsewhere on PATH
-# (e.g. Debian's /usr/bin/wasm-opt) must not win.
-use_cargo_bin_first() {
+# ensure_cargo: cargo on PATH, adding cargo's bin folder (where rustup puts
+# it) when PATH lacks it.
+ensure_cargo() {
     local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-    if [[ $PATH != "$cargo_bin:"* ]]; then
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x $cargo_bin/cargo ]]; then
         export PATH="$cargo_bin:$PATH"
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found (looked on PATH and in $cargo_bin); install Rust with rustup first"
 }
 
-# installed_tool_version TOOL: the version of TOOL (cargo-leptos,
-# wasm-bindgen-cli or wasm-opt) that PATH finds now, or nothing. Never fails,
-# so `v="$(installed_tool_version ...)"` is safe under -e.
-installed_tool_version() {
-    case $1 in
-        cargo-leptos) first_version "$(cargo leptos --version 2>/dev/null || true)" ;;
-        wasm-bindgen-cli) first_version "$(wasm-bindgen --version 2>/dev/null || true)" ;;
-        # "wasm-opt version 116 (version_116)": binaryen's release number.
-        wasm-opt) wasm-opt --version 2>/dev/null | awk '{ print $3; exit }' || true ;;
-    esac
-}
-
-# tool_build_profile TOOL: "CRATES LONG FROM UNTIL" for TOOL's `cargo
-# install`, for the progress estimate only: about how many crates it compiles
-# (its "Compiling" lines), and its long step, LONG seconds during which the
-# log stays quiet, from the "Compiling FROM" line until the "Compiling UNTIL"
-# line (- : until the build ends). For cargo-leptos and wasm-bindgen-cli that
-# step is the final crate, the tool itself (one crate on one core, then the
-# link); for wasm-opt, the build script of wasm-opt-sys compiling binaryen's
-# C++. Measured in the logs of first installs, one tool after the other, on a
-# two-core Debian machine that other builds kept busy (December 2026, rustc
-# 1.95): on an idle machine the long steps are shorter. wasm-bindgen-cli
-# resolves its dependencies afresh (no --locked), so its count can drift.
-tool_build_profile() {
-    case $1 in
-        cargo-leptos) echo "548 409 cargo-leptos -" ;;
-        wasm-bindgen-cli) echo "161 42 wasm-bindgen-cli -" ;;
-        wasm-opt) echo "34 1112 wasm-opt-sys wasm-opt" ;;
-        *) echo "100 60 $1 -" ;;
-    esac
-}
-
-# Tool builds running in the background (start_rust_tool_builds): one entry
-# per tool, at the same index in each array.
-_TOOL_BUILD_NAMES=()    # cargo-leptos, wasm-bindgen-cli, wasm-opt
-_TOOL_BUILD_WANTS=()    # the version it must report once installed
-_TOOL_BUILD_PIDS=()     # the background job running its `cargo install`
-_TOOL_BUILD_STATES=()   # building, then installed or failed
-_TOOL_BUILD_DIR=""      # their logs (TOOL.log) and target folders (TOOL-target)
-_TOOL_BUILD_EPOCH=0     # when they started, in seconds since 1970
-_TOOL_BUILD_MARKER=""   # in the environment of every process of the builds
-# Progress samples (when, crates compiled by then), for the estimate.
-_TOOL_PROGRESS_TIMES=()
-_TOOL_PROGRESS_CRATES=()
-
-# start_rust_tool_builds [NICENESS]: wasm target, cargo-leptos,
-# wasm-bindgen-cli, wasm-opt. Every tool already there in the right version is
-# skipped, so a warm machine pays a few milliseconds, not a rebuild, and prints
-# only the "installed" lines. The wasm target is added at once (a download).
-# The missing tools are built with `cargo install` in the background, all at
-# the same time (under `nice -n NICENESS` if given), each with a log of its
-# own: they are independent, and one build alone leaves a core idle for long
-# stretches (its last crates and links are single-threaded). Their outcome
-# comes from wait_for_rust_tool_builds; stop_rust_tool_builds ends them.
-# Call once per script run.
-start_rust_tool_builds() {
-    local niceness=${1:-0}
-    ((${#_TOOL_BUILD_NAMES[@]} == 0)) || die "start_rust_tool_builds: the tool builds were already started"
-    use_cargo_bin_first
+# ensure_wasm_target: the wasm32-unknown-unknown target, which the frontend
+# (hydrate) crate compiles to. (Captured, not piped into grep -q: see
+# is_deb_installed.)
+ensure_wasm_target() {
+    ensure_cargo
     command -v rustup >/dev/null 2>&1 || die "rustup not found; it is needed to add the wasm32-unknown-unknown target"
-
-    # 1. wasm target for the frontend (hydrate) crate. (Captured, not piped
-    # into grep -q: see is_deb_installed.)
     local targets
     targets="$(rustup target list --installed)" || die "rustup target list --installed failed"
     if grep -qx 'wasm32-unknown-unknown' <<<"$targets"; then
@@ -241,394 +170,10 @@ start_rust_tool_builds() {
         log "rustup target add wasm32-unknown-unknown"
         rustup target add wasm32-unknown-unknown || die "rustup target add wasm32-unknown-unknown failed"
     fi
-
-    # 2. cargo-leptos, exact version (--locked: with the dependency versions it
-    # was released with, so a newer semver-compatible one can't break it).
-    # 0.3.10 and not 0.3.11, which needs a newer rustc.
-    local have
-    have="$(installed_tool_version cargo-leptos)"
-    if [[ $have == "$CARGO_LEPTOS_VERSION" ]]; then
-        log "cargo-leptos $have: installed"
-    else
-        log "cargo install --locked cargo-leptos --version $CARGO_LEPTOS_VERSION (found: ${have:-none})"
-        start_tool_build cargo-leptos "$CARGO_LEPTOS_VERSION" "$niceness" \
-            cargo install --locked cargo-leptos --version "$CARGO_LEPTOS_VERSION"
-    fi
-
-    # 3. wasm-bindgen-cli = the wasm-bindgen crate version in Cargo.lock.
-    # Deliberately without --locked: its dependencies resolve afresh to
-    # current semver-compatible releases.
-    local want
-    want="$(lockfile_wasm_bindgen_version)" || exit 1
-    have="$(installed_tool_version wasm-bindgen-cli)"
-    if [[ $have == "$want" ]]; then
-        log "wasm-bindgen-cli $have: installed (matches Cargo.lock)"
-    else
-        log "cargo install wasm-bindgen-cli --version $want (Cargo.lock wants $want, found: ${have:-none})"
-        start_tool_build wasm-bindgen-cli "$want" "$niceness" \
-            cargo install wasm-bindgen-cli --version "$want"
-    fi
-
-    # 4. wasm-opt, binaryen 116. Never Debian's binaryen: version 108 is too
-    # old for current Rust wasm output and silently breaks hydration in the
-    # browser. With npm at hand, binaryen 116 from the npm registry (seconds;
-    # the same release compiled to WebAssembly, run by node: it writes the
-    # same bytes as the native one, at about a third of its speed); else from
-    # crates.io (the `wasm-opt` crate compiles binaryen's C++: the longest of
-    # the three builds).
-    if [[ -x /usr/bin/wasm-opt ]]; then
-        warn "/usr/bin/wasm-opt (Debian's binaryen, too old) is installed. This script puts ${CARGO_HOME:-$HOME/.cargo}/bin first on PATH, but anywhere else it may shadow the right wasm-opt and silently break hydration; consider 'apt-get remove binaryen'."
-    fi
-    have="$(installed_tool_version wasm-opt)"
-    if [[ $have == "$WASM_OPT_VERSION" ]]; then
-        log "wasm-opt $have: installed ($(command -v wasm-opt))"
-    elif install_wasm_opt_from_npm; then
-        log "wasm-opt $WASM_OPT_VERSION: installed from the npm registry ($(command -v wasm-opt))"
-    else
-        # A link left by an npm install whose folder is gone would stop cargo
-        # from installing its own.
-        local link="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-opt"
-        if [[ -L $link && ! -e $link ]]; then
-            rm -f "$link"
-        fi
-        log "cargo install --locked wasm-opt (want version $WASM_OPT_VERSION, found: ${have:-none})"
-        start_tool_build wasm-opt "$WASM_OPT_VERSION" "$niceness" \
-            cargo install --locked wasm-opt
-    fi
-
-    if ((${#_TOOL_BUILD_NAMES[@]} > 0)); then
-        local how="side by side"
-        if ((niceness > 0)); then
-            how+=", under nice -n $niceness"
-        fi
-        log "building ${_TOOL_BUILD_NAMES[*]} in the background ($how; logs in $_TOOL_BUILD_DIR)"
-    fi
-}
-
-# install_wasm_opt_from_npm: binaryen $WASM_OPT_VERSION from the npm registry
-# (package `binaryen`, exact version; npm checks its integrity) into
-# $CARGO_HOME/binaryen-$WASM_OPT_VERSION, and its wasm-opt linked into cargo's
-# bin folder, where `cargo install wasm-opt` would have put it. Fails, having
-# changed nothing on PATH, where node or npm is missing or the installed
-# wasm-opt does not report the version: the caller then builds it instead.
-install_wasm_opt_from_npm() {
-    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || return 1
-    local home="${CARGO_HOME:-$HOME/.cargo}"
-    local dir="$home/binaryen-$WASM_OPT_VERSION"
-    local program="$dir/node_modules/binaryen/bin/wasm-opt"
-    log "npm install binaryen@$WASM_OPT_VERSION.0.0 (wasm-opt, into $dir)"
-    mkdir -p "$dir" || return 1
-    if ! npm install --prefix "$dir" --no-audit --no-fund --no-save "binaryen@$WASM_OPT_VERSION.0.0" >"$dir/npm.log" 2>&1; then
-        warn "npm install binaryen@$WASM_OPT_VERSION.0.0 failed (log: $dir/npm.log); building wasm-opt from crates.io instead"
-        return 1
-    fi
-    local version
-    version="$("$program" --version 2>/dev/null | awk '{ print $3; exit }' || true)"
-    if [[ $version != "$WASM_OPT_VERSION" ]]; then
-        warn "npm's binaryen reports wasm-opt version '${version:-?}', not $WASM_OPT_VERSION; building wasm-opt from crates.io instead"
-        return 1
-    fi
-    ln -sf "$program" "$home/bin/wasm-opt" || return 1
-    [[ "$(installed_tool_version wasm-opt)" == "$WASM_OPT_VERSION" ]]
-}
-
-# start_tool_build TOOL VERSION NICENESS CMD...: run CMD (a `cargo install`)
-# in the background, its output in $_TOOL_BUILD_DIR/TOOL.log. VERSION is what
-# TOOL must report once installed.
-start_tool_build() {
-    local tool=$1 want=$2 niceness=$3
-    shift 3
-    if [[ -z $_TOOL_BUILD_DIR ]]; then
-        _TOOL_BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cqrs-bank-tools.XXXXXX")" \
-            || die "cannot create a folder for the tool builds"
-        _TOOL_BUILD_EPOCH="$(date +%s)"
-        _TOOL_BUILD_MARKER="CQRS_BANK_TOOL_BUILD=$$.$RANDOM"
-    fi
-    local prefix=()
-    if ((niceness > 0)); then
-        prefix=(nice -n "$niceness")
-    fi
-    # - CARGO_TARGET_DIR: a folder of its own for each build. Not one from the
-    #   caller's environment, which all three would share and take turns on
-    #   (cargo locks a target folder for a whole build); and ours, not cargo's
-    #   own temporary one, so that a build stopped halfway does not leave
-    #   gigabytes behind in /tmp (wait_for_rust_tool_builds and
-    #   stop_rust_tool_builds remove it).
-    # - CARGO_TERM_COLOR=never: plain text in the log, whose "Compiling" lines
-    #   report_tool_build_progress counts.
-    # - The marker lets stop_rust_tool_builds find every process of the build
-    #   (rustc, build scripts, binaryen's C++ compiler), not only cargo.
-    # - stdin from /dev/null: nothing in the background may wait for input.
-    # - The exit status goes to TOOL.status (written whole, by a rename) once
-    #   the build ends: unlike its pid, which another process may get later,
-    #   the file cannot mistake a new process for the build.
-    # - All the job's output goes to the log, including the "Terminated" its
-    #   shell says when stop_rust_tool_builds ends the build.
-    # - CARGO_PROFILE_RELEASE_LTO=false and _CODEGEN_UNITS=16: cargo-leptos's
-    #   own release profile asks for fat LTO in one codegen unit, which makes
-    #   its last crate one core's work for many minutes; a build tool does not
-    #   need the last percent of speed that buys (Cargo's configuration
-    #   overrides a package's profile).
-    local base="$_TOOL_BUILD_DIR/$tool"
-    (
-        status=0
-        env "$_TOOL_BUILD_MARKER" CARGO_TARGET_DIR="$base-target" CARGO_TERM_COLOR=never \
-            CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-            "${prefix[@]}" "$@" </dev/null || status=$?
-        printf '%s\n' "$status" >"$base.status.new" && mv "$base.status.new" "$base.status"
-    ) >"$base.log" 2>&1 &
-    _TOOL_BUILD_PIDS+=("$!")
-    _TOOL_BUILD_NAMES+=("$tool")
-    _TOOL_BUILD_WANTS+=("$want")
-    _TOOL_BUILD_STATES+=(building)
-}
-
-# tool_builds_running: true while a tool build has not been collected yet.
-tool_builds_running() {
-    local state
-    for state in "${_TOOL_BUILD_STATES[@]}"; do
-        [[ $state == building ]] && return 0
-    done
-    return 1
-}
-
-# tool_build_crates TOOL: how many crates TOOL's build has started compiling.
-tool_build_crates() {
-    local n
-    n="$(grep -c '^ *Compiling ' "$_TOOL_BUILD_DIR/$1.log" 2>/dev/null)" || true
-    printf '%s\n' "${n:-0}"
-}
-
-# report_tool_build_progress: one line on the builds still running: crates
-# compiled against the usual count, time since they started, and a rough
-# estimate of the time left: the crates left at the pace of the last ~3
-# minutes (crates a second, all builds together, as they share the cores;
-# until then, or if no crate came in that time, the pace since they started),
-# then the longest of the long steps still ahead (tool_build_profile); or, if
-# longer, what is left of a long step under way (it began when its log went
-# quiet).
-report_tool_build_progress() {
-    local now i tool log count total long from until quiet note parts=()
-    local compiled=0 left=0 long_ahead=0 long_now=0
-    now="$(date +%s)"
-    for i in "${!_TOOL_BUILD_NAMES[@]}"; do
-        tool=${_TOOL_BUILD_NAMES[i]}
-        log="$_TOOL_BUILD_DIR/$tool.log"
-        count="$(tool_build_crates "$tool")"
-        compiled=$((compiled + count))
-        [[ ${_TOOL_BUILD_STATES[i]} == building ]] || continue
-        read -r total long from until <<<"$(tool_build_profile "$tool")"
-        ((total >= count)) || total=$count
-        note=""
-        if ! grep -q "^ *Compiling $from v" "$log"; then
-            ((long <= long_ahead)) || long_ahead=$long
-        elif [[ $until == - ]] || ! grep -q "^ *Compiling $until v" "$log"; then
-            quiet=$((now - $(stat -c %Y "$log" 2>/dev/null || echo "$now")))
-            ((long - quiet <= long_now)) || long_now=$((long - quiet))
-            if [[ $from == "$tool" ]]; then
-                # The tool itself compiles last: no crate left.
-                total=$count
-                note=" (the final one)"
-            else
-                note=" (in $from)"
-            fi
-        fi
-        left=$((left + total - count))
-        parts+=("$tool $count/~$total crates$note")
-    done
-
-    local since=$_TOOL_BUILD_EPOCH from_crates=0 j
-    for ((j = ${#_TOOL_PROGRESS_TIMES[@]} - 1; j >= 0; j--)); do
-        if ((now - _TOOL_PROGRESS_TIMES[j] >= 180)); then
-            since=${_TOOL_PROGRESS_TIMES[j]}
-            from_crates=${_TOOL_PROGRESS_CRATES[j]}
-            break
-        fi
-    done
-    _TOOL_PROGRESS_TIMES+=("$now")
-    _TOOL_PROGRESS_CRATES+=("$compiled")
-    if ((compiled <= from_crates)); then
-        since=$_TOOL_BUILD_EPOCH from_crates=0
-    fi
-
-    local seconds=-1 estimate
-    if ((left == 0)); then
-        seconds=$((long_ahead > long_now ? long_ahead : long_now))
-    elif ((compiled > from_crates && now > since)); then
-        seconds=$((left * (now - since) / (compiled - from_crates) + long_ahead))
-        ((seconds >= long_now)) || seconds=$long_now
-    fi
-    if ((left == 0 && seconds == 0)); then
-        # Longer than on the machine of tool_build_profile.
-        estimate="finishing (no closer estimate)"
-    elif ((seconds < 0)); then
-        estimate="no estimate yet"
-    elif ((seconds < 60)); then
-        estimate="about a minute left or less (estimate)"
-    else
-        estimate="~$(((seconds + 59) / 60)) min left (estimate)"
-    fi
-    local list
-    printf -v list '%s, ' "${parts[@]}"
-    log "building tools for $(format_duration $((now - _TOOL_BUILD_EPOCH))): ${list%, }; $estimate"
-}
-
-# collect_tool_build INDEX: the outcome of a finished build (its TOOL.status
-# file exists): its exit status, then the version the installed tool reports.
-# On failure, the tail of its log and an error; returns non-zero.
-collect_tool_build() {
-    local i=$1 status=0
-    local tool=${_TOOL_BUILD_NAMES[i]} want=${_TOOL_BUILD_WANTS[i]}
-    local log="$_TOOL_BUILD_DIR/$tool.log" took have
-    status="$(<"$_TOOL_BUILD_DIR/$tool.status")"
-    # Reaped already, or now (its status is the file's).
-    wait "${_TOOL_BUILD_PIDS[i]}" 2>/dev/null || true
-    # The log's last write is when the build ended, even if nobody was
-    # waiting for it then.
-    took="$(format_duration $(($(stat -c %Y "$log" 2>/dev/null || date +%s) - _TOOL_BUILD_EPOCH)))"
-    # Gigabytes, and of no use to a rerun (which gets a new folder).
-    rm -rf "${_TOOL_BUILD_DIR:?}/$tool-target"
-    _TOOL_BUILD_STATES[i]=failed
-
-    if ((status != 0)); then
-        echo >&2
-        tail -n 40 "$log" >&2 || true
-        local what="$tool $want"
-        # The wasm-opt crate's version is not pinned, only binaryen's.
-        [[ $tool == wasm-opt ]] && what=wasm-opt
-        printf 'ERROR: installing %s failed (exit status %s after %s; end of its log above, all of it in %s)\n' \
-            "$what" "$status" "$took" "$log" >&2
-        return 1
-    fi
-
-    have="$(installed_tool_version "$tool")"
-    if [[ $have != "$want" ]]; then
-        case $tool in
-            cargo-leptos)
-                printf "ERROR: cargo-leptos still reports '%s' after installing %s\n" "${have:-nothing}" "$want" >&2 ;;
-            wasm-bindgen-cli)
-                printf "ERROR: wasm-bindgen still reports '%s' after installing %s (shadowed on PATH? %s)\n" \
-                    "${have:-nothing}" "$want" "$(command -v wasm-bindgen)" >&2 ;;
-            *)
-                printf "ERROR: %s reports version '%s' after install, want %s (%s)\n" \
-                    "$tool" "${have:-nothing}" "$want" "$(command -v "$tool")" >&2 ;;
-        esac
-        return 1
-    fi
-    _TOOL_BUILD_STATES[i]=installed
-    log "$tool $have: installed (built in $took)"
-}
-
-# wait_for_rust_tool_builds: wait for the builds start_rust_tool_builds
-# started; with none, return at once and print nothing. While they run, a
-# progress line every 30 s. A build that fails is reported as soon as it ends
-# (the tail of its log); the others go on to the end, so that what they
-# install is there for the next run. Returns non-zero if any failed, without
-# exiting: scripts/test then fails its end-to-end step and still prints its
-# summary.
-wait_for_rust_tool_builds() {
-    ((${#_TOOL_BUILD_NAMES[@]} > 0)) || return 0
-    local waited_from=$SECONDS i failed_tools=() running_for next_report
-    # The first progress line once the builds have run for 30 s: at once when
-    # the wait begins later (scripts/test), not right after they started.
-    running_for=$(($(date +%s) - _TOOL_BUILD_EPOCH))
-    next_report=$((SECONDS + (running_for < 30 ? 30 - running_for : 0)))
-    while tool_builds_running; do
-        for i in "${!_TOOL_BUILD_NAMES[@]}"; do
-            if [[ ${_TOOL_BUILD_STATES[i]} == building && -f $_TOOL_BUILD_DIR/${_TOOL_BUILD_NAMES[i]}.status ]]; then
-                if ! collect_tool_build "$i"; then
-                    failed_tools+=("${_TOOL_BUILD_NAMES[i]}")
-                    if tool_builds_running; then
-                        log "(the other tool builds go on: what they install stays for the next run)"
-                    fi
-                fi
-            fi
-        done
-        tool_builds_running || break
-        if ((SECONDS >= next_report)); then
-            report_tool_build_progress
-            next_report=$((SECONDS + 30))
-        fi
-        sleep 1
-    done
-
-    local total took_all waited
-    took_all="$(format_duration $(($(date +%s) - _TOOL_BUILD_EPOCH)))"
-    waited="$(format_duration $((SECONDS - waited_from)))"
-    total=${#_TOOL_BUILD_NAMES[@]}
-    if ((${#failed_tools[@]} > 0)); then
-        printf 'ERROR: %s of %s tool builds failed: %s (logs kept in %s)\n' \
-            "${#failed_tools[@]}" "$total" "${failed_tools[*]}" "$_TOOL_BUILD_DIR" >&2
-    else
-        log "tool builds done after $took_all (waited $waited for them)"
-        rm -rf "$_TOOL_BUILD_DIR"
-    fi
-    # Nothing left to wait for or to stop.
-    _TOOL_BUILD_NAMES=() _TOOL_BUILD_WANTS=() _TOOL_BUILD_PIDS=() _TOOL_BUILD_STATES=()
-    _TOOL_BUILD_DIR="" _TOOL_PROGRESS_TIMES=() _TOOL_PROGRESS_CRATES=()
-    ((${#failed_tools[@]} == 0))
-}
-
-# tool_build_pids: pids of the processes of the tool builds that still live
-# (the marker in their environment, as e2e_pids in scripts/test does).
-tool_build_pids() {
-    local proc
-    [[ -n $_TOOL_BUILD_MARKER ]] || return 0
-    for proc in /proc/[0-9]*; do
-        if grep -qzxF -- "$_TOOL_BUILD_MARKER" "$proc/environ" 2>/dev/null; then
-            printf '%s\n' "${proc#/proc/}"
-        fi
-    done
-    return 0
-}
-
-# stop_rust_tool_builds: for an EXIT trap. A script that stops early (a
-# failure, Ctrl-C) must not leave compilers running behind it, nor gigabytes
-# of their target folders: the builds that still run get TERM, then KILL
-# after 10 s, and the builds' folder is removed. Nothing happens, and nothing
-# is printed, once wait_for_rust_tool_builds has returned or when no build
-# was started.
-stop_rust_tool_builds() {
-    [[ -n $_TOOL_BUILD_DIR ]] || return 0
-    local i running=() pids=()
-    for i in "${!_TOOL_BUILD_NAMES[@]}"; do
-        if [[ ! -f $_TOOL_BUILD_DIR/${_TOOL_BUILD_NAMES[i]}.status ]]; then
-            running+=("${_TOOL_BUILD_NAMES[i]}")
-        fi
-    done
-    if ((${#running[@]} > 0)); then
-        log "Stopping the unfinished tool builds: ${running[*]}"
-        mapfile -t pids < <(tool_build_pids)
-        if ((${#pids[@]} > 0)); then
-            kill -TERM "${pids[@]}" 2>/dev/null || true
-            for ((i = 0; i < 20; i++)); do
-                mapfile -t pids < <(tool_build_pids)
-                ((${#pids[@]} > 0)) || break
-                sleep 0.5
-            done
-            if ((${#pids[@]} > 0)); then
-                kill -KILL "${pids[@]}" 2>/dev/null || true
-            fi
-        fi
-        # Each job writes its status file as it ends: only then is the
-        # folder ours to remove.
-        wait "${_TOOL_BUILD_PIDS[@]}" 2>/dev/null || true
-    fi
-    rm -rf "${_TOOL_BUILD_DIR:?}"
-    _TOOL_BUILD_NAMES=() _TOOL_BUILD_WANTS=() _TOOL_BUILD_PIDS=() _TOOL_BUILD_STATES=()
-    _TOOL_BUILD_DIR=""
-}
-
-# ensure_rust_tools: start_rust_tool_builds, then wait for the builds: when it
-# returns, the tools are installed and checked (scripts/run builds with them
-# at once). Not niced: nothing else runs meanwhile.
-ensure_rust_tools() {
-    start_rust_tool_builds 0
-    wait_for_rust_tool_builds || die "installing the Rust tools failed (see above)"
 }
 
 # ---------------------------------------------------------------------------
-# Browser and Node (end-to-end tests)
+# Browser and Node (the site build, the end-to-end tests)
 # ---------------------------------------------------------------------------
 
 # ensure_chromium: Debian's Chromium, which Playwright drives (the machines
@@ -641,19 +186,26 @@ ensure_chromium() {
     log "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo 'installed, version unknown')"
 }
 
+# ensure_node: Node and npm, from Debian when missing: the site build takes
+# wasm-opt and terser from the npm registry, the end-to-end tests Playwright.
+ensure_node() {
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm still not found after installing Debian's nodejs and npm"
+}
+
 # ensure_node_deps: Node, npm and the end2end/ packages (Playwright).
 ensure_node_deps() {
     local dir="$REPO_ROOT/end2end"
 
-    if ! command -v npm >/dev/null 2>&1; then
-        apt_install nodejs npm
-    fi
+    ensure_node
     [[ -f $dir/package.json ]] \
         || die "$dir/package.json not found: the end-to-end tests (Playwright) need an npm project there"
 
     # Playwright's postinstall would otherwise try to download its own browser
     # builds; we use Debian's /usr/bin/chromium instead. Exported so that any
-    # later npm/npx call from cargo-leptos inherits it too.
+    # later npm/npx call inherits it too.
     export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
     # Reinstall when node_modules is missing or older than the file describing

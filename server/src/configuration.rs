@@ -153,7 +153,8 @@ pub fn database_from_env() -> Result<PgConnectOptions, ConfigurationError> {
 }
 
 impl Settings {
-    /// `DATABASE_URL` plus the `LEPTOS_*` variables cargo-leptos sets (site address, site root).
+    /// `DATABASE_URL` plus the `LEPTOS_*` variables (site address, site root; `SITE_ENV` in
+    /// scripts/lib/common.sh, or cargo-leptos, sets them).
     pub fn from_env() -> Result<Settings, ConfigurationError> {
         let database = database_from_env()?;
         let leptos_options = leptos::config::get_configuration(None)

@@ -6,8 +6,8 @@
 //! (the page is hydrated), unthrottled and on a throttled network (10 Mbit/s, 40 ms).
 //!
 //! No natural baseline: sizes are printed beside their raw size. Build the bundle first with
-//! `cargo leptos build --release --precompress` (scripts/run does). The visit needs node,
-//! `end2end/node_modules` (`npm ci`) and Chromium; without them it says so and is skipped.
+//! `cargo xtask site` (scripts/run does). The visit needs node, `end2end/node_modules`
+//! (`npm ci`) and Chromium; without them it says so and is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,8 +28,8 @@ pub async fn run(context: Context) -> Outcome {
     report::heading("b7_bundle", "the bundle raw, gzip -9 and as sent; a first visit in Chromium (no baseline)");
     let Some(pkg) = pkg_dir() else {
         report::note(&format!(
-            "target/site/pkg holds no {NAME} bundle: build it with `cargo leptos build --release --precompress` \
-             (or scripts/run), then run `bench --only b7_bundle`"
+            "target/site/pkg holds no {NAME} bundle: build it with `cargo xtask site` (or scripts/run), \
+             then run `bench --only b7_bundle`"
         ));
         return Ok(());
     };
@@ -69,14 +69,14 @@ pub async fn run(context: Context) -> Outcome {
     if hashes.is_none() {
         report::note(
             "first visit skipped: no hash.txt beside this binary, so the page would name files the build did not \
-             write; build with `cargo leptos build --release --precompress`, then this bench with `--release`",
+             write; build with `cargo xtask site`, then this bench with `--release`",
         );
         return Ok(());
     }
     first_visit(&context, &pkg).await
 }
 
-/// What cargo-leptos wrote beside the server's binary in target/release (`hash-files`): one
+/// What the site build wrote beside the server's binary in target/release (`hash-files`): one
 /// `<extension>: <hash>` line per bundle file. The bench binary sits beside it, and the page
 /// the server renders names the files by these hashes.
 fn build_hashes() -> Option<String> {
@@ -106,7 +106,7 @@ async fn first_visit(context: &Context, pkg: &Path) -> Outcome {
         return Ok(());
     }
     let site_root = pkg.parent().ok_or("the pkg folder has a parent")?.to_owned();
-    // The page names the bundle's files by the hashes cargo-leptos wrote beside the server's
+    // The page names the bundle's files by the hashes the site build wrote beside the server's
     // binary (see `build_hashes`).
     let server = Server::start_with(|settings| {
         settings.leptos_options = LeptosOptions::builder()

@@ -2,11 +2,11 @@
 //! and which answers are compressed.
 //!
 //! The bundle (`/pkg/…`: the WASM, its JS glue, the styles) is precompressed at build time
-//! (`cargo leptos build --release --precompress` writes `.br` and `.gz` beside each file, and
-//! Leptos's file handler serves them to browsers that accept them). With `hash-files` its names
-//! carry a hash of their content, so a browser may keep them for a year without asking again: a
-//! new build has new names. Pages and JSON are compressed as they are sent (see
-//! [`compression`]).
+//! (`cargo xtask site`, like `cargo leptos build --release --precompress`, writes `.br` and `.gz`
+//! beside each file, and Leptos's file handler serves them to browsers that accept them). With
+//! `hash-files` its names carry a hash of their content, so a browser may keep them for a year
+//! without asking again: a new build has new names. Pages and JSON are compressed as they are
+//! sent (see [`compression`]).
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -81,8 +81,8 @@ fn carries_secret(path: &str) -> bool {
     matches!(path, "/api/auth/sign-in" | "/api/auth/sign-up" | "/api/tokens/create")
 }
 
-/// `cqrs-bank.<hash>.wasm`, as cargo-leptos names the bundle with `hash-files`; not
-/// `cqrs-bank.wasm` nor `snippets/…/inline0.js`.
+/// `cqrs-bank.<hash>.wasm`, as the site build (and cargo-leptos) names the bundle with
+/// `hash-files`; not `cqrs-bank.wasm` nor `snippets/…/inline0.js`.
 fn named_by_content(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or_default();
     name.split('.').filter(|part| !part.is_empty()).count() >= 3

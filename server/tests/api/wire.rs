@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::spawn_app_with;
 
-/// A site folder of the test's own, as `cargo leptos build --release --precompress` leaves it
+/// A site folder of the test's own, as `cargo xtask site` leaves it
 /// with `hash-files`: the glue under a hashed name, with its `.br` and `.gz` beside it.
 fn site_with_precompressed_bundle() -> PathBuf {
     let root = std::env::temp_dir().join(format!("cqrs-bank-site-{}", uuid::Uuid::new_v4()));
