@@ -163,11 +163,13 @@ pub async fn account_history(
 }
 
 /// The account's latest money movements from the ledger read model (at most `limit`, 1–500,
-/// default 200), oldest first: what the balance chart draws.
+/// default 200), oldest first: what the balance chart draws. With `after`, waits (bounded) until
+/// the ledger has passed that position; `asOf` says how far it got.
 #[server(prefix = "/api", endpoint = "queries/account-ledger", input = Json)]
 pub async fn account_ledger(
     #[server(rename = "accountId")] account_id: Uuid,
     limit: Option<i64>,
+    after: Option<Position>,
 ) -> Result<Ledger, ApiError> {
     let caller = super::signed_in()?;
     let limit = limit.unwrap_or(200);
@@ -175,7 +177,7 @@ pub async fn account_ledger(
         return Err(ApiError::invalid_request("limit must be between 1 and 500"));
     }
     visible_account(&caller, account_id).await?;
-    Ok(super::services()?.read_model.ledger(account_id, limit).await?)
+    Ok(super::services()?.read_model.ledger(account_id, limit, after).await?)
 }
 
 /// The account's transfers, sent and received, newest first (at most `limit`, 1–100, default

@@ -474,8 +474,21 @@ impl ReadModel {
         Ok(self.reads.read(|pool| transfers_of(pool, account_id, limit)).await?.0)
     }
 
-    /// The account's latest `limit` money movements from the ledger, oldest first.
-    pub async fn ledger(&self, account_id: Uuid, limit: i64) -> Result<Ledger, sqlx::Error> {
+    /// The account's latest `limit` money movements from the ledger, oldest first; with
+    /// `after`, once the ledger has passed that position (waiting as [`Self::account`] does, at
+    /// most its bound: its `as_of` says whether it got there).
+    pub async fn ledger(&self, account_id: Uuid, limit: i64, after: Option<Position>) -> Result<Ledger, sqlx::Error> {
+        let name = account_ledger::PROJECTION_NAME;
+        let behind = after.filter(|after| self.checkpoints.position(name).is_none_or(|at| at < *after));
+        if let Some(after) = behind
+            && eventstore::head(self.reads.primary()).await? >= after
+        {
+            let deadline = tokio::time::Instant::now() + self.catch_up_bound;
+            if let Waited::Reached = self.checkpoints.wait_for(name, after, deadline).await {
+                // The primary has it now; a replica may not have replayed it yet.
+                return ledger_of(self.reads.primary().clone(), account_id, limit).await;
+            }
+        }
         Ok(self.reads.read(|pool| ledger_of(pool, account_id, limit)).await?.0)
     }
 }

@@ -101,11 +101,15 @@ pub fn AccountPage() -> impl IntoView {
             }
         },
     );
+    // The chart is read at or past where the account's figures are (the ledger is a projection
+    // of its own, a moment behind the summary or Redis): set before each re-read, not a key of
+    // the resource (see above).
+    let ledger_after = RwSignal::new(None::<Position>);
     let ledger = Resource::new(
         move || account_id.get(),
-        |account_id| async move {
+        move |account_id| async move {
             match account_id {
-                Some(account_id) => account_ledger(account_id, None).await.ok(),
+                Some(account_id) => account_ledger(account_id, None, ledger_after.get_untracked()).await.ok(),
                 None => None,
             }
         },
@@ -130,6 +134,15 @@ pub fn AccountPage() -> impl IntoView {
         if sent_transfers.with_untracked(|sent| worth_reading_again(&transfers, sent, account_as_of)) {
             transfers.refetch();
         }
+        // A chart read while the ledger was still behind the account's figures (its wait has a
+        // bound): read again until it has caught up.
+        let chart_behind = ledger.with_untracked(|read| {
+            read.as_ref().and_then(Option::as_ref).zip(account_as_of).is_some_and(|(ledger, at)| ledger.as_of < at)
+        });
+        if chart_behind {
+            ledger_after.set(account_as_of);
+            ledger.refetch();
+        }
     });
     // A link to another account (a transfer's other side) keeps this page mounted with a new
     // id: what was particular to the account before goes.
@@ -137,6 +150,7 @@ pub fn AccountPage() -> impl IntoView {
         let now = account_id.get();
         if previous.is_some_and(|previous| previous != now) {
             token.set(None);
+            ledger_after.set(None);
             travel.set(None);
             visited_pages.set(vec![None]);
             sent_transfers.set(Vec::new());
@@ -163,6 +177,7 @@ pub fn AccountPage() -> impl IntoView {
     Effect::new(move |seen: Option<i64>| {
         let now = version.get();
         if seen.is_some_and(|seen| seen != now) {
+            ledger_after.set(live.with_untracked(|a| a.as_ref().map(|a| a.as_of)));
             ledger.refetch();
             transfers.refetch();
             if visited_pages.with(|p| p.len() == 1) {
