@@ -6,7 +6,8 @@
 //! before the site could be built at all. The steps follow cargo-leptos 0.3.10:
 //!
 //! 1. the frontend to wasm (`wasm-release` profile, cargo-leptos's `target/front` target folder)
-//!    and the server (`--release`), two cargo builds at the same time: their target folders
+//!    and the server (`--release`; the dev profile with `--server debug`, for the browser
+//!    tests), two cargo builds at the same time: their target folders
 //!    differ, so neither waits for the other's lock, and the wasm build's long single-threaded LTO
 //!    tail leaves a core to the server build;
 //! 2. bindings with wasm-bindgen's own library (`wasm.rs`), then `wasm-opt -Oz` (binaryen 116; its
@@ -40,13 +41,18 @@ const USAGE: &str = "\
 Usage: cargo xtask <command>
 
 Commands:
-  site   build the site into target/site and the server into target/release, as
-         `cargo leptos build --release --precompress` does (see xtask/src/main.rs)";
+  site                  build the site into target/site and the server into target/release,
+                        as `cargo leptos build --release --precompress` does (see
+                        xtask/src/main.rs)
+  site --server debug   the same site, and the server in the dev profile (target/debug):
+                        what the browser tests of scripts/test run, beside the build the
+                        integration tests made";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["site"] => site(),
+        ["site"] | ["site", "--server", "release"] => site(ServerProfile::Release),
+        ["site", "--server", "debug"] => site(ServerProfile::Debug),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
@@ -59,6 +65,29 @@ fn main() {
     if let Err(error) = outcome {
         eprintln!("xtask: error: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// Which build of the server the site is for. Leptos reads `hash.txt` beside the running
+/// binary, so the site names the folder of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerProfile {
+    /// `--release`, in target/release: what scripts/run serves.
+    Release,
+    /// The dev profile, in target/debug: the browser tests' server, whose dependencies the
+    /// integration tests have built already (a release build of the server is the longest
+    /// part of a first run). The bundle is release either way: it is what breaks when
+    /// optimised.
+    Debug,
+}
+
+impl ServerProfile {
+    /// Cargo's folder for the profile, under the target folder.
+    fn folder(self) -> &'static str {
+        match self {
+            ServerProfile::Release => "release",
+            ServerProfile::Debug => "debug",
+        }
     }
 }
 
@@ -115,7 +144,7 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 /// `cargo xtask site`: see the crate's documentation.
-fn site() -> Result<()> {
+fn site(profile: ServerProfile) -> Result<()> {
     let started = Instant::now();
     let root = workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
@@ -131,12 +160,15 @@ fn site() -> Result<()> {
     // The server builds on its own thread while the frontend goes through its steps here.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut server_build = Command::new(&cargo);
-    server_build.args(["build", "--package", &config.bin_package, "--release"]);
+    server_build.args(["build", "--package", &config.bin_package]);
+    if profile == ServerProfile::Release {
+        server_build.arg("--release");
+    }
     let mut wasm_build = Command::new(&cargo);
     wasm_build.args(["build", "--package", &config.lib_package, "--lib", "--target", "wasm32-unknown-unknown"]);
     wasm_build.args(["--profile", &config.lib_profile_release]).arg("--target-dir").arg(&front_target);
 
-    announce(&format!("server build (cargo build --package {} --release), in the background", config.bin_package));
+    announce(&format!("server build ({server_build:?}), in the background"));
     let server = thread::spawn(move || {
         let started = Instant::now();
         let status = server_build.status();
@@ -166,7 +198,7 @@ fn site() -> Result<()> {
                 .with_context(|| format!("copying {} to {}", config.style_file.display(), css.display()))
         })?;
         if config.hash_files {
-            let hash_file = target.join("release").join("hash.txt");
+            let hash_file = target.join(profile.folder()).join("hash.txt");
             step("content hashes in the names, hash.txt", || {
                 hashing::hash_bundle(&bundle.js, &bundle.wasm, &css, &hash_file)
             })?;
@@ -188,9 +220,10 @@ fn site() -> Result<()> {
     frontend?;
     server_outcome?;
     eprintln!(
-        "xtask: site built in {} ({} and target/release/{})",
+        "xtask: site built in {} ({} and target/{}/{})",
         secs(started.elapsed()),
         pkg_dir.display(),
+        profile.folder(),
         config.bin_package
     );
     Ok(())
