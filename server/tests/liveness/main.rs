@@ -12,11 +12,15 @@ mod helpers;
 #[allow(dead_code)]
 mod processes;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use testkit::{PATIENCE, eventually, when};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use crate::processes::{OPERATOR, ServerProcess, operator_client, spawn_server};
@@ -32,11 +36,6 @@ async fn transactions(app: &TestApp) -> i64 {
         .fetch_one(&app.pool)
         .await
         .unwrap()
-}
-
-fn p99(mut latencies: Vec<Duration>) -> Duration {
-    latencies.sort_unstable();
-    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
 }
 
 #[sqlx::test(migrations = false)]
@@ -127,15 +126,67 @@ async fn open_account(client: &reqwest::Client, server: &ServerProcess, owner: &
     server.create_account(client, owner, 0).await["accountId"].as_str().unwrap().to_owned()
 }
 
-/// Sequential deposits into `accounts`, one at a time: their latencies, and how many got 503.
-async fn single_deposits(
-    client: &reqwest::Client,
-    server: &ServerProcess,
-    accounts: &[String],
-) -> (Vec<Duration>, usize) {
-    let (mut latencies, mut unavailable) = (Vec::new(), 0);
-    for id in accounts {
-        let started = Instant::now();
+/// Sessions of the test's database waiting for a lock in a command's append: for the stream's
+/// advisory lock, or behind another writer's insert into the same stream.
+async fn writers_waiting_for_a_lock(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+           AND (query LIKE '%pg_advisory_xact_lock%' OR query LIKE '%INSERT INTO events%')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The server runs as a process of its own (a multi-threaded runtime, its default pool of 20
+/// connections), so that the clients' work here does not compete with it on one thread.
+#[sqlx::test(migrations = false)]
+async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnectOptions) {
+    let server = spawn_server(&db, "hot-account");
+    let client = operator_client(&db, &server).await;
+    let pool = PgPool::connect_with(db).await.unwrap();
+    let hot = open_account(&client, &server, OPERATOR).await;
+    let mut others = Vec::new();
+    for _ in 0..100 {
+        others.push(open_account(&client, &server, OPERATOR).await);
+    }
+
+    // 64 connections deposit into the hot account as fast as they are answered: more than the
+    // pool has connections.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let hammers: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url, hot, stop, accepted) = (
+                client.clone(),
+                format!("{}/api/commands/deposit", server.address),
+                hot.clone(),
+                stop.clone(),
+                accepted.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let sent = client.post(&url).json(&json!({"accountId": hot, "amount": 1})).send().await.unwrap();
+                    if sent.status() == StatusCode::OK {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("64 deposits into the hot account", PATIENCE, || async {
+        when(accepted.load(Ordering::Relaxed), |&accepted| accepted >= 64)
+    })
+    .await;
+    let hammered = accepted.load(Ordering::Relaxed);
+
+    // Meanwhile every other account's deposit goes through; and the hot account's writers take
+    // turns in the server, one of them in Postgres at a time, so that no session of the pool
+    // ever waits there for another's lock on the stream (without the turns, most of the pool
+    // would, all the time).
+    let mut most_waiting = 0;
+    for id in &others {
         let status = client
             .post(format!("{}/api/commands/deposit", server.address))
             .json(&json!({"accountId": id, "amount": 1}))
@@ -143,59 +194,16 @@ async fn single_deposits(
             .await
             .unwrap()
             .status();
-        latencies.push(started.elapsed());
-        assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
-        unavailable += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status, StatusCode::OK, "a deposit into another account beside the hot one");
+        most_waiting = most_waiting.max(writers_waiting_for_a_lock(&pool).await);
     }
-    (latencies, unavailable)
-}
-
-/// The server runs as a process of its own (a multi-threaded runtime, its default pool of 20
-/// connections), so that the clients' work here does not compete with it on one thread.
-#[sqlx::test(migrations = false)]
-async fn one_hot_account_cannot_starve_the_others(_: PgPoolOptions, db: PgConnectOptions) {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let server = spawn_server(&db, "hot-account");
-    let client = operator_client(&db, &server).await;
-    let hot = open_account(&client, &server, OPERATOR).await;
-    let mut others = Vec::new();
-    for _ in 0..400 {
-        others.push(open_account(&client, &server, OPERATOR).await);
-    }
-    let (idle, _) = single_deposits(&client, &server, &others[..200]).await;
-
-    // 64 connections deposit into the hot account as fast as they are answered: more than the
-    // pool has connections.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let hammers: Vec<_> = (0..64)
-        .map(|_| {
-            let (client, url, hot, stop) =
-                (client.clone(), format!("{}/api/commands/deposit", server.address), hot.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut accepted = 0;
-                while !stop.is_cancelled() {
-                    let sent = client.post(&url).json(&json!({"accountId": hot, "amount": 1})).send().await.unwrap();
-                    accepted += usize::from(sent.status() == StatusCode::OK);
-                }
-                accepted
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (loaded, unavailable) = single_deposits(&client, &server, &others[200..]).await;
+    let during = accepted.load(Ordering::Relaxed) - hammered;
     stop.cancel();
-    let mut accepted = 0;
     for hammer in hammers {
-        accepted += hammer.await.unwrap();
+        hammer.await.unwrap();
     }
-    assert!(accepted > 64, "the hot account took only {accepted} deposits");
-    assert_eq!(unavailable, 0, "deposits into other accounts answered 503");
-    let (idle, loaded) = (p99(idle), p99(loaded));
-    // Twice the idle p99, plus room for a 2-core machine's scheduling noise: without the
-    // per-stream queue this p99 is over a second. The strict ratio is the benchmark's (B8),
-    // measured on a quiet machine.
-    let bound = idle * 2 + Duration::from_millis(50);
-    assert!(loaded <= bound, "other accounts' deposits p99 {loaded:?} under a hot account, {idle:?} idle");
+    assert!(during > 0, "the hot account took no deposit while the others were served");
+    assert_eq!(most_waiting, 0, "writers waited in Postgres for the hot stream's lock");
 }
 
 #[sqlx::test(migrations = false)]
@@ -267,9 +275,20 @@ async fn a_monitor_probing_health_costs_one_trivial_query_a_probe(_: PgPoolOptio
     assert!(spent < 200, "100 health probes cost {spent} transactions");
 }
 
+/// Whether a session waits to lock `table` whole (as a swap renaming it does) behind a reader.
+async fn swap_waiting_for(pool: &PgPool, table: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks
+                        WHERE relation = to_regclass($1) AND mode = 'AccessExclusiveLock' AND NOT granted)",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgPoolOptions, db: PgConnectOptions) {
-    let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 10.0).await;
     app.wait_for_projection().await;
@@ -281,44 +300,36 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
         .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": "account_summary"}))
         .await;
     assert_eq!(asked.status(), StatusCode::OK);
-    let mut latencies = Vec::new();
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let started = Instant::now();
-        // Bounded: a read queued behind the swap would otherwise wait for the reader, which
-        // this test only lets go afterwards.
+    // Each time the swap is seen waiting for the table, a read of the account comes in behind
+    // it and is answered: a swap that queued its lock for as long as the reader holds the table
+    // (which this test only lets go afterwards) would hold every read behind it as long.
+    for _ in 0..3 {
+        eventually("the swap waiting for the reader's table", PATIENCE, || async {
+            when(swap_waiting_for(&app.pool, "account_summary").await, |&waiting| waiting)
+        })
+        .await;
         let read = app
             .client
             .get(format!("{}/api/queries/accounts/{id}", app.address))
-            .timeout(Duration::from_secs(1))
+            .timeout(PATIENCE)
             .send()
-            .await;
-        latencies.push(started.elapsed());
-        if let Ok(read) = read {
-            assert_eq!(read.status(), StatusCode::OK);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let p99 = p99(latencies);
-    assert!(p99 < Duration::from_millis(100), "GET account p99 {p99:?} while a swap waited for a reader");
-    let state: String =
-        sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
-            .fetch_one(&app.pool)
             .await
-            .unwrap();
-    assert_eq!(state, "rebuilding", "the swap cannot have happened while the reader held the table");
+            .expect("a read beside the waiting swap is answered");
+        assert_eq!(read.status(), StatusCode::OK);
+    }
+    let state = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(state().await, "rebuilding", "the swap cannot have happened while the reader held the table");
 
     reader.commit().await.unwrap();
-    for _ in 0..150 {
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        if state == "running" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the rebuild did not finish once the reader was gone");
+    eventually("the rebuild finished once the reader was gone", PATIENCE, || async {
+        when(state().await, |state| state == "running")
+    })
+    .await;
 }
