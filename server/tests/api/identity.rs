@@ -243,6 +243,8 @@ async fn wrong_passwords_are_limited_and_the_right_one_works_later(_: PgPoolOpti
     assert!((1..=6).contains(&retry_after), "Retry-After {retry_after}");
     // Even the right password waits its turn, then works.
     assert_eq!(attempt(PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The limiter's own clock under test: after the Retry-After it named, and any later, it lets
+    // the next attempt in.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(attempt(PASSWORD).await.status(), StatusCode::OK);
 }
