@@ -208,11 +208,12 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     let shutdown = CancellationToken::new();
     let mut relays = writer.spawn_postgres_relay(pool.clone(), shutdown.clone());
     relays.extend(reader.spawn_postgres_relay(pool.clone(), shutdown.clone()));
-    let (runner, _) = setup_with(&pool, 0, &reader).await;
-    // The reader would poll only long after the test has given up: only a notification can
-    // bring it the events within the test's patience.
+    let (runner, _) = setup_with(&pool, 1, &reader).await;
+    // The reader would poll only long after the test has given up: once it has applied what
+    // was there when it started, only a notification can bring it more within the test's
+    // patience. Both relays listen (what is announced before would be lost).
     let task = tokio::spawn(runner.idle_poll(10 * PATIENCE).run(shutdown.clone()));
-    // Both relays listen (what is announced before would be lost).
+    assert_eq!(wait_for_recorded(&pool, 1).await, vec![1]);
     eventually("both relays listening", PATIENCE, || async {
         when(listening(&pool).await, |&listening| listening >= 2)
     })
@@ -221,7 +222,7 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(7)]).await.unwrap();
     writer.committed();
-    assert_eq!(wait_for_recorded(&pool, 1).await, vec![7]);
+    assert_eq!(wait_for_recorded(&pool, 2).await, vec![1, 7]);
 
     // Append without any notification, then knock out the reader's LISTEN connection: the
     // reader catches up when it listens again. (Appended first, so that the test does not race
@@ -235,7 +236,7 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     .await
     .unwrap();
     assert!(terminated >= 1, "no LISTEN connection found");
-    assert_eq!(wait_for_recorded(&pool, 2).await, vec![7, 8]);
+    assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 7, 8]);
 
     shutdown.cancel();
     task.await.unwrap();
