@@ -309,9 +309,7 @@ async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_
     let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 10})).await;
     assert_eq!(deposited.status(), StatusCode::OK, "commands do not need Redis");
     let token = deposited.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
-    let read = app.get(&format!("/api/queries/accounts/{id}?after={token}")).await;
-    assert_eq!(read.status(), StatusCode::OK);
-    let read: Value = read.json().await.unwrap();
+    let read = app.account_after(&id, &token).await;
     assert_eq!((read["servedBy"].as_str(), read["currentBalance"].as_f64()), (Some("postgres"), Some(310.0)));
     let high = app.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await;
     assert_eq!(high.status(), StatusCode::OK);
