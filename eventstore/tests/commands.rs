@@ -10,6 +10,7 @@ use eventstore::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
 /// A tally that must be opened before it counts, and never passes its limit.
@@ -242,7 +243,18 @@ async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool
         let tallies = tallies.clone();
         tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The first has the turn once it waits in Postgres.
+    eventually("the first command waiting for the blocker", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        when(waiting, |&waiting| waiting > 0)
+    })
+    .await;
     let second = tallies.handle(envelope(tally, TallyCommand::Add(1))).await;
     assert!(matches!(second, Err(TallyError::Busy(_))), "{second:?}");
     blocker.rollback().await.unwrap();

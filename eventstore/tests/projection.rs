@@ -15,6 +15,7 @@ use eventstore::{
 };
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
+use testkit::{PATIENCE, eventually, when};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -92,13 +93,13 @@ async fn setup(pool: &PgPool, events: i64) -> (ProjectionRunner<Recorder>, Arc<A
 /// Runs one batch. The snapshot horizon is cluster-wide, so a transaction of a test running
 /// beside this one (in another database) can hold events back for a moment: wait it out.
 async fn next_batch(runner: &ProjectionRunner<Recorder>) -> Result<Progress, ProjectionError> {
-    for _ in 0..500 {
+    eventually("a batch not held back", PATIENCE, || async {
         match runner.run_batch().await {
-            Ok(Progress::HeldBack) => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => return other,
+            Ok(Progress::HeldBack) => Err(Progress::HeldBack),
+            other => Ok(other),
         }
-    }
-    Ok(Progress::HeldBack)
+    })
+    .await
 }
 
 /// The numbers of the events applied, in the order they were applied.
@@ -106,16 +107,12 @@ async fn recorded(pool: &PgPool) -> Vec<i64> {
     sqlx::query_scalar("SELECT n FROM recorded ORDER BY seq").fetch_all(pool).await.unwrap()
 }
 
-/// Waits (up to 10 s) until `count` events have been applied.
+/// Waits until `count` events have been applied.
 async fn wait_for_recorded(pool: &PgPool, count: usize) -> Vec<i64> {
-    for _ in 0..500 {
-        let applied = recorded(pool).await;
-        if applied.len() >= count {
-            return applied;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    recorded(pool).await
+    eventually(&format!("{count} events applied"), PATIENCE, || async {
+        when(recorded(pool).await, |applied| applied.len() >= count)
+    })
+    .await
 }
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
@@ -168,15 +165,13 @@ async fn the_runner_follows_new_events_until_cancelled(pool: PgPool) {
     let task = tokio::spawn(runner.run(shutdown.clone()));
     assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 2, 3]);
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the runner stops").unwrap();
+    tokio::time::timeout(PATIENCE, task).await.expect("the runner stops").unwrap();
 }
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool) {
     let appends = Appends::new();
     let (runner, _) = setup_with(&pool, 0, &appends).await;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(50)).run(shutdown.clone()));
 
     // A appends first (the lower position) but stays open; B appends after it and commits.
     let mut a = pool.begin().await.unwrap();
@@ -186,16 +181,21 @@ async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool
     appends.committed();
 
     // The reader runs while A is open: it must not take B and move its checkpoint past A.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let progress = runner.run_batch().await.unwrap();
+    assert!(matches!(progress, Progress::HeldBack | Progress::CaughtUp), "{progress:?}");
     assert_eq!(recorded(&pool).await, Vec::<i64>::new(), "B was read while A was still open");
 
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.idle_poll(Duration::from_millis(50)).run(shutdown.clone()));
     a.commit().await.unwrap();
     appends.committed();
     assert_eq!(wait_for_recorded(&pool, 2).await, vec![1, 2]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(recorded(&pool).await, vec![1, 2], "an event was applied twice");
     let checkpoint = eventstore::projection::checkpoint(&pool, "recorder").await.unwrap();
     assert_eq!(checkpoint, b_appended.position);
+    // Neither applied again: the next event to be applied is one appended after them.
+    append(&mut b, "counter", Uuid::new_v4(), 0, &[counted(3)]).await.unwrap();
+    appends.committed();
+    assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 2, 3], "an event was applied twice");
 
     shutdown.cancel();
     task.await.unwrap();
@@ -208,20 +208,25 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     let shutdown = CancellationToken::new();
     let mut relays = writer.spawn_postgres_relay(pool.clone(), shutdown.clone());
     relays.extend(reader.spawn_postgres_relay(pool.clone(), shutdown.clone()));
-    let (runner, _) = setup_with(&pool, 0, &reader).await;
-    // Polling alone would take a minute: only a notification can make the reader this quick.
-    let task = tokio::spawn(runner.idle_poll(Duration::from_secs(60)).run(shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await; // the first catch-up batch and LISTEN
+    let (runner, _) = setup_with(&pool, 1, &reader).await;
+    // The reader would poll only long after the test has given up: once it has applied what
+    // was there when it started, only a notification can bring it more within the test's
+    // patience. Both relays listen (what is announced before would be lost).
+    let task = tokio::spawn(runner.idle_poll(10 * PATIENCE).run(shutdown.clone()));
+    assert_eq!(wait_for_recorded(&pool, 1).await, vec![1]);
+    eventually("both relays listening", PATIENCE, || async {
+        when(listening(&pool).await, |&listening| listening >= 2)
+    })
+    .await;
 
     let mut conn = pool.acquire().await.unwrap();
     append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(7)]).await.unwrap();
     writer.committed();
-    assert_eq!(wait_for_recorded(&pool, 1).await, vec![7]);
+    assert_eq!(wait_for_recorded(&pool, 2).await, vec![1, 7]);
 
     // Append without any notification, then knock out the reader's LISTEN connection: the
     // reader catches up when it listens again. (Appended first, so that the test does not race
     // the reconnection: a catch-up can only find what is there.)
-    tokio::time::sleep(Duration::from_millis(200)).await;
     append(&mut conn, "counter", Uuid::new_v4(), 0, &[counted(8)]).await.unwrap();
     let terminated: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -231,7 +236,7 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     .await
     .unwrap();
     assert!(terminated >= 1, "no LISTEN connection found");
-    assert_eq!(wait_for_recorded(&pool, 2).await, vec![7, 8]);
+    assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 7, 8]);
 
     shutdown.cancel();
     task.await.unwrap();
@@ -240,24 +245,30 @@ async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
     }
 }
 
-/// Polls the status of `name` until `done` says so (up to 15 s).
+/// Sessions of the test's database that listen for notifications (what they last ran).
+async fn listening(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Polls the status of `name` until `done` says so.
 async fn wait_for_status(
     pool: &PgPool,
     name: &str,
     done: impl Fn(&eventstore::ProjectionStatus) -> bool,
 ) -> eventstore::ProjectionStatus {
-    let mut last = None;
-    for _ in 0..750 {
-        let status = eventstore::projection::status(pool).await.unwrap();
-        if let Some(status) = status.into_iter().find(|s| s.name == name) {
-            if done(&status) {
-                return status;
-            }
-            last = Some(status);
+    eventually(&format!("the status of {name} there"), PATIENCE, || async {
+        let status = eventstore::projection::status(pool).await.unwrap().into_iter().find(|s| s.name == name);
+        match status {
+            Some(status) if done(&status) => Ok(status),
+            other => Err(other),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("status of {name} never got there: {last:?}");
+    })
+    .await
 }
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
@@ -280,8 +291,15 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
     assert_eq!(failed.summary, "failed");
 
     // The other projections keep running: the account summary follows new events meanwhile.
-    // (Shown in the server's tests; here the recorder alone stays put.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // (Shown in the server's tests; here the recorder alone stays put.) Its runner goes on
+    // leading, a heartbeat and another later (a second or more of its steps), and applies
+    // nothing past the failure.
+    let mut beat = failed.owner_heartbeat_at;
+    for _ in 0..2 {
+        beat = wait_for_status(&pool, "recorder", |s| s.owner_heartbeat_at > beat).await.owner_heartbeat_at;
+    }
+    let still = wait_for_status(&pool, "recorder", |_| true).await;
+    assert_eq!((still.state, still.failed_position), (ProjectionState::Failed, failed.failed_position));
     assert_eq!(recorded(&pool).await, vec![1, 2]);
 
     // Retried without a fix, it fails again at the same event.
@@ -398,6 +416,7 @@ fn keep_appending(
                             .unwrap();
                         appends.committed();
                         written += 1;
+                        // Pacing the writers, not waiting for anything.
                         tokio::time::sleep(pause).await;
                     }
                     written
@@ -425,7 +444,7 @@ async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
     // apply — which is what the swap used to wait for.
     let stop_writing = CancellationToken::new();
     let writers = keep_appending(&pool, &appends, 301, 2, Duration::from_millis(2), stop_writing.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_recorded(&pool, 320).await;
     eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Rebuilding).await;
     let done = wait_for_status(&pool, "recorder", |s| s.state == ProjectionState::Running && s.rebuild.is_none()).await;
@@ -502,12 +521,10 @@ async fn levers_are_compare_and_set(pool: PgPool) {
     // Both visible before the runner starts (a test beside this one may hold them back), so
     // that its first live batch, during the rebuild, fails on event 8.
     let after = eventstore::projection::checkpoint(&pool, "recorder").await.unwrap();
-    for _ in 0..500 {
-        if eventstore::read_all_after(&pool, after, 10).await.unwrap().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("events 7 and 8 readable", PATIENCE, || async {
+        when(eventstore::read_all_after(&pool, after, 10).await.unwrap().len(), |&read| read == 2)
+    })
+    .await;
     eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
     let runner = ProjectionRunner::new(pool.clone(), Recorder { fail_on }, appends.subscribe(), "test").batch_size(4);
     let shutdown = CancellationToken::new();
@@ -540,17 +557,24 @@ async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
     let mut reader = pool.begin().await.unwrap();
     sqlx::query("SELECT count(*) FROM recorded").execute(&mut *reader).await.unwrap();
     eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
-    let mut latencies = Vec::new();
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < until {
-        let started = std::time::Instant::now();
-        sqlx::query("SELECT count(*) FROM recorded").execute(&pool).await.unwrap();
-        latencies.push(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Each time the swap is seen waiting for the table, a read comes in behind it and is
+    // answered: a swap that queued its lock for as long as the reader holds the table (which
+    // this test only lets go afterwards) would hold every read behind it as long.
+    for _ in 0..3 {
+        eventually("the swap waiting for the reader's table", PATIENCE, || async {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks
+                                WHERE relation = to_regclass('recorded') AND mode = 'AccessExclusiveLock' AND NOT granted)",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            when(waiting, |&waiting| waiting)
+        })
+        .await;
+        let read = sqlx::query("SELECT count(*) FROM recorded").execute(&pool);
+        tokio::time::timeout(PATIENCE, read).await.expect("a read beside the waiting swap is answered").unwrap();
     }
-    latencies.sort_unstable();
-    let p99 = latencies[latencies.len() * 99 / 100];
-    assert!(p99 < Duration::from_millis(100), "reads queued behind the swap: p99 {p99:?}");
     let status = eventstore::projection::status(&pool).await.unwrap();
     let waiting = status.iter().find(|s| s.name == "recorder").unwrap();
     assert_eq!(waiting.state, ProjectionState::Rebuilding, "the swap cannot have happened yet: {waiting:?}");
@@ -582,11 +606,10 @@ async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
     .unwrap();
 
     let shutdown = CancellationToken::new();
-    let started = std::time::Instant::now();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
+    // Once the stale session has also been idle for a lease (4 s), it is ended and the lead
+    // taken over.
     assert_eq!(wait_for_recorded(&pool, 3).await, vec![1, 2, 3]);
-    // The stale session must also have been idle for a lease (4 s) before it is ended.
-    assert!(started.elapsed() < Duration::from_secs(8), "took over after {:?}", started.elapsed());
     let led = wait_for_status(&pool, "recorder", |s| s.owner_instance.as_deref() == Some("test")).await;
     assert_eq!(led.summary, "running");
     let epoch: i64 =

@@ -3,6 +3,7 @@
 use eventstore::{AppendError, NewEvent, Position, RecordedEvent, append, read_all_after, read_stream};
 use serde_json::json;
 use sqlx::PgPool;
+use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
 fn event(n: i64) -> NewEvent {
@@ -28,15 +29,25 @@ async fn append_now(
 /// Reads the global log until it holds `expected` events. The snapshot horizon is cluster-wide:
 /// transactions of tests running beside this one (in other databases) hold it back for a moment.
 async fn read_all_eventually(pool: &PgPool, after: Position, limit: i64, expected: usize) -> Vec<RecordedEvent> {
-    let mut events = Vec::new();
-    for _ in 0..250 {
-        events = read_all_after(pool, after, limit).await.unwrap();
-        if events.len() >= expected {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    events
+    eventually(&format!("{expected} events read"), PATIENCE, || async {
+        when(read_all_after(pool, after, limit).await.unwrap(), |events| events.len() >= expected)
+    })
+    .await
+}
+
+/// Waits until a session of the test's database waits for a lock (another's, in Postgres).
+async fn someone_waits_for_a_lock(pool: &PgPool) {
+    eventually("a session waiting for a lock", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        when(waiting, |&waiting| waiting > 0)
+    })
+    .await;
 }
 
 async fn count(pool: &PgPool) -> i64 {
@@ -273,7 +284,7 @@ async fn a_command_is_recorded_once(pool: PgPool) {
             record_processed(&mut second, command, &json!({"n": 1}), &json!("again")).await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    someone_waits_for_a_lock(&pool).await;
     first.commit().await.unwrap();
     assert!(matches!(second.await.unwrap(), Err(RecordError::AlreadyRecorded(id)) if id == command));
     let found = find_processed(&pool, command).await.unwrap().unwrap();

@@ -65,6 +65,7 @@ async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
         let answer = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 0.1})).await;
         token = answer.json::<serde_json::Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     }
+    app.account_after(&id, &token).await;
     let response = app.get(&format!("/api/queries/accounts/{id}?after={token}")).await;
     let text = response.text().await.unwrap();
     assert!(text.contains(r#""currentBalance":1.00"#), "{text}");

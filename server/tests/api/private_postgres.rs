@@ -49,6 +49,7 @@ impl PrivatePostgres {
     /// again and waits until it answers.
     pub async fn restart(&self, down: Duration) {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        // The outage under test: its clients find the cluster gone for at least this long.
         tokio::time::sleep(down).await;
         let log = self.folder.join("postgres.log").display().to_string();
         let options = format!(
@@ -81,15 +82,14 @@ impl PrivatePostgres {
 
     async fn wait_until_it_answers(&self) {
         let url = self.url("postgres");
-        for _ in 0..300 {
-            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await
-                && sqlx::query("SELECT 1").execute(&mut conn).await.is_ok()
-            {
-                return;
+        testkit::eventually(&format!("the private cluster on port {} answering", self.port), testkit::PATIENCE, || {
+            let url = url.clone();
+            async move {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+                sqlx::query("SELECT 1").execute(&mut conn).await.map(drop)
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the private cluster on port {} does not answer", self.port);
+        })
+        .await;
     }
 }
 

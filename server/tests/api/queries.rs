@@ -2,6 +2,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use testkit::{PATIENCE, eventually, when};
+
 use crate::helpers::{error_code, spawn_app};
 
 #[sqlx::test(migrations = false)]
@@ -96,14 +98,12 @@ async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptio
         assert_eq!(response.status(), StatusCode::OK);
     }
     app.wait_for_projection().await;
-    let mut ledger = Value::Null;
-    for _ in 0..100 {
-        ledger = app.post("/api/queries/account-ledger", &json!({"accountId": id})).await.json().await.unwrap();
-        if ledger["entries"].as_array().map(Vec::len) == Some(4) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let ledger = eventually("the ledger's four entries", PATIENCE, || async {
+        let ledger: Value =
+            app.post("/api/queries/account-ledger", &json!({"accountId": id})).await.json().await.unwrap();
+        when(ledger, |ledger| ledger["entries"].as_array().map(Vec::len) == Some(4))
+    })
+    .await;
     let entries = ledger["entries"].as_array().unwrap();
     let rows: Vec<(String, f64, f64)> = entries
         .iter()

@@ -9,8 +9,7 @@
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use app::read_side::RedisAccounts;
 use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
@@ -20,6 +19,7 @@ use serde_json::{Value, json};
 use server::configuration::RedisSettings;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app_with};
@@ -87,10 +87,10 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    pub fn start() -> PrivateRedis {
+    pub async fn start() -> PrivateRedis {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut redis = PrivateRedis { child: None, port };
-        redis.restart();
+        redis.restart().await;
         redis
     }
 
@@ -99,7 +99,7 @@ impl PrivateRedis {
     }
 
     /// Starts it (again, empty) and waits until it answers.
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -107,16 +107,12 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server runs (scripts/test installs it)");
         self.child = Some(child);
-        for _ in 0..100 {
-            let pinged = redis::Client::open(self.url().as_str())
-                .and_then(|client| client.get_connection())
-                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
-            if pinged.is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {}", self.port);
+        let url = self.url();
+        eventually(&format!("redis-server answering on port {}", self.port), PATIENCE, || async {
+            let mut connection = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut connection).await
+        })
+        .await;
     }
 
     /// Stops it at once (its data goes with it).
@@ -152,20 +148,22 @@ fn without_served_by(mut answer: Value) -> Value {
     answer
 }
 
+/// The Redis projection's status, as the operators read it.
+async fn redis_status(app: &TestApp) -> Value {
+    let all: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
+    all.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap_or_default()
+}
+
 /// Waits until the Redis store has applied every event and is not rebuilding.
 async fn wait_for_redis(pool: &PgPool, accounts: &RedisAccounts) {
-    let mut seen = None;
-    for _ in 0..600 {
+    eventually("the Redis store caught up", PATIENCE, || async {
         let head = eventstore::store::head(pool).await.unwrap();
-        if let Ok(progress) = accounts.progress().await {
-            if !progress.rebuilding && progress.as_of.is_some_and(|at| at >= head) {
-                return;
-            }
-            seen = Some(progress);
+        match accounts.progress().await {
+            Ok(progress) if !progress.rebuilding && progress.as_of.is_some_and(|at| at >= head) => Ok(()),
+            seen => Err(format!("{seen:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the Redis store did not catch up within 30 s: {seen:?}");
+    })
+    .await;
 }
 
 /// Every account of a fresh fold of the event store, as the Redis store holds it; and no other.
@@ -199,19 +197,14 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     app.post("/api/commands/deposit", &json!({"accountId": id, "amount": "25.50"})).await;
     app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": "0.50"})).await;
     // A reader sees an event once no transaction that began before it is still open.
-    let mut log = None;
-    for _ in 0..100 {
+    let log = eventually("the three events readable", PATIENCE, || async {
         let read =
             eventstore::read_batch(&app.pool, eventstore::Position::START, 100, app::domain::AccountEvent::TYPES)
                 .await
                 .unwrap();
-        if read.events.len() == 3 {
-            log = Some(read);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = log.expect("the three events are readable");
+        when(read, |read| read.events.len() == 3)
+    })
+    .await;
     let space = RedisSpace::shared();
     let accounts = space.accounts();
     let log_identity = eventstore::log_identity(&app.pool).await.unwrap().unwrap();
@@ -303,7 +296,7 @@ async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let mut server = PrivateRedis::start();
+    let mut server = PrivateRedis::start().await;
     let space = RedisSpace::at(server.url());
     let app = spawn_with_redis(db, &space, "auto").await;
     let id = app.account_id("alice", 300.0).await;
@@ -316,83 +309,79 @@ async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_
     let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 10})).await;
     assert_eq!(deposited.status(), StatusCode::OK, "commands do not need Redis");
     let token = deposited.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
-    let read = app.get(&format!("/api/queries/accounts/{id}?after={token}")).await;
-    assert_eq!(read.status(), StatusCode::OK);
-    let read: Value = read.json().await.unwrap();
+    let read = app.account_after(&id, &token).await;
     assert_eq!((read["servedBy"].as_str(), read["currentBalance"].as_f64()), (Some("postgres"), Some(310.0)));
     let high = app.post("/api/queries/high-value-accounts", &json!({"minBalance": "1"})).await;
     assert_eq!(high.status(), StatusCode::OK);
     assert_eq!(high.json::<Value>().await.unwrap()["servedBy"], "postgres");
     // The operators see why.
-    let mut shown = Value::Null;
-    for _ in 0..100 {
-        let status: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
-        shown = status.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap_or_default();
-        if shown["lastError"].as_str().is_some_and(|error| error.contains("read store unavailable")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(shown["lastError"].as_str().is_some_and(|e| e.contains("read store unavailable")), "{shown}");
+    eventually("the operators told Redis is unavailable", PATIENCE, || async {
+        when(redis_status(&app).await, |shown| {
+            shown["lastError"].as_str().is_some_and(|error| error.contains("read store unavailable"))
+        })
+    })
+    .await;
 
     // Back, empty: the projection notices and rebuilds it from the first event.
-    server.restart();
+    server.restart().await;
     app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5})).await;
     assert_redis_equals_replay(&app.pool, &space).await;
     // Redis serves again once it is no longer resting after the last failed read (1 s) and its
     // rebuild is marked done, which may be a moment after its content is whole.
-    let mut answer = Value::Null;
-    for _ in 0..50 {
-        answer = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
-        if answer["servedBy"] == "redis" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(315.0)));
+    let answer = eventually("Redis serving again", PATIENCE, || async {
+        let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        when(answer, |answer| answer["servedBy"] == "redis")
+    })
+    .await;
+    assert_eq!(answer["currentBalance"].as_f64(), Some(315.0), "{answer}");
     // Postgres records the rebuild's end just after Redis, and the status is read at most 1 s old.
-    let mut redis_status = Value::Null;
-    for _ in 0..100 {
-        let status: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
-        redis_status = status.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap();
-        if redis_status["state"] == "running" && redis_status["lastError"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(redis_status["state"], "running", "{redis_status}");
-    assert!(redis_status["lastError"].is_null(), "{redis_status}");
+    eventually("the Redis projection running without error", PATIENCE, || async {
+        when(redis_status(&app).await, |shown| shown["state"] == "running" && shown["lastError"].is_null())
+    })
+    .await;
 }
 
 #[sqlx::test(migrations = false)]
 async fn flushall_mid_load_is_noticed_and_rebuilt_to_a_replay(_: PgPoolOptions, db: PgConnectOptions) {
-    let server = PrivateRedis::start();
+    let server = PrivateRedis::start().await;
     let space = RedisSpace::at(server.url());
     let app = spawn_with_redis(db, &space, "auto").await;
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(app.account_id("alice", 100.0 + f64::from(n)).await);
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, accepted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let load = {
-        let (client, address, ids, stop) = (app.client.clone(), app.address.clone(), ids.clone(), stop.clone());
+        let (client, address, ids) = (app.client.clone(), app.address.clone(), ids.clone());
+        let (stop, accepted) = (stop.clone(), accepted.clone());
         tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let route = if n.is_multiple_of(4) { "withdraw" } else { "deposit" };
                 let body = json!({"accountId": ids[n % ids.len()], "amount": format!("{}.{:02}", n % 5 + 1, n % 100)});
-                let _ = client.post(format!("{address}/api/commands/{route}")).json(&body).send().await;
+                let sent = client.post(format!("{address}/api/commands/{route}")).json(&body).send().await;
+                if sent.is_ok_and(|response| response.status().is_success()) {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            n
         })
     };
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let accepted_more = |more: usize| {
+        let (accepted, target) = (accepted.clone(), accepted.load(Ordering::Relaxed) + more);
+        async move {
+            eventually(&format!("{more} more commands accepted"), PATIENCE, || async {
+                when(accepted.load(Ordering::Relaxed), |&accepted| accepted >= target)
+            })
+            .await
+        }
+    };
+    // Commands before, and commands after, the flush.
+    accepted_more(20).await;
     space.command(&redis::cmd("FLUSHALL")).expect("FLUSHALL");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    accepted_more(20).await;
     stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
-    assert!(sent > 20, "only {sent} commands were sent");
+    load.await.unwrap();
 
     assert_redis_equals_replay(&app.pool, &space).await;
 }
@@ -405,7 +394,7 @@ async fn two_instances_and_a_kill_9_of_the_leader_leave_redis_equal_to_a_replay(
     use crate::multi_instance::{Load, create_accounts, leader_of, wait_until_led_by};
     use crate::processes::{operator_client, spawn_server_with};
 
-    let server = PrivateRedis::start();
+    let server = PrivateRedis::start().await;
     let space = RedisSpace::at(server.url());
     let redis_env = [("REDIS_URL", space.url.clone()), ("REDIS_KEY_PREFIX", space.prefix.clone())];
     let a = spawn_server_with(&db, "instance-a", &redis_env);
@@ -481,16 +470,10 @@ async fn an_operators_rebuild_empties_redis_and_builds_it_again(_: PgPoolOptions
     assert_eq!(pulled.status(), StatusCode::OK);
     app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
 
-    let mut status = Value::Null;
-    for _ in 0..200 {
-        let all: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
-        status = all.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap();
-        if status["state"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status["state"], "running", "{status}");
+    eventually("the rebuilt Redis projection running", PATIENCE, || async {
+        when(redis_status(&app).await, |status| status["state"] == "running")
+    })
+    .await;
     assert_redis_equals_replay(&app.pool, &space).await;
     let exists: i64 = redis::cmd("EXISTS").arg(&leftover).query(&mut connection).unwrap();
     assert_eq!(exists, 0);

@@ -7,6 +7,8 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use testkit::{PATIENCE, eventually, when};
+
 use crate::helpers::spawn_app_with;
 
 #[sqlx::test(migrations = false)]
@@ -30,19 +32,14 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
         .await;
     assert_eq!(rebuilt.status(), StatusCode::OK);
     // The rebuild is under way from the answer on; running again once swapped in.
-    let mut running = false;
-    for _ in 0..300 {
+    eventually("the rebuild run as the server's role", PATIENCE, || async {
         let projections: serde_json::Value =
             app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
         let summary = projections.as_array().unwrap().iter().find(|p| p["name"] == "account_summary").unwrap().clone();
         assert!(summary["lastError"].is_null(), "{summary}");
-        if summary["state"] == "running" {
-            running = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(running, "the rebuild ran as the server's role");
+        when(summary, |summary| summary["state"] == "running")
+    })
+    .await;
     let read: serde_json::Value = app.get(&format!("/api/queries/accounts/{account}")).await.json().await.unwrap();
     assert_eq!(read["currentBalance"], json!(15.0));
 
@@ -53,8 +50,7 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
         app.post("/api/commands/transfer", &json!({"fromAccountId": account, "toAccountId": other, "amount": 5})).await;
     assert_eq!(sent.status(), StatusCode::OK);
     let transfer: serde_json::Value = sent.json().await.unwrap();
-    let mut completed = false;
-    for _ in 0..300 {
+    eventually("the transfer completed as the server's role", PATIENCE, || async {
         let finished: Option<String> = sqlx::query_scalar(
             "SELECT event_type FROM events WHERE stream_id = $1::text::uuid AND event_type = 'TransferCompleted'",
         )
@@ -62,13 +58,9 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
         .fetch_optional(&owner)
         .await
         .unwrap();
-        if finished.is_some() {
-            completed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(completed, "the transfer completed as the server's role");
+        when(finished, Option::is_some)
+    })
+    .await;
     for (table, privilege) in [
         ("transfer_process_checkpoint", "INSERT"),
         ("transfer_process_checkpoint", "UPDATE"),
@@ -113,7 +105,16 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     again.stop();
     app.stop();
     drop((app, again));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Once their sessions have ended: a role still connected cannot be dropped.
+    eventually("the servers' sessions as the role ended", PATIENCE, || async {
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&role)
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+        when(sessions, |&sessions| sessions == 0)
+    })
+    .await;
     // The role leaves nothing behind in the cluster.
     sqlx::query(&format!("REASSIGN OWNED BY {role} TO CURRENT_USER")).execute(&owner).await.unwrap();
     sqlx::query(&format!("DROP OWNED BY {role}")).execute(&owner).await.unwrap();

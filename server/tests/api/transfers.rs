@@ -2,6 +2,7 @@
 //! under repeats, deadlines, refusals, a kill -9 and a Postgres restart, and the routes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +17,13 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, User, error_code, spawn_app, spawn_app_with};
+use crate::multi_instance::leader_of;
 use crate::private_postgres::PrivatePostgres;
-use crate::processes::{OPERATOR, operator_client, owner_of, spawn_server_at};
+use crate::processes::{OPERATOR, operator_client, spawn_server_at};
 
 impl TestApp {
     /// POST as `user`.
@@ -37,18 +40,16 @@ impl TestApp {
 
     /// Waits until the transfer is finished as the transfers read model shows it to `user`.
     async fn finished_transfer(&self, user: &User, account_id: &str, transfer_id: &str) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            last = self.transfers_of(user, account_id).await;
-            let found = last["transfers"].as_array().unwrap().iter().find(|t| t["transferId"] == transfer_id).cloned();
-            if let Some(transfer) = found
-                && matches!(transfer["state"].as_str(), Some("completed" | "failed"))
-            {
-                return transfer;
+        eventually(&format!("transfer {transfer_id} finished"), PATIENCE, || async {
+            let listed = self.transfers_of(user, account_id).await;
+            let found =
+                listed["transfers"].as_array().unwrap().iter().find(|t| t["transferId"] == transfer_id).cloned();
+            match found {
+                Some(transfer) if matches!(transfer["state"].as_str(), Some("completed" | "failed")) => Ok(transfer),
+                _ => Err(listed),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("transfer {transfer_id} did not finish: {last}");
+        })
+        .await
     }
 
     /// The account's balance once the read model has every event.
@@ -373,16 +374,23 @@ impl Bank {
     /// gap-safe reader sees.
     async fn whole_log(&self) -> (Uuid, Vec<eventstore::RecordedEvent>) {
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap();
-        for _ in 0..300 {
+        eventually(&format!("the log's readers seeing its {stored} events"), PATIENCE, || async {
             let events = eventstore::read_all_after(&self.pool, eventstore::Position::START, i64::MAX).await.unwrap();
-            if events.len() as i64 == stored
-                && let Some(log) = eventstore::log_identity(&self.pool).await.unwrap()
-            {
-                return (log, events);
+            match eventstore::log_identity(&self.pool).await.unwrap() {
+                Some(log) if events.len() as i64 == stored => Ok((log, events)),
+                _ => Err(events.len()),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the log's readers did not see its {stored} events within 15 s");
+        })
+        .await
+    }
+
+    /// Every event's type, by stream, once `transfer` has finished (four events: it went as far
+    /// as it goes).
+    async fn finished(&self, transfer: Uuid) -> BTreeMap<Uuid, Vec<String>> {
+        eventually(&format!("transfer {transfer} finished"), PATIENCE, || async {
+            when(self.events().await, |streams| streams[&transfer].len() == 4)
+        })
+        .await
     }
 
     /// Every event's type, by stream, in order.
@@ -439,18 +447,13 @@ async fn a_transfer_left_debited_is_undone_at_its_deadline_after_a_restart(_: Pg
     // The process took the debit, then stopped (no server runs) before the credit.
     assert!(bank.process.take_next_step(transfer).await.unwrap());
     assert_eq!(bank.events().await[&transfer], ["TransferRequested", "SourceDebited"]);
+    // The deadline under test passes: a second, and any more a busy machine takes, only helps.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A server starts, past the deadline: the credit is refused as too late and the source
     // refunded, once.
     let app = spawn_app_with(db, |settings| settings.transfer_deadline = Duration::from_secs(1)).await;
-    for _ in 0..300 {
-        if bank.events().await[&transfer].len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let streams = bank.events().await;
+    let streams = bank.finished(transfer).await;
     assert_eq!(streams[&transfer], ["TransferRequested", "SourceDebited", "SourceRefunded", "TransferFailed"]);
     assert_eq!(streams[&from], ["AccountCreated", "TransferDebited", "TransferRefunded"]);
     assert_eq!(streams[&to], ["AccountCreated"], "the target got nothing");
@@ -473,6 +476,7 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
     let env = [("TRANSFER_DEADLINE_SECONDS", "20".to_owned())];
     let mut servers = vec![spawn_server_at(&url, "first", &env), spawn_server_at(&url, "second", &env)];
     let client = operator_client(&db, &servers[0]).await;
+    let pool = PgPool::connect_with(db.clone()).await.unwrap();
     let mut accounts = Vec::new();
     for _ in 0..ACCOUNTS {
         accounts
@@ -483,13 +487,23 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
     let frozen = client.post(format!("{}/api/commands/freeze-account", servers[0].address)).json(&freeze).send().await;
     assert_eq!(frozen.unwrap().status(), StatusCode::OK);
     let addresses = Arc::new(Mutex::new(servers.iter().map(|s| s.address.clone()).collect::<Vec<_>>()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = start_transfers(&client, addresses.clone(), accounts.clone(), stop.clone());
+    let load = Transfers::start(&client, addresses.clone(), accounts.clone());
+    eventually("a transfer refunded and one refused at the debit", PATIENCE, || async {
+        let (refunded, refused): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE event_type = 'SourceRefunded'),
+                    count(*) FILTER (WHERE event_type = 'TransferFailed' AND NOT EXISTS
+                        (SELECT 1 FROM events d WHERE d.stream_id = f.stream_id AND d.event_type = 'SourceDebited'))
+             FROM events f",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        when((refunded, refused), |&(refunded, refused)| refunded > 0 && refused > 0)
+    })
+    .await;
 
     // Mid-run: kill -9 whichever instance leads the transfer process, and start another.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let health = servers[1].health(&client).await;
-    let leader = owner_of(&health, "transfer_process").expect("someone leads the transfer process");
+    let leader = leader_of(&client, &servers[1], "transfer_process").await;
     let victim = servers.iter().position(|s| s.instance == leader).unwrap();
     servers[victim].kill_9();
     servers.remove(victim);
@@ -500,24 +514,21 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
         client.post(format!("{}/api/commands/unfreeze-account", servers[0].address)).json(&unfreeze).send().await;
     assert_eq!(unfrozen.unwrap().status(), StatusCode::OK);
 
-    // Then Postgres itself goes down hard (as a crash would) and comes back.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Then, with transfers going on, Postgres itself goes down hard (as a crash would) and comes
+    // back; transfers go on after it.
+    load.accepted_more(20).await;
     cluster.restart(Duration::from_millis(1500)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.accepted_more(20).await;
     // Mid-run, with transfers under way: in one snapshot of the log, the balances and the money
     // in flight (debited, neither credited nor refunded yet) add up to what the accounts began with.
     let pool = PgPool::connect_with(db.clone()).await.unwrap();
     let (balances, in_flight) = balances_and_money_in_flight(&pool).await;
     assert_eq!(balances + in_flight, Decimal::from(1000 * ACCOUNTS as u64), "{balances} + {in_flight} in flight");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let accepted = load.await.unwrap();
-    assert!(accepted > 30, "only {accepted} transfers were accepted");
+    load.stop().await;
 
     // Every transfer requested (answered or not) finishes, Completed or Failed, once.
-    let mut unfinished = i64::MAX;
-    for _ in 0..600 {
-        unfinished = sqlx::query_scalar(
+    eventually("every transfer requested finished", PATIENCE, || async {
+        let unfinished: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
                  (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
                   AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
@@ -525,12 +536,9 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
         .fetch_one(&pool)
         .await
         .unwrap();
-        if unfinished == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(unfinished, 0, "transfers left unfinished");
+        when(unfinished, |&unfinished| unfinished == 0)
+    })
+    .await;
     assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
     crate::helpers::wait_for_projections(&pool).await;
     assert_transfers_read_model_equals_the_streams(&pool).await;
@@ -539,23 +547,23 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
 }
 
 /// Transfers in a ring and at random between `accounts`, from four clients, to whichever
-/// server `addresses` lists now, until `stop`. Returns how many were accepted.
-fn start_transfers(
-    client: &reqwest::Client,
-    addresses: Arc<Mutex<Vec<String>>>,
-    accounts: Vec<String>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<usize> {
-    let client = client.clone();
-    tokio::spawn(async move {
-        let workers: Vec<_> = (0..4)
+/// server `addresses` lists now, until stopped.
+struct Transfers {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Transfers {
+    fn start(client: &reqwest::Client, addresses: Arc<Mutex<Vec<String>>>, accounts: Vec<String>) -> Transfers {
+        let (stop, accepted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let workers = (0..4)
             .map(|worker| {
-                let (client, addresses, accounts, stop) =
-                    (client.clone(), addresses.clone(), accounts.clone(), stop.clone());
+                let (client, addresses, accounts, stop, accepted) =
+                    (client.clone(), addresses.clone(), accounts.clone(), stop.clone(), accepted.clone());
                 tokio::spawn(async move {
-                    let mut accepted = 0;
                     let mut n = worker * 7;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let from = n % accounts.len();
                         // Workers 0 and 1 send around the ring; 2 and 3 anywhere.
@@ -572,23 +580,35 @@ fn start_transfers(
                         let sent = client
                             .post(format!("{address}/api/commands/transfer"))
                             .json(&json!({"fromAccountId": accounts[from], "toAccountId": accounts[to], "amount": amount}))
-                            .timeout(Duration::from_secs(5))
+                            .timeout(Duration::from_secs(30))
                             .send()
                             .await;
                         if sent.is_ok_and(|response| response.status().is_success()) {
-                            accepted += 1;
+                            accepted.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    accepted
                 })
             })
             .collect();
-        let mut accepted = 0;
-        for worker in workers {
-            accepted += worker.await.unwrap_or(0);
+        Transfers { stop, accepted, workers }
+    }
+
+    /// Waits until `more` transfers beyond those accepted so far have been accepted.
+    async fn accepted_more(&self, more: usize) {
+        let target = self.accepted.load(Ordering::Relaxed) + more;
+        eventually(&format!("{more} more transfers accepted"), PATIENCE, || async {
+            when(self.accepted.load(Ordering::Relaxed), |&accepted| accepted >= target)
+        })
+        .await;
+    }
+
+    /// Stops the clients and waits for their last requests.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            let _ = worker.await;
         }
-        accepted
-    })
+    }
 }
 
 /// From the event store itself: every balance folded from its events is never negative and
@@ -671,9 +691,8 @@ async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal
 /// Waits until the transfers read model has every event, then compares each row's state with
 /// its transfer's stream.
 async fn assert_transfers_read_model_equals_the_streams(pool: &PgPool) {
-    let mut differ = Vec::new();
-    for _ in 0..300 {
-        differ = sqlx::query_scalar(
+    eventually("the transfers read model equal to the streams", PATIENCE, || async {
+        let differ: Vec<Uuid> = sqlx::query_scalar(
             "SELECT s.stream_id FROM (SELECT stream_id, (array_agg(event_type ORDER BY stream_version DESC))[1] AS last
                                       FROM events WHERE stream_type = 'transfer' GROUP BY stream_id) s
              LEFT JOIN transfers t ON t.transfer_id = s.stream_id
@@ -683,13 +702,9 @@ async fn assert_transfers_read_model_equals_the_streams(pool: &PgPool) {
         .fetch_all(pool)
         .await
         .unwrap();
-        if differ.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let differ: Vec<Uuid> = differ;
-    panic!("the transfers read model differs from the streams for {differ:?}");
+        when(differ, Vec::is_empty)
+    })
+    .await;
 }
 
 /// The sum of every account's balance and of the money in flight, from one snapshot of the log.
@@ -780,21 +795,25 @@ async fn the_deadline_watch_undoes_a_transfer_the_log_no_longer_wakes_once(_: Pg
     let to_position = events.last().unwrap().position();
     let batch = ExternalBatch { log, from: None, to: to_position, events: &[], rebuilding: false, epoch: 0 };
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
+    // The deadline under test passes: a second, and any more a busy machine takes, only helps.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let app = spawn_app_with(db, |settings| settings.transfer_deadline = Duration::from_secs(1)).await;
-    for _ in 0..300 {
-        if bank.events().await[&transfer].len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let streams = bank.events().await;
+    let app = spawn_app_with(db, |settings| {
+        settings.transfer_deadline = Duration::from_secs(1);
+        settings.instance_id = "deadline-watch".to_owned();
+    })
+    .await;
+    let streams = bank.finished(transfer).await;
     assert_eq!(streams[&transfer], ["TransferRequested", "SourceDebited", "SourceRefunded", "TransferFailed"]);
     assert_eq!(streams[&from], ["AccountCreated", "TransferDebited", "TransferRefunded"]);
     assert_eq!(streams[&to], ["AccountCreated"]);
-    // Fired once: a while later, nothing more.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Fired once: the watch looks again (as the running one does every second) and writes
+    // nothing more, whether the transfers read model still shows the transfer debited or,
+    // once it has caught up, failed.
+    bank.process.fire_due_deadlines("deadline-watch").await.unwrap();
+    assert_eq!(bank.events().await, streams);
+    crate::helpers::wait_for_projections(&bank.pool).await;
+    assert_eq!(bank.process.fire_due_deadlines("deadline-watch").await.unwrap(), 0, "nothing is overdue any more");
     assert_eq!(bank.events().await, streams);
     drop(app);
 }
