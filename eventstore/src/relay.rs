@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,9 @@ pub(crate) async fn announce(
 }
 
 /// `LISTEN`s on `channel` until `shutdown`, reconnecting after any failure.
+///
+/// On a connection of its own, not one of `pool`'s: a listener holds its connection for good,
+/// and the pool's are for requests (a pool of 3 would otherwise serve them with 1).
 pub(crate) async fn listen(
     pool: PgPool,
     channel: &'static str,
@@ -59,9 +62,14 @@ pub(crate) async fn listen(
     shutdown: CancellationToken,
     listener: impl Listener,
 ) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
     loop {
         let connected = async {
-            let mut connection = PgListener::connect_with(&pool).await?;
+            let mut connection = PgListener::connect_with(&own).await?;
             connection.listen(channel).await?;
             Ok::<_, sqlx::Error>(connection)
         };
