@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, ResponseBodyTimeoutLayer, TimeoutLayer};
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
@@ -239,13 +239,17 @@ fn router(state: AppState, settings: &Settings) -> Router {
         move || provide_context(services.clone())
     };
     Router::new()
+        .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {
+            shell(leptos_options.clone())
+        })
+        // A page streams as its resources resolve; one that stalls (a resource that never
+        // resolves: Leptos has had such bugs) is cut off, not held open for good. Not for the
+        // live stream, which is quiet between messages.
+        .route_layer(ResponseBodyTimeoutLayer::new(settings.request_timeout))
         .route("/api/queries/accounts/{id}", get(routes::accounts::get_account))
         .route("/api/live", get(routes::live::live))
         .route("/health", get(routes::health::health))
         .route("/metrics", get(routes::metrics::metrics))
-        .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {
-            shell(leptos_options.clone())
-        })
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         // How often a user may send commands; who they are is known by then.
