@@ -69,8 +69,8 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     let pool = PgPool::connect_with(database).await.expect("the test connects");
     let mut app = TestApp {
         address,
-        client: reqwest::Client::new(),
-        anonymous: reqwest::Client::new(),
+        client: http_client().build().unwrap(),
+        anonymous: http_client().build().unwrap(),
         pool,
         shutdown,
         operator: tokio::sync::OnceCell::new(),
@@ -83,7 +83,7 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
 /// Signs up or in (`door`: `sign-up`, `sign-in`) at the server at `address`, then makes the user
 /// an API token with the session: what a person does in the browser, then on the tokens page.
 pub async fn enter(address: &str, door: &str, username: &str, password: &str) -> User {
-    let anonymous = reqwest::Client::new();
+    let anonymous = http_client().build().unwrap();
     let response = anonymous
         .post(format!("{address}/api/auth/{door}"))
         .json(&json!({"username": username, "password": password}))
@@ -103,8 +103,14 @@ pub async fn enter(address: &str, door: &str, username: &str, password: &str) ->
     let token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    let client = http_client().default_headers(headers).build().unwrap();
     User { username: username.to_owned(), cookie, token, client }
+}
+
+/// An HTTP client for the tests: a request the server never finishes answering fails the test
+/// after [`PATIENCE`], instead of holding the whole suite up.
+pub fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(PATIENCE)
 }
 
 /// The session cookie a sign-in or sign-up answer sets.

@@ -241,10 +241,14 @@ async fn wrong_passwords_are_limited_and_the_right_one_works_later(_: PgPoolOpti
     let limited_at = limited_at.expect("limited within 20 attempts");
     assert!(limited_at < 20, "429 before the 20th, at {limited_at}");
     assert!((1..=6).contains(&retry_after), "Retry-After {retry_after}");
-    // Even the right password waits its turn, then works.
-    assert_eq!(attempt(PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
     // The limiter's own clock under test: after the Retry-After it named, and any later, it lets
-    // the next attempt in.
+    // the next attempt in. A wrong one takes it, so the one after is a whole refill (6 s) away.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(attempt("guess").await.status(), StatusCode::UNAUTHORIZED);
+    // Even the right password waits its turn, then works.
+    let refused = attempt(PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = refused.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(attempt(PASSWORD).await.status(), StatusCode::OK);
 }

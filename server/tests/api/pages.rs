@@ -30,7 +30,7 @@ async fn the_accounts_page_lists_accounts(_: PgPoolOptions, db: PgConnectOptions
 async fn a_signed_out_visitor_is_sent_to_sign_in_and_back(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 10.0).await;
-    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let no_redirects = crate::helpers::http_client().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for (page, back) in
         [("/".to_owned(), "/".to_owned()), (format!("/accounts/{id}?at=1"), format!("/accounts/{id}%3Fat%3D1"))]
     {
