@@ -22,7 +22,7 @@ pub struct TestApp {
 
 /// The server's pool in the tests: two tests at a time, each with up to two servers, fit in half
 /// of a default Postgres's connections (README, "The tests").
-pub const TEST_POOL_SIZE: u32 = 3;
+pub const TEST_POOL_SIZE: u32 = 2;
 
 /// The customer every [`TestApp`] signs up first; `client` acts as them.
 pub const CUSTOMER: &str = "alice";
