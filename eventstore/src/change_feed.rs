@@ -169,12 +169,18 @@ impl ChangeFeed {
             let Some(now) = positions.borrow_and_update().get(projection).copied() else { continue };
             let before = {
                 let mut subscribers = lock(&self.subscribers);
-                if now <= subscribers.position {
+                if now == subscribers.position {
                     continue;
                 }
                 if subscribers.queues.is_empty() {
                     // Nobody to tell; whoever subscribes next starts from here.
                     subscribers.position = now;
+                    continue;
+                }
+                if now < subscribers.position {
+                    // The read model went back (a rebuild, another history of the log): what
+                    // subscribers were shown may be gone, so they read everything again.
+                    subscribers.hand_out(Arc::new(Changes { position: now, streams: None }));
                     continue;
                 }
                 subscribers.position
@@ -303,6 +309,24 @@ mod tests {
             position: Position { transaction_id: n, global_position: n },
             streams: Some(streams.iter().map(|&stream_id| ChangedStream { stream_id, first_version: 2 }).collect()),
         })
+    }
+
+    #[tokio::test]
+    async fn a_read_model_that_went_back_tells_every_subscriber_to_read_everything_again() {
+        let at = |n| Position { transaction_id: n, global_position: n };
+        let shared = Arc::new(Mutex::new(Subscribers::starting_at(at(5))));
+        let feed = feed(shared.clone());
+        let (mut watching, _) = feed.subscribe(Some(vec![Uuid::new_v4()]));
+        let (checkpoints, positions) = watch::channel(HashMap::from([("p".to_owned(), at(5))]));
+        let shutdown = CancellationToken::new();
+        let following = tokio::spawn(feed.clone().follow(positions, "p", shutdown.clone()));
+        // A rebuild began: the checkpoint is back at 3. No read of what changed is needed (this
+        // feed's pool cannot connect): everything may have.
+        checkpoints.send_replace(HashMap::from([("p".to_owned(), at(3))]));
+        assert_eq!(watching.next().await, Next::Changes(Arc::new(Changes { position: at(3), streams: None })));
+        assert_eq!(feed.subscribe(None).1, at(3), "the feed goes on from where the read model is");
+        shutdown.cancel();
+        following.await.unwrap();
     }
 
     #[tokio::test]

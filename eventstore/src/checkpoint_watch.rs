@@ -6,7 +6,8 @@
 //! the batches of every other process. The listener reads every checkpoint again after each
 //! (re)connection, since notifications sent while it was away are lost, and — only while
 //! someone waits — once a second, so that a lost notification delays a waiter but never
-//! strands it until its deadline. The number of waiters is capped.
+//! strands it until its deadline. The number of waiters is capped. Only those reads may move
+//! a checkpoint back (see [`CheckpointWatch::read_all`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,15 +125,43 @@ impl CheckpointWatch {
         ]
     }
 
+    /// Reads every checkpoint from the database. One found behind what this process knew
+    /// before the read began has moved back — a rebuild began, the partition count changed, a
+    /// failover or a restore gave the log another history — and is followed back: waits for
+    /// positions past it wait again, and the live stream says everything may have changed.
+    /// (Behind only what was learned during the read, it is an older sighting: a batch that
+    /// committed meanwhile.)
     async fn read_all(&self, pool: &PgPool) {
+        let before = self.positions.borrow().clone();
         match crate::projection::checkpoints(pool).await {
-            Ok(checkpoints) => {
-                for (projection, position) in checkpoints {
-                    self.observe(&projection, position);
-                }
-            }
+            Ok(checkpoints) => self.read(&before, checkpoints),
             Err(error) => tracing::warn!(%error, "cannot read the checkpoints"),
         }
+    }
+
+    /// What [`Self::read_all`] read, against what was known `before` it began.
+    fn read(&self, before: &HashMap<String, Position>, checkpoints: Vec<(String, Position)>) {
+        for (projection, position) in checkpoints {
+            if before.get(&projection).is_some_and(|known| position < *known) {
+                self.moved_back(&projection, position);
+            } else {
+                self.observe(&projection, position);
+            }
+        }
+    }
+
+    /// `projection`'s checkpoint is now `position`, behind what was known of it (and so is its
+    /// projection's, for a partition, if that is now the least).
+    fn moved_back(&self, projection: &str, position: Position) {
+        tracing::info!(projection, %position, "a checkpoint moved back: following it");
+        self.positions.send_modify(|positions| {
+            positions.insert(projection.to_owned(), position);
+            if let Some((whole, _)) = Partition::parse_checkpoint_name(projection)
+                && positions.get(whole).is_some_and(|known| position < *known)
+            {
+                positions.insert(whole.to_owned(), position);
+            }
+        });
     }
 }
 
@@ -191,6 +220,11 @@ fn decode(payload: &str) -> impl Iterator<Item = (String, Position)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::Listener;
+
+    fn at(global_position: i64) -> Position {
+        Position { transaction_id: 1, global_position }
+    }
 
     #[test]
     fn announcements_too_large_for_one_notification_are_left_to_the_listeners_reads() {
@@ -233,7 +267,6 @@ mod tests {
     #[test]
     fn a_partitioned_projection_is_as_far_as_its_slowest_partition() {
         let watch = CheckpointWatch::new(1);
-        let at = |global_position| Position { transaction_id: 1, global_position };
         watch.advanced("p/0-of-2", at(9));
         assert_eq!(watch.position("p"), None, "one partition not seen yet");
         watch.advanced("p/1-of-2", at(4));
@@ -242,6 +275,34 @@ mod tests {
         assert_eq!(watch.position("p"), Some(at(9)));
         watch.advanced("p/0-of-2", at(20));
         assert_eq!(watch.position("p"), Some(at(12)));
+    }
+
+    #[test]
+    fn a_checkpoint_read_behind_what_was_known_before_the_read_moves_back() {
+        let watch = CheckpointWatch::new(10);
+        watch.advanced("p", at(10));
+        watch.advanced("q", at(10));
+        let before = watch.positions.borrow().clone();
+        // While the read ran, a batch committed "q" further: the read's older sighting of it
+        // changes nothing.
+        watch.advanced("q", at(12));
+        watch.read(&before, vec![("p".into(), at(3)), ("q".into(), at(10))]);
+        assert_eq!(watch.position("p"), Some(at(3)), "a rebuild began: followed back");
+        assert_eq!(watch.position("q"), Some(at(12)));
+        // A notification never moves one back.
+        watch.received(&encode(&HashMap::from([("p".to_owned(), at(1))])));
+        assert_eq!(watch.position("p"), Some(at(3)));
+    }
+
+    #[test]
+    fn a_partition_that_moved_back_moves_its_projection_back() {
+        let watch = CheckpointWatch::new(10);
+        watch.advanced("p/0-of-2", at(8));
+        watch.advanced("p/1-of-2", at(9));
+        assert_eq!(watch.position("p"), Some(at(8)));
+        let before = watch.positions.borrow().clone();
+        watch.read(&before, vec![("p/1-of-2".into(), at(2))]);
+        assert_eq!(watch.position("p"), Some(at(2)));
     }
 
     // Paused time: the first waiter is registered before the clock moves past its 20 ms, on a
