@@ -20,7 +20,7 @@ impl BenchRedis {
 
     /// Removes every key of the run's prefix (the highest epoch there is passes any fence).
     pub async fn clear(&self) -> Result<(), Box<dyn std::error::Error>> {
-        self.accounts.clear(i64::MAX).await?;
+        self.accounts.clear(i64::MAX, "bench").await?;
         let mut redis = redis::Client::open(self.settings.url.as_str())?.get_multiplexed_async_connection().await?;
         redis::cmd("DEL").arg(format!("{}fence", self.settings.key_prefix)).exec_async(&mut redis).await?;
         Ok(())

@@ -39,6 +39,8 @@ pub mod event;
 #[cfg(feature = "postgres")]
 pub mod guard;
 #[cfg(feature = "postgres")]
+pub mod history;
+#[cfg(feature = "postgres")]
 pub mod processed_commands;
 #[cfg(feature = "postgres")]
 pub mod projection;
@@ -68,14 +70,16 @@ pub use event::{NewEvent, RecordedEvent};
 #[cfg(feature = "postgres")]
 pub use guard::{ClusterMoveError, check_transaction_ids};
 #[cfg(feature = "postgres")]
+pub use history::{LogIdentity, event_at, log_identity, server_started_at};
+#[cfg(feature = "postgres")]
 pub use projection::{ApplyError, Progress, Projection, ProjectionError, ProjectionRunner, Target, is_transient};
 #[cfg(feature = "postgres")]
 pub use snapshots::SnapshotVersion;
 #[cfg(feature = "postgres")]
 pub use store::{
     AppendAndRecordError, AppendError, Appended, CommandRecord, LogBatch, append, append_and_record,
-    begin_with_stream_lock, head, latest_version, log_identity, read_all_after, read_batch, read_partition_batch,
-    read_stream, read_stream_from_snapshot, read_stream_until,
+    begin_with_stream_lock, head, latest_version, read_all_after, read_batch, read_partition_batch, read_stream,
+    read_stream_from_snapshot, read_stream_until,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

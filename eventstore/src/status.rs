@@ -57,6 +57,10 @@ pub struct ProjectionStatus {
     #[serde(with = "time::serde::rfc3339::option")]
     pub owner_heartbeat_at: Option<OffsetDateTime>,
     pub rebuild: Option<RebuildProgress>,
+    /// Why a store outside Postgres was last rebuilt from the first event (or is being): it was
+    /// of another history of the log, it lost data, an operator asked.
+    #[serde(default)]
+    pub rebuild_reason: Option<String>,
     /// How long the oldest transaction of the cluster has been open: every projection waits
     /// for it (seconds).
     pub oldest_transaction_seconds: f64,

@@ -361,18 +361,6 @@ pub async fn stream_times(
     Ok(began.zip(at_version))
 }
 
-/// The id of the log's first event in reader order, once it is committed and no earlier one
-/// can still appear: it names this event store, so that a read store built from another
-/// database's log (whose first event is another) is told apart. `None` while the log is empty.
-pub async fn log_identity(executor: impl PgExecutor<'_>) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT event_id FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY transaction_id, global_position LIMIT 1",
-    )
-    .fetch_optional(executor)
-    .await
-}
-
 /// The position of the newest event in reader order; [`Position::START`] for an empty store.
 pub async fn head(executor: impl PgExecutor<'_>) -> Result<Position, sqlx::Error> {
     let head: Option<(i64, i64)> = sqlx::query_as(
@@ -393,6 +381,8 @@ pub struct LogBatch {
     pub read: usize,
     /// The position of the last event read past: where the reader's checkpoint may move to.
     pub read_to: Option<Position>,
+    /// The id of that event: a checkpoint outside Postgres names it (see [`crate::history`]).
+    pub read_to_event: Option<Uuid>,
 }
 
 /// Up to `limit` events after `after` in the global log, as [`read_all_after`] reads them, of
@@ -441,9 +431,10 @@ pub async fn read_partition_batch(
     .await?;
     let read_to =
         rows.last().map(|row| Position { transaction_id: row.transaction_id, global_position: row.global_position });
+    let read_to_event = rows.last().map(|row| row.event_id);
     let read = rows.len();
     let events = rows.into_iter().filter_map(PassedOrWanted::into_wanted).collect();
-    Ok(LogBatch { events, read, read_to })
+    Ok(LogBatch { events, read, read_to, read_to_event })
 }
 
 /// One row of [`read_batch`]: an event, whole if wanted.

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstore::Position;
+use eventstore::projection::StoredCheckpoint;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::redis_accounts::{RedisAccounts, RedisAnswer};
@@ -52,30 +52,92 @@ const READ_TIMEOUT: Duration = Duration::from_millis(250);
 /// then costs them nothing, not a failed connection each.
 const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
+/// How often a query side asks the database which history of the log it has (and when its
+/// server started): after a restore or a failover under running servers, Redis answers again
+/// only once its checkpoint is found in the new history, at most this long after.
+const HISTORY_CHECK: Duration = Duration::from_secs(2);
+
 /// The Redis read store as the queries see it.
 #[derive(Clone)]
 pub struct RedisReads {
     accounts: RedisAccounts,
     choice: ReadStore,
     resting_until: Arc<Mutex<Option<Instant>>>,
-    /// This database's event log ([`eventstore::log_identity`]), once it has an event: Redis
-    /// answers only with what it built from this log, never another database's.
     pool: PgPool,
-    log: Arc<OnceCell<Uuid>>,
+    /// The database's history now, and when it was read.
+    current: Arc<Mutex<Option<(Instant, History)>>>,
+    /// The history in which a checkpoint of Redis's was found in the log: Redis answers only
+    /// with what it built from the history the database has, never a restored database's
+    /// future nor another database's.
+    trusted: Arc<Mutex<Option<History>>>,
+    /// A checkpoint of Redis's not found in the log: not looked up again.
+    refuted: Arc<Mutex<Option<StoredCheckpoint>>>,
+}
+
+/// Which history of the log the database has, and since when its server runs: a restart may
+/// bring another history with the same name (a restore in place), so what was trusted is
+/// checked again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct History {
+    log: String,
+    server_started_at: time::OffsetDateTime,
 }
 
 impl RedisReads {
     pub fn new(accounts: RedisAccounts, choice: ReadStore, pool: PgPool) -> RedisReads {
-        RedisReads { accounts, choice, resting_until: Arc::new(Mutex::new(None)), pool, log: Arc::new(OnceCell::new()) }
+        RedisReads {
+            accounts,
+            choice,
+            resting_until: Arc::new(Mutex::new(None)),
+            pool,
+            current: Arc::default(),
+            trusted: Arc::default(),
+            refuted: Arc::default(),
+        }
     }
 
-    /// This database's log identity: read once it exists, then remembered (it never changes).
-    async fn log(&self) -> Option<Uuid> {
-        if let Some(log) = self.log.get() {
-            return Some(*log);
+    /// The database's history, read again when older than [`HISTORY_CHECK`]; `None` while the
+    /// log is empty or the database cannot say.
+    async fn history(&self) -> Option<History> {
+        if let Some((at, history)) = self.current.lock().expect("never poisoned").as_ref()
+            && at.elapsed() < HISTORY_CHECK
+        {
+            return Some(history.clone());
         }
-        let log = eventstore::log_identity(&self.pool).await.ok().flatten()?;
-        Some(*self.log.get_or_init(|| async { log }).await)
+        let log = eventstore::log_identity(&self.pool).await.ok().flatten()?.to_string();
+        let server_started_at = eventstore::server_started_at(&self.pool).await.ok()?;
+        let history = History { log, server_started_at };
+        *self.current.lock().expect("never poisoned") = Some((Instant::now(), history.clone()));
+        Some(history)
+    }
+
+    /// Whether Redis's `checkpoint` belongs to the database's `history`: of its name, and — once
+    /// per history and server start — its event found in the log at its position.
+    async fn of_this_history(&self, checkpoint: &StoredCheckpoint, history: &History) -> bool {
+        if checkpoint.log != history.log {
+            return false;
+        }
+        if self.trusted.lock().expect("never poisoned").as_ref() == Some(history) {
+            return true;
+        }
+        if self.refuted.lock().expect("never poisoned").as_ref() == Some(checkpoint) {
+            return false;
+        }
+        let found = match eventstore::event_at(&self.pool, checkpoint.at.position).await {
+            Ok(found) => found,
+            Err(_) => return false,
+        };
+        if found == checkpoint.at.event {
+            *self.trusted.lock().expect("never poisoned") = Some(history.clone());
+            true
+        } else {
+            tracing::warn!(
+                checkpoint = %checkpoint.at.position,
+                "the Redis read store is of a history the database no longer has; queries read Postgres until it is rebuilt"
+            );
+            *self.refuted.lock().expect("never poisoned") = Some(checkpoint.clone());
+            false
+        }
     }
 
     /// The account from Redis, if Redis may answer for it: `None` sends the query to Postgres
@@ -89,9 +151,8 @@ impl RedisReads {
         if !self.asked() {
             return None;
         }
-        let log = self.log().await?;
         let answer = self.answered(self.accounts.account(account_id)).await?;
-        if !self.may_answer(&answer, log, after, postgres_at) {
+        if !self.may_answer(&answer, after, postgres_at).await {
             return None;
         }
         answer.value
@@ -108,12 +169,11 @@ impl RedisReads {
         if !self.asked() {
             return None;
         }
-        let log = self.log().await?;
         let answer = self.answered(self.accounts.highest(min_balance, owner_id, limit)).await?;
-        if !self.may_answer(&answer, log, None, postgres_at) {
+        if !self.may_answer(&answer, None, postgres_at).await {
             return None;
         }
-        let as_of = answer.as_of?;
+        let as_of = answer.as_of()?;
         Some(AccountList { accounts: answer.value, as_of, served_by: ServedBy::Redis })
     }
 
@@ -148,25 +208,28 @@ impl RedisReads {
         }
     }
 
-    /// Whether an answer from Redis may stand: the store is built from this database's `log`
-    /// (and not rebuilding), has passed `after`, and — in `auto` — is not far behind the Postgres
-    /// read model.
-    fn may_answer<T>(
+    /// Whether an answer from Redis may stand: the store is built from the history of the log
+    /// the database has (and not rebuilding), Redis cannot evict its keys, it has passed `after`,
+    /// and — in `auto` — it is not far behind the Postgres read model.
+    async fn may_answer<T>(
         &self,
         answer: &RedisAnswer<T>,
-        log: Uuid,
         after: Option<Position>,
         postgres_at: Option<Position>,
     ) -> bool {
-        let Some(as_of) = answer.as_of.filter(|_| !answer.rebuilding && answer.log == Some(log)) else {
+        let Some(checkpoint) = answer.checkpoint.as_ref().filter(|_| !answer.rebuilding) else {
             return false;
         };
+        let as_of = checkpoint.at.position;
         if after.is_some_and(|after| as_of < after) {
             return false;
         }
-        match (self.choice, postgres_at) {
-            (ReadStore::Auto, Some(postgres)) => postgres.global_position - as_of.global_position <= AUTO_MAX_LAG,
-            _ => true,
+        if let (ReadStore::Auto, Some(postgres)) = (self.choice, postgres_at)
+            && postgres.global_position - as_of.global_position > AUTO_MAX_LAG
+        {
+            return false;
         }
+        let Some(history) = self.history().await else { return false };
+        self.of_this_history(checkpoint, &history).await && self.accounts.may_evict().await.is_none()
     }
 }

@@ -2,8 +2,12 @@
 //! Redis, for the account and high-value queries.
 //!
 //! Keys, under a prefix of their own (`REDIS_KEY_PREFIX`):
-//! - `projection`: a hash with the checkpoint (`<log>@<transaction>:<position>`, the log being
-//!   the event store's identity) and `rebuilding`.
+//! - `projection`: a hash with the checkpoint (`<log>@<transaction>:<position>@<event>`: the
+//!   history of the log it was built from, [`eventstore::LogIdentity`], the position and the
+//!   event there) and `rebuilding`.
+//! - `fence`: `<epoch>@<log>`, the highest leader epoch that wrote or cleared the store, in that
+//!   history: epochs start again in another (a database made anew), whose leaders it must not
+//!   refuse.
 //! - `account:<id>`: a hash with the read model's fields (those of `account_summary`).
 //! - `balances` and `owner:<owner>:balances`: sorted sets of every account (and each owner's)
 //!   by balance. Their scores are all 0 and the order is in the member,
@@ -22,7 +26,9 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
+use eventstore::projection::{
+    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, LogPlace, StoredCheckpoint,
+};
 use eventstore::{ApplyError, Position};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
@@ -31,7 +37,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::account_summary::{Change, NeverCreated, NewRow, fold};
+use super::account_summary::{Change, NewRow, fold};
 use crate::contract::AccountStatusView;
 use crate::contract::{AccountView, ServedBy};
 use crate::domain::{AccountEvent, AccountStatus, Reason};
@@ -89,21 +95,37 @@ return answer
     )
 });
 
-/// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none) and no later leader has
-/// written (`ARGV[5]`, the leader's epoch, is not below the fence), moving the checkpoint to
-/// `ARGV[2]`; returns 1, or 0 having written nothing, or -1 having written nothing because a key
-/// holds another type (a script that failed part-way would keep what it had written).
-/// `KEYS[1]`: the projection's hash, `KEYS[2]`: every account's balances, `KEYS[3]`: the fence;
-/// then per account its hash and its owner's balances. `ARGV[6..]`: per account its old member
-/// (empty for a new account), its new member and its fields' values.
+/// Lua: whether the fence `KEYS[fence]` refuses a leader of `epoch` in the history `log`: it
+/// holds a higher epoch of the same history. A fence of another history (or of the older form,
+/// a bare number) refuses nobody.
+const FENCE_REFUSES: &str = r"
+local function fence_refuses(fence_key, epoch, log)
+  local fence = redis.call('GET', fence_key)
+  if not fence then
+    return false
+  end
+  local fenced_epoch, fenced_log = string.match(fence, '^(%d+)@(.*)$')
+  return fenced_log == log and tonumber(epoch) < tonumber(fenced_epoch)
+end
+";
+
+/// Applies a batch if the checkpoint is still `ARGV[1]` (empty: none) and no later leader of
+/// this history (`ARGV[6]`) has written (`ARGV[5]`, the leader's epoch, is not below the fence),
+/// moving the checkpoint to `ARGV[2]`; returns 1, or 0 having written nothing, or -1 having
+/// written nothing because a key holds another type (a script that failed part-way would keep
+/// what it had written). `KEYS[1]`: the projection's hash, `KEYS[2]`: every account's balances,
+/// `KEYS[3]`: the fence; then per account its hash and its owner's balances. `ARGV[7..]`: per
+/// account its old member (empty for a new account), its new member and its fields' values.
 static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        &[
+            FENCE_REFUSES,
+            r"
 local stored = redis.call('HGET', KEYS[1], 'checkpoint') or ''
 if stored ~= ARGV[1] then
   return 0
 end
-if tonumber(ARGV[5]) < tonumber(redis.call('GET', KEYS[3]) or '0') then
+if fence_refuses(KEYS[3], ARGV[5], ARGV[6]) then
   return 0
 end
 local function holds(key, kind)
@@ -122,7 +144,7 @@ local fields = cjson.decode(ARGV[4])
 local stride = 2 + #fields
 for i = 0, (#KEYS - 3) / 2 - 1 do
   local account, owner_balances = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
-  local at = 6 + stride * i
+  local at = 7 + stride * i
   local old, new = ARGV[at], ARGV[at + 1]
   local pairs = {}
   for f = 1, #fields do
@@ -138,35 +160,42 @@ for i = 0, (#KEYS - 3) / 2 - 1 do
   redis.call('ZADD', owner_balances, 0, new)
 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', ARGV[3])
-redis.call('SET', KEYS[3], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[5] .. '@' .. ARGV[6])
 return 1
 ",
+        ]
+        .concat(),
     )
 });
 
-/// The checkpoint while the store is being cleared: of no log (the nil id), so that no batch
-/// applies to it, no query reads it, and a clear that stopped half-way is noticed and done again.
-const CLEARING: &str = "00000000-0000-0000-0000-000000000000@0:0";
+/// The checkpoint while the store is being cleared: of no history, so that no batch applies to
+/// it, no query reads it, and a clear that stopped half-way is noticed and done again.
+static CLEARING: LazyLock<String> =
+    LazyLock::new(|| checkpoint_text(eventstore::projection::CLEARING_LOG, LogPlace::START));
 
-/// Starts a clear: raises the fence to `ARGV[1]` (unless a later leader's is there: then 0) and
-/// puts [`CLEARING`] in the checkpoint's place. `KEYS[1]`: the projection's hash, `KEYS[2]`: the
-/// fence.
+/// Starts a clear: raises the fence to `ARGV[1]` of the history `ARGV[3]` (unless a later
+/// leader of that history has written: then 0) and puts [`CLEARING`] in the checkpoint's place.
+/// `KEYS[1]`: the projection's hash, `KEYS[2]`: the fence.
 static BEGIN_CLEAR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
-if tonumber(ARGV[1]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
+        &[
+            FENCE_REFUSES,
+            r"
+if fence_refuses(KEYS[2], ARGV[1], ARGV[3]) then
   return 0
 end
-redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1] .. '@' .. ARGV[3])
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', '1')
 return 1
 ",
+        ]
+        .concat(),
     )
 });
 
 /// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`) but the projection's
 /// hash and the fence, and returns the next cursor — unless the checkpoint is no longer
-/// [`CLEARING`] (`ARGV[3]`): someone finished the clear and began to build anew, so it removes
+/// [`CLEARING`](static@CLEARING) (`ARGV[3]`): someone finished the clear and began to build anew, so it removes
 /// nothing and answers nil. A former leader waking mid-way cannot delete its successor's work.
 static CLEAR_SOME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -185,7 +214,8 @@ return found[1]
     )
 });
 
-/// Ends a clear: the store holds nothing, not even a checkpoint, if it is still [`CLEARING`].
+/// Ends a clear: the store holds nothing, not even a checkpoint, if it is still
+/// [`CLEARING`](static@CLEARING).
 static END_CLEAR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -207,7 +237,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct RedisAccounts {
     redis: ConnectionManager,
     keys: Keys,
+    /// What [`RedisAccounts::may_evict`] found last, and when.
+    eviction: std::sync::Arc<std::sync::Mutex<Option<EvictionCheck>>>,
 }
+
+/// When Redis's memory settings were read, and the risk they showed, if any.
+type EvictionCheck = (std::time::Instant, Option<String>);
+
+/// How often [`RedisAccounts::may_evict`] asks Redis again.
+const EVICTION_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct Keys {
@@ -244,14 +282,20 @@ impl Keys {
 /// What the read store said, with the checkpoint it said it at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisAnswer<T> {
-    /// `None`: the store holds no checkpoint (never built, or emptied).
-    pub as_of: Option<Position>,
-    /// The event log the store was built from ([`eventstore::log_identity`]); the nil id while
-    /// it is being cleared.
-    pub log: Option<Uuid>,
+    /// `None`: the store holds no checkpoint (never built, or emptied). Its history
+    /// ([`eventstore::LogIdentity`]) is [`eventstore::projection::CLEARING_LOG`] while it is
+    /// being cleared.
+    pub checkpoint: Option<StoredCheckpoint>,
     /// A rebuild has not yet brought the store back to where it was.
     pub rebuilding: bool,
     pub value: T,
+}
+
+impl<T> RedisAnswer<T> {
+    /// The position the answer is current as of.
+    pub fn as_of(&self) -> Option<Position> {
+        self.checkpoint.as_ref().map(|checkpoint| checkpoint.at.position)
+    }
 }
 
 /// The read store cannot answer: unreachable, timed out, or holding what this code did not write.
@@ -433,7 +477,33 @@ impl RedisAccounts {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let redis = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisAccounts { redis, keys: Keys { prefix: prefix.to_owned() } })
+        Ok(RedisAccounts { redis, keys: Keys { prefix: prefix.to_owned() }, eviction: Default::default() })
+    }
+
+    /// Why Redis may drop the store's keys, if it may: a `maxmemory` with a policy other than
+    /// `noeviction` lets Redis evict any key under memory pressure — the balances index, or an
+    /// account's hash — and the store would answer without them. Asked at most once a minute
+    /// (`INFO memory`, which managed Redis services allow where `CONFIG` is not); an unreadable
+    /// answer counts as a risk.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled, it finds out again on the next call.
+    pub async fn may_evict(&self) -> Option<String> {
+        if let Some((at, found)) = self.eviction.lock().expect("never poisoned").as_ref()
+            && at.elapsed() < EVICTION_CHECK
+        {
+            return found.clone();
+        }
+        let info: Result<String, RedisError> =
+            redis::cmd("INFO").arg("memory").query_async(&mut self.redis.clone()).await;
+        // Unreachable: no query reads it anyway; asked again a minute later.
+        let found = info.ok().and_then(|info| eviction_risk(&info));
+        if let Some(why) = &found {
+            tracing::warn!(why, "the Redis read store is not read from");
+        }
+        *self.eviction.lock().expect("never poisoned") = Some((std::time::Instant::now(), found.clone()));
+        found
     }
 
     /// The account, as the store has it.
@@ -442,17 +512,12 @@ impl RedisAccounts {
         script.key(self.keys.projection()).key(self.keys.account(account_id)).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_answer(answer)?;
-        let (as_of, log) = (checkpoint.map(|c| c.position), checkpoint.map(|c| c.log));
+        let as_of = checkpoint.as_ref().map_or(Position::START, |checkpoint| checkpoint.at.position);
         let account = match rows.first() {
             Some(values) => StoredAccount::parse(values)?,
             None => None,
         };
-        Ok(RedisAnswer {
-            value: account.map(|account| account.into_view(account_id, as_of.unwrap_or(Position::START))),
-            as_of,
-            log,
-            rebuilding,
-        })
+        Ok(RedisAnswer { value: account.map(|account| account.into_view(account_id, as_of)), checkpoint, rebuilding })
     }
 
     /// The accounts holding at least `min_balance` (whole cents), highest first, then by id; at
@@ -471,8 +536,7 @@ impl RedisAccounts {
         script.arg(fields_json()).arg(lowest).arg(limit).arg(self.keys.account_prefix());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_answer(answer)?;
-        let (as_of, log) = (checkpoint.map(|c| c.position), checkpoint.map(|c| c.log));
-        let at = as_of.unwrap_or(Position::START);
+        let at = checkpoint.as_ref().map_or(Position::START, |checkpoint| checkpoint.at.position);
         let mut accounts = Vec::with_capacity(rows.len());
         for row in rows {
             let (id, values) = row.split_first().ok_or_else(|| RedisReadError::Unreadable("an empty row".into()))?;
@@ -483,7 +547,7 @@ impl RedisAccounts {
                 .ok_or_else(|| RedisReadError::Unreadable(format!("account {id} is ranked but not stored")))?;
             accounts.push(account.into_view(id, at));
         }
-        Ok(RedisAnswer { as_of, log, rebuilding, value: accounts })
+        Ok(RedisAnswer { checkpoint, rebuilding, value: accounts })
     }
 
     /// Where the store is: its checkpoint, and whether it is rebuilding.
@@ -492,12 +556,7 @@ impl RedisAccounts {
         script.key(self.keys.projection()).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, _) = split_answer(answer)?;
-        Ok(RedisAnswer {
-            as_of: checkpoint.map(|checkpoint| checkpoint.position),
-            log: checkpoint.map(|checkpoint| checkpoint.log),
-            rebuilding,
-            value: (),
-        })
+        Ok(RedisAnswer { checkpoint, rebuilding, value: () })
     }
 
     /// The stored rows of `ids` (in order) with the checkpoint they are current as of.
@@ -515,6 +574,22 @@ impl RedisAccounts {
         let rows = rows.iter().map(|values| StoredAccount::parse(values)).collect::<Result<_, _>>()?;
         Ok((as_of, rows))
     }
+}
+
+/// Why the memory settings `INFO memory` reports let Redis evict keys, if they do.
+fn eviction_risk(info: &str) -> Option<String> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| line.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
+    };
+    let (Some(limit), Some(policy)) = (field("maxmemory"), field("maxmemory_policy")) else {
+        return Some("Redis did not say how it evicts keys (INFO memory)".to_owned());
+    };
+    (limit != "0" && policy != "noeviction").then(|| {
+        format!(
+            "Redis may evict the store's keys (maxmemory {limit}, maxmemory-policy {policy}): queries read Postgres; \
+             set maxmemory-policy noeviction"
+        )
+    })
 }
 
 fn fields_json() -> String {
@@ -543,14 +618,22 @@ fn split_answer(answer: Vec<Value>) -> Result<(Option<StoredCheckpoint>, bool, R
     Ok((as_of, rebuilding, rows))
 }
 
-/// `<log>@<transaction>:<position>`.
-fn checkpoint_text(log: Uuid, position: Position) -> String {
-    format!("{log}@{position}")
+/// `<log>@<transaction>:<position>@<event>` (`-` for no event).
+fn checkpoint_text(log: &str, at: LogPlace) -> String {
+    let event = at.event.map_or_else(|| "-".to_owned(), |event| event.to_string());
+    format!("{log}@{}@{event}", at.position)
 }
 
+/// A checkpoint as [`checkpoint_text`] writes it. One written by older code, without an event,
+/// reads as of its history with none: that history is not this one's, and the store is rebuilt.
 fn parse_checkpoint(text: &str) -> Option<StoredCheckpoint> {
-    let (log, position) = text.split_once('@')?;
-    Some(StoredCheckpoint { log: log.parse().ok()?, position: position.parse().ok()? })
+    let (log, rest) = text.split_once('@')?;
+    let (position, event) = match rest.split_once('@') {
+        Some((position, "-")) => (position, None),
+        Some((position, event)) => (position, Some(event.parse().ok()?)),
+        None => (rest, None),
+    };
+    Some(StoredCheckpoint { log: log.to_owned(), at: LogPlace { position: position.parse().ok()?, event } })
 }
 
 fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
@@ -577,7 +660,7 @@ impl ExternalProjection for RedisAccounts {
         })?;
         let changed: Vec<Uuid> = folded.changes.iter().map(|change| change.account_id).collect();
         let (as_of, stored) = self.rows(&changed).await.map_err(store_error)?;
-        if as_of != batch.from.map(|position| StoredCheckpoint { log: batch.log, position }) {
+        if as_of != batch.from.map(|from| StoredCheckpoint { log: batch.log.to_owned(), at: from }) {
             return Ok(CompareAndSet::CheckpointMoved);
         }
         // (id, its member before the batch if it existed, its row after).
@@ -585,8 +668,12 @@ impl ExternalProjection for RedisAccounts {
             folded.new_rows.iter().map(|row| (row.account_id, None, StoredAccount::opened(row))).collect();
         for (change, stored) in folded.changes.iter().zip(stored) {
             let Some(stored) = stored else {
-                let reason = NeverCreated { account_id: change.account_id, table: "Redis account" };
-                return Err(ExternalError::Event { position: change.first_event, reason: Box::new(reason) });
+                // The store's checkpoint is past the account's opening, but its hash is gone: an
+                // eviction, or someone's DEL. The store is rebuilt (see `may_evict`).
+                return Err(ExternalError::Lost(format!(
+                    "account {} changes at {} but the store no longer holds it",
+                    change.account_id, change.first_event
+                )));
             };
             let changed = stored.changed(change);
             writes.push((change.account_id, Some(stored), changed));
@@ -599,13 +686,14 @@ impl ExternalProjection for RedisAccounts {
             .arg(checkpoint_text(batch.log, batch.to))
             .arg(if batch.rebuilding { "1" } else { "0" })
             .arg(fields_json())
-            .arg(batch.epoch);
+            .arg(batch.epoch)
+            .arg(batch.log);
         for (id, before, after) in &writes {
             let member = |account: &StoredAccount| {
                 balance_member(account.balance, *id).ok_or_else(|| {
                     let reason = format!("account {id}'s balance {} cannot be ranked", account.balance);
                     // No event makes such a balance (the domain refuses them): stop at the batch.
-                    let position = batch.events.first().map_or(batch.to, |event| event.position());
+                    let position = batch.events.first().map_or(batch.to.position, |event| event.position());
                     ExternalError::Event { position, reason: reason.into() }
                 })
             };
@@ -626,20 +714,27 @@ impl ExternalProjection for RedisAccounts {
         }
     }
 
-    async fn clear(&self, epoch: i64) -> Result<(), ExternalError> {
+    async fn warning(&self) -> Option<String> {
+        self.may_evict().await
+    }
+
+    async fn clear(&self, epoch: i64, log: &str) -> Result<(), ExternalError> {
         let mut redis = self.redis.clone();
         let mut begin = BEGIN_CLEAR.prepare_invoke();
-        begin.key(self.keys.projection()).key(self.keys.fence()).arg(epoch).arg(CLEARING);
+        begin.key(self.keys.projection()).key(self.keys.fence()).arg(epoch).arg(CLEARING.as_str()).arg(log);
         let begun: i64 = begin.invoke_async(&mut redis).await.map_err(store_error)?;
         if begun == 0 {
-            // A later leader has written: the store is theirs.
-            return Ok(());
+            // A later leader of this history has written: the store is theirs, and this one
+            // must say so (its status), not go on as if it had cleared.
+            return Err(ExternalError::Store(
+                format!("the store's fence refuses epoch {epoch}: a later leader has written").into(),
+            ));
         }
         let pattern = format!("{}*", self.keys.prefix);
         let mut cursor = "0".to_owned();
         loop {
             let mut script = CLEAR_SOME.prepare_invoke();
-            script.key(self.keys.projection()).key(self.keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING);
+            script.key(self.keys.projection()).key(self.keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
             let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
             match next {
                 // Someone else finished the clear and builds the store again: what is left is theirs.
@@ -649,7 +744,7 @@ impl ExternalProjection for RedisAccounts {
             }
         }
         let mut end = END_CLEAR.prepare_invoke();
-        end.key(self.keys.projection()).arg(CLEARING);
+        end.key(self.keys.projection()).arg(CLEARING.as_str());
         end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
         Ok(())
     }
@@ -688,6 +783,36 @@ mod tests {
                 ("000000000000000000000".to_owned(), low),
             ]
         );
+    }
+
+    #[test]
+    fn only_a_memory_limit_without_noeviction_puts_keys_at_risk() {
+        let info = |limit: &str, policy: &str| {
+            format!(
+                "# Memory\r\nused_memory:1\r\nmaxmemory:{limit}\r\nmaxmemory_human:x\r\nmaxmemory_policy:{policy}\r\n"
+            )
+        };
+        assert_eq!(eviction_risk(&info("0", "allkeys-lru")), None, "no limit: nothing is evicted");
+        assert_eq!(eviction_risk(&info("104857600", "noeviction")), None);
+        assert!(eviction_risk(&info("104857600", "allkeys-lru")).is_some_and(|why| why.contains("allkeys-lru")));
+        assert!(eviction_risk(&info("104857600", "volatile-lru")).is_some());
+        assert!(eviction_risk("# Memory\r\n").is_some(), "unreadable: at risk");
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_an_older_one_reads_as_of_its_history_with_no_event() {
+        let at = LogPlace {
+            position: Position { transaction_id: 812, global_position: 3 },
+            event: Some(Uuid::from_u128(9)),
+        };
+        let text = checkpoint_text("7.1.16384.00000000-0000-0000-0000-000000000001", at);
+        assert_eq!(
+            parse_checkpoint(&text),
+            Some(StoredCheckpoint { log: "7.1.16384.00000000-0000-0000-0000-000000000001".into(), at })
+        );
+        let older = parse_checkpoint("00000000-0000-0000-0000-000000000001@812:3").unwrap();
+        assert_eq!((older.log.as_str(), older.at.event), ("00000000-0000-0000-0000-000000000001", None));
+        assert_eq!(parse_checkpoint(&CLEARING).unwrap().log, eventstore::projection::CLEARING_LOG);
     }
 
     #[test]

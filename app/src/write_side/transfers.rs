@@ -17,7 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
+use eventstore::projection::{
+    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, LogPlace, StoredCheckpoint,
+};
 use eventstore::{Appends, CommandEnvelope, LATEST, Position};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -405,15 +407,15 @@ impl ExternalProjection for TransferProcess {
     }
 
     async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
-        let row: Option<(Uuid, i64, i64)> = sqlx::query_as(
-            "SELECT log, transaction_id, global_position FROM transfer_process_checkpoint WHERE log IS NOT NULL",
+        let row: Option<(String, i64, i64, Option<Uuid>)> = sqlx::query_as(
+            "SELECT log, transaction_id, global_position, event FROM transfer_process_checkpoint WHERE log IS NOT NULL",
         )
         .fetch_optional(&self.inner.pool)
         .await
         .map_err(store_error)?;
-        Ok(row.map(|(log, transaction_id, global_position)| StoredCheckpoint {
+        Ok(row.map(|(log, transaction_id, global_position, event)| StoredCheckpoint {
             log,
-            position: Position { transaction_id, global_position },
+            at: LogPlace { position: Position { transaction_id, global_position }, event },
         }))
     }
 
@@ -423,22 +425,23 @@ impl ExternalProjection for TransferProcess {
         transfers.dedup();
         self.advance_all(transfers).await.map_err(store_error)?;
         // Every transfer of the batch went as far as it can: the checkpoint may pass them.
-        let from = batch.from.unwrap_or(Position::START);
+        let from = batch.from.unwrap_or(LogPlace::START).position;
         let moved = sqlx::query(
-            "INSERT INTO transfer_process_checkpoint AS c (singleton, log, transaction_id, global_position, fence)
-             VALUES (true, $1, $4, $5, $6)
+            "INSERT INTO transfer_process_checkpoint AS c (singleton, log, transaction_id, global_position, event, fence)
+             VALUES (true, $1, $4, $5, $8, $6)
              ON CONFLICT (singleton) DO UPDATE
-                 SET log = $1, transaction_id = $4, global_position = $5, fence = GREATEST(c.fence, $6)
+                 SET log = $1, transaction_id = $4, global_position = $5, event = $8, fence = GREATEST(c.fence, $6)
                  WHERE c.fence <= $6 AND (($7 AND c.log IS NULL)
                      OR (c.log = $1 AND c.transaction_id = $2 AND c.global_position = $3))",
         )
         .bind(batch.log)
         .bind(from.transaction_id)
         .bind(from.global_position)
-        .bind(batch.to.transaction_id)
-        .bind(batch.to.global_position)
+        .bind(batch.to.position.transaction_id)
+        .bind(batch.to.position.global_position)
         .bind(batch.epoch)
         .bind(batch.from.is_none())
+        .bind(batch.to.event)
         .execute(&self.inner.pool)
         .await
         .map_err(store_error)?;
@@ -447,17 +450,25 @@ impl ExternalProjection for TransferProcess {
 
     /// Starting over means waking every transfer again from the first event: finished ones
     /// need nothing, so they cost a read each.
-    async fn clear(&self, epoch: i64) -> Result<(), ExternalError> {
-        sqlx::query(
-            "UPDATE transfer_process_checkpoint SET log = NULL, transaction_id = 0, global_position = 0,
-                 fence = GREATEST(fence, $1)
-             WHERE fence <= $1",
+    async fn clear(&self, epoch: i64, _log: &str) -> Result<(), ExternalError> {
+        // The checkpoint lives in the same database as the log: its fence goes with the history.
+        let refused: Option<i64> = sqlx::query_scalar(
+            "WITH cleared AS (
+                 UPDATE transfer_process_checkpoint SET log = NULL, transaction_id = 0, global_position = 0,
+                     event = NULL, fence = GREATEST(fence, $1)
+                 WHERE fence <= $1 RETURNING 1)
+             SELECT fence FROM transfer_process_checkpoint WHERE NOT EXISTS (SELECT 1 FROM cleared)",
         )
         .bind(epoch)
-        .execute(&self.inner.pool)
+        .fetch_optional(&self.inner.pool)
         .await
         .map_err(store_error)?;
-        Ok(())
+        match refused {
+            Some(fence) => Err(ExternalError::Store(
+                format!("the checkpoint's fence ({fence}) refuses epoch {epoch}: a later leader has written").into(),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

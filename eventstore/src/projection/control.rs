@@ -667,19 +667,27 @@ pub(super) async fn missed_between(
     .await
 }
 
-/// Marks an outside projection as rebuilding from the start, with a rebuild checkpoint that
-/// counts its progress; its checkpoint stays where the store had got to, which the rebuild
-/// must reach. False if this instance no longer leads.
-pub(super) async fn start_external_rebuild(pool: &PgPool, name: &str, epoch: Option<i64>) -> Result<bool, sqlx::Error> {
+/// Marks an outside projection as rebuilding from the start, `why` shown on its status, with a
+/// rebuild checkpoint that counts its progress; its checkpoint stays where the store had got
+/// to, which the rebuild must reach. False if this instance no longer leads.
+pub(super) async fn start_external_rebuild(
+    pool: &PgPool,
+    name: &str,
+    epoch: Option<i64>,
+    why: &str,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !leads(&mut tx, name, epoch).await? {
         tx.rollback().await?;
         return Ok(false);
     }
-    sqlx::query("UPDATE projection_checkpoints SET state = 'rebuilding' WHERE projection_name = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE projection_checkpoints SET state = 'rebuilding', rebuild_reason = $2 WHERE projection_name = $1",
+    )
+    .bind(name)
+    .bind(why)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection_name) VALUES ($1)
          ON CONFLICT (projection_name) DO UPDATE SET transaction_id = '0', global_position = 0, events_applied = 0",

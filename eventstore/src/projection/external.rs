@@ -13,6 +13,12 @@
 //! shows, and how a store that lost its data is noticed — its checkpoint is missing, or older
 //! than one it had reached. The store is then cleared and rebuilt from the first event, marked
 //! as rebuilding (queries should not read it) until it is back where it was.
+//!
+//! The outside checkpoint also names the history of the log it belongs to and the event at it
+//! ([`crate::history`]). A store of another history — the database was restored, or recovered
+//! to a point in time, or a standby that missed the last commits took over — is rebuilt the
+//! same way: it would otherwise go on from a position the log now gives to other events. The
+//! status says why it rebuilds.
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,6 +33,9 @@ use super::control;
 use super::leadership::{Leadership, Steps};
 use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
 
+/// The checkpoint of a store that is being cleared: of no history ([`ExternalProjection::clear`]).
+pub const CLEARING_LOG: &str = "clearing";
+
 /// A read model kept in a store outside Postgres, with its own checkpoint there.
 pub trait ExternalProjection: Send + Sync + 'static {
     /// Names the Postgres checkpoint row (status, leadership, levers).
@@ -40,33 +49,53 @@ pub trait ExternalProjection: Send + Sync + 'static {
     fn checkpoint(&self) -> impl Future<Output = Result<Option<StoredCheckpoint>, ExternalError>> + Send;
 
     /// Applies the batch's events and moves the store's checkpoint from `batch.from` to
-    /// `batch.to` (of `batch.log`), atomically, only if the checkpoint is still `batch.from`. An event that cannot
-    /// be applied is refused before anything is written ([`ExternalError::Event`]).
+    /// `batch.to` (of `batch.log`), atomically, only if the checkpoint is still `batch.from`. An
+    /// event that cannot be applied is refused before anything is written
+    /// ([`ExternalError::Event`]).
     fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
 
-    /// Empties the store for a rebuild, fenced by the leader's `epoch`: nothing if a later
-    /// leader has written; and while it clears, the store must answer [`Self::checkpoint`] with
-    /// one of no log (a clear cut short is then done again), and no batch may apply. Stops,
-    /// leaving the rest, if someone else finished the clear and began to build meanwhile.
-    fn clear(&self, epoch: i64) -> impl Future<Output = Result<(), ExternalError>> + Send;
+    /// Empties the store for a rebuild, fenced by the leader's `epoch` within the history `log`:
+    /// refused ([`ExternalError::Store`]) if a later leader of that history has written. While
+    /// it clears, the store must answer [`Self::checkpoint`] with one of [`CLEARING_LOG`] (a
+    /// clear cut short is then done again), and no batch may apply. Stops, leaving the rest, if
+    /// someone else finished the clear and began to build meanwhile.
+    fn clear(&self, epoch: i64, log: &str) -> impl Future<Output = Result<(), ExternalError>> + Send;
+
+    /// Why the store, though it applies batches, should not be read (shown on the status while
+    /// it holds): a setting that lets it drop data, say.
+    fn warning(&self) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
 }
 
-/// An outside store's checkpoint: a position in one event store's log.
+/// A place in the log: a position and the event there (none at the start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    /// The log's identity ([`crate::log_identity`]).
-    pub log: Uuid,
+pub struct LogPlace {
     pub position: Position,
+    pub event: Option<Uuid>,
+}
+
+impl LogPlace {
+    pub const START: LogPlace = LogPlace { position: Position::START, event: None };
+}
+
+/// An outside store's checkpoint: a place in one history of one event store's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The history ([`crate::LogIdentity`], as text; whatever the store holds, so that a store
+    /// written by older code reads as of another history).
+    pub log: String,
+    pub at: LogPlace,
 }
 
 /// One batch for the outside store.
 #[derive(Debug, Clone, Copy)]
 pub struct ExternalBatch<'a> {
-    /// The log the events come from ([`crate::log_identity`]).
-    pub log: Uuid,
+    /// The history the events come from ([`crate::LogIdentity`], as text).
+    pub log: &'a str,
     /// The checkpoint the batch starts from; `None`: the store must hold none.
-    pub from: Option<Position>,
-    pub to: Position,
+    pub from: Option<LogPlace>,
+    pub to: LogPlace,
     /// The events after `from`, up to `to`, of the projection's types, in order; maybe none.
     pub events: &'a [RecordedEvent],
     /// A rebuild has not yet brought the store back to where it was: queries should not read it.
@@ -93,6 +122,9 @@ pub enum ExternalError {
     /// The store cannot be reached, or answered with an error: the batch is tried again.
     #[error("{0}")]
     Store(Box<dyn std::error::Error + Send + Sync>),
+    /// The store lost what its checkpoint says it holds (a key evicted, say): it is rebuilt.
+    #[error("the read store lost data: {0}")]
+    Lost(String),
 }
 
 /// Why a step of an outside projection did not finish.
@@ -105,6 +137,9 @@ pub enum ExternalStepError {
     /// A rebuild met an event it cannot apply.
     #[error("rebuild stopped: {0}")]
     RebuildStopped(String),
+    /// The store lost what its checkpoint says it holds: it is rebuilt.
+    #[error("the read store lost data: {0}")]
+    Lost(String),
 }
 
 /// Runs one outside projection in this instance whenever this instance leads it.
@@ -116,8 +151,9 @@ pub struct ExternalProjectionRunner<X> {
     batch_size: i64,
     idle_poll: Duration,
     epoch: Option<i64>,
-    /// The log's identity, read once it exists (it never changes): not a query every step.
-    log: std::sync::OnceLock<Uuid>,
+    /// The store's checkpoint as this leadership last found it in the log, or wrote it: one
+    /// not looked up again.
+    checked: std::sync::Mutex<Option<StoredCheckpoint>>,
 }
 
 impl<X: ExternalProjection> ExternalProjectionRunner<X> {
@@ -131,7 +167,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
             epoch: None,
-            log: std::sync::OnceLock::new(),
+            checked: std::sync::Mutex::new(None),
         }
     }
 
@@ -157,7 +193,10 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         let name = self.projection.name();
         match self.try_step().await {
             Ok(progress) => {
-                control::clear_stopped(&self.pool, name).await?;
+                match self.projection.warning().await {
+                    Some(why) => control::note_stopped(&self.pool, name, &why).await?,
+                    None => control::clear_stopped(&self.pool, name).await?,
+                }
                 Ok(progress)
             }
             Err(ExternalStepError::RebuildStopped(error)) => {
@@ -181,79 +220,130 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::CaughtUp);
         }
         // Nothing to project from an empty log (and nothing to compare a store with).
-        let log = match self.log.get() {
-            Some(log) => *log,
-            None => match crate::log_identity(&self.pool).await? {
-                Some(log) => *self.log.get_or_init(|| log),
-                None => return Ok(Progress::CaughtUp),
-            },
+        let Some(identity) = crate::log_identity(&self.pool).await? else {
+            return Ok(Progress::CaughtUp);
         };
-        let stored = self.projection.checkpoint().await.map_err(ExternalStepError::Store)?;
+        let log = identity.to_string();
+        let stored = match self.projection.checkpoint().await {
+            Ok(stored) => stored,
+            Err(ExternalError::Lost(why)) => {
+                return self.start_over(&log, &format!("the read store lost data: {why}")).await;
+            }
+            Err(error) => return Err(ExternalStepError::Store(error)),
+        };
         let reached = control::checkpoint(&self.pool, name).await?;
         let rebuilding = match steering.state {
             ProjectionState::Rebuilding => control::rebuild_started(&self.pool, name).await?,
             _ => false,
         };
-        let foreign = stored.is_some_and(|stored| stored.log != log);
-        let mut stored = stored.map(|stored| stored.position);
-        let start_over = if foreign {
-            tracing::warn!(projection = name, "the read store was built from another database's log; rebuilding it");
-            true
-        } else if steering.state == ProjectionState::Rebuilding {
-            !rebuilding
-        } else {
-            let lost =
-                control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await?;
-            if lost {
-                tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
-            }
-            lost
-        };
-        if start_over {
-            // Only a leader clears: a former one could otherwise empty its successor's work. (For
-            // one that pauses between this check and the clear, the store's clear is fenced by
-            // the epoch and stops once a new build has begun.)
-            if !control::leads_now(&self.pool, name, self.epoch).await? {
-                return Ok(Progress::NotLeading);
-            }
-            self.projection.clear(self.epoch.unwrap_or(0)).await.map_err(ExternalStepError::Store)?;
-            if !control::start_external_rebuild(&self.pool, name, self.epoch).await? {
-                return Ok(Progress::NotLeading);
-            }
-            stored = None;
+        if let Some(why) = self.another_history(stored.as_ref(), &log).await? {
+            tracing::warn!(projection = name, why, "rebuilding the read store");
+            return self.start_over(&log, &why).await;
         }
-        let until = (rebuilding || start_over).then_some(reached);
-        self.batch(log, stored, until).await
+        let stored_at = stored.as_ref().map(|stored| stored.at);
+        if steering.state == ProjectionState::Rebuilding && !rebuilding {
+            return self.start_over(&log, "an operator asked for a rebuild").await;
+        }
+        if steering.state != ProjectionState::Rebuilding {
+            let stored = stored_at.map(|at| at.position);
+            if control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await? {
+                tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
+                return self
+                    .start_over(&log, "the read store lost data (its checkpoint is missing or went back)")
+                    .await;
+            }
+        }
+        match self.batch(&log, stored_at, rebuilding.then_some(reached)).await {
+            Err(ExternalStepError::Lost(why)) => {
+                tracing::warn!(projection = name, why, "the read store lost data; rebuilding it");
+                self.start_over(&log, &format!("the read store lost data: {why}")).await
+            }
+            stepped => stepped,
+        }
+    }
+
+    /// Why the store's checkpoint is not of this history of the log (`log`), if it is not: it
+    /// names another, or the event at its position is not the one it names. Looked up once per
+    /// leadership and checkpoint: what this leadership wrote is of this history.
+    async fn another_history(
+        &self,
+        stored: Option<&StoredCheckpoint>,
+        log: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let Some(stored) = stored else { return Ok(None) };
+        if stored.log != log {
+            return Ok(Some(format!(
+                "the read store was built from another history of the log ({}; this one is {log})",
+                stored.log
+            )));
+        }
+        if self.checked.lock().expect("never poisoned").as_ref() == Some(stored) {
+            return Ok(None);
+        }
+        let found = crate::event_at(&self.pool, stored.at.position).await?;
+        if found != stored.at.event {
+            return Ok(Some(format!(
+                "the log has no event {} at the read store's checkpoint {}: it was built from a history the database \
+                 no longer has (a restore, a point-in-time recovery, a standby that missed commits)",
+                stored.at.event.map_or_else(|| "-".to_owned(), |event| event.to_string()),
+                stored.at.position
+            )));
+        }
+        *self.checked.lock().expect("never poisoned") = Some(stored.clone());
+        Ok(None)
+    }
+
+    /// Clears the store and rebuilds it from the first event, up to where the Postgres
+    /// checkpoint row says it had got; the status says `why`.
+    async fn start_over(&self, log: &str, why: &str) -> Result<Progress, ExternalStepError> {
+        let name = self.projection.name();
+        // Only a leader clears: a former one could otherwise empty its successor's work. (For
+        // one that pauses between this check and the clear, the store's clear is fenced by the
+        // epoch and stops once a new build has begun.)
+        if !control::leads_now(&self.pool, name, self.epoch).await? {
+            return Ok(Progress::NotLeading);
+        }
+        self.projection.clear(self.epoch.unwrap_or(0), log).await.map_err(ExternalStepError::Store)?;
+        *self.checked.lock().expect("never poisoned") = None;
+        if !control::start_external_rebuild(&self.pool, name, self.epoch, why).await? {
+            return Ok(Progress::NotLeading);
+        }
+        let reached = control::checkpoint(&self.pool, name).await?;
+        self.batch(log, None, Some(reached)).await
     }
 
     /// The next batch after `stored`; during a rebuild (`until`: where the store was) never past
     /// it, ending the rebuild once it gets there.
     async fn batch(
         &self,
-        log: Uuid,
-        stored: Option<Position>,
+        log: &str,
+        stored: Option<LogPlace>,
         until: Option<Position>,
     ) -> Result<Progress, ExternalStepError> {
         let name = self.projection.name();
-        let from = stored.unwrap_or(Position::START);
-        let LogBatch { mut events, read, read_to } =
-            read_batch(&self.pool, from, self.batch_size, self.projection.event_types()).await?;
-        let mut end = read_to;
+        let from = stored.unwrap_or(LogPlace::START);
+        let LogBatch { mut events, read, read_to, read_to_event } =
+            read_batch(&self.pool, from.position, self.batch_size, self.projection.event_types()).await?;
+        let mut end = read_to.map(|position| LogPlace { position, event: read_to_event });
         let mut reached = false;
         if let Some(until) = until {
             events.retain(|event| event.position() <= until);
             // Every event up to `until` is committed and visible: the store had applied them.
             if read_to.is_some_and(|read_to| read_to > until) || read < self.batch_size as usize {
                 reached = true;
-                end = Some(until.max(from));
+                end = Some(if until > from.position {
+                    LogPlace { position: until, event: crate::event_at(&self.pool, until).await? }
+                } else {
+                    from
+                });
             }
         }
-        let to = match end.filter(|end| *end > from) {
+        let to = match end.filter(|end| end.position > from.position) {
             Some(to) => to,
             // Nothing to apply, but a rebuild that has got back may have to say so.
             None if reached => from,
             None => {
-                let held_back = super::runner::has_events_after(&self.pool, from).await?;
+                let held_back = super::runner::has_events_after(&self.pool, from.position).await?;
                 return Ok(if held_back { Progress::HeldBack } else { Progress::CaughtUp });
             }
         };
@@ -266,8 +356,8 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::NotLeading);
         }
         let rebuilding = until.is_some() && !reached;
-        let batch =
-            ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch: self.epoch.unwrap_or(0) };
+        let epoch = self.epoch.unwrap_or(0);
+        let batch = ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch };
         let (applied, failed_at) = match self.projection.apply(&batch).await {
             Ok(applied) => (applied, None),
             Err(ExternalError::Event { position, reason }) => {
@@ -276,14 +366,8 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
                     events.iter().filter(|event| event.position() < position).cloned().collect();
                 let applied = match before.last() {
                     Some(last) => {
-                        let batch = ExternalBatch {
-                            log,
-                            from: stored,
-                            to: last.position(),
-                            events: &before,
-                            rebuilding,
-                            epoch: self.epoch.unwrap_or(0),
-                        };
+                        let to = LogPlace { position: last.position(), event: Some(last.event_id) };
+                        let batch = ExternalBatch { log, from: stored, to, events: &before, rebuilding, epoch };
                         self.projection.apply(&batch).await.map_err(ExternalStepError::Store)?
                     }
                     None => CompareAndSet::CheckpointMoved,
@@ -292,14 +376,16 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
                     events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
                 let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
                 tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
-                let kept = before.last().map(RecordedEvent::position);
+                let kept = before.last().map(|last| LogPlace { position: last.position(), event: Some(last.event_id) });
                 (applied, Some((position, error, kept, before.len())))
             }
+            Err(ExternalError::Lost(why)) => return Err(ExternalStepError::Lost(why)),
             Err(error) => return Err(ExternalStepError::Store(error)),
         };
         if let Some((position, error, kept, count)) = failed_at {
             if let (CompareAndSet::Applied, Some(kept)) = (applied, kept) {
-                self.follow(kept, count, until.is_some()).await?;
+                self.wrote(log, kept);
+                self.follow(kept.position, count, until.is_some()).await?;
             }
             if until.is_some() {
                 // A failure is recorded past the checkpoint only, and a rebuild is behind it:
@@ -313,12 +399,18 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             // Another leader applied it meanwhile; this one reads again from where the store is.
             return Ok(Progress::Applied(0));
         }
-        self.follow(to, events.len(), until.is_some()).await?;
+        self.wrote(log, to);
+        self.follow(to.position, events.len(), until.is_some()).await?;
         if reached && until.is_some() {
             control::end_external_rebuild(&self.pool, name, self.epoch).await?;
             tracing::info!(projection = name, "the read store is rebuilt");
         }
         Ok(Progress::Applied(read))
+    }
+
+    /// This leadership moved the store's checkpoint to `to`, of the history `log`.
+    fn wrote(&self, log: &str, to: LogPlace) {
+        *self.checked.lock().expect("never poisoned") = Some(StoredCheckpoint { log: log.to_owned(), at: to });
     }
 
     /// Moves the Postgres checkpoint row after the store's (or, during a rebuild, the
@@ -348,6 +440,9 @@ impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
 
     fn led_with(&mut self, epoch: Option<i64>) {
         self.epoch = epoch;
+        // A new leadership looks at the store afresh: the database may have been restored or
+        // failed over meanwhile.
+        *self.checked.lock().expect("never poisoned") = None;
     }
 
     async fn step(&mut self) -> Result<Progress, ExternalStepError> {

@@ -34,8 +34,8 @@ pub use control::{
     request_rebuild, retry, skip_failed_event,
 };
 pub use external::{
-    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner, ExternalStepError,
-    StoredCheckpoint,
+    CLEARING_LOG, CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner,
+    ExternalStepError, LogPlace, StoredCheckpoint,
 };
 pub use monitor::{StatusCache, status};
 pub use partitions::{AdoptError, MAX_PARTITIONS, Partition, PartitionShare, adopt_count};

@@ -37,6 +37,7 @@ struct StatusRow {
     lag_counted: i64,
     lag_seconds: f64,
     rebuild_done: Option<i64>,
+    rebuild_reason: Option<String>,
     head_transaction_id: Option<i64>,
     head_global_position: Option<i64>,
     newest_global_position: i64,
@@ -51,7 +52,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1
          )
          SELECT c.projection_name, c.state, c.transaction_id::text::bigint AS transaction_id, c.global_position,
-                c.events_applied, c.last_error, c.failed_transaction_id::text::bigint AS failed_transaction_id,
+                c.events_applied, c.last_error, c.rebuild_reason, c.failed_transaction_id::text::bigint AS failed_transaction_id,
                 c.failed_global_position, c.owner_instance, c.owner_heartbeat_at,
                 (c.owner_instance IS NOT NULL
                     AND c.owner_heartbeat_at > clock_timestamp() - make_interval(secs => $1)) AS led,
@@ -123,6 +124,7 @@ impl StatusRow {
             owner_instance: if self.led { self.owner_instance } else { None },
             owner_heartbeat_at: self.owner_heartbeat_at,
             rebuild: self.rebuild_done.map(|done| RebuildProgress { done, total: self.newest_global_position }),
+            rebuild_reason: self.rebuild_reason,
             oldest_transaction_seconds: self.oldest_transaction_seconds,
         })
     }

@@ -275,7 +275,7 @@ impl<P: Projection> ProjectionRunner<P> {
     ) -> Result<(Progress, bool), ProjectionError> {
         let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
-        let LogBatch { mut events, read, read_to } =
+        let LogBatch { mut events, read, read_to, .. } =
             read_partition_batch(&mut *tx, checkpoint, self.batch_size, self.projection.event_types(), self.partition)
                 .await?;
         // Where the checkpoint ends up: the last event read past (wanted or not), or `until`

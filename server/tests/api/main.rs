@@ -22,6 +22,7 @@ mod queries;
 mod read_model;
 mod redis_store;
 mod replica;
+mod restore;
 mod roles;
 mod schema;
 mod snapshots;

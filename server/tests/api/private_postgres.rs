@@ -28,14 +28,7 @@ impl PrivatePostgres {
         }
         let data = cluster.data();
         cluster.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"]);
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=100 \
-             -c fsync=off",
-            cluster.folder.display()
-        );
-        let log = cluster.folder.join("postgres.log").display().to_string();
-        cluster.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
-        cluster.wait_until_it_answers().await;
+        cluster.start_again().await;
         cluster
     }
 
@@ -48,9 +41,42 @@ impl PrivatePostgres {
     /// ended at once, transactions in flight rolled back), keeps it down for `down`, starts it
     /// again and waits until it answers.
     pub async fn restart(&self, down: Duration) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        self.stop();
         // The outage under test: its clients find the cluster gone for at least this long.
         tokio::time::sleep(down).await;
+        self.start_again().await;
+    }
+
+    /// A base backup of the running cluster, with the write-ahead log it needs, as an operator
+    /// takes one (`pg_basebackup`).
+    pub fn base_backup(&self) -> PathBuf {
+        let backup = self.folder.join("backup");
+        let (port, target) = (self.port.to_string(), backup.display().to_string());
+        self.run(
+            "pg_basebackup",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &target, "-X", "stream", "-c", "fast"],
+        );
+        backup
+    }
+
+    /// The cluster put back to `backup`, as an operator restores one after a bad deploy: stopped,
+    /// its data set aside, the backup in its place, started (it recovers to the backup's end:
+    /// the same cluster, timeline and databases, without what was written since).
+    pub async fn restore(&self, backup: &Path) {
+        self.stop();
+        let (data, aside) = (self.data(), format!("{}-before-restore", self.data()));
+        let moved = as_cluster_owner(Path::new("/bin/mv")).args([&data, &aside]).status().expect("mv runs");
+        assert!(moved.success(), "mv {data} {aside}");
+        let copied = as_cluster_owner(Path::new("/bin/cp")).arg("-a").arg(backup).arg(&data).status().expect("cp runs");
+        assert!(copied.success(), "cp -a {} {data}", backup.display());
+        self.start_again().await;
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+    }
+
+    async fn start_again(&self) {
         let log = self.folder.join("postgres.log").display().to_string();
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c max_connections=100 \

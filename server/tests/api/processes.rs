@@ -25,7 +25,7 @@ impl Drop for ServerProcess {
 }
 
 /// The URL of `database`'s database on the server `DATABASE_URL` names.
-fn database_url(database: &PgConnectOptions) -> String {
+pub fn database_url(database: &PgConnectOptions) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
     let (server, query) = base.split_once('?').map_or((base.as_str(), ""), |(s, q)| (s, q));
     let server = server.rsplit_once('/').map_or(server, |(s, _)| s);

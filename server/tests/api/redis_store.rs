@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use app::read_side::RedisAccounts;
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection};
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -38,7 +38,7 @@ impl RedisSpace {
         RedisSpace::at(url)
     }
 
-    fn at(url: String) -> RedisSpace {
+    pub fn at(url: String) -> RedisSpace {
         RedisSpace { url, prefix: format!("test-{}:", Uuid::new_v4().simple()) }
     }
 
@@ -130,7 +130,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn spawn_with_redis(db: PgConnectOptions, space: &RedisSpace, read_store: &str) -> TestApp {
+pub async fn spawn_with_redis(db: PgConnectOptions, space: &RedisSpace, read_store: &str) -> TestApp {
     let (redis, read_store) = (space.settings(), read_store.parse().unwrap());
     spawn_app_with(db, move |settings| {
         settings.redis = Some(redis);
@@ -149,17 +149,17 @@ fn without_served_by(mut answer: Value) -> Value {
 }
 
 /// The Redis projection's status, as the operators read it.
-async fn redis_status(app: &TestApp) -> Value {
+pub async fn redis_status(app: &TestApp) -> Value {
     let all: Value = app.post_as_operator("/api/operations/projections", &json!({})).await.json().await.unwrap();
     all.as_array().unwrap().iter().find(|p| p["name"] == "redis_accounts").cloned().unwrap_or_default()
 }
 
 /// Waits until the Redis store has applied every event and is not rebuilding.
-async fn wait_for_redis(pool: &PgPool, accounts: &RedisAccounts) {
+pub async fn wait_for_redis(pool: &PgPool, accounts: &RedisAccounts) {
     eventually("the Redis store caught up", PATIENCE, || async {
         let head = eventstore::store::head(pool).await.unwrap();
         match accounts.progress().await {
-            Ok(progress) if !progress.rebuilding && progress.as_of.is_some_and(|at| at >= head) => Ok(()),
+            Ok(progress) if !progress.rebuilding && progress.as_of().is_some_and(|at| at >= head) => Ok(()),
             seen => Err(format!("{seen:?}")),
         }
     })
@@ -167,7 +167,7 @@ async fn wait_for_redis(pool: &PgPool, accounts: &RedisAccounts) {
 }
 
 /// Every account of a fresh fold of the event store, as the Redis store holds it; and no other.
-async fn assert_redis_equals_replay(pool: &PgPool, space: &RedisSpace) {
+pub async fn assert_redis_equals_replay(pool: &PgPool, space: &RedisSpace) {
     let accounts = space.accounts();
     wait_for_redis(pool, &accounts).await;
     let (expected, _) = replay(pool).await;
@@ -207,15 +207,9 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     .await;
     let space = RedisSpace::shared();
     let accounts = space.accounts();
-    let log_identity = eventstore::log_identity(&app.pool).await.unwrap().unwrap();
-    let batch = ExternalBatch {
-        epoch: 0,
-        log: log_identity,
-        from: None,
-        to: log.read_to.unwrap(),
-        events: &log.events,
-        rebuilding: false,
-    };
+    let log_identity = eventstore::log_identity(&app.pool).await.unwrap().unwrap().to_string();
+    let to = LogPlace { position: log.read_to.unwrap(), event: log.read_to_event };
+    let batch = ExternalBatch { epoch: 0, log: &log_identity, from: None, to, events: &log.events, rebuilding: false };
 
     assert_eq!(accounts.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     let first = accounts.account(id.parse().unwrap()).await.unwrap();
@@ -223,9 +217,9 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     let second = accounts.account(id.parse().unwrap()).await.unwrap();
 
     assert_eq!(second, first);
+    assert_eq!(second.as_of(), log.read_to);
     let view = second.value.unwrap();
     assert_eq!((view.current_balance, view.transaction_count), (Decimal::new(12500, 2), 3));
-    assert_eq!(second.as_of, log.read_to);
     assert_eq!(space.ranked(), 1);
 }
 
@@ -506,4 +500,82 @@ async fn a_store_that_went_back_to_an_older_checkpoint_is_rebuilt_not_applied_tw
     assert_redis_equals_replay(&app.pool, &space).await;
     let view = space.accounts().account(id.parse().unwrap()).await.unwrap().value.unwrap();
     assert_eq!((view.current_balance, view.transaction_count), (Decimal::from(14), 5));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_fence_of_another_history_refuses_nothing_and_one_of_this_history_is_shown(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let space = RedisSpace::shared();
+    let app = spawn_with_redis(db, &space, "auto").await;
+    let id = app.account_id("alice", 30.0).await;
+    wait_for_redis(&app.pool, &space.accounts()).await;
+    let log = eventstore::log_identity(&app.pool).await.unwrap().unwrap().to_string();
+    let (projection, fence) = (format!("{}projection", space.prefix), format!("{}fence", space.prefix));
+    // As if the database were made anew under a Redis that kept its keys: the store and its
+    // fence are of another history, whose leaders reached epoch 99; this database's start at 1.
+    let other = "1.1.1.00000000-0000-0000-0000-000000000001";
+    space.command(redis::cmd("SET").arg(&fence).arg(format!("99@{other}"))).unwrap();
+    space.command(redis::cmd("HSET").arg(&projection).arg("checkpoint").arg(format!("{other}@1:1@-"))).unwrap();
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    assert_redis_equals_replay(&app.pool, &space).await;
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(31.0)));
+
+    // A fence of this history at an epoch no leader of it has reached refuses the clear: the
+    // store is not rebuilt behind a later leader's back, and the status says so.
+    space.command(redis::cmd("SET").arg(&fence).arg(format!("999999@{log}"))).unwrap();
+    space.command(redis::cmd("HSET").arg(&projection).arg("checkpoint").arg(format!("{other}@1:1@-"))).unwrap();
+    let status = eventually("the refusal on the status", PATIENCE, || async {
+        when(redis_status(&app).await, |status| {
+            status["lastError"].as_str().is_some_and(|error| error.contains("fence refuses"))
+        })
+    })
+    .await;
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!(answer["servedBy"].as_str(), Some("postgres"), "{answer}\n{status}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_redis_that_may_evict_keys_is_not_read_and_a_lost_key_is_rebuilt(_: PgPoolOptions, db: PgConnectOptions) {
+    let server = PrivateRedis::start().await;
+    let space = RedisSpace::at(server.url());
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    // A memory limit with a policy that evicts any key under pressure.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("100mb").query(&mut connection).unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("allkeys-lru").query(&mut connection).unwrap();
+    let app = spawn_with_redis(db.clone(), &space, "auto").await;
+    let id = app.account_id("alice", 12.0).await;
+    wait_for_redis(&app.pool, &space.accounts()).await;
+    // Built and current, but never read: an evicted balance would be served as missing.
+    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+    assert_eq!(answer["servedBy"].as_str(), Some("postgres"), "{answer}");
+    let status = eventually("the risk on the status", PATIENCE, || async {
+        when(redis_status(&app).await, |status| {
+            status["lastError"].as_str().is_some_and(|error| error.contains("maxmemory-policy allkeys-lru"))
+        })
+    })
+    .await;
+    assert_eq!(status["state"], "running", "{status}");
+    drop(app);
+
+    // With noeviction, read again (by a server that starts after the change: the setting is
+    // looked at once a minute).
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut connection).unwrap();
+    let app = spawn_with_redis(db, &space, "auto").await;
+    eventually("Redis read", PATIENCE, || async {
+        let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        when(answer, |answer| answer["servedBy"] == "redis")
+    })
+    .await;
+    // A key the store's checkpoint says it holds, gone (as an eviction would leave it): the next
+    // change to that account rebuilds the store, and says why.
+    let _: () = redis::cmd("DEL").arg(format!("{}account:{id}", space.prefix)).query(&mut connection).unwrap();
+    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    assert_redis_equals_replay(&app.pool, &space).await;
+    let status = redis_status(&app).await;
+    assert!(status["rebuildReason"].as_str().is_some_and(|why| why.contains("lost data")), "{status}");
 }
