@@ -142,6 +142,9 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
                     <progress max=progress.total.max(1) value=progress.done data-testid="rebuild-progress"></progress>
                 </label>
             })}
+            {status.rebuild_reason.clone().map(|why| view! {
+                <p class="rebuild-reason" data-testid="rebuild-reason">{format!("Rebuilt by itself: {why}")}</p>
+            })}
             {status.last_error.clone().map(|error| view! {
                 <p class="form-error" data-testid="projection-error">{error}</p>
             })}
