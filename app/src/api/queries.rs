@@ -44,9 +44,13 @@ pub fn account_answer(
 }
 
 /// The newest accounts (at most 100), optionally only those of one owner. A customer's list
-/// holds their own accounts only (another owner's name gives an empty list).
+/// holds their own accounts only (another owner's name gives an empty list). With `after`,
+/// waits (bounded) until the read model has passed that position; `asOf` says how far it got.
 #[server(prefix = "/api", endpoint = "queries/accounts", input = Json)]
-pub async fn list_accounts(#[server(rename = "ownerId")] owner_id: Option<String>) -> Result<AccountList, ApiError> {
+pub async fn list_accounts(
+    #[server(rename = "ownerId")] owner_id: Option<String>,
+    after: Option<Position>,
+) -> Result<AccountList, ApiError> {
     let caller = super::signed_in()?;
     // An empty filter is no filter; any other goes through the rules every owner follows, so that
     // text no owner can have (a NUL, which Postgres refuses) is refused here with a 400.
@@ -57,24 +61,25 @@ pub async fn list_accounts(#[server(rename = "ownerId")] owner_id: Option<String
     let read_model = &super::services()?.read_model;
     match (caller.visible_owner(), &owner_id) {
         (Some(own), Some(asked)) if asked.as_str() != own => {
-            let mut none = read_model.accounts(Some(own)).await?;
+            let mut none = read_model.accounts(Some(own), after).await?;
             none.accounts.clear();
             Ok(none)
         }
-        (Some(own), _) => Ok(read_model.accounts(Some(own)).await?),
-        (None, asked) => Ok(read_model.accounts(asked.as_ref().map(|owner| owner.as_str())).await?),
+        (Some(own), _) => Ok(read_model.accounts(Some(own), after).await?),
+        (None, asked) => Ok(read_model.accounts(asked.as_ref().map(|owner| owner.as_str()), after).await?),
     }
 }
 
 /// Accounts holding at least `minBalance`, highest balance first, at most 100: across all
-/// owners for operators, the caller's own for customers.
+/// owners for operators, the caller's own for customers. With `after`, as the list above.
 #[server(prefix = "/api", endpoint = "queries/high-value-accounts", input = Json)]
 pub async fn high_value_accounts(
     #[server(rename = "minBalance")] min_balance: ExactNumber,
+    after: Option<Position>,
 ) -> Result<AccountList, ApiError> {
     let caller = super::signed_in()?;
     let min_balance = crate::domain::Money::try_from(min_balance.0)?;
-    Ok(super::services()?.read_model.high_value_accounts(min_balance.value(), caller.visible_owner()).await?)
+    Ok(super::services()?.read_model.high_value_accounts(min_balance.value(), caller.visible_owner(), after).await?)
 }
 
 /// The account exactly as it was at a version (`version`) or a moment (`at`, RFC 3339), folded

@@ -420,21 +420,35 @@ impl ReadModel {
         Ok(SummaryRead { row, as_of, served_by })
     }
 
-    /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`].
-    pub async fn accounts(&self, owner_id: Option<&str>) -> Result<AccountList, sqlx::Error> {
-        let listed_rows = self
-            .reads
-            .read(|pool| async move {
-                sqlx::query_as(&list_statement(
-                    "$2::text IS NULL OR s.owner_id = $2",
-                    "s.created_at DESC, s.account_id",
-                ))
+    /// Waits (at most its bound) until `projection` has passed `after` in this process's view,
+    /// if it is behind it and the log has an event that far. True if it got there: the primary
+    /// has it then, a replica perhaps not yet, so the caller reads the primary.
+    async fn caught_up_with(&self, projection: &str, after: Option<Position>) -> Result<bool, sqlx::Error> {
+        let Some(after) = after.filter(|after| self.checkpoints.position(projection).is_none_or(|at| at < *after))
+        else {
+            return Ok(false);
+        };
+        // No event has that position: no wait can reach it.
+        if eventstore::head(self.reads.primary()).await? < after {
+            return Ok(false);
+        }
+        let deadline = tokio::time::Instant::now() + self.catch_up_bound;
+        Ok(matches!(self.checkpoints.wait_for(projection, after, deadline).await, Waited::Reached))
+    }
+
+    /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`]; with `after`, once
+    /// the read model has passed it (waiting as [`Self::account`] does, at most its bound: the
+    /// list's `as_of` says whether it got there).
+    pub async fn accounts(&self, owner_id: Option<&str>, after: Option<Position>) -> Result<AccountList, sqlx::Error> {
+        let primary = self.caught_up_with(PROJECTION_NAME, after).await?;
+        let read = |pool: PgPool| async move {
+            sqlx::query_as(&list_statement("$2::text IS NULL OR s.owner_id = $2", "s.created_at DESC, s.account_id"))
                 .bind(PROJECTION_NAME)
                 .bind(owner_id)
                 .fetch_all(&pool)
                 .await
-            })
-            .await?;
+        };
+        let listed_rows = if primary { self.reads.read_primary(read).await? } else { self.reads.read(read).await? };
         Ok(listed(listed_rows))
     }
 
@@ -444,26 +458,26 @@ impl ReadModel {
         &self,
         min_balance: Decimal,
         owner_id: Option<&str>,
+        after: Option<Position>,
     ) -> Result<AccountList, sqlx::Error> {
         if let Some(redis) = &self.redis
-            && let Some(list) = redis.highest(min_balance, owner_id, LIST_LIMIT, self.postgres_at()).await
+            && let Some(list) = redis.highest(min_balance, owner_id, LIST_LIMIT, after, self.postgres_at()).await
         {
             return Ok(list);
         }
-        let listed_rows = self
-            .reads
-            .read(|pool| async move {
-                sqlx::query_as(&list_statement(
-                    "s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)",
-                    "s.current_balance DESC, s.account_id",
-                ))
-                .bind(PROJECTION_NAME)
-                .bind(min_balance)
-                .bind(owner_id)
-                .fetch_all(&pool)
-                .await
-            })
-            .await?;
+        let primary = self.caught_up_with(PROJECTION_NAME, after).await?;
+        let read = |pool: PgPool| async move {
+            sqlx::query_as(&list_statement(
+                "s.current_balance >= $2 AND ($3::text IS NULL OR s.owner_id = $3)",
+                "s.current_balance DESC, s.account_id",
+            ))
+            .bind(PROJECTION_NAME)
+            .bind(min_balance)
+            .bind(owner_id)
+            .fetch_all(&pool)
+            .await
+        };
+        let listed_rows = if primary { self.reads.read_primary(read).await? } else { self.reads.read(read).await? };
         Ok(listed(listed_rows))
     }
 
@@ -478,18 +492,11 @@ impl ReadModel {
     /// `after`, once the ledger has passed that position (waiting as [`Self::account`] does, at
     /// most its bound: its `as_of` says whether it got there).
     pub async fn ledger(&self, account_id: Uuid, limit: i64, after: Option<Position>) -> Result<Ledger, sqlx::Error> {
-        let name = account_ledger::PROJECTION_NAME;
-        let behind = after.filter(|after| self.checkpoints.position(name).is_none_or(|at| at < *after));
-        if let Some(after) = behind
-            && eventstore::head(self.reads.primary()).await? >= after
-        {
-            let deadline = tokio::time::Instant::now() + self.catch_up_bound;
-            if let Waited::Reached = self.checkpoints.wait_for(name, after, deadline).await {
-                // The primary has it now; a replica may not have replayed it yet.
-                return ledger_of(self.reads.primary().clone(), account_id, limit).await;
-            }
+        let read = |pool| ledger_of(pool, account_id, limit);
+        if self.caught_up_with(account_ledger::PROJECTION_NAME, after).await? {
+            return Ok(self.reads.read_primary(read).await?.0);
         }
-        Ok(self.reads.read(|pool| ledger_of(pool, account_id, limit)).await?.0)
+        Ok(self.reads.read(read).await?.0)
     }
 }
 

@@ -158,19 +158,20 @@ impl RedisReads {
         answer.value
     }
 
-    /// The high-value accounts from Redis, if Redis may answer.
+    /// The high-value accounts from Redis, if Redis may answer (and has passed `after`).
     pub async fn highest(
         &self,
         min_balance: Decimal,
         owner_id: Option<&str>,
         limit: i64,
+        after: Option<Position>,
         postgres_at: Option<Position>,
     ) -> Option<AccountList> {
         if !self.asked() {
             return None;
         }
         let answer = self.answered(self.accounts.highest(min_balance, owner_id, limit)).await?;
-        if !self.may_answer(&answer, None, postgres_at).await {
+        if !self.may_answer(&answer, after, postgres_at).await {
             return None;
         }
         let as_of = answer.as_of()?;

@@ -1,6 +1,7 @@
 //! All accounts, from the read model: filtered by owner, or only the high-value ones; and the
 //! form that opens a new one.
 
+use eventstore::Position;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos_router::components::{A, Form};
@@ -26,14 +27,15 @@ enum Listing {
     HighValue(String),
 }
 
-async fn load(listing: Listing) -> Result<AccountList, ApiError> {
+/// The list, read at or past `after` (a live message's position) when given.
+async fn load(listing: Listing, after: Option<Position>) -> Result<AccountList, ApiError> {
     match listing {
-        Listing::All => list_accounts(None).await,
-        Listing::Owner(owner) => list_accounts(Some(owner)).await,
+        Listing::All => list_accounts(None, after).await,
+        Listing::Owner(owner) => list_accounts(Some(owner), after).await,
         Listing::HighValue(min) => {
             let min = Money::parse(&min)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidAmount, format!("Invalid minimum balance: {e}")))?;
-            high_value_accounts(min.value().into()).await
+            high_value_accounts(min.value().into(), after).await
         }
     }
 }
@@ -50,10 +52,16 @@ pub fn AccountsPage() -> impl IntoView {
             }
         })
     });
-    let accounts = Resource::new(move || listing.get(), load);
+    // The position the list must be read at or past: a live message's. Read by the fetcher,
+    // not a key of the resource (a resource keyed on another signal is fetched twice on the
+    // server and hydrates out of step).
+    let after = RwSignal::new(None::<Position>);
+    let accounts = Resource::new(move || listing.get(), move |listing| load(listing, after.get_untracked()));
     poll_while_visible(move || accounts.refetch());
-    // A new account may belong in the list; a changed one matters if it is listed.
-    use_live().on_change(
+    // A new account may belong in the list; a changed one matters if it is listed. The list is
+    // read at or past the message's position: a read store (Redis, a replica) a moment behind
+    // would otherwise answer without the change, and no later message would correct it.
+    use_live().on_change_with(
         move |progress| {
             progress.everything
                 || !progress.opened.is_empty()
@@ -61,7 +69,10 @@ pub fn AccountsPage() -> impl IntoView {
                     list.accounts.iter().any(|account| progress.accounts.contains(&account.account_id))
                 })
         },
-        move || accounts.refetch(),
+        move |progress| {
+            after.set(Some(progress.position));
+            accounts.refetch();
+        },
     );
 
     let caption = move || match listing.get() {

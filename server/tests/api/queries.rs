@@ -128,3 +128,41 @@ async fn the_ledger_lists_every_movement_with_its_running_balance(_: PgPoolOptio
     let response = app.post("/api/queries/account-ledger", &json!({"accountId": id, "limit": 0})).await;
     assert_eq!(error_code(response, StatusCode::BAD_REQUEST).await, "invalid_request");
 }
+
+#[sqlx::test(migrations = false)]
+async fn lists_and_the_ledger_read_at_or_past_the_position_they_are_given(_: PgPoolOptions, db: PgConnectOptions) {
+    // A wait as long as the test's: the read model is held back on purpose below.
+    let app = crate::helpers::spawn_app_with(db.clone(), |settings| settings.catch_up_bound = PATIENCE).await;
+    // A transaction of the test's own, open while the account is made: every projection reads
+    // below the oldest open transaction, so the read model cannot reach the account until it
+    // ends.
+    let mut holder = sqlx::PgConnection::connect_with(&db).await.unwrap();
+    use sqlx::{Connection, Executor};
+    holder.execute("BEGIN").await.unwrap();
+    holder.execute("SELECT pg_current_xact_id()").await.unwrap();
+    let created = app.create_account("alice", 10.0).await;
+    let (id, token) = (created["accountId"].as_str().unwrap().to_owned(), created["position"].clone());
+    let asked = [
+        ("/api/queries/accounts", json!({"after": token})),
+        ("/api/queries/high-value-accounts", json!({"minBalance": 5, "after": token})),
+        ("/api/queries/account-ledger", json!({"accountId": id, "after": token})),
+    ];
+    let reads: Vec<_> = asked
+        .iter()
+        .map(|(path, body)| {
+            let (client, url, body) = (app.client.clone(), format!("{}{path}", app.address), body.clone());
+            tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().json::<Value>().await })
+        })
+        .collect();
+    // Released a moment later: the reads have arrived by then, on an idle machine at least (on a
+    // busy one a read that comes later finds the read model there anyway, and passes).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    holder.execute("COMMIT").await.unwrap();
+    let token: eventstore::Position = token.as_str().unwrap().parse().unwrap();
+    for ((path, _), read) in asked.iter().zip(reads) {
+        let read = read.await.unwrap().unwrap();
+        let as_of: eventstore::Position = read["asOf"].as_str().unwrap().parse().unwrap();
+        assert!(as_of >= token, "{path}: as of {as_of}, asked for {token}: {read}");
+        assert!(read.to_string().contains(&id), "{path}: {read}");
+    }
+}
