@@ -557,24 +557,39 @@ async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
     let mut reader = pool.begin().await.unwrap();
     sqlx::query("SELECT count(*) FROM recorded").execute(&mut *reader).await.unwrap();
     eventstore::projection::request_rebuild(&pool, "recorder", BY_TESTER).await.unwrap();
-    // Each time the swap is seen waiting for the table, a read comes in behind it and is
-    // answered: a swap that queued its lock for as long as the reader holds the table (which
-    // this test only lets go afterwards) would hold every read behind it as long.
-    for _ in 0..3 {
-        eventually("the swap waiting for the reader's table", PATIENCE, || async {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks
-                                WHERE relation = to_regclass('recorded') AND mode = 'AccessExclusiveLock' AND NOT granted)",
-            )
+    // Reads, one after another, while the swap tries to take the table and gives up after its
+    // lock_timeout, ten times over: each try is a transaction Postgres counts as rolled back
+    // (a positive signal, where a look at pg_locks would have to land in a 20 ms window). A
+    // swap that queued its lock for as long as the reader holds the table (which this test only
+    // lets go afterwards) would hold the first read that came behind it as long.
+    let rollbacks = || async {
+        sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&pool).await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()")
             .fetch_one(&pool)
             .await
-            .unwrap();
-            when(waiting, |&waiting| waiting)
+            .unwrap()
+    };
+    let before = rollbacks().await;
+    let reading = CancellationToken::new();
+    let reads = {
+        let (pool, reading) = (pool.clone(), reading.clone());
+        tokio::spawn(async move {
+            let mut answered = 0u64;
+            while !reading.is_cancelled() {
+                let read = sqlx::query("SELECT count(*) FROM recorded").execute(&pool);
+                tokio::time::timeout(PATIENCE, read)
+                    .await
+                    .expect("a read beside the waiting swap is answered")
+                    .unwrap();
+                answered += 1;
+            }
+            answered
         })
+    };
+    eventually("ten tries of the swap", PATIENCE, || async { when(rollbacks().await, |&now| now >= before + 10) })
         .await;
-        let read = sqlx::query("SELECT count(*) FROM recorded").execute(&pool);
-        tokio::time::timeout(PATIENCE, read).await.expect("a read beside the waiting swap is answered").unwrap();
-    }
+    reading.cancel();
+    assert!(reads.await.unwrap() > 0);
     let status = eventstore::projection::status(&pool).await.unwrap();
     let waiting = status.iter().find(|s| s.name == "recorder").unwrap();
     assert_eq!(waiting.state, ProjectionState::Rebuilding, "the swap cannot have happened yet: {waiting:?}");

@@ -363,16 +363,14 @@ async fn a_monitor_probing_health_costs_one_trivial_query_a_probe(_: PgPoolOptio
     );
 }
 
-/// Whether a session waits to lock `table` whole (as a swap renaming it does) behind a reader.
-async fn swap_waiting_for(pool: &PgPool, table: &str) -> bool {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks
-                        WHERE relation = to_regclass($1) AND mode = 'AccessExclusiveLock' AND NOT granted)",
-    )
-    .bind(table)
-    .fetch_one(pool)
-    .await
-    .unwrap()
+/// How many transactions of this database Postgres has counted as rolled back: a rebuild's swap
+/// that gives up waiting for its table (its lock_timeout) is one.
+async fn rollbacks(pool: &PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(pool).await.unwrap();
+    sqlx::query_scalar("SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrations = false)]
@@ -388,23 +386,32 @@ async fn a_rebuild_swap_behind_a_long_reader_does_not_queue_account_reads(_: PgP
         .post_as_operator("/api/operations/rebuild-projection", &json!({"reason": "a test", "name": "account_summary"}))
         .await;
     assert_eq!(asked.status(), StatusCode::OK);
-    // Each time the swap is seen waiting for the table, a read of the account comes in behind
-    // it and is answered: a swap that queued its lock for as long as the reader holds the table
-    // (which this test only lets go afterwards) would hold every read behind it as long.
-    for _ in 0..3 {
-        eventually("the swap waiting for the reader's table", PATIENCE, || async {
-            when(swap_waiting_for(&app.pool, "account_summary").await, |&waiting| waiting)
+    // Reads of the account, one after another, while the swap tries to take the table and gives
+    // up after its lock_timeout, ten times over (each try a transaction rolled back: a positive
+    // signal, where a look at pg_locks would have to land in a 20 ms window). A swap that queued
+    // its lock for as long as the reader holds the table (which this test only lets go
+    // afterwards) would hold the first read that came behind it as long.
+    let before = rollbacks(&app.pool).await;
+    let reading = tokio_util::sync::CancellationToken::new();
+    let reads = {
+        let (client, url, reading) =
+            (app.client.clone(), format!("{}/api/queries/accounts/{id}", app.address), reading.clone());
+        tokio::spawn(async move {
+            let mut answered = 0u64;
+            while !reading.is_cancelled() {
+                let read = client.get(&url).timeout(PATIENCE).send().await;
+                assert_eq!(read.expect("a read beside the waiting swap is answered").status(), StatusCode::OK);
+                answered += 1;
+            }
+            answered
         })
-        .await;
-        let read = app
-            .client
-            .get(format!("{}/api/queries/accounts/{id}", app.address))
-            .timeout(PATIENCE)
-            .send()
-            .await
-            .expect("a read beside the waiting swap is answered");
-        assert_eq!(read.status(), StatusCode::OK);
-    }
+    };
+    eventually("ten tries of the swap", PATIENCE, || async {
+        when(rollbacks(&app.pool).await, |&now| now >= before + 10)
+    })
+    .await;
+    reading.cancel();
+    assert!(reads.await.unwrap() > 0);
     let state = || async {
         sqlx::query_scalar::<_, String>(
             "SELECT state FROM projection_checkpoints WHERE projection_name = 'account_summary'",
