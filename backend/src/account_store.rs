@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, AccountCommand, AccountEvent, AccountState, CommandBy, DomainError};
 use crate::event_codec::{self, DecodeError};
+use bank::domain::{self, AccountCommand, AccountEvent, AccountState, CommandBy, DomainError};
 
 /// The shape of a stored [`AccountState`]; snapshots of another shape are ignored (and new ones
 /// written as the account moves on). 2: with the deposit and withdrawal totals; 3: with the

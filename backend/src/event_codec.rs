@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use time::OffsetDateTime;
 
-use crate::domain::{AccountEvent, Amount, Money, OwnerId, Reason, TransferEvent, TransferTerms};
+use bank::domain::{AccountEvent, Amount, Money, OwnerId, Reason, TransferEvent, TransferTerms};
 
 /// The schema version written today.
 pub const SCHEMA_VERSION: i32 = 2;

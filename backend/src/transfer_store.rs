@@ -5,8 +5,8 @@ use eventstore::{Aggregate, NewEvent, RecordedEvent, SnapshotVersion};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::domain::transfer::{self, TransferCommand, TransferEvent, TransferRefusal, TransferState};
 use crate::event_codec::{self, DecodeError};
+use bank::domain::transfer::{self, TransferCommand, TransferEvent, TransferRefusal, TransferState};
 
 pub struct Transfer;
 

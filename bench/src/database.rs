@@ -38,7 +38,7 @@ pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
     admin.execute(format!(r#"CREATE DATABASE "{DATABASE}""#).as_str()).await?;
     admin.close().await?;
     let pool = pool(80).await?;
-    app::read_side::migrate(&pool).await?;
+    backend::read_side::migrate(&pool).await?;
     Ok(pool)
 }
 
@@ -62,7 +62,7 @@ pub async fn wait_for_projections(pool: &PgPool, within: Duration) -> Result<(),
              WHERE EXISTS (SELECT 1 FROM events e
                  WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position)))",
         )
-        .bind(app::read_side::PROJECTION_NAMES)
+        .bind(backend::read_side::PROJECTION_NAMES)
         .fetch_one(pool)
         .await?;
         if !behind {

@@ -1,7 +1,7 @@
 //! The Redis the benchmarks use for the second read store: `REDIS_URL` (default
 //! `redis://127.0.0.1:6379/0`), under a key prefix of the run's own, emptied when done.
 
-use app::read_side::RedisAccounts;
+use backend::read_side::RedisAccounts;
 use eventstore::projection::ExternalProjection;
 use server::configuration::RedisSettings;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use app::domain::{AccountCommand, CommandBy, Money, OwnerId, Sender};
-use app::write_side::{CommandEnvelope, CommandHandler};
+use backend::write_side::{CommandEnvelope, CommandHandler};
+use bank::domain::{AccountCommand, CommandBy, Money, OwnerId, Sender};
 use leptos::config::LeptosOptions;
 use server::configuration::Settings;
 use server::startup::Application;
@@ -39,7 +39,7 @@ pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
 /// the owner's) and an operator (so that its overview streams hear every account, as an
 /// operator's do). Made afresh with a new API token, which every HTTP client here sends.
 async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
-    use app::identity::{Password, Passwords, Username, tokens, users};
+    use backend::identity::{Password, Passwords, Username, tokens, users};
     let pool = sqlx::PgPool::connect_with(database::options()?).await?;
     let user = users::make_operator(
         &pool,

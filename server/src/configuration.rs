@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use app::read_side::ReadStore;
-use app::write_side::WriteOptions;
+use backend::read_side::ReadStore;
+use backend::write_side::WriteOptions;
 
 use crate::routes::rate_limits::{Rate, RateSettings};
 use leptos::config::LeptosOptions;

@@ -4,17 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use app::api::ApiError;
-use app::api::Services;
-use app::read_side::live::spawn_account_feed;
-use app::read_side::{AccountHistory, ReadModel, ReadPools, RedisAccounts, RedisReads, Split, run_projections};
 use app::ui::{App, shell};
-use app::write_side::{CommandHandler, TransferProcess, TransferRequests, run_transfer_process};
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use backend::Services;
+use backend::read_side::live::spawn_account_feed;
+use backend::read_side::{AccountHistory, ReadModel, ReadPools, RedisAccounts, RedisReads, Split, run_projections};
+use backend::write_side::{CommandHandler, TransferProcess, TransferRequests, run_transfer_process};
 use eventstore::change_feed::ChangeFeed;
 use eventstore::projection::StatusCache;
 use eventstore::{Appends, CheckpointWatch};
@@ -158,8 +158,8 @@ impl Application {
             history: AccountHistory::new(pool.clone()),
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
-            passwords: app::identity::Passwords::new(),
-            callers: app::identity::Callers::new(),
+            passwords: backend::identity::Passwords::new(),
+            callers: backend::identity::Callers::new(),
             secure_cookies: settings.secure_cookies,
         });
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
@@ -318,7 +318,7 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
             Ok(purged) => tracing::info!(purged, "forgot command ids past their retention"),
             Err(error) => tracing::warn!(%error, "could not purge old command ids; will try again"),
         }
-        if let Err(error) = app::identity::sessions::purge_expired(&pool).await {
+        if let Err(error) = backend::identity::sessions::purge_expired(&pool).await {
             tracing::warn!(%error, "could not purge expired sessions; will try again");
         }
     }
@@ -356,9 +356,9 @@ pub async fn prepare_database(
     let migrating_as = owner.unwrap_or(database);
     ensure_database_exists(migrating_as).await?;
     let pool = PgPoolOptions::new().max_connections(1).connect_with(migrating_as.clone()).await?;
-    app::read_side::migrate(&pool).await?;
+    backend::read_side::migrate(&pool).await?;
     if owner.is_some() {
-        app::read_side::grant_to_server_role(&pool, database.get_username()).await?;
+        backend::read_side::grant_to_server_role(&pool, database.get_username()).await?;
     }
     pool.close().await;
     Ok(())
@@ -372,7 +372,7 @@ pub async fn create_operator(
     name: &str,
     password: &str,
 ) -> Result<(), String> {
-    use app::identity::{Password, Passwords, Username, users};
+    use backend::identity::{Password, Passwords, Username, users};
     let username = Username::parse(name).map_err(|error| error.to_string())?;
     let password = Password::parse(password)?;
     prepare_database(database, owner).await.map_err(|error| error.to_string())?;

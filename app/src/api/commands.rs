@@ -10,8 +10,8 @@ use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::contract::exact_number::ExactNumber;
-use crate::contract::{CommandAccepted, TransferAccepted};
+use bank::contract::exact_number::ExactNumber;
+use bank::contract::{CommandAccepted, TransferAccepted};
 
 #[server(prefix = "/api", endpoint = "commands/create-account", input = Json)]
 pub async fn create_account(
@@ -19,7 +19,7 @@ pub async fn create_account(
     #[server(rename = "initialBalance")] initial_balance: ExactNumber,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::{AccountCommand, Money, OwnerId};
+    use bank::domain::{AccountCommand, Money, OwnerId};
     let caller = super::signed_in()?;
     let owner_id = OwnerId::parse(&owner_id)?;
     // The contract keeps `ownerId`; it can only be the caller's own name.
@@ -40,7 +40,7 @@ pub async fn deposit(
     amount: ExactNumber,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::{AccountCommand, Amount};
+    use bank::domain::{AccountCommand, Amount};
     let caller = super::signed_in()?;
     let command = AccountCommand::Deposit { amount: Amount::try_from(amount.0)? };
     server::handle(caller, account_id, command, command_id).await
@@ -52,7 +52,7 @@ pub async fn withdraw(
     amount: ExactNumber,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::{AccountCommand, Amount};
+    use bank::domain::{AccountCommand, Amount};
     let caller = super::signed_in()?;
     let command = AccountCommand::Withdraw { amount: Amount::try_from(amount.0)? };
     server::handle(caller, account_id, command, command_id).await
@@ -68,7 +68,7 @@ pub async fn transfer(
     amount: ExactNumber,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<TransferAccepted, ApiError> {
-    use crate::domain::Amount;
+    use bank::domain::Amount;
     let caller = super::signed_in()?;
     let amount = Amount::try_from(amount.0)?;
     server::request_transfer(caller, from_account_id, to_account_id, amount, command_id).await
@@ -81,7 +81,7 @@ pub async fn freeze_account(
     reason: String,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::{AccountCommand, Reason};
+    use bank::domain::{AccountCommand, Reason};
     let caller = super::operator()?;
     let command = AccountCommand::Freeze { reason: Reason::parse(&reason)? };
     server::handle_as_operator(caller, account_id, command, command_id).await
@@ -93,7 +93,7 @@ pub async fn unfreeze_account(
     #[server(rename = "accountId")] account_id: Uuid,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::AccountCommand;
+    use bank::domain::AccountCommand;
     let caller = super::operator()?;
     server::handle_as_operator(caller, account_id, AccountCommand::Unfreeze, command_id).await
 }
@@ -105,7 +105,7 @@ pub async fn close_account(
     #[server(rename = "accountId")] account_id: Uuid,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
 ) -> Result<CommandAccepted, ApiError> {
-    use crate::domain::AccountCommand;
+    use bank::domain::AccountCommand;
     let caller = super::signed_in()?;
     server::handle(caller, account_id, AccountCommand::Close, command_id).await
 }
@@ -117,11 +117,11 @@ mod server {
     use uuid::Uuid;
 
     use crate::api::{ApiError, CommandAccepted};
-    use crate::contract::TransferAccepted;
-    use crate::domain::{AccountCommand, Amount, CommandBy, OwnerId, Sender};
-    use crate::identity::Caller;
-    use crate::write_side::CommandEnvelope;
-    use crate::write_side::transfers::TransferTermsWithoutDeadline;
+    use backend::identity::Caller;
+    use backend::write_side::CommandEnvelope;
+    use backend::write_side::transfers::TransferTermsWithoutDeadline;
+    use bank::contract::TransferAccepted;
+    use bank::domain::{AccountCommand, Amount, CommandBy, OwnerId, Sender};
 
     /// The header a client may send to tie its commands together in the audit trail.
     const CORRELATION_HEADER: &str = "x-correlation-id";

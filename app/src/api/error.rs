@@ -8,7 +8,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DomainError, MoneyError, OwnerIdError, ReasonError, TransferRefusal};
+use bank::domain::{DomainError, MoneyError, OwnerIdError, ReasonError, TransferRefusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -261,9 +261,9 @@ mod server {
     //! clear message and never a 500 for something it sent.
 
     use super::{ApiError, ErrorCode, capitalised};
-    use crate::account_store::LoadError;
-    use crate::write_side::CommandError;
-    use crate::write_side::transfers::TransferCommandError;
+    use backend::account_store::LoadError;
+    use backend::write_side::CommandError;
+    use backend::write_side::transfers::TransferCommandError;
 
     impl From<sqlx::Error> for ApiError {
         fn from(error: sqlx::Error) -> ApiError {

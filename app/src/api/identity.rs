@@ -7,12 +7,12 @@ use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::contract::{ApiTokenInfo, NewApiToken, SignedIn};
+use bank::contract::{ApiTokenInfo, NewApiToken, SignedIn};
 
 /// Creates a customer and signs them in.
 #[server(prefix = "/api", endpoint = "auth/sign-up", input = Json)]
 pub async fn sign_up(username: String, password: String) -> Result<SignedIn, ApiError> {
-    use crate::identity::{Password, Role, SignUpError, Username, users};
+    use backend::identity::{Password, Role, SignUpError, Username, users};
     let services = super::services()?;
     let username = Username::parse(&username).map_err(|error| ApiError::invalid_request(error.to_string()))?;
     let password = Password::parse(&password).map_err(ApiError::invalid_request)?;
@@ -30,7 +30,7 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
 /// Signs in: a new session (any session the browser had is ended first).
 #[server(prefix = "/api", endpoint = "auth/sign-in", input = Json)]
 pub async fn sign_in(username: String, password: String) -> Result<SignedIn, ApiError> {
-    use crate::identity::{Username, users};
+    use backend::identity::{Username, users};
     let services = super::services()?;
     let wrong = || ApiError::new(super::ErrorCode::Unauthenticated, "wrong username or password");
     let username = Username::parse(&username).map_err(|_| wrong())?;
@@ -47,10 +47,10 @@ pub async fn sign_in(username: String, password: String) -> Result<SignedIn, Api
 pub async fn sign_out() -> Result<(), ApiError> {
     let services = super::services()?;
     if let Some(secret) = server::session_cookie() {
-        crate::identity::sessions::end(&services.pool, &secret).await?;
+        backend::identity::sessions::end(&services.pool, &secret).await?;
         services.callers.forget_secret(&secret);
     }
-    server::set_cookie(crate::identity::sessions::clear_cookie(services.secure_cookies));
+    server::set_cookie(backend::identity::sessions::clear_cookie(services.secure_cookies));
     Ok(())
 }
 
@@ -64,8 +64,8 @@ pub async fn me() -> Result<Option<SignedIn>, ApiError> {
 /// more tokens, so a leaked one cannot outlive its revocation.
 #[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
 pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
-    use crate::identity::Credential;
-    use crate::identity::tokens::{self, TokenError};
+    use backend::identity::Credential;
+    use backend::identity::tokens::{self, TokenError};
     let caller = super::signed_in()?;
     if caller.credential != Credential::Session {
         return Err(ApiError::new(
@@ -85,7 +85,7 @@ pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
 #[server(prefix = "/api", endpoint = "tokens/list", input = Json)]
 pub async fn list_tokens() -> Result<Vec<ApiTokenInfo>, ApiError> {
     let caller = super::signed_in()?;
-    Ok(crate::identity::tokens::list(&super::services()?.pool, caller.user_id).await?)
+    Ok(backend::identity::tokens::list(&super::services()?.pool, caller.user_id).await?)
 }
 
 /// Revokes one of the caller's tokens; it answers 401 from then on.
@@ -93,7 +93,7 @@ pub async fn list_tokens() -> Result<Vec<ApiTokenInfo>, ApiError> {
 pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Result<(), ApiError> {
     let caller = super::signed_in()?;
     let services = super::services()?;
-    if crate::identity::tokens::revoke(&services.pool, caller.user_id, token_id).await? {
+    if backend::identity::tokens::revoke(&services.pool, caller.user_id, token_id).await? {
         services.callers.forget_token(token_id);
         Ok(())
     } else {
@@ -106,7 +106,7 @@ mod server {
     use axum::http::{HeaderValue, header};
 
     use crate::api::{ApiError, ErrorCode, Services};
-    use crate::identity::{PasswordError, Secret, SignUpError, sessions};
+    use backend::identity::{PasswordError, Secret, SignUpError, sessions};
 
     /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
     /// someone planted before sign-in is worthless after it.

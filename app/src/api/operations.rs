@@ -27,7 +27,7 @@ pub async fn retry_projection(name: String, reason: String) -> Result<(), ApiErr
 /// The Postgres replica queries read, as this instance last measured it; `None`: there is none
 /// (`DATABASE_READ_URL` unset), queries read the primary.
 #[server(prefix = "/api", endpoint = "operations/replica", input = Json)]
-pub async fn replica_status() -> Result<Option<crate::contract::ReplicaStatus>, ApiError> {
+pub async fn replica_status() -> Result<Option<bank::contract::ReplicaStatus>, ApiError> {
     super::operator()?;
     Ok(super::services()?.read_model.replica_health())
 }

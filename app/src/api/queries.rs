@@ -10,8 +10,8 @@ use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::contract::exact_number::ExactNumber;
-use crate::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, TransferList};
+use bank::contract::exact_number::ExactNumber;
+use bank::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, TransferList};
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
 #[server(prefix = "/api", endpoint = "queries/account", input = Json)]
@@ -28,11 +28,11 @@ pub async fn get_account(
 /// and does not know the account yet says so (503, retry), instead of calling it unknown.
 #[cfg(feature = "ssr")]
 pub fn account_answer(
-    lookup: crate::read_side::AccountLookup,
+    lookup: backend::read_side::AccountLookup,
     account_id: Uuid,
-    caller: &crate::identity::Caller,
+    caller: &backend::identity::Caller,
 ) -> Result<AccountView, ApiError> {
-    use crate::read_side::AccountLookup;
+    use backend::read_side::AccountLookup;
     match lookup {
         AccountLookup::Found(view) if caller.may_see(&view.owner_id) => Ok(view),
         AccountLookup::Found(_) | AccountLookup::Unknown => Err(ApiError::account_not_found(account_id)),
@@ -56,7 +56,7 @@ pub async fn list_accounts(
     // text no owner can have (a NUL, which Postgres refuses) is refused here with a 400.
     let owner_id = owner_id
         .filter(|owner| !owner.trim().is_empty())
-        .map(|owner| crate::domain::OwnerId::parse(&owner))
+        .map(|owner| bank::domain::OwnerId::parse(&owner))
         .transpose()?;
     let read_model = &super::services()?.read_model;
     match (caller.visible_owner(), &owner_id) {
@@ -78,7 +78,7 @@ pub async fn high_value_accounts(
     after: Option<Position>,
 ) -> Result<AccountList, ApiError> {
     let caller = super::signed_in()?;
-    let min_balance = crate::domain::Money::try_from(min_balance.0)?;
+    let min_balance = bank::domain::Money::try_from(min_balance.0)?;
     Ok(super::services()?.read_model.high_value_accounts(min_balance.value(), caller.visible_owner(), after).await?)
 }
 
@@ -104,7 +104,7 @@ pub async fn account_at(
 /// 404 unless the caller may see the account: the owner as its creation event names it (the
 /// event store, not a read model that may lag), or an operator.
 #[cfg(feature = "ssr")]
-async fn visible_account(caller: &crate::identity::Caller, account_id: Uuid) -> Result<(), ApiError> {
+async fn visible_account(caller: &backend::identity::Caller, account_id: Uuid) -> Result<(), ApiError> {
     if caller.is_operator() {
         return Ok(());
     }
@@ -208,7 +208,7 @@ pub async fn accounts_read_model_lag() -> Result<ReadModelLag, ApiError> {
     super::signed_in()?;
     let status = super::services()?.projection_status.get().await?;
     // Split into partitions, the read model is as far behind as its slowest partition.
-    let name = crate::read_side::account_summary::PROJECTION_NAME;
+    let name = backend::read_side::account_summary::PROJECTION_NAME;
     let summary = status.iter().filter(|p| {
         p.name == name
             || eventstore::projection::Partition::parse_checkpoint_name(&p.name).is_some_and(|(of, _)| of == name)

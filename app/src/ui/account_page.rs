@@ -23,7 +23,7 @@ use super::transfers::{TransferForm, TransfersList, transfers_resource, worth_re
 use crate::api::queries::accounts_read_model_lag;
 use crate::api::queries::{account_at, account_ledger, get_account};
 use crate::api::{AccountView, ApiError, CommandAccepted, ErrorCode, HistoricalAccount, TransferAccepted};
-use crate::contract::AccountStatusView;
+use bank::contract::AccountStatusView;
 
 /// What the figures show, whether read live or folded as of a version.
 #[derive(Debug, Clone, PartialEq)]

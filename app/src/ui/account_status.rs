@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::money_form::show_answer;
 use crate::api::CommandAccepted;
 use crate::api::commands::{close_account, freeze_account, unfreeze_account};
-use crate::contract::AccountStatusView;
-use crate::domain::Reason;
+use bank::contract::AccountStatusView;
+use bank::domain::Reason;
 
 /// "Frozen: <reason>" or "Closed"; nothing for an active account.
 #[component]

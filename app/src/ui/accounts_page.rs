@@ -14,8 +14,8 @@ use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
 use crate::api::queries::{high_value_accounts, list_accounts};
 use crate::api::{AccountList, AccountView, ApiError, CommandAccepted, ErrorCode};
-use crate::contract::AccountStatusView;
-use crate::domain::{Money, OwnerId};
+use bank::contract::AccountStatusView;
+use bank::domain::{Money, OwnerId};
 
 /// Which accounts the table lists, from the page's query string (`?owner=…` or `?min=…`), so
 /// that every view has an address and works before the WASM has loaded.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::format;
 use crate::api::ApiError;
 use crate::api::identity::{create_token, list_tokens, me, revoke_token, sign_in, sign_out, sign_up};
-use crate::contract::{NewApiToken, Role, SignedIn};
+use bank::contract::{NewApiToken, Role, SignedIn};
 
 /// Who is signed in, read once per page load (on the server for the first render).
 #[derive(Clone, Copy)]

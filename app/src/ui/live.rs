@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 
-use crate::contract::LiveProgress;
+use bank::contract::LiveProgress;
 
 /// What the stream says, as signals.
 #[derive(Clone, Copy)]
@@ -92,7 +92,7 @@ mod browser {
     use web_sys::{EventSource, MessageEvent};
 
     use super::Live;
-    use crate::contract::LiveProgress;
+    use bank::contract::LiveProgress;
 
     /// How long to wait before opening a stream again that the server refused (429) or closed
     /// for good, doubling up to [`MAX_REOPEN_AFTER`] while it keeps failing (the browser itself

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::api::commands::{deposit, withdraw};
 use crate::api::{ApiError, CommandAccepted};
-use crate::domain::Amount;
+use bank::domain::Amount;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoneyCommand {

@@ -164,7 +164,7 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
 }
 
 /// Where queries read, in one line: the replica and its lag, or the primary and why.
-fn replica_line(replica: Option<crate::contract::ReplicaStatus>) -> String {
+fn replica_line(replica: Option<bank::contract::ReplicaStatus>) -> String {
     let Some(replica) = replica else {
         return "Queries read the primary (no replica configured: DATABASE_READ_URL).".to_owned();
     };

@@ -3,7 +3,7 @@
 use eventstore::Position;
 use leptos::prelude::*;
 
-use crate::contract::ServedBy;
+use bank::contract::ServedBy;
 
 /// "synced as of #…" once the read model has passed the user's last command (`token`),
 /// "syncing…" until then; how the page learns of changes: "live" or "polling"; and which read

@@ -12,8 +12,8 @@ use super::money_form::{clear_if_unchanged, show_answer};
 use crate::api::commands::transfer;
 use crate::api::queries::account_transfers;
 use crate::api::{ApiError, TransferAccepted, TransferList, TransferView};
-use crate::contract::TransferStateView;
-use crate::domain::Amount;
+use bank::contract::TransferStateView;
+use bank::domain::Amount;
 
 /// The account's transfers, for the account page to create with its other resources.
 pub fn transfers_resource(account_id: Memo<Option<Uuid>>) -> Resource<Result<TransferList, ApiError>> {

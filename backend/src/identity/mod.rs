@@ -14,7 +14,7 @@ pub mod users;
 
 use uuid::Uuid;
 
-pub use crate::contract::Role;
+pub use bank::contract::Role;
 pub use cache::{Callers, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;

@@ -2,10 +2,11 @@
 //! time they were last used. Sent as `Authorization: Bearer <token>`.
 
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Caller, Credential, Role, Secret, Username};
-use crate::contract::{ApiTokenInfo, NewApiToken};
+use bank::contract::{ApiTokenInfo, NewApiToken};
 
 /// Every token starts with this, so that a leaked one is easy to recognise (and to scan for).
 pub const PREFIX: &str = "cqb_";
@@ -51,13 +52,31 @@ pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<NewApiTo
 
 /// The user's tokens, newest first (revoked ones too, marked).
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiTokenInfo>, sqlx::Error> {
-    sqlx::query_as(
+    let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT token_id, name, created_at, last_used_at, revoked_at FROM api_tokens
          WHERE user_id = $1 ORDER BY created_at DESC LIMIT 100",
     )
     .bind(user_id)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(TokenRow::into_info).collect())
+}
+
+/// A row of `api_tokens` as [`list`] reads it (the wire type knows no database).
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    token_id: Uuid,
+    name: String,
+    created_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl TokenRow {
+    fn into_info(self) -> ApiTokenInfo {
+        let TokenRow { token_id, name, created_at, last_used_at, revoked_at } = self;
+        ApiTokenInfo { token_id, name, created_at, last_used_at, revoked_at }
+    }
 }
 
 /// Revokes one of the user's tokens; `false` if the user has no such token (someone else's

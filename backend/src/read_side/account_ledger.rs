@@ -12,8 +12,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::account_summary::{NeverCreated, decode};
-use crate::contract::MovementKind;
-use crate::domain::{AccountEvent, Movement};
+use bank::contract::MovementKind;
+use bank::domain::{AccountEvent, Movement};
 
 pub const PROJECTION_NAME: &str = "account_ledger";
 
@@ -185,8 +185,8 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::domain::{Amount, Money, OwnerId};
     use crate::event_codec;
+    use bank::domain::{Amount, Money, OwnerId};
 
     fn recorded(stream_id: Uuid, version: i64, n: i64, event: &AccountEvent) -> (RecordedEvent, AccountEvent) {
         let new = event_codec::encode(event, &json!({}));

@@ -11,8 +11,8 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{AccountEvent, AccountStatus, Movement};
 use crate::event_codec;
+use bank::domain::{AccountEvent, AccountStatus, Movement};
 
 pub const PROJECTION_NAME: &str = "account_summary";
 
@@ -274,7 +274,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::domain::{Amount, Money, OwnerId};
+    use bank::domain::{Amount, Money, OwnerId};
 
     /// `event` as the store would give it back: stream version and global position `n`.
     fn recorded(stream_id: Uuid, version: i64, n: i64, event: &AccountEvent) -> RecordedEvent {

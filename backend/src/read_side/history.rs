@@ -7,9 +7,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::account_store::{self, LoadError};
-use crate::contract::{HistoricalAccount, HistoryEntry, HistoryPage};
-use crate::domain::{AccountEvent, AccountState, Movement, evolve};
 use crate::event_codec;
+use bank::contract::{HistoricalAccount, HistoryEntry, HistoryPage};
+use bank::domain::{AccountEvent, AccountState, Movement, evolve};
 
 #[derive(Clone)]
 pub struct AccountHistory {

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::account_store::{Account, LoadError};
-use crate::contract::LiveProgress;
 use crate::identity::Caller;
 use crate::read_side::account_summary::PROJECTION_NAME;
 use crate::read_side::{AccountHistory, ReadModel};
+use bank::contract::LiveProgress;
 
 /// Follows the account summary's checkpoint — the read model the pages show — and reports the
 /// accounts each move changed.

@@ -20,12 +20,12 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::contract::{
+pub use account_ledger::AccountLedgerProjection;
+pub use account_summary::AccountSummaryProjection;
+use bank::contract::{
     AccountList, AccountStatusView, AccountView, Ledger, LedgerEntry, MovementKind, ServedBy, TransferList,
     TransferStateView, TransferView,
 };
-pub use account_ledger::AccountLedgerProjection;
-pub use account_summary::AccountSummaryProjection;
 pub use history::AccountHistory;
 pub use read_stores::{ReadStore, RedisReads};
 pub use redis_accounts::RedisAccounts;

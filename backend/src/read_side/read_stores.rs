@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::redis_accounts::{RedisAccounts, RedisAnswer};
-use crate::contract::{AccountList, AccountView, ServedBy};
+use bank::contract::{AccountList, AccountView, ServedBy};
 
 /// Which read store the account and high-value queries read (`READ_STORE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

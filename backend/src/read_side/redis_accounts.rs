@@ -38,9 +38,9 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::account_summary::{Change, NewRow, fold};
-use crate::contract::AccountStatusView;
-use crate::contract::{AccountView, ServedBy};
-use crate::domain::{AccountEvent, AccountStatus, Reason};
+use bank::contract::AccountStatusView;
+use bank::contract::{AccountView, ServedBy};
+use bank::domain::{AccountEvent, AccountStatus, Reason};
 
 pub const PROJECTION_NAME: &str = "redis_accounts";
 

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::contract::ReplicaStatus;
-use crate::contract::ServedBy;
+pub use bank::contract::ReplicaStatus;
+use bank::contract::ServedBy;
 
 /// How often the replica's lag is measured.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -108,9 +108,9 @@ impl ReadPools {
                 }
                 let measured = tokio::time::timeout(CHECK_TIMEOUT, measure(&primary, &replica.pool)).await;
                 let health = match measured {
-                    Ok(Ok(health)) => health.judged(replica.max_lag),
-                    Ok(Err(error)) => ReplicaStatus::unreachable(error.to_string()),
-                    Err(_) => ReplicaStatus::unreachable(format!("no answer within {CHECK_TIMEOUT:?}")),
+                    Ok(Ok(health)) => judged(health, replica.max_lag),
+                    Ok(Err(error)) => unreachable(error.to_string()),
+                    Err(_) => unreachable(format!("no answer within {CHECK_TIMEOUT:?}")),
                 };
                 replica.health.send_if_modified(|known| {
                     if known.serving != health.serving {
@@ -142,21 +142,20 @@ impl Replica {
     }
 }
 
-impl ReplicaStatus {
-    fn unreachable(problem: String) -> ReplicaStatus {
-        ReplicaStatus { problem: Some(problem), ..ReplicaStatus::default() }
-    }
+/// A replica that cannot be read, and why.
+fn unreachable(problem: String) -> ReplicaStatus {
+    ReplicaStatus { problem: Some(problem), ..ReplicaStatus::default() }
+}
 
-    /// Serving if reachable and within `max_lag`.
-    fn judged(mut self, max_lag: Duration) -> ReplicaStatus {
-        let too_far = self.lag_seconds.is_some_and(|seconds| seconds > max_lag.as_secs_f64());
-        self.serving = self.reachable && !too_far;
-        if self.reachable && too_far {
-            self.problem =
-                Some(format!("{:.1} s behind the primary (at most {max_lag:?})", self.lag_seconds.unwrap_or(0.0)));
-        }
-        self
+/// The measured `status`, serving if reachable and within `max_lag`.
+fn judged(mut status: ReplicaStatus, max_lag: Duration) -> ReplicaStatus {
+    let too_far = status.lag_seconds.is_some_and(|seconds| seconds > max_lag.as_secs_f64());
+    status.serving = status.reachable && !too_far;
+    if status.reachable && too_far {
+        status.problem =
+            Some(format!("{:.1} s behind the primary (at most {max_lag:?})", status.lag_seconds.unwrap_or(0.0)));
     }
+    status
 }
 
 /// The replica's lag behind the primary: its replay position against the primary's write
@@ -169,14 +168,14 @@ async fn measure(primary: &PgPool, replica: &PgPool) -> Result<ReplicaStatus, sq
     .fetch_one(replica)
     .await?;
     let (Some(replayed), true) = (replayed, standby) else {
-        return Ok(ReplicaStatus::unreachable("DATABASE_READ_URL is not a standby (not in recovery)".to_owned()));
+        return Ok(unreachable("DATABASE_READ_URL is not a standby (not in recovery)".to_owned()));
     };
     // A standby of another cluster would answer with that cluster's tables.
     let system = "SELECT system_identifier::text FROM pg_control_system()";
     let (theirs, ours): (String, String) =
         (sqlx::query_scalar(system).fetch_one(replica).await?, sqlx::query_scalar(system).fetch_one(primary).await?);
     if theirs != ours {
-        return Ok(ReplicaStatus::unreachable("DATABASE_READ_URL is a standby of another cluster".to_owned()));
+        return Ok(unreachable("DATABASE_READ_URL is a standby of another cluster".to_owned()));
     }
     let lag_bytes: i64 =
         sqlx::query_scalar("SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn), 0)::bigint")
@@ -211,9 +210,9 @@ mod tests {
             serving: false,
             problem: None,
         };
-        assert!(measured(0.5).judged(Duration::from_secs(5)).serving);
-        let behind = measured(6.0).judged(Duration::from_secs(5));
+        assert!(judged(measured(0.5), Duration::from_secs(5)).serving);
+        let behind = judged(measured(6.0), Duration::from_secs(5));
         assert!(!behind.serving && behind.problem.unwrap().contains("behind"));
-        assert!(!ReplicaStatus::unreachable("down".into()).judged(Duration::from_secs(5)).serving);
+        assert!(!judged(unreachable("down".into()), Duration::from_secs(5)).serving);
     }
 }

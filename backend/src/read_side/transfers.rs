@@ -4,8 +4,8 @@
 use eventstore::{ApplyError, Projection, RecordedEvent, Target};
 use sqlx::PgConnection;
 
-use crate::domain::TransferEvent;
 use crate::event_codec;
+use bank::domain::TransferEvent;
 
 pub const PROJECTION_NAME: &str = "transfers";
 

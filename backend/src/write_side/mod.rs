@@ -9,9 +9,9 @@ use eventstore::Appends;
 use sqlx::PgPool;
 
 use crate::account_store::Account;
-use crate::contract::CommandAccepted;
-use crate::domain::{CommandBy, DomainError};
 use crate::event_codec::DecodeError;
+use bank::contract::CommandAccepted;
+use bank::domain::{CommandBy, DomainError};
 
 pub use eventstore::WriteOptions;
 pub use transfers::{TransferProcess, TransferRequests};

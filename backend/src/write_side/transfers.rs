@@ -27,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{CommandError, CommandHandler, WriteOptions};
-use crate::contract::TransferAccepted;
-use crate::domain::transfer::{AfterStep, REFUND_STEP, TransferStep, next_step};
-use crate::domain::{CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferTerms};
 use crate::event_codec::DecodeError;
 use crate::transfer_store::Transfer;
+use bank::contract::TransferAccepted;
+use bank::domain::transfer::{AfterStep, REFUND_STEP, TransferStep, next_step};
+use bank::domain::{CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferTerms};
 
 /// Why a transfer command was not applied.
 pub type TransferCommandError = eventstore::CommandError<TransferRefusal, DecodeError>;
@@ -87,8 +87,8 @@ impl TransferRequests {
 pub struct TransferTermsWithoutDeadline {
     pub from: Uuid,
     pub to: Uuid,
-    pub amount: crate::domain::Amount,
-    pub requested_by: crate::domain::OwnerId,
+    pub amount: bank::domain::Amount,
+    pub requested_by: bank::domain::OwnerId,
 }
 
 /// Why a transfer could not be taken further now; it is tried again.

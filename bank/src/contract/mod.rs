@@ -427,7 +427,6 @@ impl Role {
 
 /// An API token as its owner sees it in the list: never the secret, which is shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokenInfo {
     pub token_id: Uuid,

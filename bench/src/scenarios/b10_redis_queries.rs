@@ -33,7 +33,7 @@ pub async fn run(context: Context) -> Outcome {
     let settings = redis.settings.clone();
     let from_redis = Server::start_with(|s| {
         s.redis = Some(settings);
-        s.read_store = app::read_side::ReadStore::Redis;
+        s.read_store = backend::read_side::ReadStore::Redis;
     })
     .await?;
     let from_postgres = Server::start().await?;

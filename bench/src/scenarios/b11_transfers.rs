@@ -136,7 +136,7 @@ async fn wait_until_finished(pool: &PgPool, after: i64, bound: Duration) -> Resu
             "SELECT EXISTS (SELECT 1 FROM projection_checkpoint($1) c, events e
                  WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
         )
-        .bind(app::write_side::transfers::PROCESS_NAME)
+        .bind(backend::write_side::transfers::PROCESS_NAME)
         .fetch_one(pool)
         .await?;
         if requested == finished && !process_behind {

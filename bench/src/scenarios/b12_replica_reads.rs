@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use app::read_side::{AccountSummaryProjection, ReadModel, ReadPools};
+use backend::read_side::{AccountSummaryProjection, ReadModel, ReadPools};
 use eventstore::{Appends, CheckpointWatch, Progress, ProjectionRunner};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -45,7 +45,7 @@ async fn measure(context: &Context, pair: &Pair) -> Outcome {
         (Duration::from_secs(2), Duration::from_secs(10)),
     );
     let primary = connect(&pair.url(pair.primary_port), 40).await?;
-    app::read_side::migrate(&primary).await?;
+    backend::read_side::migrate(&primary).await?;
     database::insert_account_events(&primary, "b12-", ACCOUNTS, 1, 2).await?;
     let runner = ProjectionRunner::new(primary.clone(), AccountSummaryProjection, Appends::new().subscribe(), "bench");
     while let Progress::Applied(_) | Progress::HeldBack = runner.run_batch().await.map_err(|e| e.to_string())? {}
@@ -115,7 +115,7 @@ async fn closed_loop(
                     n += CLIENTS;
                     let found = matches!(
                         model.account(accounts[n % accounts.len()], None).await,
-                        Ok(app::read_side::AccountLookup::Found(_))
+                        Ok(backend::read_side::AccountLookup::Found(_))
                     );
                     if counting.load(Ordering::Relaxed) {
                         if found {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::read_side::AccountSummaryProjection;
+use backend::read_side::AccountSummaryProjection;
 use eventstore::projection::{Partition, PartitionShare, adopt_count};
 use eventstore::{Appends, Progress, Projection, ProjectionRunner};
 use rust_decimal::Decimal;

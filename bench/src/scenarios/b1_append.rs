@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use app::domain::{AccountCommand, AccountEvent, Amount};
-use app::event_codec;
-use app::write_side::{CommandHandler, WriteOptions};
+use backend::event_codec;
+use backend::write_side::{CommandHandler, WriteOptions};
+use bank::domain::{AccountCommand, AccountEvent, Amount};
 use eventstore::{Appends, NewEvent};
 use serde_json::json;
 use sqlx::PgPool;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use app::write_side::{CommandHandler, WriteOptions};
+use backend::write_side::{CommandHandler, WriteOptions};
 use eventstore::Appends;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

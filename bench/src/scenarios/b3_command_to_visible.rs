@@ -156,7 +156,7 @@ async fn sample(
 }
 
 async fn checkpoint(conn: &mut PgConnection) -> Result<Position, String> {
-    eventstore::projection::checkpoint(&mut *conn, app::read_side::account_summary::PROJECTION_NAME)
+    eventstore::projection::checkpoint(&mut *conn, backend::read_side::account_summary::PROJECTION_NAME)
         .await
         .map_err(|e| e.to_string())
 }

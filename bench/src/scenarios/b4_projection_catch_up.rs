@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use app::read_side::{AccountLedgerProjection, AccountSummaryProjection};
+use backend::read_side::{AccountLedgerProjection, AccountSummaryProjection};
 use eventstore::projection::ExternalProjectionRunner;
 use eventstore::{Appends, Progress, Projection, ProjectionRunner};
 use rust_decimal::Decimal;

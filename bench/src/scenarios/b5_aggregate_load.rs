@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use app::account_store::{self, LATEST};
+use backend::account_store::{self, LATEST};
 use sqlx::PgConnection;
 use uuid::Uuid;
 

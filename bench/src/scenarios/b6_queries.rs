@@ -23,9 +23,9 @@ use crate::{Context, database};
 
 const CONNECTIONS: usize = 32;
 
-/// The read model's own statement (`app::read_side::ReadModel::account`).
+/// The read model's own statement (`backend::read_side::ReadModel::account`).
 fn account_select() -> String {
-    format!("{} WHERE s.account_id = $2", app::read_side::SUMMARY_SELECT)
+    format!("{} WHERE s.account_id = $2", backend::read_side::SUMMARY_SELECT)
 }
 
 pub async fn run(context: Context) -> Outcome {
@@ -114,7 +114,7 @@ async fn measure(context: &Context, server: &Server) -> Outcome {
 
 async fn select(pool: PgPool, account: Uuid) -> Result<(), String> {
     let row = sqlx::query(&account_select())
-        .bind(app::read_side::account_summary::PROJECTION_NAME)
+        .bind(backend::read_side::account_summary::PROJECTION_NAME)
         .bind(account)
         .fetch_optional(&pool)
         .await

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use app::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId, Sender};
-use app::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
+use backend::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
+use bank::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId, Sender};
 use eventstore::Appends;
 use futures::future::join_all;
 use uuid::Uuid;

@@ -13,7 +13,7 @@ use crate::startup::AppState;
 /// route because server functions take no path parameters; it calls the same read model.
 pub async fn get_account(
     State(state): State<AppState>,
-    Extension(caller): Extension<app::identity::Caller>,
+    Extension(caller): Extension<backend::identity::Caller>,
     Path(account_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<AccountView>, ApiError> {

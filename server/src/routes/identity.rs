@@ -1,5 +1,5 @@
 //! Who is asking, for every request: a bearer token (`Authorization: Bearer cqb_…`) or the
-//! session cookie, looked up once here and handed to the handlers as an [`app::identity::Caller`]
+//! session cookie, looked up once here and handed to the handlers as an [`backend::identity::Caller`]
 //! in the request's extensions. Then the coarse rules that need no more than that:
 //!
 //! - the API (`/api/…`) needs a caller, except signing in and up: 401 otherwise;
@@ -9,11 +9,11 @@
 //! Which accounts a caller may see or move is decided by the API and the domain.
 
 use app::api::{ApiError, ErrorCode};
-use app::identity::{Caller, Presented, Secret, sessions};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use backend::identity::{Caller, Presented, Secret, sessions};
 
 use crate::routes::rate_limits::BAD_CREDENTIALS;
 use crate::startup::AppState;

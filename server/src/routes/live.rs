@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::api::{ApiError, ErrorCode};
-use app::identity::Caller;
-use app::read_side::live::Watch;
 use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use backend::identity::Caller;
+use backend::read_side::live::Watch;
 use eventstore::Position;
 use eventstore::change_feed::{Changes, Next, Subscription};
 use futures_util::{Stream, StreamExt};

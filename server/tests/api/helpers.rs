@@ -299,7 +299,7 @@ pub async fn wait_for_projections(pool: &PgPool) {
              WHERE EXISTS (SELECT 1 FROM events e
                            WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
         )
-        .bind(app::read_side::PROJECTION_NAMES)
+        .bind(backend::read_side::PROJECTION_NAMES)
         .fetch_all(pool)
         .await
         .unwrap();

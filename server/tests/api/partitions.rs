@@ -95,7 +95,7 @@ async fn four_partitions_on_two_instances_are_balanced_taken_over_after_a_kill_9
     // Exactly once, counted: the partitions of each projection applied, between them, every
     // account event once — not one more after the kill, not one less.
     let account_events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = ANY($1)")
-        .bind(app::domain::AccountEvent::TYPES)
+        .bind(bank::domain::AccountEvent::TYPES)
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use app::domain::{AccountEvent, AccountStatus, Movement};
+use bank::domain::{AccountEvent, AccountStatus, Movement};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -32,7 +32,7 @@ pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, 
     // The account read models read account events only; another aggregate's are not theirs.
     for event in events.iter().filter(|event| AccountEvent::TYPES.contains(&event.event_type.as_str())) {
         let id = event.stream_id;
-        match app::event_codec::decode(event).unwrap() {
+        match backend::event_codec::decode(event).unwrap() {
             AccountEvent::AccountCreated { owner_id, initial_balance } => {
                 let balance = initial_balance.value();
                 summaries.insert(

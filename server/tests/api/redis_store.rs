@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use app::read_side::RedisAccounts;
+use backend::read_side::RedisAccounts;
 use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -199,7 +199,7 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     // A reader sees an event once no transaction that began before it is still open.
     let log = eventually("the three events readable", PATIENCE, || async {
         let read =
-            eventstore::read_batch(&app.pool, eventstore::Position::START, 100, app::domain::AccountEvent::TYPES)
+            eventstore::read_batch(&app.pool, eventstore::Position::START, 100, bank::domain::AccountEvent::TYPES)
                 .await
                 .unwrap();
         when(read, |read| read.events.len() == 3)

@@ -1,9 +1,9 @@
 //! Loading an account reads its latest snapshot and the events after it, and gives exactly
 //! what folding the whole stream gives.
 
-use app::account_store::{FOLD_VERSION, LATEST, SNAPSHOT_SCHEMA_VERSION, load};
-use app::domain::{AccountState, evolve};
-use app::event_codec::decode;
+use backend::account_store::{FOLD_VERSION, LATEST, SNAPSHOT_SCHEMA_VERSION, load};
+use backend::event_codec::decode;
+use bank::domain::{AccountState, evolve};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -65,7 +65,7 @@ async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConne
     let account_id: Uuid = id.parse().unwrap();
     sqlx::query("INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, 1, $2, $3)")
         .bind(account_id)
-        .bind(app::account_store::SNAPSHOT_SCHEMA_VERSION)
+        .bind(backend::account_store::SNAPSHOT_SCHEMA_VERSION)
         .bind(json!({"garbage": true}))
         .execute(&app.pool)
         .await

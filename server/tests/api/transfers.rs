@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use app::domain::{
+use backend::write_side::transfers::{TransferProcess, TransferRequests, TransferTermsWithoutDeadline};
+use backend::write_side::{CommandEnvelope, CommandHandler, WriteOptions};
+use bank::domain::{
     AccountCommand, AccountEvent, AccountState, Amount, CommandBy, Money, Movement, OwnerId, Sender, TransferEvent,
 };
-use app::write_side::transfers::{TransferProcess, TransferRequests, TransferTermsWithoutDeadline};
-use app::write_side::{CommandEnvelope, CommandHandler, WriteOptions};
 use eventstore::Appends;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -323,7 +323,7 @@ struct Bank {
 impl Bank {
     async fn new(db: PgConnectOptions) -> Bank {
         let pool = PgPool::connect_with(db).await.unwrap();
-        app::read_side::migrate(&pool).await.unwrap();
+        backend::read_side::migrate(&pool).await.unwrap();
         let appends = Appends::new();
         let accounts = CommandHandler::new(pool.clone(), appends.clone(), WriteOptions::default());
         let process = TransferProcess::new(pool.clone(), accounts.clone(), appends, WriteOptions::default());
@@ -632,14 +632,14 @@ async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal
     let mut stories: HashMap<Uuid, Vec<String>> = HashMap::new();
     for event in &events {
         if event.stream_type == "transfer" {
-            app::event_codec::decode_transfer(event).unwrap();
+            backend::event_codec::decode_transfer(event).unwrap();
             stories.entry(event.stream_id).or_default().push(event.event_type.clone());
             continue;
         }
-        let decoded = app::event_codec::decode(event).unwrap();
+        let decoded = backend::event_codec::decode(event).unwrap();
         let state = states.remove(&event.stream_id).unwrap_or_default();
         let before = state.balance();
-        let after = app::domain::evolve(state.clone(), &decoded);
+        let after = bank::domain::evolve(state.clone(), &decoded);
         // The fold ignores an event that does not fit the balance: none may be ignored here.
         match decoded.movement() {
             Some(Movement::In(amount)) => {

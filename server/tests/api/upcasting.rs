@@ -55,7 +55,7 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(newest, app::event_codec::SCHEMA_VERSION);
+    assert_eq!(newest, backend::event_codec::SCHEMA_VERSION);
     // … and so do temporal reads.
     let at: Value = app
         .post("/api/queries/account-at", &json!({"accountId": account_id, "version": 2}))
