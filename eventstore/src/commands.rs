@@ -194,7 +194,7 @@ impl<A: Aggregate> CommandHandler<A> {
         }
         for attempt in 1..=self.options.max_attempts {
             let mut tx = if self.options.serialize_writers {
-                self.pool.begin_with(begin_with_stream_lock(envelope.stream_id)).await?
+                begin_with_stream_lock(&self.pool, envelope.stream_id).await?
             } else {
                 self.pool.begin_with(format!("BEGIN; {WRITER_TIMEOUTS}")).await?
             };

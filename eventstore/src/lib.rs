@@ -79,7 +79,7 @@ pub use snapshots::SnapshotVersion;
 pub use store::{
     AppendAndRecordError, AppendError, Appended, CommandRecord, LogBatch, append, append_and_record,
     begin_with_stream_lock, head, latest_version, read_all_after, read_batch, read_partition_batch, read_stream,
-    read_stream_from_snapshot, read_stream_until,
+    read_stream_from_snapshot, read_stream_until, stream_lock_key,
 };
 #[cfg(feature = "postgres")]
 pub use wakeup::Appends;

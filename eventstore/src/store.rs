@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::projection::Partition;
@@ -218,20 +218,29 @@ pub async fn read_stream_until(
     .await
 }
 
-/// The statement that begins a transaction in which the writers of one stream take turns.
+/// Begins a transaction in which the writers of one stream take turns.
 ///
 /// Optimistic concurrency alone is correct but, under contention on one stream, each writer
 /// that loses the race must reload and decide again, and a busy stream can starve it. A
 /// transaction-scoped advisory lock taken before loading serialises the stream's writers so
-/// that none loses; taken with `BEGIN`, it costs no extra round trip. It does not replace the
-/// version check, which still guards writers that do not take it.
+/// that none loses. It does not replace the version check, which still guards writers that do
+/// not take it.
 ///
 /// Both waits are bounded: for the lock ([`WRITER_TIMEOUTS`]: a writer of another process that
 /// stopped answering cannot hold the stream for longer), and for the writer itself, whose
 /// transaction Postgres ends if its process stops answering mid-way — an open transaction would
 /// otherwise hold every reader of the log back (they read below the oldest one running).
-pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
-    format!("BEGIN; {WRITER_TIMEOUTS}; SELECT pg_advisory_xact_lock({})", stream_lock_key(stream_id))
+///
+/// The lock is its own statement, not part of `BEGIN`'s: a lock wait that runs out inside the
+/// statement that begins the transaction fails a transaction sqlx does not know it began, and
+/// the connection went back to the pool still inside it, failing whatever used it next.
+pub async fn begin_with_stream_lock(
+    pool: &PgPool,
+    stream_id: Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin_with(format!("BEGIN; {WRITER_TIMEOUTS}")).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(stream_lock_key(stream_id)).execute(&mut *tx).await?;
+    Ok(tx)
 }
 
 /// The bounds of a writer's transaction: how long it waits for a lock, and how long it may sit
@@ -239,8 +248,9 @@ pub fn begin_with_stream_lock(stream_id: Uuid) -> String {
 /// [`crate::is_transient`]: the caller may retry.
 pub const WRITER_TIMEOUTS: &str = "SET LOCAL lock_timeout = '3s'; SET LOCAL idle_in_transaction_session_timeout = '3s'";
 
-/// Advisory locks take a bigint; two streams that share one only take turns needlessly.
-fn stream_lock_key(stream_id: Uuid) -> i64 {
+/// The advisory lock a stream's writers take turns on. Advisory locks take a bigint; two
+/// streams that share one only take turns needlessly.
+pub fn stream_lock_key(stream_id: Uuid) -> i64 {
     let (high, low) = stream_id.as_u64_pair();
     (high ^ low) as i64
 }

@@ -236,7 +236,7 @@ async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool
     // the first command's append waits on it (holding the turn) whichever path it takes — the
     // warm one meets the uncommitted row in the unique index, the locked one the stream lock
     // taken here too — and the second runs out of patience in line and writes nothing.
-    let mut blocker = pool.begin_with(eventstore::begin_with_stream_lock(tally)).await.unwrap();
+    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
     let next = Tally::encode(&TallyEvent::Added(5), &json!({}));
     eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[next]).await.unwrap();
     let first = {
@@ -260,4 +260,33 @@ async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool
     blocker.rollback().await.unwrap();
     first.await.unwrap().expect("the first command goes ahead once the lock is free");
     assert_eq!(load(&pool, tally).await.state.total, 1);
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_lock_wait_that_runs_out_leaves_the_connection_fit_for_the_next_user(pool: PgPool) {
+    // Given a pool of one connection, and a stream another session holds locked.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let tallies = handler(&one, WriteOptions::default());
+    let tally = Uuid::new_v4();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(eventstore::stream_lock_key(tally))
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // When a command on it waits for the lock until its wait runs out ...
+    let refused = tallies.handle(envelope(tally, TallyCommand::Open)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    // ... then the connection it used serves the next user as if nothing happened.
+    let answer: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&one)
+        .await
+        .expect("the connection is not left in a failed transaction");
+    assert_eq!(answer, 1);
+    blocker.rollback().await.unwrap();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.expect("the stream is free again");
 }
