@@ -55,10 +55,15 @@ pub async fn record_processed(
     Ok(())
 }
 
-/// Forgets command ids processed more than `age` ago, a batch at a time so that no statement
-/// holds many row locks or runs long; returns how many. A retry after that is a new command:
-/// retries are safe within the retention only.
-pub async fn purge_older_than(pool: &sqlx::PgPool, age: std::time::Duration) -> Result<u64, sqlx::Error> {
+/// Forgets command ids processed more than `age` ago, except those in `keep`, a batch at a
+/// time so that no statement holds many row locks or runs long; returns how many. A retry after
+/// that is a new command: retries are safe within the retention only. `keep` is for ids a
+/// caller still relies on past the retention (the steps of a transfer that has not finished).
+pub async fn purge_older_than(
+    pool: &sqlx::PgPool,
+    age: std::time::Duration,
+    keep: &[Uuid],
+) -> Result<u64, sqlx::Error> {
     const BATCH: i64 = 5_000;
     let mut purged = 0;
     loop {
@@ -66,10 +71,12 @@ pub async fn purge_older_than(pool: &sqlx::PgPool, age: std::time::Duration) -> 
             "DELETE FROM processed_commands WHERE command_id IN (
                  SELECT command_id FROM processed_commands
                  WHERE processed_at < clock_timestamp() - make_interval(secs => $1)
+                   AND command_id <> ALL($3)
                  LIMIT $2)",
         )
         .bind(age.as_secs_f64())
         .bind(BATCH)
+        .bind(keep)
         .execute(pool)
         .await?
         .rows_affected();

@@ -203,7 +203,8 @@ impl Settings {
             settings.command_id_retention = Duration::from_secs(days.max(1) * 24 * 3600);
         }
         if let Some(seconds) = env_number::<u64>("TRANSFER_DEADLINE_SECONDS")? {
-            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, 3600));
+            let longest = backend::write_side::transfers::LONGEST_DEADLINE.as_secs();
+            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, longest));
         }
         if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
             settings.allowed_hosts =

@@ -313,7 +313,7 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
             _ = hourly.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match eventstore::processed_commands::purge_older_than(&pool, command_id_retention).await {
+        match backend::write_side::forget_old_command_ids(&pool, command_id_retention).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "forgot command ids past their retention"),
             Err(error) => tracing::warn!(%error, "could not purge old command ids; will try again"),

@@ -55,7 +55,7 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
         format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint TO {role}"),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON transfer_process_parked TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON transfer_process_parked, transfer_process_open TO {role}"),
     ];
     for statement in statements {
         sqlx::query(&statement).execute(pool).await?;

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::account_store::Account;
 use crate::event_codec::DecodeError;
 use bank::contract::CommandAccepted;
-use bank::domain::{CommandBy, DomainError};
+use bank::domain::{AccountCommand, CommandBy, DomainError};
 
 pub use eventstore::WriteOptions;
 pub use transfers::{TransferProcess, TransferRequests};
@@ -34,10 +34,27 @@ impl CommandHandler {
     }
 
     /// Handles a command once, however often it is sent: see [`eventstore::CommandHandler::handle`].
-    pub async fn handle(&self, envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
+    pub async fn handle(&self, mut envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
+        // A transfer's step is judged late by when it arrives, not by when it was planned: a
+        // process paused in between (for longer than its step ids are remembered, even) must
+        // not move money in time for a transfer whose deadline passed.
+        if let AccountCommand::DebitForTransfer { at, .. } | AccountCommand::CreditForTransfer { at, .. } =
+            &mut envelope.command.command
+        {
+            *at = (*at).max(time::OffsetDateTime::now_utc());
+        }
         let accepted = self.accounts.handle(envelope).await?;
         Ok(CommandAccepted { account_id: accepted.stream_id, version: accepted.version, position: accepted.position })
     }
+}
+
+/// Forgets command ids past `retention`, but never sooner than a transfer's step could still
+/// arrive in time ([`transfers::LONGEST_DEADLINE`] and a margin), and never the steps of a
+/// transfer not yet finished; returns how many. Idempotent: every instance may run it.
+pub async fn forget_old_command_ids(pool: &PgPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let age = retention.max(transfers::LONGEST_DEADLINE + transfers::DEADLINE_MARGIN);
+    let keep = transfers::step_ids_to_keep(pool, age).await?;
+    eventstore::processed_commands::purge_older_than(pool, age, &keep).await
 }
 
 /// The most events one batch of the transfer process reads. Most are not a transfer's request

@@ -7,12 +7,18 @@
 //!   a time, and its checkpoint moves (compare-and-set, fenced by the leader's epoch) only after
 //!   every transfer of a batch has been taken as far as it goes;
 //! - by the clock: the leader looks every second for transfers past their deadline and takes
-//!   them on, which the accounts then refuse as too late (and the source is refunded).
+//!   them on, which the accounts then refuse as too late (and the source is refunded). It
+//!   reads the process's own record of the transfers it has begun (`transfer_process_open`),
+//!   never the transfers read model, which may lag or be rebuilding.
 //!
 //! Exactly once: every step's command id is made of the transfer's id and the step's name, so
 //! a step taken again (a crash between a step and its record, a paused leader waking up, the
 //! deadline racing the log) is answered by the account from its first outcome, and the
-//! transfer's stream records each outcome once.
+//! transfer's stream records each outcome once. Command ids are forgotten after their
+//! retention, so three more rules keep that true for a step that comes back later still:
+//! the purge spares the step ids of a transfer not yet finished ([`step_ids_to_keep`]); the
+//! account judges a step late by when it arrives, not by when it was planned; and a refund is
+//! given only to a transfer still where the refused step found it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +36,10 @@ use super::{CommandError, CommandHandler, WriteOptions};
 use crate::event_codec::DecodeError;
 use crate::transfer_store::Transfer;
 use bank::contract::TransferAccepted;
-use bank::domain::transfer::{AfterStep, REFUND_STEP, TransferStep, next_step};
-use bank::domain::{CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferTerms};
+use bank::domain::transfer::{AfterStep, REFUND_STEP, StepKind, TransferStep, next_step};
+use bank::domain::{
+    CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferState, TransferTerms,
+};
 
 /// Why a transfer command was not applied.
 pub type TransferCommandError = eventstore::CommandError<TransferRefusal, DecodeError>;
@@ -80,6 +88,15 @@ impl TransferRequests {
         let accepted = self.transfers.handle(envelope).await?;
         Ok(TransferAccepted { transfer_id: accepted.stream_id, version: accepted.version, position: accepted.position })
     }
+}
+
+/// A transfer's next step, as its stream was when the step was planned.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub transfer_id: Uuid,
+    pub step: TransferStep,
+    /// The transfer's latest event when the step was planned.
+    pub cause: Option<Uuid>,
 }
 
 /// A transfer as a customer asks for it: its deadline is set when the request arrives.
@@ -152,8 +169,19 @@ struct ProcessParts {
 
 /// The most transfers this process takes on at once.
 const CONCURRENT_TRANSFERS: usize = 8;
-/// How often a parked transfer is tried again.
+/// How often a transfer parked by a lasting error is tried again.
 pub const PARKED_RETRY: Duration = Duration::from_secs(60);
+/// How often a transfer parked by an error that may pass by itself (its stream held busy, a
+/// connection lost) is tried again.
+pub const PARKED_RETRY_SOON: Duration = Duration::from_secs(5);
+/// The waits before each further try of a transfer whose step failed in a way that may pass by
+/// itself; once they are spent it is parked, so that it holds up no transfer behind it.
+const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+/// The longest deadline a transfer can be given; command ids are remembered at least this long
+/// plus [`DEADLINE_MARGIN`], so that a step is answered from memory until it would be late anyway.
+pub const LONGEST_DEADLINE: Duration = Duration::from_secs(3600);
+/// See [`LONGEST_DEADLINE`].
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3600);
 
 impl TransferProcess {
     pub fn new(pool: PgPool, accounts: CommandHandler, appends: Appends, options: WriteOptions) -> TransferProcess {
@@ -178,22 +206,74 @@ impl TransferProcess {
     /// Takes the transfer's next step (and records its outcome), if it needs one; false if it
     /// needs none.
     pub async fn take_next_step(&self, transfer_id: Uuid) -> Result<bool, ProcessError> {
-        let (state, latest_event) = {
-            let mut conn = self.inner.pool.acquire().await?;
-            let loaded =
-                eventstore::aggregate::load::<Transfer>(&mut conn, transfer_id, LATEST).await.map_err(|error| {
-                    match error {
-                        eventstore::LoadError::Unreadable(source) => ProcessError::Unreadable { transfer_id, source },
-                        eventstore::LoadError::Database(error) => ProcessError::Database(error),
-                    }
-                })?;
-            (loaded.state, loaded.events.last().map(|(event, _)| event.event_id))
+        match self.plan(transfer_id).await? {
+            Some(planned) => self.take_planned(planned).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The transfer's next step as of now, read from its stream, if it needs one. A transfer
+    /// that needs one is noted as under way; one that is finished, as finished.
+    pub async fn plan(&self, transfer_id: Uuid) -> Result<Option<PlannedStep>, ProcessError> {
+        let (state, latest_event) = self.load(transfer_id).await?;
+        let TransferState::Known { terms, .. } = &state else {
+            return Ok(None);
         };
-        let Some(step) = next_step(transfer_id, &state, OffsetDateTime::now_utc()) else {
-            return Ok(false);
-        };
-        self.take(transfer_id, step, latest_event).await?;
-        Ok(true)
+        match next_step(transfer_id, &state, OffsetDateTime::now_utc()) {
+            Some(step) => {
+                self.open(transfer_id, terms.deadline).await?;
+                Ok(Some(PlannedStep { transfer_id, step, cause: latest_event }))
+            }
+            None => {
+                self.close(transfer_id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes a planned step and records its outcome. The plan may be old (its process paused
+    /// in between): see the module's documentation for why that is safe.
+    pub async fn take_planned(&self, planned: PlannedStep) -> Result<(), ProcessError> {
+        self.take(planned.transfer_id, planned.step, planned.cause).await
+    }
+
+    /// Notes that the transfer is under way (before its first step), with its deadline.
+    async fn open(&self, transfer_id: Uuid, deadline: OffsetDateTime) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO transfer_process_open (transfer_id, deadline) VALUES ($1, $2)
+             ON CONFLICT (transfer_id) DO NOTHING",
+        )
+        .bind(transfer_id)
+        .bind(deadline)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that the transfer is finished: the deadline watch and the purge let it go.
+    async fn close(&self, transfer_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM transfer_process_open WHERE transfer_id = $1")
+            .bind(transfer_id)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id of the transfer's latest event, read afresh.
+    async fn latest_event(&self, transfer_id: Uuid) -> Result<Option<Uuid>, ProcessError> {
+        Ok(self.load(transfer_id).await?.1)
+    }
+
+    /// The transfer's state and latest event, from its stream.
+    async fn load(&self, transfer_id: Uuid) -> Result<(TransferState, Option<Uuid>), ProcessError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let loaded = eventstore::aggregate::load::<Transfer>(&mut conn, transfer_id, LATEST).await.map_err(
+            |error| match error {
+                eventstore::LoadError::Unreadable(source) => ProcessError::Unreadable { transfer_id, source },
+                eventstore::LoadError::Database(error) => ProcessError::Database(error),
+            },
+        )?;
+        Ok((loaded.state, loaded.events.last().map(|(event, _)| event.event_id)))
     }
 
     /// One account step and the record of its outcome (with the refund, if the target refused).
@@ -208,6 +288,13 @@ impl TransferProcess {
         let record = match step.after(transfer_id, answer.as_ref().map(|_| ())) {
             AfterStep::Record(record) => record,
             AfterStep::Refund { account_id, command, then } => {
+                // The credit was refused. If the transfer moved on since this step was planned
+                // (a paused leader waking up to a transfer another finished), the refusal is
+                // that of a late repeat, not the transfer's answer: a refund now would make
+                // money once the refund's id is forgotten. The next turn reads where it is.
+                if self.latest_event(transfer_id).await? != cause {
+                    return Ok(());
+                }
                 match self.account_step(transfer_id, REFUND_STEP, account_id, &command, cause).await {
                     Ok(()) => then,
                     Err(CommandError::Rejected(refusal)) => {
@@ -252,11 +339,12 @@ impl TransferProcess {
         self.inner.accounts.handle(envelope).await.map(|_| ())
     }
 
-    /// Advances every transfer in `transfer_ids`, a few at once. A transfer that cannot go on
-    /// (see [`ProcessError::is_permanent`]; a panic too) is parked — logged, and kept in
-    /// `transfer_process_parked` with its error — and the others go on; a parked transfer that
-    /// goes through later leaves the table. The first failure worth trying again at once is
-    /// returned after the others have had their turn.
+    /// Advances every transfer in `transfer_ids`, a few at once. A transfer that cannot go on —
+    /// a lasting error (see [`ProcessError::is_permanent`]; a panic too), or one that may pass
+    /// but outlasted [`RETRY_AFTER`] — is parked: logged, and kept in `transfer_process_parked`
+    /// with its error, and the others go on; a parked transfer that goes through later leaves
+    /// the table. Only a transfer that could not even be parked fails the call (after the others
+    /// have had their turn).
     pub async fn advance_all(&self, transfer_ids: Vec<Uuid>) -> Result<(), ProcessError> {
         self.advance_each(transfer_ids, false).await
     }
@@ -270,7 +358,19 @@ impl TransferProcess {
             let process = self.clone();
             let task = running.spawn(async move {
                 let _permit = process.inner.permits.clone().acquire_owned().await;
-                process.advance(transfer_id).await
+                let mut waits = RETRY_AFTER.iter();
+                loop {
+                    match process.advance(transfer_id).await {
+                        Err(error) if !error.is_permanent() => match waits.next() {
+                            Some(wait) => {
+                                tracing::debug!(%transfer_id, %error, "a transfer's step failed: trying again");
+                                tokio::time::sleep(*wait).await;
+                            }
+                            None => return Err(error),
+                        },
+                        outcome => return outcome,
+                    }
+                }
             });
             tasks.insert(task.id(), transfer_id);
         }
@@ -287,14 +387,10 @@ impl TransferProcess {
             let noted = match outcome {
                 Ok(()) if parked => self.unpark(transfer_id).await,
                 Ok(()) => Ok(()),
-                Err(error) if error.is_permanent() => self.park(transfer_id, &error).await,
-                Err(error) => {
-                    first_failure.get_or_insert(error);
-                    Ok(())
-                }
+                Err(error) => self.park(transfer_id, &error).await,
             };
             if let Err(error) = noted {
-                // The transfer stays where it is; the batch is tried again.
+                // Not even parked (the database is out of reach): the batch is tried again.
                 first_failure.get_or_insert(ProcessError::Database(error));
             }
         }
@@ -304,13 +400,15 @@ impl TransferProcess {
     /// Sets a transfer aside that cannot go on now: it waits where it stopped, and is tried
     /// again every [`PARKED_RETRY`] (a fix deployed meanwhile lets it go on by itself).
     async fn park(&self, transfer_id: Uuid, error: &ProcessError) -> Result<(), sqlx::Error> {
-        tracing::error!(%transfer_id, %error, "a transfer cannot go on: parked");
+        let lasting = error.is_permanent();
+        tracing::error!(%transfer_id, %error, lasting, "a transfer cannot go on: parked");
         sqlx::query(
-            "INSERT INTO transfer_process_parked (transfer_id, error) VALUES ($1, $2)
-             ON CONFLICT (transfer_id) DO UPDATE SET error = $2, parked_at = clock_timestamp()",
+            "INSERT INTO transfer_process_parked (transfer_id, error, lasting) VALUES ($1, $2, $3)
+             ON CONFLICT (transfer_id) DO UPDATE SET error = $2, lasting = $3, parked_at = clock_timestamp()",
         )
         .bind(transfer_id)
         .bind(error.to_string())
+        .bind(lasting)
         .execute(&self.inner.pool)
         .await?;
         Ok(())
@@ -324,25 +422,28 @@ impl TransferProcess {
         Ok(())
     }
 
-    /// Parked transfers whose last try is older than [`PARKED_RETRY`].
+    /// Parked transfers whose last try is older than [`PARKED_RETRY`] (or
+    /// [`PARKED_RETRY_SOON`], for an error that may pass by itself).
     async fn parked_due(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT transfer_id FROM transfer_process_parked
-             WHERE parked_at < clock_timestamp() - make_interval(secs => $1)
-             ORDER BY parked_at LIMIT $2",
+             WHERE parked_at < clock_timestamp() - make_interval(secs => CASE WHEN lasting THEN $1 ELSE $2 END)
+             ORDER BY parked_at LIMIT $3",
         )
         .bind(PARKED_RETRY.as_secs_f64())
+        .bind(PARKED_RETRY_SOON.as_secs_f64())
         .bind(limit)
         .fetch_all(&self.inner.pool)
         .await
     }
 
-    /// Transfers past their deadline and not finished, as the transfers read model knows them.
+    /// Transfers the process has begun, not finished, and past their deadline (parked ones
+    /// have their own turn).
     async fn overdue(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT transfer_id FROM transfers t
-             WHERE state IN ('requested', 'debited') AND deadline < clock_timestamp()
-               AND NOT EXISTS (SELECT 1 FROM transfer_process_parked p WHERE p.transfer_id = t.transfer_id)
+            "SELECT transfer_id FROM transfer_process_open o
+             WHERE deadline < clock_timestamp()
+               AND NOT EXISTS (SELECT 1 FROM transfer_process_parked p WHERE p.transfer_id = o.transfer_id)
              ORDER BY deadline LIMIT $1",
         )
         .bind(limit)
@@ -366,22 +467,31 @@ impl TransferProcess {
         }
     }
 
-    /// One look at the deadlines, if this instance leads the process; how many were overdue.
+    /// One look at the deadlines and at the parked transfers due another try, if this
+    /// instance leads the process; how many were overdue. Each part runs whatever the other
+    /// met.
     pub async fn fire_due_deadlines(&self, instance: &str) -> Result<usize, ProcessError> {
         if !eventstore::projection::led_by(&self.inner.pool, PROCESS_NAME, instance).await? {
             return Ok(0);
         }
-        let overdue = self.overdue(100).await?;
-        let count = overdue.len();
-        if count > 0 {
-            tracing::info!(count, "transfers past their deadline: undoing them");
-        }
-        self.advance_all(overdue).await?;
-        let parked = self.parked_due(10).await?;
-        if !parked.is_empty() {
-            tracing::info!(count = parked.len(), "trying parked transfers again");
-            self.advance_each(parked, true).await?;
-        }
+        let deadlines = async {
+            let overdue = self.overdue(100).await?;
+            let count = overdue.len();
+            if count > 0 {
+                tracing::info!(count, "transfers past their deadline: undoing them");
+            }
+            self.advance_all(overdue).await.map(|()| count)
+        };
+        let parked = async {
+            let parked = self.parked_due(10).await?;
+            if !parked.is_empty() {
+                tracing::info!(count = parked.len(), "trying parked transfers again");
+            }
+            self.advance_each(parked, true).await
+        };
+        let (deadlines, parked) = tokio::join!(deadlines, parked);
+        let count = deadlines?;
+        parked?;
         Ok(count)
     }
 }
@@ -390,6 +500,26 @@ impl TransferProcess {
 /// taken, is one command.
 pub fn step_command_id(transfer_id: Uuid, step: &str) -> Uuid {
     Uuid::new_v5(&transfer_id, step.as_bytes())
+}
+
+/// The command ids of every step of the transfers begun more than `age` ago and not finished:
+/// the purge must not forget them, or a step taken again would be decided again.
+pub async fn step_ids_to_keep(pool: &PgPool, age: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
+    let transfers: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT transfer_id FROM transfer_process_open WHERE opened_at < clock_timestamp() - make_interval(secs => $1)",
+    )
+    .bind(age.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let steps = [StepKind::Debit, StepKind::Credit]
+        .into_iter()
+        .flat_map(|kind| [kind.name(), kind.outcome_name()])
+        .chain([REFUND_STEP]);
+    let steps: Vec<&str> = steps.collect();
+    Ok(transfers
+        .iter()
+        .flat_map(|&transfer_id| steps.iter().map(move |step| step_command_id(transfer_id, step)))
+        .collect())
 }
 
 /// The transfer process as a projection of the log: the events that wake it are a transfer's

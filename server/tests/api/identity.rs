@@ -391,8 +391,9 @@ async fn command_ids_are_per_caller_and_forgotten_after_the_retention(_: PgPoolO
         .execute(&app.pool)
         .await
         .unwrap();
-    let purged =
-        eventstore::processed_commands::purge_older_than(&app.pool, Duration::from_secs(7 * 24 * 3600)).await.unwrap();
+    let purged = eventstore::processed_commands::purge_older_than(&app.pool, Duration::from_secs(7 * 24 * 3600), &[])
+        .await
+        .unwrap();
     assert_eq!(purged, 1);
     let remembered: i64 =
         sqlx::query_scalar("SELECT count(*) FROM processed_commands").fetch_one(&app.pool).await.unwrap();

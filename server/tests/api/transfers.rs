@@ -814,3 +814,194 @@ async fn the_deadline_watch_undoes_a_transfer_the_log_no_longer_wakes_once(_: Pg
     assert_eq!(bank.events().await, streams);
     drop(app);
 }
+
+/// Every processed command id ages by `days`, as does the process's note of when it began each
+/// transfer: the retention window, passed without waiting for it.
+async fn age_command_ids(pool: &PgPool, days: i32) {
+    for table in
+        ["processed_commands SET processed_at = processed_at", "transfer_process_open SET opened_at = opened_at"]
+    {
+        sqlx::query(&format!("UPDATE {table} - make_interval(days => $1)")).bind(days).execute(pool).await.unwrap();
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_step_is_judged_late_by_when_it_arrives_not_by_the_time_it_carries(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    // Given steps planned in time (a process paused since, say), arriving after the deadline.
+    let now = time::OffsetDateTime::now_utc();
+    let (planned_at, deadline) = (now - time::Duration::hours(2), now - time::Duration::hours(1));
+    let amount = Amount::parse("10").unwrap();
+    let transfer_id = Uuid::new_v4();
+    let steps = [
+        (
+            from,
+            Sender::Customer(OwnerId::parse("alice").unwrap()),
+            AccountCommand::DebitForTransfer { transfer_id, to, amount, at: planned_at, deadline },
+        ),
+        (
+            to,
+            Sender::TransferProcess,
+            AccountCommand::CreditForTransfer { transfer_id, from, amount, at: planned_at, deadline },
+        ),
+    ];
+    for (account_id, by, command) in steps {
+        let command_id = Uuid::new_v4();
+        let envelope = CommandEnvelope {
+            command_id,
+            correlation_id: command_id,
+            stream_id: account_id,
+            command: CommandBy { by, command },
+            causation_id: None,
+            metadata: Default::default(),
+        };
+        // When the account takes it, then it is refused as late.
+        let refused = bank.accounts.handle(envelope).await.expect_err("a late step is refused");
+        assert!(
+            matches!(refused, eventstore::CommandError::Rejected(bank::domain::DomainError::TransferExpired)),
+            "{refused:?}"
+        );
+    }
+    let events = bank.events().await;
+    assert_eq!((events[&from].len(), events[&to].len()), (1, 1), "no money moved: {events:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_step_planned_before_a_pause_longer_than_the_retention_moves_no_money(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let bank = Bank::new(db).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    let transfer = bank.request(from, to, "40", Duration::from_secs(1)).await;
+    assert!(bank.process.take_next_step(transfer).await.unwrap(), "the debit");
+    // Given a leader that planned the credit, in time, and was paused before taking it ...
+    let paused = bank.process.plan(transfer).await.unwrap().expect("the credit is next");
+    // ... while another took the transfer to its end ...
+    bank.process.advance(transfer).await.unwrap();
+    let finished = bank.events().await;
+    assert_eq!(finished[&transfer], ["TransferRequested", "SourceDebited", "TargetCredited", "TransferCompleted"]);
+    // ... and the pause outlasted the deadline (a second, and any more a busy machine takes,
+    // only helps) and the retention: the finished transfer's step ids are forgotten.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    age_command_ids(&bank.pool, 30).await;
+    let retention = Duration::from_secs(7 * 24 * 3600);
+    let forgotten = backend::write_side::forget_old_command_ids(&bank.pool, retention).await.unwrap();
+    assert!(forgotten > 0, "the retention passed");
+
+    // When the paused leader wakes and takes its step, then no money moves: the credit comes
+    // too late, and the transfer it was planned for has moved on, so nothing is refunded.
+    bank.process.take_planned(paused).await.unwrap();
+    assert_eq!(bank.events().await, finished, "nothing more was written");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_purge_spares_the_steps_of_a_transfer_not_finished(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db).await;
+    let (from, to) = (bank.open("alice", "100").await, bank.open("bob", "0").await);
+    let transfer = bank.request(from, to, "40", Duration::from_secs(1)).await;
+    assert!(bank.process.take_next_step(transfer).await.unwrap(), "the debit");
+    // Given a process that credited the target, then stopped before recording it ...
+    let credit = bank.process.plan(transfer).await.unwrap().expect("the credit is next");
+    let envelope = CommandEnvelope {
+        command_id: backend::write_side::transfers::step_command_id(transfer, "credit"),
+        correlation_id: transfer,
+        stream_id: credit.step.account_id,
+        command: credit.step.command.clone(),
+        causation_id: credit.cause,
+        metadata: Default::default(),
+    };
+    bank.accounts.handle(envelope).await.unwrap();
+    // ... and stayed stopped past the deadline and the retention, and the purge ran.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    age_command_ids(&bank.pool, 30).await;
+    let retention = Duration::from_secs(7 * 24 * 3600);
+    let forgotten = backend::write_side::forget_old_command_ids(&bank.pool, retention).await.unwrap();
+    assert!(forgotten > 0, "the accounts' own command ids went");
+
+    // When the process comes back, then the credit is answered as it was the first time: the
+    // transfer completes, and the source is not refunded money the target also got.
+    bank.process.advance(transfer).await.unwrap();
+    let streams = bank.events().await;
+    assert_eq!(streams[&transfer], ["TransferRequested", "SourceDebited", "TargetCredited", "TransferCompleted"]);
+    assert_eq!(streams[&from], ["AccountCreated", "TransferDebited"]);
+    assert_eq!(streams[&to], ["AccountCreated", "TransferCredited"]);
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transfer_process_open").fetch_one(&bank.pool).await.unwrap();
+    assert_eq!(open, 0, "finished, the transfer is no longer kept open");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transfer_whose_target_is_held_busy_holds_up_none_behind_it(_: PgPoolOptions, db: PgConnectOptions) {
+    let bank = Bank::new(db.clone()).await;
+    let app = spawn_app_with(db, |settings| settings.instance_id = "busy-target".to_owned()).await;
+    let (from, busy) = (bank.open("alice", "1000").await, bank.open("bob", "0").await);
+    // Given a target whose stream another session holds locked, and a transfer to it ...
+    let mut holder = bank.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(eventstore::stream_lock_key(busy))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let stuck = bank.request(from, busy, "1", Duration::from_secs(600)).await;
+    eventually("the stuck transfer debited", PATIENCE, || async {
+        when(bank.events().await, |streams| streams[&stuck].len() >= 2)
+    })
+    .await;
+    // ... then more events than one of the process's batches reads ...
+    let depositor = bank.open("carol", "0").await;
+    for _ in 0..backend::write_side::TRANSFER_BATCH + 50 {
+        let command_id = Uuid::new_v4();
+        let envelope = CommandEnvelope {
+            command_id,
+            correlation_id: command_id,
+            stream_id: depositor,
+            command: CommandBy {
+                by: Sender::Customer(OwnerId::parse("carol").unwrap()),
+                command: AccountCommand::Deposit { amount: Amount::parse("1").unwrap() },
+            },
+            causation_id: None,
+            metadata: Default::default(),
+        };
+        bank.accounts.handle(envelope).await.unwrap();
+    }
+    // When 100 transfers between other accounts follow them ...
+    let mut pairs = Vec::new();
+    for index in 0..10 {
+        // (The bank's transfers are requested by alice: she owns the sources.)
+        pairs.push((bank.open("alice", "100").await, bank.open(&format!("erin{index}"), "0").await));
+    }
+    let mut behind = Vec::new();
+    for index in 0..100 {
+        let (source, target) = pairs[index % pairs.len()];
+        behind.push(bank.request(source, target, "1", Duration::from_secs(600)).await);
+    }
+
+    // Then every one of them completes (in time: a late one would fail), while the target stays
+    // held, and the stuck transfer is parked with why.
+    eventually("the 100 transfers behind the stuck one completed", PATIENCE * 2, || async {
+        let streams = bank.events().await;
+        let done = behind.iter().filter(|transfer| streams[*transfer].len() == 4).count();
+        if done == behind.len() { Ok(streams) } else { Err(format!("{done} of 100")) }
+    })
+    .await;
+    let streams = bank.events().await;
+    for transfer in &behind {
+        assert_eq!(streams[transfer].last().map(String::as_str), Some("TransferCompleted"), "{:?}", streams[transfer]);
+    }
+    let parked: Vec<(Uuid, String, bool)> =
+        sqlx::query_as("SELECT transfer_id, error, lasting FROM transfer_process_parked")
+            .fetch_all(&bank.pool)
+            .await
+            .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, stuck);
+    assert!(!parked[0].2, "a busy stream may pass by itself: {parked:?}");
+
+    // Once the target is free, the parked transfer goes through by itself.
+    holder.rollback().await.unwrap();
+    let streams = bank.finished(stuck).await;
+    assert_eq!(streams[&stuck].last().map(String::as_str), Some("TransferCompleted"));
+    drop(app);
+}
