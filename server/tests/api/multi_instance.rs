@@ -179,7 +179,8 @@ pub async fn leader_of(client: &reqwest::Client, server: &ServerProcess, project
     .await
 }
 
-fn signal(server: &ServerProcess, signal: &str) {
+/// Sends `signal` (as `kill` spells it: `-STOP`) to the server's process.
+pub fn signal(server: &ServerProcess, signal: &str) {
     let sent =
         std::process::Command::new("kill").args([signal, &server.pid().to_string()]).status().expect("kill runs");
     assert!(sent.success(), "kill {signal} failed");

@@ -540,7 +540,8 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
         when(unfinished, |&unfinished| unfinished == 0)
     })
     .await;
-    assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
+    let (done, undone, declined) = assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
+    assert!(done > 0 && undone > 0 && declined > 0, "{done} completed, {undone} refunded, {declined} refused");
     crate::helpers::wait_for_projections(&pool).await;
     assert_transfers_read_model_equals_the_streams(&pool).await;
     crate::read_model::assert_read_model_equals_replay(&pool).await;
@@ -615,7 +616,8 @@ impl Transfers {
 /// From the event store itself: every balance folded from its events is never negative and
 /// they sum to what the accounts started with; each transfer is one of the three stories
 /// (debit refused; debited and credited; debited and refunded), each of its movements once.
-async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal) {
+/// Returns how many transfers completed, were refunded and were refused at the debit.
+async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal) -> (usize, usize, usize) {
     // Every committed event, stream by stream (each in version order; the checks below are per
     // stream). Not `read_all_after`: it stops below the oldest transaction still running anywhere
     // in the cluster (a projection's batch, a heartbeat), and would leave out the last steps of
@@ -685,8 +687,8 @@ async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal
             panic!("transfer {transfer} went {story:?} with movements {moved:?}");
         }
     }
-    assert!(done > 0 && undone > 0 && declined > 0, "{done} completed, {undone} refunded, {declined} refused");
     eprintln!("transfers: {done} completed, {undone} refunded, {declined} refused at the debit");
+    (done, undone, declined)
 }
 
 /// Waits until the transfers read model has every event, then compares each row's state with
@@ -1004,4 +1006,55 @@ async fn a_transfer_whose_target_is_held_busy_holds_up_none_behind_it(_: PgPoolO
     let streams = bank.finished(stuck).await;
     assert_eq!(streams[&stuck].last().map(String::as_str), Some("TransferCompleted"));
     drop(app);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_paused_transfer_process_leader_is_replaced_and_decides_nothing_twice(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    const ACCOUNTS: usize = 8;
+    let a = crate::processes::spawn_server(&db, "instance-a");
+    let client = operator_client(&db, &a).await;
+    let b = crate::processes::spawn_server(&db, "instance-b");
+    let accounts = crate::multi_instance::create_accounts(&client, &a, ACCOUNTS).await;
+    let addresses = Arc::new(Mutex::new(vec![a.address.clone(), b.address.clone()]));
+    let load = Transfers::start(&client, addresses.clone(), accounts);
+    load.accepted_more(20).await;
+
+    // Given the transfer process's leader paused mid-run (its sessions, locks and transactions
+    // kept, answering nothing) while transfers go on through the other instance ...
+    let leader = leader_of(&client, &b, "transfer_process").await;
+    let (paused, survivor) = if leader == a.instance { (a, b) } else { (b, a) };
+    *addresses.lock().unwrap() = vec![survivor.address.clone()];
+    crate::multi_instance::signal(&paused, "-STOP");
+    crate::multi_instance::wait_until_led_by(&client, &survivor, &["transfer_process"]).await;
+    load.accepted_more(20).await;
+
+    // When it wakes, and transfers go on through both ...
+    crate::multi_instance::signal(&paused, "-CONT");
+    paused.logged("stopped leading", 1).await;
+    *addresses.lock().unwrap() = vec![survivor.address.clone(), paused.address.clone()];
+    load.accepted_more(20).await;
+    load.stop().await;
+
+    // Then every transfer finishes once, no step is applied twice, and money is conserved.
+    let pool = PgPool::connect_with(db).await.unwrap();
+    eventually("every transfer requested finished", PATIENCE, || async {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
+                 (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
+                  AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        when(unfinished, |&unfinished| unfinished == 0)
+    })
+    .await;
+    let (done, _, _) = assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
+    assert!(done > 0, "transfers went through");
+    crate::helpers::wait_for_projections(&pool).await;
+    assert_transfers_read_model_equals_the_streams(&pool).await;
+    drop((paused, survivor));
 }
