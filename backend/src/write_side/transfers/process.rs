@@ -1,94 +1,25 @@
-//! Transfers on the write side: a customer's request starts a transfer's stream; the transfer
-//! process then takes its steps (debit the source, credit the target, or refund the source),
-//! each an account command, and records each outcome in the transfer's stream.
-//!
-//! The process is woken two ways, and either may wake it for a transfer more than once:
-//! - by the events in the log, as a projection (`transfer_process`): one instance leads it at
-//!   a time, and its checkpoint moves (compare-and-set, fenced by the leader's epoch) only after
-//!   every transfer of a batch has been taken as far as it goes;
-//! - by the clock: the leader looks every second for transfers past their deadline and takes
-//!   them on, which the accounts then refuse as too late (and the source is refunded). It
-//!   reads the process's own record of the transfers it has begun (`transfer_process_open`),
-//!   never the transfers read model, which may lag or be rebuilding.
-//!
-//! Exactly once: every step's command id is made of the transfer's id and the step's name, so
-//! a step taken again (a crash between a step and its record, a paused leader waking up, the
-//! deadline racing the log) is answered by the account from its first outcome, and the
-//! transfer's stream records each outcome once. Command ids are forgotten after their
-//! retention, so three more rules keep that true for a step that comes back later still:
-//! the purge spares the step ids of a transfer not yet finished ([`step_ids_to_keep`]); the
-//! account judges a step late by when it arrives, not by when it was planned; and a refund is
-//! given only to a transfer still where the refused step found it.
+//! The process manager: takes each transfer through its steps, one account command at a time,
+//! and records each outcome in the transfer's stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::projection::{
-    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, LogPlace, StoredCheckpoint,
-};
-use eventstore::{Appends, CommandEnvelope, LATEST, Position};
+use eventstore::{Appends, CommandEnvelope, LATEST};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{CommandError, CommandHandler, WriteOptions};
+use super::super::{CommandError, CommandHandler, WriteOptions};
+use super::TransferCommandError;
+use super::tables::step_command_id;
 use crate::event_codec::DecodeError;
 use crate::transfer_store::Transfer;
-use bank::contract::TransferAccepted;
-use bank::domain::transfer::{AfterStep, REFUND_STEP, StepKind, TransferStep, next_step};
-use bank::domain::{
-    CommandBy, DomainError, TransferCommand, TransferEvent, TransferRefusal, TransferState, TransferTerms,
-};
-
-/// Why a transfer command was not applied.
-pub type TransferCommandError = eventstore::CommandError<TransferRefusal, DecodeError>;
+use bank::domain::transfer::{AfterStep, REFUND_STEP, TransferStep, next_step};
+use bank::domain::{CommandBy, DomainError, TransferRefusal, TransferState};
 
 /// The projection name of the transfer process: its checkpoint, leader and status.
 pub const PROCESS_NAME: &str = "transfer_process";
-
-/// Starts transfers: a customer's request becomes a transfer's first event.
-#[derive(Clone)]
-pub struct TransferRequests {
-    transfers: eventstore::CommandHandler<Transfer>,
-    /// How long a transfer has to complete before it is undone.
-    deadline: Duration,
-}
-
-impl TransferRequests {
-    pub fn new(pool: PgPool, appends: Appends, options: WriteOptions, deadline: Duration) -> TransferRequests {
-        // Every request opens a new stream: keeping its state would only fill memory.
-        let options = WriteOptions { warm_streams: 0, ..options };
-        TransferRequests { transfers: eventstore::CommandHandler::new(pool, appends, options), deadline }
-    }
-
-    /// Requests the transfer `envelope.command` names, with its deadline from now; the
-    /// caller has checked that the requester owns the source. The transfer's id is
-    /// `envelope.stream_id`, or the first request's when the request is a retry.
-    pub async fn request(
-        &self,
-        envelope: CommandEnvelope<TransferTermsWithoutDeadline>,
-    ) -> Result<TransferAccepted, TransferCommandError> {
-        let deadline = OffsetDateTime::now_utc() + self.deadline;
-        let TransferTermsWithoutDeadline { from, to, amount, requested_by } = envelope.command.clone();
-        let terms = TransferTerms { from, to, amount, requested_by, deadline };
-        // Every event of the transfer, on all three streams, carries its id as correlation; the
-        // one the request came with is kept beside it.
-        let mut metadata = envelope.metadata;
-        metadata.insert("correlationIdFromClient".into(), false.into());
-        metadata.insert("requestCorrelationId".into(), envelope.correlation_id.to_string().into());
-        let envelope = CommandEnvelope {
-            command_id: envelope.command_id,
-            correlation_id: envelope.stream_id,
-            stream_id: envelope.stream_id,
-            command: TransferCommand::Request(terms),
-            causation_id: envelope.causation_id,
-            metadata,
-        };
-        let accepted = self.transfers.handle(envelope).await?;
-        Ok(TransferAccepted { transfer_id: accepted.stream_id, version: accepted.version, position: accepted.position })
-    }
-}
 
 /// A transfer's next step, as its stream was when the step was planned.
 #[derive(Debug, Clone)]
@@ -97,15 +28,6 @@ pub struct PlannedStep {
     pub step: TransferStep,
     /// The transfer's latest event when the step was planned.
     pub cause: Option<Uuid>,
-}
-
-/// A transfer as a customer asks for it: its deadline is set when the request arrives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferTermsWithoutDeadline {
-    pub from: Uuid,
-    pub to: Uuid,
-    pub amount: bank::domain::Amount,
-    pub requested_by: bank::domain::OwnerId,
 }
 
 /// Why a transfer could not be taken further now; it is tried again.
@@ -139,7 +61,7 @@ impl ProcessError {
     /// unreadable stream or outcome (written by newer code, say), a command id taken by another
     /// command, a refund refused, a panic. Such a transfer is parked, so that it does not hold
     /// up every transfer after it, and tried again now and then.
-    fn is_permanent(&self) -> bool {
+    pub(super) fn is_permanent(&self) -> bool {
         match self {
             // A panic that happens once happens every time: parked, it holds up nothing else.
             ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } | ProcessError::Panicked { .. } => {
@@ -155,11 +77,11 @@ impl ProcessError {
 /// Takes transfers through their steps. Cheap to clone.
 #[derive(Clone)]
 pub struct TransferProcess {
-    inner: Arc<ProcessParts>,
+    pub(super) inner: Arc<ProcessParts>,
 }
 
-struct ProcessParts {
-    pool: PgPool,
+pub(super) struct ProcessParts {
+    pub(super) pool: PgPool,
     accounts: CommandHandler,
     transfers: eventstore::CommandHandler<Transfer>,
     /// Transfers taken on at once in this process, by the log and the deadlines together: each
@@ -235,28 +157,6 @@ impl TransferProcess {
     /// in between): see the module's documentation for why that is safe.
     pub async fn take_planned(&self, planned: PlannedStep) -> Result<(), ProcessError> {
         self.take(planned.transfer_id, planned.step, planned.cause).await
-    }
-
-    /// Notes that the transfer is under way (before its first step), with its deadline.
-    async fn open(&self, transfer_id: Uuid, deadline: OffsetDateTime) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO transfer_process_open (transfer_id, deadline) VALUES ($1, $2)
-             ON CONFLICT (transfer_id) DO NOTHING",
-        )
-        .bind(transfer_id)
-        .bind(deadline)
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Notes that the transfer is finished: the deadline watch and the purge let it go.
-    async fn close(&self, transfer_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM transfer_process_open WHERE transfer_id = $1")
-            .bind(transfer_id)
-            .execute(&self.inner.pool)
-            .await?;
-        Ok(())
     }
 
     /// The id of the transfer's latest event, read afresh.
@@ -397,60 +297,6 @@ impl TransferProcess {
         first_failure.map_or(Ok(()), Err)
     }
 
-    /// Sets a transfer aside that cannot go on now: it waits where it stopped, and is tried
-    /// again every [`PARKED_RETRY`] (a fix deployed meanwhile lets it go on by itself).
-    async fn park(&self, transfer_id: Uuid, error: &ProcessError) -> Result<(), sqlx::Error> {
-        let lasting = error.is_permanent();
-        tracing::error!(%transfer_id, %error, lasting, "a transfer cannot go on: parked");
-        sqlx::query(
-            "INSERT INTO transfer_process_parked (transfer_id, error, lasting) VALUES ($1, $2, $3)
-             ON CONFLICT (transfer_id) DO UPDATE SET error = $2, lasting = $3, parked_at = clock_timestamp()",
-        )
-        .bind(transfer_id)
-        .bind(error.to_string())
-        .bind(lasting)
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn unpark(&self, transfer_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM transfer_process_parked WHERE transfer_id = $1")
-            .bind(transfer_id)
-            .execute(&self.inner.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Parked transfers whose last try is older than [`PARKED_RETRY`] (or
-    /// [`PARKED_RETRY_SOON`], for an error that may pass by itself).
-    async fn parked_due(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT transfer_id FROM transfer_process_parked
-             WHERE parked_at < clock_timestamp() - make_interval(secs => CASE WHEN lasting THEN $1 ELSE $2 END)
-             ORDER BY parked_at LIMIT $3",
-        )
-        .bind(PARKED_RETRY.as_secs_f64())
-        .bind(PARKED_RETRY_SOON.as_secs_f64())
-        .bind(limit)
-        .fetch_all(&self.inner.pool)
-        .await
-    }
-
-    /// Transfers the process has begun, not finished, and past their deadline (parked ones
-    /// have their own turn).
-    async fn overdue(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT transfer_id FROM transfer_process_open o
-             WHERE deadline < clock_timestamp()
-               AND NOT EXISTS (SELECT 1 FROM transfer_process_parked p WHERE p.transfer_id = o.transfer_id)
-             ORDER BY deadline LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.inner.pool)
-        .await
-    }
-
     /// While this instance leads the transfer process, takes on overdue transfers every
     /// second, until `shutdown`. A step the deadline makes is refused by the account as too
     /// late, so the transfer is undone; one that raced it and won stands.
@@ -494,114 +340,4 @@ impl TransferProcess {
         parked?;
         Ok(count)
     }
-}
-
-/// The command id of a transfer's step: the same step of the same transfer, however often it is
-/// taken, is one command.
-pub fn step_command_id(transfer_id: Uuid, step: &str) -> Uuid {
-    Uuid::new_v5(&transfer_id, step.as_bytes())
-}
-
-/// The command ids of every step of the transfers begun more than `age` ago and not finished:
-/// the purge must not forget them, or a step taken again would be decided again.
-pub async fn step_ids_to_keep(pool: &PgPool, age: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
-    let transfers: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT transfer_id FROM transfer_process_open WHERE opened_at < clock_timestamp() - make_interval(secs => $1)",
-    )
-    .bind(age.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
-    let steps = [StepKind::Debit, StepKind::Credit]
-        .into_iter()
-        .flat_map(|kind| [kind.name(), kind.outcome_name()])
-        .chain([REFUND_STEP]);
-    let steps: Vec<&str> = steps.collect();
-    Ok(transfers
-        .iter()
-        .flat_map(|&transfer_id| steps.iter().map(move |step| step_command_id(transfer_id, step)))
-        .collect())
-}
-
-/// The transfer process as a projection of the log: the events that wake it are a transfer's
-/// request and its debit; its checkpoint is a row of its own, moved by compare-and-set.
-impl ExternalProjection for TransferProcess {
-    fn name(&self) -> &'static str {
-        PROCESS_NAME
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        // A transfer's request is all that wakes it: the checkpoint passes the request only once
-        // the transfer went as far as it could, so a transfer cut short (a crash, an error) is
-        // woken again by its request. Its later events need no wake-up of their own.
-        &TransferEvent::TYPES[..1]
-    }
-
-    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
-        let row: Option<(String, i64, i64, Option<Uuid>)> = sqlx::query_as(
-            "SELECT log, transaction_id, global_position, event FROM transfer_process_checkpoint WHERE log IS NOT NULL",
-        )
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(row.map(|(log, transaction_id, global_position, event)| StoredCheckpoint {
-            log,
-            at: LogPlace { position: Position { transaction_id, global_position }, event },
-        }))
-    }
-
-    async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
-        let mut transfers: Vec<Uuid> = batch.events.iter().map(|event| event.stream_id).collect();
-        transfers.sort_unstable();
-        transfers.dedup();
-        self.advance_all(transfers).await.map_err(store_error)?;
-        // Every transfer of the batch went as far as it can: the checkpoint may pass them.
-        let from = batch.from.unwrap_or(LogPlace::START).position;
-        let moved = sqlx::query(
-            "INSERT INTO transfer_process_checkpoint AS c (singleton, log, transaction_id, global_position, event, fence)
-             VALUES (true, $1, $4, $5, $8, $6)
-             ON CONFLICT (singleton) DO UPDATE
-                 SET log = $1, transaction_id = $4, global_position = $5, event = $8, fence = GREATEST(c.fence, $6)
-                 WHERE c.fence <= $6 AND (($7 AND c.log IS NULL)
-                     OR (c.log = $1 AND c.transaction_id = $2 AND c.global_position = $3))",
-        )
-        .bind(batch.log)
-        .bind(from.transaction_id)
-        .bind(from.global_position)
-        .bind(batch.to.position.transaction_id)
-        .bind(batch.to.position.global_position)
-        .bind(batch.epoch)
-        .bind(batch.from.is_none())
-        .bind(batch.to.event)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(if moved.rows_affected() == 1 { CompareAndSet::Applied } else { CompareAndSet::CheckpointMoved })
-    }
-
-    /// Starting over means waking every transfer again from the first event: finished ones
-    /// need nothing, so they cost a read each.
-    async fn clear(&self, epoch: i64, _log: &str) -> Result<(), ExternalError> {
-        // The checkpoint lives in the same database as the log: its fence goes with the history.
-        let refused: Option<i64> = sqlx::query_scalar(
-            "WITH cleared AS (
-                 UPDATE transfer_process_checkpoint SET log = NULL, transaction_id = 0, global_position = 0,
-                     event = NULL, fence = GREATEST(fence, $1)
-                 WHERE fence <= $1 RETURNING 1)
-             SELECT fence FROM transfer_process_checkpoint WHERE NOT EXISTS (SELECT 1 FROM cleared)",
-        )
-        .bind(epoch)
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(store_error)?;
-        match refused {
-            Some(fence) => Err(ExternalError::Store(
-                format!("the checkpoint's fence ({fence}) refuses epoch {epoch}: a later leader has written").into(),
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
-    ExternalError::Store(Box::new(error))
 }
