@@ -7,6 +7,7 @@ pub mod account_store;
 pub mod event_codec;
 pub mod identity;
 pub mod read_side;
+pub mod schema;
 pub mod transfer_store;
 pub mod write_side;
 

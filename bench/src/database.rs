@@ -38,7 +38,7 @@ pub async fn fresh() -> Result<PgPool, Box<dyn std::error::Error>> {
     admin.execute(format!(r#"CREATE DATABASE "{DATABASE}""#).as_str()).await?;
     admin.close().await?;
     let pool = pool(80).await?;
-    backend::read_side::migrate(&pool).await?;
+    backend::schema::migrate(&pool).await?;
     Ok(pool)
 }
 

@@ -41,6 +41,32 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Makes `role` (quoted, as [`quoted_identifier`] gives it) the owner of each projection table
+/// in `tables` and of the shadow tables a rebuild makes beside it: a rebuild creates them and
+/// swaps them in, which only an owner may do. Only where the owner differs: altering takes an
+/// exclusive lock (readers on running instances would wait), and once the role owns a table
+/// only it or a superuser may alter it. A shadow left by a server that stopped mid-way goes too.
+pub async fn hand_projection_tables_to(pool: &PgPool, role: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
+    use crate::projection::Target;
+    for table in tables {
+        let names = [Target::LIVE, Target::REBUILD, Target::REPLACED].map(|target| target.table(table));
+        for name in names {
+            let owned_elsewhere: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                 WHERE c.oid = to_regclass(quote_ident($1)) AND quote_ident(r.rolname) <> $2)",
+            )
+            .bind(&name)
+            .bind(role)
+            .fetch_one(pool)
+            .await?;
+            if owned_elsewhere {
+                sqlx::query(&format!(r#"ALTER TABLE "{name}" OWNER TO {role}"#)).execute(pool).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `name` as SQL quotes an identifier.
 pub async fn quoted_identifier(pool: &PgPool, name: &str) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT quote_ident($1)").bind(name).fetch_one(pool).await

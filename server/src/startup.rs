@@ -356,9 +356,9 @@ pub async fn prepare_database(
     let migrating_as = owner.unwrap_or(database);
     ensure_database_exists(migrating_as).await?;
     let pool = PgPoolOptions::new().max_connections(1).connect_with(migrating_as.clone()).await?;
-    backend::read_side::migrate(&pool).await?;
+    backend::schema::migrate(&pool).await?;
     if owner.is_some() {
-        backend::read_side::grant_to_server_role(&pool, database.get_username()).await?;
+        backend::schema::grant_to_server_role(&pool, database.get_username()).await?;
     }
     pool.close().await;
     Ok(())

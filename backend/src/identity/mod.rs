@@ -20,6 +20,14 @@ pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
 pub use users::{Password, SignUpError, Username, UsernameError};
 
+/// Gives the server's role (quoted) what identity needs of its tables.
+pub async fn grant_to_server_role(pool: &sqlx::PgPool, role: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// The user a request is from, as the server's authentication found them (a session cookie or
 /// a bearer token). Requests without one carry no `Caller`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,7 +45,7 @@ async fn measure(context: &Context, pair: &Pair) -> Outcome {
         (Duration::from_secs(2), Duration::from_secs(10)),
     );
     let primary = connect(&pair.url(pair.primary_port), 40).await?;
-    backend::read_side::migrate(&primary).await?;
+    backend::schema::migrate(&primary).await?;
     database::insert_account_events(&primary, "b12-", ACCOUNTS, 1, 2).await?;
     let runner = ProjectionRunner::new(primary.clone(), AccountSummaryProjection, Appends::new().subscribe(), "bench");
     while let Progress::Applied(_) | Progress::HeldBack = runner.run_batch().await.map_err(|e| e.to_string())? {}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
+use super::{REBUILD_SUFFIX, REPLACED_SUFFIX};
 use crate::Position;
 
 use crate::status::{LeverPulled, ProjectionState};
@@ -490,7 +491,7 @@ pub(super) async fn abort_rebuild(
         return tx.rollback().await;
     }
     for table in tables {
-        sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{table}_rebuild""#)).execute(&mut *tx).await?;
+        sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{table}{REBUILD_SUFFIX}""#)).execute(&mut *tx).await?;
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection_name = $1")
         .bind(rebuild_checkpoint_name(name))
@@ -519,8 +520,8 @@ pub(super) async fn start_rebuild(
     }
     for table in tables {
         for statement in [
-            format!(r#"DROP TABLE IF EXISTS "{table}_rebuild""#),
-            format!(r#"CREATE TABLE "{table}_rebuild" (LIKE "{table}" INCLUDING ALL)"#),
+            format!(r#"DROP TABLE IF EXISTS "{table}{REBUILD_SUFFIX}""#),
+            format!(r#"CREATE TABLE "{table}{REBUILD_SUFFIX}" (LIKE "{table}" INCLUDING ALL)"#),
         ] {
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
@@ -572,9 +573,9 @@ pub(super) async fn swap_rebuilt(
     sqlx::query(SWAP_LOCK_TIMEOUT).execute(&mut *tx).await?;
     for table in tables {
         for statement in [
-            format!(r#"ALTER TABLE "{table}" RENAME TO "{table}_replaced""#),
-            format!(r#"ALTER TABLE "{table}_rebuild" RENAME TO "{table}""#),
-            format!(r#"DROP TABLE "{table}_replaced""#),
+            format!(r#"ALTER TABLE "{table}" RENAME TO "{table}{REPLACED_SUFFIX}""#),
+            format!(r#"ALTER TABLE "{table}{REBUILD_SUFFIX}" RENAME TO "{table}""#),
+            format!(r#"DROP TABLE "{table}{REPLACED_SUFFIX}""#),
         ] {
             match sqlx::query(&statement).execute(&mut *tx).await {
                 Ok(_) => {}

@@ -12,7 +12,7 @@ use uuid::Uuid;
 #[sqlx::test(migrations = false)]
 async fn the_server_refuses_a_cluster_behind_the_stored_transaction_ids(_: PgPoolOptions, db: PgConnectOptions) {
     let pool = PgPool::connect_with(db.clone()).await.unwrap();
-    backend::read_side::migrate(&pool).await.unwrap();
+    backend::schema::migrate(&pool).await.unwrap();
     // An event as a dump restored into a younger cluster leaves it: its transaction id is one
     // this cluster has not reached.
     let restored: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000")

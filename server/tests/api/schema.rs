@@ -27,8 +27,8 @@ async fn a_database_made_before_the_store_owned_its_schema_is_adopted_unchanged(
     .await
     .unwrap();
 
-    backend::read_side::migrate(&earlier).await.expect("the earlier layout is adopted");
-    backend::read_side::migrate(&earlier).await.expect("migrating again changes nothing");
+    backend::schema::migrate(&earlier).await.expect("the earlier layout is adopted");
+    backend::schema::migrate(&earlier).await.expect("migrating again changes nothing");
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id = $1")
         .bind(account_id)
         .fetch_one(&earlier)
@@ -39,7 +39,7 @@ async fn a_database_made_before_the_store_owned_its_schema_is_adopted_unchanged(
     // The same database, another schema: what today's migrations make from nothing.
     sqlx::query("CREATE SCHEMA made_fresh").execute(&earlier).await.unwrap();
     let fresh = PgPool::connect_with(db.options([("search_path", "made_fresh")])).await.unwrap();
-    backend::read_side::migrate(&fresh).await.expect("a fresh database is migrated");
+    backend::schema::migrate(&fresh).await.expect("a fresh database is migrated");
 
     let adopted = describe(&earlier, "public").await;
     let made = describe(&earlier, "made_fresh").await;
@@ -59,7 +59,7 @@ async fn a_database_whose_earlier_migrations_did_not_finish_is_refused(_: PgPool
     for migration in EARLIER_LAYOUT.iter().filter(|migration| migration.version < 20261130000004) {
         sqlx::raw_sql(&migration.sql).execute(&pool).await.unwrap();
     }
-    let error = backend::read_side::migrate(&pool).await.expect_err("an unfinished database is refused");
+    let error = backend::schema::migrate(&pool).await.expect_err("an unfinished database is refused");
     assert!(error.to_string().contains("start that release once"), "{error}");
 }
 

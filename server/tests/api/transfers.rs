@@ -323,7 +323,7 @@ struct Bank {
 impl Bank {
     async fn new(db: PgConnectOptions) -> Bank {
         let pool = PgPool::connect_with(db).await.unwrap();
-        backend::read_side::migrate(&pool).await.unwrap();
+        backend::schema::migrate(&pool).await.unwrap();
         let appends = Appends::new();
         let accounts = CommandHandler::new(pool.clone(), appends.clone(), WriteOptions::default());
         let process = TransferProcess::new(pool.clone(), accounts.clone(), appends, WriteOptions::default());

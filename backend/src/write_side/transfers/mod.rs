@@ -30,4 +30,4 @@ pub use process::{
     TransferProcess,
 };
 pub use requests::{TransferCommandError, TransferRequests, TransferTermsWithoutDeadline};
-pub use tables::{step_command_id, step_ids_to_keep};
+pub use tables::{grant_to_server_role, step_command_id, step_ids_to_keep};

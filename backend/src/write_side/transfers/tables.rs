@@ -11,6 +11,17 @@ use uuid::Uuid;
 use super::process::{PARKED_RETRY, PARKED_RETRY_SOON, ProcessError, TransferProcess};
 use bank::domain::transfer::{REFUND_STEP, StepKind};
 
+/// Gives the server's role (quoted) what the process needs of its tables.
+pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+    for statement in [
+        format!("GRANT SELECT, INSERT, UPDATE ON transfer_process_checkpoint TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON transfer_process_parked, transfer_process_open TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(pool).await?;
+    }
+    Ok(())
+}
+
 impl TransferProcess {
     /// Notes that the transfer is under way (before its first step), with its deadline.
     pub(super) async fn open(&self, transfer_id: Uuid, deadline: OffsetDateTime) -> Result<(), sqlx::Error> {
