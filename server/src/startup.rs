@@ -3,14 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use app::api::ApiError;
-use app::ui::{App, shell};
 use axum::Router;
 use axum::extract::FromRef;
-use axum::http::StatusCode;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use backend::Services;
 use backend::read_side::live::spawn_account_feed;
 use backend::read_side::{AccountHistory, ReadModel, ReadPools, RedisAccounts, RedisReads, Split, run_projections};
@@ -19,17 +13,11 @@ use eventstore::change_feed::ChangeFeed;
 use eventstore::projection::StatusCache;
 use eventstore::{Appends, CheckpointWatch};
 use leptos::config::LeptosOptions;
-use leptos::prelude::provide_context;
-use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, ResponseBodyTimeoutLayer, TimeoutLayer};
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
@@ -186,7 +174,7 @@ impl Application {
             rate_limits: RateLimits::new(settings.rate_limits),
             shutdown: shutdown.clone(),
         }));
-        let router = router(state, &settings);
+        let router = routes::router(state, &settings);
         let listener = TcpListener::bind(settings.address).await?;
         let address = listener.local_addr()?;
         let header_read_timeout = settings.header_read_timeout;
@@ -231,79 +219,6 @@ impl Application {
     }
 }
 
-fn router(state: AppState, settings: &Settings) -> Router {
-    let leptos_options = state.leptos_options.clone();
-    let hashed_bundle_names = leptos_options.hash_files;
-    let provide_services = {
-        let services = state.services.clone();
-        move || provide_context(services.clone())
-    };
-    Router::new()
-        .leptos_routes_with_context(&state, generate_route_list(App), provide_services.clone(), move || {
-            shell(leptos_options.clone())
-        })
-        // A page streams as its resources resolve; one that stalls (a resource that never
-        // resolves: Leptos has had such bugs) is cut off, not held open for good. Not for the
-        // live stream, which is quiet between messages.
-        .route_layer(ResponseBodyTimeoutLayer::new(settings.request_timeout))
-        .route("/api/queries/accounts/{id}", get(routes::accounts::get_account))
-        .route("/api/live", get(routes::live::live))
-        .route("/health", get(routes::health::health))
-        .route("/metrics", get(routes::metrics::metrics))
-        .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        // How often a user may send commands; who they are is known by then.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit_by_user))
-        // Who is asking: inner layers and handlers see the caller.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::identity::authenticate))
-        // A request that cannot be answered in time (a database that hangs) is answered 503, and a
-        // body that trickles in is not waited for longer; `json_errors` gives both the JSON shape.
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
-        .layer(RequestBodyTimeoutLayer::new(settings.request_timeout))
-        // Sign-in and sign-up attempts, and credentials that name nobody, by address: before any
-        // look-up or password hash is paid for.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::rate_limits::limit_by_address))
-        .layer(axum::middleware::from_fn(routes::cross_site::same_site_json_only))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(settings.allowed_hosts.clone()),
-            routes::cross_site::allowed_hosts_only,
-        ))
-        .layer(axum::middleware::from_fn(routes::json_errors::json_errors))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            routes::wire::cache_bundle(hashed_bundle_names, request, next)
-        }))
-        // Outside every layer that writes an answer's body, so that it compresses the final one.
-        .layer(routes::wire::compression())
-        .layer(axum::middleware::from_fn(routes::wire::no_compression_for_secrets))
-        .layer(catch_panics())
-        // Every request gets an id of ours (`x-request-id`, also in the answer and in commands'
-        // event metadata) and a line in the access log.
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
-        // The request id is ours: one a client sent would otherwise be kept (and stored in events).
-        .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
-            request.headers_mut().remove("x-request-id");
-            request
-        }))
-        // Outermost, so on every answer (refusals too): the policy above, no guessing of content
-        // types, and no full URLs (with account ids) sent to other sites as referrers.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
-        .with_state(state)
-}
-
 /// Forgets command ids past their retention and expired sessions, hourly (and at start-up), on
 /// every instance: the deletes are idempotent, and a batch at a time.
 async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, shutdown: CancellationToken) {
@@ -322,27 +237,6 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
             tracing::warn!(%error, "could not purge expired sessions; will try again");
         }
     }
-}
-
-/// What an answer may do in a browser when nothing stricter was set: not be framed by other
-/// sites (clickjacking a "Withdraw" button), nor load plugins, nor change its base URL or post
-/// forms elsewhere. Pages set their own, stricter policy, with a script nonce
-/// (`app::ui::shell`).
-const CONTENT_SECURITY_POLICY: &str = "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'";
-
-/// A panic in a handler is a bug of ours: answered 500 in the JSON error shape (and logged),
-/// never a dropped connection.
-pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
-    fn answer(panic: Box<dyn std::any::Any + Send>) -> Response {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic without a message");
-        tracing::error!(panic = message, "a request handler panicked");
-        ApiError::internal().into_response()
-    }
-    CatchPanicLayer::custom(answer as fn(Box<dyn std::any::Any + Send>) -> Response)
 }
 
 /// Creates the database if it is missing and brings its schema up to date. With an owner
@@ -431,26 +325,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_handler_answers_500_in_the_json_error_shape() {
-        async fn boom() -> &'static str {
-            panic!("boom")
-        }
-        let router: Router = Router::new().route("/boom", get(boom)).layer(catch_panics());
-        let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"]["code"], "internal");
-    }
 }

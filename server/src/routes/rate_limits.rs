@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use app::api::identity::{SignIn, SignUp};
 use app::api::{ApiError, ErrorCode};
+use leptos::server_fn::ServerFn;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
@@ -90,9 +92,9 @@ pub async fn limit_by_address(
     let path = request.uri().path();
     let checked = if request.method() != Method::POST {
         Ok(())
-    } else if path == "/api/auth/sign-in" {
+    } else if path == <SignIn as ServerFn>::PATH {
         limits.sign_in.check(&address)
-    } else if path == "/api/auth/sign-up" {
+    } else if path == <SignUp as ServerFn>::PATH {
         limits.sign_up.check(&address)
     } else {
         Ok(())

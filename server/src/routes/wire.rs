@@ -8,7 +8,9 @@
 //! without asking again: a new build has new names. Pages and JSON are compressed as they are
 //! sent (see [`compression`]).
 
+use app::api::identity::{CreateToken, SignIn, SignUp};
 use axum::extract::Request;
+use leptos::server_fn::ServerFn;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -78,7 +80,7 @@ pub async fn no_compression_for_secrets(mut request: Request, next: Next) -> Res
 }
 
 fn carries_secret(path: &str) -> bool {
-    matches!(path, "/api/auth/sign-in" | "/api/auth/sign-up" | "/api/tokens/create")
+    [<SignIn as ServerFn>::PATH, <SignUp as ServerFn>::PATH, <CreateToken as ServerFn>::PATH].contains(&path)
 }
 
 /// `cqrs-bank.<hash>.wasm`, as the site build (and cargo-leptos) names the bundle with
