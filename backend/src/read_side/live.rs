@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::account_store::{Account, LoadError};
-use crate::identity::Caller;
 use crate::read_side::account_summary::PROJECTION_NAME;
 use crate::read_side::{AccountHistory, ReadModel};
 use bank::contract::LiveProgress;
@@ -54,16 +53,16 @@ impl Watch {
         Ok(Watch::Accounts(ids))
     }
 
-    /// What `caller` may hear of this watch. Operators: all they ask for. Customers: their own
-    /// accounts only — "everything" becomes the accounts they hold now, and others' ids in a list
-    /// are dropped, so that a stream never tells anyone that someone else's account moved.
-    pub async fn narrowed_for(
+    /// This watch narrowed to `owner`'s accounts (`None`: left as it is): "everything" becomes
+    /// the accounts they hold now, and others' ids in a list are dropped. Who may hear what is
+    /// the API's decision; this is how.
+    pub async fn narrowed_to(
         self,
-        caller: &Caller,
+        owner: Option<&str>,
         read_model: &ReadModel,
         history: &AccountHistory,
     ) -> Result<Watch, LoadError> {
-        let Some(owner) = caller.visible_owner() else {
+        let Some(owner) = owner else {
             return Ok(self);
         };
         match self {

@@ -50,7 +50,10 @@ pub async fn live(
         })?),
     };
     let ticket = state.live_streams.admit(caller.user_id)?;
-    let watch = watch.narrowed_for(&caller, &state.services.read_model, &state.services.history).await?;
+    // Operators hear all they ask for; customers their own accounts only, so that a stream never
+    // tells anyone that someone else's account moved.
+    let owner = caller.visible_owner();
+    let watch = watch.narrowed_to(owner, &state.services.read_model, &state.services.history).await?;
     let (subscription, replayed_to) = state.change_feed.subscribe(watch.streams());
     let catch_up = match resume {
         Some(after) if after < replayed_to => Some(state.change_feed.catch_up(after, replayed_to).await),
