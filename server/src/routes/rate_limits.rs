@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use app::api::identity::{SignIn, SignUp};
 use app::api::{ApiError, ErrorCode};
-use leptos::server_fn::ServerFn;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use backend::identity::Caller;
+use leptos::server_fn::ServerFn;
 
 use crate::startup::AppState;
 

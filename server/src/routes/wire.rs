@@ -10,10 +10,10 @@
 
 use app::api::identity::{CreateToken, SignIn, SignUp};
 use axum::extract::Request;
-use leptos::server_fn::ServerFn;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use leptos::server_fn::ServerFn;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 /// A year, and never revalidated: the name changes with the content.
