@@ -520,8 +520,13 @@ async fn a_fence_of_another_history_refuses_nothing_and_one_of_this_history_is_s
     space.command(redis::cmd("HSET").arg(&projection).arg("checkpoint").arg(format!("{other}@1:1@-"))).unwrap();
     app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
     assert_redis_equals_replay(&app.pool, &space).await;
-    let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
-    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(31.0)));
+    // Served once the rebuild is marked done, which may be a moment after its content is whole.
+    let answer = eventually("Redis serving the rebuilt store", PATIENCE, || async {
+        let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        when(answer, |answer| answer["servedBy"] == "redis")
+    })
+    .await;
+    assert_eq!(answer["currentBalance"].as_f64(), Some(31.0), "{answer}");
 
     // A fence of this history at an epoch no leader of it has reached refuses the clear: the
     // store is not rebuilt behind a later leader's back, and the status says so.
