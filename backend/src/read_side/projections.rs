@@ -28,7 +28,7 @@ pub struct Split {
 /// itself.
 pub async fn run_projections(
     pool: &PgPool,
-    appends: &eventstore::Appends,
+    appends: &eventstore::AppendNotifier,
     checkpoints: &CheckpointWatch,
     redis: Option<&RedisAccounts>,
     split: Split,

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::redis_accounts::{RedisAccounts, RedisAnswer};
+use super::redis_accounts::{RedisAccounts, RedisRead};
 use bank::contract::{AccountList, AccountView, ServedBy};
 
 /// Which read store the account and high-value queries read (`READ_STORE`).
@@ -190,8 +190,8 @@ impl RedisReads {
     /// The answer of `read`, if it comes in time and without an error; else Redis rests.
     async fn answered<T>(
         &self,
-        read: impl Future<Output = Result<RedisAnswer<T>, super::redis_accounts::RedisReadError>>,
-    ) -> Option<RedisAnswer<T>> {
+        read: impl Future<Output = Result<RedisRead<T>, super::redis_accounts::RedisReadError>>,
+    ) -> Option<RedisRead<T>> {
         let answer = match tokio::time::timeout(READ_TIMEOUT, read).await {
             Ok(answer) => answer.map_err(|error| error.to_string()),
             Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
@@ -214,7 +214,7 @@ impl RedisReads {
     /// and — in `auto` — it is not far behind the Postgres read model.
     async fn may_answer<T>(
         &self,
-        answer: &RedisAnswer<T>,
+        answer: &RedisRead<T>,
         after: Option<Position>,
         postgres_at: Option<Position>,
     ) -> bool {

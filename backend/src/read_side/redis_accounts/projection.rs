@@ -1,0 +1,126 @@
+//! The store as a projection: a batch folded in memory, written with the checkpoint's move by
+//! one script; a clear that no former leader can undo.
+
+use eventstore::ApplyError;
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
+use uuid::Uuid;
+
+use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR};
+use super::stored::{StoredAccount, balance_member, checkpoint_text};
+use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
+use crate::read_side::account_summary::fold;
+use bank::domain::AccountEvent;
+
+fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
+    ExternalError::Store(Box::new(error))
+}
+
+impl ExternalProjection for RedisAccounts {
+    fn name(&self) -> &'static str {
+        PROJECTION_NAME
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        AccountEvent::TYPES
+    }
+
+    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
+        Ok(self.rows(&[]).await.map_err(store_error)?.0)
+    }
+
+    async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
+        let folded = fold(batch.events).map_err(|error| match error {
+            ApplyError::Event { position, reason } => ExternalError::Event { position, reason },
+            ApplyError::Database(error) => store_error(error),
+        })?;
+        let changed: Vec<Uuid> = folded.changes.iter().map(|change| change.account_id).collect();
+        let (as_of, stored) = self.rows(&changed).await.map_err(store_error)?;
+        if as_of != batch.from.map(|from| StoredCheckpoint { log: batch.log.to_owned(), at: from }) {
+            return Ok(CompareAndSet::CheckpointMoved);
+        }
+        // (id, its member before the batch if it existed, its row after).
+        let mut writes: Vec<(Uuid, Option<StoredAccount>, StoredAccount)> =
+            folded.new_rows.iter().map(|row| (row.account_id, None, StoredAccount::opened(row))).collect();
+        for (change, stored) in folded.changes.iter().zip(stored) {
+            let Some(stored) = stored else {
+                // The store's checkpoint is past the account's opening, but its hash is gone: an
+                // eviction, or someone's DEL. The store is rebuilt (see `may_evict`).
+                return Err(ExternalError::Lost(format!(
+                    "account {} changes at {} but the store no longer holds it",
+                    change.account_id, change.first_event
+                )));
+            };
+            let changed = stored.changed(change);
+            writes.push((change.account_id, Some(stored), changed));
+        }
+        let mut script = APPLY_BATCH.prepare_invoke();
+        script.key(self.keys.projection()).key(self.keys.balances()).key(self.keys.fence());
+        let from = batch.from.map(|from| checkpoint_text(batch.log, from)).unwrap_or_default();
+        script
+            .arg(from)
+            .arg(checkpoint_text(batch.log, batch.to))
+            .arg(if batch.rebuilding { "1" } else { "0" })
+            .arg(fields_json())
+            .arg(batch.epoch)
+            .arg(batch.log);
+        for (id, before, after) in &writes {
+            let member = |account: &StoredAccount| {
+                balance_member(account.balance, *id).ok_or_else(|| {
+                    let reason = format!("account {id}'s balance {} cannot be ranked", account.balance);
+                    // No event makes such a balance (the domain refuses them): stop at the batch.
+                    let position = batch.events.first().map_or(batch.to.position, |event| event.position());
+                    ExternalError::Event { position, reason: reason.into() }
+                })
+            };
+            script.key(self.keys.account(*id)).key(self.keys.owner_balances(&after.owner_id));
+            script.arg(before.as_ref().map(member).transpose()?.unwrap_or_default()).arg(member(after)?);
+            for value in after.values().map_err(store_error)? {
+                script.arg(value);
+            }
+        }
+        let applied: i64 = script.invoke_async(&mut self.redis.clone()).await.map_err(store_error)?;
+        match applied {
+            1 => Ok(CompareAndSet::Applied),
+            0 => Ok(CompareAndSet::CheckpointMoved),
+            _ => Err(store_error(RedisReadError::Unreadable(format!(
+                "a key under {:?} holds another type than the projection writes there",
+                self.keys.prefix
+            )))),
+        }
+    }
+
+    async fn warning(&self) -> Option<String> {
+        self.may_evict().await
+    }
+
+    async fn clear(&self, epoch: i64, log: &str) -> Result<(), ExternalError> {
+        let mut redis = self.redis.clone();
+        let mut begin = BEGIN_CLEAR.prepare_invoke();
+        begin.key(self.keys.projection()).key(self.keys.fence()).arg(epoch).arg(CLEARING.as_str()).arg(log);
+        let begun: i64 = begin.invoke_async(&mut redis).await.map_err(store_error)?;
+        if begun == 0 {
+            // A later leader of this history has written: the store is theirs, and this one
+            // must say so (its status), not go on as if it had cleared.
+            return Err(ExternalError::Store(
+                format!("the store's fence refuses epoch {epoch}: a later leader has written").into(),
+            ));
+        }
+        let pattern = format!("{}*", self.keys.prefix);
+        let mut cursor = "0".to_owned();
+        loop {
+            let mut script = CLEAR_SOME.prepare_invoke();
+            script.key(self.keys.projection()).key(self.keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
+            let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
+            match next {
+                // Someone else finished the clear and builds the store again: what is left is theirs.
+                None => return Ok(()),
+                Some(next) if next == "0" => break,
+                Some(next) => cursor = next,
+            }
+        }
+        let mut end = END_CLEAR.prepare_invoke();
+        end.key(self.keys.projection()).arg(CLEARING.as_str());
+        end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
+        Ok(())
+    }
+}
