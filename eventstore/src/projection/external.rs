@@ -321,68 +321,18 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         until: Option<Position>,
     ) -> Result<Progress, ExternalStepError> {
         let name = self.projection.name();
-        let from = stored.unwrap_or(LogPlace::START);
-        let LogBatch { mut events, read, read_to, read_to_event } =
-            read_batch(&self.pool, from.position, self.batch_size, self.projection.event_types()).await?;
-        let mut end = read_to.map(|position| LogPlace { position, event: read_to_event });
-        let mut reached = false;
-        if let Some(until) = until {
-            events.retain(|event| event.position() <= until);
-            // Every event up to `until` is committed and visible: the store had applied them.
-            if read_to.is_some_and(|read_to| read_to > until) || read < self.batch_size as usize {
-                reached = true;
-                end = Some(if until > from.position {
-                    LogPlace { position: until, event: crate::event_at(&self.pool, until).await? }
-                } else {
-                    from
-                });
-            }
-        }
-        let to = match end.filter(|end| end.position > from.position) {
-            Some(to) => to,
-            // Nothing to apply, but a rebuild that has got back may have to say so.
-            None if reached => from,
-            None => {
-                let held_back = super::runner::has_events_after(&self.pool, from.position).await?;
-                return Ok(if held_back { Progress::HeldBack } else { Progress::CaughtUp });
-            }
+        let Window { events, to, reached, read } = match self.window(stored, until).await? {
+            Ok(window) => window,
+            Err(progress) => return Ok(progress),
         };
-        let mut conn = self.pool.acquire().await?;
-        let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
-        let skipped = control::skipped_among(&mut conn, name, &positions).await?;
-        events.retain(|event| !skipped.contains(&event.global_position));
-        drop(conn);
         if !control::leads_now(&self.pool, name, self.epoch).await? {
             return Ok(Progress::NotLeading);
         }
         let rebuilding = until.is_some() && !reached;
-        let epoch = self.epoch.unwrap_or(0);
-        let batch = ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch };
-        let (applied, failed_at) = match self.projection.apply(&batch).await {
-            Ok(applied) => (applied, None),
-            Err(ExternalError::Event { position, reason }) => {
-                // Keep what comes before the culprit, then stop at it.
-                let before: Vec<RecordedEvent> =
-                    events.iter().filter(|event| event.position() < position).cloned().collect();
-                let applied = match before.last() {
-                    Some(last) => {
-                        let to = LogPlace { position: last.position(), event: Some(last.event_id) };
-                        let batch = ExternalBatch { log, from: stored, to, events: &before, rebuilding, epoch };
-                        self.projection.apply(&batch).await.map_err(ExternalStepError::Store)?
-                    }
-                    None => CompareAndSet::CheckpointMoved,
-                };
-                let event_type =
-                    events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
-                let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
-                tracing::error!(projection = name, %error, "projection stopped at an event it cannot apply");
-                let kept = before.last().map(|last| LogPlace { position: last.position(), event: Some(last.event_id) });
-                (applied, Some((position, error, kept, before.len())))
-            }
-            Err(ExternalError::Lost(why)) => return Err(ExternalStepError::Lost(why)),
-            Err(error) => return Err(ExternalStepError::Store(error)),
-        };
-        if let Some((position, error, kept, count)) = failed_at {
+        let batch =
+            ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch: self.epoch.unwrap_or(0) };
+        let (applied, stop) = self.apply_up_to_a_culprit(&batch).await?;
+        if let Some(Stop { position, error, kept, count }) = stop {
             if let (CompareAndSet::Applied, Some(kept)) = (applied, kept) {
                 self.wrote(log, kept);
                 self.follow(kept.position, count, until.is_some()).await?;
@@ -406,6 +356,74 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             tracing::info!(projection = name, "the read store is rebuilt");
         }
         Ok(Progress::Applied(read))
+    }
+
+    /// The events after `stored` that the next batch applies (never past `until`, skipped ones
+    /// left out) and where it ends; or, with nothing to apply, the progress to report.
+    async fn window(
+        &self,
+        stored: Option<LogPlace>,
+        until: Option<Position>,
+    ) -> Result<Result<Window, Progress>, ExternalStepError> {
+        let from = stored.unwrap_or(LogPlace::START);
+        let LogBatch { mut events, read, read_to, read_to_event } =
+            read_batch(&self.pool, from.position, self.batch_size, self.projection.event_types()).await?;
+        let mut end = read_to.map(|position| LogPlace { position, event: read_to_event });
+        let mut reached = false;
+        if let Some(until) = until {
+            events.retain(|event| event.position() <= until);
+            // Every event up to `until` is committed and visible: the store had applied them.
+            if read_to.is_some_and(|read_to| read_to > until) || read < self.batch_size as usize {
+                reached = true;
+                end = Some(if until > from.position {
+                    LogPlace { position: until, event: crate::event_at(&self.pool, until).await? }
+                } else {
+                    from
+                });
+            }
+        }
+        let to = match end.filter(|end| end.position > from.position) {
+            Some(to) => to,
+            // Nothing to apply, but a rebuild that has got back may have to say so.
+            None if reached => from,
+            None => {
+                let held_back = super::runner::has_events_after(&self.pool, from.position).await?;
+                return Ok(Err(if held_back { Progress::HeldBack } else { Progress::CaughtUp }));
+            }
+        };
+        let mut conn = self.pool.acquire().await?;
+        let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
+        let skipped = control::skipped_among(&mut conn, self.projection.name(), &positions).await?;
+        events.retain(|event| !skipped.contains(&event.global_position));
+        Ok(Ok(Window { events, to, reached, read }))
+    }
+
+    /// Applies `batch`; if the store cannot apply one of its events, applies what comes before
+    /// that event and says where it stopped and why.
+    async fn apply_up_to_a_culprit(
+        &self,
+        batch: &ExternalBatch<'_>,
+    ) -> Result<(CompareAndSet, Option<Stop>), ExternalStepError> {
+        let (position, reason) = match self.projection.apply(batch).await {
+            Ok(applied) => return Ok((applied, None)),
+            Err(ExternalError::Event { position, reason }) => (position, reason),
+            Err(ExternalError::Lost(why)) => return Err(ExternalStepError::Lost(why)),
+            Err(error) => return Err(ExternalStepError::Store(error)),
+        };
+        let before: Vec<RecordedEvent> =
+            batch.events.iter().filter(|event| event.position() < position).cloned().collect();
+        let kept = before.last().map(|last| LogPlace { position: last.position(), event: Some(last.event_id) });
+        let applied = match kept {
+            Some(to) => {
+                let before_culprit = ExternalBatch { to, events: &before, ..*batch };
+                self.projection.apply(&before_culprit).await.map_err(ExternalStepError::Store)?
+            }
+            None => CompareAndSet::CheckpointMoved,
+        };
+        let event_type = batch.events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
+        let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
+        tracing::error!(projection = self.projection.name(), %error, "projection stopped at an event it cannot apply");
+        Ok((applied, Some(Stop { position, error, kept, count: before.len() })))
     }
 
     /// This leadership moved the store's checkpoint to `to`, of the history `log`.
@@ -448,4 +466,22 @@ impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
     async fn step(&mut self) -> Result<Progress, ExternalStepError> {
         self.run_step().await
     }
+}
+
+/// What the next batch applies: its events, where it ends, whether a rebuild reaches where the
+/// store was, and how many events were read for it.
+struct Window {
+    events: Vec<RecordedEvent>,
+    to: LogPlace,
+    reached: bool,
+    read: usize,
+}
+
+/// Where a batch stopped at an event the store cannot apply: the event's position, why, the
+/// last event applied before it, and how many were.
+struct Stop {
+    position: Position,
+    error: String,
+    kept: Option<LogPlace>,
+    count: usize,
 }
