@@ -162,54 +162,75 @@ impl Settings {
             .leptos_options;
         let mut settings = Settings::new(leptos_options.site_addr, database, leptos_options);
         settings.owner_database = owner_database_from_env()?;
+        settings.sizes_and_timeouts_from_env()?;
+        settings.rules_from_env()?;
+        settings.stores_from_env()?;
+        if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
+            settings.instance_id = instance_id;
+        }
+        Ok(settings)
+    }
+
+    /// Pools, caches, streams and timeouts.
+    fn sizes_and_timeouts_from_env(&mut self) -> Result<(), ConfigurationError> {
         if let Some(max) = env_number::<u32>("DATABASE_MAX_CONNECTIONS")? {
-            settings.max_connections = max.clamp(2, 1000);
+            self.max_connections = max.clamp(2, 1000);
         }
         if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
-            settings.write.snapshot_interval = interval;
+            self.write.snapshot_interval = interval;
         }
         if let Some(streams) = env_number("WARM_STREAMS")? {
-            settings.write.warm_streams = streams;
+            self.write.warm_streams = streams;
         }
         if let Some(max) = env_number("LIVE_MAX_STREAMS")? {
-            settings.max_live_streams = max;
+            self.max_live_streams = max;
         }
         if let Some(max) = env_number("LIVE_MAX_STREAMS_PER_CLIENT")? {
-            settings.max_live_streams_per_client = max;
+            self.max_live_streams_per_client = max;
         }
         if let Some(seconds) = env_number::<u64>("REQUEST_TIMEOUT_SECONDS")? {
             let seconds = Some(seconds).filter(|s| *s > 0);
-            settings.request_timeout =
+            self.request_timeout =
                 Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
         }
         if let Some(seconds) = env_number::<u64>("HEADER_READ_TIMEOUT_SECONDS")? {
-            settings.header_read_timeout = Duration::from_secs(seconds.max(1));
+            self.header_read_timeout = Duration::from_secs(seconds.max(1));
         }
+        Ok(())
+    }
+
+    /// Rate limits, cookies, retention, deadlines and the hosts served.
+    fn rules_from_env(&mut self) -> Result<(), ConfigurationError> {
         if let Some(count) = env_number("SIGN_INS_PER_MINUTE")? {
-            settings.rate_limits.sign_in = Rate::per_minute(count);
+            self.rate_limits.sign_in = Rate::per_minute(count);
         }
         if let Some(count) = env_number("SIGN_UPS_PER_HOUR")? {
-            settings.rate_limits.sign_up = Rate::per_hour(count);
+            self.rate_limits.sign_up = Rate::per_hour(count);
         }
         if let Some(count) = env_number("COMMANDS_PER_SECOND")? {
-            settings.rate_limits.commands = Rate::per_second(count);
+            self.rate_limits.commands = Rate::per_second(count);
         }
         if let Ok(secure) = std::env::var("SECURE_COOKIES") {
-            settings.secure_cookies = matches!(secure.trim(), "1" | "true" | "yes");
+            self.secure_cookies = matches!(secure.trim(), "1" | "true" | "yes");
         }
         if let Some(days) = env_number::<u64>("COMMAND_ID_RETENTION_DAYS")? {
             // At least a day: a transfer's steps are answered from their remembered outcomes, and
             // forgetting one while its transfer still runs would let the step happen twice.
-            settings.command_id_retention = Duration::from_secs(days.max(1) * 24 * 3600);
+            self.command_id_retention = Duration::from_secs(days.max(1) * 24 * 3600);
         }
         if let Some(seconds) = env_number::<u64>("TRANSFER_DEADLINE_SECONDS")? {
             let longest = backend::write_side::transfers::LONGEST_DEADLINE.as_secs();
-            settings.transfer_deadline = Duration::from_secs(seconds.clamp(1, longest));
+            self.transfer_deadline = Duration::from_secs(seconds.clamp(1, longest));
         }
         if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
-            settings.allowed_hosts =
+            self.allowed_hosts =
                 hosts.split(',').map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect();
         }
+        Ok(())
+    }
+
+    /// Redis, the read store, the read replica and the projections' partitions.
+    fn stores_from_env(&mut self) -> Result<(), ConfigurationError> {
         if let Ok(url) = std::env::var("REDIS_URL")
             && !url.trim().is_empty()
         {
@@ -218,10 +239,10 @@ impl Settings {
                 let why = "letters, digits, ':', '_', '-' and '.' only, ending with ':'".to_owned();
                 return Err(ConfigurationError::Invalid("REDIS_KEY_PREFIX", why));
             }
-            settings.redis = Some(RedisSettings { url: url.trim().to_owned(), key_prefix });
+            self.redis = Some(RedisSettings { url: url.trim().to_owned(), key_prefix });
         }
         if let Ok(read_store) = std::env::var("READ_STORE") {
-            settings.read_store =
+            self.read_store =
                 read_store.trim().parse().map_err(|why| ConfigurationError::Invalid("READ_STORE", why))?;
         }
         if let Ok(url) = std::env::var("DATABASE_READ_URL")
@@ -230,22 +251,19 @@ impl Settings {
             let database = PgConnectOptions::from_str(url.trim())
                 .map_err(|error| ConfigurationError::Invalid("DATABASE_READ_URL", error.to_string()))?;
             let seconds = env_number::<u64>("DATABASE_READ_MAX_LAG_SECONDS")?.unwrap_or(5).clamp(1, 3600);
-            settings.read_replica = Some(ReplicaSettings { database, max_lag: Duration::from_secs(seconds) });
+            self.read_replica = Some(ReplicaSettings { database, max_lag: Duration::from_secs(seconds) });
         }
         if let Some(count) = env_number::<u32>("PROJECTION_PARTITIONS")? {
             if !(1..=eventstore::projection::MAX_PARTITIONS).contains(&count) {
                 let why = format!("{count} is not a partition count: 1 to {}", eventstore::projection::MAX_PARTITIONS);
                 return Err(ConfigurationError::Invalid("PROJECTION_PARTITIONS", why));
             }
-            settings.projection_partitions = count;
+            self.projection_partitions = count;
         }
         if let Ok(rebuild) = std::env::var("PROJECTION_PARTITIONS_REBUILD") {
-            settings.projection_partitions_rebuild = matches!(rebuild.trim(), "1" | "true" | "yes");
+            self.projection_partitions_rebuild = matches!(rebuild.trim(), "1" | "true" | "yes");
         }
-        if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
-            settings.instance_id = instance_id;
-        }
-        Ok(settings)
+        Ok(())
     }
 
     pub fn new(address: SocketAddr, database: PgConnectOptions, leptos_options: LeptosOptions) -> Settings {
