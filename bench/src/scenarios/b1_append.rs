@@ -12,7 +12,7 @@ use std::time::Duration;
 use backend::event_codec;
 use backend::write_side::{CommandHandler, WriteOptions};
 use bank::domain::{AccountCommand, AccountEvent, Amount};
-use eventstore::{Appends, NewEvent};
+use eventstore::{AppendNotifier, NewEvent};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -34,15 +34,25 @@ pub async fn run(context: Context) -> Outcome {
         "b1_append",
         &format!("single-event appends, one per transaction, {:.1} s per figure", duration.as_secs_f64()),
     );
-    let pool = &context.pool;
     // The physical limit first, while the database is as fresh as for the figures below.
     let pgbench = crate::pgbench::limit(&context).await;
+    let (raw_32, append_32) = appends_against_raw_inserts(&context, warmup, duration).await;
+    if let Some(pgbench) = pgbench {
+        appends_against_pgbench(&context, (warmup, duration), pgbench, &raw_32, &append_32).await;
+    }
+    context.shared.set(B1_APPEND_32, append_32.rate());
+    commands_against_appends(&context, (warmup, duration), pgbench, &raw_32, &append_32).await
+}
+
+/// `eventstore::append` beside a raw INSERT at each concurrency; the runs at 32 clients.
+async fn appends_against_raw_inserts(context: &Context, warmup: Duration, duration: Duration) -> (Run, Run) {
+    let pool = &context.pool;
     let (mut raw_32, mut append_32) = (None, None);
     for concurrency in CONCURRENCIES {
-        let probe = Probe::start(&context, &format!("raw INSERT, {concurrency} clients"));
+        let probe = Probe::start(context, &format!("raw INSERT, {concurrency} clients"));
         let raw = appends(pool, Path::RawInsert, concurrency, warmup, duration).await;
         probe.finish().await;
-        let probe = Probe::start(&context, &format!("eventstore::append, {concurrency} clients"));
+        let probe = Probe::start(context, &format!("eventstore::append, {concurrency} clients"));
         let append = appends(pool, Path::EventStore, concurrency, warmup, duration).await;
         probe.finish().await;
         report::against(
@@ -67,48 +77,64 @@ pub async fn run(context: Context) -> Outcome {
     );
     let ratio = append_32.rate() / raw_32.rate();
     report::target("B1: eventstore::append ≥ 0.8 × raw at 32 clients", ratio >= 0.8, &format!("{ratio:.2}"));
-    if let Some(pgbench) = pgbench {
-        // pgbench's transaction is its one INSERT (autocommit): so is this append, which is how
-        // a command on a warm stream sends its events (with its record, in the same statement).
-        let probe = Probe::start(&context, "eventstore::append as its own transaction, 32 clients");
-        let alone = appends(pool, Path::EventStoreAlone, 32, warmup, duration).await;
-        probe.finish().await;
-        alone.report_errors("appends as their own transactions");
-        report::against(
-            "eventstore::append, BEGIN/append/COMMIT, 32 clients",
-            append_32.rate(),
-            "pgbench",
-            pgbench,
-            "events/s",
-        );
-        report::against(
-            "raw INSERT (sqlx), BEGIN/INSERT/COMMIT, 32 clients",
-            raw_32.rate(),
-            "pgbench",
-            pgbench,
-            "events/s",
-        );
-        report::against(
-            "eventstore::append as its own transaction, 32 clients",
-            alone.rate(),
-            "pgbench",
-            pgbench,
-            "events/s",
-        );
-        report::latencies("  its latency", alone.latencies.as_ref());
-        let ratio = alone.rate() / pgbench;
-        report::target(
-            "B1: eventstore::append ≥ 0.6 × pgbench at 32 clients (each its own transaction, as pgbench's)",
-            ratio >= 0.6,
-            &format!("{ratio:.2}"),
-        );
-    }
-    context.shared.set(B1_APPEND_32, append_32.rate());
+    (raw_32, append_32)
+}
 
-    // What users pay: the whole command path.
-    let handler = CommandHandler::new(pool.clone(), Appends::new(), WriteOptions::default());
+/// Appends, in a transaction and as their own, beside pgbench's one-INSERT transactions.
+async fn appends_against_pgbench(
+    context: &Context,
+    (warmup, duration): (Duration, Duration),
+    pgbench: f64,
+    raw_32: &Run,
+    append_32: &Run,
+) {
+    // pgbench's transaction is its one INSERT (autocommit): so is this append, which is how a
+    // command on a warm stream sends its events (with its record, in the same statement).
+    let probe = Probe::start(context, "eventstore::append as its own transaction, 32 clients");
+    let alone = appends(&context.pool, Path::EventStoreAlone, 32, warmup, duration).await;
+    probe.finish().await;
+    alone.report_errors("appends as their own transactions");
+    report::against(
+        "eventstore::append, BEGIN/append/COMMIT, 32 clients",
+        append_32.rate(),
+        "pgbench",
+        pgbench,
+        "events/s",
+    );
+    report::against(
+        "raw INSERT (sqlx), BEGIN/INSERT/COMMIT, 32 clients",
+        raw_32.rate(),
+        "pgbench",
+        pgbench,
+        "events/s",
+    );
+    report::against(
+        "eventstore::append as its own transaction, 32 clients",
+        alone.rate(),
+        "pgbench",
+        pgbench,
+        "events/s",
+    );
+    report::latencies("  its latency", alone.latencies.as_ref());
+    let ratio = alone.rate() / pgbench;
+    report::target(
+        "B1: eventstore::append ≥ 0.6 × pgbench at 32 clients (each its own transaction, as pgbench's)",
+        ratio >= 0.6,
+        &format!("{ratio:.2}"),
+    );
+}
+
+/// What users pay: the whole command path, beside the appends it makes.
+async fn commands_against_appends(
+    context: &Context,
+    (warmup, duration): (Duration, Duration),
+    pgbench: Option<f64>,
+    raw_32: &Run,
+    append_32: &Run,
+) -> Outcome {
+    let handler = CommandHandler::new(context.pool.clone(), AppendNotifier::new(), WriteOptions::default());
     let accounts = create_accounts(&handler, 32 * 32).await?;
-    let probe = Probe::start(&context, "CommandHandler::handle, 32 clients");
+    let probe = Probe::start(context, "CommandHandler::handle, 32 clients");
     let commands = deposits(&handler, &accounts, 32, warmup, duration).await;
     probe.finish().await;
     report::against(

@@ -68,15 +68,47 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
         release(idle)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let quiet = &quiet_runs[0];
-    let crowded = &crowded_runs[0];
-
     // Overview pages: every change reaches every one of them.
     let overviews = hold_streams(server, (0..overview_streams).map(|_| "/api/live".to_owned()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let watching_all = phase(server, &accounts, &own, rate, warmup, half).await?;
     release(overviews)?;
 
+    report_figures(
+        context,
+        &Measured {
+            quiet_runs,
+            crowded_runs,
+            watching_all,
+            rss: (rss_before, rss_after),
+            idle_streams,
+            overview_streams,
+        },
+    );
+    Ok(())
+}
+
+/// What [`measure`] measured: the phases without and with idle streams (in turn), the one with
+/// overview pages open, and the server's memory before and after the idle streams opened.
+struct Measured {
+    quiet_runs: Vec<Phase>,
+    crowded_runs: Vec<Phase>,
+    watching_all: Phase,
+    rss: (Option<u64>, Option<u64>),
+    idle_streams: usize,
+    overview_streams: usize,
+}
+
+fn report_figures(context: &Context, measured: &Measured) {
+    let Measured {
+        quiet_runs,
+        crowded_runs,
+        watching_all,
+        rss: (rss_before, rss_after),
+        idle_streams,
+        overview_streams,
+    } = measured;
+    let (quiet, crowded) = (&quiet_runs[0], &crowded_runs[0]);
     report::latencies_against("heard on the stream", quiet.heard.as_ref(), "command", quiet.commands.as_ref());
     if let Some(b3) = context.shared.get(B3_QUERY_P99) {
         report::note(&format!("B3's GET ?after=<token> p99 in this run: {b3:.1} ms"));
@@ -103,11 +135,11 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
         watching_all.background.as_ref(),
     );
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
-        let growth = after.saturating_sub(before);
+        let growth = after.saturating_sub(*before);
         report::figure(
             &format!("memory for {idle_streams} streams (server and its clients: one process)"),
             growth as f64 / 1024.0,
-            &format!("MiB ({:.1} KiB a stream)", growth as f64 / idle_streams as f64),
+            &format!("MiB ({:.1} KiB a stream)", growth as f64 / *idle_streams as f64),
         );
     }
     if let (Some(quiet), Some(all)) = (&quiet.background, &watching_all.background) {
@@ -121,7 +153,7 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
     let p99s = |runs: &[Phase]| -> Option<Vec<f64>> {
         runs.iter().map(|run| run.background.as_ref().map(|latencies| report::millis(latencies.p99))).collect()
     };
-    if let (Some(quiet), Some(crowded)) = (p99s(&quiet_runs), p99s(&crowded_runs)) {
+    if let (Some(quiet), Some(crowded)) = (p99s(quiet_runs), p99s(crowded_runs)) {
         let ratios: Vec<f64> = quiet.iter().zip(&crowded).map(|(quiet, crowded)| crowded / quiet).collect();
         let mean = crowded.iter().sum::<f64>() / quiet.iter().sum::<f64>();
         report::note(&format!(
@@ -134,7 +166,6 @@ async fn measure(context: &Context, server: &Server, idle_streams: usize) -> Out
             &format!("{mean:.2}× ({:.2}×, then {:.2}×)", ratios[0], ratios[1]),
         );
     }
-    Ok(())
 }
 
 /// Opens a stream at each path and reads (and drops) everything on it, as an open page does.
