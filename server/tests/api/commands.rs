@@ -36,11 +36,11 @@ async fn deposits_and_withdrawals_reach_the_read_model(_: PgPoolOptions, db: PgC
     let app = spawn_app(db).await;
     let id = app.create_account("alice", 100.0).await["accountId"].as_str().unwrap().to_owned();
 
-    let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 50.5})).await;
+    let deposited = app.deposit(&id, 50.5).await;
     assert_eq!(deposited.status(), StatusCode::OK);
     assert_eq!(deposited.json::<serde_json::Value>().await.unwrap()["version"], json!(2));
 
-    let withdrawn = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 20})).await;
+    let withdrawn = app.withdraw(&id, 20).await;
     assert_eq!(withdrawn.status(), StatusCode::OK);
     let withdrawn: serde_json::Value = withdrawn.json().await.unwrap();
     assert_eq!(withdrawn["accountId"], json!(id));
@@ -62,7 +62,7 @@ async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
     // Ten deposits of 0.1 as floats would not sum to 1.00; as decimals they do.
     let mut token = String::new();
     for _ in 0..10 {
-        let answer = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 0.1})).await;
+        let answer = app.deposit(&id, 0.1).await;
         token = answer.json::<serde_json::Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     }
     app.account_after(&id, &token).await;
@@ -70,7 +70,7 @@ async fn amounts_are_exact(_: PgPoolOptions, db: PgConnectOptions) {
     let text = response.text().await.unwrap();
     assert!(text.contains(r#""currentBalance":1.00"#), "{text}");
     // A numeric string is accepted too.
-    let answer = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": "0.29"})).await;
+    let answer = app.deposit(&id, "0.29").await;
     assert_eq!(answer.status(), StatusCode::OK);
     let token = answer.json::<serde_json::Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     let account = app.account_after(&id, &token).await;
@@ -84,7 +84,7 @@ async fn withdrawing_more_than_the_balance_is_refused_and_writes_nothing(_: PgPo
     let id = created["accountId"].as_str().unwrap();
     let events_before = app.event_count().await;
 
-    let response = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 50})).await;
+    let response = app.withdraw(id, 50).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], json!("insufficient_funds"));

@@ -80,17 +80,28 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     app
 }
 
-/// Signs up or in (`door`: `sign-up`, `sign-in`) at the server at `address`, then makes the user
-/// an API token with the session: what a person does in the browser, then on the tokens page.
-pub async fn enter(address: &str, door: &str, username: &str, password: &str) -> User {
+/// How a user arrives: as someone new, or as someone known.
+#[derive(Clone, Copy, Debug)]
+pub enum Arrival {
+    SignUp,
+    SignIn,
+}
+
+/// Signs up or in at the server at `address`, then makes the user an API token with the
+/// session: what a person does in the browser, then on the tokens page.
+pub async fn signed_in_user(address: &str, arrival: Arrival, username: &str, password: &str) -> User {
+    let route = match arrival {
+        Arrival::SignUp => "sign-up",
+        Arrival::SignIn => "sign-in",
+    };
     let anonymous = http_client().build().unwrap();
     let response = anonymous
-        .post(format!("{address}/api/auth/{door}"))
+        .post(format!("{address}/api/auth/{route}"))
         .json(&json!({"username": username, "password": password}))
         .send()
         .await
         .expect("the sign-up or sign-in is answered");
-    assert_eq!(response.status(), StatusCode::OK, "{door} of {username}");
+    assert_eq!(response.status(), StatusCode::OK, "{route} of {username}");
     let cookie = session_cookie(&response);
     let response = anonymous
         .post(format!("{address}/api/tokens/create"))
@@ -129,7 +140,7 @@ pub fn session_cookie(response: &Response) -> String {
 impl TestApp {
     /// Signs a new customer up (password [`PASSWORD`]) and makes them a token.
     pub async fn sign_up(&self, username: &str) -> User {
-        enter(&self.address, "sign-up", username, PASSWORD).await
+        signed_in_user(&self.address, Arrival::SignUp, username, PASSWORD).await
     }
 
     /// Signs `username` up, or in if they exist.
@@ -175,7 +186,7 @@ impl TestApp {
 
     /// Signs an existing user in (password [`PASSWORD`]) and makes them a token.
     pub async fn sign_in(&self, username: &str) -> User {
-        enter(&self.address, "sign-in", username, PASSWORD).await
+        signed_in_user(&self.address, Arrival::SignIn, username, PASSWORD).await
     }
 
     /// A session cookie of [`CUSTOMER`]'s (a new sign-in).
@@ -193,6 +204,16 @@ impl TestApp {
     /// Stops the server as SIGTERM would.
     pub fn stop(&self) {
         self.shutdown.cancel();
+    }
+
+    /// `POST /api/commands/deposit` of `amount` (a number or a numeric string) into `account`.
+    pub async fn deposit(&self, account: &str, amount: impl Into<Value>) -> Response {
+        self.post("/api/commands/deposit", &json!({"accountId": account, "amount": amount.into()})).await
+    }
+
+    /// `POST /api/commands/withdraw` of `amount` (a number or a numeric string) from `account`.
+    pub async fn withdraw(&self, account: &str, amount: impl Into<Value>) -> Response {
+        self.post("/api/commands/withdraw", &json!({"accountId": account, "amount": amount.into()})).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {

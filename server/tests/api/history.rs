@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
 
 async fn deposit(app: &TestApp, id: &str, amount: f64) -> Value {
-    let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": amount})).await;
+    let response = app.deposit(id, amount).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -72,7 +72,7 @@ async fn the_audit_trail_pages_newest_first_with_running_balances(_: PgPoolOptio
     for amount in 1..=11 {
         deposit(&app, &id, f64::from(amount)).await;
     }
-    let withdrawn = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 6})).await;
+    let withdrawn = app.withdraw(&id, 6).await;
     assert_eq!(withdrawn.status(), StatusCode::OK);
 
     let mut versions = Vec::new();

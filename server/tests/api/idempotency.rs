@@ -56,7 +56,7 @@ async fn a_retried_refusal_is_refused_again_and_stays_refused(_: PgPoolOptions, 
 
     // Money arrives; the old withdrawal, retried, is still the refused one: a retry repeats
     // the first answer, it does not run the command again.
-    let deposit = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 100})).await;
+    let deposit = app.deposit(&id, 100).await;
     assert_eq!(deposit.status(), StatusCode::OK);
     let retry = app.post("/api/commands/withdraw", &withdrawal).await;
     assert_eq!(retry.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -89,7 +89,7 @@ async fn commands_without_an_id_are_each_new(_: PgPoolOptions, db: PgConnectOpti
     let app = spawn_app(db).await;
     let id = app.account_id("alice", 0.0).await;
     for _ in 0..3 {
-        let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+        let response = app.deposit(&id, 1).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     assert_eq!(app.event_count().await, 4);

@@ -265,7 +265,7 @@ async fn commands_are_limited_per_user(_: PgPoolOptions, db: PgConnectOptions) {
     let bob = app.sign_up("bob").await;
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        statuses.push(app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 1})).await.status());
+        statuses.push(app.deposit(account, 1).await.status());
     }
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     // Another user has a budget of their own; queries are not commands (read once the read

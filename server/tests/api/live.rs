@@ -117,7 +117,7 @@ async fn a_subscriber_hears_which_accounts_changed_as_the_read_model_applies_the
     let token: eventstore::Position = created["position"].as_str().unwrap().parse().unwrap();
     assert!(position >= token, "named only once the read model has applied it");
 
-    app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 5})).await;
+    app.deposit(account, 5).await;
     let deposited = live.until_named(&[account]).await;
     assert!(named(&deposited, "opened").is_empty(), "{deposited:?}");
     let body = app.get(&format!("/api/queries/accounts/{account}")).await.json::<Value>().await.unwrap();
@@ -136,7 +136,7 @@ async fn a_client_coming_back_gets_every_change_since_its_last_event_once(_: PgP
     // Away: two new accounts and a deposit to the first.
     let second = app.account_id("alice", 20.0).await;
     let third = app.account_id("alice", 30.0).await;
-    app.post("/api/commands/deposit", &json!({"accountId": first, "amount": 1})).await;
+    app.deposit(&first, 1).await;
     app.wait_for_projection().await;
 
     let mut back = Subscriber::open(&app, Some(&last_id)).await;
@@ -222,10 +222,10 @@ async fn a_subscriber_watching_some_accounts_hears_only_of_them(_: PgPoolOptions
     app.wait_for_projection().await;
     let mut live = Subscriber::open_at(&app, &format!("/api/live?accounts={mine}"), None).await;
 
-    app.post("/api/commands/deposit", &json!({"accountId": other, "amount": 1})).await;
+    app.deposit(&other, 1).await;
     app.account_id("alice", 1.0).await;
     app.wait_for_projection().await;
-    app.post("/api/commands/deposit", &json!({"accountId": mine, "amount": 1})).await;
+    app.deposit(&mine, 1).await;
     let heard = live.next().await.expect("a message");
     assert_eq!(heard.event, "progress");
     assert_eq!(heard.data["accounts"], json!([mine]), "only what it watches: {heard:?}");

@@ -164,7 +164,7 @@ async fn a_rebuild_while_commands_flow_ends_equal_to_a_replay(_: PgPoolOptions, 
         assert_eq!(response.status(), StatusCode::OK);
     }
     for (n, id) in ids.iter().enumerate() {
-        let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": n + 1})).await;
+        let response = app.deposit(id, n + 1).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     for name in ["account_summary", "account_ledger"] {

@@ -165,7 +165,9 @@ pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess
     server::startup::create_operator(database, None, OPERATOR, crate::helpers::PASSWORD)
         .await
         .expect("the operator is made");
-    crate::helpers::enter(&server.address, "sign-in", OPERATOR, crate::helpers::PASSWORD).await.client
+    crate::helpers::signed_in_user(&server.address, crate::helpers::Arrival::SignIn, OPERATOR, crate::helpers::PASSWORD)
+        .await
+        .client
 }
 
 /// The instance leading `projection`, as the operations status reports it.

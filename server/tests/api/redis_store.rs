@@ -194,8 +194,8 @@ pub async fn assert_redis_equals_replay(pool: &PgPool, space: &RedisSpace) {
 async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOptions) {
     let app = crate::helpers::spawn_app(db).await;
     let id = app.account_id("alice", 100.0).await;
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": "25.50"})).await;
-    app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": "0.50"})).await;
+    app.deposit(&id, "25.50").await;
+    app.withdraw(&id, "0.50").await;
     // A reader sees an event once no transaction that began before it is still open.
     let log = eventually("the three events readable", PATIENCE, || async {
         let read =
@@ -233,7 +233,7 @@ async fn both_read_stores_give_the_same_answers(_: PgPoolOptions, db: PgConnectO
     for balance in [500.0, 500.0, 500.0, 1200.25, 0.01, 999999.99, 750.5, 750.5] {
         ids.push(redis.account_id("alice", balance).await);
     }
-    redis.post("/api/commands/deposit", &json!({"accountId": ids[4], "amount": "499.99"})).await;
+    redis.deposit(&ids[4], "499.99").await;
     redis.wait_for_projection().await;
     wait_for_redis(&redis.pool, &space.accounts()).await;
 
@@ -300,7 +300,7 @@ async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_
     assert_eq!(answer["servedBy"], "redis");
 
     server.stop();
-    let deposited = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 10})).await;
+    let deposited = app.deposit(&id, 10).await;
     assert_eq!(deposited.status(), StatusCode::OK, "commands do not need Redis");
     let token = deposited.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     let read = app.account_after(&id, &token).await;
@@ -318,7 +318,7 @@ async fn with_redis_down_queries_answer_from_postgres_and_redis_is_rebuilt_when_
 
     // Back, empty: the projection notices and rebuilds it from the first event.
     server.restart().await;
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 5})).await;
+    app.deposit(&id, 5).await;
     assert_redis_equals_replay(&app.pool, &space).await;
     // Redis serves again once it is no longer resting after the last failed read (1 s) and its
     // rebuild is marked done, which may be a moment after its content is whole.
@@ -439,7 +439,7 @@ async fn a_store_built_from_another_databases_log_is_rebuilt_from_this_one(_: Pg
     // Never served: whichever store answers, the balance is this database's.
     let answer: Value = app.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
     assert_eq!(answer["currentBalance"].as_f64(), Some(40.0), "{answer}");
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 2})).await;
+    app.deposit(&id, 2).await;
 
     assert_redis_equals_replay(&app.pool, &space).await;
     let exists: i64 =
@@ -462,7 +462,7 @@ async fn an_operators_rebuild_empties_redis_and_builds_it_again(_: PgPoolOptions
         .post_as_operator("/api/operations/rebuild-projection", &json!({"name": "redis_accounts", "reason": "a test"}))
         .await;
     assert_eq!(pulled.status(), StatusCode::OK);
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    app.deposit(&id, 1).await;
 
     eventually("the rebuilt Redis projection running", PATIENCE, || async {
         when(redis_status(&app).await, |status| status["state"] == "running")
@@ -488,14 +488,14 @@ async fn a_store_that_went_back_to_an_older_checkpoint_is_rebuilt_not_applied_tw
     let projection = format!("{}projection", space.prefix);
     let older: String = redis::cmd("HGET").arg(&projection).arg("checkpoint").query(&mut connection).unwrap();
     for _ in 0..3 {
-        app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+        app.deposit(&id, 1).await;
     }
     app.wait_for_projection().await;
     wait_for_redis(&app.pool, &space.accounts()).await;
     // As a Redis restored from an old snapshot would be: the newer data, an older checkpoint.
     // Applying the deposits again from there would count them twice.
     let _: () = redis::cmd("HSET").arg(&projection).arg("checkpoint").arg(&older).query(&mut connection).unwrap();
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    app.deposit(&id, 1).await;
 
     assert_redis_equals_replay(&app.pool, &space).await;
     let view = space.accounts().account(id.parse().unwrap()).await.unwrap().value.unwrap();
@@ -518,7 +518,7 @@ async fn a_fence_of_another_history_refuses_nothing_and_one_of_this_history_is_s
     let other = "1.1.1.00000000-0000-0000-0000-000000000001";
     space.command(redis::cmd("SET").arg(&fence).arg(format!("99@{other}"))).unwrap();
     space.command(redis::cmd("HSET").arg(&projection).arg("checkpoint").arg(format!("{other}@1:1@-"))).unwrap();
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    app.deposit(&id, 1).await;
     assert_redis_equals_replay(&app.pool, &space).await;
     // Served once the rebuild is marked done, which may be a moment after its content is whole.
     let answer = eventually("Redis serving the rebuilt store", PATIENCE, || async {
@@ -579,7 +579,7 @@ async fn a_redis_that_may_evict_keys_is_not_read_and_a_lost_key_is_rebuilt(_: Pg
     // A key the store's checkpoint says it holds, gone (as an eviction would leave it): the next
     // change to that account rebuilds the store, and says why.
     let _: () = redis::cmd("DEL").arg(format!("{}account:{id}", space.prefix)).query(&mut connection).unwrap();
-    app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    app.deposit(&id, 1).await;
     assert_redis_equals_replay(&app.pool, &space).await;
     let status = redis_status(&app).await;
     assert!(status["rebuildReason"].as_str().is_some_and(|why| why.contains("lost data")), "{status}");

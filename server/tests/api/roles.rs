@@ -24,7 +24,7 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
 
     let app = spawn_app_with(as_server.clone(), |settings| settings.owner_database = Some(db.clone())).await;
     let account = app.account_id("alice", 10.0).await;
-    let deposited = app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 5})).await;
+    let deposited = app.deposit(&account, 5).await;
     assert_eq!(deposited.status(), StatusCode::OK);
     app.wait_for_projection().await;
     let rebuilt = app

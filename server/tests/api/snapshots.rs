@@ -75,7 +75,7 @@ async fn a_snapshot_of_an_unknown_shape_is_ignored(_: PgPoolOptions, db: PgConne
     assert_eq!(loaded.snapshot_version, None);
     assert_eq!(loaded.state.balance().map(|b| b.to_string()), Some("10.00".into()));
     // And commands still work.
-    let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+    let response = app.deposit(&id, 1).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -85,7 +85,7 @@ async fn a_snapshot_made_by_another_fold_is_ignored(_: PgPoolOptions, db: PgConn
     let id = app.account_id("alice", 100.0).await;
     let account_id: Uuid = id.parse().unwrap();
     for _ in 2..=INTERVAL {
-        let response = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await;
+        let response = app.deposit(&id, 1).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let mut conn = app.pool.acquire().await.unwrap();
@@ -123,7 +123,7 @@ async fn a_snapshot_made_by_another_fold_is_ignored(_: PgPoolOptions, db: PgConn
     assert_eq!(loaded.version, INTERVAL);
     assert_eq!(loaded.state.balance().map(|b| b.to_string()), Some("104.00".into()));
     // Commands load the same way.
-    let response = app.post("/api/commands/withdraw", &json!({"accountId": id, "amount": 500})).await;
+    let response = app.withdraw(&id, 500).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["message"], json!("Insufficient funds: balance 104.00, withdrawal 500.00"));

@@ -11,7 +11,7 @@ use backend::write_side::{CommandEnvelope, CommandHandler, WriteOptions};
 use bank::domain::{
     AccountCommand, AccountEvent, AccountState, Amount, CommandBy, Money, Movement, OwnerId, Sender, TransferEvent,
 };
-use eventstore::Appends;
+use eventstore::AppendNotifier;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -324,7 +324,7 @@ impl Bank {
     async fn new(db: PgConnectOptions) -> Bank {
         let pool = PgPool::connect_with(db).await.unwrap();
         backend::schema::migrate(&pool).await.unwrap();
-        let appends = Appends::new();
+        let appends = AppendNotifier::new();
         let accounts = CommandHandler::new(pool.clone(), appends.clone(), WriteOptions::default());
         let process = TransferProcess::new(pool.clone(), accounts.clone(), appends, WriteOptions::default());
         Bank { pool, accounts, process }
@@ -351,7 +351,8 @@ impl Bank {
     }
 
     async fn request(&self, from: Uuid, to: Uuid, amount: &str, deadline: Duration) -> Uuid {
-        let requests = TransferRequests::new(self.pool.clone(), Appends::new(), WriteOptions::default(), deadline);
+        let requests =
+            TransferRequests::new(self.pool.clone(), AppendNotifier::new(), WriteOptions::default(), deadline);
         let command_id = Uuid::new_v4();
         let envelope = eventstore::CommandEnvelope {
             command_id,

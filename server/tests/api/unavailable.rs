@@ -56,7 +56,7 @@ async fn requests_answer_503_while_the_database_is_unreachable_then_recover(_: P
         .await
         .unwrap();
     eventually("a deposit accepted again", PATIENCE, || async {
-        let status = app.post("/api/commands/deposit", &json!({"accountId": id, "amount": 1})).await.status();
+        let status = app.deposit(&id, 1).await.status();
         assert!(matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE), "{status}");
         when(status, |&status| status == StatusCode::OK)
     })
@@ -77,7 +77,7 @@ async fn a_request_that_takes_too_long_is_answered_503_in_time(_: PgPoolOptions,
     // The read model stops at an event it cannot apply, so a query waiting for a later command
     // would wait its whole bound.
     app.insert_poison_event().await;
-    let deposited = app.post("/api/commands/deposit", &json!({"accountId": account, "amount": 1})).await;
+    let deposited = app.deposit(&account, 1).await;
     let token = deposited.json::<serde_json::Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     let response = app
         .client

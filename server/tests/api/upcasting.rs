@@ -49,7 +49,7 @@ async fn v1_events_in_the_design_documents_shape_are_read_by_every_reader(_: PgP
     assert_eq!(account["currentBalance"].to_string(), "50.39");
     assert_eq!(account["totalDeposits"].to_string(), "100.39");
     // … so does the write side, which appends today's shape after them …
-    let response = app.post("/api/commands/withdraw", &json!({"accountId": account_id, "amount": 50.39})).await;
+    let response = app.withdraw(&account_id.to_string(), 50.39).await;
     assert_eq!(response.status(), StatusCode::OK);
     let newest: i32 = sqlx::query_scalar("SELECT schema_version FROM events WHERE stream_version = 4")
         .fetch_one(&app.pool)
