@@ -11,7 +11,7 @@ pub mod startup;
 pub mod telemetry;
 
 /// Every binary that runs the server (the server itself, the benchmarks, the tests) allocates
-/// with mimalloc: under B2's load glibc's malloc and free were a fifth of the server's CPU per
-/// deposit (perf), most of it in their locking and consolidation across threads.
+/// with mimalloc: a request allocates on one thread and frees on another, where glibc's
+/// allocator spends its time in locking and consolidation (measured in BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
