@@ -15,7 +15,7 @@ pub struct Services {
     pub pool: sqlx::PgPool,
     pub passwords: crate::identity::Passwords,
     /// Who each session or token belongs to, remembered for a moment.
-    pub callers: crate::identity::Callers,
+    pub callers: crate::identity::CallerCache,
     /// Session cookies are marked `Secure` (sent over https only).
     pub secure_cookies: bool,
 }

@@ -29,7 +29,7 @@ use crate::store::{
 };
 use crate::stream_turns::{StreamTurns, TooBusy};
 use crate::warm_streams::{WarmState, WarmStreams};
-use crate::{Appends, Position};
+use crate::{AppendNotifier, Position};
 
 /// A command and what identifies it: its id (the idempotency key), the correlation id of the
 /// conversation it belongs to, and the stream it addresses.
@@ -134,7 +134,7 @@ type Result<T, A> = std::result::Result<T, CommandError<<A as Aggregate>::Refusa
 /// warm streams.
 pub struct CommandHandler<A: Aggregate> {
     pool: PgPool,
-    appends: Appends,
+    appends: AppendNotifier,
     options: WriteOptions,
     turns: Arc<StreamTurns>,
     warm: Arc<WarmStreams<A::State>>,
@@ -153,7 +153,7 @@ impl<A: Aggregate> Clone for CommandHandler<A> {
 }
 
 impl<A: Aggregate> CommandHandler<A> {
-    pub fn new(pool: PgPool, appends: Appends, options: WriteOptions) -> CommandHandler<A> {
+    pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
         let warm = Arc::new(WarmStreams::new(options.warm_streams));
         CommandHandler { pool, appends, options, turns: Arc::new(StreamTurns::new()), warm }
     }

@@ -82,4 +82,4 @@ pub use store::{
     read_stream_from_snapshot, read_stream_until, stream_lock_key,
 };
 #[cfg(feature = "postgres")]
-pub use wakeup::Appends;
+pub use wakeup::AppendNotifier;

@@ -1,5 +1,5 @@
 //! Telling other processes something through Postgres `NOTIFY`, and hearing them: the plumbing
-//! that [`crate::Appends`] and [`crate::CheckpointWatch`] share.
+//! that [`crate::AppendNotifier`] and [`crate::CheckpointWatch`] share.
 //!
 //! Notifications are sent after the fact, never inside the transaction they announce, and
 //! debounced: whatever is asked for while one is in flight shares the next. Notifications sent

@@ -1,6 +1,6 @@
 //! Waking readers when events are appended, in this process and in every other one.
 //!
-//! A commit that appended events calls [`Appends::committed`]: readers in this process wake at
+//! A commit that appended events calls [`AppendNotifier::committed`]: readers in this process wake at
 //! once, and a relay task sends one `NOTIFY` to the other processes — after the commit, never
 //! inside it (a `NOTIFY` in the appending transaction would serialise all commits on Postgres's
 //! notification queue lock), and debounced: commits that happen while a `NOTIFY` is in flight
@@ -23,7 +23,7 @@ use crate::relay;
 pub const CHANNEL: &str = "eventstore_appended";
 
 #[derive(Clone)]
-pub struct Appends {
+pub struct AppendNotifier {
     /// A counter bumped on every wake-up; each reader holds a receiver and never misses a bump.
     wake: watch::Sender<u64>,
     /// Asks the relay for one NOTIFY.
@@ -32,15 +32,15 @@ pub struct Appends {
     instance: Uuid,
 }
 
-impl Default for Appends {
+impl Default for AppendNotifier {
     fn default() -> Self {
-        Appends { wake: watch::Sender::new(0), publish: Arc::new(Notify::new()), instance: Uuid::new_v4() }
+        AppendNotifier { wake: watch::Sender::new(0), publish: Arc::new(Notify::new()), instance: Uuid::new_v4() }
     }
 }
 
-impl Appends {
-    pub fn new() -> Appends {
-        Appends::default()
+impl AppendNotifier {
+    pub fn new() -> AppendNotifier {
+        AppendNotifier::default()
     }
 
     /// Call after committing a transaction that appended events.
@@ -79,7 +79,7 @@ impl Appends {
 
 /// This process's readers, woken by other processes' appends.
 struct WakeReaders {
-    appends: Appends,
+    appends: AppendNotifier,
     own: String,
 }
 

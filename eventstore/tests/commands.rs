@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eventstore::{
-    Aggregate, Appends, CommandEnvelope, CommandError, CommandHandler, LATEST, NewEvent, RecordedEvent,
+    Aggregate, AppendNotifier, CommandEnvelope, CommandError, CommandHandler, LATEST, NewEvent, RecordedEvent,
     SnapshotVersion, WriteOptions, read_stream,
 };
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ impl Aggregate for Tally {
 type TallyError = CommandError<Refusal, Unreadable>;
 
 fn handler(pool: &PgPool, options: WriteOptions) -> CommandHandler<Tally> {
-    CommandHandler::new(pool.clone(), Appends::new(), options)
+    CommandHandler::new(pool.clone(), AppendNotifier::new(), options)
 }
 
 fn envelope(stream_id: Uuid, command: TallyCommand) -> CommandEnvelope<TallyCommand> {

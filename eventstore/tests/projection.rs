@@ -10,7 +10,7 @@ const BY_TESTER: eventstore::projection::PulledBy<'static> =
 
 use eventstore::projection::{LeverError, LeverRefusal};
 use eventstore::{
-    Appends, ApplyError, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState,
+    AppendNotifier, ApplyError, NewEvent, Progress, Projection, ProjectionError, ProjectionRunner, ProjectionState,
     RecordedEvent, Target, append,
 };
 use serde_json::json;
@@ -69,7 +69,11 @@ fn counted(n: i64) -> NewEvent {
 }
 
 /// A `recorded` table (in apply order), `events` events numbered 1.., and a runner.
-async fn setup_with(pool: &PgPool, events: i64, appends: &Appends) -> (ProjectionRunner<Recorder>, Arc<AtomicI64>) {
+async fn setup_with(
+    pool: &PgPool,
+    events: i64,
+    appends: &AppendNotifier,
+) -> (ProjectionRunner<Recorder>, Arc<AtomicI64>) {
     // UNIQUE (position): applying an event twice would fail loudly.
     sqlx::query("CREATE TABLE recorded (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n bigint NOT NULL, position bigint NOT NULL UNIQUE)")
         .execute(pool)
@@ -87,7 +91,7 @@ async fn setup_with(pool: &PgPool, events: i64, appends: &Appends) -> (Projectio
 }
 
 async fn setup(pool: &PgPool, events: i64) -> (ProjectionRunner<Recorder>, Arc<AtomicI64>) {
-    setup_with(pool, events, &Appends::new()).await
+    setup_with(pool, events, &AppendNotifier::new()).await
 }
 
 /// Runs one batch. The snapshot horizon is cluster-wide, so a transaction of a test running
@@ -170,7 +174,7 @@ async fn the_runner_follows_new_events_until_cancelled(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, _) = setup_with(&pool, 0, &appends).await;
 
     // A appends first (the lower position) but stays open; B appends after it and commits.
@@ -203,8 +207,8 @@ async fn an_event_committed_late_is_delivered_in_order_exactly_once(pool: PgPool
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn another_process_wakes_the_reader_through_notify(pool: PgPool) {
-    // Two `Appends` are two processes: one appends, the other's reader follows.
-    let (writer, reader) = (Appends::new(), Appends::new());
+    // Two `AppendNotifier` are two processes: one appends, the other's reader follows.
+    let (writer, reader) = (AppendNotifier::new(), AppendNotifier::new());
     let shutdown = CancellationToken::new();
     let mut relays = writer.spawn_postgres_relay(pool.clone(), shutdown.clone());
     relays.extend(reader.spawn_postgres_relay(pool.clone(), shutdown.clone()));
@@ -273,7 +277,7 @@ async fn wait_for_status(
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, fail_on) = setup_with(&pool, 5, &appends).await;
     fail_on.store(3, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
@@ -327,7 +331,7 @@ async fn a_poison_event_stops_its_projection_until_retried_or_skipped(pool: PgPo
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (first, _) = setup_with(&pool, 3, &appends).await;
     let second = ProjectionRunner::new(
         pool.clone(),
@@ -362,7 +366,7 @@ async fn one_instance_leads_and_another_takes_over_when_it_stops(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, _) = setup_with(&pool, 10, &appends).await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
@@ -396,7 +400,7 @@ async fn a_rebuild_builds_shadow_tables_and_swaps_them_in(pool: PgPool) {
 /// until `stop`; returns how many.
 fn keep_appending(
     pool: &PgPool,
-    appends: &Appends,
+    appends: &AppendNotifier,
     first: i64,
     writers: i64,
     pause: Duration,
@@ -433,7 +437,7 @@ fn keep_appending(
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, _) = setup_with(&pool, 300, &appends).await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.batch_size(50).idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
@@ -465,7 +469,7 @@ async fn a_rebuild_finishes_while_events_keep_arriving(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, fail_on) = setup_with(&pool, 5, &appends).await;
     fail_on.store(3, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
@@ -489,7 +493,7 @@ async fn a_rebuild_skips_what_the_operator_skipped(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn levers_are_compare_and_set(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, fail_on) = setup_with(&pool, 6, &appends).await;
     fail_on.store(3, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
@@ -547,7 +551,7 @@ async fn levers_are_compare_and_set(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, _) = setup_with(&pool, 20, &appends).await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.idle_poll(Duration::from_millis(20)).run(shutdown.clone()));
@@ -603,7 +607,7 @@ async fn a_swap_waiting_for_a_reader_does_not_queue_other_reads(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_leader_whose_lease_ran_out_is_fenced_off(pool: PgPool) {
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let (runner, _) = setup_with(&pool, 3, &appends).await;
     // An instance took the lead, then stopped answering (paused, cut off): its session and lock
     // live on, but it has not renewed its lease for a minute.

@@ -1,7 +1,7 @@
 //! Content hashes in the bundle's file names, as cargo-leptos 0.3.10 writes them (`hash-files`).
 //!
 //! A name that changes with the content lets browsers keep the file for good
-//! (server/src/routes/wire.rs). The server learns the names from `hash.txt` beside its binary,
+//! (server/src/routes/caching_and_compression.rs). The server learns the names from `hash.txt` beside its binary,
 //! which Leptos reads (`HydrationScripts`, `HashedStylesheet`): its format and the hashes must be
 //! cargo-leptos's to the byte.
 

@@ -21,13 +21,13 @@ pub async fn get_account(
 ) -> Result<AccountView, ApiError> {
     let caller = super::signed_in()?;
     let lookup = super::services()?.read_model.account(account_id, after).await?;
-    account_answer(lookup, account_id, &caller)
+    account_response(lookup, account_id, &caller)
 }
 
 /// The answer to an account query: a read model that has not reached the position asked for
 /// and does not know the account yet says so (503, retry), instead of calling it unknown.
 #[cfg(feature = "ssr")]
-pub fn account_answer(
+pub fn account_response(
     lookup: backend::read_side::AccountLookup,
     account_id: Uuid,
     caller: &backend::identity::Caller,

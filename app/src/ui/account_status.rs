@@ -5,7 +5,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use super::money_form::show_answer;
+use super::money_form::show_response;
 use crate::api::CommandAccepted;
 use crate::api::commands::{close_account, freeze_account, unfreeze_account};
 use bank::contract::AccountStatusView;
@@ -48,7 +48,7 @@ pub fn CloseAccount(account_id: Uuid, on_accepted: Callback<CommandAccepted>) ->
         let command_id = *command_id;
         async move { close_account(account_id, Some(command_id)).await }
     });
-    show_answer(close.value(), error, move |accepted| on_accepted.run(accepted));
+    show_response(close.value(), error, move |accepted| on_accepted.run(accepted));
     view! {
         <div class="close-account" data-testid="close-account">
             <button type="button" class="secondary" disabled=move || close.pending().get()
@@ -74,7 +74,7 @@ pub fn FreezeControls(account_id: Uuid, frozen: Signal<bool>, on_accepted: Callb
             }
         }
     });
-    show_answer(send.value(), error, move |accepted| {
+    show_response(send.value(), error, move |accepted| {
         reason_text.set(String::new());
         on_accepted.run(accepted);
     });

@@ -40,7 +40,7 @@ impl MoneyCommand {
 
 /// Shows a command's answer beside its form, once the browser has it: a refusal's message in
 /// `error`; on success, `error` cleared and `accepted` called with the answer.
-pub fn show_answer<T: Clone + Send + Sync + 'static>(
+pub fn show_response<T: Clone + Send + Sync + 'static>(
     answer: impl Get<Value = Option<Result<T, ApiError>>> + 'static,
     error: RwSignal<Option<String>>,
     accepted: impl Fn(T) + 'static,
@@ -85,7 +85,7 @@ pub fn MoneyForm(
     // What was submitted, so that a success clears the field only if the user has not typed
     // something new while the command ran.
     let submitted = RwSignal::new(String::new());
-    show_answer(send.value(), error, move |accepted| {
+    show_response(send.value(), error, move |accepted| {
         clear_if_unchanged(amount_text, submitted);
         on_accepted.run(accepted);
     });

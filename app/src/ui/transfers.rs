@@ -8,7 +8,7 @@ use leptos_router::components::A;
 use uuid::Uuid;
 
 use super::format;
-use super::money_form::{clear_if_unchanged, show_answer};
+use super::money_form::{clear_if_unchanged, show_response};
 use crate::api::commands::transfer;
 use crate::api::queries::account_transfers;
 use crate::api::{ApiError, TransferAccepted, TransferList, TransferView};
@@ -62,7 +62,7 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
         async move { transfer(account_id, to, amount.value().into(), Some(command_id)).await }
     });
     let pending = send.pending();
-    show_answer(send.value(), error, move |accepted| {
+    show_response(send.value(), error, move |accepted| {
         clear_if_unchanged(amount_text, submitted);
         on_accepted.run(accepted);
     });

@@ -1,5 +1,5 @@
 //! Who a session or token belongs to, remembered for a moment: every request names its caller,
-//! and a database look-up each time doubled the cost of a query (B6). An entry lives
+//! and a database look-up for each would cost as much as the query itself. An entry lives
 //! [`REMEMBERED_FOR`]; signing out and revoking forget it at once on the instance that did it,
 //! and other instances follow within that time.
 
@@ -21,7 +21,7 @@ const MAX_ENTRIES: usize = 10_000;
 type Remembered = HashMap<Vec<u8>, (Caller, Instant)>;
 
 #[derive(Clone, Default)]
-pub struct Callers {
+pub struct CallerCache {
     known: Arc<Mutex<Remembered>>,
 }
 
@@ -31,9 +31,9 @@ pub enum Presented<'a> {
     Token(&'a Secret),
 }
 
-impl Callers {
-    pub fn new() -> Callers {
-        Callers::default()
+impl CallerCache {
+    pub fn new() -> CallerCache {
+        CallerCache::default()
     }
 
     /// The caller these credentials name, if any: remembered, or looked up.

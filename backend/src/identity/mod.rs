@@ -15,7 +15,7 @@ pub mod users;
 use uuid::Uuid;
 
 pub use bank::contract::Role;
-pub use cache::{Callers, Presented};
+pub use cache::{CallerCache, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
 pub use users::{Password, SignUpError, Username, UsernameError};

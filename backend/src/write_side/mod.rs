@@ -5,7 +5,7 @@
 
 pub mod transfers;
 
-use eventstore::Appends;
+use eventstore::AppendNotifier;
 use sqlx::PgPool;
 
 use crate::account_store::Account;
@@ -29,7 +29,7 @@ pub struct CommandHandler {
 }
 
 impl CommandHandler {
-    pub fn new(pool: PgPool, appends: Appends, options: WriteOptions) -> CommandHandler {
+    pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler {
         CommandHandler { accounts: eventstore::CommandHandler::new(pool, appends, options) }
     }
 
@@ -68,7 +68,7 @@ pub const TRANSFER_BATCH: i64 = 500;
 pub fn run_transfer_process(
     process: &TransferProcess,
     pool: &PgPool,
-    appends: &Appends,
+    appends: &AppendNotifier,
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backend::read_side::{AccountSummaryProjection, ReadModel, ReadPools};
-use eventstore::{Appends, CheckpointWatch, Progress, ProjectionRunner};
+use eventstore::{AppendNotifier, CheckpointWatch, Progress, ProjectionRunner};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -47,7 +47,8 @@ async fn measure(context: &Context, pair: &Pair) -> Outcome {
     let primary = connect(&pair.url(pair.primary_port), 40).await?;
     backend::schema::migrate(&primary).await?;
     database::insert_account_events(&primary, "b12-", ACCOUNTS, 1, 2).await?;
-    let runner = ProjectionRunner::new(primary.clone(), AccountSummaryProjection, Appends::new().subscribe(), "bench");
+    let runner =
+        ProjectionRunner::new(primary.clone(), AccountSummaryProjection, AppendNotifier::new().subscribe(), "bench");
     while let Progress::Applied(_) | Progress::HeldBack = runner.run_batch().await.map_err(|e| e.to_string())? {}
     let accounts: Vec<Uuid> = sqlx::query_scalar("SELECT account_id FROM account_summary").fetch_all(&primary).await?;
     let replica = connect(&pair.url(pair.standby_port), 40).await?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backend::read_side::AccountSummaryProjection;
 use eventstore::projection::{Partition, PartitionShare, adopt_count};
-use eventstore::{Appends, Progress, Projection, ProjectionRunner};
+use eventstore::{AppendNotifier, Progress, Projection, ProjectionRunner};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
@@ -95,7 +95,7 @@ async fn drain(
     let tasks: Vec<_> = Partition::all(count)
         .map(|partition| {
             let instance = instances[partition.index as usize % 2].clone();
-            let runner = ProjectionRunner::new(instance, projection, Appends::new().subscribe(), "bench")
+            let runner = ProjectionRunner::new(instance, projection, AppendNotifier::new().subscribe(), "bench")
                 .partition(partition, share.clone());
             tokio::spawn(async move {
                 let mut applied = 0;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use backend::write_side::{CommandHandler, WriteOptions};
-use eventstore::Appends;
+use eventstore::AppendNotifier;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -50,7 +50,7 @@ async fn measure(context: &Context, server: &Server, warmup: Duration, duration:
     let accounts = prepare_accounts(context, (CONNECTIONS * 32).max(64)).await?;
 
     let handler_pool = database::pool(server.max_connections).await?;
-    let appends = Appends::new();
+    let appends = AppendNotifier::new();
     let stop_relay = CancellationToken::new();
     let relay = appends.spawn_postgres_relay(handler_pool.clone(), stop_relay.clone());
     let handler = CommandHandler::new(handler_pool.clone(), appends, WriteOptions::default());
@@ -97,7 +97,7 @@ async fn measure(context: &Context, server: &Server, warmup: Duration, duration:
 /// Opens `count` accounts through the command handler and waits until the server's
 /// projections have them.
 pub async fn prepare_accounts(context: &Context, count: usize) -> Result<Vec<Uuid>, Box<dyn std::error::Error>> {
-    let handler = CommandHandler::new(context.pool.clone(), Appends::new(), WriteOptions::default());
+    let handler = CommandHandler::new(context.pool.clone(), AppendNotifier::new(), WriteOptions::default());
     let accounts = create_accounts(&handler, count).await?;
     database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
     Ok(accounts)

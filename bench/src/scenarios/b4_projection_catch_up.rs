@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backend::read_side::{AccountLedgerProjection, AccountSummaryProjection};
 use eventstore::projection::ExternalProjectionRunner;
-use eventstore::{Appends, Progress, Projection, ProjectionRunner};
+use eventstore::{AppendNotifier, Progress, Projection, ProjectionRunner};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
@@ -104,7 +104,7 @@ async fn drain<P: Projection>(
     projection: P,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let name = projection.name();
-    let runner = ProjectionRunner::new(context.pool.clone(), projection, Appends::new().subscribe(), "bench");
+    let runner = ProjectionRunner::new(context.pool.clone(), projection, AppendNotifier::new().subscribe(), "bench");
     steps_until_caught_up(context, name, || runner.run_batch()).await
 }
 
@@ -114,7 +114,8 @@ async fn drain_into_redis(
     redis: &BenchRedis,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let accounts = redis.accounts.clone();
-    let runner = ExternalProjectionRunner::new(context.pool.clone(), accounts, Appends::new().subscribe(), "bench");
+    let runner =
+        ExternalProjectionRunner::new(context.pool.clone(), accounts, AppendNotifier::new().subscribe(), "bench");
     steps_until_caught_up(context, "redis_accounts", || runner.run_step()).await
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use backend::write_side::{CommandEnvelope, CommandError, CommandHandler, WriteOptions};
 use bank::domain::{AccountCommand, Amount, CommandBy, Money, OwnerId, Sender};
-use eventstore::Appends;
+use eventstore::AppendNotifier;
 use futures::future::join_all;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ pub async fn run(context: Context) -> Outcome {
     for (label, serialize_writers) in [("per-stream lock", true), ("optimistic + retries", false)] {
         let options =
             WriteOptions { serialize_writers, max_attempts: 200, snapshot_interval: 100, ..WriteOptions::default() };
-        let handler = CommandHandler::new(pool.clone(), Appends::new(), options);
+        let handler = CommandHandler::new(pool.clone(), AppendNotifier::new(), options);
         let shared = create_account(&handler).await?;
         let (rate, failures) = deposits(&handler, &vec![shared; writers], per_writer).await;
         let mut own = Vec::new();

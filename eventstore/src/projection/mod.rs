@@ -141,7 +141,7 @@ pub async fn run_partitioned<P: Projection + Clone>(
     projection: P,
     count: u32,
     may_change: bool,
-    appends: &crate::Appends,
+    appends: &crate::AppendNotifier,
     checkpoints: &crate::CheckpointWatch,
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,

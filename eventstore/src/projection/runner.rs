@@ -65,7 +65,7 @@ pub struct ProjectionRunner<P> {
 }
 
 impl<P: Projection> ProjectionRunner<P> {
-    /// `wake` changes whenever events may have been appended (see [`crate::Appends`]), so the
+    /// `wake` changes whenever events may have been appended (see [`crate::AppendNotifier`]), so the
     /// projection follows within milliseconds; the idle poll is the fallback for lost wake-ups.
     /// `instance` names this server instance in the projection's status.
     pub fn new(pool: PgPool, projection: P, wake: watch::Receiver<u64>, instance: impl Into<String>) -> Self {

@@ -25,5 +25,5 @@ pub async fn get_account(
         .transpose()
         .map_err(|error| ApiError::invalid_request(format!("after: {error}")))?;
     let lookup = state.services.read_model.account(account_id, after).await?;
-    Ok(Json(app::api::queries::account_answer(lookup, account_id, &caller)?))
+    Ok(Json(app::api::queries::account_response(lookup, account_id, &caller)?))
 }

@@ -2,6 +2,7 @@
 //! and the layers every request passes, listed from the outside in.
 
 pub mod accounts;
+pub mod caching_and_compression;
 pub mod cross_site;
 pub mod health;
 pub mod identity;
@@ -9,7 +10,6 @@ pub mod json_errors;
 pub mod live;
 pub mod metrics;
 pub mod rate_limits;
-pub mod wire;
 
 use std::sync::Arc;
 
@@ -81,11 +81,13 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(catch_panics())
-        .layer(axum::middleware::from_fn(wire::no_compression_for_secrets))
+        .layer(axum::middleware::from_fn(caching_and_compression::no_compression_for_secrets))
         // Inside that, and outside every layer that writes a response's body, so that it
         // compresses the final one.
-        .layer(wire::compression())
-        .layer(axum::middleware::from_fn(move |request, next| wire::cache_bundle(hashed_bundle_names, request, next)))
+        .layer(caching_and_compression::compression())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            caching_and_compression::cache_bundle(hashed_bundle_names, request, next)
+        }))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(

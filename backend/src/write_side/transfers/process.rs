@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::{Appends, CommandEnvelope, LATEST};
+use eventstore::{AppendNotifier, CommandEnvelope, LATEST};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,7 @@ pub enum ProcessError {
 
 /// Whether a command's failure lasts until something is fixed: an unreadable stream or outcome,
 /// or a command id taken by another command.
-fn lasting<R, D>(error: &eventstore::CommandError<R, D>) -> bool {
+fn fails_until_fixed<R, D>(error: &eventstore::CommandError<R, D>) -> bool {
     use eventstore::CommandError as E;
     matches!(error, E::Unreadable(_) | E::UnreadableOutcome { .. } | E::CommandIdReused { .. })
 }
@@ -67,8 +67,8 @@ impl ProcessError {
             ProcessError::Unreadable { .. } | ProcessError::RefundRefused { .. } | ProcessError::Panicked { .. } => {
                 true
             }
-            ProcessError::Account { source, .. } => lasting(source),
-            ProcessError::Transfer { source, .. } => lasting(source),
+            ProcessError::Account { source, .. } => fails_until_fixed(source),
+            ProcessError::Transfer { source, .. } => fails_until_fixed(source),
             ProcessError::Database(_) => false,
         }
     }
@@ -106,7 +106,12 @@ pub const LONGEST_DEADLINE: Duration = Duration::from_secs(3600);
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3600);
 
 impl TransferProcess {
-    pub fn new(pool: PgPool, accounts: CommandHandler, appends: Appends, options: WriteOptions) -> TransferProcess {
+    pub fn new(
+        pool: PgPool,
+        accounts: CommandHandler,
+        appends: AppendNotifier,
+        options: WriteOptions,
+    ) -> TransferProcess {
         let transfers = eventstore::CommandHandler::new(pool.clone(), appends, options);
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_TRANSFERS));
         TransferProcess { inner: Arc::new(ProcessParts { pool, accounts, transfers, permits }) }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eventstore::{Appends, CommandEnvelope};
+use eventstore::{AppendNotifier, CommandEnvelope};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ pub struct TransferRequests {
 }
 
 impl TransferRequests {
-    pub fn new(pool: PgPool, appends: Appends, options: WriteOptions, deadline: Duration) -> TransferRequests {
+    pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions, deadline: Duration) -> TransferRequests {
         // Every request opens a new stream: keeping its state would only fill memory.
         let options = WriteOptions { warm_streams: 0, ..options };
         TransferRequests { transfers: eventstore::CommandHandler::new(pool, appends, options), deadline }

@@ -1,5 +1,5 @@
-//! What crosses the wire besides the answer itself: how long a browser may keep the bundle,
-//! and which answers are compressed.
+//! Caching and compression: how long a browser may keep the bundle, and which responses are
+//! compressed.
 //!
 //! The bundle (`/pkg/…`: the WASM, its JS glue, the styles) is precompressed at build time
 //! (`cargo xtask site`, like `cargo leptos build --release --precompress`, writes `.br` and `.gz`
