@@ -6,6 +6,8 @@
 //!   process that drives it from one account to the other (or back).
 
 pub mod account;
+#[cfg(test)]
+pub(crate) mod given_when_then;
 pub mod money;
 #[cfg(test)]
 pub(crate) mod properties;
