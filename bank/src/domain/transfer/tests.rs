@@ -4,6 +4,35 @@
 use time::macros::datetime;
 
 use super::*;
+use crate::domain::given_when_then::{self, Decider, Decides, Given};
+
+/// The transfer's own record to the harness: [`decide`] over the history [`evolve`] folds.
+struct Transfer;
+
+impl Decider for Transfer {
+    type State = TransferState;
+    type Event = TransferEvent;
+    type Error = TransferRefusal;
+
+    fn evolve(state: TransferState, event: &TransferEvent) -> TransferState {
+        super::evolve(state, event)
+    }
+}
+
+impl Decides<TransferCommand> for Transfer {
+    fn decide(state: &TransferState, command: &TransferCommand) -> Result<Vec<TransferEvent>, TransferRefusal> {
+        super::decide(state, command)
+    }
+}
+
+fn given(history: impl IntoIterator<Item = TransferEvent>) -> Given<Transfer> {
+    given_when_then::given(history)
+}
+
+/// The state `events` fold into: what the process plans its next step from.
+fn fold(events: &[TransferEvent]) -> TransferState {
+    events.iter().fold(TransferState::default(), evolve)
+}
 
 const NOW: OffsetDateTime = datetime!(2026-12-03 12:00 UTC);
 
@@ -17,8 +46,8 @@ fn terms() -> TransferTerms {
     }
 }
 
-fn given(events: &[TransferEvent]) -> TransferState {
-    events.iter().fold(TransferState::default(), evolve)
+fn requested() -> TransferEvent {
+    TransferEvent::TransferRequested(terms())
 }
 
 fn id() -> Uuid {
@@ -27,91 +56,80 @@ fn id() -> Uuid {
 
 #[test]
 fn a_request_starts_the_transfer_and_cannot_be_repeated() {
-    let requested = decide(&given(&[]), &TransferCommand::Request(terms())).unwrap();
-    assert_eq!(requested, vec![TransferEvent::TransferRequested(terms())]);
-    assert_eq!(decide(&given(&requested), &TransferCommand::Request(terms())), Err(TransferRefusal::AlreadyRequested));
+    given([]).when(TransferCommand::Request(terms())).then([requested()]);
+    given([requested()]).when(TransferCommand::Request(terms())).then_refused(TransferRefusal::AlreadyRequested);
 }
 
 #[test]
 fn money_does_not_move_from_an_account_to_itself() {
     let to_itself = TransferTerms { to: terms().from, ..terms() };
-    assert_eq!(decide(&given(&[]), &TransferCommand::Request(to_itself)), Err(TransferRefusal::SameAccount));
+    given([]).when(TransferCommand::Request(to_itself)).then_refused(TransferRefusal::SameAccount);
 }
 
 #[test]
 fn the_happy_path_debits_then_credits_then_completes() {
-    let mut events = vec![TransferEvent::TransferRequested(terms())];
-    let step = next_step(id(), &given(&events), NOW).expect("a debit");
+    let step = next_step(id(), &fold(&[requested()]), NOW).expect("a debit");
     assert_eq!((step.kind, step.account_id), (StepKind::Debit, terms().from));
     assert_eq!(step.command.by, Sender::Customer(terms().requested_by));
     let AfterStep::Record(command) = step.after(id(), Ok(())) else { panic!("a record") };
-    events.extend(decide(&given(&events), &command).unwrap());
-    assert_eq!(events.last(), Some(&TransferEvent::SourceDebited));
+    let debited = given([requested()]).when(command).then([TransferEvent::SourceDebited]);
 
-    let step = next_step(id(), &given(&events), NOW).expect("a credit");
+    let step = next_step(id(), &debited, NOW).expect("a credit");
     assert_eq!(
         (step.kind, step.account_id, &step.command.by),
         (StepKind::Credit, terms().to, &Sender::TransferProcess)
     );
     let AfterStep::Record(command) = step.after(id(), Ok(())) else { panic!("a record") };
-    events.extend(decide(&given(&events), &command).unwrap());
-    assert_eq!(&events[2..], &[TransferEvent::TargetCredited, TransferEvent::TransferCompleted]);
-    assert_eq!(given(&events), TransferState::Known { terms: terms(), stage: TransferStage::Completed });
-    assert_eq!(next_step(id(), &given(&events), NOW), None, "nothing after completion");
+    let completed = given([requested(), TransferEvent::SourceDebited])
+        .when(command)
+        .then([TransferEvent::TargetCredited, TransferEvent::TransferCompleted]);
+    assert_eq!(completed, TransferState::Known { terms: terms(), stage: TransferStage::Completed });
+    assert_eq!(next_step(id(), &completed, NOW), None, "nothing after completion");
 }
 
 #[test]
 fn a_refused_debit_fails_the_transfer_without_a_refund() {
-    let events = vec![TransferEvent::TransferRequested(terms())];
-    let step = next_step(id(), &given(&events), NOW).unwrap();
+    let step = next_step(id(), &fold(&[requested()]), NOW).unwrap();
     let refusal = DomainError::AccountClosed;
     let AfterStep::Record(command) = step.after(id(), Err(&refusal)) else { panic!("a record") };
-    let failed = decide(&given(&events), &command).unwrap();
-    assert_eq!(
-        failed,
-        vec![TransferEvent::TransferFailed {
-            reason: "the source account refused: it does not take transfers now (frozen or closed)".into()
-        }]
-    );
+    given([requested()]).when(command).then([TransferEvent::TransferFailed {
+        reason: "the source account refused: it does not take transfers now (frozen or closed)".into(),
+    }]);
 }
 
 #[test]
 fn a_refused_credit_refunds_the_source_then_fails_the_transfer() {
-    let events = vec![TransferEvent::TransferRequested(terms()), TransferEvent::SourceDebited];
-    let step = next_step(id(), &given(&events), NOW).unwrap();
+    let events = [requested(), TransferEvent::SourceDebited];
+    let step = next_step(id(), &fold(&events), NOW).unwrap();
     let AfterStep::Refund { account_id, command, then } = step.after(id(), Err(&DomainError::TransferExpired)) else {
         panic!("a refund")
     };
     assert_eq!(account_id, terms().from);
     assert_eq!(command.command, AccountCommand::RefundTransfer { transfer_id: id(), amount: terms().amount });
-    let recorded = decide(&given(&events), &then).unwrap();
     let reason = "the target account refused: the transfer's deadline passed".to_owned();
-    assert_eq!(
-        recorded,
-        vec![TransferEvent::SourceRefunded { reason: reason.clone() }, TransferEvent::TransferFailed { reason }]
-    );
+    given(events)
+        .when(then)
+        .then([TransferEvent::SourceRefunded { reason: reason.clone() }, TransferEvent::TransferFailed { reason }]);
 }
 
 #[test]
 fn the_same_state_always_plans_the_same_step_and_a_recorded_step_is_not_planned_again() {
     // The process may be woken twice by one event, or by an event of a step it has since
     // recorded: the plan depends on the state only.
-    let requested = given(&[TransferEvent::TransferRequested(terms())]);
-    assert_eq!(next_step(id(), &requested, NOW), next_step(id(), &requested, NOW));
-    let debited = given(&[TransferEvent::TransferRequested(terms()), TransferEvent::SourceDebited]);
+    let just_requested = fold(&[requested()]);
+    assert_eq!(next_step(id(), &just_requested, NOW), next_step(id(), &just_requested, NOW));
+    let debited = fold(&[requested(), TransferEvent::SourceDebited]);
     assert_eq!(next_step(id(), &debited, NOW).map(|step| step.kind), Some(StepKind::Credit));
     // Recording the debit twice: the second is refused, so nothing is recorded twice.
-    assert_eq!(
-        decide(&debited, &TransferCommand::RecordDebit),
-        Err(TransferRefusal::OutOfStep { stage: "debited".into() })
-    );
+    given([requested(), TransferEvent::SourceDebited])
+        .when(TransferCommand::RecordDebit)
+        .then_refused(TransferRefusal::OutOfStep { stage: "debited".into() });
 }
 
 #[test]
 fn steps_carry_the_time_they_run_at_and_the_deadline_so_the_account_can_refuse_late_ones() {
-    let requested = given(&[TransferEvent::TransferRequested(terms())]);
     let late = NOW + time::Duration::minutes(1);
-    let step = next_step(id(), &requested, late).unwrap();
+    let step = next_step(id(), &fold(&[requested()]), late).unwrap();
     assert!(matches!(
         step.command.command,
         AccountCommand::DebitForTransfer { at, deadline, .. } if at == late && deadline == terms().deadline
