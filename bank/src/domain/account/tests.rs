@@ -244,6 +244,9 @@ fn owner_ids_are_trimmed_and_bounded() {
     assert_eq!(OwnerId::parse("   "), Err(OwnerIdError::Empty));
     assert_eq!(OwnerId::parse(&"x".repeat(101)), Err(OwnerIdError::TooLong));
     assert_eq!(OwnerId::parse("a\u{0}b"), Err(OwnerIdError::ControlCharacter));
+    // The bound counts characters, not bytes, and only those left after trimming.
+    assert_eq!(OwnerId::parse(&"é".repeat(100)).map(|owner| owner.as_str().chars().count()), Ok(100));
+    assert!(OwnerId::parse(&format!(" {} ", "x".repeat(100))).is_ok());
 }
 
 #[test]
@@ -330,4 +333,25 @@ fn reasons_are_trimmed_and_bounded() {
     assert_eq!(reason("  audit ").as_str(), "audit");
     assert_eq!(Reason::parse(" "), Err(ReasonError::Empty));
     assert_eq!(Reason::parse(&"x".repeat(201)), Err(ReasonError::TooLong));
+    assert_eq!(Reason::parse(&"é".repeat(200)).map(|reason| reason.as_str().chars().count()), Ok(200));
+    assert_eq!(Reason::parse("fraud\u{7}check"), Err(ReasonError::ControlCharacter));
+    // A trailing newline is trimmed away before control characters are looked for.
+    assert_eq!(reason("audit\n").as_str(), "audit");
+}
+
+#[test]
+fn owner_and_reason_refusals_say_what_to_fix() {
+    // Users read these: the app shows them and the API answers with them.
+    assert_eq!(OwnerIdError::Empty.to_string(), "the owner must not be empty");
+    assert_eq!(
+        OwnerIdError::TooLong.to_string(),
+        format!("the owner must be at most {} characters long", OwnerId::MAX_CHARS)
+    );
+    assert_eq!(OwnerIdError::ControlCharacter.to_string(), "the owner must not contain control characters");
+    assert_eq!(ReasonError::Empty.to_string(), "a reason is required");
+    assert_eq!(
+        ReasonError::TooLong.to_string(),
+        format!("the reason must be at most {} characters long", Reason::MAX_CHARS)
+    );
+    assert_eq!(ReasonError::ControlCharacter.to_string(), "the reason must not contain control characters");
 }
