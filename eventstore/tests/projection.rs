@@ -25,17 +25,9 @@ struct Recorder {
 }
 
 impl Projection for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["recorded"]
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        &["Counted"]
-    }
+    const NAME: &'static str = "recorder";
+    const TABLES: &'static [&'static str] = &["recorded"];
+    const EVENT_TYPES: &'static [&'static str] = &["Counted"];
 
     async fn apply(
         &self,

@@ -21,22 +21,11 @@ pub const PROJECTION_NAME: &str = "account_ledger";
 pub struct AccountLedgerProjection;
 
 impl Projection for AccountLedgerProjection {
-    fn name(&self) -> &'static str {
-        PROJECTION_NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["account_ledger"]
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        AccountEvent::TYPES
-    }
-
+    const NAME: &'static str = PROJECTION_NAME;
+    const TABLES: &'static [&'static str] = &["account_ledger"];
+    const EVENT_TYPES: &'static [&'static str] = AccountEvent::TYPES;
     /// Partitionable: an account's entries and balance, from that account's events alone.
-    fn partitionable(&self) -> bool {
-        true
-    }
+    const PARTITIONABLE: bool = true;
 
     async fn apply(
         &self,

@@ -166,22 +166,11 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
 }
 
 impl Projection for AccountSummaryProjection {
-    fn name(&self) -> &'static str {
-        PROJECTION_NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["account_summary"]
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        AccountEvent::TYPES
-    }
-
+    const NAME: &'static str = PROJECTION_NAME;
+    const TABLES: &'static [&'static str] = &["account_summary"];
+    const EVENT_TYPES: &'static [&'static str] = AccountEvent::TYPES;
     /// Partitionable: one row per account, written from that account's events alone.
-    fn partitionable(&self) -> bool {
-        true
-    }
+    const PARTITIONABLE: bool = true;
 
     async fn apply(
         &self,

@@ -30,7 +30,7 @@ pub use transfers::TransfersProjection;
 /// a rebuild creates shadow tables beside them and swaps them in, which only an owner may do.
 pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
     use eventstore::Projection;
-    let tables = [AccountSummaryProjection.tables(), AccountLedgerProjection.tables(), TransfersProjection.tables()];
+    let tables = [AccountSummaryProjection::TABLES, AccountLedgerProjection::TABLES, TransfersProjection::TABLES];
     let tables: Vec<&str> = tables.into_iter().flatten().copied().collect();
     eventstore::schema::hand_projection_tables_to(pool, role, &tables).await
 }

@@ -13,17 +13,9 @@ pub const PROJECTION_NAME: &str = "transfers";
 pub struct TransfersProjection;
 
 impl Projection for TransfersProjection {
-    fn name(&self) -> &'static str {
-        PROJECTION_NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["transfers"]
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        TransferEvent::TYPES
-    }
+    const NAME: &'static str = PROJECTION_NAME;
+    const TABLES: &'static [&'static str] = &["transfers"];
+    const EVENT_TYPES: &'static [&'static str] = TransferEvent::TYPES;
 
     /// One statement per event: a transfer has at most six, and most batches are small.
     async fn apply(

@@ -72,7 +72,7 @@ pub async fn run(context: Context) -> Outcome {
         }
     }
     // Back to one partition (its table emptied).
-    adopt_count(pool, AccountSummaryProjection.name(), AccountSummaryProjection.tables(), 1, true).await?;
+    adopt_count(pool, AccountSummaryProjection::NAME, AccountSummaryProjection::TABLES, 1, true).await?;
     for instance in instances {
         instance.close().await;
     }
@@ -88,9 +88,9 @@ async fn drain(
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
     let projection = AccountSummaryProjection;
     // From 1 to 1 nothing would be emptied: go through another count first.
-    adopt_count(pool, projection.name(), projection.tables(), count + 1, true).await?;
-    adopt_count(pool, projection.name(), projection.tables(), count, true).await?;
-    let share = Arc::new(PartitionShare::new(projection.name(), count));
+    adopt_count(pool, AccountSummaryProjection::NAME, AccountSummaryProjection::TABLES, count + 1, true).await?;
+    adopt_count(pool, AccountSummaryProjection::NAME, AccountSummaryProjection::TABLES, count, true).await?;
+    let share = Arc::new(PartitionShare::new(AccountSummaryProjection::NAME, count));
     let started = Instant::now();
     let tasks: Vec<_> = Partition::all(count)
         .map(|partition| {
@@ -120,7 +120,7 @@ async fn drain(
         "SELECT coalesce(sum(events_applied), 0)::bigint FROM projection_checkpoints
          WHERE projection_name = $1 OR starts_with(projection_name, $1 || '/')",
     )
-    .bind(projection.name())
+    .bind(AccountSummaryProjection::NAME)
     .fetch_one(pool)
     .await?;
     debug_assert!(read_past >= applied as usize);

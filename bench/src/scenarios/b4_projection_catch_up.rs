@@ -103,7 +103,7 @@ async fn drain<P: Projection>(
     context: &Context,
     projection: P,
 ) -> Result<(usize, Duration), Box<dyn std::error::Error>> {
-    let name = projection.name();
+    let name = P::NAME;
     let runner = ProjectionRunner::new(context.pool.clone(), projection, AppendNotifier::new().subscribe(), "bench");
     steps_until_caught_up(context, name, || runner.run_batch()).await
 }

@@ -39,10 +39,10 @@ pub const CLEARING_LOG: &str = "clearing";
 /// A read model kept in a store outside Postgres, with its own checkpoint there.
 pub trait ExternalProjection: Send + Sync + 'static {
     /// Names the Postgres checkpoint row (status, leadership, levers).
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     /// The event types the projection reads.
-    fn event_types(&self) -> &'static [&'static str];
+    const EVENT_TYPES: &'static [&'static str];
 
     /// Where the store has applied events up to, and of which log; `None` when it holds no
     /// checkpoint (never built, or its data is gone).
@@ -190,7 +190,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     /// One step, as the leader takes it: notices a store that lost its data (or an operator's
     /// rebuild) and starts over, else applies the next batch.
     pub async fn run_step(&self) -> Result<Progress, ExternalStepError> {
-        let name = self.projection.name();
+        let name = X::NAME;
         match self.try_step().await {
             Ok(progress) => {
                 match self.projection.warning().await {
@@ -214,7 +214,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     }
 
     async fn try_step(&self) -> Result<Progress, ExternalStepError> {
-        let name = self.projection.name();
+        let name = X::NAME;
         let steering = control::steering(&self.pool, name).await?;
         if steering.state == ProjectionState::Failed {
             return Ok(Progress::CaughtUp);
@@ -246,7 +246,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         }
         if steering.state != ProjectionState::Rebuilding {
             let stored = stored_at.map(|at| at.position);
-            if control::missed_between(&self.pool, name, self.projection.event_types(), stored, reached).await? {
+            if control::missed_between(&self.pool, name, X::EVENT_TYPES, stored, reached).await? {
                 tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
                 return self
                     .start_over(&log, "the read store lost data (its checkpoint is missing or went back)")
@@ -296,7 +296,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     /// Clears the store and rebuilds it from the first event, up to where the Postgres
     /// checkpoint row says it had got; the status says `why`.
     async fn start_over(&self, log: &str, why: &str) -> Result<Progress, ExternalStepError> {
-        let name = self.projection.name();
+        let name = X::NAME;
         // Only a leader clears: a former one could otherwise empty its successor's work. (For
         // one that pauses between this check and the clear, the store's clear is fenced by the
         // epoch and stops once a new build has begun.)
@@ -320,7 +320,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         stored: Option<LogPlace>,
         until: Option<Position>,
     ) -> Result<Progress, ExternalStepError> {
-        let name = self.projection.name();
+        let name = X::NAME;
         let Window { events, to, reached, read } = match self.window(stored, until).await? {
             Ok(window) => window,
             Err(progress) => return Ok(progress),
@@ -367,7 +367,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     ) -> Result<Result<Window, Progress>, ExternalStepError> {
         let from = stored.unwrap_or(LogPlace::START);
         let LogBatch { mut events, read, read_to, read_to_event } =
-            read_batch(&self.pool, from.position, self.batch_size, self.projection.event_types()).await?;
+            read_batch(&self.pool, from.position, self.batch_size, X::EVENT_TYPES).await?;
         let mut end = read_to.map(|position| LogPlace { position, event: read_to_event });
         let mut reached = false;
         if let Some(until) = until {
@@ -393,7 +393,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         };
         let mut conn = self.pool.acquire().await?;
         let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
-        let skipped = control::skipped_among(&mut conn, self.projection.name(), &positions).await?;
+        let skipped = control::skipped_among(&mut conn, X::NAME, &positions).await?;
         events.retain(|event| !skipped.contains(&event.global_position));
         Ok(Ok(Window { events, to, reached, read }))
     }
@@ -422,7 +422,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         };
         let event_type = batch.events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
         let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
-        tracing::error!(projection = self.projection.name(), %error, "projection stopped at an event it cannot apply");
+        tracing::error!(projection = X::NAME, %error, "projection stopped at an event it cannot apply");
         Ok((applied, Some(Stop { position, error, kept, count: before.len() })))
     }
 
@@ -435,7 +435,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     /// rebuild's progress).
     async fn follow(&self, to: Position, applied: usize, rebuilding: bool) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let name = self.projection.name();
+        let name = X::NAME;
         if rebuilding {
             control::advance(&mut conn, &control::rebuild_checkpoint_name(name), to, applied).await?;
         } else {
@@ -449,7 +449,7 @@ impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
     type Error = ExternalStepError;
 
     fn name(&self) -> &str {
-        self.projection.name()
+        X::NAME
     }
 
     fn batch_size(&self) -> i64 {

@@ -44,21 +44,19 @@ pub use runner::{Progress, ProjectionRunner};
 /// A read model built from the global log.
 pub trait Projection: Send + Sync + 'static {
     /// Names the checkpoint; a new name builds the projection from the start.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     /// The tables the projection writes; a rebuild replaces them all at once.
-    fn tables(&self) -> &'static [&'static str];
+    const TABLES: &'static [&'static str];
 
     /// The event types the projection reads; it is never shown others (another aggregate's),
     /// and its checkpoint passes them by.
-    fn event_types(&self) -> &'static [&'static str];
+    const EVENT_TYPES: &'static [&'static str];
 
     /// Whether the projection may be split into partitions by stream: true only if applying an
     /// event reads and writes nothing but its own stream's rows, so that partitions applying
     /// different streams at once can never meet (see [`run_partitioned`]).
-    fn partitionable(&self) -> bool {
-        false
-    }
+    const PARTITIONABLE: bool = false;
 
     /// Applies `events`, in order, inside the batch's transaction, to the tables `target` names.
     fn apply(
@@ -146,15 +144,15 @@ pub async fn run_partitioned<P: Projection + Clone>(
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, AdoptError> {
-    assert!(projection.partitionable() || count == 1, "{} cannot be partitioned", projection.name());
+    assert!(P::PARTITIONABLE || count == 1, "{} cannot be partitioned", P::NAME);
     assert!((1..=MAX_PARTITIONS).contains(&count), "a partition count is 1 to {MAX_PARTITIONS}");
-    if !projection.partitionable() {
+    if !P::PARTITIONABLE {
         let runner = ProjectionRunner::new(pool.clone(), projection, appends.subscribe(), instance)
             .publish_checkpoints(checkpoints.clone());
         return Ok(vec![tokio::spawn(runner.run(shutdown.clone()))]);
     }
-    adopt_count(pool, projection.name(), projection.tables(), count, may_change).await?;
-    let share = std::sync::Arc::new(PartitionShare::new(projection.name(), count));
+    adopt_count(pool, P::NAME, P::TABLES, count, may_change).await?;
+    let share = std::sync::Arc::new(PartitionShare::new(P::NAME, count));
     partitions::join(pool, instance, &share).await?;
     let mut tasks = vec![partitions::spawn_membership(pool, instance, &share, shutdown)];
     for partition in Partition::all(count) {

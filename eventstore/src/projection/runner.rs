@@ -78,7 +78,7 @@ impl<P: Projection> ProjectionRunner<P> {
             checkpoints: None,
             epoch: None,
             partition: Partition::WHOLE,
-            checkpoint_name: projection.name().to_owned(),
+            checkpoint_name: P::NAME.to_owned(),
             share: None,
             projection,
         }
@@ -86,7 +86,7 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// Applies only `partition`'s streams, led while this instance's `share` allows.
     pub fn partition(mut self, partition: Partition, share: Arc<PartitionShare>) -> Self {
-        self.checkpoint_name = partition.checkpoint_name(self.projection.name());
+        self.checkpoint_name = partition.checkpoint_name(P::NAME);
         self.partition = partition;
         self.share = Some(share);
         self
@@ -193,7 +193,7 @@ impl<P: Projection> ProjectionRunner<P> {
                     control::fail(&self.pool, name, self.epoch, position, &error).await?;
                 } else {
                     tracing::error!(projection = name, %error, "rebuild stopped at an event it cannot apply");
-                    control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error).await?;
+                    control::abort_rebuild(&self.pool, name, self.epoch, P::TABLES, &error).await?;
                 }
                 Ok(Progress::CaughtUp)
             }
@@ -216,7 +216,7 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Returns what the batch did and whether the rebuild has reached the live tables.
     async fn run_rebuild_batch(&self) -> Result<(Progress, bool), ProjectionError> {
         let name = self.checkpoint_name.as_str();
-        let tables = self.projection.tables();
+        let tables = P::TABLES;
         let shadow = control::rebuild_checkpoint_name(name);
         if !control::rebuild_started(&self.pool, name).await? {
             let started = control::start_rebuild(&self.pool, name, self.epoch, tables).await;
@@ -257,8 +257,7 @@ impl<P: Projection> ProjectionRunner<P> {
             Err(error) => {
                 let name = self.checkpoint_name.as_str();
                 tracing::error!(projection = name, %error, "rebuild stopped");
-                control::abort_rebuild(&self.pool, name, self.epoch, self.projection.tables(), &error.to_string())
-                    .await?;
+                control::abort_rebuild(&self.pool, name, self.epoch, P::TABLES, &error.to_string()).await?;
                 Ok(None)
             }
         }
@@ -276,8 +275,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let mut tx = self.pool.begin_with(BEGIN_BATCH).await?;
         let checkpoint = control::checkpoint(&mut *tx, checkpoint_name).await?;
         let LogBatch { mut events, read, read_to, .. } =
-            read_partition_batch(&mut *tx, checkpoint, self.batch_size, self.projection.event_types(), self.partition)
-                .await?;
+            read_partition_batch(&mut *tx, checkpoint, self.batch_size, P::EVENT_TYPES, self.partition).await?;
         // Where the checkpoint ends up: the last event read past (wanted or not), or `until`
         // once every event up to it has been read (events at or before the live checkpoint are
         // all committed and visible, since the live tables read them).
@@ -374,10 +372,10 @@ impl<P: Projection> ProjectionRunner<P> {
     /// another instance may have changed the count, and emptied the tables, meanwhile). Holds
     /// the recorded count until the transaction ends.
     async fn count_in_force(&self, conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-        if !self.projection.partitionable() {
+        if !P::PARTITIONABLE {
             return Ok(true);
         }
-        Ok(partitions::recorded_count(conn, self.projection.name()).await? == self.partition.count)
+        Ok(partitions::recorded_count(conn, P::NAME).await? == self.partition.count)
     }
 
     fn announce(&self, target: Target, checkpoint: Position) {

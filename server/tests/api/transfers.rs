@@ -432,7 +432,7 @@ async fn a_step_taken_twice_or_twice_at_once_is_applied_once(_: PgPoolOptions, d
     use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
     let (log, events) = bank.whole_log().await;
     let woken: Vec<_> =
-        events.into_iter().filter(|event| bank.process.event_types().contains(&event.event_type.as_str())).collect();
+        events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
     let last = woken.last().unwrap();
     let to = LogPlace { position: last.position(), event: Some(last.event_id) };
     let batch = ExternalBatch { log: &log, from: None, to, events: &woken, rebuilding: false, epoch: 0 };
@@ -764,7 +764,7 @@ async fn a_transfer_that_cannot_go_on_is_parked_and_holds_up_no_other(_: PgPoolO
     use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
     let (log, events) = bank.whole_log().await;
     let woken: Vec<_> =
-        events.into_iter().filter(|event| bank.process.event_types().contains(&event.event_type.as_str())).collect();
+        events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
     let last = woken.last().unwrap();
     let to = LogPlace { position: last.position(), event: Some(last.event_id) };
     let batch = ExternalBatch { log: &log, from: None, to, events: &woken, rebuilding: false, epoch: 0 };

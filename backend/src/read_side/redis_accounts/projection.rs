@@ -16,13 +16,8 @@ fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> Externa
 }
 
 impl ExternalProjection for RedisAccounts {
-    fn name(&self) -> &'static str {
-        PROJECTION_NAME
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        AccountEvent::TYPES
-    }
+    const NAME: &'static str = PROJECTION_NAME;
+    const EVENT_TYPES: &'static [&'static str] = AccountEvent::TYPES;
 
     async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
         Ok(self.rows(&[]).await.map_err(store_error)?.0)

@@ -12,16 +12,11 @@ use bank::domain::TransferEvent;
 /// The transfer process as a projection of the log: the events that wake it are a transfer's
 /// request and its debit; its checkpoint is a row of its own, moved by compare-and-set.
 impl ExternalProjection for TransferProcess {
-    fn name(&self) -> &'static str {
-        PROCESS_NAME
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        // A transfer's request is all that wakes it: the checkpoint passes the request only once
-        // the transfer went as far as it could, so a transfer cut short (a crash, an error) is
-        // woken again by its request. Its later events need no wake-up of their own.
-        &TransferEvent::TYPES[..1]
-    }
+    const NAME: &'static str = PROCESS_NAME;
+    // A transfer's request is all that wakes it: the checkpoint passes the request only once the
+    // transfer went as far as it could, so a transfer cut short (a crash, an error) is woken
+    // again by its request. Its later events need no wake-up of their own.
+    const EVENT_TYPES: &'static [&'static str] = TransferEvent::TYPES.split_at(1).0;
 
     async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
         let row: Option<(String, i64, i64, Option<Uuid>)> = sqlx::query_as(
