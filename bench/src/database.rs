@@ -57,15 +57,8 @@ pub async fn pool(max_connections: u32) -> Result<PgPool, Box<dyn std::error::Er
 pub async fn wait_for_projections(pool: &PgPool, within: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let behind: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[]) AS p (name), projection_checkpoint(p.name) c
-             WHERE EXISTS (SELECT 1 FROM events e
-                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position)))",
-        )
-        .bind(backend::read_side::PROJECTION_NAMES)
-        .fetch_one(pool)
-        .await?;
-        if !behind {
+        let behind = eventstore::projection::behind_the_log(pool, backend::read_side::PROJECTION_NAMES).await?;
+        if behind.is_empty() {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {

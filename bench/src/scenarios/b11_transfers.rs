@@ -132,13 +132,8 @@ async fn wait_until_finished(pool: &PgPool, after: i64, bound: Duration) -> Resu
         .await?;
         // Finished, and the process has read past everything its steps appended (it reads the
         // whole log, its own events too): the next phase then pays for none of this one's tail.
-        let process_behind: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM projection_checkpoint($1) c, events e
-                 WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
-        )
-        .bind(backend::write_side::transfers::PROCESS_NAME)
-        .fetch_one(pool)
-        .await?;
+        let process = [backend::write_side::transfers::PROCESS_NAME];
+        let process_behind = !eventstore::projection::behind_the_log(pool, &process).await?.is_empty();
         if requested == finished && !process_behind {
             database::wait_for_projections(pool, bound).await?;
             return Ok(finished);

@@ -30,8 +30,8 @@ use sqlx::PgConnection;
 use crate::{Position, RecordedEvent};
 
 pub use control::{
-    HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, checkpoint, checkpoints, led_by, recent_levers,
-    request_rebuild, retry, skip_failed_event,
+    HEARTBEAT, LEASE, LeverError, LeverRefusal, PulledBy, behind_the_log, checkpoint, checkpoints, led_by,
+    recent_levers, request_rebuild, retry, skip_failed_event,
 };
 pub use external::{
     CLEARING_LOG, CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalProjectionRunner,

@@ -315,15 +315,7 @@ impl TestApp {
 /// Waits until every Postgres projection has applied every event in the store.
 pub async fn wait_for_projections(pool: &PgPool) {
     eventually("the projections caught up with the store", PATIENCE, || async {
-        let behind: Vec<String> = sqlx::query_scalar(
-            "SELECT p.name FROM unnest($1::text[]) p(name), LATERAL projection_checkpoint(p.name) c
-             WHERE EXISTS (SELECT 1 FROM events e
-                           WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
-        )
-        .bind(backend::read_side::PROJECTION_NAMES)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+        let behind = eventstore::projection::behind_the_log(pool, backend::read_side::PROJECTION_NAMES).await.unwrap();
         when(behind, Vec::is_empty)
     })
     .await;

@@ -39,6 +39,19 @@ pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<(String, P
         .collect())
 }
 
+/// Those of `names` whose checkpoint has not yet passed every event in the log, in log order
+/// (a split projection's checkpoint is its slowest partition's). Empty: all have caught up.
+pub async fn behind_the_log(executor: impl PgExecutor<'_>, names: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT p.name FROM unnest($1::text[]) p (name), LATERAL projection_checkpoint(p.name) c
+         WHERE EXISTS (SELECT 1 FROM events e
+                       WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
+    )
+    .bind(names)
+    .fetch_all(executor)
+    .await
+}
+
 /// Reads the checkpoint and locks it until the transaction ends, creating it on first use.
 pub(super) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
     let select = "SELECT transaction_id::text::bigint, global_position
