@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::format;
 use crate::api::ApiError;
 use crate::api::identity::{create_token, list_tokens, me, revoke_token, sign_in, sign_out, sign_up};
-use bank::contract::{NewApiToken, Role, SignedIn};
+use bank::contract::{ApiTokenInfo, NewApiToken, Role, SignedIn};
 
 /// Who is signed in, read once per page load (on the server for the first render).
 #[derive(Clone, Copy)]
@@ -217,38 +217,44 @@ pub fn TokensPage() -> impl IntoView {
             <Transition fallback=|| view! { <p class="loading">"Loading tokens…"</p> }>
                 {move || tokens.get().map(|result| match result {
                     Ok(list) if list.is_empty() => view! { <p class="empty">"No tokens yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="accounts" data-testid="tokens-table">
-                            <thead><tr>
-                                <th scope="col">"Name"</th>
-                                <th scope="col">"Created"</th>
-                                <th scope="col">"Last used"</th>
-                                <th scope="col"></th>
-                            </tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|token| {
-                                    let token_id = token.token_id;
-                                    view! {
-                                        <tr>
-                                            <td>{token.name}</td>
-                                            <td>{format::time(token.created_at)}</td>
-                                            <td>{token.last_used_at.map_or_else(|| "never".to_owned(), format::time)}</td>
-                                            <td>{match token.revoked_at {
-                                                Some(at) => format!("revoked {}", format::time(at)).into_any(),
-                                                None => view! {
-                                                    <button class="link" on:click=move |_| { revoke.dispatch(token_id); }>"Revoke"</button>
-                                                }.into_any(),
-                                            }}</td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
+                    Ok(list) => view! { <TokensTable list revoke /> }.into_any(),
                     Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
                 })}
             </Transition>
         </section>
+    }
+}
+
+/// The caller's tokens, each with when it was made and last used, and a button to revoke it.
+#[component]
+fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError>>) -> impl IntoView {
+    view! {
+        <table class="accounts" data-testid="tokens-table">
+            <thead><tr>
+                <th scope="col">"Name"</th>
+                <th scope="col">"Created"</th>
+                <th scope="col">"Last used"</th>
+                <th scope="col"></th>
+            </tr></thead>
+            <tbody>
+                {list.into_iter().map(|token| {
+                    let token_id = token.token_id;
+                    view! {
+                        <tr>
+                            <td>{token.name}</td>
+                            <td>{format::time(token.created_at)}</td>
+                            <td>{token.last_used_at.map_or_else(|| "never".to_owned(), format::time)}</td>
+                            <td>{match token.revoked_at {
+                                Some(at) => format!("revoked {}", format::time(at)).into_any(),
+                                None => view! {
+                                    <button class="link" on:click=move |_| { revoke.dispatch(token_id); }>"Revoke"</button>
+                                }.into_any(),
+                            }}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
     }
 }
 

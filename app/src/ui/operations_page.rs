@@ -1,6 +1,6 @@
 //! The read side at work: every projection's status, live, and the operator's levers.
 
-use eventstore::{Position, ProjectionState, ProjectionStatus};
+use eventstore::{LeverPulled, Position, ProjectionState, ProjectionStatus};
 use leptos::prelude::*;
 
 use super::format;
@@ -81,31 +81,37 @@ pub fn OperationsPage() -> impl IntoView {
                 {move || levers.get().and_then(Result::ok).map(|pulled| if pulled.is_empty() {
                     view! { <p class="empty">"None yet."</p> }.into_any()
                 } else {
-                    view! {
-                        <table class="events" data-testid="levers">
-                            <thead><tr>
-                                <th scope="col">"When"</th>
-                                <th scope="col">"Projection"</th>
-                                <th scope="col">"Lever"</th>
-                                <th scope="col">"By"</th>
-                                <th scope="col">"Reason"</th>
-                            </tr></thead>
-                            <tbody>
-                                {pulled.into_iter().map(|lever| view! {
-                                    <tr>
-                                        <td>{format::time(lever.pulled_at)}</td>
-                                        <td>{lever.projection_name}</td>
-                                        <td>{lever.lever}{lever.position.map(|p| format!(" #{p}"))}</td>
-                                        <td>{lever.operator}</td>
-                                        <td>{lever.reason}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any()
+                    view! { <LeversTable pulled /> }.into_any()
                 })}
             </Transition>
         </section>
+    }
+}
+
+/// The levers operators pulled, newest first, each with who pulled it and why.
+#[component]
+fn LeversTable(pulled: Vec<LeverPulled>) -> impl IntoView {
+    view! {
+        <table class="events" data-testid="levers">
+            <thead><tr>
+                <th scope="col">"When"</th>
+                <th scope="col">"Projection"</th>
+                <th scope="col">"Lever"</th>
+                <th scope="col">"By"</th>
+                <th scope="col">"Reason"</th>
+            </tr></thead>
+            <tbody>
+                {pulled.into_iter().map(|lever| view! {
+                    <tr>
+                        <td>{format::time(lever.pulled_at)}</td>
+                        <td>{lever.projection_name}</td>
+                        <td>{lever.lever}{lever.position.map(|p| format!(" #{p}"))}</td>
+                        <td>{lever.operator}</td>
+                        <td>{lever.reason}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
     }
 }
 
