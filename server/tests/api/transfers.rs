@@ -529,18 +529,7 @@ async fn money_is_conserved_through_transfers_a_kill_9_of_the_leader_and_a_postg
     load.stop().await;
 
     // Every transfer requested (answered or not) finishes, Completed or Failed, once.
-    eventually("every transfer requested finished", PATIENCE, || async {
-        let unfinished: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
-                 (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
-                  AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        when(unfinished, |&unfinished| unfinished == 0)
-    })
-    .await;
+    wait_until_every_transfer_finished(&pool).await;
     let (done, undone, declined) = assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
     assert!(done > 0 && undone > 0 && declined > 0, "{done} completed, {undone} refunded, {declined} refused");
     crate::helpers::wait_for_projections(&pool).await;
@@ -618,6 +607,22 @@ impl Transfers {
 /// they sum to what the accounts started with; each transfer is one of the three stories
 /// (debit refused; debited and credited; debited and refunded), each of its movements once.
 /// Returns how many transfers completed, were refunded and were refused at the debit.
+/// Waits until every transfer requested (answered or not) has finished, Completed or Failed.
+async fn wait_until_every_transfer_finished(pool: &PgPool) {
+    eventually("every transfer requested finished", PATIENCE, || async {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
+                 (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
+                  AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        when(unfinished, |&unfinished| unfinished == 0)
+    })
+    .await;
+}
+
 async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal) -> (usize, usize, usize) {
     // Every committed event, stream by stream (each in version order; the checks below are per
     // stream). Not `read_all_after`: it stops below the oldest transaction still running anywhere
@@ -1041,18 +1046,7 @@ async fn a_paused_transfer_process_leader_is_replaced_and_decides_nothing_twice(
 
     // Then every transfer finishes once, no step is applied twice, and money is conserved.
     let pool = PgPool::connect_with(db).await.unwrap();
-    eventually("every transfer requested finished", PATIENCE, || async {
-        let unfinished: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events r WHERE r.event_type = 'TransferRequested' AND NOT EXISTS
-                 (SELECT 1 FROM events f WHERE f.stream_id = r.stream_id
-                  AND f.event_type IN ('TransferCompleted', 'TransferFailed'))",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        when(unfinished, |&unfinished| unfinished == 0)
-    })
-    .await;
+    wait_until_every_transfer_finished(&pool).await;
     let (done, _, _) = assert_money_is_conserved(&pool, ACCOUNTS, Decimal::from(1000)).await;
     assert!(done > 0, "transfers went through");
     crate::helpers::wait_for_projections(&pool).await;
