@@ -1,4 +1,4 @@
-//! Settings, read from the environment.
+//! Settings, from the command line or the environment: `server --help` lists them all.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use backend::read_side::ReadStore;
 use backend::write_side::WriteOptions;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand};
+use eventstore::projection::MAX_PARTITIONS;
 
 use crate::routes::rate_limits::{Rate, RateSettings};
 use leptos::config::LeptosOptions;
@@ -97,6 +101,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
+/// What the bank's Redis keys start with unless `REDIS_KEY_PREFIX` says otherwise.
+pub const DEFAULT_KEY_PREFIX: &str = "cqrs-bank:";
+
 /// The prefix a Redis key may have: letters, digits, `:`, `_`, `-` and `.`, so that it means
 /// itself in a `SCAN MATCH` pattern, ending with `:`, so that no prefix starts another
 /// (`bank:` and `bank2:`), whose keys a rebuild's clear would otherwise take for its own.
@@ -106,16 +113,122 @@ pub fn valid_key_prefix(prefix: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigurationError {
-    #[error("{0}: {1}")]
-    Invalid(&'static str, String),
     #[error("DATABASE_URL is not set (scripts/run sets it for you)")]
     MissingDatabaseUrl,
-    #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
-    InvalidDatabaseUrl(sqlx::Error),
+    #[error("{0} is not a valid Postgres URL: {1}")]
+    InvalidDatabaseUrl(&'static str, sqlx::Error),
     #[error("the Leptos settings cannot be read: {0}")]
     Leptos(String),
-    #[error("{0} must be a whole number")]
-    NotANumber(&'static str),
+}
+
+/// The server's command line: a command, and the settings as flags or environment variables.
+#[derive(Debug, Parser)]
+#[command(name = "server", version, about = "The bank: its site and its HTTP API over a Postgres event store")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve the bank (what `server` alone does).
+    Serve,
+    /// Make NAME an operator with the password read from stdin (one line, so that it appears
+    /// neither in the process list nor in the shell's history).
+    CreateOperator { name: String },
+}
+
+/// Every setting, as a flag and as the environment variable of the same name (`--redis-url`,
+/// `REDIS_URL`): scripts and containers set the variables. Unset, a setting keeps the default
+/// [`Settings::new`] gives it; a value that does not parse stops the server, naming the setting.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// The application's database, as the server's role; created at start-up if missing.
+    #[arg(long, env, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The same database as the role that owns its tables: migrations run as it, and it grants
+    /// the server's role only what the server needs [default: the server's role owns all].
+    #[arg(long, env, hide_env_values = true)]
+    pub database_owner_url: Option<String>,
+    /// The most connections the server's pool opens, 2 to 1000 [default: 20].
+    #[arg(long, env)]
+    pub database_max_connections: Option<u32>,
+    /// Events between two snapshots of an aggregate.
+    #[arg(long, env)]
+    pub snapshot_interval: Option<i64>,
+    /// Streams whose state is kept in memory between commands.
+    #[arg(long, env)]
+    pub warm_streams: Option<usize>,
+    /// Live streams (`GET /api/live`) open at once; more are answered 429 [default: 10000].
+    #[arg(long, env)]
+    pub live_max_streams: Option<usize>,
+    /// Live streams open at once per client [default: 20].
+    #[arg(long, env)]
+    pub live_max_streams_per_client: Option<usize>,
+    /// Seconds a request may take until its response starts; then 503 [default: 30].
+    #[arg(long, env, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: Option<u64>,
+    /// Seconds a client may take to send a request's headers; then its connection is closed
+    /// [default: 10].
+    #[arg(long, env)]
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Sign-in attempts per address and minute [default: 10].
+    #[arg(long, env)]
+    pub sign_ins_per_minute: Option<u32>,
+    /// Sign-ups per address and hour [default: 20].
+    #[arg(long, env)]
+    pub sign_ups_per_hour: Option<u32>,
+    /// Commands per user and second [default: 50].
+    #[arg(long, env)]
+    pub commands_per_second: Option<u32>,
+    /// Session cookies are `Secure`: set it when the site is served over https.
+    #[arg(long, env, value_parser = BoolishValueParser::new())]
+    pub secure_cookies: Option<bool>,
+    /// Days a command id is remembered, at least one [default: 7].
+    #[arg(long, env)]
+    pub command_id_retention_days: Option<u64>,
+    /// Seconds a transfer has to complete before it is undone, 1 to 3600 [default: 30].
+    #[arg(long, env)]
+    pub transfer_deadline_seconds: Option<u64>,
+    /// Host names the server answers, comma-separated; others get 400 [default: any].
+    #[arg(long, env, value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// The Redis read store, e.g. `redis://127.0.0.1:6379/0` [default: none, Postgres answers].
+    #[arg(long, env, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// What every key the bank writes in Redis starts with [default: cqrs-bank:].
+    #[arg(long, env, value_parser = key_prefix)]
+    pub redis_key_prefix: Option<String>,
+    /// Which read store the account queries read: auto, redis or postgres [default: auto].
+    #[arg(long, env)]
+    pub read_store: Option<ReadStore>,
+    /// A hot standby of the database that queries read while it is close enough.
+    #[arg(long, env, hide_env_values = true)]
+    pub database_read_url: Option<String>,
+    /// Seconds the standby may be behind and still be read, 1 to 3600 [default: 5].
+    #[arg(long, env)]
+    pub database_read_max_lag_seconds: Option<u64>,
+    /// Partitions of the splittable projections, each led by one instance [default: 1].
+    #[arg(long, env, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PARTITIONS)))]
+    pub projection_partitions: Option<u32>,
+    /// An instance started with another partition count rebuilds those tables instead of
+    /// refusing to start.
+    #[arg(long, env, value_parser = BoolishValueParser::new())]
+    pub projection_partitions_rebuild: Option<bool>,
+    /// This instance's name in the projections' status [default: <host>-<pid>].
+    #[arg(long, env)]
+    pub instance_id: Option<String>,
+}
+
+/// `REDIS_KEY_PREFIX`, if it is a valid one.
+fn key_prefix(prefix: &str) -> Result<String, String> {
+    if valid_key_prefix(prefix) {
+        Ok(prefix.to_owned())
+    } else {
+        Err("letters, digits, ':', '_', '-' and '.' only, ending with ':'".to_owned())
+    }
 }
 
 /// `<host>-<pid>`: unique among the instances running at one time.
@@ -128,142 +241,86 @@ fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// A variable parsed as a number of the setting's type (a negative count or duration fails).
-fn env_number<T: FromStr>(name: &'static str) -> Result<Option<T>, ConfigurationError> {
-    match std::env::var(name) {
-        Ok(value) => value.trim().parse().map(Some).map_err(|_| ConfigurationError::NotANumber(name)),
-        Err(_) => Ok(None),
+/// A Postgres URL, parsed; blank is unset.
+fn postgres(name: &'static str, url: Option<&str>) -> Result<Option<PgConnectOptions>, ConfigurationError> {
+    match url.map(str::trim).filter(|url| !url.is_empty()) {
+        Some(url) => PgConnectOptions::from_str(url)
+            .map(Some)
+            .map_err(|error| ConfigurationError::InvalidDatabaseUrl(name, error)),
+        None => Ok(None),
     }
 }
 
-/// `DATABASE_OWNER_URL`, parsed, if set.
-pub fn owner_database_from_env() -> Result<Option<PgConnectOptions>, ConfigurationError> {
-    match std::env::var("DATABASE_OWNER_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            PgConnectOptions::from_str(&url).map(Some).map_err(ConfigurationError::InvalidDatabaseUrl)
-        }
-        _ => Ok(None),
+impl SettingsArgs {
+    /// The server's database and the owner's (`create-operator` needs only these).
+    pub fn databases(&self) -> Result<(PgConnectOptions, Option<PgConnectOptions>), ConfigurationError> {
+        let database =
+            postgres("DATABASE_URL", self.database_url.as_deref())?.ok_or(ConfigurationError::MissingDatabaseUrl)?;
+        Ok((database, postgres("DATABASE_OWNER_URL", self.database_owner_url.as_deref())?))
     }
-}
-
-/// `DATABASE_URL`, parsed.
-pub fn database_from_env() -> Result<PgConnectOptions, ConfigurationError> {
-    let url = std::env::var("DATABASE_URL").map_err(|_| ConfigurationError::MissingDatabaseUrl)?;
-    PgConnectOptions::from_str(&url).map_err(ConfigurationError::InvalidDatabaseUrl)
 }
 
 impl Settings {
-    /// `DATABASE_URL` plus the `LEPTOS_*` variables (site address, site root; `SITE_ENV` in
-    /// scripts/lib/common.sh, or cargo-leptos, sets them).
-    pub fn from_env() -> Result<Settings, ConfigurationError> {
-        let database = database_from_env()?;
+    /// The settings given, over the defaults, plus the `LEPTOS_*` variables (site address, site
+    /// root; `SITE_ENV` in scripts/lib/common.sh, or cargo-leptos, sets them).
+    pub fn from_args(args: SettingsArgs) -> Result<Settings, ConfigurationError> {
+        let (database, owner_database) = args.databases()?;
         let leptos_options = leptos::config::get_configuration(None)
             .map_err(|e| ConfigurationError::Leptos(e.to_string()))?
             .leptos_options;
-        let mut settings = Settings::new(leptos_options.site_addr, database, leptos_options);
-        settings.owner_database = owner_database_from_env()?;
-        settings.sizes_and_timeouts_from_env()?;
-        settings.rules_from_env()?;
-        settings.stores_from_env()?;
-        if let Ok(instance_id) = std::env::var("INSTANCE_ID") {
-            settings.instance_id = instance_id;
-        }
-        Ok(settings)
-    }
-
-    /// Pools, caches, streams and timeouts.
-    fn sizes_and_timeouts_from_env(&mut self) -> Result<(), ConfigurationError> {
-        if let Some(max) = env_number::<u32>("DATABASE_MAX_CONNECTIONS")? {
-            self.max_connections = max.clamp(2, 1000);
-        }
-        if let Some(interval) = env_number("SNAPSHOT_INTERVAL")? {
-            self.write.snapshot_interval = interval;
-        }
-        if let Some(streams) = env_number("WARM_STREAMS")? {
-            self.write.warm_streams = streams;
-        }
-        if let Some(max) = env_number("LIVE_MAX_STREAMS")? {
-            self.max_live_streams = max;
-        }
-        if let Some(max) = env_number("LIVE_MAX_STREAMS_PER_CLIENT")? {
-            self.max_live_streams_per_client = max;
-        }
-        if let Some(seconds) = env_number::<u64>("REQUEST_TIMEOUT_SECONDS")? {
-            let seconds = Some(seconds).filter(|s| *s > 0);
-            self.request_timeout =
-                Duration::from_secs(seconds.ok_or(ConfigurationError::NotANumber("REQUEST_TIMEOUT_SECONDS"))?);
-        }
-        if let Some(seconds) = env_number::<u64>("HEADER_READ_TIMEOUT_SECONDS")? {
-            self.header_read_timeout = Duration::from_secs(seconds.max(1));
-        }
-        Ok(())
-    }
-
-    /// Rate limits, cookies, retention, deadlines and the hosts served.
-    fn rules_from_env(&mut self) -> Result<(), ConfigurationError> {
-        if let Some(count) = env_number("SIGN_INS_PER_MINUTE")? {
-            self.rate_limits.sign_in = Rate::per_minute(count);
-        }
-        if let Some(count) = env_number("SIGN_UPS_PER_HOUR")? {
-            self.rate_limits.sign_up = Rate::per_hour(count);
-        }
-        if let Some(count) = env_number("COMMANDS_PER_SECOND")? {
-            self.rate_limits.commands = Rate::per_second(count);
-        }
-        if let Ok(secure) = std::env::var("SECURE_COOKIES") {
-            self.secure_cookies = matches!(secure.trim(), "1" | "true" | "yes");
-        }
-        if let Some(days) = env_number::<u64>("COMMAND_ID_RETENTION_DAYS")? {
+        let defaults = Settings::new(leptos_options.site_addr, database, leptos_options);
+        let longest_deadline = backend::write_side::transfers::LONGEST_DEADLINE.as_secs();
+        let redis_url = args.redis_url.as_deref().map(str::trim).filter(|url| !url.is_empty());
+        let read_replica = postgres("DATABASE_READ_URL", args.database_read_url.as_deref())?.map(|database| {
+            let seconds = args.database_read_max_lag_seconds.unwrap_or(5).clamp(1, 3600);
+            ReplicaSettings { database, max_lag: Duration::from_secs(seconds) }
+        });
+        Ok(Settings {
+            owner_database,
+            max_connections: args.database_max_connections.map_or(defaults.max_connections, |max| max.clamp(2, 1000)),
+            write: WriteOptions {
+                snapshot_interval: args.snapshot_interval.unwrap_or(defaults.write.snapshot_interval),
+                warm_streams: args.warm_streams.unwrap_or(defaults.write.warm_streams),
+                ..defaults.write
+            },
+            max_live_streams: args.live_max_streams.unwrap_or(defaults.max_live_streams),
+            max_live_streams_per_client: args
+                .live_max_streams_per_client
+                .unwrap_or(defaults.max_live_streams_per_client),
+            request_timeout: args.request_timeout_seconds.map_or(defaults.request_timeout, Duration::from_secs),
+            header_read_timeout: args
+                .header_read_timeout_seconds
+                .map_or(defaults.header_read_timeout, |seconds| Duration::from_secs(seconds.max(1))),
+            rate_limits: RateSettings {
+                sign_in: args.sign_ins_per_minute.map_or(defaults.rate_limits.sign_in, Rate::per_minute),
+                sign_up: args.sign_ups_per_hour.map_or(defaults.rate_limits.sign_up, Rate::per_hour),
+                commands: args.commands_per_second.map_or(defaults.rate_limits.commands, Rate::per_second),
+            },
+            secure_cookies: args.secure_cookies.unwrap_or(defaults.secure_cookies),
             // At least a day: a transfer's steps are answered from their remembered outcomes, and
             // forgetting one while its transfer still runs would let the step happen twice.
-            self.command_id_retention = Duration::from_secs(days.max(1) * 24 * 3600);
-        }
-        if let Some(seconds) = env_number::<u64>("TRANSFER_DEADLINE_SECONDS")? {
-            let longest = backend::write_side::transfers::LONGEST_DEADLINE.as_secs();
-            self.transfer_deadline = Duration::from_secs(seconds.clamp(1, longest));
-        }
-        if let Ok(hosts) = std::env::var("ALLOWED_HOSTS") {
-            self.allowed_hosts =
-                hosts.split(',').map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect();
-        }
-        Ok(())
-    }
-
-    /// Redis, the read store, the read replica and the projections' partitions.
-    fn stores_from_env(&mut self) -> Result<(), ConfigurationError> {
-        if let Ok(url) = std::env::var("REDIS_URL")
-            && !url.trim().is_empty()
-        {
-            let key_prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "cqrs-bank:".to_owned());
-            if !valid_key_prefix(&key_prefix) {
-                let why = "letters, digits, ':', '_', '-' and '.' only, ending with ':'".to_owned();
-                return Err(ConfigurationError::Invalid("REDIS_KEY_PREFIX", why));
-            }
-            self.redis = Some(RedisSettings { url: url.trim().to_owned(), key_prefix });
-        }
-        if let Ok(read_store) = std::env::var("READ_STORE") {
-            self.read_store =
-                read_store.trim().parse().map_err(|why| ConfigurationError::Invalid("READ_STORE", why))?;
-        }
-        if let Ok(url) = std::env::var("DATABASE_READ_URL")
-            && !url.trim().is_empty()
-        {
-            let database = PgConnectOptions::from_str(url.trim())
-                .map_err(|error| ConfigurationError::Invalid("DATABASE_READ_URL", error.to_string()))?;
-            let seconds = env_number::<u64>("DATABASE_READ_MAX_LAG_SECONDS")?.unwrap_or(5).clamp(1, 3600);
-            self.read_replica = Some(ReplicaSettings { database, max_lag: Duration::from_secs(seconds) });
-        }
-        if let Some(count) = env_number::<u32>("PROJECTION_PARTITIONS")? {
-            if !(1..=eventstore::projection::MAX_PARTITIONS).contains(&count) {
-                let why = format!("{count} is not a partition count: 1 to {}", eventstore::projection::MAX_PARTITIONS);
-                return Err(ConfigurationError::Invalid("PROJECTION_PARTITIONS", why));
-            }
-            self.projection_partitions = count;
-        }
-        if let Ok(rebuild) = std::env::var("PROJECTION_PARTITIONS_REBUILD") {
-            self.projection_partitions_rebuild = matches!(rebuild.trim(), "1" | "true" | "yes");
-        }
-        Ok(())
+            command_id_retention: args
+                .command_id_retention_days
+                .map_or(defaults.command_id_retention, |days| Duration::from_secs(days.max(1) * 24 * 3600)),
+            transfer_deadline: args
+                .transfer_deadline_seconds
+                .map_or(defaults.transfer_deadline, |seconds| Duration::from_secs(seconds.clamp(1, longest_deadline))),
+            allowed_hosts: args.allowed_hosts.map_or(defaults.allowed_hosts.clone(), |hosts| {
+                hosts.iter().map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect()
+            }),
+            redis: redis_url.map(|url| RedisSettings {
+                url: url.to_owned(),
+                key_prefix: args.redis_key_prefix.clone().unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned()),
+            }),
+            read_store: args.read_store.unwrap_or(defaults.read_store),
+            read_replica,
+            projection_partitions: args.projection_partitions.unwrap_or(defaults.projection_partitions),
+            projection_partitions_rebuild: args
+                .projection_partitions_rebuild
+                .unwrap_or(defaults.projection_partitions_rebuild),
+            instance_id: args.instance_id.unwrap_or_else(|| defaults.instance_id.clone()),
+            ..defaults
+        })
     }
 
     pub fn new(address: SocketAddr, database: PgConnectOptions, leptos_options: LeptosOptions) -> Settings {
@@ -294,5 +351,69 @@ impl Settings {
             instance_id: default_instance_id(),
             leptos_options,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line as given, with the database every test names (flags win over the
+    /// environment, so what the test runner's environment holds does not matter here).
+    fn parse(flags: &[&str]) -> Result<Cli, clap::Error> {
+        let mut arguments = vec!["server", "--database-url", "postgres://bank@db.example/bank"];
+        arguments.extend_from_slice(flags);
+        Cli::try_parse_from(arguments)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_command_serves_and_create_operator_takes_a_name() {
+        assert_eq!(parse(&[]).expect("parses").command, None);
+        let cli = parse(&["create-operator", "alice"]).expect("parses");
+        assert_eq!(cli.command, Some(Command::CreateOperator { name: "alice".to_owned() }));
+        assert!(parse(&["create-operator"]).is_err(), "a name is required");
+    }
+
+    #[test]
+    fn settings_out_of_range_are_clamped_or_refused_as_documented() {
+        let cli = parse(&[
+            "--database-max-connections=5000",
+            "--transfer-deadline-seconds=0",
+            "--command-id-retention-days=0",
+            "--allowed-hosts=Bank.Example, ,api.example",
+            "--secure-cookies=yes",
+        ])
+        .expect("parses");
+        let settings = Settings::from_args(cli.settings).expect("valid settings");
+        assert_eq!(settings.max_connections, 1000);
+        assert_eq!(settings.transfer_deadline, Duration::from_secs(1));
+        assert_eq!(settings.command_id_retention, Duration::from_secs(24 * 3600));
+        assert_eq!(settings.allowed_hosts, ["bank.example", "api.example"]);
+        assert!(settings.secure_cookies);
+
+        for refused in [
+            "--projection-partitions=0",
+            "--projection-partitions=65",
+            "--request-timeout-seconds=0",
+            "--database-max-connections=-1",
+            "--redis-key-prefix=no-colon",
+            "--read-store=memcached",
+        ] {
+            assert!(parse(&[refused]).is_err(), "{refused} is refused");
+        }
+    }
+
+    #[test]
+    fn a_database_url_that_does_not_parse_is_named() {
+        let cli =
+            Cli::try_parse_from(["server", "--database-url", "postgres://bank@db.example:port/bank"]).expect("parses");
+        let error = Settings::from_args(cli.settings).expect_err("not a Postgres URL");
+        assert!(error.to_string().starts_with("DATABASE_URL is not a valid Postgres URL"), "{error}");
     }
 }
