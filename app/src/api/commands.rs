@@ -14,6 +14,7 @@ use bank::contract::exact_number::ExactNumber;
 use bank::contract::{CommandAccepted, TransferAccepted};
 
 #[server(prefix = "/api", endpoint = "commands/create-account", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn create_account(
     #[server(rename = "ownerId")] owner_id: String,
     #[server(rename = "initialBalance")] initial_balance: ExactNumber,
@@ -35,6 +36,7 @@ pub async fn create_account(
 }
 
 #[server(prefix = "/api", endpoint = "commands/deposit", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn deposit(
     #[server(rename = "accountId")] account_id: Uuid,
     amount: ExactNumber,
@@ -47,6 +49,7 @@ pub async fn deposit(
 }
 
 #[server(prefix = "/api", endpoint = "commands/withdraw", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn withdraw(
     #[server(rename = "accountId")] account_id: Uuid,
     amount: ExactNumber,
@@ -62,6 +65,7 @@ pub async fn withdraw(
 /// is requested: the transfer process then debits the source and credits the target, or undoes
 /// the transfer (see the transfer's state in `queries/account-transfers`).
 #[server(prefix = "/api", endpoint = "commands/transfer", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn transfer(
     #[server(rename = "fromAccountId")] from_account_id: Uuid,
     #[server(rename = "toAccountId")] to_account_id: Uuid,
@@ -76,6 +80,7 @@ pub async fn transfer(
 
 /// Freezes an account (operators only): no money moves in or out until it is unfrozen.
 #[server(prefix = "/api", endpoint = "commands/freeze-account", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn freeze_account(
     #[server(rename = "accountId")] account_id: Uuid,
     reason: String,
@@ -89,6 +94,7 @@ pub async fn freeze_account(
 
 /// Unfreezes a frozen account (operators only).
 #[server(prefix = "/api", endpoint = "commands/unfreeze-account", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn unfreeze_account(
     #[server(rename = "accountId")] account_id: Uuid,
     #[server(rename = "commandId")] command_id: Option<Uuid>,
@@ -101,6 +107,7 @@ pub async fn unfreeze_account(
 /// Closes one of the caller's accounts; its balance must be zero. A closed account takes
 /// nothing more (but money of a transfer it sent that comes back).
 #[server(prefix = "/api", endpoint = "commands/close-account", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn close_account(
     #[server(rename = "accountId")] account_id: Uuid,
     #[server(rename = "commandId")] command_id: Option<Uuid>,

@@ -11,6 +11,7 @@ use bank::contract::{ApiTokenInfo, NewApiToken, SignedIn};
 
 /// Creates a customer and signs them in.
 #[server(prefix = "/api", endpoint = "auth/sign-up", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignUp))]
 pub async fn sign_up(username: String, password: String) -> Result<SignedIn, ApiError> {
     use backend::identity::{Password, Role, SignUpError, Username, users};
     let services = super::services()?;
@@ -29,6 +30,7 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
 
 /// Signs in: a new session (any session the browser had is ended first).
 #[server(prefix = "/api", endpoint = "auth/sign-in", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignIn))]
 pub async fn sign_in(username: String, password: String) -> Result<SignedIn, ApiError> {
     use backend::identity::{Username, users};
     let services = super::services()?;

@@ -6,6 +6,8 @@
 pub mod commands;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "ssr")]
+pub mod limits;
 pub mod operations;
 pub mod queries;
 

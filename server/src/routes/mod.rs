@@ -14,12 +14,13 @@ pub mod rate_limits;
 use std::sync::Arc;
 
 use app::api::ApiError;
+use app::api::limits::RouteLimiters;
 use app::ui::{App, shell};
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use tower::ServiceBuilder;
@@ -95,9 +96,8 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             cross_site::allowed_hosts_only,
         ))
         .layer(axum::middleware::from_fn(cross_site::same_site_json_only))
-        // Sign-in and sign-up attempts, and credentials that name nobody, by address: before any
-        // look-up or password hash is paid for.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits::limit_by_address))
+        // Credentials that name nobody, by address: before any look-up is paid for.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits::limit_bad_credentials))
         // A body that trickles in is not waited for long, and a request that cannot be answered
         // in time (a database that hangs) is answered 503; `json_errors` gives both the JSON
         // shape.
@@ -106,8 +106,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
         // Who is asking: the layers inside and the handlers see the caller.
         .layer(axum::middleware::from_fn_with_state(state.clone(), identity::authenticate))
-        // How often a user may send commands; who they are is known by then.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits::limit_by_user))
+        // The limiter the limited routes' own rules check (sign-in, sign-up, commands:
+        // `app::api::limits`); who is asking is known by then.
+        .layer(Extension(RouteLimiters(Arc::new(state.rate_limits.clone()))))
         .layer(RequestBodyLimitLayer::new(settings.body_limit));
     routes.layer(layers).with_state(state)
 }

@@ -9,14 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use app::api::identity::{SignIn, SignUp};
-use app::api::{ApiError, ErrorCode};
+use app::api::limits::{Limit, RouteLimiter, too_many};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use backend::identity::Caller;
-use leptos::server_fn::ServerFn;
 
 use crate::startup::AppState;
 
@@ -79,9 +76,34 @@ impl RateLimits {
     }
 }
 
-/// Limits by address, before anyone is looked up: sign-in and sign-up attempts, and clients
-/// whose credentials keep naming nobody (each such request costs a database look-up).
-pub async fn limit_by_address(
+impl RouteLimiter for RateLimits {
+    /// Sign-ins and sign-ups by the client's address, commands by the user authentication
+    /// found (none found: the command is refused as unauthenticated further in).
+    fn check(&self, limit: Limit, request: &Request) -> Result<(), Duration> {
+        let address =
+            || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| client_key(peer.ip()));
+        match limit {
+            Limit::SignIn => self.sign_in.check(&address().ok_or_else(no_address)?.to_string()),
+            Limit::SignUp => self.sign_up.check(&address().ok_or_else(no_address)?.to_string()),
+            Limit::Commands => match request.extensions().get::<Caller>() {
+                Some(caller) => self.commands.check(&caller.user_id.to_string()),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// A request without its peer's address: the connection loop always gives one, so this is a
+/// bug of ours, refused rather than let through unlimited.
+fn no_address() -> Duration {
+    tracing::error!("a rate-limited request came without its peer's address");
+    SWEEP_EVERY
+}
+
+/// Clients whose credentials keep naming nobody (each such request costs a database look-up),
+/// by address, before anyone is looked up. The limits of single routes are on those routes
+/// (`app::api::limits`).
+pub async fn limit_bad_credentials(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
@@ -89,17 +111,7 @@ pub async fn limit_by_address(
 ) -> Response {
     let limits = &state.rate_limits;
     let address = client_key(peer.ip()).to_string();
-    let path = request.uri().path();
-    let checked = if request.method() != Method::POST {
-        Ok(())
-    } else if path == <SignIn as ServerFn>::PATH {
-        limits.sign_in.check(&address)
-    } else if path == <SignUp as ServerFn>::PATH {
-        limits.sign_up.check(&address)
-    } else {
-        Ok(())
-    };
-    if let Err(wait) = checked.and_then(|()| limits.bad_credentials.peek(&address)) {
+    if let Err(wait) = limits.bad_credentials.peek(&address) {
         return too_many(wait);
     }
     let mut response = next.run(request).await;
@@ -110,33 +122,9 @@ pub async fn limit_by_address(
     response
 }
 
-/// The header `identity::authenticate` marks an answer with when the request's token or
-/// session named nobody; [`limit_by_address`] removes it.
+/// The header `identity::authenticate` marks a response with when the request's token or
+/// session named nobody; [`limit_bad_credentials`] removes it.
 pub const BAD_CREDENTIALS: &str = "x-bank-bad-credentials";
-
-/// Limits by user, once authentication has found them: commands.
-pub async fn limit_by_user(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if request.method() == Method::POST
-        && path.starts_with("/api/commands/")
-        && let Some(caller) = request.extensions().get::<Caller>()
-        && let Err(wait) = state.rate_limits.commands.check(&caller.user_id.to_string())
-    {
-        return too_many(wait);
-    }
-    next.run(request).await
-}
-
-fn too_many(wait: Duration) -> Response {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response =
-        ApiError::new(ErrorCode::TooManyRequests, format!("Too many requests of this kind; retry in {seconds} s"))
-            .into_response();
-    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
-}
 
 /// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
 /// usually holds).
