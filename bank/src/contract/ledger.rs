@@ -1,0 +1,127 @@
+//! An account's money movements (the ledger) and its audit trail (the history), on the wire.
+
+use eventstore::Position;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::exact_number;
+
+/// What moved an account's money: on the wire, and in the ledger's `kind` column, `opening`,
+/// `deposit`, `withdrawal`, `transfer_out`, `transfer_in` or `refund`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementKind {
+    /// The initial balance of a new account.
+    Opening,
+    Deposit,
+    Withdrawal,
+    TransferOut,
+    TransferIn,
+    /// A transfer's money back, after its target refused it.
+    Refund,
+}
+
+impl MovementKind {
+    const ALL: [MovementKind; 6] = [
+        MovementKind::Opening,
+        MovementKind::Deposit,
+        MovementKind::Withdrawal,
+        MovementKind::TransferOut,
+        MovementKind::TransferIn,
+        MovementKind::Refund,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Opening => "opening",
+            MovementKind::Deposit => "deposit",
+            MovementKind::Withdrawal => "withdrawal",
+            MovementKind::TransferOut => "transfer_out",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<MovementKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// Whether it adds to the balance.
+    pub fn is_money_in(self) -> bool {
+        !matches!(self, MovementKind::Withdrawal | MovementKind::TransferOut)
+    }
+}
+
+impl std::fmt::Display for MovementKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One money movement of the `account_ledger` read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub version: i64,
+    pub kind: MovementKind,
+    #[serde(with = "exact_number")]
+    pub amount: Decimal,
+    #[serde(with = "exact_number")]
+    pub balance_after: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+}
+
+/// An account's latest money movements, oldest first, as of the ledger's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    pub account_id: Uuid,
+    pub entries: Vec<LedgerEntry>,
+    pub as_of: Position,
+}
+
+/// One event of an account's audit trail, with the balance it left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: i64,
+    pub event_type: String,
+    #[serde(with = "exact_number")]
+    pub amount: Decimal,
+    #[serde(with = "exact_number")]
+    pub balance_after: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub position: Position,
+    pub command_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    /// Who sent the command (a username); `None` for events from before sign-in existed, and
+    /// for a transfer's steps after its request (the transfer process sends them).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The transfer the event belongs to, and the account on its other side: the audit trail
+    /// links the two sides of a transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty_account_id: Option<Uuid>,
+    /// Why an account was frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A page of an account's audit trail, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub account_id: Uuid,
+    /// The account's newest version.
+    pub latest_version: i64,
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `beforeVersion` for the next (older) page; absent on the last page.
+    pub next_before_version: Option<i64>,
+}
