@@ -68,11 +68,14 @@ pub async fn wait_for_projections(pool: &PgPool, within: Duration) -> Result<(),
     }
 }
 
-/// Inserts valid v2 account events with one statement per chunk, bypassing the write path:
-/// for each version `v` in `versions` (outer) and account `a` in `1..=accounts` (inner), an
-/// event of stream `stream_id(prefix, a)`. Version 1 opens the account with 100.00; even
-/// versions deposit 1.00 and odd ones withdraw 1.00, so no balance ever goes below 99.00. The
-/// metadata has the shape and size the command handler writes.
+/// Inserts valid account events with one statement, bypassing the command handler: for each
+/// version `v` in `from_version..=to_version` (outer) and account `a` in `1..=accounts` (inner),
+/// an event of stream `stream_id(prefix, a)`. Version 1 opens the account with 100.00; even
+/// versions deposit 1.00 and odd ones withdraw 1.00, so no balance ever goes below 99.00.
+///
+/// The event types, schema version and data are the event codec's (one event of each kind,
+/// encoded here, then repeated by the statement with each account's owner set), so they cannot
+/// drift from what the application writes; the metadata has the command handler's shape.
 pub async fn insert_account_events(
     pool: &PgPool,
     prefix: &str,
@@ -80,13 +83,22 @@ pub async fn insert_account_events(
     from_version: i64,
     to_version: i64,
 ) -> Result<u64, sqlx::Error> {
+    use backend::event_codec::encode;
+    use bank::domain::{AccountEvent, Amount, Money, OwnerId};
+    let no_metadata = serde_json::json!({});
+    let owner = OwnerId::parse("bench-0").expect("a valid owner");
+    let initial_balance = Money::parse("100.00").expect("a valid balance");
+    let one = Amount::parse("1.00").expect("a valid amount");
+    let created = encode(&AccountEvent::AccountCreated { owner_id: owner, initial_balance }, &no_metadata);
+    let deposited = encode(&AccountEvent::MoneyDeposited { amount: one }, &no_metadata);
+    let withdrawn = encode(&AccountEvent::MoneyWithdrawn { amount: one }, &no_metadata);
     let inserted = sqlx::query(
         "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata)
          SELECT gen_random_uuid(), 'account', md5($1 || g.a::text)::uuid, g.v,
-                CASE WHEN g.v = 1 THEN 'AccountCreated' WHEN g.v % 2 = 0 THEN 'MoneyDeposited' ELSE 'MoneyWithdrawn' END,
-                2,
-                CASE WHEN g.v = 1 THEN jsonb_build_object('ownerId', 'bench-' || g.a, 'initialBalance', '100.00')
-                     ELSE '{\"amount\": \"1.00\"}'::jsonb END,
+                CASE WHEN g.v = 1 THEN $5 WHEN g.v % 2 = 0 THEN $7 ELSE $9 END,
+                $11,
+                CASE WHEN g.v = 1 THEN jsonb_set($6, '{ownerId}', to_jsonb('bench-' || g.a))
+                     WHEN g.v % 2 = 0 THEN $8 ELSE $10 END,
                 jsonb_build_object('commandId', g.u, 'correlationId', g.u, 'causationId', g.u,
                                    'issuedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
          FROM (SELECT v, a, gen_random_uuid() AS u
@@ -97,6 +109,13 @@ pub async fn insert_account_events(
     .bind(accounts)
     .bind(from_version)
     .bind(to_version)
+    .bind(&created.event_type)
+    .bind(&created.data)
+    .bind(&deposited.event_type)
+    .bind(&deposited.data)
+    .bind(&withdrawn.event_type)
+    .bind(&withdrawn.data)
+    .bind(created.schema_version)
     .execute(pool)
     .await?;
     Ok(inserted.rows_affected())
