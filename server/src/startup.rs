@@ -96,16 +96,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        prepare_database(&settings.database, settings.owner_database.as_ref()).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(settings.database.clone())
-            .await?;
-        eventstore::check_transaction_ids(&pool).await.map_err(|error| match error {
-            eventstore::ClusterMoveError::Database(error) => StartupError::Database(error),
-            moved => StartupError::ClusterMoved(moved),
-        })?;
+        let pool = connect(&settings).await?;
 
         let shutdown = CancellationToken::new();
         let appends = AppendNotifier::new();
@@ -116,22 +107,7 @@ impl Application {
             Some(redis) => Some(RedisAccounts::new(&redis.url, &redis.key_prefix)?),
             None => None,
         };
-        let reads = match &settings.read_replica {
-            // Lazily: a replica that is down at start-up costs queries nothing (they read the
-            // primary until the lag monitor finds it well), and is used as soon as it is.
-            Some(replica) => ReadPools::with_replica(
-                pool.clone(),
-                PgPoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
-                    // A statement the replica is slow to answer is asked of the primary after a
-                    // second; it must not go on running there.
-                    .connect_lazy_with(replica.database.clone().options([("statement_timeout", "1s")])),
-                replica.max_lag,
-            ),
-            None => ReadPools::primary_only(pool.clone()),
-        };
-        let mut read_model = ReadModel::new(reads, settings.catch_up_bound, checkpoints.clone());
+        let mut read_model = ReadModel::new(read_pools(&settings, &pool), settings.catch_up_bound, checkpoints.clone());
         background.extend(read_model.spawn_replica_monitor(shutdown.clone()));
         if let Some(redis) = &redis {
             read_model = read_model.with_redis(RedisReads::new(redis.clone(), settings.read_store, pool.clone()));
@@ -255,6 +231,41 @@ pub async fn prepare_database(
     }
     pool.close().await;
     Ok(())
+}
+
+/// The schema brought up to date, then the server's pool, on a database whose transaction ids
+/// the log's positions still fit (`eventstore::check_transaction_ids`).
+async fn connect(settings: &Settings) -> Result<PgPool, StartupError> {
+    prepare_database(&settings.database, settings.owner_database.as_ref()).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(settings.database.clone())
+        .await?;
+    eventstore::check_transaction_ids(&pool).await.map_err(|error| match error {
+        eventstore::ClusterMoveError::Database(error) => StartupError::Database(error),
+        moved => StartupError::ClusterMoved(moved),
+    })?;
+    Ok(pool)
+}
+
+/// The pools queries read: the primary's, and the replica's if there is one.
+fn read_pools(settings: &Settings, pool: &PgPool) -> ReadPools {
+    match &settings.read_replica {
+        // Lazily: a replica that is down at start-up costs queries nothing (they read the
+        // primary until the lag monitor finds it well), and is used as soon as it is.
+        Some(replica) => ReadPools::with_replica(
+            pool.clone(),
+            PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
+                // A statement the replica is slow to answer is asked of the primary after a
+                // second; it must not go on running there.
+                .connect_lazy_with(replica.database.clone().options([("statement_timeout", "1s")])),
+            replica.max_lag,
+        ),
+        None => ReadPools::primary_only(pool.clone()),
+    }
 }
 
 /// `server create-operator NAME`: makes NAME an operator with this password (creating the user,
