@@ -175,36 +175,10 @@ fn site(profile: ServerProfile) -> Result<()> {
         (status, started.elapsed())
     });
 
-    let frontend = (|| -> Result<()> {
-        step("wasm build (cargo build --package frontend --target wasm32-unknown-unknown)", || run(&mut wasm_build))?;
-        let wasm_input = front_target
-            .join("wasm32-unknown-unknown")
-            .join(&config.lib_profile_release)
-            .join(format!("{}.wasm", config.lib_package.replace('-', "_")));
-        // A clean folder: hashed names change with every build, and old ones would pile up.
-        if pkg_dir.exists() {
-            std::fs::remove_dir_all(&pkg_dir).with_context(|| format!("emptying {}", pkg_dir.display()))?;
-        }
-        let bundle =
-            step("bindings (wasm-bindgen, target web)", || wasm::bindgen(&wasm_input, &pkg_dir, &config.name))?;
-        let reused = step("wasm-opt -Oz", || tools.optimize(&bundle.wasm, &front_target.join("wasm-opt-cache")))?;
-        if reused {
-            eprintln!("xtask:     (the output of the last run: the same input)");
-        }
-        step("terser (the JS glue)", || tools.minify(&bundle.js))?;
-        let css = pkg_dir.join(format!("{}.css", config.name));
-        step("stylesheet (copied)", || {
-            std::fs::copy(&config.style_file, &css)
-                .with_context(|| format!("copying {} to {}", config.style_file.display(), css.display()))
-        })?;
-        if config.hash_files {
-            let hash_file = target.join(profile.folder()).join("hash.txt");
-            step("content hashes in the names, hash.txt", || {
-                hashing::hash_bundle(&bundle.js, &bundle.wasm, &css, &hash_file)
-            })?;
-        }
-        step("precompress (.br, .gz)", || compress::precompress(&config.site_root))
-    })();
+    let hash_file = target.join(profile.folder()).join("hash.txt");
+    let frontend =
+        step("wasm build (cargo build --package frontend --target wasm32-unknown-unknown)", || run(&mut wasm_build))
+            .and_then(|()| bundle(&config, &tools, &front_target, &hash_file));
 
     let (server_status, server_took) = server.join().expect("the server build's thread does not panic");
     let server_outcome = match server_status {
@@ -227,6 +201,37 @@ fn site(profile: ServerProfile) -> Result<()> {
         config.bin_package
     );
     Ok(())
+}
+
+/// The compiled frontend made a site: bindings, wasm-opt, terser, the stylesheet, content hashes
+/// in the names and the precompressed copies, in a clean `pkg` folder.
+fn bundle(config: &SiteConfig, tools: &wasm::Tools, front_target: &Path, hash_file: &Path) -> Result<()> {
+    let pkg_dir = config.site_root.join(&config.site_pkg_dir);
+    let wasm_input = front_target
+        .join("wasm32-unknown-unknown")
+        .join(&config.lib_profile_release)
+        .join(format!("{}.wasm", config.lib_package.replace('-', "_")));
+    // A clean folder: hashed names change with every build, and old ones would pile up.
+    if pkg_dir.exists() {
+        std::fs::remove_dir_all(&pkg_dir).with_context(|| format!("emptying {}", pkg_dir.display()))?;
+    }
+    let bundle = step("bindings (wasm-bindgen, target web)", || wasm::bindgen(&wasm_input, &pkg_dir, &config.name))?;
+    let reused = step("wasm-opt -Oz", || tools.optimize(&bundle.wasm, &front_target.join("wasm-opt-cache")))?;
+    if reused {
+        eprintln!("xtask:     (the output of the last run: the same input)");
+    }
+    step("terser (the JS glue)", || tools.minify(&bundle.js))?;
+    let css = pkg_dir.join(format!("{}.css", config.name));
+    step("stylesheet (copied)", || {
+        std::fs::copy(&config.style_file, &css)
+            .with_context(|| format!("copying {} to {}", config.style_file.display(), css.display()))
+    })?;
+    if config.hash_files {
+        step("content hashes in the names, hash.txt", || {
+            hashing::hash_bundle(&bundle.js, &bundle.wasm, &css, hash_file)
+        })?;
+    }
+    step("precompress (.br, .gz)", || compress::precompress(&config.site_root))
 }
 
 /// Runs one step, saying which and, once it ends, how long it took.
