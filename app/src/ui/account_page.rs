@@ -98,34 +98,23 @@ pub fn AccountPage() -> impl IntoView {
         read_transfers_again_while_under_way(transfers, sent_transfers, account_as_of);
         read_the_chart_again_while_behind(ledger, ledger_after, account_as_of);
     });
-    // A link to another account (a transfer's other side) keeps this page mounted with a new
-    // id: what was particular to the account before goes.
-    Effect::new(move |previous: Option<Option<Uuid>>| {
-        let now = account_id.get();
-        if previous.is_some_and(|previous| previous != now) {
-            token.set(None);
-            ledger_after.set(None);
-            travel.set(None);
-            visited_pages.set(vec![None]);
-            sent_transfers.set(Vec::new());
-        }
-        now
+    on_change(account_id, move || {
+        token.set(None);
+        ledger_after.set(None);
+        travel.set(None);
+        visited_pages.set(vec![None]);
+        sent_transfers.set(Vec::new());
     });
     let stream = use_live();
     read_again_on_the_stream(stream, account_id, token, account, projections);
     // When the account moves on, so do its chart and the newest page of its audit trail.
-    Effect::new(move |seen: Option<i64>| {
-        let now = version.get();
-        // An effect runs only in the browser, after hydration; the first run only takes note.
-        if seen.is_some_and(|seen| seen != now) {
-            ledger_after.set(account_as_of.get_untracked());
-            ledger.refetch();
-            transfers.refetch();
-            if visited_pages.with(|p| p.len() == 1) {
-                history.refetch();
-            }
+    on_change(version, move || {
+        ledger_after.set(account_as_of.get_untracked());
+        ledger.refetch();
+        transfers.refetch();
+        if visited_pages.with(|p| p.len() == 1) {
+            history.refetch();
         }
-        now
     });
 
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
@@ -152,6 +141,20 @@ pub fn AccountPage() -> impl IntoView {
             </Show>
         </Transition>
     }
+}
+
+/// Runs `react` each time `value` changes, not for its first value. A link to another account
+/// (a transfer's other side) keeps the page mounted with a new id, and what was particular to
+/// the account before must go; a new version must refresh what follows it. An effect runs only
+/// in the browser, after hydration: the first run only takes note.
+fn on_change<T: Clone + PartialEq + Send + Sync + 'static>(value: Memo<T>, react: impl Fn() + 'static) {
+    Effect::new(move |seen: Option<T>| {
+        let now = value.get();
+        if seen.is_some_and(|seen| seen != now) {
+            react();
+        }
+        now
+    });
 }
 
 /// When the live stream says the account changed, reads it again at or past the position the

@@ -75,41 +75,12 @@ pub fn AccountsPage() -> impl IntoView {
         },
     );
 
-    let caption = move || match listing.get() {
-        Listing::All => "The newest 100 accounts".to_owned(),
-        Listing::Owner(owner) => format!("Accounts of {owner}"),
-        Listing::HighValue(min) => format!("High-value accounts: balance at least {min}, highest first (at most 100)"),
-    };
     view! {
         <div class="accounts-layout">
             <CreateAccountForm />
             <section class="card">
                 <h1>"Accounts"</h1>
-                <div class="filters">
-                    // Customers see their own accounts only; operators may narrow all to one owner.
-                    <super::identity_pages::OperatorsOnly>
-                        <Form method="GET" action="/">
-                            <label for="owner-filter">"Filter by owner"</label>
-                            <div class="money-form-row">
-                                <input id="owner-filter" name="owner" type="search" autocomplete="off"
-                                    prop:value=move || match listing.get() { Listing::Owner(o) => o, _ => String::new() } />
-                                <button type="submit">"Filter"</button>
-                            </div>
-                        </Form>
-                    </super::identity_pages::OperatorsOnly>
-                    <Form method="GET" action="/">
-                        <label for="min-balance">"Minimum balance"</label>
-                        <div class="money-form-row">
-                            <input id="min-balance" name="min" type="text" inputmode="decimal" autocomplete="off"
-                                prop:value=move || match listing.get() { Listing::HighValue(m) => m, _ => String::new() } />
-                            <button type="submit">"High-value"</button>
-                        </div>
-                    </Form>
-                    <p class="showing">
-                        <span data-testid="listing-caption">{caption}</span>
-                        {move || (listing.get() != Listing::All).then(|| view! { " · " <A href="/">"Show all"</A> })}
-                    </p>
-                </div>
+                <ListingFilters listing />
                 <Transition fallback=|| view! { <p class="loading">"Loading accounts…"</p> }>
                     {move || accounts.get().map(|result| match result {
                         Ok(list) if list.accounts.is_empty() => view! {
@@ -120,6 +91,44 @@ pub fn AccountsPage() -> impl IntoView {
                     })}
                 </Transition>
             </section>
+        </div>
+    }
+}
+
+/// The two ways to narrow the list (an owner, for operators; a minimum balance) and what it
+/// shows now.
+#[component]
+fn ListingFilters(listing: Memo<Listing>) -> impl IntoView {
+    let caption = move || match listing.get() {
+        Listing::All => "The newest 100 accounts".to_owned(),
+        Listing::Owner(owner) => format!("Accounts of {owner}"),
+        Listing::HighValue(min) => format!("High-value accounts: balance at least {min}, highest first (at most 100)"),
+    };
+    view! {
+        <div class="filters">
+            // Customers see their own accounts only; operators may narrow all to one owner.
+            <super::identity_pages::OperatorsOnly>
+                <Form method="GET" action="/">
+                    <label for="owner-filter">"Filter by owner"</label>
+                    <div class="money-form-row">
+                        <input id="owner-filter" name="owner" type="search" autocomplete="off"
+                            prop:value=move || match listing.get() { Listing::Owner(o) => o, _ => String::new() } />
+                        <button type="submit">"Filter"</button>
+                    </div>
+                </Form>
+            </super::identity_pages::OperatorsOnly>
+            <Form method="GET" action="/">
+                <label for="min-balance">"Minimum balance"</label>
+                <div class="money-form-row">
+                    <input id="min-balance" name="min" type="text" inputmode="decimal" autocomplete="off"
+                        prop:value=move || match listing.get() { Listing::HighValue(m) => m, _ => String::new() } />
+                    <button type="submit">"High-value"</button>
+                </div>
+            </Form>
+            <p class="showing">
+                <span data-testid="listing-caption">{caption}</span>
+                {move || (listing.get() != Listing::All).then(|| view! { " · " <A href="/">"Show all"</A> })}
+            </p>
         </div>
     }
 }
