@@ -68,6 +68,11 @@ pub struct Loaded<A: Aggregate> {
 /// The aggregate as it was at `up_to_version` ([`LATEST`] for now): the newest usable snapshot at
 /// or below it plus the events after it, read in one statement, so that loading costs
 /// O(snapshot interval) whatever the stream's history.
+///
+/// # Errors
+///
+/// [`LoadError::Unreadable`] when a stored event does not decode (a snapshot that does not is
+/// ignored, and the stream folded from its first event); [`LoadError::Database`].
 pub async fn load<A: Aggregate>(
     conn: &mut PgConnection,
     stream_id: Uuid,

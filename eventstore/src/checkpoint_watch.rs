@@ -95,6 +95,11 @@ impl CheckpointWatch {
     }
 
     /// Waits until `projection`'s checkpoint is at or past `target`, or `deadline`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it holds no connection, only a place among the waiters, given back when
+    /// dropped.
     pub async fn wait_for(&self, projection: &str, target: Position, deadline: tokio::time::Instant) -> Waited {
         let Ok(_permit) = self.waiters.try_acquire() else {
             return Waited::TooManyWaiters;

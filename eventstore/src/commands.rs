@@ -164,6 +164,19 @@ impl<A: Aggregate> CommandHandler<A> {
     /// Sent again with the same command id, the command is answered with the first outcome and
     /// writes nothing. Losing the race for the stream's next version means the decision was
     /// made on stale state, so it is made again on fresh state, a bounded number of times.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Rejected`] when the aggregate refuses (remembered like an acceptance);
+    /// `Conflict` after the last attempt lost its race; `CommandIdReused`; `Busy` when too many
+    /// commands wait for the stream; `Unreadable`/`UnreadableOutcome` for stored data this
+    /// code cannot read; `Database`. Only a rejection writes anything.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped (a client gone, a request timeout), the transaction rolls back unless its commit
+    /// had already been sent; either way the command id makes a retry safe: it is answered from
+    /// the first outcome if that committed, and decided afresh if not.
     #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id), err(level = "info"))]
     pub async fn handle(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
         let request = A::request(envelope.stream_id, &envelope.command);

@@ -40,6 +40,15 @@ impl StreamTurns {
     }
 
     /// Waits (at most `patience`) for the stream's turn, in arrival order.
+    ///
+    /// # Errors
+    ///
+    /// [`TooBusy`] when the turn did not come within `patience`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting, the caller leaves the queue; the [`Turn`] it returns
+    /// hands the stream to the next in line when dropped, however the holder ends.
     pub async fn take(&self, stream: Uuid, patience: Duration) -> Result<Turn<'_>, TooBusy> {
         let queue = self.queues.lock().expect("stream queues are never poisoned").entry(stream).or_default().clone();
         let mut turn = Turn { turns: self, stream, queue: queue.clone(), held: None };

@@ -30,8 +30,19 @@ pub struct Appended {
 /// One statement, so it is atomic on its own; run it inside the caller's transaction to commit
 /// it together with other writes. The version check and the `UNIQUE (stream_id,
 /// stream_version)` constraint together make a stale writer fail with
-/// [`AppendError::Conflict`] instead of overwriting or leaving a gap. On a conflict the caller's
-/// transaction is aborted and must be rolled back.
+/// [`AppendError::Conflict`] instead of overwriting or leaving a gap.
+///
+/// # Errors
+///
+/// [`AppendError::Conflict`] when the stream is not at `expected_version`;
+/// [`AppendError::Database`] when the statement fails. Either way the caller's transaction is
+/// aborted and must be rolled back.
+///
+/// # Cancel safety
+///
+/// Dropped before it returns, the statement may or may not have run inside the caller's
+/// transaction; nothing is visible to others until that transaction commits, and a dropped
+/// transaction rolls back.
 #[tracing::instrument(skip(conn, events), fields(events = events.len()))]
 pub async fn append(
     conn: &mut PgConnection,
@@ -77,14 +88,19 @@ pub enum AppendAndRecordError {
 }
 
 /// [`append`], and the command's row in `processed_commands`, in one statement: one round trip
-/// instead of two for every accepted command. Fails as [`append`] does, or with
-/// [`AppendAndRecordError::AlreadyRecorded`] when the command id is taken.
+/// instead of two for every accepted command.
 ///
 /// `expected_last_event`, if given, is the id of the event at `expected_version`: the stream
 /// must hold that very event there, not only an event at that version. A writer that decided on
 /// a state it kept from earlier (not read in this transaction) gives it, so that a history the
 /// database lost and another writer refilled up to the same version (a restore, a failover to a
 /// standby that was behind) is a conflict rather than a match. Event ids are never reused.
+///
+/// # Errors
+///
+/// As [`append`] (a conflict, a failed statement), or
+/// [`AppendAndRecordError::AlreadyRecorded`] when another transaction recorded the command id
+/// first. Cancel safety is [`append`]'s.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 pub async fn append_and_record(
     conn: &mut PgConnection,

@@ -101,6 +101,11 @@ pub async fn recent_levers(pool: &PgPool, limit: i64) -> Result<Vec<LeverPulled>
 }
 
 /// Lets a failed projection try its failing event again (after a fix).
+///
+/// # Errors
+///
+/// [`LeverRefusal::UnknownProjection`] or [`LeverRefusal::NotFailed`]; a database error. A
+/// refused lever changes nothing and is not recorded.
 pub async fn retry(pool: &PgPool, name: &str, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
     if lock_for_lever(&mut tx, name).await?.failed_at.is_none() {
@@ -117,6 +122,11 @@ pub async fn retry(pool: &PgPool, name: &str, by: PulledBy<'_>) -> Result<(), Le
 
 /// Moves a failed projection past its failing event, which must be the one the operator saw
 /// (`seen`), recording the skip and the error in `skipped_events`. Rebuilds skip it too.
+///
+/// # Errors
+///
+/// As [`retry`], or [`LeverRefusal::FailureMoved`] when it now fails at another event than
+/// `seen`: nothing is skipped that the operator did not see.
 pub async fn skip_failed_event(pool: &PgPool, name: &str, seen: Position, by: PulledBy<'_>) -> Result<(), LeverError> {
     let mut tx = pool.begin().await?;
     let Some(now) = lock_for_lever(&mut tx, name).await?.failed_at else {
