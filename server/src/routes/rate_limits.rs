@@ -141,6 +141,7 @@ pub fn client_key(address: IpAddr) -> IpAddr {
 /// A keyed GCRA: per key, the instant at which its bucket is full again.
 struct Limiter {
     rate: Rate,
+    max_keys: usize,
     state: Mutex<LimiterState>,
 }
 
@@ -150,14 +151,21 @@ struct LimiterState {
 }
 
 /// Keys whose bucket is full again are forgotten (they would be allowed anyway) at most once a
-/// second, so memory follows the clients active within one burst's time; beyond
-/// [`MAX_KEYS`] keys, new ones wait (an attack with many addresses is refused, not remembered).
+/// second, so memory follows the clients active within one burst's time. Beyond [`MAX_KEYS`]
+/// keys (an attack from many addresses), the half nearest to full again is forgotten at once:
+/// memory stays bounded, a newcomer is never refused for what others did, and those forgotten
+/// were the least limited anyway.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const MAX_KEYS: usize = 100_000;
 
 impl Limiter {
     fn new(rate: Rate) -> Limiter {
-        Limiter { rate, state: Mutex::new(LimiterState { full_again: HashMap::new(), last_sweep: Instant::now() }) }
+        Limiter::with_max_keys(rate, MAX_KEYS)
+    }
+
+    fn with_max_keys(rate: Rate, max_keys: usize) -> Limiter {
+        let state = LimiterState { full_again: HashMap::new(), last_sweep: Instant::now() };
+        Limiter { rate, max_keys, state: Mutex::new(state) }
     }
 
     /// `Ok` and counted, or how long until the key may try again.
@@ -178,8 +186,11 @@ impl Limiter {
         }
         let tolerance = self.rate.interval * self.rate.burst.saturating_sub(1);
         let known = state.full_again.get(key).copied().filter(|at| *at > now);
-        if known.is_none() && state.full_again.len() >= MAX_KEYS {
-            return Err(SWEEP_EVERY);
+        if known.is_none() && state.full_again.len() >= self.max_keys {
+            state.full_again.retain(|_, at| *at > now);
+            if state.full_again.len() >= self.max_keys {
+                forget_the_least_limited_half(&mut state.full_again);
+            }
         }
         let at = known.unwrap_or(now);
         if at > now + tolerance {
@@ -189,6 +200,19 @@ impl Limiter {
             state.full_again.insert(key.to_owned(), at + self.rate.interval);
         }
         Ok(())
+    }
+}
+
+/// Forgets the half of the keys whose buckets are nearest to full again: O(n), once per n/2
+/// new keys.
+fn forget_the_least_limited_half(full_again: &mut HashMap<String, Instant>) {
+    let mut instants: Vec<Instant> = full_again.values().copied().collect();
+    let middle = instants.len() / 2;
+    let (_, &mut median, _) = instants.select_nth_unstable(middle);
+    full_again.retain(|_, at| *at >= median);
+    if full_again.len() > middle {
+        // Many at the median itself (keys counted at the same instant): those go too.
+        full_again.retain(|_, at| *at > median);
     }
 }
 
@@ -212,6 +236,24 @@ mod tests {
         assert!(limiter.check_at("a", start + Duration::from_secs(9), true).is_err());
         assert_eq!(limiter.check_at("a", start + Duration::from_secs(10), true), Ok(()));
         assert!(limiter.check_at("a", start + Duration::from_secs(10), true).is_err());
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_least_limited_half_and_refuses_no_newcomer() {
+        // Given a table of four keys, each counted a second after the one before,
+        let limiter = Limiter::with_max_keys(Rate { burst: 1, interval: Duration::from_secs(60) }, 4);
+        let start = Instant::now();
+        for (second, key) in (0..).zip(["a", "b", "c", "d"]) {
+            assert_eq!(limiter.check_at(key, start + Duration::from_secs(second), true), Ok(()));
+        }
+        // when a fifth arrives, it is served,
+        let now = start + Duration::from_secs(5);
+        assert_eq!(limiter.check_at("e", now, true), Ok(()), "a newcomer is never refused for others");
+        // the most limited keys stay limited, and the least limited were forgotten.
+        assert!(limiter.check_at("d", now, false).is_err());
+        assert!(limiter.check_at("c", now, false).is_err());
+        assert_eq!(limiter.check_at("a", now, false), Ok(()));
+        assert!(limiter.state.lock().unwrap().full_again.len() <= 4, "memory stays bounded");
     }
 
     #[test]
