@@ -8,14 +8,16 @@
 //!
 //! Which accounts a caller may see or move is decided by the API and the domain.
 
+use std::net::SocketAddr;
+
+use app::api::limits::too_many;
 use app::api::{ApiError, ErrorCode};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use backend::identity::{Caller, Presented, Secret, sessions};
+use backend::identity::{Caller, Presented, Secret, sessions, tokens};
 
-use crate::routes::rate_limits::BAD_CREDENTIALS;
 use crate::startup::AppState;
 
 /// Paths anyone may reach: signing in, up and out, asking who is signed in (nobody), liveness,
@@ -34,18 +36,27 @@ fn is_public(path: &str) -> bool {
     ) || path.starts_with("/pkg/")
 }
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// Finds who is asking and applies the coarse rules. Credentials that name somebody are never
+/// refused for what others sent from the same address: only a well-formed token that names
+/// nobody counts against the address (60 a minute, then 429 instead of 401), so that guessing
+/// is slow and a flood of junk from a shared address (a proxy, a NAT) locks nobody out.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let cookie = request.headers().get(header::COOKIE).cloned();
     let caller = match find_caller(&state, authorization, cookie).await {
         Ok(caller) => caller,
-        Err(refusal) => {
-            let mut response = refusal.into_response();
-            if response.status() == StatusCode::UNAUTHORIZED {
-                response.headers_mut().insert(BAD_CREDENTIALS, HeaderValue::from_static("1"));
-            }
-            return response;
+        Err(NoCaller::UnknownToken(refusal)) => {
+            return match state.rate_limits.count_bad_credentials(peer.ip()) {
+                Ok(()) => refusal.into_response(),
+                Err(wait) => too_many(wait),
+            };
         }
+        Err(NoCaller::Refused(refusal)) => return refusal.into_response(),
     };
     let path = request.uri().path().to_owned();
     match &caller {
@@ -64,6 +75,15 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     next.run(request).await
 }
 
+/// Why a request has no caller although it presented credentials.
+enum NoCaller {
+    /// A well-formed bearer token that names nobody (unknown, revoked): what a guesser sends.
+    UnknownToken(ApiError),
+    /// A malformed `Authorization` header or token (no look-up was paid for), or the look-up
+    /// failed.
+    Refused(ApiError),
+}
+
 /// The caller a request's credentials name. A bearer token that names nobody (unknown,
 /// revoked) is refused outright; a session cookie that does (expired, signed out) counts as
 /// signed out, as a browser holding a stale cookie should see.
@@ -71,7 +91,7 @@ async fn find_caller(
     state: &AppState,
     authorization: Option<HeaderValue>,
     cookie: Option<HeaderValue>,
-) -> Result<Option<Caller>, ApiError> {
+) -> Result<Option<Caller>, NoCaller> {
     let pool = &state.services.pool;
     if let Some(authorization) = authorization {
         let token = authorization
@@ -81,15 +101,28 @@ async fn find_caller(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token)
             .map(|token| Secret::from_client(token.trim()))
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization: expected 'Bearer <token>'"))?;
-        return match state.services.callers.find(pool, Presented::Token(&token)).await? {
-            Some(caller) => Ok(Some(caller)),
-            None => Err(ApiError::new(ErrorCode::Unauthenticated, "the API token is unknown or revoked")),
+            .ok_or_else(|| {
+                NoCaller::Refused(ApiError::new(ErrorCode::Unauthenticated, "Authorization: expected 'Bearer <token>'"))
+            })?;
+        let unknown = || ApiError::new(ErrorCode::Unauthenticated, "the API token is unknown or revoked");
+        // Not the shape of a token: refused without a look-up, so it costs nothing to count.
+        if !token.well_formed(tokens::PREFIX) {
+            return Err(NoCaller::Refused(unknown()));
+        }
+        return match state.services.callers.find(pool, Presented::Token(&token)).await {
+            Ok(Some(caller)) => Ok(Some(caller)),
+            Ok(None) => Err(NoCaller::UnknownToken(unknown())),
+            Err(error) => Err(NoCaller::Refused(error.into())),
         };
     }
     let cookie = cookie.as_ref().and_then(|value| value.to_str().ok());
     match cookie.and_then(sessions::from_cookie_header) {
-        Some(session) => Ok(state.services.callers.find(pool, Presented::Session(&session)).await?),
+        Some(session) => state
+            .services
+            .callers
+            .find(pool, Presented::Session(&session))
+            .await
+            .map_err(|e| NoCaller::Refused(e.into())),
         None => Ok(None),
     }
 }

@@ -96,8 +96,6 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             cross_site::allowed_hosts_only,
         ))
         .layer(axum::middleware::from_fn(cross_site::same_site_json_only))
-        // Credentials that name nobody, by address: before any look-up is paid for.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits::limit_bad_credentials))
         // A body that trickles in is not waited for long, and a request that cannot be answered
         // in time (a database that hangs) is answered 503; `json_errors` gives both the JSON
         // shape.

@@ -9,13 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use app::api::limits::{Limit, RouteLimiter, too_many};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use app::api::limits::{Limit, RouteLimiter};
+use axum::extract::{ConnectInfo, Request};
 use backend::identity::Caller;
-
-use crate::startup::AppState;
 
 /// One limit: `burst` at once, then one per `interval`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +62,12 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Counts a well-formed credential that named nobody against its address: `Err` once the
+    /// address has sent too many (`routes::identity::authenticate` answers 429 then).
+    pub fn count_bad_credentials(&self, address: IpAddr) -> Result<(), Duration> {
+        self.bad_credentials.check(&client_key(address).to_string())
+    }
+
     pub fn new(settings: RateSettings) -> RateLimits {
         RateLimits {
             sign_in: Arc::new(Limiter::new(settings.sign_in)),
@@ -99,32 +101,6 @@ fn no_address() -> Duration {
     tracing::error!("a rate-limited request came without its peer's address");
     SWEEP_EVERY
 }
-
-/// Clients whose credentials keep naming nobody (each such request costs a database look-up),
-/// by address, before anyone is looked up. The limits of single routes are on those routes
-/// (`app::api::limits`).
-pub async fn limit_bad_credentials(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let limits = &state.rate_limits;
-    let address = client_key(peer.ip()).to_string();
-    if let Err(wait) = limits.bad_credentials.peek(&address) {
-        return too_many(wait);
-    }
-    let mut response = next.run(request).await;
-    // Counted after the fact; the marker never leaves the server.
-    if response.headers_mut().remove(BAD_CREDENTIALS).is_some() {
-        let _ = limits.bad_credentials.check(&address);
-    }
-    response
-}
-
-/// The header `identity::authenticate` marks a response with when the request's token or
-/// session named nobody; [`limit_bad_credentials`] removes it.
-pub const BAD_CREDENTIALS: &str = "x-bank-bad-credentials";
 
 /// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
 /// usually holds).
@@ -171,11 +147,6 @@ impl Limiter {
     /// `Ok` and counted, or how long until the key may try again.
     fn check(&self, key: &str) -> Result<(), Duration> {
         self.check_at(key, Instant::now(), true)
-    }
-
-    /// Whether the key would be allowed now, without counting it.
-    fn peek(&self, key: &str) -> Result<(), Duration> {
-        self.check_at(key, Instant::now(), false)
     }
 
     fn check_at(&self, key: &str, now: Instant, count: bool) -> Result<(), Duration> {
