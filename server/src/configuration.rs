@@ -305,7 +305,7 @@ impl Settings {
             transfer_deadline: args
                 .transfer_deadline_seconds
                 .map_or(defaults.transfer_deadline, |seconds| Duration::from_secs(seconds.clamp(1, longest_deadline))),
-            allowed_hosts: args.allowed_hosts.map_or(defaults.allowed_hosts.clone(), |hosts| {
+            allowed_hosts: args.allowed_hosts.map_or(defaults.allowed_hosts, |hosts| {
                 hosts.iter().map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect()
             }),
             redis: redis_url.map(|url| RedisSettings {
@@ -318,7 +318,7 @@ impl Settings {
             projection_partitions_rebuild: args
                 .projection_partitions_rebuild
                 .unwrap_or(defaults.projection_partitions_rebuild),
-            instance_id: args.instance_id.unwrap_or_else(|| defaults.instance_id.clone()),
+            instance_id: args.instance_id.unwrap_or(defaults.instance_id),
             ..defaults
         })
     }
