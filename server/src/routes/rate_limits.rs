@@ -96,10 +96,10 @@ impl RouteLimiter for RateLimits {
 }
 
 /// A request without its peer's address: the connection loop always gives one, so this is a
-/// bug of ours, refused rather than let through unlimited.
+/// bug of ours, refused (retry in a second) rather than let through unlimited.
 fn no_address() -> Duration {
     tracing::error!("a rate-limited request came without its peer's address");
-    SWEEP_EVERY
+    Duration::from_secs(1)
 }
 
 /// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
