@@ -5,13 +5,17 @@
 
 pub mod transfers;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use eventstore::AppendNotifier;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::account_store::Account;
 use crate::event_codec::DecodeError;
 use bank::contract::CommandAccepted;
-use bank::domain::{AccountCommand, CommandBy, DomainError};
+use bank::domain::{AccountCommand, CommandBy, DomainError, OwnerId, Sender};
 
 pub use eventstore::WriteOptions;
 pub use transfers::{TransferProcess, TransferRequests};
@@ -21,20 +25,34 @@ pub type CommandError = eventstore::CommandError<DomainError, DecodeError>;
 /// An account command, who sent it, its id (the idempotency key), correlation id and account.
 pub type CommandEnvelope = eventstore::CommandEnvelope<CommandBy>;
 
-/// Handles account commands. Cheap to clone; clones share the per-account turns and the accounts'
-/// warm states.
+/// Handles account commands. Cheap to clone; clones share the per-account turns, the accounts'
+/// warm states and their owners.
 #[derive(Clone)]
 pub struct CommandHandler {
     accounts: eventstore::CommandHandler<Account>,
+    owners: Owners,
 }
 
 impl CommandHandler {
     pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler {
-        CommandHandler { accounts: eventstore::CommandHandler::new(pool, appends, options) }
+        CommandHandler {
+            accounts: eventstore::CommandHandler::new(pool.clone(), appends, options),
+            owners: Owners::new(pool),
+        }
     }
 
     /// Handles a command once, however often it is sent: see [`eventstore::CommandHandler::handle`].
+    ///
+    /// A customer's command to an account that is not theirs (or does not exist) is refused
+    /// first, as the domain would refuse it, but without waiting for the account's turn or
+    /// recording anything: a stranger who knows an account's id (every counterparty of a
+    /// transfer does) can neither slow its owner down nor grow the command table.
     pub async fn handle(&self, mut envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
+        if let Some(sender) = customer_to_an_existing_account(&envelope.command)
+            && self.owners.of(envelope.stream_id).await?.as_ref() != Some(sender)
+        {
+            return Err(CommandError::Rejected(DomainError::AccountNotFound));
+        }
         // A transfer's step is judged late by when it arrives, not by when it was planned: a
         // process paused in between (for longer than its step ids are remembered, even) must
         // not move money in time for a transfer whose deadline passed.
@@ -45,6 +63,53 @@ impl CommandHandler {
         }
         let accepted = self.accounts.handle(envelope).await?;
         Ok(CommandAccepted { account_id: accepted.stream_id, version: accepted.version, position: accepted.position })
+    }
+}
+
+/// The customer sending a command to an account that exists already (its owner's alone), if
+/// that is what it is.
+fn customer_to_an_existing_account(sent: &CommandBy) -> Option<&OwnerId> {
+    use AccountCommand as C;
+    match (&sent.by, &sent.command) {
+        (Sender::Customer(by), C::Deposit { .. } | C::Withdraw { .. } | C::DebitForTransfer { .. } | C::Close) => {
+            Some(by)
+        }
+        _ => None,
+    }
+}
+
+/// Who owns each account, as its creation event says. That never changes, so it is remembered
+/// (up to [`Owners::MAX_ENTRIES`] accounts, then afresh): a command to a known account costs no
+/// query for it.
+#[derive(Clone)]
+struct Owners {
+    pool: PgPool,
+    known: Arc<Mutex<HashMap<Uuid, OwnerId>>>,
+}
+
+impl Owners {
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn new(pool: PgPool) -> Owners {
+        Owners { pool, known: Arc::default() }
+    }
+
+    /// The account's owner; `None` if it does not exist (not remembered: it may be created).
+    async fn of(&self, account_id: Uuid) -> Result<Option<OwnerId>, CommandError> {
+        if let Some(owner) = self.known.lock().expect("the owners are never poisoned").get(&account_id) {
+            return Ok(Some(owner.clone()));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let created = crate::account_store::load(&mut conn, account_id, 1).await?;
+        let Some(owner) = created.state.owner_id().cloned() else {
+            return Ok(None);
+        };
+        let mut known = self.known.lock().expect("the owners are never poisoned");
+        if known.len() >= Self::MAX_ENTRIES {
+            known.clear();
+        }
+        known.insert(account_id, owner.clone());
+        Ok(Some(owner))
     }
 }
 

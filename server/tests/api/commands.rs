@@ -2,7 +2,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{error_code, spawn_app};
+use testkit::{PATIENCE, eventually, when};
+
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 #[sqlx::test(migrations = false)]
 async fn create_account_answers_with_the_id_version_and_token(_: PgPoolOptions, db: PgConnectOptions) {
@@ -104,4 +106,62 @@ async fn commands_for_an_unknown_account_are_404_and_write_nothing(_: PgPoolOpti
         assert_eq!(error_code(response, StatusCode::NOT_FOUND).await, "account_not_found");
     }
     assert_eq!(app.event_count().await, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_strangers_commands_never_wait_for_the_accounts_turn_and_leave_no_trace(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // (The owner's deposit may wait as long as the test takes.)
+    let app = spawn_app_with(db, |settings| settings.request_timeout = 2 * PATIENCE).await;
+    let account = app.account_id("alice", 100.0).await;
+    let bob = app.sign_up("bob").await;
+    // Given alice's account's turn taken and held: another writer appended its next event and
+    // has not committed, and alice's deposit waits behind it,
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data)
+         VALUES ($1, 'account', $2, 2, 'MoneyDeposited', 2, '{\"amount\": \"1.00\"}')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(account.parse::<uuid::Uuid>().unwrap())
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let owners_deposit = {
+        let (client, url) = (app.client.clone(), format!("{}/api/commands/deposit", app.address));
+        let body = json!({"accountId": account, "amount": 1});
+        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().status() })
+    };
+    eventually("the owner's deposit waiting behind the uncommitted event", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        when(waiting, |&waiting| waiting >= 1)
+    })
+    .await;
+    let recorded = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_commands").fetch_one(&app.pool).await.unwrap()
+    };
+    let before = recorded().await;
+    // when a stranger who knows the account's id sends it forty withdrawals,
+    for _ in 0..40 {
+        let refused = bob
+            .client
+            .post(format!("{}/api/commands/withdraw", app.address))
+            .json(&json!({"accountId": account, "amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        // then each is refused as for an unknown account at once, not after the owner's turn,
+        assert_eq!(error_code(refused, StatusCode::NOT_FOUND).await, "account_not_found");
+    }
+    // and none of them is recorded.
+    assert_eq!(recorded().await, before);
+    blocker.rollback().await.unwrap();
+    assert_eq!(owners_deposit.await.unwrap(), StatusCode::OK);
 }
