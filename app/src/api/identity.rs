@@ -65,6 +65,7 @@ pub async fn me() -> Result<Option<SignedIn>, ApiError> {
 /// Makes an API token, shown this once. Only from a signed-in browser: a token cannot mint
 /// more tokens, so a leaked one cannot outlive its revocation.
 #[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
     use backend::identity::Credential;
     use backend::identity::tokens::{self, TokenError};
@@ -92,6 +93,7 @@ pub async fn list_tokens() -> Result<Vec<ApiTokenInfo>, ApiError> {
 
 /// Revokes one of the caller's tokens; it answers 401 from then on.
 #[server(prefix = "/api", endpoint = "tokens/revoke", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Result<(), ApiError> {
     let caller = super::signed_in()?;
     let services = super::services()?;

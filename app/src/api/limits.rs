@@ -22,7 +22,8 @@ pub enum Limit {
     SignIn,
     /// Sign-ups, per client address.
     SignUp,
-    /// Commands, per user (who is known by then).
+    /// Commands and every other request that writes (tokens, operators' levers), per user (who
+    /// is known by then).
     Commands,
 }
 

@@ -17,6 +17,7 @@ pub async fn list_projections() -> Result<Vec<ProjectionStatus>, ApiError> {
 /// Lets a failed projection try its failing event again (after a fix). `reason`: why, in the
 /// operator's words, recorded with the lever (as for every lever).
 #[server(prefix = "/api", endpoint = "operations/retry-projection", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn retry_projection(name: String, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
     let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);
@@ -43,6 +44,7 @@ pub async fn recent_levers() -> Result<Vec<eventstore::LeverPulled>, ApiError> {
 /// is the failing event the operator saw: if the projection now fails elsewhere, nothing is
 /// skipped (409).
 #[server(prefix = "/api", endpoint = "operations/skip-failed-event", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn skip_failed_event(name: String, position: Position, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
     let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);
@@ -53,6 +55,7 @@ pub async fn skip_failed_event(name: String, position: Position, reason: String)
 /// Rebuilds a projection from the first event into shadow tables while the live ones keep
 /// serving, then swaps them in.
 #[server(prefix = "/api", endpoint = "operations/rebuild-projection", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn rebuild_projection(name: String, reason: String) -> Result<(), ApiError> {
     let operator = super::operator()?;
     let (name, reason) = (server::projection_name(&name)?, server::reason(&reason)?);

@@ -41,8 +41,8 @@ pub struct RateSettings {
     pub sign_in: Rate,
     /// Sign-ups per address (`SIGN_UPS_PER_HOUR`, default 20).
     pub sign_up: Rate,
-    /// Commands per user, whether from a browser or with a token (`COMMANDS_PER_SECOND`,
-    /// default 50).
+    /// Commands and other writes (tokens, operators' levers) per user, whether from a browser
+    /// or with a token (`COMMANDS_PER_SECOND`, default 50).
     pub commands: Rate,
 }
 

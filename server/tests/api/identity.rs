@@ -275,25 +275,32 @@ async fn commands_are_limited_per_user(_: PgPoolOptions, db: PgConnectOptions) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn every_command_route_carries_the_commands_limit(_: PgPoolOptions, db: PgConnectOptions) {
-    // Given a budget of one command an hour, spent on a request that was refused as malformed
-    // (the limit is checked before the body is read),
+async fn every_route_that_writes_carries_the_per_user_limit(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given a budget of two writes an hour, one spent making bob's token and one on a request
+    // that was refused as malformed (the limit is checked before the body is read),
     let app = spawn_app_with(db, |settings| {
-        settings.rate_limits.commands = server::routes::rate_limits::Rate::per_hour(1);
+        settings.rate_limits.commands = server::routes::rate_limits::Rate::per_hour(2);
     })
     .await;
     let bob = app.sign_up("bob").await;
     let bearer = format!("Bearer {}", bob.token);
+    let other_writes = [
+        "/api/tokens/create",
+        "/api/tokens/revoke",
+        "/api/operations/retry-projection",
+        "/api/operations/skip-failed-event",
+        "/api/operations/rebuild-projection",
+    ];
     let command_routes: Vec<&str> = leptos::server_fn::axum::server_fn_paths()
         .map(|(path, _)| path)
-        .filter(|path| path.starts_with("/api/commands/"))
+        .filter(|path| path.starts_with("/api/commands/") || other_writes.contains(path))
         .collect();
-    assert!(command_routes.len() >= 7, "the command routes are registered: {command_routes:?}");
+    assert!(command_routes.len() >= 12, "the routes that write are registered: {command_routes:?}");
     let send = |path: &str| {
         Client::new().post(format!("{}{path}", app.address)).header("authorization", &bearer).json(&json!({})).send()
     };
     assert_eq!(send(command_routes[0]).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    // when every command route is called, each is refused by the same budget: none escapes it.
+    // when every route that writes is called, each is refused by the same budget: none escapes it.
     for path in &command_routes {
         assert_eq!(send(path).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "{path} is limited");
     }
