@@ -45,7 +45,7 @@ pub mod processed_commands;
 #[cfg(feature = "postgres")]
 pub mod projection;
 #[cfg(feature = "postgres")]
-mod relay;
+pub mod relay;
 #[cfg(feature = "postgres")]
 pub mod schema;
 #[cfg(feature = "postgres")]

@@ -1,5 +1,6 @@
 //! Telling other processes something through Postgres `NOTIFY`, and hearing them: the plumbing
-//! that [`crate::AppendNotifier`] and [`crate::CheckpointWatch`] share.
+//! that [`crate::AppendNotifier`] and [`crate::CheckpointWatch`] share, open to an application's
+//! own channels.
 //!
 //! Notifications are sent after the fact, never inside the transaction they announce, and
 //! debounced: whatever is asked for while one is in flight shares the next. Notifications sent
@@ -16,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What a listening process does with what it hears.
-pub(crate) trait Listener: Send + Sync {
+pub trait Listener: Send + Sync {
     /// Notifications may have been missed (a new connection, a dropped one): catch up.
     fn catch_up(&self, pool: &PgPool) -> impl Future<Output = ()> + Send;
     /// A notification's payload.
@@ -28,7 +29,7 @@ pub(crate) trait Listener: Send + Sync {
 }
 
 /// Sends `pg_notify(channel, payload())` each time `publish` is notified, until `shutdown`.
-pub(crate) async fn announce(
+pub async fn announce(
     pool: PgPool,
     channel: &'static str,
     publish: Arc<Notify>,
@@ -55,7 +56,7 @@ pub(crate) async fn announce(
 ///
 /// On a connection of its own, not one of `pool`'s: a listener holds its connection for good,
 /// and the pool's are for requests (a pool of 3 would otherwise serve them with 1).
-pub(crate) async fn listen(
+pub async fn listen(
     pool: PgPool,
     channel: &'static str,
     tick: Duration,

@@ -39,6 +39,13 @@ pub struct Settings {
     /// pages poll instead.
     pub max_live_streams: usize,
     pub max_live_streams_per_client: usize,
+    /// How often a live stream checks that its credentials still hold, when no notification
+    /// made it check sooner (default 30 s).
+    pub live_recheck: Duration,
+    /// How long who a session or token names is trusted without asking the database again,
+    /// when no notification from Postgres says it changed (default 2 s: a notification lost to
+    /// a reconnection is made up for by then).
+    pub callers_remembered_for: Duration,
     /// How long a request may take until its answer starts (`REQUEST_TIMEOUT_SECONDS`); then it is
     /// answered 503 and its work dropped. A live stream's answer starts at once.
     pub request_timeout: Duration,
@@ -135,9 +142,19 @@ pub struct Cli {
 pub enum Command {
     /// Serve the bank (what `server` alone does).
     Serve,
-    /// Make NAME an operator with the password read from stdin (one line, so that it appears
-    /// neither in the process list nor in the shell's history).
-    CreateOperator { name: String },
+    /// Make a new user NAME an operator, with the password read from stdin (one line, so that
+    /// it appears neither in the process list nor in the shell's history). A name already taken
+    /// is refused, unless --promote makes that customer an operator.
+    CreateOperator {
+        name: String,
+        /// Make an existing customer an operator: their password is set, their sessions and
+        /// tokens end.
+        #[arg(long)]
+        promote: bool,
+    },
+    /// Set NAME's password (read from stdin, one line): every session and token they had ends,
+    /// on every running instance at once.
+    ResetPassword { name: String },
 }
 
 /// Every setting, as a flag and as the environment variable of the same name (`--redis-url`,
@@ -334,6 +351,8 @@ impl Settings {
             max_read_model_waiters: 1000,
             max_live_streams: 10_000,
             max_live_streams_per_client: 20,
+            live_recheck: Duration::from_secs(30),
+            callers_remembered_for: backend::identity::CallerCache::REMEMBERED_FOR,
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -373,11 +392,15 @@ mod tests {
     }
 
     #[test]
-    fn no_command_serves_and_create_operator_takes_a_name() {
+    fn no_command_serves_and_the_user_commands_take_a_name() {
         assert_eq!(parse(&[]).expect("parses").command, None);
         let cli = parse(&["create-operator", "alice"]).expect("parses");
-        assert_eq!(cli.command, Some(Command::CreateOperator { name: "alice".to_owned() }));
+        assert_eq!(cli.command, Some(Command::CreateOperator { name: "alice".to_owned(), promote: false }));
         assert!(parse(&["create-operator"]).is_err(), "a name is required");
+        let cli = parse(&["create-operator", "--promote", "bob"]).expect("parses");
+        assert_eq!(cli.command, Some(Command::CreateOperator { name: "bob".to_owned(), promote: true }));
+        let cli = parse(&["reset-password", "carol"]).expect("parses");
+        assert_eq!(cli.command, Some(Command::ResetPassword { name: "carol".to_owned() }));
     }
 
     #[test]

@@ -3,8 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use server::configuration::{Cli, Command, Settings, SettingsArgs};
-use server::startup::{Application, create_operator};
+use server::startup::{Application, UserCommandError, create_operator, reset_password};
 use server::telemetry;
+use sqlx::postgres::PgConnectOptions;
 
 /// The stack of each runtime thread. Rendering a page on the server walks its whole view tree,
 /// and a debug build's frames are large: the account page needs about 1.5 MiB there, close to
@@ -33,30 +34,50 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CreateOperator { name } => match make_operator(&cli.settings, &name).await {
-            Ok(()) => {
-                println!("{name} is an operator; sign in at /sign-in");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("create-operator: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CreateOperator { name, promote } => {
+            let done = format!("{name} is an operator; sign in at /sign-in");
+            on_user("create-operator", &cli.settings, done, |database, owner, password| async move {
+                create_operator(&database, owner.as_ref(), &name, &password, promote).await
+            })
+            .await
+        }
+        Command::ResetPassword { name } => {
+            let done = format!("{name}'s password is set; every session and token they had has ended");
+            on_user("reset-password", &cli.settings, done, |database, owner, password| async move {
+                reset_password(&database, owner.as_ref(), &name, &password).await
+            })
+            .await
+        }
     }
 }
 
-/// `server create-operator NAME`, with the password from one line of stdin (a terminal, a pipe
-/// or a file).
-async fn make_operator(settings: &SettingsArgs, name: &str) -> Result<(), String> {
-    let (database, owner) = settings.databases().map_err(|error| error.to_string())?;
-    let mut password = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .map_err(|error| format!("could not read the password from stdin: {error}"))?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    create_operator(&database, owner.as_ref(), name, password).await
+/// Runs a command on a user with the password from one line of stdin (a terminal, a pipe or a
+/// file), printing `done` or why not.
+async fn on_user<F, Fut>(command: &str, settings: &SettingsArgs, done: String, run: F) -> ExitCode
+where
+    F: FnOnce(PgConnectOptions, Option<PgConnectOptions>, String) -> Fut,
+    Fut: Future<Output = Result<(), UserCommandError>>,
+{
+    let ran = async {
+        let (database, owner) = settings.databases().map_err(|error| error.to_string())?;
+        let mut password = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut password)
+            .map_err(|error| format!("could not read the password from stdin: {error}"))?;
+        let password = password.trim_end_matches(['\r', '\n']).to_owned();
+        run(database, owner, password).await.map_err(|error| error.to_string())
+    };
+    match ran.await {
+        Ok(()) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{command}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(settings: Settings) -> ExitCode {

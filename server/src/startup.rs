@@ -122,9 +122,10 @@ impl Application {
             projection_status: Arc::new(StatusCache::new(pool.clone(), STATUS_MAX_AGE)),
             pool: pool.clone(),
             passwords: backend::identity::Passwords::new(),
-            callers: backend::identity::CallerCache::new(),
+            callers: backend::identity::CallerCache::new(settings.callers_remembered_for),
             secure_cookies: settings.secure_cookies,
         });
+        background.push(services.callers.spawn_postgres_relay(pool.clone(), shutdown.clone()));
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
         let split = Split {
             partitions: settings.projection_partitions,
@@ -145,7 +146,11 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             instance_id: settings.instance_id.clone(),
             change_feed,
-            live_streams: LiveStreams::new(settings.max_live_streams, settings.max_live_streams_per_client),
+            live_streams: LiveStreams::new(
+                settings.max_live_streams,
+                settings.max_live_streams_per_client,
+                settings.live_recheck,
+            ),
             rate_limits: RateLimits::new(settings.rate_limits),
             shutdown: shutdown.clone(),
         }));
@@ -194,7 +199,7 @@ impl Application {
     }
 }
 
-/// Forgets command ids past their retention and expired sessions, hourly (and at start-up), on
+/// Forgets command ids past their retention, expired sessions and long-revoked tokens, hourly (and at start-up), on
 /// every instance: the deletes are idempotent, and a batch at a time.
 async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, shutdown: CancellationToken) {
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -210,6 +215,9 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
         }
         if let Err(error) = backend::identity::sessions::purge_expired(&pool).await {
             tracing::warn!(%error, "could not purge expired sessions; will try again");
+        }
+        if let Err(error) = backend::identity::tokens::purge_revoked(&pool).await {
+            tracing::warn!(%error, "could not purge long-revoked tokens; will try again");
         }
     }
 }
@@ -268,26 +276,67 @@ fn read_pools(settings: &Settings, pool: &PgPool) -> ReadPools {
     }
 }
 
-/// `server create-operator NAME`: makes NAME an operator with this password (creating the user,
-/// or promoting an existing one and setting its password), after bringing the schema up to date.
+/// Why a command-line command on users (`create-operator`, `reset-password`) did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum UserCommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Database(#[from] StartupError),
+    #[error(transparent)]
+    Refused(#[from] backend::identity::AdminError),
+}
+
+/// `server create-operator [--promote] NAME`: makes a new user NAME an operator with this
+/// password (or, with `promote`, an existing customer), after bringing the schema up to date.
 pub async fn create_operator(
     database: &PgConnectOptions,
     owner: Option<&PgConnectOptions>,
     name: &str,
     password: &str,
-) -> Result<(), String> {
-    use backend::identity::{Password, Passwords, Username, users};
-    let username = Username::parse(name).map_err(|error| error.to_string())?;
-    let password = Password::parse(password)?;
-    prepare_database(database, owner).await.map_err(|error| error.to_string())?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(database.clone())
-        .await
-        .map_err(|error| format!("cannot reach the database: {error}"))?;
-    users::make_operator(&pool, &Passwords::new(), &username, &password).await.map_err(|error| error.to_string())?;
+    promote: bool,
+) -> Result<(), UserCommandError> {
+    use backend::identity::{Passwords, users};
+    let (username, password) = user_and_password(name, password)?;
+    let pool = administration_pool(database, owner).await?;
+    users::create_operator(&pool, &Passwords::new(), &username, &password, promote).await?;
     pool.close().await;
     Ok(())
+}
+
+/// `server reset-password NAME`: sets NAME's password, ending every session and token they had
+/// (running instances hear of it at once).
+pub async fn reset_password(
+    database: &PgConnectOptions,
+    owner: Option<&PgConnectOptions>,
+    name: &str,
+    password: &str,
+) -> Result<(), UserCommandError> {
+    use backend::identity::{Passwords, users};
+    let (username, password) = user_and_password(name, password)?;
+    let pool = administration_pool(database, owner).await?;
+    users::reset_password(&pool, &Passwords::new(), &username, &password).await?;
+    pool.close().await;
+    Ok(())
+}
+
+fn user_and_password(
+    name: &str,
+    password: &str,
+) -> Result<(backend::identity::Username, backend::identity::Password), UserCommandError> {
+    use backend::identity::{Password, Username};
+    let username = Username::parse(name).map_err(|error| UserCommandError::Invalid(error.to_string()))?;
+    let password = Password::parse(password).map_err(UserCommandError::Invalid)?;
+    Ok((username, password))
+}
+
+/// One connection as the server's role, to a schema brought up to date.
+async fn administration_pool(
+    database: &PgConnectOptions,
+    owner: Option<&PgConnectOptions>,
+) -> Result<PgPool, StartupError> {
+    prepare_database(database, owner).await?;
+    Ok(PgPoolOptions::new().max_connections(1).connect_with(database.clone()).await?)
 }
 
 /// Creates the application's database if it is missing, so that a fresh Postgres needs no

@@ -24,7 +24,7 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
         }
         Err(other) => return Err(server::sign_up_error(other)),
     };
-    server::start_session(&services, user.user_id).await?;
+    server::start_session(&services, &user).await?;
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
 
@@ -40,7 +40,7 @@ pub async fn sign_in(username: String, password: String) -> Result<SignedIn, Api
         .await
         .map_err(server::sign_up_error)?
         .ok_or_else(wrong)?;
-    server::start_session(&services, user.user_id).await?;
+    server::start_session(&services, &user).await?;
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
 
@@ -76,9 +76,12 @@ pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
             "tokens are made from a signed-in browser, not with a token",
         ));
     }
-    match tokens::create(&super::services()?.pool, caller.user_id, &name).await {
+    match tokens::create(&super::services()?.pool, &caller, &name).await {
         Ok(token) => Ok(token),
         Err(TokenError::Database(error)) => Err(error.into()),
+        Err(changed @ TokenError::CredentialsChanged) => {
+            Err(ApiError::new(super::ErrorCode::Unauthenticated, changed.to_string()))
+        }
         Err(refusal @ TokenError::BadName) => Err(ApiError::invalid_request(refusal.to_string())),
         Err(refusal @ TokenError::TooMany) => Err(ApiError::new(super::ErrorCode::Conflict, refusal.to_string())),
     }
@@ -98,7 +101,7 @@ pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Resul
     let caller = super::signed_in()?;
     let services = super::services()?;
     if backend::identity::tokens::revoke(&services.pool, caller.user_id, token_id).await? {
-        services.callers.forget_token(token_id);
+        services.callers.forget_user(caller.user_id);
         Ok(())
     } else {
         Err(ApiError::new(super::ErrorCode::NotFound, format!("you have no token {token_id}")))
@@ -110,16 +113,20 @@ mod server {
     use axum::http::{HeaderValue, header};
 
     use crate::api::{ApiError, ErrorCode, Services};
-    use backend::identity::{PasswordError, Secret, SignUpError, sessions};
+    use backend::identity::{PasswordError, Secret, SignUpError, User, sessions};
 
     /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
-    /// someone planted before sign-in is worthless after it.
-    pub async fn start_session(services: &Services, user_id: uuid::Uuid) -> Result<(), ApiError> {
+    /// someone planted before sign-in is worthless after it. Refused if the user's password or
+    /// role changed since `user` was read: a reset must not be outrun by a sign-in that checked
+    /// the old password.
+    pub async fn start_session(services: &Services, user: &User) -> Result<(), ApiError> {
         if let Some(old) = session_cookie() {
             sessions::end(&services.pool, &old).await?;
             services.callers.forget_secret(&old);
         }
-        let secret = sessions::start(&services.pool, user_id).await?;
+        let secret = sessions::start(&services.pool, user).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthenticated, "your password changed while signing in; sign in again")
+        })?;
         set_cookie(sessions::set_cookie(&secret, services.secure_cookies));
         Ok(())
     }

@@ -18,7 +18,7 @@ pub use bank::contract::Role;
 pub use cache::{CallerCache, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
-pub use users::{Password, SignUpError, Username, UsernameError};
+pub use users::{AdminError, Password, SignUpError, User, Username, UsernameError};
 
 /// Gives the server's role (quoted) what identity needs of its tables.
 pub async fn grant_to_server_role(pool: &sqlx::PgPool, role: &str) -> Result<(), sqlx::Error> {
@@ -36,6 +36,9 @@ pub struct Caller {
     pub username: Username,
     pub role: Role,
     pub credential: Credential,
+    /// The user's credential version when this was looked up: what the caller makes (a token)
+    /// is made under it, and refused if it has moved on since.
+    pub credential_version: i64,
 }
 
 /// How the caller proved who they are. A token carries no ambient authority (a browser never

@@ -5,6 +5,7 @@
 use sqlx::PgPool;
 use time::Duration;
 
+use super::users::User;
 use super::{Caller, Credential, Role, Secret, Username};
 
 /// How long a session lasts from sign-in.
@@ -13,43 +14,58 @@ pub const LIFETIME: Duration = Duration::days(7);
 /// The cookie's name.
 pub const COOKIE: &str = "bank_session";
 
-/// Starts a session for the user and returns its id (for the cookie).
-pub async fn start(pool: &PgPool, user_id: uuid::Uuid) -> Result<Secret, sqlx::Error> {
+/// Starts a session for the user and returns its id (for the cookie); `None` if the user's
+/// credentials changed since `user` was read (a reset raced this sign-in: it must not win).
+pub async fn start(pool: &PgPool, user: &User) -> Result<Option<Secret>, sqlx::Error> {
     let secret = Secret::generate("");
-    sqlx::query("INSERT INTO sessions (secret_hash, user_id, expires_at) VALUES ($1, $2, now() + $3)")
-        .bind(secret.hash())
-        .bind(user_id)
-        .bind(LIFETIME)
-        .execute(pool)
-        .await?;
-    Ok(secret)
+    let started = sqlx::query(
+        "INSERT INTO sessions (secret_hash, user_id, expires_at, credential_version)
+         SELECT $1, user_id, now() + $3, credential_version FROM users
+         WHERE user_id = $2 AND credential_version = $4",
+    )
+    .bind(secret.hash())
+    .bind(user.user_id)
+    .bind(LIFETIME)
+    .bind(user.credential_version)
+    .execute(pool)
+    .await?;
+    Ok((started.rows_affected() == 1).then_some(secret))
 }
 
-/// Who the session belongs to, if it exists and has not expired.
+/// Who the session belongs to, if it exists, has not expired and was made under the user's
+/// current credentials.
 pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
     if !secret.well_formed("") {
         return Ok(None);
     }
-    let found: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
-        "SELECT u.user_id, u.username, u.role FROM sessions s JOIN users u USING (user_id)
-         WHERE s.secret_hash = $1 AND s.expires_at > now()",
+    let found: Option<(uuid::Uuid, String, String, i64)> = sqlx::query_as(
+        "SELECT u.user_id, u.username, u.role, u.credential_version FROM sessions s JOIN users u USING (user_id)
+         WHERE s.secret_hash = $1 AND s.expires_at > now() AND s.credential_version = u.credential_version",
     )
     .bind(secret.hash())
     .fetch_optional(pool)
     .await?;
-    Ok(found.and_then(|(user_id, username, role)| {
+    Ok(found.and_then(|(user_id, username, role, credential_version)| {
         Some(Caller {
             user_id,
             username: Username::parse(&username).ok()?,
             role: Role::parse(&role)?,
             credential: Credential::Session,
+            credential_version,
         })
     }))
 }
 
-/// Ends the session, whoever asks: knowing the id is the proof.
+/// Ends the session, whoever asks: knowing the id is the proof. Every instance forgets it.
 pub async fn end(pool: &PgPool, secret: &Secret) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE secret_hash = $1").bind(secret.hash()).execute(pool).await?;
+    sqlx::query(
+        "WITH ended AS (DELETE FROM sessions WHERE secret_hash = $1 RETURNING user_id)
+         SELECT pg_notify($2, user_id::text) FROM ended",
+    )
+    .bind(secret.hash())
+    .bind(super::cache::CHANNEL)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -14,40 +14,84 @@ pub const PREFIX: &str = "cqb_";
 /// A user may hold this many tokens that are not revoked.
 pub const MAX_ACTIVE_PER_USER: i64 = 20;
 
+/// Of a user's revoked tokens, this many (the newest) are kept for the tokens page; older ones
+/// are deleted as new tokens are made, so a create/revoke loop cannot grow the table.
+pub const KEPT_REVOKED_PER_USER: i64 = 50;
+
+/// How long a revoked token is kept at most (housekeeping deletes it after).
+pub const KEPT_REVOKED_FOR: time::Duration = time::Duration::days(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("a token name has 1 to 64 characters, without control characters")]
     BadName,
     #[error("you already have {MAX_ACTIVE_PER_USER} tokens; revoke one first")]
     TooMany,
+    /// The caller's password or role changed since they were looked up.
+    #[error("your credentials changed; sign in again")]
+    CredentialsChanged,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<NewApiToken, TokenError> {
+/// Makes a token for `caller`, under the credentials they were looked up with: a caller whose
+/// password was reset a moment ago (whose session another instance still remembers) makes none.
+pub async fn create(pool: &PgPool, caller: &Caller, name: &str) -> Result<NewApiToken, TokenError> {
     let name = name.trim();
     if !(1..=64).contains(&name.chars().count()) || name.chars().any(char::is_control) {
         return Err(TokenError::BadName);
     }
-    let secret = Secret::generate(PREFIX);
-    let token_id = Uuid::new_v4();
-    // One statement: two concurrent requests cannot both pass the count.
-    let inserted = sqlx::query(
-        "INSERT INTO api_tokens (token_id, user_id, name, secret_hash)
-         SELECT $1, $2, $3, $4
-         WHERE (SELECT count(*) FROM api_tokens WHERE user_id = $2 AND revoked_at IS NULL) < $5",
-    )
-    .bind(token_id)
-    .bind(user_id)
-    .bind(name)
-    .bind(secret.hash())
-    .bind(MAX_ACTIVE_PER_USER)
-    .execute(pool)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    let mut tx = pool.begin().await?;
+    // The user's row, locked: concurrent requests count one after the other, and a reset
+    // (which updates it) either comes before this (and the version differs) or after it (and
+    // revokes what this makes).
+    let current: Option<i64> = sqlx::query_scalar("SELECT credential_version FROM users WHERE user_id = $1 FOR UPDATE")
+        .bind(caller.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if current != Some(caller.credential_version) {
+        return Err(TokenError::CredentialsChanged);
+    }
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(caller.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if active >= MAX_ACTIVE_PER_USER {
         return Err(TokenError::TooMany);
     }
+    let secret = Secret::generate(PREFIX);
+    let token_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO api_tokens (token_id, user_id, name, secret_hash, credential_version)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_id)
+    .bind(caller.user_id)
+    .bind(name)
+    .bind(secret.hash())
+    .bind(caller.credential_version)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM api_tokens WHERE user_id = $1 AND revoked_at IS NOT NULL AND token_id NOT IN (
+             SELECT token_id FROM api_tokens WHERE user_id = $1 AND revoked_at IS NOT NULL
+             ORDER BY revoked_at DESC LIMIT $2)",
+    )
+    .bind(caller.user_id)
+    .bind(KEPT_REVOKED_PER_USER)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(NewApiToken { token_id, name: name.to_owned(), token: secret.expose().to_owned() })
+}
+
+/// Deletes tokens revoked longer than [`KEPT_REVOKED_FOR`] ago; returns how many.
+pub async fn purge_revoked(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let purged = sqlx::query("DELETE FROM api_tokens WHERE revoked_at < now() - $1")
+        .bind(KEPT_REVOKED_FOR)
+        .execute(pool)
+        .await?;
+    Ok(purged.rows_affected())
 }
 
 /// The user's tokens, newest first (revoked ones too, marked).
@@ -80,34 +124,39 @@ impl TokenRow {
 }
 
 /// Revokes one of the user's tokens; `false` if the user has no such token (someone else's
-/// included).
+/// included). Every instance forgets it.
 pub async fn revoke(pool: &PgPool, user_id: Uuid, token_id: Uuid) -> Result<bool, sqlx::Error> {
-    let revoked = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE token_id = $1 AND user_id = $2",
+    let revoked: Option<bool> = sqlx::query_scalar(
+        "WITH revoked AS (
+             UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE token_id = $1 AND user_id = $2
+             RETURNING user_id)
+         SELECT pg_notify($3, user_id::text) IS NOT NULL FROM revoked",
     )
     .bind(token_id)
     .bind(user_id)
-    .execute(pool)
+    .bind(super::cache::CHANNEL)
+    .fetch_optional(pool)
     .await?;
-    Ok(revoked.rows_affected() == 1)
+    Ok(revoked.is_some())
 }
 
-/// Who the token belongs to, if it exists and is not revoked; notes its use (at most once a
-/// minute, so that a busy client does not write a row per request).
+/// Who the token belongs to, if it exists, is not revoked and was made under the user's
+/// current credentials; notes its use (at most once a minute, so that a busy client does not
+/// write a row per request).
 pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
     if !secret.well_formed(PREFIX) {
         return Ok(None);
     }
-    let found: Option<(Uuid, bool, Uuid, String, String)> = sqlx::query_as(
+    let found: Option<(Uuid, bool, Uuid, String, String, i64)> = sqlx::query_as(
         "SELECT t.token_id, t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute',
-                u.user_id, u.username, u.role
+                u.user_id, u.username, u.role, u.credential_version
          FROM api_tokens t JOIN users u USING (user_id)
-         WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+         WHERE t.secret_hash = $1 AND t.revoked_at IS NULL AND t.credential_version = u.credential_version",
     )
     .bind(secret.hash())
     .fetch_optional(pool)
     .await?;
-    let Some((token_id, note_use, user_id, username, role)) = found else {
+    let Some((token_id, note_use, user_id, username, role, credential_version)) = found else {
         return Ok(None);
     };
     if note_use {
@@ -121,5 +170,6 @@ pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx
         username,
         role,
         credential: Credential::Token { token_id },
+        credential_version,
     }))
 }

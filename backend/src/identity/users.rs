@@ -84,12 +84,30 @@ pub enum SignUpError {
     Database(#[from] sqlx::Error),
 }
 
+/// Why `create-operator` or `reset-password` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0} is a customer: pass --promote to make them an operator (their sessions and tokens end)")]
+    IsCustomer(Username),
+    #[error("{0} is already an operator: set their password with reset-password")]
+    AlreadyOperator(Username),
+    #[error("there is no user {0}")]
+    Unknown(Username),
+    #[error(transparent)]
+    Password(#[from] super::PasswordError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// A user as stored.
 #[derive(Debug, Clone)]
 pub struct User {
     pub user_id: Uuid,
     pub username: Username,
     pub role: Role,
+    /// Bumped by every change of password or role: sessions and tokens made under an older
+    /// one name nobody.
+    pub credential_version: i64,
 }
 
 /// Creates a user. The name is unique; a taken one is refused, never overwritten.
@@ -102,42 +120,108 @@ pub async fn create(
 ) -> Result<User, SignUpError> {
     let password_hash = passwords.hash(password.expose()).await?;
     let user_id = Uuid::new_v4();
-    let inserted = sqlx::query(
+    let credential_version: Option<i64> = sqlx::query_scalar(
         "INSERT INTO users (user_id, username, password_hash, role) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (username) DO NOTHING",
+         ON CONFLICT (username) DO NOTHING RETURNING credential_version",
     )
     .bind(user_id)
     .bind(username.as_str())
     .bind(&password_hash)
     .bind(role.as_str())
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    if inserted.rows_affected() == 0 {
+    let Some(credential_version) = credential_version else {
         return Err(SignUpError::Taken(username.clone()));
-    }
-    Ok(User { user_id, username: username.clone(), role })
+    };
+    Ok(User { user_id, username: username.clone(), role, credential_version })
 }
 
-/// Makes `username` an operator with this password: creates the user, or promotes an existing
-/// one and sets the password (the documented way to recover an operator's access). Either way
-/// every session and token the user had ends: whoever held them before (a customer who took
-/// the name, a thief) does not become an operator with them.
-pub async fn make_operator(
+/// Makes a new user `username` an operator with this password. A name already taken is
+/// refused: a customer who registered the name an administrator meant for a new operator must
+/// not get the role with it. With `promote`, an existing customer becomes an operator (the
+/// password set, every session and token they had ended); an operator is never changed here
+/// (see [`reset_password`]).
+pub async fn create_operator(
     pool: &PgPool,
     passwords: &Passwords,
     username: &Username,
     password: &Password,
-) -> Result<User, SignUpError> {
+    promote: bool,
+) -> Result<User, AdminError> {
     let password_hash = passwords.hash(password.expose()).await?;
     let mut tx = pool.begin().await?;
-    let user_id: Uuid = sqlx::query_scalar(
+    let created: Option<(Uuid, i64)> = sqlx::query_as(
         "INSERT INTO users (user_id, username, password_hash, role) VALUES ($1, $2, $3, 'operator')
-         ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'operator'
-         RETURNING user_id",
+         ON CONFLICT (username) DO NOTHING RETURNING user_id, credential_version",
     )
     .bind(Uuid::new_v4())
     .bind(username.as_str())
     .bind(&password_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (user_id, credential_version) = match created {
+        Some(created) => created,
+        None => {
+            let (user_id, role): (Uuid, String) =
+                sqlx::query_as("SELECT user_id, role FROM users WHERE username = $1 FOR UPDATE")
+                    .bind(username.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if role == Role::Operator.as_str() {
+                return Err(AdminError::AlreadyOperator(username.clone()));
+            }
+            if !promote {
+                return Err(AdminError::IsCustomer(username.clone()));
+            }
+            let credential_version = change_credentials(&mut tx, user_id, &password_hash, Role::Operator).await?;
+            (user_id, credential_version)
+        }
+    };
+    tx.commit().await?;
+    Ok(User { user_id, username: username.clone(), role: Role::Operator, credential_version })
+}
+
+/// Sets `username`'s password (an operator's who lost theirs, a customer's who asked, a name
+/// reserved for the owner of old accounts): every session and token they had ends, on every
+/// instance at once, including one a sign-in with the old password is creating right now.
+pub async fn reset_password(
+    pool: &PgPool,
+    passwords: &Passwords,
+    username: &Username,
+    password: &Password,
+) -> Result<User, AdminError> {
+    let password_hash = passwords.hash(password.expose()).await?;
+    let mut tx = pool.begin().await?;
+    let found: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT user_id, role FROM users WHERE username = $1 FOR UPDATE")
+            .bind(username.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((user_id, role)) = found else {
+        return Err(AdminError::Unknown(username.clone()));
+    };
+    let role = Role::parse(&role).unwrap_or(Role::Customer);
+    let credential_version = change_credentials(&mut tx, user_id, &password_hash, role).await?;
+    tx.commit().await?;
+    Ok(User { user_id, username: username.clone(), role, credential_version })
+}
+
+/// Sets a user's password hash and role and moves their credentials on: every session and
+/// token ends (deleted, revoked, and in any case made under an older version), and every
+/// instance forgets what it remembered of them when the transaction commits.
+async fn change_credentials(
+    tx: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    password_hash: &str,
+    role: Role,
+) -> Result<i64, sqlx::Error> {
+    let credential_version: i64 = sqlx::query_scalar(
+        "UPDATE users SET password_hash = $2, role = $3, credential_version = credential_version + 1
+         WHERE user_id = $1 RETURNING credential_version",
+    )
+    .bind(user_id)
+    .bind(password_hash)
+    .bind(role.as_str())
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
@@ -145,8 +229,8 @@ pub async fn make_operator(
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
-    Ok(User { user_id, username: username.clone(), role: Role::Operator })
+    super::cache::announce_change(&mut *tx, user_id).await?;
+    Ok(credential_version)
 }
 
 /// The user with this name and password, or `None` (for an unknown name as for a wrong
@@ -157,18 +241,18 @@ pub async fn check_password(
     username: &Username,
     password: &str,
 ) -> Result<Option<User>, SignUpError> {
-    let stored: Option<(Uuid, String, String)> =
-        sqlx::query_as("SELECT user_id, password_hash, role FROM users WHERE username = $1")
+    let stored: Option<(Uuid, String, String, i64)> =
+        sqlx::query_as("SELECT user_id, password_hash, role, credential_version FROM users WHERE username = $1")
             .bind(username.as_str())
             .fetch_optional(pool)
             .await?;
     // A reserved name ('!…', see the migration) has no password: checked like an unknown one.
-    let usable = stored.as_ref().map(|(_, hash, _)| hash.as_str()).filter(|hash| !hash.starts_with('!'));
+    let usable = stored.as_ref().map(|(_, hash, _, _)| hash.as_str()).filter(|hash| !hash.starts_with('!'));
     let matches = passwords.verify(password, usable).await?;
-    let stored = stored.filter(|(_, hash, _)| !hash.starts_with('!'));
-    Ok(stored
-        .filter(|_| matches)
-        .and_then(|(user_id, _, role)| Some(User { user_id, username: username.clone(), role: Role::parse(&role)? })))
+    let stored = stored.filter(|(_, hash, _, _)| !hash.starts_with('!'));
+    Ok(stored.filter(|_| matches).and_then(|(user_id, _, role, credential_version)| {
+        Some(User { user_id, username: username.clone(), role: Role::parse(&role)?, credential_version })
+    }))
 }
 
 #[cfg(test)]

@@ -48,8 +48,8 @@ pub async fn authenticate(
 ) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let cookie = request.headers().get(header::COOKIE).cloned();
-    let caller = match find_caller(&state, authorization, cookie).await {
-        Ok(caller) => caller,
+    let (caller, presented) = match find_caller(&state, authorization, cookie).await {
+        Ok(found) => found,
         Err(NoCaller::UnknownToken(refusal)) => {
             return match state.rate_limits.count_bad_credentials(peer.ip()) {
                 Ok(()) => refusal.into_response(),
@@ -65,6 +65,10 @@ pub async fn authenticate(
                 return ApiError::operators_only().into_response();
             }
             request.extensions_mut().insert(caller.clone());
+            // What named them, for a long-lived request to check again (a live stream).
+            if let Some(presented) = presented {
+                request.extensions_mut().insert(presented);
+            }
         }
         None if is_public(&path) => {}
         None if path.starts_with("/api/") || path == "/metrics" => {
@@ -84,14 +88,14 @@ enum NoCaller {
     Refused(ApiError),
 }
 
-/// The caller a request's credentials name. A bearer token that names nobody (unknown,
-/// revoked) is refused outright; a session cookie that does (expired, signed out) counts as
-/// signed out, as a browser holding a stale cookie should see.
+/// The caller a request's credentials name, and the credentials. A bearer token that names
+/// nobody (unknown, revoked) is refused outright; a session cookie that does (expired, signed
+/// out) counts as signed out, as a browser holding a stale cookie should see.
 async fn find_caller(
     state: &AppState,
     authorization: Option<HeaderValue>,
     cookie: Option<HeaderValue>,
-) -> Result<Option<Caller>, NoCaller> {
+) -> Result<(Option<Caller>, Option<Presented>), NoCaller> {
     let pool = &state.services.pool;
     if let Some(authorization) = authorization {
         let token = authorization
@@ -109,21 +113,20 @@ async fn find_caller(
         if !token.well_formed(tokens::PREFIX) {
             return Err(NoCaller::Refused(unknown()));
         }
-        return match state.services.callers.find(pool, Presented::Token(&token)).await {
-            Ok(Some(caller)) => Ok(Some(caller)),
+        let presented = Presented::Token(token);
+        return match state.services.callers.find(pool, &presented).await {
+            Ok(Some(caller)) => Ok((Some(caller), Some(presented))),
             Ok(None) => Err(NoCaller::UnknownToken(unknown())),
             Err(error) => Err(NoCaller::Refused(error.into())),
         };
     }
     let cookie = cookie.as_ref().and_then(|value| value.to_str().ok());
-    match cookie.and_then(sessions::from_cookie_header) {
-        Some(session) => state
-            .services
-            .callers
-            .find(pool, Presented::Session(&session))
-            .await
-            .map_err(|e| NoCaller::Refused(e.into())),
-        None => Ok(None),
+    let Some(presented) = cookie.and_then(sessions::from_cookie_header).map(Presented::Session) else {
+        return Ok((None, None));
+    };
+    match state.services.callers.find(pool, &presented).await {
+        Ok(caller) => Ok((caller, Some(presented))),
+        Err(error) => Err(NoCaller::Refused(error.into())),
     }
 }
 

@@ -5,7 +5,9 @@
 //! instance's batches. A client that comes back sends `Last-Event-ID` and first gets what
 //! changed since (read from the store, bounded), then the feed — nothing missed, nothing twice.
 //! A client too slow for the feed's buffer is told to resync and dropped, never buffered without
-//! bound. Streams are capped per client and in all, and end when the server shuts down.
+//! bound. Streams are capped per client and in all, and end when the server shuts down or when
+//! the credentials they were opened with no longer hold (signed out, revoked, a password reset),
+//! which they check whenever the user's credentials change and every half minute.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,12 +20,12 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use backend::identity::Caller;
+use backend::identity::{Caller, CallerCache, Presented};
 use backend::read_side::live::Watch;
 use eventstore::Position;
 use eventstore::change_feed::{Changes, Next, Subscription};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use uuid::Uuid;
 
 use crate::startup::AppState;
@@ -39,6 +41,7 @@ fn reconnect_after() -> Duration {
 pub async fn live(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(presented): Extension<Presented>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -62,7 +65,20 @@ pub async fn live(
     // A client that has seen more than this instance has (it came from another one) is told
     // only what comes after both.
     let replayed_to = resume.map_or(replayed_to, |after| after.max(replayed_to));
+    let credentials = Credentials {
+        changes: state.services.callers.changes(),
+        hearing: true,
+        presented,
+        user_id: caller.user_id,
+        callers: state.services.callers.clone(),
+        pool: state.services.pool.clone(),
+        next_check: tokio::time::interval_at(
+            tokio::time::Instant::now() + state.live_streams.recheck,
+            state.live_streams.recheck,
+        ),
+    };
     let events = messages(catch_up, subscription, replayed_to, watch, ticket)
+        .take_until(credentials.ended())
         .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
@@ -118,12 +134,55 @@ fn progress_event(watch: &Watch, changes: &Changes) -> Option<Event> {
     )
 }
 
+/// What a stream was opened with, to check again: when the user's credentials change (on any
+/// instance) and every [`LiveStreams::recheck`].
+struct Credentials {
+    presented: Presented,
+    user_id: Uuid,
+    callers: CallerCache,
+    pool: sqlx::PgPool,
+    changes: broadcast::Receiver<Uuid>,
+    /// Whether `changes` still delivers.
+    hearing: bool,
+    next_check: tokio::time::Interval,
+}
+
+impl Credentials {
+    /// Resolves once the credentials no longer name the stream's user. A check that cannot
+    /// reach the database keeps the stream (and checks again later).
+    async fn ended(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.next_check.tick() => {}
+                changed = self.changes.recv(), if self.hearing => match changed {
+                    Ok(user_id) if user_id != self.user_id => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.hearing = false;
+                        continue;
+                    }
+                },
+            }
+            match self.callers.look_up(&self.pool, &self.presented).await {
+                Ok(Some(caller)) if caller.user_id == self.user_id => {}
+                Ok(_) => {
+                    tracing::info!("a live stream's credentials no longer hold; closing it");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "cannot check a live stream's credentials; will try again"),
+            }
+        }
+    }
+}
+
 /// The caps on concurrent live streams: per user and in all.
 #[derive(Clone)]
 pub struct LiveStreams {
     total: Arc<Semaphore>,
     per_client: Arc<Mutex<HashMap<Uuid, usize>>>,
     max_per_client: usize,
+    /// How often a stream checks its credentials when no notification made it check.
+    recheck: Duration,
 }
 
 /// A stream's place under the caps, given back when the stream ends.
@@ -134,8 +193,9 @@ pub struct LiveTicket {
 }
 
 impl LiveStreams {
-    pub fn new(max_total: usize, max_per_client: usize) -> LiveStreams {
+    pub fn new(max_total: usize, max_per_client: usize, recheck: Duration) -> LiveStreams {
         LiveStreams {
+            recheck,
             total: Arc::new(Semaphore::new(max_total)),
             per_client: Arc::new(Mutex::new(HashMap::new())),
             max_per_client,

@@ -194,10 +194,10 @@ impl TestApp {
         self.sign_in(CUSTOMER).await.cookie
     }
 
-    /// An operator, made as `server create-operator` makes one, signed in.
+    /// An operator, made as `server create-operator` makes one (unless made before), signed in.
     pub async fn operator(&self, username: &str) -> User {
         let database = (*self.pool.connect_options()).clone();
-        server::startup::create_operator(&database, None, username, PASSWORD).await.expect("the operator is made");
+        ensure_operator(&database, username).await;
         self.sign_in(username).await
     }
 
@@ -330,4 +330,14 @@ pub async fn error_code(response: Response, status: StatusCode) -> String {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "no message in {body}");
     body["error"]["code"].as_str().expect("an error code").to_owned()
+}
+
+/// Makes `username` an operator as `server create-operator` does, unless they are one already.
+pub async fn ensure_operator(database: &PgConnectOptions, username: &str) {
+    use backend::identity::AdminError;
+    use server::startup::UserCommandError;
+    match server::startup::create_operator(database, None, username, PASSWORD, false).await {
+        Ok(()) | Err(UserCommandError::Refused(AdminError::AlreadyOperator(_))) => {}
+        Err(error) => panic!("the operator {username} is not made: {error}"),
+    }
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster_move;
 mod commands;
 mod concurrency;
+mod credentials;
 mod cross_site;
 mod fuzz;
 mod helpers;

@@ -162,9 +162,7 @@ pub const OPERATOR: &str = "olga";
 
 /// A client acting as [`OPERATOR`] (made as `server create-operator` makes one) with a token.
 pub async fn operator_client(database: &PgConnectOptions, server: &ServerProcess) -> reqwest::Client {
-    server::startup::create_operator(database, None, OPERATOR, crate::helpers::PASSWORD)
-        .await
-        .expect("the operator is made");
+    crate::helpers::ensure_operator(database, OPERATOR).await;
     crate::helpers::signed_in_user(&server.address, crate::helpers::Arrival::SignIn, OPERATOR, crate::helpers::PASSWORD)
         .await
         .client

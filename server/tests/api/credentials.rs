@@ -1,0 +1,234 @@
+//! Credentials that end: a password reset or a role change ends every session, token and live
+//! stream a user had, on every instance at once and whatever was in flight; `create-operator`
+//! gives the role to nobody by surprise; a create/revoke loop cannot grow the tokens table.
+
+use std::time::Duration;
+
+use backend::identity::tokens::{self, TokenError};
+use backend::identity::{AdminError, Password, Passwords, Username, sessions, users};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use server::configuration::Settings;
+use server::startup::{UserCommandError, create_operator, reset_password};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use testkit::{PATIENCE, eventually, when};
+
+use crate::helpers::{Arrival, CUSTOMER, PASSWORD, TestApp, http_client, signed_in_user, spawn_app, spawn_app_with};
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+/// Who the session cookie names (`auth/me`): a username, or `null`.
+async fn signed_in_as(app: &TestApp, cookie: &str) -> Value {
+    let me = http_client().build().unwrap().post(format!("{}/api/auth/me", app.address)).header("cookie", cookie);
+    let me: Value = me.json(&json!({})).send().await.unwrap().json().await.unwrap();
+    me["username"].clone()
+}
+
+/// How a query with this bearer token is answered.
+async fn token_status(app: &TestApp, token: &str) -> StatusCode {
+    let query = http_client().build().unwrap().post(format!("{}/api/queries/accounts", app.address));
+    query.bearer_auth(token).json(&json!({})).send().await.unwrap().status()
+}
+
+/// Opens a live stream with the session cookie and reads its `ready` event.
+async fn open_live_stream(app: &TestApp, cookie: &str) -> reqwest::Response {
+    let mut response = http_client()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/live", app.address))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = tokio::time::timeout(PATIENCE, response.chunk()).await.expect("the stream says something");
+    let first = String::from_utf8(first.unwrap().expect("the stream starts").to_vec()).unwrap();
+    assert!(first.contains("event: ready") || first.contains("event:ready"), "{first}");
+    response
+}
+
+/// Whether the stream ends (the server closes it) within [`PATIENCE`], keep-alives aside.
+async fn stream_ends(mut stream: reqwest::Response) -> bool {
+    let read_to_end = async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            assert!(!String::from_utf8_lossy(&chunk).contains("event: progress"), "nothing moved meanwhile");
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_to_end).await.is_ok()
+}
+
+/// Instances that trust what they looked up for an hour and check their streams hourly: only a
+/// notification can make them let go of a credential sooner.
+fn remembering_for_an_hour(settings: &mut Settings) {
+    settings.callers_remembered_for = Duration::from_secs(3600);
+    settings.live_recheck = Duration::from_secs(3600);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_password_reset_ends_every_session_token_and_stream_on_every_instance(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Given two instances that remember callers for an hour,
+    let first = spawn_app_with(db.clone(), remembering_for_an_hour).await;
+    let second = spawn_app_with(db.clone(), remembering_for_an_hour).await;
+    // and alice signed in, her session and token remembered by both, her live stream open,
+    let alice = signed_in_user(&second.address, Arrival::SignIn, CUSTOMER, PASSWORD).await;
+    for app in [&first, &second] {
+        assert_eq!(signed_in_as(app, &alice.cookie).await, json!(CUSTOMER));
+        assert_eq!(token_status(app, &alice.token).await, StatusCode::OK);
+    }
+    let stream = open_live_stream(&first, &alice.cookie).await;
+
+    // when an administrator resets her password from the command line (reaching no instance),
+    reset_password(&db, None, CUSTOMER, NEW_PASSWORD).await.expect("the password is reset");
+
+    // then both instances refuse her old session and token, long before they would forget them,
+    eventually("the old credentials refused on both instances", PATIENCE, || async {
+        let mut answers = Vec::new();
+        for app in [&first, &second] {
+            answers.push((signed_in_as(app, &alice.cookie).await, token_status(app, &alice.token).await));
+        }
+        when(answers, |answers| answers.iter().all(|answer| *answer == (Value::Null, StatusCode::UNAUTHORIZED)))
+    })
+    .await;
+    // her live stream ends,
+    assert!(stream_ends(stream).await, "the stream opened with the old session ends");
+    // and only the new password signs in.
+    let sign_in = |password: &'static str| {
+        let url = format!("{}/api/auth/sign-in", first.address);
+        async move {
+            let body = json!({"username": CUSTOMER, "password": password});
+            http_client().build().unwrap().post(url).json(&body).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(sign_in(PASSWORD).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in(NEW_PASSWORD).await, StatusCode::OK);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_sign_in_or_a_token_begun_before_a_reset_is_refused_after_it(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db.clone()).await;
+    let (passwords, alice) = (Passwords::new(), Username::parse(CUSTOMER).unwrap());
+    // Given a sign-in that has checked alice's old password and not yet started its session,
+    let checked = users::check_password(&app.pool, &passwords, &alice, PASSWORD).await.unwrap().expect("her password");
+    // and her caller as an instance remembers it (a thief's session, say),
+    let thief = app.sign_in(CUSTOMER).await;
+    let session = sessions::from_cookie_header(&thief.cookie).expect("a session cookie");
+    let remembered = sessions::find(&app.pool, &session).await.unwrap().expect("the session names her");
+    // when her password is reset,
+    users::reset_password(&app.pool, &passwords, &alice, &Password::parse(NEW_PASSWORD).unwrap()).await.unwrap();
+    // then that sign-in starts no session, and the remembered caller makes no token.
+    assert!(sessions::start(&app.pool, &checked).await.unwrap().is_none(), "no session after the reset");
+    let minted = tokens::create(&app.pool, &remembered, "kept by the thief").await;
+    assert!(matches!(minted, Err(TokenError::CredentialsChanged)), "{minted:?}");
+
+    // And over HTTP, two sign-ins with the old password racing a reset: whichever way they
+    // interleave, no session either of them got works once the reset is done.
+    let sign_in = || {
+        let url = format!("{}/api/auth/sign-in", app.address);
+        tokio::spawn(async move {
+            let body = json!({"username": CUSTOMER, "password": NEW_PASSWORD});
+            let response = http_client().build().unwrap().post(url).json(&body).send().await.unwrap();
+            (response.status() == StatusCode::OK).then(|| crate::helpers::session_cookie(&response))
+        })
+    };
+    let in_flight = [sign_in(), sign_in()];
+    reset_password(&db, None, CUSTOMER, "yet another passphrase").await.unwrap();
+    for sign_in in in_flight {
+        if let Some(cookie) = sign_in.await.unwrap() {
+            eventually("a racing sign-in's session refused", PATIENCE, || async {
+                when(signed_in_as(&app, &cookie).await, Value::is_null)
+            })
+            .await;
+        }
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn create_operator_promotes_an_existing_customer_only_when_told_to(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db.clone()).await;
+    // Given a customer who registered the name an administrator meant for a new operator,
+    let mallory = app.sign_up("mallory1").await;
+    // when the administrator runs create-operator with that name, it is refused, and nothing
+    // about the customer changes;
+    let refused = create_operator(&db, None, "mallory1", "an operator's password", false).await;
+    assert!(matches!(refused, Err(UserCommandError::Refused(AdminError::IsCustomer(_)))), "{refused:?}");
+    let me: Value = mallory
+        .client
+        .post(format!("{}/api/auth/me", app.address))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "customer");
+    // told to promote, they become an operator whose old session and token are worth nothing.
+    create_operator(&db, None, "mallory1", "an operator's password", true).await.expect("promoted");
+    eventually("the customer's credentials ended", PATIENCE, || async {
+        when((signed_in_as(&app, &mallory.cookie).await, token_status(&app, &mallory.token).await), |answer| {
+            *answer == (Value::Null, StatusCode::UNAUTHORIZED)
+        })
+    })
+    .await;
+    // An operator is never changed by create-operator, and an unknown name has no password to reset.
+    let again = create_operator(&db, None, "mallory1", "another password", true).await;
+    assert!(matches!(again, Err(UserCommandError::Refused(AdminError::AlreadyOperator(_)))), "{again:?}");
+    let unknown = reset_password(&db, None, "nobody", "a password of theirs").await;
+    assert!(matches!(unknown, Err(UserCommandError::Refused(AdminError::Unknown(_)))), "{unknown:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_create_and_revoke_loop_keeps_the_tokens_table_bounded(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let alice = app.sign_in(CUSTOMER).await;
+    let session = http_client().build().unwrap();
+    let call = |path: &str, body: Value| {
+        session.post(format!("{}/api/tokens/{path}", app.address)).header("cookie", &alice.cookie).json(&body).send()
+    };
+    // Given alice making and revoking tokens, over and over,
+    for round in 0..(tokens::MAX_ACTIVE_PER_USER + tokens::KEPT_REVOKED_PER_USER + 10) {
+        let made: Value = call("create", json!({"name": format!("loop {round}")})).await.unwrap().json().await.unwrap();
+        let revoked = call("revoke", json!({"tokenId": made["tokenId"]})).await.unwrap();
+        assert_eq!(revoked.status(), StatusCode::OK);
+    }
+    // then her rows stay bounded: the newest revoked ones are kept for her tokens page.
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens JOIN users USING (user_id) WHERE username = $1")
+            .bind(CUSTOMER)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(rows <= tokens::MAX_ACTIVE_PER_USER + tokens::KEPT_REVOKED_PER_USER, "{rows} rows");
+
+    // And concurrent requests cannot pass the cap on active tokens together.
+    let made = futures_util::future::join_all((0..tokens::MAX_ACTIVE_PER_USER + 10).map(|round| {
+        let request = call("create", json!({"name": format!("burst {round}")}));
+        async move { request.await.unwrap().status() }
+    }))
+    .await;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_tokens JOIN users USING (user_id) WHERE username = $1 AND revoked_at IS NULL",
+    )
+    .bind(CUSTOMER)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(active, tokens::MAX_ACTIVE_PER_USER, "{made:?}");
+    assert!(made.iter().all(|status| [StatusCode::OK, StatusCode::CONFLICT].contains(status)), "{made:?}");
+
+    // Revoked tokens past their keeping are purged.
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() - interval '31 days' WHERE revoked_at IS NOT NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(tokens::purge_revoked(&app.pool).await.unwrap() > 0);
+    let revoked: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(revoked, 0);
+}
