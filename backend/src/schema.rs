@@ -18,10 +18,17 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// users' tables, the transfer process's, and the read tables as their owner. The migrating
 /// role must be a superuser or a member of the server's role (to hand tables to it, and to
 /// alter them later).
+///
+/// The server's role may create tables in the schema (a rebuild creates its shadow tables and
+/// renames them into place, which Postgres allows only with `CREATE` on the schema), so it
+/// could plant a function there that matches a call better than `pg_catalog`'s (a
+/// `quote_ident(name)`): every function and operator the owner calls here is named with its
+/// schema, and the owner's session looks nowhere but `pg_catalog` and this schema.
 pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
     eventstore::schema::grant_to_server_role(pool, role).await?;
     let role = eventstore::schema::quoted_identifier(pool, role).await?;
-    let schema: String = sqlx::query_scalar("SELECT quote_ident(current_schema())").fetch_one(pool).await?;
+    let schema: String =
+        sqlx::query_scalar("SELECT pg_catalog.quote_ident(pg_catalog.current_schema()::text)").fetch_one(pool).await?;
     sqlx::query(&format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")).execute(pool).await?;
     crate::identity::grant_to_server_role(pool, &role).await?;
     crate::write_side::transfers::grant_to_server_role(pool, &role).await?;

@@ -46,20 +46,22 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
 /// swaps them in, which only an owner may do. Only where the owner differs: altering takes an
 /// exclusive lock (readers on running instances would wait), and once the role owns a table
 /// only it or a superuser may alter it. A shadow left by a server that stopped mid-way goes too.
+///
+/// Run by the schema's owner: every function and operator it calls is named with its schema
+/// (`pg_catalog.`), so that nothing the server's role planted in the schema runs as the owner.
 pub async fn hand_projection_tables_to(pool: &PgPool, role: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
     use crate::projection::Target;
     for table in tables {
         let names = [Target::LIVE, Target::REBUILD, Target::REPLACED].map(|target| target.table(table));
         for name in names {
-            let owned_elsewhere: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-                 WHERE c.oid = to_regclass(quote_ident($1)) AND quote_ident(r.rolname) <> $2)",
+            let owner: Option<String> = sqlx::query_scalar(
+                "SELECT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner)::text) FROM pg_catalog.pg_class c
+                 WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1::text))",
             )
             .bind(&name)
-            .bind(role)
-            .fetch_one(pool)
+            .fetch_optional(pool)
             .await?;
-            if owned_elsewhere {
+            if owner.is_some_and(|owner| owner != role) {
                 sqlx::query(&format!(r#"ALTER TABLE "{name}" OWNER TO {role}"#)).execute(pool).await?;
             }
         }
@@ -69,5 +71,5 @@ pub async fn hand_projection_tables_to(pool: &PgPool, role: &str, tables: &[&str
 
 /// `name` as SQL quotes an identifier.
 pub async fn quoted_identifier(pool: &PgPool, name: &str) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT quote_ident($1)").bind(name).fetch_one(pool).await
+    sqlx::query_scalar("SELECT pg_catalog.quote_ident($1::text)").bind(name).fetch_one(pool).await
 }

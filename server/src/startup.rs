@@ -232,7 +232,24 @@ pub async fn prepare_database(
 ) -> Result<(), StartupError> {
     let migrating_as = owner.unwrap_or(database);
     ensure_database_exists(migrating_as).await?;
-    let pool = PgPoolOptions::new().max_connections(1).connect_with(migrating_as.clone()).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        // Names resolve in the system catalog (implicitly first: listed, it could be put after
+        // the schema), then in the schema the tables live in, and nowhere else: not in a schema
+        // of the migrating role's name, which another role may own.
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                connection
+                    .execute(
+                        "SELECT pg_catalog.set_config('search_path'::text,
+                         pg_catalog.quote_ident(pg_catalog.current_schema()::text), false)",
+                    )
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_with(migrating_as.clone())
+        .await?;
     backend::schema::migrate(&pool).await?;
     if owner.is_some() {
         backend::schema::grant_to_server_role(&pool, database.get_username()).await?;

@@ -99,6 +99,21 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     // Two accounts, a deposit, and the transfer's six events.
     assert_eq!(events, 9, "history is whole");
 
+    // The role may create in the schema (a rebuild's tables): it plants functions whose
+    // argument types match the owner's calls better than pg_catalog's do, to run as the owner
+    // at the next start. The owner's start-up names pg_catalog's, and never runs them.
+    let mut conn = PgConnection::connect_with(&as_server).await.unwrap();
+    for planted in ["quote_ident(name)", "quote_ident(varchar)", "to_regclass(varchar)", "pg_get_userbyid(integer)"] {
+        let returns = if planted.starts_with("to_regclass") { "regclass" } else { "text" };
+        sqlx::query(&format!(
+            "CREATE FUNCTION {planted} RETURNS {returns} LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'a planted function ran as %', current_user; END $$"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
     // Another start (a restart, or a second instance) finds everything handed over already.
     let again = spawn_app_with(as_server.clone(), |settings| settings.owner_database = Some(db.clone())).await;
     assert_eq!(again.get(&format!("/api/queries/accounts/{account}")).await.status(), StatusCode::OK);
