@@ -39,7 +39,7 @@ pub fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
 /// the owner's) and an operator (so that its overview streams hear every account, as an
 /// operator's do). Made afresh with a new API token, which every HTTP client here sends.
 async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
-    use backend::identity::{AdminError, Caller, Credential, Password, Passwords, Username, tokens, users};
+    use backend::identity::{AdminError, Password, Passwords, Username, sessions, tokens, users};
     let pool = sqlx::PgPool::connect_with(database::options()?).await?;
     let (passwords, username) = (Passwords::new(), Username::parse(BENCH_OWNER)?);
     let password = Password::parse("the bench's own password")?;
@@ -47,14 +47,9 @@ async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
         Err(AdminError::AlreadyOperator(_)) => users::reset_password(&pool, &passwords, &username, &password).await?,
         made => made?,
     };
-    let caller = Caller {
-        user_id: user.user_id,
-        username: user.username,
-        role: user.role,
-        credential: Credential::Session,
-        credential_version: user.credential_version,
-    };
-    let token = tokens::create(&pool, &caller, "bench").await?;
+    let session = sessions::start(&pool, &user).await?.ok_or("the bench user changed while signing in")?;
+    let caller = sessions::find(&pool, &session).await?.ok_or("the bench user's session names nobody")?;
+    let token = tokens::create(&pool, &caller, &session, "bench").await?;
     crate::http::set_bearer_token(token.token);
     pool.close().await;
     Ok(())

@@ -2,8 +2,9 @@
 //! that [`crate::AppendNotifier`] and [`crate::CheckpointWatch`] share, open to an application's
 //! own channels.
 //!
-//! Notifications are sent after the fact, never inside the transaction they announce, and
-//! debounced: whatever is asked for while one is in flight shares the next. Notifications sent
+//! [`announce`] sends notifications after the fact, never inside the transaction they announce,
+//! and debounced: whatever is asked for while one is in flight shares the next. (A `NOTIFY`
+//! inside a transaction is sent when it commits, if it does: an application may do that too.) Notifications sent
 //! while a listener was disconnected are lost, so a listener catches up after every
 //! (re)connection — and should not rely on notifications alone.
 

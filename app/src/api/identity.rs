@@ -76,7 +76,8 @@ pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
             "tokens are made from a signed-in browser, not with a token",
         ));
     }
-    match tokens::create(&super::services()?.pool, &caller, &name).await {
+    let session = server::session_cookie().ok_or_else(ApiError::unauthenticated)?;
+    match tokens::create(&super::services()?.pool, &caller, &session, &name).await {
         Ok(token) => Ok(token),
         Err(TokenError::Database(error)) => Err(error.into()),
         Err(changed @ TokenError::CredentialsChanged) => {
@@ -101,6 +102,7 @@ pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Resul
     let caller = super::signed_in()?;
     let services = super::services()?;
     if backend::identity::tokens::revoke(&services.pool, caller.user_id, token_id).await? {
+        // At once here; the other instances (and this one again) hear of it from Postgres.
         services.callers.forget_user(caller.user_id);
         Ok(())
     } else {

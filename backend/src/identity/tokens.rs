@@ -27,16 +27,17 @@ pub enum TokenError {
     BadName,
     #[error("you already have {MAX_ACTIVE_PER_USER} tokens; revoke one first")]
     TooMany,
-    /// The caller's password or role changed since they were looked up.
-    #[error("your credentials changed; sign in again")]
+    /// The caller's password or role changed, or their session ended, since they were looked up.
+    #[error("your session has ended or your credentials changed; sign in again")]
     CredentialsChanged,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// Makes a token for `caller`, under the credentials they were looked up with: a caller whose
-/// password was reset a moment ago (whose session another instance still remembers) makes none.
-pub async fn create(pool: &PgPool, caller: &Caller, name: &str) -> Result<NewApiToken, TokenError> {
+/// Makes a token for `caller`, signed in with `session`, under the credentials they were looked
+/// up with: a caller whose password was reset a moment ago, or whose session was signed out
+/// (which another instance may still remember), makes none.
+pub async fn create(pool: &PgPool, caller: &Caller, session: &Secret, name: &str) -> Result<NewApiToken, TokenError> {
     let name = name.trim();
     if !(1..=64).contains(&name.chars().count()) || name.chars().any(char::is_control) {
         return Err(TokenError::BadName);
@@ -49,7 +50,14 @@ pub async fn create(pool: &PgPool, caller: &Caller, name: &str) -> Result<NewApi
         .bind(caller.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-    if current != Some(caller.credential_version) {
+    let session_holds: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM sessions WHERE secret_hash = $1 AND user_id = $2 AND expires_at > now())",
+    )
+    .bind(session.hash())
+    .bind(caller.user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if current != Some(caller.credential_version) || !session_holds {
         return Err(TokenError::CredentialsChanged);
     }
     let active: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL")
@@ -124,20 +132,22 @@ impl TokenRow {
 }
 
 /// Revokes one of the user's tokens; `false` if the user has no such token (someone else's
-/// included). Every instance forgets it.
+/// included). Revoking a revoked token changes nothing; revoking a live one tells every
+/// instance.
 pub async fn revoke(pool: &PgPool, user_id: Uuid, token_id: Uuid) -> Result<bool, sqlx::Error> {
-    let revoked: Option<bool> = sqlx::query_scalar(
-        "WITH revoked AS (
-             UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE token_id = $1 AND user_id = $2
-             RETURNING user_id)
-         SELECT pg_notify($3, user_id::text) IS NOT NULL FROM revoked",
+    let (found, _told): (bool, i64) = sqlx::query_as(
+        "WITH target AS (SELECT revoked_at IS NULL AS live FROM api_tokens WHERE token_id = $1 AND user_id = $2),
+              revoked AS (UPDATE api_tokens SET revoked_at = now()
+                          WHERE token_id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING user_id),
+              told AS (SELECT pg_notify($3, user_id::text) FROM revoked)
+         SELECT EXISTS (SELECT FROM target), (SELECT count(*) FROM told)",
     )
     .bind(token_id)
     .bind(user_id)
     .bind(super::cache::CHANNEL)
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(revoked.is_some())
+    Ok(found)
 }
 
 /// Who the token belongs to, if it exists, is not revoked and was made under the user's

@@ -25,7 +25,7 @@ use backend::read_side::live::Watch;
 use eventstore::Position;
 use eventstore::change_feed::{Changes, Next, Subscription};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use uuid::Uuid;
 
 use crate::startup::AppState;
@@ -65,17 +65,16 @@ pub async fn live(
     // A client that has seen more than this instance has (it came from another one) is told
     // only what comes after both.
     let replayed_to = resume.map_or(replayed_to, |after| after.max(replayed_to));
+    // Streams opened together (the clients of a restarted server) check at different times.
+    let first_check = state.live_streams.recheck.mul_f64(0.5 + fastrand::f64());
     let credentials = Credentials {
-        changes: state.services.callers.changes(),
+        changes: state.services.callers.changes_of(caller.user_id),
         hearing: true,
         presented,
         user_id: caller.user_id,
         callers: state.services.callers.clone(),
         pool: state.services.pool.clone(),
-        next_check: tokio::time::interval_at(
-            tokio::time::Instant::now() + state.live_streams.recheck,
-            state.live_streams.recheck,
-        ),
+        next_check: tokio::time::interval_at(tokio::time::Instant::now() + first_check, state.live_streams.recheck),
     };
     let events = messages(catch_up, subscription, replayed_to, watch, ticket)
         .take_until(credentials.ended())
@@ -141,7 +140,7 @@ struct Credentials {
     user_id: Uuid,
     callers: CallerCache,
     pool: sqlx::PgPool,
-    changes: broadcast::Receiver<Uuid>,
+    changes: watch::Receiver<()>,
     /// Whether `changes` still delivers.
     hearing: bool,
     next_check: tokio::time::Interval,
@@ -154,14 +153,12 @@ impl Credentials {
         loop {
             tokio::select! {
                 _ = self.next_check.tick() => {}
-                changed = self.changes.recv(), if self.hearing => match changed {
-                    Ok(user_id) if user_id != self.user_id => continue,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
+                changed = self.changes.changed(), if self.hearing => {
+                    if changed.is_err() {
                         self.hearing = false;
                         continue;
                     }
-                },
+                }
             }
             match self.callers.look_up(&self.pool, &self.presented).await {
                 Ok(Some(caller)) if caller.user_id == self.user_id => {}

@@ -117,11 +117,18 @@ async fn a_sign_in_or_a_token_begun_before_a_reset_is_refused_after_it(_: PgPool
     let thief = app.sign_in(CUSTOMER).await;
     let session = sessions::from_cookie_header(&thief.cookie).expect("a session cookie");
     let remembered = sessions::find(&app.pool, &session).await.unwrap().expect("the session names her");
+    // (a session signed out, which another instance may still remember, makes no token either)
+    let signed_out = app.sign_in(CUSTOMER).await;
+    let signed_out = sessions::from_cookie_header(&signed_out.cookie).expect("a session cookie");
+    let remembered_then_ended = sessions::find(&app.pool, &signed_out).await.unwrap().expect("her session");
+    sessions::end(&app.pool, &signed_out).await.unwrap();
+    let minted = tokens::create(&app.pool, &remembered_then_ended, &signed_out, "after sign-out").await;
+    assert!(matches!(minted, Err(TokenError::CredentialsChanged)), "{minted:?}");
     // when her password is reset,
     users::reset_password(&app.pool, &passwords, &alice, &Password::parse(NEW_PASSWORD).unwrap()).await.unwrap();
     // then that sign-in starts no session, and the remembered caller makes no token.
     assert!(sessions::start(&app.pool, &checked).await.unwrap().is_none(), "no session after the reset");
-    let minted = tokens::create(&app.pool, &remembered, "kept by the thief").await;
+    let minted = tokens::create(&app.pool, &remembered, &session, "kept by the thief").await;
     assert!(matches!(minted, Err(TokenError::CredentialsChanged)), "{minted:?}");
 
     // And over HTTP, two sign-ins with the old password racing a reset: whichever way they
@@ -183,7 +190,8 @@ async fn create_operator_promotes_an_existing_customer_only_when_told_to(_: PgPo
 
 #[sqlx::test(migrations = false)]
 async fn a_create_and_revoke_loop_keeps_the_tokens_table_bounded(_: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+    // (A burst of requests waits for the test's two connections as long as it takes.)
+    let app = spawn_app_with(db, |settings| settings.acquire_timeout = PATIENCE).await;
     let alice = app.sign_in(CUSTOMER).await;
     let session = http_client().build().unwrap();
     let call = |path: &str, body: Value| {
@@ -205,7 +213,7 @@ async fn a_create_and_revoke_loop_keeps_the_tokens_table_bounded(_: PgPoolOption
     assert!(rows <= tokens::MAX_ACTIVE_PER_USER + tokens::KEPT_REVOKED_PER_USER, "{rows} rows");
 
     // And concurrent requests cannot pass the cap on active tokens together.
-    let made = futures_util::future::join_all((0..tokens::MAX_ACTIVE_PER_USER + 10).map(|round| {
+    let made = futures_util::future::join_all((0..tokens::MAX_ACTIVE_PER_USER + 5).map(|round| {
         let request = call("create", json!({"name": format!("burst {round}")}));
         async move { request.await.unwrap().status() }
     }))
