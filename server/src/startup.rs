@@ -58,6 +58,8 @@ pub struct AppContext {
     pub change_feed: ChangeFeed,
     pub live_streams: LiveStreams,
     pub rate_limits: RateLimits,
+    /// `/health`'s last answer.
+    pub health: crate::routes::health::HealthCache,
     /// Cancelled when the server stops: live streams end then.
     pub shutdown: CancellationToken,
 }
@@ -152,6 +154,7 @@ impl Application {
                 settings.live_recheck,
             ),
             rate_limits: RateLimits::new(settings.rate_limits),
+            health: Default::default(),
             shutdown: shutdown.clone(),
         }));
         let router = routes::router(state, &settings);
