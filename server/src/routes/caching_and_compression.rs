@@ -22,24 +22,29 @@ const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=3153600
 /// ask every time. (Leptos's file handler answers no conditional request, so "asking" means the
 /// whole file again: debug builds only.)
 const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
-/// Answers that set up a session or carry a new token: kept by no cache, shared or not.
+/// Everything but the bundle: pages, JSON, the live stream, `/health`. Kept by no cache, shared
+/// or not: most depend on who is signed in, and a proxy's copy of one would show it to someone
+/// else (and the browser's, after sign-out, to whoever uses the computer next).
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// Adds `Cache-Control` to the bundle's successful answers: immutable for a file named by its
-/// content (`hashed_names`, and the name has the hash: `cqrs-bank.<hash>.wasm`), revalidated
-/// otherwise. A missing file (404) is not cached. And `Vary: Accept-Encoding`, which the file
-/// handler leaves out, so that a shared cache does not hand a brotli copy to a client that asked
-/// for gzip.
-pub async fn cache_bundle(hashed_names: bool, request: Request, next: Next) -> Response {
+/// Adds `Cache-Control` to every answer. The bundle's successful answers: immutable for a file
+/// named by its content (`hashed_names`, and the name has the hash: `cqrs-bank.<hash>.wasm`),
+/// revalidated otherwise, with `Vary: Accept-Encoding`, which the file handler leaves out, so
+/// that a shared cache does not hand a brotli copy to a client that asked for gzip. Every
+/// other answer (a missing file's 404 too): `no-store`.
+pub async fn cache_control(hashed_names: bool, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let is_bundle = path.starts_with("/pkg/");
     let immutable = hashed_names && named_by_content(path);
     let mut response = next.run(request).await;
-    if is_bundle && response.status().is_success() {
+    let served_bundle = is_bundle && response.status().is_success();
+    let headers = response.headers_mut();
+    if served_bundle {
         let policy = if immutable { IMMUTABLE } else { REVALIDATE };
-        let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, policy);
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    } else {
+        headers.insert(header::CACHE_CONTROL, NO_STORE);
     }
     response
 }
@@ -56,8 +61,7 @@ pub fn compression() -> CompressionLayer {
 
 /// A compressed answer whose size an observer sees, and in which part of the text is the
 /// observer's choice, leaks the rest a guess at a time (BREACH). So these are not compressed:
-/// answers that carry a secret (a new bearer token, a session being set up), which no cache may
-/// keep either; and answers to requests another site had the browser send (`Sec-Fetch-Site`
+/// answers that carry a secret (a new bearer token, a session being set up); and answers to requests another site had the browser send (`Sec-Fetch-Site`
 /// `cross-site` or `same-site`), where that site chose the URL and the user's cookie went along.
 /// Without `Accept-Encoding` the compression layer leaves the answer alone. The bundle is
 /// exempt: it holds nothing private.
@@ -72,11 +76,7 @@ pub async fn no_compression_for_secrets(mut request: Request, next: Next) -> Res
     if secret || from_another_site {
         request.headers_mut().remove(header::ACCEPT_ENCODING);
     }
-    let mut response = next.run(request).await;
-    if secret {
-        response.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
-    }
-    response
+    next.run(request).await
 }
 
 fn carries_secret(path: &str) -> bool {

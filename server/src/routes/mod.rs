@@ -87,7 +87,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         // compresses the final one.
         .layer(caching_and_compression::compression())
         .layer(axum::middleware::from_fn(move |request, next| {
-            caching_and_compression::cache_bundle(hashed_bundle_names, request, next)
+            caching_and_compression::cache_control(hashed_bundle_names, request, next)
         }))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .layer(axum::middleware::from_fn(json_errors::json_errors))

@@ -136,3 +136,28 @@ async fn pages_and_json_are_compressed_but_answers_with_secrets_are_not(_: PgPoo
     assert_eq!(token.headers()["cache-control"], "no-store");
     assert!(token.text().await.unwrap().contains("cqb_"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn every_answer_but_the_bundle_is_kept_by_no_cache(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = crate::helpers::spawn_app(db).await;
+    let account = app.account_id("alice", 1.0).await;
+    let cookie = app.customer_cookie().await;
+    // Pages and answers that depend on who is signed in (and the rest, alike): a proxy's or the
+    // browser's copy of one could show it to someone else.
+    let answers = [
+        app.client.get(format!("{}/accounts/{account}", app.address)).header("cookie", &cookie).send().await,
+        app.client.get(format!("{}/api/queries/accounts/{account}", app.address)).send().await,
+        app.client.post(format!("{}/api/queries/accounts", app.address)).json(&json!({})).send().await,
+        app.anonymous.get(format!("{}/health", app.address)).send().await,
+        app.anonymous.get(format!("{}/sign-in", app.address)).send().await,
+    ];
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer.headers().get("cache-control").map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{}",
+            answer.url()
+        );
+    }
+}
