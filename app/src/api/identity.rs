@@ -136,7 +136,8 @@ mod server {
     pub fn session_cookie() -> Option<Secret> {
         let parts = super::super::request_parts()?;
         let header = parts.headers.get(header::COOKIE)?.to_str().ok()?;
-        sessions::from_cookie_header(header)
+        let secure = super::super::services().ok()?.secure_cookies;
+        sessions::from_cookie_header(header, secure)
     }
 
     pub fn set_cookie(value: String) {

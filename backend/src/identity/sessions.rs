@@ -11,8 +11,17 @@ use super::{Caller, Credential, Role, Secret, Username};
 /// How long a session lasts from sign-in.
 pub const LIFETIME: Duration = Duration::days(7);
 
-/// The cookie's name.
+/// The cookie's name over plain http.
 pub const COOKIE: &str = "bank_session";
+/// Its name when cookies are `Secure`: browsers accept a `__Host-` cookie only from a secure
+/// origin, for the whole host (no `Domain`), so a neighbouring subdomain or a plain-http page
+/// cannot plant or overwrite it.
+pub const SECURE_COOKIE: &str = "__Host-bank_session";
+
+/// The cookie's name, as cookies are `Secure` or not.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure { SECURE_COOKIE } else { COOKIE }
+}
 
 /// Starts a session for the user and returns its id (for the cookie); `None` if the user's
 /// credentials changed since `user` was read (a reset raced this sign-in: it must not win).
@@ -74,12 +83,12 @@ pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= now()").execute(pool).await?.rows_affected())
 }
 
-/// The session id a request's `Cookie` header carries, if any.
-pub fn from_cookie_header(header: &str) -> Option<Secret> {
+/// The session id a request's `Cookie` header carries, if any (under the name `secure` gives).
+pub fn from_cookie_header(header: &str, secure: bool) -> Option<Secret> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == cookie_name(secure))
         .map(|(_, value)| Secret::from_client(value.trim()))
         .filter(|secret| !secret.expose().is_empty())
 }
@@ -88,18 +97,16 @@ pub fn from_cookie_header(header: &str) -> Option<Secret> {
 /// not sent with cross-site requests other than top-level navigations, over https only when
 /// the site is served over https.
 pub fn set_cookie(secret: &Secret, secure: bool) -> String {
+    let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        secret.expose(),
-        LIFETIME.whole_seconds()
-    )
+    format!("{name}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", secret.expose(), LIFETIME.whole_seconds())
 }
 
 /// The `Set-Cookie` value that removes it.
 pub fn clear_cookie(secure: bool) -> String {
+    let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+    format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
 }
 
 #[cfg(test)]
@@ -108,10 +115,13 @@ mod tests {
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
-        let found = from_cookie_header("theme=dark; bank_session=abc123 ; other=1").unwrap();
+        let found = from_cookie_header("theme=dark; bank_session=abc123 ; other=1", false).unwrap();
         assert_eq!(found.expose(), "abc123");
-        assert!(from_cookie_header("bank_session=; x=1").is_none());
-        assert!(from_cookie_header("not_bank_session=abc").is_none());
+        assert!(from_cookie_header("bank_session=; x=1", false).is_none());
+        assert!(from_cookie_header("not_bank_session=abc", false).is_none());
+        // Over https only the `__Host-` cookie counts: a plain one may have been planted.
+        assert!(from_cookie_header("bank_session=abc123", true).is_none());
+        assert_eq!(from_cookie_header("__Host-bank_session=def", true).unwrap().expose(), "def");
     }
 
     #[test]
@@ -119,6 +129,8 @@ mod tests {
         let secret = Secret::from_client("s");
         let cookie = set_cookie(&secret, false);
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"));
-        assert!(set_cookie(&secret, true).ends_with("; Secure"));
+        let secure = set_cookie(&secret, true);
+        assert!(secure.starts_with("__Host-bank_session=s; Path=/;") && secure.ends_with("; Secure"));
+        assert!(!secure.contains("Domain"));
     }
 }

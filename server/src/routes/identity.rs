@@ -59,7 +59,10 @@ pub async fn authenticate(
         Err(NoCaller::Refused(refusal)) => return refusal.into_response(),
     };
     let path = request.uri().path().to_owned();
-    match &caller {
+    // A session cookie that names nobody (expired, signed out elsewhere, reset) is removed from
+    // the browser with this answer, so that it stops sending it.
+    let dead_cookie = caller.is_none() && matches!(presented, Some(Presented::Session(_)));
+    let mut response = match &caller {
         Some(caller) => {
             if path == "/metrics" && !caller.is_operator() {
                 return ApiError::operators_only().into_response();
@@ -69,14 +72,30 @@ pub async fn authenticate(
             if let Some(presented) = presented {
                 request.extensions_mut().insert(presented);
             }
+            next.run(request).await
         }
-        None if is_public(&path) => {}
-        None if path.starts_with("/api/") || path == "/metrics" => {
-            return ApiError::unauthenticated().into_response();
-        }
-        None => return send_to_sign_in(&request),
+        None if is_public(&path) => next.run(request).await,
+        None if path.starts_with("/api/") || path == "/metrics" => ApiError::unauthenticated().into_response(),
+        None => send_to_sign_in(&request),
+    };
+    if dead_cookie {
+        clear_dead_cookie(&mut response, state.services.secure_cookies);
     }
-    next.run(request).await
+    response
+}
+
+/// Adds the `Set-Cookie` that removes the session cookie, unless the answer sets one itself
+/// (a sign-in's new session must not be removed by it).
+fn clear_dead_cookie(response: &mut Response, secure: bool) {
+    let name = format!("{}=", sessions::cookie_name(secure));
+    let sets_its_own = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|value| value.as_bytes().starts_with(name.as_bytes()));
+    if !sets_its_own && let Ok(clear) = HeaderValue::from_str(&sessions::clear_cookie(secure)) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
 }
 
 /// Why a request has no caller although it presented credentials.
@@ -121,7 +140,9 @@ async fn find_caller(
         };
     }
     let cookie = cookie.as_ref().and_then(|value| value.to_str().ok());
-    let Some(presented) = cookie.and_then(sessions::from_cookie_header).map(Presented::Session) else {
+    let secure = state.services.secure_cookies;
+    let session = cookie.and_then(|cookie| sessions::from_cookie_header(cookie, secure));
+    let Some(presented) = session.map(Presented::Session) else {
         return Ok((None, None));
     };
     match state.services.callers.find(pool, &presented).await {

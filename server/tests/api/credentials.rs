@@ -115,11 +115,11 @@ async fn a_sign_in_or_a_token_begun_before_a_reset_is_refused_after_it(_: PgPool
     let checked = users::check_password(&app.pool, &passwords, &alice, PASSWORD).await.unwrap().expect("her password");
     // and her caller as an instance remembers it (a thief's session, say),
     let thief = app.sign_in(CUSTOMER).await;
-    let session = sessions::from_cookie_header(&thief.cookie).expect("a session cookie");
+    let session = sessions::from_cookie_header(&thief.cookie, false).expect("a session cookie");
     let remembered = sessions::find(&app.pool, &session).await.unwrap().expect("the session names her");
     // (a session signed out, which another instance may still remember, makes no token either)
     let signed_out = app.sign_in(CUSTOMER).await;
-    let signed_out = sessions::from_cookie_header(&signed_out.cookie).expect("a session cookie");
+    let signed_out = sessions::from_cookie_header(&signed_out.cookie, false).expect("a session cookie");
     let remembered_then_ended = sessions::find(&app.pool, &signed_out).await.unwrap().expect("her session");
     sessions::end(&app.pool, &signed_out).await.unwrap();
     let minted = tokens::create(&app.pool, &remembered_then_ended, &signed_out, "after sign-out").await;

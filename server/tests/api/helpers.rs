@@ -31,7 +31,7 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A user the test signed up or made, with their credentials.
 pub struct User {
     pub username: String,
-    /// The session cookie (`bank_session=…`) the sign-in set.
+    /// The session cookie (`bank_session=…`, `__Host-bank_session=…` when `Secure`) the sign-in set.
     pub cookie: String,
     /// An API token of theirs.
     pub token: String,
@@ -131,7 +131,7 @@ pub fn session_cookie(response: &Response) -> String {
         .get_all("set-cookie")
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("bank_session="))
+        .find(|value| value.starts_with("bank_session=") || value.starts_with("__Host-bank_session="))
         .and_then(|value| value.split(';').next())
         .expect("a session cookie")
         .to_owned()

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use testkit::{PATIENCE, eventually, when};
 
 use crate::helpers::{PASSWORD, TestApp, error_code, session_cookie, spawn_app, spawn_app_with};
 
@@ -540,4 +541,51 @@ async fn owners_of_accounts_from_before_sign_in_are_reserved(_: PgPoolOptions, d
             .unwrap();
         assert_eq!(error_code(guessed, StatusCode::UNAUTHORIZED).await, "unauthenticated");
     }
+}
+
+#[sqlx::test(migrations = false)]
+async fn over_https_the_session_cookie_is_the_hosts_own(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given a server whose cookies are `Secure` (it is served over https),
+    let app = spawn_app_with(db, |settings| settings.secure_cookies = true).await;
+    // when alice signs in, her cookie is `__Host-` prefixed: the browser takes it from a secure
+    // origin only, for this host only (no Domain), so no subdomain or http page can plant it;
+    let alice = app.sign_in(crate::helpers::CUSTOMER).await;
+    assert!(alice.cookie.starts_with("__Host-bank_session="), "{}", alice.cookie);
+    let me = |cookie: String| {
+        let url = format!("{}/api/auth/me", app.address);
+        async move {
+            let me = Client::new().post(url).header("cookie", cookie).json(&json!({})).send().await.unwrap();
+            me.json::<Value>().await.unwrap()["username"].clone()
+        }
+    };
+    assert_eq!(me(alice.cookie.clone()).await, json!("alice"));
+    // and the same id under the plain name (what a planted cookie would be) names nobody.
+    let plain = alice.cookie.replacen("__Host-", "", 1);
+    assert_eq!(me(plain).await, Value::Null);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_cookie_that_names_nobody_is_removed_from_the_browser(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    // Given a browser whose session ended on the server (expired, or signed out elsewhere),
+    let alice = app.sign_in(crate::helpers::CUSTOMER).await;
+    sqlx::query("DELETE FROM sessions").execute(&app.pool).await.unwrap();
+    let send = |path: &str, body: Value| {
+        Client::new().post(format!("{}{path}", app.address)).header("cookie", &alice.cookie).json(&body).send()
+    };
+    // when it asks anything (once the server no longer remembers the session: nothing told it),
+    // the answer removes its cookie, so that it stops sending it;
+    eventually("the dead cookie removed", PATIENCE, || async {
+        let me = send("/api/auth/me", json!({})).await.unwrap();
+        let set: Vec<_> = me.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        when(set, |set| set.iter().any(|c| c.starts_with("bank_session=;") && c.contains("Max-Age=0")))
+    })
+    .await;
+    // but a sign-in from that browser keeps the new session it sets.
+    let signed_in =
+        send("/api/auth/sign-in", json!({"username": "alice", "password": crate::helpers::PASSWORD})).await.unwrap();
+    let set: Vec<_> =
+        signed_in.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(!set[0].starts_with("bank_session=;"), "{set:?}");
 }
