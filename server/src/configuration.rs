@@ -11,6 +11,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use eventstore::projection::MAX_PARTITIONS;
 
+use crate::routes::client_address::TrustedProxies;
 use crate::routes::rate_limits::{Rate, RateSettings};
 use leptos::config::LeptosOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -70,6 +71,8 @@ pub struct Settings {
     /// Host names the server answers (`ALLOWED_HOSTS`, comma-separated; empty: any). Others get
     /// 400, so that a DNS name pointed at this server by someone else serves nothing.
     pub allowed_hosts: Vec<String>,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
     /// The Redis read store (`REDIS_URL`, e.g. `redis://127.0.0.1:6379/0`); unset: none, and
     /// every query reads Postgres.
     pub redis: Option<RedisSettings>,
@@ -126,6 +129,8 @@ pub enum ConfigurationError {
     InvalidDatabaseUrl(&'static str, sqlx::Error),
     #[error("the Leptos settings cannot be read: {0}")]
     Leptos(String),
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 /// The server's command line: a command, and the settings as flags or environment variables.
@@ -212,6 +217,11 @@ pub struct SettingsArgs {
     /// Host names the server answers, comma-separated; others get 400 [default: any].
     #[arg(long, env, value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Reverse proxies whose X-Forwarded-For names the client, comma-separated addresses or
+    /// networks (10.0.0.0/8, ::1); limits per address key on the client they name [default:
+    /// none: every limit keys on the connection's peer].
+    #[arg(long, env, value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// The Redis read store, e.g. `redis://127.0.0.1:6379/0` [default: none, Postgres answers].
     #[arg(long, env, hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -312,6 +322,7 @@ impl Settings {
                 sign_in: args.sign_ins_per_minute.map_or(defaults.rate_limits.sign_in, Rate::per_minute),
                 sign_up: args.sign_ups_per_hour.map_or(defaults.rate_limits.sign_up, Rate::per_hour),
                 commands: args.commands_per_second.map_or(defaults.rate_limits.commands, Rate::per_second),
+                sign_in_failures: defaults.rate_limits.sign_in_failures,
             },
             secure_cookies: args.secure_cookies.unwrap_or(defaults.secure_cookies),
             // At least a day: a transfer's steps are answered from their remembered outcomes, and
@@ -325,6 +336,17 @@ impl Settings {
             allowed_hosts: args.allowed_hosts.map_or(defaults.allowed_hosts, |hosts| {
                 hosts.iter().map(|host| host.trim().to_ascii_lowercase()).filter(|host| !host.is_empty()).collect()
             }),
+            trusted_proxies: match args.trusted_proxies {
+                None => defaults.trusted_proxies,
+                Some(networks) => TrustedProxies::new(
+                    networks
+                        .iter()
+                        .filter(|network| !network.trim().is_empty())
+                        .map(|network| network.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|error| ConfigurationError::Invalid("TRUSTED_PROXIES", error))?,
+                ),
+            },
             redis: redis_url.map(|url| RedisSettings {
                 url: url.to_owned(),
                 key_prefix: args.redis_key_prefix.clone().unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned()),
@@ -362,6 +384,7 @@ impl Settings {
             command_id_retention: Duration::from_secs(7 * 24 * 3600),
             transfer_deadline: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             redis: None,
             read_store: ReadStore::default(),
             read_replica: None,

@@ -58,6 +58,8 @@ pub struct AppContext {
     pub change_feed: ChangeFeed,
     pub live_streams: LiveStreams,
     pub rate_limits: RateLimits,
+    /// Whose word on the client's address is believed.
+    pub trusted_proxies: crate::routes::client_address::TrustedProxies,
     /// `/health`'s last answer.
     pub health: crate::routes::health::HealthCache,
     /// Cancelled when the server stops: live streams end then.
@@ -154,6 +156,7 @@ impl Application {
                 settings.live_recheck,
             ),
             rate_limits: RateLimits::new(settings.rate_limits),
+            trusted_proxies: settings.trusted_proxies.clone(),
             health: Default::default(),
             shutdown: shutdown.clone(),
         }));

@@ -28,7 +28,8 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
 
-/// Signs in: a new session (any session the browser had is ended first).
+/// Signs in: a new session (any session the browser had is ended first). Limited per address,
+/// and per username for the failures (except from an address the user signed in from before).
 #[server(prefix = "/api", endpoint = "auth/sign-in", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignIn))]
 pub async fn sign_in(username: String, password: String) -> Result<SignedIn, ApiError> {
@@ -36,10 +37,13 @@ pub async fn sign_in(username: String, password: String) -> Result<SignedIn, Api
     let services = super::services()?;
     let wrong = || ApiError::new(super::ErrorCode::Unauthenticated, "wrong username or password");
     let username = Username::parse(&username).map_err(|_| wrong())?;
-    let user = users::check_password(&services.pool, &services.passwords, &username, &password)
+    let (limiter, client) = server::sign_in_limiter()?;
+    limiter.0.may_try_sign_in(username.as_str(), client).map_err(server::too_many_for_this_name)?;
+    let checked = users::check_password(&services.pool, &services.passwords, &username, &password)
         .await
-        .map_err(server::sign_up_error)?
-        .ok_or_else(wrong)?;
+        .map_err(server::sign_up_error)?;
+    limiter.0.sign_in_tried(username.as_str(), client, checked.is_some());
+    let user = checked.ok_or_else(wrong)?;
     server::start_session(&services, &user).await?;
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
@@ -114,6 +118,7 @@ pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Resul
 mod server {
     use axum::http::{HeaderValue, header};
 
+    use crate::api::limits::{ClientAddress, RouteLimiters};
     use crate::api::{ApiError, ErrorCode, Services};
     use backend::identity::{PasswordError, Secret, SignUpError, User, sessions};
 
@@ -131,6 +136,30 @@ mod server {
         })?;
         set_cookie(sessions::set_cookie(&secret, services.secure_cookies));
         Ok(())
+    }
+
+    /// The server's limiter and the client's address, as the server put them in the request.
+    pub fn sign_in_limiter() -> Result<(RouteLimiters, std::net::IpAddr), ApiError> {
+        let parts = super::super::request_parts().ok_or_else(ApiError::internal)?;
+        let limiter = parts.extensions.get::<RouteLimiters>().cloned();
+        let client = parts.extensions.get::<ClientAddress>().copied();
+        match (limiter, client) {
+            (Some(limiter), Some(ClientAddress(client))) => Ok((limiter, client)),
+            // A router without them is a bug of ours: closed, not open.
+            _ => Err(ApiError::new(ErrorCode::ServiceUnavailable, "the server is not ready")),
+        }
+    }
+
+    /// 429 for a username whose failed sign-ins are spent, with `Retry-After`.
+    pub fn too_many_for_this_name(wait: std::time::Duration) -> ApiError {
+        let seconds = wait.as_secs().max(1);
+        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+            response.insert_header(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many failed sign-ins for this username; retry in {seconds} s"),
+        )
     }
 
     pub fn session_cookie() -> Option<Secret> {

@@ -4,6 +4,7 @@
 //! ([`RouteLimiter`], in the request's extensions).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,7 +32,20 @@ pub enum Limit {
 pub trait RouteLimiter: Send + Sync + 'static {
     /// `Ok` and counted, or how long until this client may try again.
     fn check(&self, limit: Limit, request: &Request<Body>) -> Result<(), Duration>;
+
+    /// Whether a sign-in as `username` may be tried now by `client`, or how long until it may:
+    /// failed attempts at one name, from wherever, slow further ones down, except from an
+    /// address the user signed in from before.
+    fn may_try_sign_in(&self, username: &str, client: IpAddr) -> Result<(), Duration>;
+
+    /// Notes how a sign-in attempt as `username` by `client` ended.
+    fn sign_in_tried(&self, username: &str, client: IpAddr, succeeded: bool);
 }
+
+/// The address a request is from, as the server decided (the connection's peer, or the client
+/// a trusted reverse proxy names): in every request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
 
 /// 429 in the JSON error shape, with `Retry-After` in whole seconds (at least one).
 pub fn too_many(wait: Duration) -> Response<Body> {

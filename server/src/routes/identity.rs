@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use app::api::limits::too_many;
+use app::api::limits::{ClientAddress, too_many};
 use app::api::{ApiError, ErrorCode};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,7 +36,8 @@ fn is_public(path: &str) -> bool {
     ) || path.starts_with("/pkg/")
 }
 
-/// Finds who is asking and applies the coarse rules. Credentials that name somebody are never
+/// Finds who is asking (and from which address: [`ClientAddress`], for the limits kept per
+/// address) and applies the coarse rules. Credentials that name somebody are never
 /// refused for what others sent from the same address: only a well-formed token that names
 /// nobody counts against the address (60 a minute, then 429 instead of 401), so that guessing
 /// is slow and a flood of junk from a shared address (a proxy, a NAT) locks nobody out.
@@ -46,12 +47,14 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let client = state.trusted_proxies.client_address(peer.ip(), request.headers());
+    request.extensions_mut().insert(ClientAddress(client));
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let cookie = request.headers().get(header::COOKIE).cloned();
     let (caller, presented) = match find_caller(&state, authorization, cookie).await {
         Ok(found) => found,
         Err(NoCaller::UnknownToken(refusal)) => {
-            return match state.rate_limits.count_bad_credentials(peer.ip()) {
+            return match state.rate_limits.count_bad_credentials(client) {
                 Ok(()) => refusal.into_response(),
                 Err(wait) => too_many(wait),
             };

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod caching_and_compression;
+pub mod client_address;
 pub mod cross_site;
 pub mod health;
 pub mod identity;

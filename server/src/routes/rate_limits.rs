@@ -1,16 +1,16 @@
-//! Rate limits: how often one address may try to sign in or sign up, and one user may send
-//! commands. Each is a keyed GCRA (a token bucket kept as one instant per key): `burst`
+//! Rate limits: how often one address may try to sign in or sign up, one username may be
+//! guessed at, and one user may send commands. Each is a keyed GCRA (a token bucket kept as one instant per key): `burst`
 //! requests at once, then one every `interval`. Over the limit: 429 with `Retry-After`, in the
 //! JSON error shape. Kept in memory per instance: with N instances a client gets N times the
 //! rate at most, which bounds what it costs, and nothing shared slows every request down.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use app::api::limits::{Limit, RouteLimiter};
-use axum::extract::{ConnectInfo, Request};
+use app::api::limits::{ClientAddress, Limit, RouteLimiter};
+use axum::extract::Request;
 use backend::identity::Caller;
 
 /// One limit: `burst` at once, then one per `interval`.
@@ -44,11 +44,20 @@ pub struct RateSettings {
     /// Commands and other writes (tokens, operators' levers) per user, whether from a browser
     /// or with a token (`COMMANDS_PER_SECOND`, default 50).
     pub commands: Rate,
+    /// Failed sign-ins per username, from any address (10 in 15 minutes, then one every 90 s):
+    /// a guesser spread over many addresses is slowed down too. The user's own addresses (where
+    /// they signed in before) are never held back by it.
+    pub sign_in_failures: Rate,
 }
 
 impl Default for RateSettings {
     fn default() -> RateSettings {
-        RateSettings { sign_in: Rate::per_minute(10), sign_up: Rate::per_hour(20), commands: Rate::per_second(50) }
+        RateSettings {
+            sign_in: Rate::per_minute(10),
+            sign_up: Rate::per_hour(20),
+            commands: Rate::per_second(50),
+            sign_in_failures: Rate { burst: 10, interval: Duration::from_secs(90) },
+        }
     }
 }
 
@@ -57,9 +66,17 @@ pub struct RateLimits {
     sign_in: Arc<Limiter>,
     sign_up: Arc<Limiter>,
     commands: Arc<Limiter>,
-    /// Requests whose token or session cookie names nobody, per address: 60 a minute.
+    /// Requests whose token names nobody, per address: 60 a minute.
     bad_credentials: Arc<Limiter>,
+    /// Failed sign-ins, per username.
+    sign_in_failures: Arc<Limiter>,
+    /// Per username, the addresses (as [`client_key`]) it last signed in from.
+    known_addresses: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
 }
+
+/// How many addresses are remembered per user, and for how many users at most (then afresh).
+const KNOWN_ADDRESSES_PER_USER: usize = 8;
+const KNOWN_USERS: usize = 100_000;
 
 impl RateLimits {
     /// Counts a well-formed credential that named nobody against its address: `Err` once the
@@ -74,7 +91,13 @@ impl RateLimits {
             sign_up: Arc::new(Limiter::new(settings.sign_up)),
             commands: Arc::new(Limiter::new(settings.commands)),
             bad_credentials: Arc::new(Limiter::new(Rate::per_minute(60))),
+            sign_in_failures: Arc::new(Limiter::new(settings.sign_in_failures)),
+            known_addresses: Arc::default(),
         }
+    }
+
+    fn known_addresses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<IpAddr>>> {
+        self.known_addresses.lock().expect("rate limits are never poisoned")
     }
 }
 
@@ -82,8 +105,7 @@ impl RouteLimiter for RateLimits {
     /// Sign-ins and sign-ups by the client's address, commands by the user authentication
     /// found (none found: the command is refused as unauthenticated further in).
     fn check(&self, limit: Limit, request: &Request) -> Result<(), Duration> {
-        let address =
-            || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| client_key(peer.ip()));
+        let address = || request.extensions().get::<ClientAddress>().map(|ClientAddress(client)| client_key(*client));
         match limit {
             Limit::SignIn => self.sign_in.check(&address().ok_or_else(no_address)?.to_string()),
             Limit::SignUp => self.sign_up.check(&address().ok_or_else(no_address)?.to_string()),
@@ -93,12 +115,36 @@ impl RouteLimiter for RateLimits {
             },
         }
     }
+
+    fn may_try_sign_in(&self, username: &str, client: IpAddr) -> Result<(), Duration> {
+        let known = self.known_addresses().get(username).is_some_and(|known| known.contains(&client_key(client)));
+        if known { Ok(()) } else { self.sign_in_failures.check_at(username, Instant::now(), false) }
+    }
+
+    fn sign_in_tried(&self, username: &str, client: IpAddr, succeeded: bool) {
+        if !succeeded {
+            // Past the limit it stays past it: nothing more to count.
+            let _ = self.sign_in_failures.check(username);
+            return;
+        }
+        let mut known = self.known_addresses();
+        if known.len() >= KNOWN_USERS && !known.contains_key(username) {
+            known.clear();
+        }
+        let addresses = known.entry(username.to_owned()).or_default();
+        let client = client_key(client);
+        addresses.retain(|address| *address != client);
+        addresses.push(client);
+        if addresses.len() > KNOWN_ADDRESSES_PER_USER {
+            addresses.remove(0);
+        }
+    }
 }
 
-/// A request without its peer's address: the connection loop always gives one, so this is a
-/// bug of ours, refused (retry in a second) rather than let through unlimited.
+/// A request without its client's address: authentication always sets one, so this is a bug
+/// of ours, refused (retry in a second) rather than let through unlimited.
 fn no_address() -> Duration {
-    tracing::error!("a rate-limited request came without its peer's address");
+    tracing::error!("a rate-limited request came without its client's address");
     Duration::from_secs(1)
 }
 
@@ -225,6 +271,27 @@ mod tests {
         assert!(limiter.check_at("c", now, false).is_err());
         assert_eq!(limiter.check_at("a", now, false), Ok(()));
         assert!(limiter.state.lock().unwrap().full_again.len() <= 4, "memory stays bounded");
+    }
+
+    #[test]
+    fn failed_sign_ins_slow_a_username_down_except_from_its_own_addresses() {
+        let settings = RateSettings { sign_in_failures: Rate::per_hour(3), ..RateSettings::default() };
+        let limits = RateLimits::new(settings);
+        let (home, guessers): (IpAddr, Vec<IpAddr>) =
+            ("192.0.2.1".parse().unwrap(), (1..=4).map(|n| format!("198.51.100.{n}").parse().unwrap()).collect());
+        // Given alice signed in from home once,
+        assert_eq!(limits.may_try_sign_in("alice", home), Ok(()));
+        limits.sign_in_tried("alice", home, true);
+        // when guessers at three addresses spend the name's failures,
+        for guesser in &guessers[..3] {
+            assert_eq!(limits.may_try_sign_in("alice", *guesser), Ok(()));
+            limits.sign_in_tried("alice", *guesser, false);
+        }
+        // then a fourth address waits, whoever it is,
+        assert!(limits.may_try_sign_in("alice", guessers[3]).is_err(), "a distributed guesser is slowed");
+        // alice at home does not, and other names are not touched.
+        assert_eq!(limits.may_try_sign_in("alice", home), Ok(()), "her own address is never held back");
+        assert_eq!(limits.may_try_sign_in("bob", guessers[3]), Ok(()));
     }
 
     #[test]

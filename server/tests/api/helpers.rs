@@ -60,6 +60,7 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     // Tests sign in often from one address; the tests of the limits set their own.
     settings.rate_limits.sign_in = server::routes::rate_limits::Rate::per_minute(10_000);
     settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);
+    settings.rate_limits.sign_in_failures = server::routes::rate_limits::Rate::per_minute(10_000);
     settings.rate_limits.commands = server::routes::rate_limits::Rate::per_second(100_000);
     configure(&mut settings);
     let application = Application::build(settings).await.expect("the app starts");

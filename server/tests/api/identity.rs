@@ -589,3 +589,66 @@ async fn a_cookie_that_names_nobody_is_removed_from_the_browser(_: PgPoolOptions
     assert_eq!(set.len(), 1, "{set:?}");
     assert!(!set[0].starts_with("bank_session=;"), "{set:?}");
 }
+
+/// A sign-in as `username` with `password`, from the client a proxy names; the answer's status.
+async fn sign_in_from(app: &TestApp, client: &str, username: &str, password: &str) -> StatusCode {
+    Client::new()
+        .post(format!("{}/api/auth/sign-in", app.address))
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[sqlx::test(migrations = false)]
+async fn behind_a_trusted_proxy_each_client_has_its_own_sign_in_budget(_: PgPoolOptions, db: PgConnectOptions) {
+    use server::routes::client_address::TrustedProxies;
+    use server::routes::rate_limits::Rate;
+    // Given a server behind a proxy at the tests' own address, three sign-ins an hour per client,
+    let app = spawn_app_with(db.clone(), |settings| {
+        settings.trusted_proxies = TrustedProxies::new(vec!["127.0.0.1".parse().unwrap()]);
+        settings.rate_limits.sign_in = Rate::per_hour(3);
+    })
+    .await;
+    // when one client spends its budget,
+    for _ in 0..3 {
+        assert_eq!(sign_in_from(&app, "203.0.113.1", "alice", "not her password").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, "203.0.113.1", "alice", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    // then another client behind the same proxy is served still.
+    assert_eq!(sign_in_from(&app, "203.0.113.2", "alice", PASSWORD).await, StatusCode::OK);
+
+    // A server that trusts no proxy believes no client's header: they are all one address.
+    let direct = spawn_app_with(db, |settings| settings.rate_limits.sign_in = Rate::per_hour(3)).await;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        statuses.push(sign_in_from(&direct, &format!("198.51.100.{n}"), "alice", "not her password").await);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn failed_sign_ins_slow_a_username_down_but_never_its_owner_at_home(_: PgPoolOptions, db: PgConnectOptions) {
+    use server::routes::client_address::TrustedProxies;
+    use server::routes::rate_limits::Rate;
+    let app = spawn_app_with(db, |settings| {
+        settings.trusted_proxies = TrustedProxies::new(vec!["127.0.0.1".parse().unwrap()]);
+        settings.rate_limits.sign_in_failures = Rate::per_hour(3);
+    })
+    .await;
+    app.sign_up("bob").await;
+    // Given alice signed in from home once,
+    assert_eq!(sign_in_from(&app, "192.0.2.1", "alice", PASSWORD).await, StatusCode::OK);
+    // when guessers at three addresses fail at her name,
+    for n in 1..=3 {
+        let guess = sign_in_from(&app, &format!("198.51.100.{n}"), "alice", "a guess").await;
+        assert_eq!(guess, StatusCode::UNAUTHORIZED);
+    }
+    // then a fourth address is told to wait, even with her password (no guess is checked),
+    assert_eq!(sign_in_from(&app, "198.51.100.4", "alice", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    // while alice at home signs in, and other names are untouched.
+    assert_eq!(sign_in_from(&app, "192.0.2.1", "alice", PASSWORD).await, StatusCode::OK);
+    assert_eq!(sign_in_from(&app, "198.51.100.4", "bob", PASSWORD).await, StatusCode::OK);
+}
