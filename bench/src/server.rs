@@ -47,7 +47,7 @@ async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
         Err(AdminError::AlreadyOperator(_)) => users::reset_password(&pool, &passwords, &username, &password).await?,
         made => made?,
     };
-    let session = sessions::start(&pool, &user).await?.ok_or("the bench user changed while signing in")?;
+    let session = sessions::start(&pool, &user, "the bench").await?.ok_or("the bench user changed while signing in")?;
     let caller = sessions::find(&pool, &session).await?.ok_or("the bench user's session names nobody")?;
     let token = tokens::create(&pool, &caller, &session, "bench").await?;
     crate::http::set_bearer_token(token.token);

@@ -101,6 +101,11 @@ test("an API token made on the tokens page drives the API until it is revoked", 
   const accountId = await createAccount(page, "10");
   await gotoHydrated(page, "/tokens");
   await page.getByLabel("Name").fill("my script");
+  // The password is asked again: a token outlasts the session that makes it.
+  await page.getByLabel("Your password").fill("not the password");
+  await page.getByRole("button", { name: "Create token" }).click();
+  await expect(page.getByTestId("create-token-form").getByRole("alert")).toContainText("not your password");
+  await page.getByLabel("Your password").fill(PASSWORD);
   await page.getByRole("button", { name: "Create token" }).click();
   const token = (await page.getByTestId("new-token").locator("code").textContent()) ?? "";
   expect(token).toMatch(/^cqb_/);

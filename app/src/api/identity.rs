@@ -67,10 +67,11 @@ pub async fn me() -> Result<Option<SignedIn>, ApiError> {
 }
 
 /// Makes an API token, shown this once. Only from a signed-in browser: a token cannot mint
-/// more tokens, so a leaked one cannot outlive its revocation.
+/// more tokens, so a leaked one cannot outlive its revocation; and with the user's password
+/// again, so a session left open (or stolen) cannot mint one that outlives it.
 #[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
-pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
+pub async fn create_token(name: String, password: String) -> Result<NewApiToken, ApiError> {
     use backend::identity::Credential;
     use backend::identity::tokens::{self, TokenError};
     let caller = super::signed_in()?;
@@ -81,6 +82,7 @@ pub async fn create_token(name: String) -> Result<NewApiToken, ApiError> {
         ));
     }
     let session = server::session_cookie().ok_or_else(ApiError::unauthenticated)?;
+    server::check_own_password(&caller, &password).await?;
     match tokens::create(&super::services()?.pool, &caller, &session, &name).await {
         Ok(token) => Ok(token),
         Err(TokenError::Database(error)) => Err(error.into()),
@@ -115,12 +117,12 @@ pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Resul
 }
 
 #[cfg(feature = "ssr")]
-mod server {
+pub(super) mod server {
     use axum::http::{HeaderValue, header};
 
     use crate::api::limits::{ClientAddress, RouteLimiters};
     use crate::api::{ApiError, ErrorCode, Services};
-    use backend::identity::{PasswordError, Secret, SignUpError, User, sessions};
+    use backend::identity::{Caller, PasswordError, Secret, SignUpError, User, sessions, users};
 
     /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
     /// someone planted before sign-in is worthless after it. Refused if the user's password or
@@ -131,11 +133,28 @@ mod server {
             sessions::end(&services.pool, &old).await?;
             services.callers.forget_secret(&old);
         }
-        let secret = sessions::start(&services.pool, user).await?.ok_or_else(|| {
+        let parts = super::super::request_parts();
+        let user_agent = parts.as_ref().and_then(|parts| parts.headers.get(header::USER_AGENT)?.to_str().ok());
+        let secret = sessions::start(&services.pool, user, user_agent.unwrap_or_default()).await?.ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthenticated, "your password changed while signing in; sign in again")
         })?;
         set_cookie(sessions::set_cookie(&secret, services.secure_cookies));
         Ok(())
+    }
+
+    /// Checks that `password` is the caller's own (asked again before something lasting is
+    /// done with a session), under the same per-username limit as sign-ins: a session cannot
+    /// be used to guess the password faster than the sign-in page.
+    pub async fn check_own_password(caller: &Caller, password: &str) -> Result<(), ApiError> {
+        let services = super::super::services()?;
+        let (limiter, client) = sign_in_limiter()?;
+        limiter.0.may_try_sign_in(caller.username.as_str(), client).map_err(too_many_for_this_name)?;
+        let checked = users::check_password(&services.pool, &services.passwords, &caller.username, password)
+            .await
+            .map_err(sign_up_error)?;
+        let matches = checked.is_some_and(|user| user.user_id == caller.user_id);
+        limiter.0.sign_in_tried(caller.username.as_str(), client, matches);
+        if matches { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "that is not your password")) }
     }
 
     /// The server's limiter and the client's address, as the server put them in the request.

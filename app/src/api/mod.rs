@@ -10,6 +10,7 @@ pub mod identity;
 pub mod limits;
 pub mod operations;
 pub mod queries;
+pub mod security;
 
 pub use bank::contract::exact_number::ExactNumber;
 pub use bank::contract::{

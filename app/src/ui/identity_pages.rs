@@ -44,7 +44,7 @@ fn next_path(next: Option<String>) -> String {
 
 /// A full page load, so that the server renders the next page with the new session (and the
 /// live stream opens with it).
-fn load_page(path: &str) {
+pub(super) fn load_page(path: &str) {
     #[cfg(feature = "hydrate")]
     let _ = window().location().set_href(path);
     #[cfg(not(feature = "hydrate"))]
@@ -65,6 +65,7 @@ pub fn SignedInAs() -> impl IntoView {
                 <span class="signed-in" data-testid="signed-in-as">
                     <span class="who">{user.username.clone()}</span>
                     {(user.role == Role::Operator).then(|| view! { <span class="role">"operator"</span> })}
+                    <A href="/security">"Security"</A>
                     <A href="/tokens">"API tokens"</A>
                     <button class="link" on:click=move |_| { out.dispatch(()); }>"Sign out"</button>
                 </span>
@@ -161,12 +162,13 @@ fn Credentials(door: Door) -> impl IntoView {
 pub fn TokensPage() -> impl IntoView {
     let tokens = Resource::new(|| (), |_| list_tokens());
     let name = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
     let made = RwSignal::new(None::<NewApiToken>);
     let error = RwSignal::new(None::<String>);
-    let create = Action::new(move |name: &String| {
-        let name = name.clone();
+    let create = Action::new(move |(name, password): &(String, String)| {
+        let (name, password) = (name.clone(), password.clone());
         async move {
-            let result = create_token(name).await;
+            let result = create_token(name, password).await;
             tokens.refetch();
             result
         }
@@ -175,6 +177,7 @@ pub fn TokensPage() -> impl IntoView {
         Some(Ok(token)) => {
             made.set(Some(token));
             name.set(String::new());
+            password.set(String::new());
         }
         Some(Err(ApiError { message, .. })) => error.set(Some(message)),
         None => {}
@@ -191,7 +194,7 @@ pub fn TokensPage() -> impl IntoView {
         event.prevent_default();
         error.set(None);
         made.set(None);
-        create.dispatch(name.get_untracked());
+        create.dispatch((name.get_untracked(), password.get_untracked()));
     };
     view! {
         <section class="card">
@@ -202,8 +205,11 @@ pub fn TokensPage() -> impl IntoView {
             </p>
             <form class="create-token" data-testid="create-token-form" on:submit=submit>
                 <label for="token-name">"Name"</label>
+                <input id="token-name" name="name" type="text" autocomplete="off" bind:value=name />
+                <label for="token-password">"Your password (asked again: a token outlasts this session)"</label>
                 <div class="money-form-row">
-                    <input id="token-name" name="name" type="text" autocomplete="off" bind:value=name />
+                    <input id="token-password" name="password" type="password" autocomplete="current-password"
+                        required bind:value=password />
                     <button type="submit">"Create token"</button>
                 </div>
                 <p class="form-error" role="alert">{move || error.get()}</p>

@@ -13,6 +13,7 @@ mod live;
 mod money_form;
 mod operations_page;
 mod polling;
+mod security_page;
 mod sync_badge;
 mod time_travel;
 mod transfers;
@@ -26,6 +27,7 @@ use account_page::AccountPage;
 use accounts_page::AccountsPage;
 use identity_pages::{OperatorsOnly, SignInPage, SignUpPage, SignedInAs, TokensPage};
 use operations_page::OperationsPage;
+use security_page::SecurityPage;
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -83,6 +85,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/accounts/:id") view=AccountPage />
                     <Route path=path!("/operations") view=OperationsPage />
                     <Route path=path!("/tokens") view=TokensPage />
+                    <Route path=path!("/security") view=SecurityPage />
                     <Route path=path!("/sign-in") view=SignInPage />
                     <Route path=path!("/sign-up") view=SignUpPage />
                 </Routes>

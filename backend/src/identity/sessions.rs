@@ -2,8 +2,10 @@
 //! always starts a new session (the old id, if any, is ended), so an id planted before sign-in
 //! is worth nothing after; signing out deletes the row, so a copied cookie dies with it.
 
+use bank::contract::SessionInfo;
 use sqlx::PgPool;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 use super::users::User;
 use super::{Caller, Credential, Role, Secret, Username};
@@ -23,38 +25,52 @@ pub fn cookie_name(secure: bool) -> &'static str {
     if secure { SECURE_COOKIE } else { COOKIE }
 }
 
-/// Starts a session for the user and returns its id (for the cookie); `None` if the user's
-/// credentials changed since `user` was read (a reset raced this sign-in: it must not win).
-pub async fn start(pool: &PgPool, user: &User) -> Result<Option<Secret>, sqlx::Error> {
+/// How much of a browser's `User-Agent` a session keeps.
+const USER_AGENT_CHARS: usize = 200;
+
+/// Starts a session for the user, from the browser `user_agent` names, and returns its id (for
+/// the cookie); `None` if the user's credentials changed since `user` was read (a reset raced
+/// this sign-in: it must not win).
+pub async fn start(pool: &PgPool, user: &User, user_agent: &str) -> Result<Option<Secret>, sqlx::Error> {
     let secret = Secret::generate("");
+    let user_agent: String = user_agent.chars().filter(|c| !c.is_control()).take(USER_AGENT_CHARS).collect();
     let started = sqlx::query(
-        "INSERT INTO sessions (secret_hash, user_id, expires_at, credential_version)
-         SELECT $1, user_id, now() + $3, credential_version FROM users
+        "INSERT INTO sessions (secret_hash, user_id, expires_at, credential_version, user_agent)
+         SELECT $1, user_id, now() + $3, credential_version, $5 FROM users
          WHERE user_id = $2 AND credential_version = $4",
     )
     .bind(secret.hash())
     .bind(user.user_id)
     .bind(LIFETIME)
     .bind(user.credential_version)
+    .bind(user_agent)
     .execute(pool)
     .await?;
     Ok((started.rows_affected() == 1).then_some(secret))
 }
 
 /// Who the session belongs to, if it exists, has not expired and was made under the user's
-/// current credentials.
+/// current credentials; notes its use (at most once a minute, so that a busy page does not
+/// write a row per request).
 pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx::Error> {
     if !secret.well_formed("") {
         return Ok(None);
     }
-    let found: Option<(uuid::Uuid, String, String, i64)> = sqlx::query_as(
-        "SELECT u.user_id, u.username, u.role, u.credential_version FROM sessions s JOIN users u USING (user_id)
+    let found: Option<(uuid::Uuid, String, String, i64, bool)> = sqlx::query_as(
+        "SELECT u.user_id, u.username, u.role, u.credential_version, s.last_seen_at < now() - interval '1 minute'
+         FROM sessions s JOIN users u USING (user_id)
          WHERE s.secret_hash = $1 AND s.expires_at > now() AND s.credential_version = u.credential_version",
     )
     .bind(secret.hash())
     .fetch_optional(pool)
     .await?;
-    Ok(found.and_then(|(user_id, username, role, credential_version)| {
+    if found.as_ref().is_some_and(|(.., note_use)| *note_use) {
+        sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE secret_hash = $1")
+            .bind(secret.hash())
+            .execute(pool)
+            .await?;
+    }
+    Ok(found.and_then(|(user_id, username, role, credential_version, _)| {
         Some(Caller {
             user_id,
             username: Username::parse(&username).ok()?,
@@ -76,6 +92,54 @@ pub async fn end(pool: &PgPool, secret: &Secret) -> Result<(), sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The user's sessions that have not expired, the most recently used first; `current` is
+/// marked.
+pub async fn list(pool: &PgPool, user_id: Uuid, current: Option<&Secret>) -> Result<Vec<SessionInfo>, sqlx::Error> {
+    let rows: Vec<(Uuid, OffsetDateTime, OffsetDateTime, String, bool)> = sqlx::query_as(
+        "SELECT session_id, created_at, last_seen_at, user_agent, secret_hash = $2 FROM sessions
+         WHERE user_id = $1 AND expires_at > now() ORDER BY last_seen_at DESC LIMIT 100",
+    )
+    .bind(user_id)
+    .bind(current.map(Secret::hash).unwrap_or_default())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(session_id, created_at, last_seen_at, user_agent, current)| SessionInfo {
+            session_id,
+            created_at,
+            last_seen_at,
+            user_agent,
+            current,
+        })
+        .collect())
+}
+
+/// Ends one of the user's sessions, named by its id; `false` if they have no such session
+/// (someone else's included). Every instance forgets it.
+pub async fn end_by_id(pool: &PgPool, user_id: Uuid, session_id: Uuid) -> Result<bool, sqlx::Error> {
+    let ended: Option<bool> = sqlx::query_scalar(
+        "WITH ended AS (DELETE FROM sessions WHERE session_id = $1 AND user_id = $2 RETURNING user_id)
+         SELECT pg_notify($3, user_id::text) IS NOT NULL FROM ended",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .bind(super::cache::CHANNEL)
+    .fetch_optional(pool)
+    .await?;
+    Ok(ended.is_some())
+}
+
+/// Ends every session of the user ("sign out everywhere"); returns how many. Every instance
+/// forgets them.
+pub async fn end_all(pool: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    super::cache::announce_change(&mut tx, user_id).await?;
+    tx.commit().await?;
+    Ok(ended.rows_affected())
 }
 
 /// Deletes expired sessions; returns how many.

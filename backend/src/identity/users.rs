@@ -206,6 +206,69 @@ pub async fn reset_password(
     Ok(User { user_id, username: username.clone(), role, credential_version })
 }
 
+/// What a password change did.
+#[derive(Debug)]
+pub enum PasswordChange {
+    /// Changed: the user under their new credentials (every session ended; this browser needs
+    /// a new one).
+    Changed(User),
+    /// The current password given is not theirs.
+    WrongPassword,
+    /// Their credentials changed meanwhile (a reset): nothing was changed.
+    Raced,
+}
+
+/// Changes `username`'s password, given their current one. Every session ends (this browser's
+/// too: the caller starts a new one), and every token, if `end_tokens`; else their live tokens
+/// are carried over to the new credentials.
+pub async fn change_password(
+    pool: &PgPool,
+    passwords: &Passwords,
+    username: &Username,
+    current: &str,
+    new: &Password,
+    end_tokens: bool,
+) -> Result<PasswordChange, SignUpError> {
+    let Some(user) = check_password(pool, passwords, username, current).await? else {
+        return Ok(PasswordChange::WrongPassword);
+    };
+    let password_hash = passwords.hash(new.expose()).await?;
+    let mut tx = pool.begin().await?;
+    // Only over the credentials the current password was checked against: a reset meanwhile wins.
+    let moved: Option<i64> = sqlx::query_scalar(
+        "UPDATE users SET password_hash = $2, credential_version = credential_version + 1
+         WHERE user_id = $1 AND credential_version = $3 RETURNING credential_version",
+    )
+    .bind(user.user_id)
+    .bind(&password_hash)
+    .bind(user.credential_version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(credential_version) = moved else {
+        return Ok(PasswordChange::Raced);
+    };
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.user_id).execute(&mut *tx).await?;
+    if end_tokens {
+        sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user.user_id)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query(
+            "UPDATE api_tokens SET credential_version = $2
+             WHERE user_id = $1 AND revoked_at IS NULL AND credential_version = $3",
+        )
+        .bind(user.user_id)
+        .bind(credential_version)
+        .bind(user.credential_version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    super::cache::announce_change(&mut tx, user.user_id).await?;
+    tx.commit().await?;
+    Ok(PasswordChange::Changed(User { credential_version, ..user }))
+}
+
 /// Sets a user's password hash and role and moves their credentials on: every session and
 /// token ends (deleted, revoked, and in any case made under an older version), and every
 /// instance forgets what it remembered of them when the transaction commits.

@@ -53,6 +53,22 @@ pub struct ApiTokenInfo {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// One of the user's browser sessions, as they see it in the list (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub session_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Noted at most once a minute.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    /// The browser's `User-Agent` when it signed in (the first 200 characters).
+    pub user_agent: String,
+    /// Whether this is the session the request came with.
+    pub current: bool,
+}
+
 /// A token just made: the only time its secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -107,7 +107,7 @@ pub async fn signed_in_user(address: &str, arrival: Arrival, username: &str, pas
     let response = anonymous
         .post(format!("{address}/api/tokens/create"))
         .header("cookie", &cookie)
-        .json(&json!({"name": "tests"}))
+        .json(&json!({"name": "tests", "password": password}))
         .send()
         .await
         .expect("the token is made");

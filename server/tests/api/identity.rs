@@ -360,7 +360,7 @@ async fn a_bearer_token_drives_the_contract_routes_until_revoked(_: PgPoolOption
     let minted = bob
         .client
         .post(format!("{}/api/tokens/create", app.address))
-        .json(&json!({"name": "more"}))
+        .json(&json!({"name": "more", "password": PASSWORD}))
         .send()
         .await
         .unwrap();

@@ -127,7 +127,7 @@ async fn pages_and_json_are_compressed_but_answers_with_secrets_are_not(_: PgPoo
         .post(format!("{}/api/tokens/create", app.address))
         .header("cookie", &cookie)
         .header("accept-encoding", "br, gzip")
-        .json(&json!({"name": "compressed, were it not for the secret"}))
+        .json(&json!({"name": "compressed, were it not for the secret", "password": crate::helpers::PASSWORD}))
         .send()
         .await
         .unwrap();

@@ -1,0 +1,98 @@
+//! What a signed-in user does to keep their account theirs, as server functions
+//! (`/api/auth/...`): change their password, see their sessions and end one, sign out
+//! everywhere.
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use bank::contract::{SessionInfo, SignedIn};
+
+/// Changes the caller's password, given their current one, from a signed-in browser. Every
+/// other session ends, on every instance at once (this browser gets a new one); every token
+/// too if `endTokens`, else they keep working.
+#[server(prefix = "/api", endpoint = "auth/change-password", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignIn))]
+pub async fn change_password(
+    #[server(rename = "currentPassword")] current_password: String,
+    #[server(rename = "newPassword")] new_password: String,
+    #[server(rename = "endTokens")]
+    #[server(default)]
+    end_tokens: bool,
+) -> Result<SignedIn, ApiError> {
+    use super::identity::server::{sign_in_limiter, sign_up_error, start_session, too_many_for_this_name};
+    use backend::identity::users::{self, PasswordChange};
+    use backend::identity::{Credential, Password};
+    let caller = super::signed_in()?;
+    if caller.credential != Credential::Session {
+        return Err(ApiError::new(super::ErrorCode::Forbidden, "a password is changed from a signed-in browser"));
+    }
+    let new_password = Password::parse(&new_password).map_err(ApiError::invalid_request)?;
+    let services = super::services()?;
+    let (limiter, client) = sign_in_limiter()?;
+    limiter.0.may_try_sign_in(caller.username.as_str(), client).map_err(too_many_for_this_name)?;
+    let change = users::change_password(
+        &services.pool,
+        &services.passwords,
+        &caller.username,
+        &current_password,
+        &new_password,
+        end_tokens,
+    )
+    .await
+    .map_err(sign_up_error)?;
+    limiter.0.sign_in_tried(caller.username.as_str(), client, !matches!(change, PasswordChange::WrongPassword));
+    match change {
+        PasswordChange::Changed(user) => {
+            services.callers.forget_user(user.user_id);
+            start_session(&services, &user).await?;
+            Ok(SignedIn { username: user.username.to_string(), role: user.role })
+        }
+        PasswordChange::WrongPassword => {
+            Err(ApiError::new(super::ErrorCode::Forbidden, "that is not your current password"))
+        }
+        PasswordChange::Raced => Err(ApiError::new(
+            super::ErrorCode::Conflict,
+            "your password was changed meanwhile (a reset?): sign in again",
+        )),
+    }
+}
+
+/// The caller's sessions that have not expired, most recently used first; the one this
+/// request came with is marked `current`.
+#[server(prefix = "/api", endpoint = "auth/sessions", input = Json)]
+pub async fn list_sessions() -> Result<Vec<SessionInfo>, ApiError> {
+    let caller = super::signed_in()?;
+    let current = super::identity::server::session_cookie();
+    Ok(backend::identity::sessions::list(&super::services()?.pool, caller.user_id, current.as_ref()).await?)
+}
+
+/// Ends one of the caller's sessions (a browser they do not recognise); it is signed out on
+/// every instance at once.
+#[server(prefix = "/api", endpoint = "auth/end-session", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
+pub async fn end_session(#[server(rename = "sessionId")] session_id: Uuid) -> Result<(), ApiError> {
+    let caller = super::signed_in()?;
+    let services = super::services()?;
+    if backend::identity::sessions::end_by_id(&services.pool, caller.user_id, session_id).await? {
+        services.callers.forget_user(caller.user_id);
+        Ok(())
+    } else {
+        Err(ApiError::new(super::ErrorCode::NotFound, format!("you have no session {session_id}")))
+    }
+}
+
+/// Ends every session of the caller, this browser's too ("sign out everywhere"). Tokens are
+/// left alone (revoke them on the tokens page).
+#[server(prefix = "/api", endpoint = "auth/sign-out-everywhere", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
+pub async fn sign_out_everywhere() -> Result<u64, ApiError> {
+    use super::identity::server::set_cookie;
+    let caller = super::signed_in()?;
+    let services = super::services()?;
+    let ended = backend::identity::sessions::end_all(&services.pool, caller.user_id).await?;
+    services.callers.forget_user(caller.user_id);
+    set_cookie(backend::identity::sessions::clear_cookie(services.secure_cookies));
+    Ok(ended)
+}
