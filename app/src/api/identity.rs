@@ -24,6 +24,7 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
         }
         Err(other) => return Err(server::sign_up_error(other)),
     };
+    server::note_address(&services, &user).await?;
     server::start_session(&services, &user).await?;
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
@@ -33,17 +34,11 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
 #[server(prefix = "/api", endpoint = "auth/sign-in", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignIn))]
 pub async fn sign_in(username: String, password: String) -> Result<SignedIn, ApiError> {
-    use backend::identity::{Username, users};
+    use backend::identity::Username;
     let services = super::services()?;
     let wrong = || ApiError::new(super::ErrorCode::Unauthenticated, "wrong username or password");
     let username = Username::parse(&username).map_err(|_| wrong())?;
-    let (limiter, client) = server::sign_in_limiter()?;
-    limiter.0.may_try_sign_in(username.as_str(), client).map_err(server::too_many_for_this_name)?;
-    let checked = users::check_password(&services.pool, &services.passwords, &username, &password)
-        .await
-        .map_err(server::sign_up_error)?;
-    limiter.0.sign_in_tried(username.as_str(), client, checked.is_some());
-    let user = checked.ok_or_else(wrong)?;
+    let user = server::check_password(&services, &username, &password).await?.ok_or_else(wrong)?;
     server::start_session(&services, &user).await?;
     Ok(SignedIn { username: user.username.to_string(), role: user.role })
 }
@@ -120,9 +115,9 @@ pub async fn revoke_token(#[server(rename = "tokenId")] token_id: Uuid) -> Resul
 pub(super) mod server {
     use axum::http::{HeaderValue, header};
 
-    use crate::api::limits::{ClientAddress, RouteLimiters};
+    use crate::api::limits::{ClientAddress, RouteLimiters, client_key};
     use crate::api::{ApiError, ErrorCode, Services};
-    use backend::identity::{Caller, PasswordError, Secret, SignUpError, User, sessions, users};
+    use backend::identity::{Caller, PasswordError, Secret, SignUpError, User, Username, sessions, users};
 
     /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
     /// someone planted before sign-in is worthless after it. Refused if the user's password or
@@ -142,19 +137,48 @@ pub(super) mod server {
         Ok(())
     }
 
-    /// Checks that `password` is the caller's own (asked again before something lasting is
-    /// done with a session), under the same per-username limit as sign-ins: a session cannot
-    /// be used to guess the password faster than the sign-in page.
-    pub async fn check_own_password(caller: &Caller, password: &str) -> Result<(), ApiError> {
-        let services = super::super::services()?;
+    /// The user whose password this is, or `None`; limited per username: an attempt from an
+    /// address the user signed in from before is always made; from elsewhere it is admitted
+    /// (and counted) while the name's budget of failures lasts, and a right one is given back.
+    /// A right password remembers the address.
+    pub async fn check_password(
+        services: &Services,
+        username: &Username,
+        password: &str,
+    ) -> Result<Option<User>, ApiError> {
         let (limiter, client) = sign_in_limiter()?;
-        limiter.0.may_try_sign_in(caller.username.as_str(), client).map_err(too_many_for_this_name)?;
-        let checked = users::check_password(&services.pool, &services.passwords, &caller.username, password)
+        let address = client_key(client).to_string();
+        let known = users::signed_in_from(&services.pool, username, &address).await?;
+        if !known {
+            limiter.0.admit_password_attempt(username.as_str()).map_err(too_many_for_this_name)?;
+        }
+        let checked = users::check_password(&services.pool, &services.passwords, username, password)
             .await
             .map_err(sign_up_error)?;
-        let matches = checked.is_some_and(|user| user.user_id == caller.user_id);
-        limiter.0.sign_in_tried(caller.username.as_str(), client, matches);
-        if matches { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "that is not your password")) }
+        if let Some(user) = &checked {
+            if !known {
+                limiter.0.refund_password_attempt(username.as_str());
+            }
+            users::note_sign_in_address(&services.pool, user.user_id, &address).await?;
+        }
+        Ok(checked)
+    }
+
+    /// Remembers the address a user just signed up or in from.
+    pub async fn note_address(services: &Services, user: &User) -> Result<(), ApiError> {
+        let (_, client) = sign_in_limiter()?;
+        Ok(users::note_sign_in_address(&services.pool, user.user_id, &client_key(client).to_string()).await?)
+    }
+
+    /// Checks that `password` is the caller's own (asked again before something lasting is
+    /// done with a session), as [`check_password`] does: a session cannot be used to guess the
+    /// password faster than the sign-in page.
+    pub async fn check_own_password(caller: &Caller, password: &str) -> Result<User, ApiError> {
+        let services = super::super::services()?;
+        match check_password(&services, &caller.username, password).await? {
+            Some(user) if user.user_id == caller.user_id => Ok(user),
+            _ => Err(ApiError::new(ErrorCode::Forbidden, "that is not your password")),
+        }
     }
 
     /// The server's limiter and the client's address, as the server put them in the request.

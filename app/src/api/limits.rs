@@ -33,13 +33,26 @@ pub trait RouteLimiter: Send + Sync + 'static {
     /// `Ok` and counted, or how long until this client may try again.
     fn check(&self, limit: Limit, request: &Request<Body>) -> Result<(), Duration>;
 
-    /// Whether a sign-in as `username` may be tried now by `client`, or how long until it may:
-    /// failed attempts at one name, from wherever, slow further ones down, except from an
-    /// address the user signed in from before.
-    fn may_try_sign_in(&self, username: &str, client: IpAddr) -> Result<(), Duration>;
+    /// Admits (and counts) an attempt at `username`'s password from an address they have not
+    /// signed in from, or says how long until one may be made: failed attempts at one name,
+    /// from wherever, slow further ones down. Counted when admitted, so that attempts made at
+    /// once cannot all pass before the first fails.
+    fn admit_password_attempt(&self, username: &str) -> Result<(), Duration>;
 
-    /// Notes how a sign-in attempt as `username` by `client` ended.
-    fn sign_in_tried(&self, username: &str, client: IpAddr, succeeded: bool);
+    /// Gives back an admitted attempt that turned out right.
+    fn refund_password_attempt(&self, username: &str);
+}
+
+/// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
+/// usually holds).
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 /// The address a request is from, as the server decided (the connection's peer, or the client

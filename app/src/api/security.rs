@@ -21,42 +21,24 @@ pub async fn change_password(
     #[server(default)]
     end_tokens: bool,
 ) -> Result<SignedIn, ApiError> {
-    use super::identity::server::{sign_in_limiter, sign_up_error, start_session, too_many_for_this_name};
-    use backend::identity::users::{self, PasswordChange};
-    use backend::identity::{Credential, Password};
+    use super::identity::server::{check_own_password, sign_up_error, start_session};
+    use backend::identity::{Credential, Password, users};
     let caller = super::signed_in()?;
     if caller.credential != Credential::Session {
         return Err(ApiError::new(super::ErrorCode::Forbidden, "a password is changed from a signed-in browser"));
     }
     let new_password = Password::parse(&new_password).map_err(ApiError::invalid_request)?;
     let services = super::services()?;
-    let (limiter, client) = sign_in_limiter()?;
-    limiter.0.may_try_sign_in(caller.username.as_str(), client).map_err(too_many_for_this_name)?;
-    let change = users::change_password(
-        &services.pool,
-        &services.passwords,
-        &caller.username,
-        &current_password,
-        &new_password,
-        end_tokens,
-    )
-    .await
-    .map_err(sign_up_error)?;
-    limiter.0.sign_in_tried(caller.username.as_str(), client, !matches!(change, PasswordChange::WrongPassword));
-    match change {
-        PasswordChange::Changed(user) => {
-            services.callers.forget_user(user.user_id);
-            start_session(&services, &user).await?;
-            Ok(SignedIn { username: user.username.to_string(), role: user.role })
-        }
-        PasswordChange::WrongPassword => {
-            Err(ApiError::new(super::ErrorCode::Forbidden, "that is not your current password"))
-        }
-        PasswordChange::Raced => Err(ApiError::new(
-            super::ErrorCode::Conflict,
-            "your password was changed meanwhile (a reset?): sign in again",
-        )),
-    }
+    let user = check_own_password(&caller, &current_password).await?;
+    let changed = users::change_password(&services.pool, &services.passwords, &user, &new_password, end_tokens)
+        .await
+        .map_err(sign_up_error)?
+        .ok_or_else(|| {
+            ApiError::new(super::ErrorCode::Conflict, "your password was changed meanwhile (a reset?): sign in again")
+        })?;
+    services.callers.forget_user(changed.user_id);
+    start_session(&services, &changed).await?;
+    Ok(SignedIn { username: changed.username.to_string(), role: changed.role })
 }
 
 /// The caller's sessions that have not expired, most recently used first; the one this

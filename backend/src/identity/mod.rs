@@ -22,9 +22,11 @@ pub use users::{AdminError, Password, SignUpError, User, Username, UsernameError
 
 /// Gives the server's role (quoted) what identity needs of its tables.
 pub async fn grant_to_server_role(pool: &sqlx::PgPool, role: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens TO {role}"))
-        .execute(pool)
-        .await?;
+    sqlx::query(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens, sign_in_addresses TO {role}"
+    ))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -206,35 +206,52 @@ pub async fn reset_password(
     Ok(User { user_id, username: username.clone(), role, credential_version })
 }
 
-/// What a password change did.
-#[derive(Debug)]
-pub enum PasswordChange {
-    /// Changed: the user under their new credentials (every session ended; this browser needs
-    /// a new one).
-    Changed(User),
-    /// The current password given is not theirs.
-    WrongPassword,
-    /// Their credentials changed meanwhile (a reset): nothing was changed.
-    Raced,
+/// How many addresses are remembered per user (the most recently used).
+const SIGN_IN_ADDRESSES_KEPT: i64 = 8;
+
+/// Whether `username` signed in or up from `address` (as the rate limits key clients) lately.
+pub async fn signed_in_from(pool: &PgPool, username: &Username, address: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM sign_in_addresses a JOIN users u USING (user_id)
+                        WHERE u.username = $1 AND a.address = $2)",
+    )
+    .bind(username.as_str())
+    .bind(address)
+    .fetch_one(pool)
+    .await
 }
 
-/// Changes `username`'s password, given their current one. Every session ends (this browser's
-/// too: the caller starts a new one), and every token, if `end_tokens`; else their live tokens
-/// are carried over to the new credentials.
+/// Remembers that the user signed in or up from `address`, keeping the most recent few.
+pub async fn note_sign_in_address(pool: &PgPool, user_id: Uuid, address: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH noted AS (
+             INSERT INTO sign_in_addresses (user_id, address) VALUES ($1, $2)
+             ON CONFLICT (user_id, address) DO UPDATE SET last_used_at = now())
+         DELETE FROM sign_in_addresses WHERE user_id = $1 AND address <> $2 AND address NOT IN (
+             SELECT address FROM sign_in_addresses WHERE user_id = $1 AND address <> $2
+             ORDER BY last_used_at DESC LIMIT $3 - 1)",
+    )
+    .bind(user_id)
+    .bind(address)
+    .bind(SIGN_IN_ADDRESSES_KEPT)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Sets the password of `user` (whose current password the caller checked). Every session ends
+/// (this browser's too: the caller starts a new one), and every token, if `end_tokens`; else
+/// their live tokens are carried over to the new credentials. `None` if their credentials
+/// changed since `user` was read (a reset meanwhile wins): nothing was changed.
 pub async fn change_password(
     pool: &PgPool,
     passwords: &Passwords,
-    username: &Username,
-    current: &str,
+    user: &User,
     new: &Password,
     end_tokens: bool,
-) -> Result<PasswordChange, SignUpError> {
-    let Some(user) = check_password(pool, passwords, username, current).await? else {
-        return Ok(PasswordChange::WrongPassword);
-    };
+) -> Result<Option<User>, SignUpError> {
     let password_hash = passwords.hash(new.expose()).await?;
     let mut tx = pool.begin().await?;
-    // Only over the credentials the current password was checked against: a reset meanwhile wins.
     let moved: Option<i64> = sqlx::query_scalar(
         "UPDATE users SET password_hash = $2, credential_version = credential_version + 1
          WHERE user_id = $1 AND credential_version = $3 RETURNING credential_version",
@@ -245,7 +262,7 @@ pub async fn change_password(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(credential_version) = moved else {
-        return Ok(PasswordChange::Raced);
+        return Ok(None);
     };
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.user_id).execute(&mut *tx).await?;
     if end_tokens {
@@ -266,7 +283,7 @@ pub async fn change_password(
     }
     super::cache::announce_change(&mut tx, user.user_id).await?;
     tx.commit().await?;
-    Ok(PasswordChange::Changed(User { credential_version, ..user }))
+    Ok(Some(User { credential_version, ..user.clone() }))
 }
 
 /// Sets a user's password hash and role and moves their credentials on: every session and

@@ -80,21 +80,21 @@ impl TrustedProxies {
 
     /// The client's address: walking back from the peer through `X-Forwarded-For` (whose
     /// last entry the nearest proxy appended) while the hop is a trusted proxy, the first one
-    /// that is not. An entry that is not an address ends the walk at the proxy that passed it.
+    /// that is not. An entry that is not an address ends the walk at the proxy that passed it;
+    /// entries further left (the client's own, to a first proxy that appends) are never read.
     pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = canonical(peer);
         if !self.trusts(client) {
             return client;
         }
-        let forwarded: Vec<&str> = headers
+        // Bytes, not text: a client's junk byte in its own entry must not hide the whole value.
+        let forwarded: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
             .collect();
         for hop in forwarded.iter().rev() {
-            let Ok(address) = hop.parse::<IpAddr>() else {
+            let Some(address) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
                 return client;
             };
             client = canonical(address);
@@ -104,6 +104,23 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// An address as proxies write it: bare, with a port (`192.0.2.1:5678`), or bracketed
+/// (`[2001:db8::1]`, `[2001:db8::1]:443`).
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(address) = text.parse() {
+        return Some(address);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|port| port.parse::<u16>().is_ok());
+        return if port_ok { inside.parse().ok() } else { None };
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -163,5 +180,15 @@ mod tests {
         // Junk ends the walk at the proxy that passed it; no header leaves the peer.
         assert_eq!(trusted.client_address(peer, &forwarded(&["junk"])), peer);
         assert_eq!(trusted.client_address(peer, &HeaderMap::new()), peer);
+        // Ports and brackets, as some proxies write them.
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(trusted.client_address(peer, &forwarded(&["203.0.113.9:5678"])), client);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(trusted.client_address(peer, &forwarded(&["[2001:db8::1]:443"])), v6);
+        assert_eq!(trusted.client_address(peer, &forwarded(&["[2001:db8::1]"])), v6);
+        // A byte that is not text in the client's own entry hides only that entry.
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap());
+        assert_eq!(trusted.client_address(peer, &headers), client);
     }
 }

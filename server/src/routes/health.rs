@@ -12,12 +12,14 @@ use crate::startup::AppState;
 
 /// How long an answer is given again without asking the database.
 const FRESH_FOR: Duration = Duration::from_secs(1);
+/// How long the database may take to answer; then the answer is 503, given again as any other.
+const ASK_AT_MOST: Duration = Duration::from_secs(2);
 
 /// Liveness, for anyone: 200 while the database answers one trivial query, else 503; `"degraded"`
 /// when a projection has failed or no instance runs it. No internals (no error text, no instance
 /// or projection names): operators read those on the operations page and at `/metrics`. An
 /// answer is given again for a second, so however many probe it (anyone may), the database is
-/// asked at most once a second.
+/// asked at most once a second (and waited for at most [`ASK_AT_MOST`]).
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (status, word) = state.health.answer(|| probe(&state)).await;
     (status, Json(json!({ "status": word })))
@@ -56,7 +58,8 @@ impl HealthCache {
         {
             return (status, word);
         }
-        let (status, word) = ask().await;
+        let (status, word) =
+            tokio::time::timeout(ASK_AT_MOST, ask()).await.unwrap_or((StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
         *last = Some((Instant::now(), status, word));
         (status, word)
     }
@@ -83,5 +86,14 @@ mod tests {
         tokio::time::advance(FRESH_FOR).await;
         cache.answer(ask).await;
         assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2, "asked again after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_database_that_does_not_answer_is_unavailable_and_that_answer_kept() {
+        let cache = HealthCache::default();
+        let hanging = || std::future::pending::<(StatusCode, &'static str)>();
+        assert_eq!(cache.answer(hanging).await, (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        let never_asked = || async { unreachable!("the answer of a moment ago is given") };
+        assert_eq!(cache.answer(never_asked).await, (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
     }
 }

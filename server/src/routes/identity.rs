@@ -63,8 +63,11 @@ pub async fn authenticate(
     };
     let path = request.uri().path().to_owned();
     // A session cookie that names nobody (expired, signed out elsewhere, reset) is removed from
-    // the browser with this answer, so that it stops sending it.
-    let dead_cookie = caller.is_none() && matches!(presented, Some(Presented::Session(_)));
+    // the browser with the answer to a page's load, so that it stops sending it. Not with an
+    // API answer: one sent before a sign-in, answered after it, would remove the new cookie.
+    let page_load =
+        request.method() == axum::http::Method::GET && !path.starts_with("/api/") && !path.starts_with("/pkg/");
+    let dead_cookie = page_load && caller.is_none() && matches!(presented, Some(Presented::Session(_)));
     let mut response = match &caller {
         Some(caller) => {
             if path == "/metrics" && !caller.is_operator() {

@@ -128,7 +128,10 @@ pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Re
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("a panic without a message");
         tracing::error!(panic = message, "a request handler panicked");
-        ApiError::internal().into_response()
+        // Outside the cache-control layer: kept by no cache, as every answer but the bundle.
+        let mut response = ApiError::internal().into_response();
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
     CatchPanicLayer::custom(respond as fn(Box<dyn std::any::Any + Send>) -> Response)
 }
@@ -149,6 +152,7 @@ mod tests {
         let router: Router = Router::new().route("/boom", get(boom)).layer(catch_panics());
         let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["cache-control"], "no-store");
         let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "internal");

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use app::api::limits::client_key;
 use app::api::limits::{ClientAddress, Limit, RouteLimiter};
 use axum::extract::Request;
 use backend::identity::Caller;
@@ -68,15 +69,9 @@ pub struct RateLimits {
     commands: Arc<Limiter>,
     /// Requests whose token names nobody, per address: 60 a minute.
     bad_credentials: Arc<Limiter>,
-    /// Failed sign-ins, per username.
+    /// Failed sign-ins (and other password checks), per username.
     sign_in_failures: Arc<Limiter>,
-    /// Per username, the addresses (as [`client_key`]) it last signed in from.
-    known_addresses: Arc<Mutex<HashMap<String, Vec<IpAddr>>>>,
 }
-
-/// How many addresses are remembered per user, and for how many users at most (then afresh).
-const KNOWN_ADDRESSES_PER_USER: usize = 8;
-const KNOWN_USERS: usize = 100_000;
 
 impl RateLimits {
     /// Counts a well-formed credential that named nobody against its address: `Err` once the
@@ -92,12 +87,7 @@ impl RateLimits {
             commands: Arc::new(Limiter::new(settings.commands)),
             bad_credentials: Arc::new(Limiter::new(Rate::per_minute(60))),
             sign_in_failures: Arc::new(Limiter::new(settings.sign_in_failures)),
-            known_addresses: Arc::default(),
         }
-    }
-
-    fn known_addresses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<IpAddr>>> {
-        self.known_addresses.lock().expect("rate limits are never poisoned")
     }
 }
 
@@ -116,28 +106,12 @@ impl RouteLimiter for RateLimits {
         }
     }
 
-    fn may_try_sign_in(&self, username: &str, client: IpAddr) -> Result<(), Duration> {
-        let known = self.known_addresses().get(username).is_some_and(|known| known.contains(&client_key(client)));
-        if known { Ok(()) } else { self.sign_in_failures.check_at(username, Instant::now(), false) }
+    fn admit_password_attempt(&self, username: &str) -> Result<(), Duration> {
+        self.sign_in_failures.check(username)
     }
 
-    fn sign_in_tried(&self, username: &str, client: IpAddr, succeeded: bool) {
-        if !succeeded {
-            // Past the limit it stays past it: nothing more to count.
-            let _ = self.sign_in_failures.check(username);
-            return;
-        }
-        let mut known = self.known_addresses();
-        if known.len() >= KNOWN_USERS && !known.contains_key(username) {
-            known.clear();
-        }
-        let addresses = known.entry(username.to_owned()).or_default();
-        let client = client_key(client);
-        addresses.retain(|address| *address != client);
-        addresses.push(client);
-        if addresses.len() > KNOWN_ADDRESSES_PER_USER {
-            addresses.remove(0);
-        }
+    fn refund_password_attempt(&self, username: &str) {
+        self.sign_in_failures.refund(username);
     }
 }
 
@@ -146,18 +120,6 @@ impl RouteLimiter for RateLimits {
 fn no_address() -> Duration {
     tracing::error!("a rate-limited request came without its client's address");
     Duration::from_secs(1)
-}
-
-/// Who counts as one client by address: an IPv4 address, or an IPv6 /64 (what one subscriber
-/// usually holds).
-pub fn client_key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        v4 => v4,
-    }
 }
 
 /// A keyed GCRA: per key, the instant at which its bucket is full again.
@@ -193,6 +155,18 @@ impl Limiter {
     /// `Ok` and counted, or how long until the key may try again.
     fn check(&self, key: &str) -> Result<(), Duration> {
         self.check_at(key, Instant::now(), true)
+    }
+
+    /// Gives back one counted request of `key`'s.
+    fn refund(&self, key: &str) {
+        let mut state = self.state.lock().expect("rate limits are never poisoned");
+        let now = Instant::now();
+        if let Some(at) = state.full_again.get_mut(key) {
+            *at = at.checked_sub(self.rate.interval).unwrap_or(now);
+            if *at <= now {
+                state.full_again.remove(key);
+            }
+        }
     }
 
     fn check_at(&self, key: &str, now: Instant, count: bool) -> Result<(), Duration> {
@@ -274,24 +248,19 @@ mod tests {
     }
 
     #[test]
-    fn failed_sign_ins_slow_a_username_down_except_from_its_own_addresses() {
+    fn password_attempts_are_counted_when_admitted_and_a_right_one_given_back() {
         let settings = RateSettings { sign_in_failures: Rate::per_hour(3), ..RateSettings::default() };
         let limits = RateLimits::new(settings);
-        let (home, guessers): (IpAddr, Vec<IpAddr>) =
-            ("192.0.2.1".parse().unwrap(), (1..=4).map(|n| format!("198.51.100.{n}").parse().unwrap()).collect());
-        // Given alice signed in from home once,
-        assert_eq!(limits.may_try_sign_in("alice", home), Ok(()));
-        limits.sign_in_tried("alice", home, true);
-        // when guessers at three addresses spend the name's failures,
-        for guesser in &guessers[..3] {
-            assert_eq!(limits.may_try_sign_in("alice", *guesser), Ok(()));
-            limits.sign_in_tried("alice", *guesser, false);
+        // Three attempts at once are admitted; a fourth waits, whoever sends it.
+        for _ in 0..3 {
+            assert_eq!(limits.admit_password_attempt("alice"), Ok(()));
         }
-        // then a fourth address waits, whoever it is,
-        assert!(limits.may_try_sign_in("alice", guessers[3]).is_err(), "a distributed guesser is slowed");
-        // alice at home does not, and other names are not touched.
-        assert_eq!(limits.may_try_sign_in("alice", home), Ok(()), "her own address is never held back");
-        assert_eq!(limits.may_try_sign_in("bob", guessers[3]), Ok(()));
+        assert!(limits.admit_password_attempt("alice").is_err(), "counted when admitted, not when failed");
+        // One that was right is given back, and another may be tried; other names are untouched.
+        limits.refund_password_attempt("alice");
+        assert_eq!(limits.admit_password_attempt("alice"), Ok(()));
+        assert!(limits.admit_password_attempt("alice").is_err());
+        assert_eq!(limits.admit_password_attempt("bob"), Ok(()));
     }
 
     #[test]
