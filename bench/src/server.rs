@@ -49,7 +49,7 @@ async fn sign_in_the_bench_user() -> Result<(), Box<dyn std::error::Error>> {
     };
     let session = sessions::start(&pool, &user, "the bench").await?.ok_or("the bench user changed while signing in")?;
     let caller = sessions::find(&pool, &session).await?.ok_or("the bench user's session names nobody")?;
-    let token = tokens::create(&pool, &caller, &session, "bench").await?;
+    let token = tokens::create(&pool, &caller, &session, &tokens::TokenRequest::full("bench")).await?;
     crate::http::set_bearer_token(token.token);
     pool.close().await;
     Ok(())

@@ -7,7 +7,7 @@ use leptos::server_fn::codec::Json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use bank::contract::{ApiTokenInfo, NewApiToken, SignedIn};
+use bank::contract::{ApiTokenInfo, NewApiToken, SignedIn, TokenScope};
 
 /// Creates a customer and signs them in.
 #[server(prefix = "/api", endpoint = "auth/sign-up", input = Json)]
@@ -63,12 +63,20 @@ pub async fn me() -> Result<Option<SignedIn>, ApiError> {
 
 /// Makes an API token, shown this once. Only from a signed-in browser: a token cannot mint
 /// more tokens, so a leaked one cannot outlive its revocation; and with the user's password
-/// again, so a session left open (or stolen) cannot mint one that outlives it.
+/// again, so a session left open (or stolen) cannot mint one that outlives it. `scope` (full
+/// by default) and `expiresInDays` (none by default) make it do less, and end by itself.
 #[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
-pub async fn create_token(name: String, password: String) -> Result<NewApiToken, ApiError> {
+pub async fn create_token(
+    name: String,
+    password: String,
+    #[server(default)] scope: TokenScope,
+    #[server(rename = "expiresInDays")]
+    #[server(default)]
+    expires_in_days: Option<u32>,
+) -> Result<NewApiToken, ApiError> {
     use backend::identity::Credential;
-    use backend::identity::tokens::{self, TokenError};
+    use backend::identity::tokens::{self, TokenError, TokenRequest};
     let caller = super::signed_in()?;
     if caller.credential != Credential::Session {
         return Err(ApiError::new(
@@ -78,13 +86,16 @@ pub async fn create_token(name: String, password: String) -> Result<NewApiToken,
     }
     let session = server::session_cookie().ok_or_else(ApiError::unauthenticated)?;
     server::check_own_password(&caller, &password).await?;
-    match tokens::create(&super::services()?.pool, &caller, &session, &name).await {
+    let request = TokenRequest { name: &name, scope, lifetime_days: expires_in_days };
+    match tokens::create(&super::services()?.pool, &caller, &session, &request).await {
         Ok(token) => Ok(token),
         Err(TokenError::Database(error)) => Err(error.into()),
         Err(changed @ TokenError::CredentialsChanged) => {
             Err(ApiError::new(super::ErrorCode::Unauthenticated, changed.to_string()))
         }
-        Err(refusal @ TokenError::BadName) => Err(ApiError::invalid_request(refusal.to_string())),
+        Err(refusal @ (TokenError::BadName | TokenError::BadLifetime)) => {
+            Err(ApiError::invalid_request(refusal.to_string()))
+        }
         Err(refusal @ TokenError::TooMany) => Err(ApiError::new(super::ErrorCode::Conflict, refusal.to_string())),
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::format;
 use crate::api::ApiError;
 use crate::api::identity::{create_token, list_tokens, me, revoke_token, sign_in, sign_out, sign_up};
-use bank::contract::{ApiTokenInfo, NewApiToken, Role, SignedIn};
+use bank::contract::{ApiTokenInfo, NewApiToken, Role, SignedIn, TokenScope};
 
 /// Who is signed in, read once per page load (on the server for the first render).
 #[derive(Clone, Copy)]
@@ -163,12 +163,14 @@ pub fn TokensPage() -> impl IntoView {
     let tokens = Resource::new(|| (), |_| list_tokens());
     let name = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
+    let scope = RwSignal::new(TokenScope::Full);
+    let days = RwSignal::new(String::new());
     let made = RwSignal::new(None::<NewApiToken>);
     let error = RwSignal::new(None::<String>);
-    let create = Action::new(move |(name, password): &(String, String)| {
-        let (name, password) = (name.clone(), password.clone());
+    let create = Action::new(move |(name, password, scope, days): &(String, String, TokenScope, Option<u32>)| {
+        let (name, password, scope, days) = (name.clone(), password.clone(), *scope, *days);
         async move {
-            let result = create_token(name, password).await;
+            let result = create_token(name, password, scope, days).await;
             tokens.refetch();
             result
         }
@@ -194,7 +196,18 @@ pub fn TokensPage() -> impl IntoView {
         event.prevent_default();
         error.set(None);
         made.set(None);
-        create.dispatch((name.get_untracked(), password.get_untracked()));
+        let days = days.get_untracked();
+        let days = match days.trim() {
+            "" => None,
+            days => match days.parse::<u32>() {
+                Ok(days) => Some(days),
+                Err(_) => {
+                    error.set(Some("Expires after: a whole number of days, or empty for never".to_owned()));
+                    return;
+                }
+            },
+        };
+        create.dispatch((name.get_untracked(), password.get_untracked(), scope.get_untracked(), days));
     };
     view! {
         <section class="card">
@@ -206,6 +219,17 @@ pub fn TokensPage() -> impl IntoView {
             <form class="create-token" data-testid="create-token-form" on:submit=submit>
                 <label for="token-name">"Name"</label>
                 <input id="token-name" name="name" type="text" autocomplete="off" bind:value=name />
+                <label for="token-scope">"May"</label>
+                <select id="token-scope" data-testid="token-scope" on:change=move |event| {
+                    let chosen = event_target_value(&event);
+                    scope.set(TokenScope::parse(&chosen).unwrap_or_default());
+                }>
+                    <option value="full" selected>"do everything you may"</option>
+                    <option value="read">"read only (queries and the live stream)"</option>
+                    <option value="metrics">"scrape /metrics only"</option>
+                </select>
+                <label for="token-days">"Expires after (days; empty: when revoked)"</label>
+                <input id="token-days" name="days" type="text" inputmode="numeric" autocomplete="off" bind:value=days />
                 <label for="token-password">"Your password (asked again: a token outlasts this session)"</label>
                 <div class="money-form-row">
                     <input id="token-password" name="password" type="password" autocomplete="current-password"
@@ -238,6 +262,8 @@ fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError
         <table class="accounts" data-testid="tokens-table">
             <thead><tr>
                 <th scope="col">"Name"</th>
+                <th scope="col">"May"</th>
+                <th scope="col">"Expires"</th>
                 <th scope="col">"Created"</th>
                 <th scope="col">"Last used"</th>
                 <th scope="col"></th>
@@ -248,6 +274,8 @@ fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError
                     view! {
                         <tr>
                             <td>{token.name}</td>
+                            <td>{token.scope.as_str()}</td>
+                            <td>{token.expires_at.map_or_else(|| "no expiry".to_owned(), format::time)}</td>
                             <td>{format::time(token.created_at)}</td>
                             <td>{token.last_used_at.map_or_else(|| "never".to_owned(), format::time)}</td>
                             <td>{match token.revoked_at {

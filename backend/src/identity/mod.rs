@@ -14,7 +14,7 @@ pub mod users;
 
 use uuid::Uuid;
 
-pub use bank::contract::Role;
+pub use bank::contract::{Role, TokenScope};
 pub use cache::{CallerCache, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
@@ -48,7 +48,7 @@ pub struct Caller {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
     Session,
-    Token { token_id: Uuid },
+    Token { token_id: Uuid, scope: TokenScope },
 }
 
 impl Caller {

@@ -39,12 +39,46 @@ impl Role {
     }
 }
 
+/// What a token may do: everything its owner may (`full`), read only (queries and the live
+/// stream), or scrape `/metrics` only (an operator's scraper needs no token that can act).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    #[default]
+    Full,
+    Read,
+    Metrics,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Full => "full",
+            TokenScope::Read => "read",
+            TokenScope::Metrics => "metrics",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenScope> {
+        match text {
+            "full" => Some(TokenScope::Full),
+            "read" => Some(TokenScope::Read),
+            "metrics" => Some(TokenScope::Metrics),
+            _ => None,
+        }
+    }
+}
+
 /// An API token as its owner sees it in the list: never the secret, which is shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokenInfo {
     pub token_id: Uuid,
     pub name: String,
+    pub scope: TokenScope,
+    /// When it stops working by itself, if it does.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -75,6 +109,9 @@ pub struct SessionInfo {
 pub struct NewApiToken {
     pub token_id: Uuid,
     pub name: String,
+    pub scope: TokenScope,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
 }

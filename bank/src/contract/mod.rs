@@ -13,7 +13,7 @@ mod transfers;
 pub use accounts::{
     AccountList, AccountStatusView, AccountView, CommandAccepted, HistoricalAccount, ReplicaStatus, ServedBy,
 };
-pub use identity::{ApiTokenInfo, NewApiToken, Role, SessionInfo, SignedIn};
+pub use identity::{ApiTokenInfo, NewApiToken, Role, SessionInfo, SignedIn, TokenScope};
 pub use ledger::{HistoryEntry, HistoryPage, Ledger, LedgerEntry, MovementKind};
 pub use live::{LiveProgress, ReadModelLag};
 pub use transfers::{TransferAccepted, TransferList, TransferStateView, TransferView};

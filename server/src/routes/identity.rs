@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use backend::identity::{Caller, Presented, Secret, sessions, tokens};
+use backend::identity::{Caller, Credential, Presented, Secret, TokenScope, sessions, tokens};
 
 use crate::startup::AppState;
 
@@ -73,6 +73,12 @@ pub async fn authenticate(
             if path == "/metrics" && !caller.is_operator() {
                 return ApiError::operators_only().into_response();
             }
+            if let Credential::Token { scope, .. } = caller.credential
+                && !scope_allows(scope, request.method(), &path)
+            {
+                return ApiError::new(ErrorCode::Forbidden, format!("this token's scope is {}", scope.as_str()))
+                    .into_response();
+            }
             request.extensions_mut().insert(caller.clone());
             // What named them, for a long-lived request to check again (a live stream).
             if let Some(presented) = presented {
@@ -101,6 +107,21 @@ fn clear_dead_cookie(response: &mut Response, secure: bool) {
         .any(|value| value.as_bytes().starts_with(name.as_bytes()));
     if !sets_its_own && let Ok(clear) = HeaderValue::from_str(&sessions::clear_cookie(secure)) {
         response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+}
+
+/// Whether a token of `scope` may make this request: `full`, anything its owner may; `read`,
+/// the queries, the live stream and who it is; `metrics`, `/metrics` only.
+fn scope_allows(scope: TokenScope, method: &axum::http::Method, path: &str) -> bool {
+    match scope {
+        TokenScope::Full => true,
+        TokenScope::Read => {
+            path.starts_with("/api/queries/")
+                || path.starts_with("/api/status/")
+                || path == "/api/auth/me"
+                || (method == axum::http::Method::GET && path == "/api/live")
+        }
+        TokenScope::Metrics => path == "/metrics",
     }
 }
 

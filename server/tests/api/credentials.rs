@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use backend::identity::tokens::{self, TokenError};
+use backend::identity::tokens::{self, TokenError, TokenRequest};
 use backend::identity::{AdminError, Password, Passwords, Username, sessions, users};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -122,13 +122,14 @@ async fn a_sign_in_or_a_token_begun_before_a_reset_is_refused_after_it(_: PgPool
     let signed_out = sessions::from_cookie_header(&signed_out.cookie, false).expect("a session cookie");
     let remembered_then_ended = sessions::find(&app.pool, &signed_out).await.unwrap().expect("her session");
     sessions::end(&app.pool, &signed_out).await.unwrap();
-    let minted = tokens::create(&app.pool, &remembered_then_ended, &signed_out, "after sign-out").await;
+    let minted =
+        tokens::create(&app.pool, &remembered_then_ended, &signed_out, &TokenRequest::full("after sign-out")).await;
     assert!(matches!(minted, Err(TokenError::CredentialsChanged)), "{minted:?}");
     // when her password is reset,
     users::reset_password(&app.pool, &passwords, &alice, &Password::parse(NEW_PASSWORD).unwrap()).await.unwrap();
     // then that sign-in starts no session, and the remembered caller makes no token.
     assert!(sessions::start(&app.pool, &checked, "a browser").await.unwrap().is_none(), "no session after the reset");
-    let minted = tokens::create(&app.pool, &remembered, &session, "kept by the thief").await;
+    let minted = tokens::create(&app.pool, &remembered, &session, &TokenRequest::full("kept by the thief")).await;
     assert!(matches!(minted, Err(TokenError::CredentialsChanged)), "{minted:?}");
 
     // And over HTTP, two sign-ins with the old password racing a reset: whichever way they
@@ -352,4 +353,65 @@ async fn making_a_token_asks_for_the_password_again(_: PgPoolOptions, db: PgConn
     assert_eq!(crate::helpers::error_code(without, StatusCode::FORBIDDEN).await, "forbidden");
     let with = as_browser(&app, &alice.cookie, "/api/tokens/create", json!({"name": "x", "password": PASSWORD})).await;
     assert_eq!(with.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_token_may_be_made_to_read_only_to_scrape_only_or_to_expire(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let account = app.account_id("alice", 10.0).await;
+    let alice = app.sign_in(CUSTOMER).await;
+    let make = |cookie: String, body: Value| {
+        let app = &app;
+        async move {
+            let made = as_browser(app, &cookie, "/api/tokens/create", body).await;
+            assert_eq!(made.status(), StatusCode::OK);
+            let made: Value = made.json().await.unwrap();
+            (made["token"].as_str().unwrap().to_owned(), made)
+        }
+    };
+    let body = json!({"accountId": account, "amount": 1});
+    let with = |token: &str, method: reqwest::Method, path: &str| {
+        let request = http_client().build().unwrap().request(method, format!("{}{path}", app.address));
+        request.bearer_auth(token).json(&body).send()
+    };
+    use reqwest::Method;
+    // A read-only token reads, and does nothing else;
+    let (reader, _) =
+        make(alice.cookie.clone(), json!({"name": "reader", "password": PASSWORD, "scope": "read"})).await;
+    let one = format!("/api/queries/accounts/{account}");
+    assert_eq!(with(&reader, Method::GET, &one).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(with(&reader, Method::POST, "/api/queries/accounts").await.unwrap().status(), StatusCode::OK);
+    let deposit = with(&reader, Method::POST, "/api/commands/deposit").await.unwrap();
+    assert_eq!(crate::helpers::error_code(deposit, StatusCode::FORBIDDEN).await, "forbidden");
+    assert_eq!(with(&reader, Method::POST, "/api/tokens/list").await.unwrap().status(), StatusCode::FORBIDDEN);
+    // an operator's scraper token scrapes /metrics, and reads nothing;
+    let olga = app.operator("olga").await;
+    let (scraper, _) =
+        make(olga.cookie.clone(), json!({"name": "prometheus", "password": PASSWORD, "scope": "metrics"})).await;
+    assert_eq!(with(&scraper, Method::GET, "/metrics").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(with(&scraper, Method::POST, "/api/queries/accounts").await.unwrap().status(), StatusCode::FORBIDDEN);
+    // a token made to last a day works until it expires.
+    let (daily, made) =
+        make(alice.cookie.clone(), json!({"name": "for a day", "password": PASSWORD, "expiresInDays": 1})).await;
+    assert!(made["expiresAt"].is_string(), "{made}");
+    assert_eq!(with(&daily, Method::POST, "/api/queries/accounts").await.unwrap().status(), StatusCode::OK);
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE name = 'for a day'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually("the expired token refused", PATIENCE, || async {
+        when(with(&daily, Method::POST, "/api/queries/accounts").await.unwrap().status(), |status| {
+            *status == StatusCode::UNAUTHORIZED
+        })
+    })
+    .await;
+    // Scopes and lifetimes it does not know are refused.
+    for body in [
+        json!({"name": "x", "password": PASSWORD, "scope": "admin"}),
+        json!({"name": "x", "password": PASSWORD, "expiresInDays": 0}),
+        json!({"name": "x", "password": PASSWORD, "expiresInDays": 366}),
+    ] {
+        let refused = as_browser(&app, &alice.cookie, "/api/tokens/create", body.clone()).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
 }
