@@ -41,32 +41,94 @@ pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Makes `role` (quoted, as [`quoted_identifier`] gives it) the owner of each projection table
-/// in `tables` and of the shadow tables a rebuild makes beside it: a rebuild creates them and
-/// swaps them in, which only an owner may do. Only where the owner differs: altering takes an
-/// exclusive lock (readers on running instances would wait), and once the role owns a table
-/// only it or a superuser may alter it. A shadow left by a server that stopped mid-way goes too.
+/// Gives `role` (quoted, as [`quoted_identifier`] gives it) what running a projection needs on
+/// each table in `tables` and its shadow copy: read, write and empty them; not own them (an
+/// owner could alter them, or put a trigger on them that would run as whoever writes there).
+/// A table an earlier version handed to the role is taken back first.
 ///
 /// Run by the schema's owner: every function and operator it calls is named with its schema
-/// (`pg_catalog.`), so that nothing the server's role planted in the schema runs as the owner.
-pub async fn hand_projection_tables_to(pool: &PgPool, role: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
+/// (`pg_catalog.`), so that nothing planted in the schema runs as the owner.
+pub async fn grant_projection_tables_to(pool: &PgPool, role: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
     use crate::projection::Target;
     for table in tables {
-        let names = [Target::LIVE, Target::REBUILD, Target::REPLACED].map(|target| target.table(table));
-        for name in names {
-            let owner: Option<String> = sqlx::query_scalar(
-                "SELECT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner)::text) FROM pg_catalog.pg_class c
+        for name in [Target::LIVE, Target::REBUILD].map(|target| target.table(table)) {
+            let owned_elsewhere: Option<bool> = sqlx::query_scalar(
+                "SELECT c.relowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                           WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+                 FROM pg_catalog.pg_class c
                  WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1::text))",
             )
             .bind(&name)
             .fetch_optional(pool)
             .await?;
-            if owner.is_some_and(|owner| owner != role) {
-                sqlx::query(&format!(r#"ALTER TABLE "{name}" OWNER TO {role}"#)).execute(pool).await?;
+            let Some(owned_elsewhere) = owned_elsewhere else {
+                continue;
+            };
+            if owned_elsewhere {
+                sqlx::query(&format!(r#"ALTER TABLE "{name}" OWNER TO CURRENT_USER"#)).execute(pool).await?;
             }
+            sqlx::query(&format!(r#"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON "{name}" TO {role}"#))
+                .execute(pool)
+                .await?;
         }
     }
     Ok(())
+}
+
+/// Makes each of `projection`'s tables' shadow copy (`<table>_rebuild`), shaped as the live
+/// table is now, where it is missing or shaped otherwise (a migration changed the live table),
+/// unless a rebuild is filling it. Run at start-up by the role that migrates, so that a rebuild
+/// needs no right to create a table. A copy that is already right is left alone, with the
+/// rights it was granted (running instances may be using it). A rebuild locks the copies
+/// before it notes its checkpoint; so does this, before it looks for one.
+pub async fn prepare_shadow_tables(pool: &PgPool, projection: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
+    use crate::projection::Target;
+    let mut tx = pool.begin().await?;
+    let mut stale = Vec::new();
+    for table in tables {
+        let shadow = Target::REBUILD.table(table);
+        let (live_shape, shadow_shape) = (shape(&mut tx, table).await?, shape(&mut tx, &shadow).await?);
+        if shadow_shape.is_some() {
+            sqlx::query(&format!(r#"LOCK TABLE "{shadow}" IN ACCESS EXCLUSIVE MODE"#)).execute(&mut *tx).await?;
+        }
+        if shadow_shape != live_shape {
+            stale.push((*table, shadow));
+        }
+    }
+    if stale.is_empty() {
+        return tx.commit().await;
+    }
+    let rebuilding: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM projection_checkpoints WHERE projection_name OPERATOR(pg_catalog.=) $1::text)",
+    )
+    .bind(crate::projection::rebuild_checkpoint_name(projection))
+    .fetch_one(&mut *tx)
+    .await?;
+    if !rebuilding {
+        for (table, shadow) in stale {
+            sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{shadow}""#)).execute(&mut *tx).await?;
+            sqlx::query(&format!(r#"CREATE TABLE "{shadow}" (LIKE "{table}" INCLUDING ALL)"#))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await
+}
+
+/// A table's columns, names and types in order; `None` if there is no such table.
+async fn shape(connection: &mut sqlx::PgConnection, table: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pg_catalog.string_agg(
+                    pg_catalog.concat(a.attname::text, ' ', pg_catalog.format_type(a.atttypid, a.atttypmod),
+                                      CASE WHEN a.attnotnull THEN ' not null' END),
+                    ', ' ORDER BY a.attnum)
+         FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1::text))
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+    )
+    .bind(table)
+    .fetch_one(connection)
+    .await
 }
 
 /// `name` as SQL quotes an identifier.

@@ -84,6 +84,10 @@ pub enum StartupError {
     Redis(#[from] redis::RedisError),
     #[error("cannot run the projections: {0}")]
     Partitions(#[from] eventstore::projection::AdoptError),
+    #[error(
+        "the database needs migrating, which this role may not do: set DATABASE_OWNER_URL to the role that owns its tables"
+    )]
+    NeedsOwner,
     /// Serving would append events that no projection ever reads.
     #[error(transparent)]
     ClusterMoved(eventstore::ClusterMoveError),
@@ -256,6 +260,13 @@ pub async fn prepare_database(
         })
         .connect_with(migrating_as.clone())
         .await?;
+    // The server's role alone, on a database an owner migrates (it may create nothing there):
+    // nothing to do if the owner has brought it up to date; else say who must.
+    if owner.is_none() && !backend::schema::may_create_tables(&pool).await? {
+        let up_to_date = backend::schema::is_up_to_date(&pool).await?;
+        pool.close().await;
+        return if up_to_date { Ok(()) } else { Err(StartupError::NeedsOwner) };
+    }
     backend::schema::migrate(&pool).await?;
     if owner.is_some() {
         backend::schema::grant_to_server_role(&pool, database.get_username()).await?;

@@ -26,11 +26,27 @@ pub use redis_accounts::RedisAccounts;
 pub use replica::{ReadPools, ReplicaStatus};
 pub use transfers::TransfersProjection;
 
-/// Makes the server's role the owner of the read tables (and of a rebuild's copies of them):
-/// a rebuild creates shadow tables beside them and swaps them in, which only an owner may do.
-pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+/// Each Postgres projection's name and tables.
+pub const TABLES_BY_PROJECTION: [(&str, &[&str]); 3] = {
     use eventstore::Projection;
-    let tables = [AccountSummaryProjection::TABLES, AccountLedgerProjection::TABLES, TransfersProjection::TABLES];
-    let tables: Vec<&str> = tables.into_iter().flatten().copied().collect();
-    eventstore::schema::hand_projection_tables_to(pool, role, &tables).await
+    [
+        (AccountSummaryProjection::NAME, AccountSummaryProjection::TABLES),
+        (AccountLedgerProjection::NAME, AccountLedgerProjection::TABLES),
+        (TransfersProjection::NAME, TransfersProjection::TABLES),
+    ]
+};
+
+/// Gives the server's role what running the projections needs on the read tables and on a
+/// rebuild's copies of them: read, write and empty them (it owns none).
+pub async fn grant_to_server_role(pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+    let tables: Vec<&str> = TABLES_BY_PROJECTION.into_iter().flat_map(|(_, tables)| tables).copied().collect();
+    eventstore::schema::grant_projection_tables_to(pool, role, &tables).await
+}
+
+/// Makes the rebuild copies of every read table (see [`eventstore::schema::prepare_shadow_tables`]).
+pub async fn prepare_rebuilds(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for (projection, tables) in TABLES_BY_PROJECTION {
+        eventstore::schema::prepare_shadow_tables(pool, projection, tables).await?;
+    }
+    Ok(())
 }

@@ -74,16 +74,17 @@ pub struct Target {
     suffix: &'static str,
 }
 
+/// The checkpoint row a rebuild of `name` advances.
+pub(crate) fn rebuild_checkpoint_name(name: &str) -> String {
+    format!("{name}#rebuild")
+}
+
 /// The suffix of a rebuild's shadow copy of a table.
 pub(crate) const REBUILD_SUFFIX: &str = "_rebuild";
-/// The suffix a live table has for the moment a rebuild's copy takes its place.
-pub(crate) const REPLACED_SUFFIX: &str = "_replaced";
 
 impl Target {
     pub const LIVE: Target = Target { suffix: "" };
     pub const REBUILD: Target = Target { suffix: REBUILD_SUFFIX };
-    /// The live table while a rebuild's copy takes its place.
-    pub(crate) const REPLACED: Target = Target { suffix: REPLACED_SUFFIX };
 
     /// The physical name of `table` in this copy.
     pub fn table(&self, table: &str) -> String {

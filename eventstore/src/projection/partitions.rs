@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
-use super::REBUILD_SUFFIX;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{HEARTBEAT, LEASE};
@@ -136,7 +135,7 @@ pub async fn adopt_count(
         .await?;
         for table in tables {
             sqlx::query(&format!(r#"DELETE FROM "{table}""#)).execute(&mut *tx).await?;
-            sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{table}{REBUILD_SUFFIX}""#)).execute(&mut *tx).await?;
+            super::control::empty_shadow(&mut tx, table).await?;
         }
         tracing::warn!(
             projection,

@@ -89,6 +89,12 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
         "SET session_replication_role = replica",
         "DROP TABLE events",
         "ALTER TABLE events ADD COLUMN note text",
+        // Planting, where the owner resolves names, what the owner would run with its rights.
+        "CREATE FUNCTION quote_ident(name) RETURNS text LANGUAGE sql AS 'SELECT ''planted''::text'",
+        "CREATE TABLE planted (note text)",
+        // Nor may it change the read tables it writes (a trigger would run as their writer).
+        "ALTER TABLE account_summary ADD COLUMN note text",
+        "CREATE TRIGGER planted BEFORE INSERT ON account_summary FOR EACH ROW EXECUTE FUNCTION pg_catalog.now()",
     ] {
         let refused = sqlx::query(attack).execute(&mut conn).await.expect_err(attack);
         let code = refused.as_database_error().and_then(|error| error.code()).map(|code| code.into_owned());
@@ -99,21 +105,26 @@ async fn the_servers_role_appends_events_but_cannot_change_them(_: PgPoolOptions
     // Two accounts, a deposit, and the transfer's six events.
     assert_eq!(events, 9, "history is whole");
 
-    // The role may create in the schema (a rebuild's tables): it plants functions whose
-    // argument types match the owner's calls better than pg_catalog's do, to run as the owner
-    // at the next start. The owner's start-up names pg_catalog's, and never runs them.
-    let mut conn = PgConnection::connect_with(&as_server).await.unwrap();
+    // The role owns no table and may create nothing where the owner resolves names. Were a
+    // function there that matches the owner's calls better than pg_catalog's (planted where
+    // some role could create, as PUBLIC could before Postgres 15; here by the owner itself),
+    // the owner's start-up still names pg_catalog's, and never runs it.
+    let owns: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relowner = $1::text::regrole")
+        .bind(&role)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(owns, 0, "the server's role owns no table");
     for planted in ["quote_ident(name)", "quote_ident(varchar)", "to_regclass(varchar)", "pg_get_userbyid(integer)"] {
         let returns = if planted.starts_with("to_regclass") { "regclass" } else { "text" };
         sqlx::query(&format!(
             "CREATE FUNCTION {planted} RETURNS {returns} LANGUAGE plpgsql AS
              $$ BEGIN RAISE EXCEPTION 'a planted function ran as %', current_user; END $$"
         ))
-        .execute(&mut conn)
+        .execute(&owner)
         .await
         .unwrap();
     }
-    conn.close().await.unwrap();
     // Another start (a restart, or a second instance) finds everything handed over already.
     let again = spawn_app_with(as_server.clone(), |settings| settings.owner_database = Some(db.clone())).await;
     assert_eq!(again.get(&format!("/api/queries/accounts/{account}")).await.status(), StatusCode::OK);

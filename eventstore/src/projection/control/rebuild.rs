@@ -1,15 +1,19 @@
-//! A rebuild: shadow tables filled from the first event beside the live ones, then swapped in;
-//! and the same for a store outside Postgres, which clears itself instead.
+//! A rebuild: shadow tables filled from the first event beside the live ones, then copied into
+//! them in one transaction; and the same for a store outside Postgres, which clears itself
+//! instead.
+//!
+//! The shadow tables exist beside the live ones for good ([`crate::schema::prepare_shadow_tables`]
+//! makes them at start-up, as the role that migrates): a rebuild empties and fills them and
+//! copies them over, which needs no right to create, rename or own a table. So the server's
+//! role may have none in the schema its owner migrates (where a table or function it created
+//! could be picked up by the owner).
 
 use sqlx::PgPool;
 
 use super::*;
-use crate::projection::{REBUILD_SUFFIX, REPLACED_SUFFIX};
+use crate::projection::REBUILD_SUFFIX;
 
-/// The checkpoint row a rebuild of `name` advances.
-pub(in crate::projection) fn rebuild_checkpoint_name(name: &str) -> String {
-    format!("{name}#rebuild")
-}
+pub(in crate::projection) use crate::projection::rebuild_checkpoint_name;
 
 /// The state a rebuild leaves behind, whether it swapped or gave up: a failure of the live
 /// tables meanwhile stays.
@@ -22,7 +26,7 @@ pub(in crate::projection) async fn rebuild_started(pool: &PgPool, name: &str) ->
         .await
 }
 
-/// Gives up a rebuild that cannot go on: drops the shadow tables and says why in the status.
+/// Gives up a rebuild that cannot go on: empties the shadow tables and says why in the status.
 /// The live tables keep running (or stay failed).
 pub(in crate::projection) async fn abort_rebuild(
     pool: &PgPool,
@@ -36,7 +40,7 @@ pub(in crate::projection) async fn abort_rebuild(
         return tx.rollback().await;
     }
     for table in tables {
-        sqlx::query(&format!(r#"DROP TABLE IF EXISTS "{table}{REBUILD_SUFFIX}""#)).execute(&mut *tx).await?;
+        empty_shadow(&mut tx, table).await?;
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection_name = $1")
         .bind(rebuild_checkpoint_name(name))
@@ -52,7 +56,10 @@ pub(in crate::projection) async fn abort_rebuild(
     tx.commit().await
 }
 
-/// Creates empty shadow copies of the projection's tables and a checkpoint at the start.
+/// Empties the shadow copies of the projection's tables (making them where they are missing,
+/// which only a role that may create tables can: a database nobody prepared) and sets a
+/// checkpoint at the start. The copies are locked before the checkpoint is noted, as
+/// [`crate::schema::prepare_shadow_tables`] expects.
 pub(in crate::projection) async fn start_rebuild(
     pool: &PgPool,
     name: &str,
@@ -64,11 +71,10 @@ pub(in crate::projection) async fn start_rebuild(
         return tx.rollback().await;
     }
     for table in tables {
-        for statement in [
-            format!(r#"DROP TABLE IF EXISTS "{table}{REBUILD_SUFFIX}""#),
-            format!(r#"CREATE TABLE "{table}{REBUILD_SUFFIX}" (LIKE "{table}" INCLUDING ALL)"#),
-        ] {
-            sqlx::query(&statement).execute(&mut *tx).await?;
+        if !empty_shadow(&mut tx, table).await? {
+            sqlx::query(&format!(r#"CREATE TABLE "{table}{REBUILD_SUFFIX}" (LIKE "{table}" INCLUDING ALL)"#))
+                .execute(&mut *tx)
+                .await?;
         }
     }
     sqlx::query("INSERT INTO projection_checkpoints (projection_name) VALUES ($1)")
@@ -80,9 +86,10 @@ pub(in crate::projection) async fn start_rebuild(
     Ok(())
 }
 
-/// How long a swap waits for readers of the live tables to let go. `ALTER TABLE … RENAME`
-/// needs an exclusive lock, and while it waits every later reader queues behind it: a swap
-/// that cannot have its lock at once gives up and is tried again, instead of stalling reads.
+/// How long a swap waits for a lock on the live tables. Its deletes and inserts conflict with
+/// no reader (readers see the old rows until it commits), only with an exclusive lock someone
+/// holds (an `ALTER TABLE`, a `VACUUM FULL`): then it gives up and is tried again, rather than
+/// queue every later reader behind it.
 const SWAP_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '20ms'";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +97,15 @@ pub(in crate::projection) enum Swap {
     Swapped,
     /// The shadow tables have not reached the live checkpoint yet.
     NotCaughtUp,
-    /// A reader held the live tables; try again shortly.
+    /// Someone held an exclusive lock on the live tables; try again shortly.
     TablesBusy,
     /// Another instance leads the projection now.
     NotLeading,
 }
 
-/// If the shadow tables have reached the live checkpoint, swaps them in, atomically: readers
-/// see the old tables or the new ones, never a mix.
+/// If the shadow tables have reached the live checkpoint, copies them over the live ones in one
+/// transaction and empties them: readers see the old rows or the new ones, never a mix, and
+/// never wait.
 pub(in crate::projection) async fn swap_rebuilt(
     pool: &PgPool,
     name: &str,
@@ -117,10 +125,22 @@ pub(in crate::projection) async fn swap_rebuilt(
     }
     sqlx::query(SWAP_LOCK_TIMEOUT).execute(&mut *tx).await?;
     for table in tables {
+        // Every column but those the live table makes itself: an identity column's values come
+        // from its own sequence (the copy's would collide with it), a generated one is computed.
+        let columns: String = sqlx::query_scalar(
+            "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname::text), ', ' ORDER BY a.attnum)
+             FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident($1::text))
+               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+               AND a.attidentity OPERATOR(pg_catalog.=) '' AND a.attgenerated OPERATOR(pg_catalog.=) ''",
+        )
+        .bind(table)
+        .fetch_one(&mut *tx)
+        .await?;
         for statement in [
-            format!(r#"ALTER TABLE "{table}" RENAME TO "{table}{REPLACED_SUFFIX}""#),
-            format!(r#"ALTER TABLE "{table}{REBUILD_SUFFIX}" RENAME TO "{table}""#),
-            format!(r#"DROP TABLE "{table}{REPLACED_SUFFIX}""#),
+            format!(r#"DELETE FROM "{table}""#),
+            format!(r#"INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{table}{REBUILD_SUFFIX}""#),
+            format!(r#"TRUNCATE "{table}{REBUILD_SUFFIX}""#),
         ] {
             match sqlx::query(&statement).execute(&mut *tx).await {
                 Ok(_) => {}
@@ -146,6 +166,23 @@ pub(in crate::projection) async fn swap_rebuilt(
     .await?;
     tx.commit().await?;
     Ok(Swap::Swapped)
+}
+
+/// Empties `table`'s shadow copy if it exists; whether it does.
+pub(in crate::projection) async fn empty_shadow(
+    connection: &mut sqlx::PgConnection,
+    table: &str,
+) -> Result<bool, sqlx::Error> {
+    let shadow = format!("{table}{REBUILD_SUFFIX}");
+    let exists: bool =
+        sqlx::query_scalar("SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1::text)) IS NOT NULL")
+            .bind(&shadow)
+            .fetch_one(&mut *connection)
+            .await?;
+    if exists {
+        sqlx::query(&format!(r#"TRUNCATE "{shadow}""#)).execute(&mut *connection).await?;
+    }
+    Ok(exists)
 }
 
 /// 55P03 lock_not_available: a `lock_timeout` ran out.

@@ -28,7 +28,8 @@ pub enum Progress {
     HeldBack,
     /// Another instance leads the projection now; this one must stop.
     NotLeading,
-    /// A rebuild is ready to swap, but readers held the live tables: try again shortly.
+    /// A rebuild is ready to swap, but someone held an exclusive lock on the live tables: try
+    /// again shortly.
     SwapPending,
 }
 

@@ -30,7 +30,7 @@ impl<P: Projection> ProjectionRunner<P> {
                 }
                 // Tried again at the next step, which comes soon: the rebuild still has work.
                 Some(Swap::TablesBusy) => {
-                    tracing::info!(projection = name, "readers hold the live tables; swapping shortly");
+                    tracing::info!(projection = name, "the live tables are locked; swapping shortly");
                     return Ok((Progress::SwapPending, true));
                 }
                 Some(Swap::NotLeading) => return Ok((Progress::NotLeading, true)),
@@ -40,7 +40,7 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok((progress, reached_live))
     }
 
-    /// A rebuild step that failed for good (a table that cannot be copied or renamed) ends the
+    /// A rebuild step that failed for good (a table that cannot be emptied or copied) ends the
     /// rebuild, with the reason in the status; a transient failure is retried.
     async fn give_up_rebuild_unless_transient<T>(
         &self,
