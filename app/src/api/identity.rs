@@ -67,6 +67,7 @@ pub async fn me() -> Result<Option<SignedIn>, ApiError> {
 /// by default) and `expiresInDays` (none by default) make it do less, and end by itself.
 #[server(prefix = "/api", endpoint = "tokens/create", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::SignIn))]
 pub async fn create_token(
     name: String,
     password: String,
@@ -163,14 +164,15 @@ pub(super) mod server {
         if !known {
             limiter.0.admit_password_attempt(username.as_str()).map_err(too_many_for_this_name)?;
         }
-        let checked = users::check_password(&services.pool, &services.passwords, username, password)
-            .await
-            .map_err(sign_up_error)?;
+        let checked = users::check_password(&services.pool, &services.passwords, username, password).await;
+        // An attempt that was right, or that could not be checked (no turn to hash), is given
+        // back: only wrong guesses spend the name's budget.
+        if !known && !matches!(checked, Ok(None)) {
+            limiter.0.refund_password_attempt(username.as_str());
+        }
+        let checked = checked.map_err(sign_up_error)?;
         if let Some(user) = &checked {
-            if !known {
-                limiter.0.refund_password_attempt(username.as_str());
-            }
-            users::note_sign_in_address(&services.pool, user.user_id, &address).await?;
+            note_address_of(services, user.user_id, &address).await;
         }
         Ok(checked)
     }
@@ -178,7 +180,16 @@ pub(super) mod server {
     /// Remembers the address a user just signed up or in from.
     pub async fn note_address(services: &Services, user: &User) -> Result<(), ApiError> {
         let (_, client) = sign_in_limiter()?;
-        Ok(users::note_sign_in_address(&services.pool, user.user_id, &client_key(client).to_string()).await?)
+        note_address_of(services, user.user_id, &client_key(client).to_string()).await;
+        Ok(())
+    }
+
+    /// A sign-in is not refused because its address could not be noted (two at once may
+    /// deadlock on the same rows): the user's next sign-in notes it.
+    async fn note_address_of(services: &Services, user_id: uuid::Uuid, address: &str) {
+        if let Err(error) = users::note_sign_in_address(&services.pool, user_id, address).await {
+            tracing::warn!(%error, "could not note a sign-in's address");
+        }
     }
 
     /// Checks that `password` is the caller's own (asked again before something lasting is

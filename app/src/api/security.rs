@@ -21,12 +21,9 @@ pub async fn change_password(
     #[server(default)]
     end_tokens: bool,
 ) -> Result<SignedIn, ApiError> {
-    use super::identity::server::{check_own_password, sign_up_error, start_session};
-    use backend::identity::{Credential, Password, users};
-    let caller = super::signed_in()?;
-    if caller.credential != Credential::Session {
-        return Err(ApiError::new(super::ErrorCode::Forbidden, "a password is changed from a signed-in browser"));
-    }
+    use super::identity::server::{check_own_password, note_address, sign_up_error, start_session};
+    use backend::identity::{Password, users};
+    let caller = signed_in_with_a_session()?;
     let new_password = Password::parse(&new_password).map_err(ApiError::invalid_request)?;
     let services = super::services()?;
     let user = check_own_password(&caller, &current_password).await?;
@@ -37,6 +34,8 @@ pub async fn change_password(
             ApiError::new(super::ErrorCode::Conflict, "your password was changed meanwhile (a reset?): sign in again")
         })?;
     services.callers.forget_user(changed.user_id);
+    // The change forgot every address the user signed in from; this one is theirs.
+    note_address(&services, &changed).await?;
     start_session(&services, &changed).await?;
     Ok(SignedIn { username: changed.username.to_string(), role: changed.role })
 }
@@ -45,7 +44,7 @@ pub async fn change_password(
 /// request came with is marked `current`.
 #[server(prefix = "/api", endpoint = "auth/sessions", input = Json)]
 pub async fn list_sessions() -> Result<Vec<SessionInfo>, ApiError> {
-    let caller = super::signed_in()?;
+    let caller = signed_in_with_a_session()?;
     let current = super::identity::server::session_cookie();
     Ok(backend::identity::sessions::list(&super::services()?.pool, caller.user_id, current.as_ref()).await?)
 }
@@ -55,7 +54,7 @@ pub async fn list_sessions() -> Result<Vec<SessionInfo>, ApiError> {
 #[server(prefix = "/api", endpoint = "auth/end-session", input = Json)]
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn end_session(#[server(rename = "sessionId")] session_id: Uuid) -> Result<(), ApiError> {
-    let caller = super::signed_in()?;
+    let caller = signed_in_with_a_session()?;
     let services = super::services()?;
     if backend::identity::sessions::end_by_id(&services.pool, caller.user_id, session_id).await? {
         services.callers.forget_user(caller.user_id);
@@ -71,10 +70,25 @@ pub async fn end_session(#[server(rename = "sessionId")] session_id: Uuid) -> Re
 #[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
 pub async fn sign_out_everywhere() -> Result<u64, ApiError> {
     use super::identity::server::set_cookie;
-    let caller = super::signed_in()?;
+    let caller = signed_in_with_a_session()?;
     let services = super::services()?;
     let ended = backend::identity::sessions::end_all(&services.pool, caller.user_id).await?;
     services.callers.forget_user(caller.user_id);
     set_cookie(backend::identity::sessions::clear_cookie(services.secure_cookies));
     Ok(ended)
+}
+
+/// The caller, if signed in with a browser session: a token (which a program holds, and may
+/// leak) neither sees nor ends sessions, nor changes the password. 401 signed out, 403 with a
+/// token.
+#[cfg(feature = "ssr")]
+fn signed_in_with_a_session() -> Result<backend::identity::Caller, ApiError> {
+    let caller = super::signed_in()?;
+    if caller.credential != backend::identity::Credential::Session {
+        return Err(ApiError::new(
+            super::ErrorCode::Forbidden,
+            "this is done from a signed-in browser, not with a token",
+        ));
+    }
+    Ok(caller)
 }

@@ -209,31 +209,46 @@ pub async fn reset_password(
 /// How many addresses are remembered per user (the most recently used).
 const SIGN_IN_ADDRESSES_KEPT: i64 = 8;
 
-/// Whether `username` signed in or up from `address` (as the rate limits key clients) lately.
+/// How long an address the user signed in from stays known without another sign-in there.
+const SIGN_IN_ADDRESS_KEPT_FOR: time::Duration = time::Duration::days(90);
+
+/// Whether `username` signed in or up from `address` (as the rate limits key clients) lately,
+/// under their current password.
 pub async fn signed_in_from(pool: &PgPool, username: &Username, address: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT FROM sign_in_addresses a JOIN users u USING (user_id)
-                        WHERE u.username = $1 AND a.address = $2)",
+                        WHERE u.username = $1 AND a.address = $2 AND a.last_used_at > now() - $3)",
     )
     .bind(username.as_str())
     .bind(address)
+    .bind(SIGN_IN_ADDRESS_KEPT_FOR)
     .fetch_one(pool)
     .await
 }
 
-/// Remembers that the user signed in or up from `address`, keeping the most recent few.
+/// Forgets the addresses the user signed in from: after a password change or reset, whoever
+/// signed in with the old password somewhere keeps no exemption there.
+async fn forget_sign_in_addresses(tx: &mut sqlx::PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sign_in_addresses WHERE user_id = $1").bind(user_id).execute(tx).await?;
+    Ok(())
+}
+
+/// Remembers that the user signed in or up from `address`, keeping the most recent few (and
+/// none unused for [`SIGN_IN_ADDRESS_KEPT_FOR`]).
 pub async fn note_sign_in_address(pool: &PgPool, user_id: Uuid, address: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH noted AS (
              INSERT INTO sign_in_addresses (user_id, address) VALUES ($1, $2)
              ON CONFLICT (user_id, address) DO UPDATE SET last_used_at = now())
-         DELETE FROM sign_in_addresses WHERE user_id = $1 AND address <> $2 AND address NOT IN (
-             SELECT address FROM sign_in_addresses WHERE user_id = $1 AND address <> $2
-             ORDER BY last_used_at DESC LIMIT $3 - 1)",
+         DELETE FROM sign_in_addresses WHERE user_id = $1 AND address <> $2 AND (
+             last_used_at < now() - $4 OR address NOT IN (
+                 SELECT address FROM sign_in_addresses WHERE user_id = $1 AND address <> $2
+                 ORDER BY last_used_at DESC LIMIT $3 - 1))",
     )
     .bind(user_id)
     .bind(address)
     .bind(SIGN_IN_ADDRESSES_KEPT)
+    .bind(SIGN_IN_ADDRESS_KEPT_FOR)
     .execute(pool)
     .await?;
     Ok(())
@@ -265,6 +280,7 @@ pub async fn change_password(
         return Ok(None);
     };
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.user_id).execute(&mut *tx).await?;
+    forget_sign_in_addresses(&mut tx, user.user_id).await?;
     if end_tokens {
         sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
             .bind(user.user_id)
@@ -305,6 +321,7 @@ async fn change_credentials(
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    forget_sign_in_addresses(&mut *tx, user_id).await?;
     sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(user_id)
         .execute(&mut *tx)

@@ -323,6 +323,11 @@ async fn a_user_sees_their_sessions_ends_one_and_signs_out_everywhere(_: PgPoolO
         let there_sessions = listed(there.cookie.clone()).await;
         there_sessions.as_array().unwrap().iter().find(|s| s["current"] == json!(true)).unwrap()["sessionId"].clone()
     };
+    // (a token, which a program holds and may leak, neither sees nor ends sessions)
+    for path in ["/api/auth/sessions", "/api/auth/end-session", "/api/auth/sign-out-everywhere"] {
+        let with_token = here.client.post(format!("{}{path}", app.address)).json(&json!({"sessionId": there_id}));
+        assert_eq!(with_token.send().await.unwrap().status(), StatusCode::FORBIDDEN, "{path}");
+    }
     let by_bob = as_browser(&app, &bob.cookie, "/api/auth/end-session", json!({"sessionId": there_id})).await;
     assert_eq!(crate::helpers::error_code(by_bob, StatusCode::NOT_FOUND).await, "not_found");
     let ended = as_browser(&app, &here.cookie, "/api/auth/end-session", json!({"sessionId": there_id})).await;

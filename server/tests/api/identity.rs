@@ -630,15 +630,15 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_sign_in_budget(_: PgPool
     // then another client behind the same proxy is served still.
     assert_eq!(sign_in_from(&app, "203.0.113.2", "alice", PASSWORD).await, StatusCode::OK);
 
-    // A server that trusts no proxy believes no client's header: they are all one address (whose
-    // budget of three the test's own sign-in of alice started on).
+    // A server that trusts no proxy believes no client's header: they are all one address. Were
+    // the header believed, each of three clients would have a budget of three to itself; the
+    // one address's is partly spent already (the test's own sign-in of alice, her token).
     let direct = spawn_app_with(db, |settings| settings.rate_limits.sign_in = Rate::per_hour(3)).await;
     let mut statuses = Vec::new();
     for n in 1..=3 {
         statuses.push(sign_in_from(&direct, &format!("198.51.100.{n}"), "alice", "not her password").await);
     }
-    let unauthorized = StatusCode::UNAUTHORIZED;
-    assert_eq!(statuses, [unauthorized, unauthorized, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
 
 #[sqlx::test(migrations = false)]
