@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use backend::identity::{Caller, Credential, Presented, Secret, TokenScope, sessions, tokens};
 
+use crate::routes::access_log::Requester;
 use crate::startup::AppState;
 
 /// Paths anyone may reach: signing in, up and out, asking who is signed in (nobody), liveness,
@@ -78,6 +79,9 @@ pub async fn authenticate(
             {
                 return ApiError::new(ErrorCode::Forbidden, format!("this token's scope is {}", scope.as_str()))
                     .into_response();
+            }
+            if let Some(requester) = request.extensions().get::<Requester>() {
+                requester.found(caller.user_id);
             }
             request.extensions_mut().insert(caller.clone());
             // What named them, for a long-lived request to check again (a live stream).

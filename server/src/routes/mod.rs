@@ -1,6 +1,7 @@
 //! The HTTP surface: the pages and server functions Leptos routes, the few routes of our own,
 //! and the layers every request passes, listed from the outside in.
 
+pub mod access_log;
 pub mod accounts;
 pub mod caching_and_compression;
 pub mod client_address;
@@ -80,8 +81,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
             let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            tracing::info_span!("request", method = %request.method(), request_id)
         }))
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .layer(catch_panics())
         .layer(axum::middleware::from_fn(caching_and_compression::no_compression_for_secrets))
         // Inside that, and outside every layer that writes a response's body, so that it
