@@ -46,6 +46,12 @@ async fn restored_under_redis(url: &str, backup: impl FnOnce() -> PathBuf, resto
     let database = PgConnectOptions::from_str(url).unwrap();
     let client = operator_client(&database, &before).await;
     let id = before.create_account(&client, OPERATOR, 100).await["accountId"].as_str().unwrap().to_owned();
+    // The backup holds the account in the read model too (the projection applies the creation
+    // a moment after the command is answered): the restored server answers it at once.
+    eventually("the read model holding the account", PATIENCE, || async {
+        when(balance(&client, &before, &id).await, |(balance, _)| *balance == 100.0)
+    })
+    .await;
     let backup = backup();
     for _ in 0..5 {
         deposit(&client, &before, &id, 1000).await;
