@@ -279,32 +279,14 @@ pub async fn change_password(
     let Some(credential_version) = moved else {
         return Ok(None);
     };
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.user_id).execute(&mut *tx).await?;
-    forget_sign_in_addresses(&mut tx, user.user_id).await?;
-    if end_tokens {
-        sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user.user_id)
-            .execute(&mut *tx)
-            .await?;
-    } else {
-        sqlx::query(
-            "UPDATE api_tokens SET credential_version = $2
-             WHERE user_id = $1 AND revoked_at IS NULL AND credential_version = $3",
-        )
-        .bind(user.user_id)
-        .bind(credential_version)
-        .bind(user.credential_version)
-        .execute(&mut *tx)
-        .await?;
-    }
-    super::cache::announce_change(&mut tx, user.user_id).await?;
+    let tokens = if end_tokens { Tokens::Revoke } else { Tokens::CarryOver { from: user.credential_version } };
+    end_credentials(&mut tx, user.user_id, credential_version, tokens).await?;
     tx.commit().await?;
     Ok(Some(User { credential_version, ..user.clone() }))
 }
 
-/// Sets a user's password hash and role and moves their credentials on: every session and
-/// token ends (deleted, revoked, and in any case made under an older version), and every
-/// instance forgets what it remembered of them when the transaction commits.
+/// Sets a user's password hash and role and moves their credentials on (see
+/// [`end_credentials`]): every session and token ends.
 async fn change_credentials(
     tx: &mut sqlx::PgConnection,
     user_id: Uuid,
@@ -320,13 +302,7 @@ async fn change_credentials(
     .bind(role.as_str())
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    forget_sign_in_addresses(&mut *tx, user_id).await?;
-    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    super::cache::announce_change(&mut *tx, user_id).await?;
+    end_credentials(&mut *tx, user_id, credential_version, Tokens::Revoke).await?;
     Ok(credential_version)
 }
 
@@ -350,6 +326,48 @@ pub async fn check_password(
     Ok(stored.filter(|_| matches).and_then(|(user_id, _, role, credential_version)| {
         Some(User { user_id, username: username.clone(), role: Role::parse(&role)?, credential_version })
     }))
+}
+
+/// What becomes of a user's live tokens when their credentials move on.
+enum Tokens {
+    /// Revoked.
+    Revoke,
+    /// Kept working: those made under version `from` are carried over to the new one.
+    CarryOver { from: i64 },
+}
+
+/// What follows a user's credentials moving on to `credential_version`, in the transaction that
+/// moved them: every session ends (deleted; made under an older version in any case), the
+/// addresses they signed in from lose their exemption, their tokens are revoked or carried
+/// over, and every instance forgets what it remembered of them when the transaction commits.
+async fn end_credentials(
+    tx: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    credential_version: i64,
+    tokens: Tokens,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    forget_sign_in_addresses(&mut *tx, user_id).await?;
+    match tokens {
+        Tokens::Revoke => {
+            sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Tokens::CarryOver { from } => {
+            sqlx::query(
+                "UPDATE api_tokens SET credential_version = $2
+                 WHERE user_id = $1 AND revoked_at IS NULL AND credential_version = $3",
+            )
+            .bind(user_id)
+            .bind(credential_version)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    super::cache::announce_change(&mut *tx, user_id).await
 }
 
 #[cfg(test)]
