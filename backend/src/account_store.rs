@@ -101,6 +101,12 @@ pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64)
     eventstore::aggregate::load::<Account>(conn, account_id, up_to_version).await
 }
 
+/// Who owns the account, as its creation event (version 1, which never changes) says; `None`
+/// if it does not exist.
+pub async fn owner(conn: &mut PgConnection, account_id: Uuid) -> Result<Option<bank::domain::OwnerId>, LoadError> {
+    Ok(load(conn, account_id, 1).await?.state.owner_id().cloned())
+}
+
 /// Stores the account's state at `version` as a snapshot, as the command loop does when one is due.
 pub async fn save(
     conn: &mut PgConnection,

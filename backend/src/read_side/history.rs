@@ -24,11 +24,7 @@ impl AccountHistory {
     /// Who owns the account (as its creation event says), or `None` if it does not exist.
     pub async fn owner(&self, account_id: Uuid) -> Result<Option<String>, LoadError> {
         let mut conn = self.pool.acquire().await?;
-        let created = account_store::load(&mut conn, account_id, 1).await?;
-        Ok(match created.state {
-            AccountState::Open { owner_id, .. } => Some(owner_id.to_string()),
-            AccountState::NotCreated => None,
-        })
+        Ok(account_store::owner(&mut conn, account_id).await?.map(|owner| owner.to_string()))
     }
 
     /// The account at `version` (the newest one if `version` is beyond it); `None` if the

@@ -100,8 +100,7 @@ impl Owners {
             return Ok(Some(owner.clone()));
         }
         let mut conn = self.pool.acquire().await?;
-        let created = crate::account_store::load(&mut conn, account_id, 1).await?;
-        let Some(owner) = created.state.owner_id().cloned() else {
+        let Some(owner) = crate::account_store::owner(&mut conn, account_id).await? else {
             return Ok(None);
         };
         let mut known = self.known.lock().expect("the owners are never poisoned");
