@@ -172,8 +172,7 @@ struct TokenRow {
 impl TokenRow {
     fn into_info(self) -> ApiTokenInfo {
         let TokenRow { token_id, name, scope, expires_at, created_at, last_used_at, revoked_at } = self;
-        // The column's check allows no other value.
-        let scope = TokenScope::parse(&scope).unwrap_or(TokenScope::Read);
+        let scope = stored_scope(&scope);
         ApiTokenInfo { token_id, name, scope, expires_at, created_at, last_used_at, revoked_at }
     }
 }
@@ -217,7 +216,7 @@ pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx
     let Some((token_id, note_use, scope, user_id, username, role, credential_version)) = found else {
         return Ok(None);
     };
-    let scope = TokenScope::parse(&scope).unwrap_or(TokenScope::Read);
+    let scope = stored_scope(&scope);
     if note_use {
         sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE token_id = $1")
             .bind(token_id)
@@ -231,4 +230,10 @@ pub async fn find(pool: &PgPool, secret: &Secret) -> Result<Option<Caller>, sqlx
         credential: Credential::Token { token_id, scope },
         credential_version,
     }))
+}
+
+/// A scope as `api_tokens` stores it. The column's check allows no other value; were one there,
+/// the token would read only rather than do everything.
+fn stored_scope(scope: &str) -> TokenScope {
+    TokenScope::parse(scope).unwrap_or(TokenScope::Read)
 }
