@@ -163,16 +163,7 @@ async fn create_operator_promotes_an_existing_customer_only_when_told_to(_: PgPo
     // about the customer changes;
     let refused = create_operator(&db, None, "mallory1", "an operator's password", false).await;
     assert!(matches!(refused, Err(UserCommandError::Refused(AdminError::IsCustomer(_)))), "{refused:?}");
-    let me: Value = mallory
-        .client
-        .post(format!("{}/api/auth/me", app.address))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = as_browser(&app, &mallory.cookie, "/api/auth/me", json!({})).await.json().await.unwrap();
     assert_eq!(me["role"], "customer");
     // told to promote, they become an operator whose old session and token are worth nothing.
     create_operator(&db, None, "mallory1", "an operator's password", true).await.expect("promoted");
