@@ -129,7 +129,7 @@ pub(super) mod server {
 
     use crate::api::limits::{ClientAddress, RouteLimiters, client_key};
     use crate::api::{ApiError, ErrorCode, Services};
-    use backend::identity::{Caller, PasswordError, Secret, SignUpError, User, Username, sessions, users};
+    use backend::identity::{Caller, PasswordError, Presented, Secret, SignUpError, User, Username, sessions, users};
 
     /// Ends the session the browser had (if any) and starts a new one in its cookie: an id
     /// someone planted before sign-in is worthless after it. Refused if the user's password or
@@ -227,11 +227,13 @@ pub(super) mod server {
         )
     }
 
+    /// The session the request came with, as authentication found it (a cookie that names
+    /// nobody is none: there is no session of it to end or to mark).
     pub fn session_cookie() -> Option<Secret> {
-        let parts = super::super::request_parts()?;
-        let header = parts.headers.get(header::COOKIE)?.to_str().ok()?;
-        let secure = super::super::services().ok()?.secure_cookies;
-        sessions::from_cookie_header(header, secure)
+        match super::super::request_parts()?.extensions.get::<Presented>()? {
+            Presented::Session(secret) => Some(secret.clone()),
+            Presented::Token(_) => None,
+        }
     }
 
     pub fn set_cookie(value: String) {
