@@ -269,6 +269,10 @@ async fn changing_ones_password_signs_every_other_browser_out(_: PgPoolOptions, 
     let body = |current: &str| json!({"currentPassword": current, "newPassword": NEW_PASSWORD});
     let wrong = as_browser(&app, &here.cookie, "/api/auth/change-password", body("not mine")).await;
     assert_eq!(crate::helpers::error_code(wrong, StatusCode::FORBIDDEN).await, "forbidden");
+    let weak = json!({"currentPassword": PASSWORD, "newPassword": "short"});
+    let weak = as_browser(&app, &here.cookie, "/api/auth/change-password", weak).await;
+    assert_eq!(crate::helpers::error_code(weak, StatusCode::BAD_REQUEST).await, "invalid_request");
+    assert_eq!(signed_in_as(&app, &there.cookie).await, json!(CUSTOMER), "a refused change ends nothing");
     let with_token = here.client.post(format!("{}/api/auth/change-password", app.address)).json(&body(PASSWORD));
     assert_eq!(with_token.send().await.unwrap().status(), StatusCode::FORBIDDEN);
     // when she changes it in one,
