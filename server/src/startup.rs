@@ -147,11 +147,13 @@ impl Application {
         let (change_feed, feed_task) = spawn_account_feed(pool.clone(), &checkpoints, shutdown.clone());
         background.push(feed_task);
 
+        let metrics = Arc::new(Metrics::new());
+        background.push(metrics.spawn_upkeep(shutdown.clone()));
         let state = AppState(Arc::new(AppContext {
             leptos_options: settings.leptos_options.clone(),
             services,
             pool,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             instance_id: settings.instance_id.clone(),
             change_feed,
             live_streams: LiveStreams::new(

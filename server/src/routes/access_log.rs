@@ -1,15 +1,18 @@
 //! The access log: one INFO line per response, with the method, the matched route (not the raw
 //! path: an account id in a path names someone's account, and would split one route into
 //! millions), the status, how long the answer took to start, the request id and the user.
-//! `LOG_FORMAT=json` writes it, as every line, as JSON (see `telemetry`).
+//! `LOG_FORMAT=json` writes it, as every line, as JSON (see `telemetry`). The same observation
+//! is counted and timed for `/metrics`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use uuid::Uuid;
+
+use crate::metrics::Metrics;
 
 /// Where authentication leaves the id of the user it found, for the access log to name.
 #[derive(Clone, Default)]
@@ -26,8 +29,9 @@ impl Requester {
     }
 }
 
-/// Logs the response to every request (inside the request's span, which holds its id).
-pub async fn access_log(mut request: Request, next: Next) -> Response {
+/// Logs the response to every request (inside the request's span, which holds its id), and
+/// records it in this instance's metrics.
+pub async fn access_log(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = route(request.extensions().get::<MatchedPath>().map(MatchedPath::as_str), request.uri().path());
@@ -35,13 +39,15 @@ pub async fn access_log(mut request: Request, next: Next) -> Response {
     let requester = Requester::default();
     request.extensions_mut().insert(requester.clone());
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    metrics.record_response(&method, &route, response.status(), elapsed);
     let user_id = requester.user_id().map(|user_id| user_id.to_string());
     tracing::info!(
         target: "access",
         %method,
         route,
         status = response.status().as_u16(),
-        latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
         request_id,
         user_id = user_id.as_deref().unwrap_or("-"),
         "answered"
@@ -104,7 +110,7 @@ mod tests {
         let router: Router = Router::new()
             .route("/accounts/{id}", get(|| async { "an account" }))
             .layer(axum::middleware::from_fn(found))
-            .layer(axum::middleware::from_fn(access_log));
+            .layer(axum::middleware::from_fn_with_state(Arc::new(Metrics::new()), access_log));
         let request = Request::get("/accounts/someones-account-id")
             .header("x-request-id", "req-1")
             .header("x-test-user", user.to_string())

@@ -83,7 +83,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %request.method(), request_id)
         }))
-        .layer(axum::middleware::from_fn(access_log::access_log))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), access_log::access_log))
         .layer(catch_panics())
         .layer(axum::middleware::from_fn(caching_and_compression::no_compression_for_secrets))
         // Inside that, and outside every layer that writes a response's body, so that it
@@ -92,7 +92,6 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             caching_and_compression::cache_control(hashed_bundle_names, request, next)
         }))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::measure_commands))
         .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.allowed_hosts.clone()),

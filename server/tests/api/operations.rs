@@ -12,6 +12,10 @@ use testkit::{PATIENCE, eventually, when};
 use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
 use crate::read_model::assert_read_model_equals_replay;
 
+async fn scrape(app: &TestApp) -> String {
+    app.get_as_operator("/metrics").await.text().await.unwrap()
+}
+
 async fn projections(app: &TestApp) -> Vec<Value> {
     let response = app.post_as_operator("/api/operations/projections", &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -51,14 +55,20 @@ async fn status_health_and_metrics_report_every_projection(_: PgPoolOptions, db:
     // Anyone may ask, so it tells nothing inside: no instance, projection or error names.
     assert_eq!(health.as_object().unwrap().keys().collect::<Vec<_>>(), ["status"]);
 
-    let metrics = app.get_as_operator("/metrics").await.text().await.unwrap();
+    let response = app.get_as_operator("/metrics").await;
+    assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let metrics = response.text().await.unwrap();
+    let created = r#"method="POST",route="/api/commands/create-account",status="200""#;
     for expected in [
-        "cqrs_bank_commands_total{command=\"create-account\",outcome=\"accepted\"} 1",
-        "cqrs_bank_projection_lag_events{projection=\"account_summary\"} 0",
-        "cqrs_bank_projection_events_applied_total{projection=\"account_ledger\"} 1",
-        "cqrs_bank_command_duration_seconds_count{command=\"create-account\"} 1",
+        format!("cqrs_bank_http_requests_total{{{created}}} 1"),
+        format!("cqrs_bank_http_request_duration_seconds_count{{{created}}} 1"),
+        "cqrs_bank_projection_lag_events{projection=\"account_summary\"} 0".to_owned(),
+        "cqrs_bank_projection_events_applied_total{projection=\"account_ledger\"} 1".to_owned(),
+        "cqrs_bank_transfers_parked 0".to_owned(),
+        "process_resident_memory_bytes ".to_owned(),
+        "cqrs_bank_build_info{".to_owned(),
     ] {
-        assert!(metrics.contains(expected), "{expected} missing from\n{metrics}");
+        assert!(metrics.contains(&expected), "{expected} missing from\n{metrics}");
     }
 }
 
@@ -289,4 +299,32 @@ async fn another_aggregates_events_do_not_reach_the_account_read_models(_: PgPoo
         assert_eq!(status["eventsApplied"], 1, "only the account's event was applied: {status}");
     }
     assert_read_model_equals_replay(&app.pool).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_databases_figures_come_from_one_instance_and_each_counts_its_own_answers(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Given two instances of one bank, each having answered requests,
+    let first = spawn_app_with(db.clone(), |settings| settings.instance_id = "first".to_owned()).await;
+    let second = spawn_app_with(db, |settings| settings.instance_id = "second".to_owned()).await;
+    first.create_account("alice", 10.0).await;
+    // when a scraper reads both, the projections' figures (the same database's, whoever reads
+    // them) are in exactly one answer — the transfer process's leader's — so that a sum over
+    // instances counts them once;
+    let exporters = eventually("one instance exporting the database's figures", PATIENCE, || async {
+        let answers = [scrape(&first).await, scrape(&second).await];
+        when(answers, |answers| {
+            answers.iter().filter(|text| text.contains("cqrs_bank_projection_lag_events{")).count() == 1
+        })
+    })
+    .await;
+    // and each counts the answers it gave itself.
+    let created = r#"cqrs_bank_http_requests_total{method="POST",route="/api/commands/create-account",status="200"} 1"#;
+    assert!(exporters[0].contains(created), "{}", exporters[0]);
+    assert!(!exporters[1].contains("route=\"/api/commands/create-account\""), "{}", exporters[1]);
+    for text in &exporters {
+        assert!(text.contains("cqrs_bank_build_info{"), "{text}");
+    }
 }
