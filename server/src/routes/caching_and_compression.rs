@@ -1,12 +1,8 @@
-//! Caching and compression: how long a browser may keep the bundle, and which responses are
-//! compressed.
+//! Caching and compression: which answers a cache may keep, and which are compressed.
 //!
-//! The bundle (`/pkg/…`: the WASM, its JS glue, the styles) is precompressed at build time
-//! (`cargo xtask site`, like `cargo leptos build --release --precompress`, writes `.br` and `.gz`
-//! beside each file, and Leptos's file handler serves them to browsers that accept them). With
-//! `hash-files` its names carry a hash of their content, so a browser may keep them for a year
-//! without asking again: a new build has new names. Pages and JSON are compressed as they are
-//! sent (see [`compression`]).
+//! Only the bundle may be kept (`bundle`, which sets its own headers); every other answer is
+//! kept by no cache. Pages and JSON are compressed as they are sent (see [`compression`]); the
+//! bundle was compressed when it was built.
 
 use app::api::identity::{CreateToken, SignIn, SignUp};
 use axum::extract::Request;
@@ -15,38 +11,14 @@ use axum::middleware::Next;
 use axum::response::Response;
 use leptos::server_fn::ServerFn;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::set_header::SetResponseHeaderLayer;
 
-/// A year, and never revalidated: the name changes with the content.
-const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
-/// Unhashed names (a debug build, a leftover of one) may change content under the same name:
-/// ask every time. (Leptos's file handler answers no conditional request, so "asking" means the
-/// whole file again: debug builds only.)
-const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
-/// Everything but the bundle: pages, JSON, the live stream, `/health`. Kept by no cache, shared
-/// or not: most depend on who is signed in, and a proxy's copy of one would show it to someone
-/// else (and the browser's, after sign-out, to whoever uses the computer next).
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-/// Adds `Cache-Control` to every answer. The bundle's successful answers: immutable for a file
-/// named by its content (`hashed_names`, and the name has the hash: `cqrs-bank.<hash>.wasm`),
-/// revalidated otherwise, with `Vary: Accept-Encoding`, which the file handler leaves out, so
-/// that a shared cache does not hand a brotli copy to a client that asked for gzip. Every
-/// other answer (a missing file's 404 too): `no-store`.
-pub async fn cache_control(hashed_names: bool, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let is_bundle = path.starts_with("/pkg/");
-    let immutable = hashed_names && named_by_content(path);
-    let mut response = next.run(request).await;
-    let served_bundle = is_bundle && response.status().is_success();
-    let headers = response.headers_mut();
-    if served_bundle {
-        let policy = if immutable { IMMUTABLE } else { REVALIDATE };
-        headers.insert(header::CACHE_CONTROL, policy);
-        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    } else {
-        headers.insert(header::CACHE_CONTROL, NO_STORE);
-    }
-    response
+/// `Cache-Control: no-store` on every answer that set no caching of its own (all but the
+/// bundle's): pages, JSON, the live stream, `/health`, a missing file's 404. Kept by no cache,
+/// shared or not: most depend on who is signed in, and a proxy's copy of one would show it to
+/// someone else (and the browser's, after sign-out, to whoever uses the computer next).
+pub fn no_store_unless_set() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
 }
 
 /// Brotli or gzip (the two encodings built in), as the client accepts, for pages and JSON answers above 32 bytes; never for
@@ -83,24 +55,9 @@ fn carries_secret(path: &str) -> bool {
     [<SignIn as ServerFn>::PATH, <SignUp as ServerFn>::PATH, <CreateToken as ServerFn>::PATH].contains(&path)
 }
 
-/// `cqrs-bank.<hash>.wasm`, as the site build (and cargo-leptos) names the bundle with
-/// `hash-files`; not `cqrs-bank.wasm` nor `snippets/…/inline0.js`.
-fn named_by_content(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or_default();
-    name.split('.').filter(|part| !part.is_empty()).count() >= 3
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{carries_secret, named_by_content};
-
-    #[test]
-    fn only_names_with_a_content_hash_are_cached_for_good() {
-        assert!(named_by_content("/pkg/cqrs-bank.0123abcd.wasm"));
-        assert!(!named_by_content("/pkg/cqrs-bank.wasm"));
-        assert!(!named_by_content("/pkg/cqrs-bank_bg.wasm"));
-        assert!(!named_by_content("/pkg/snippets/x/inline0.js"));
-    }
+    use super::carries_secret;
 
     #[test]
     fn only_the_answers_with_secrets_are_left_uncompressed() {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod accounts;
+pub mod bundle;
 pub mod caching_and_compression;
 pub mod client_address;
 pub mod cross_site;
@@ -39,7 +40,7 @@ use crate::startup::AppState;
 /// Every route, and the layers every request passes, from the outside in.
 pub fn router(state: AppState, settings: &Settings) -> Router {
     let leptos_options = state.leptos_options.clone();
-    let hashed_bundle_names = leptos_options.hash_files;
+    let bundle = bundle::routes(&leptos_options.site_root, &leptos_options.site_pkg_dir, leptos_options.hash_files);
     let provide_services = {
         let services = state.services.clone();
         move || provide_context(services.clone())
@@ -56,6 +57,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/api/live", get(live::live))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(bundle)
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell));
 
     let layers = ServiceBuilder::new()
@@ -89,9 +91,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         // Inside that, and outside every layer that writes a response's body, so that it
         // compresses the final one.
         .layer(caching_and_compression::compression())
-        .layer(axum::middleware::from_fn(move |request, next| {
-            caching_and_compression::cache_control(hashed_bundle_names, request, next)
-        }))
+        .layer(caching_and_compression::no_store_unless_set())
         .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.allowed_hosts.clone()),
