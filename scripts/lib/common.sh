@@ -156,6 +156,19 @@ ensure_cargo() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found (looked on PATH and in $cargo_bin); install Rust with rustup first"
 }
 
+# ensure_cargo_tool CRATE VERSION: the cargo subcommand CRATE names
+# (cargo-deny: `cargo deny`) at exactly VERSION, installed from crates.io
+# (`cargo install --locked`, into CARGO_HOME's bin, where cargo finds
+# subcommands) when missing or of another version.
+ensure_cargo_tool() {
+    local crate=$1 version=$2 reported
+    ensure_cargo
+    reported="$(cargo "${crate#cargo-}" --version 2>/dev/null || true)"
+    [[ " $reported " == *" $version "* ]] && return 0
+    log "cargo install --locked $crate@$version"
+    cargo install --locked --quiet "$crate" --version "$version"
+}
+
 # ensure_wasm_target: the wasm32-unknown-unknown target, which the frontend
 # (hydrate) crate compiles to. (Captured, not piped into grep -q: see
 # is_deb_installed.)
