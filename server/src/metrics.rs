@@ -58,7 +58,8 @@ impl Metrics {
     /// Counts one answer and its latency, under its matched route (never the raw path: the
     /// label's values must stay few).
     pub fn record_response(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration) {
-        let labels = [("method", known_method(method)), ("route", route.to_owned()), ("status", status.as_str().to_owned())];
+        let labels =
+            [("method", known_method(method)), ("route", route.to_owned()), ("status", status.as_str().to_owned())];
         metrics::with_local_recorder(&self.recorder, || {
             counter!(REQUESTS, &labels).increment(1);
             histogram!(REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());

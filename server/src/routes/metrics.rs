@@ -25,7 +25,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             None
         }
     };
-    let leads = projections.as_deref().is_some_and(|projections| leads_transfer_process(projections, &state.instance_id));
+    let leads =
+        projections.as_deref().is_some_and(|projections| leads_transfer_process(projections, &state.instance_id));
     let parked = if leads { parked_transfers(&state).await } else { None };
 
     // Read at each scrape, so written by a recorder made for it: a figure that is gone (this
@@ -34,7 +35,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::with_local_recorder(&scrape, || {
         metrics_process::Collector::default().collect();
         if let Some(replica) = state.services.read_model.replica_health() {
-            describe_gauge!("cqrs_bank_replica_serving", "1 when queries read the replica (reachable and close enough).");
+            describe_gauge!(
+                "cqrs_bank_replica_serving",
+                "1 when queries read the replica (reachable and close enough)."
+            );
             gauge!("cqrs_bank_replica_serving").set(f64::from(u8::from(replica.serving)));
             if let Some(bytes) = replica.lag_bytes {
                 describe_gauge!("cqrs_bank_replica_lag_bytes", "Write-ahead log the replica has not replayed yet.");
