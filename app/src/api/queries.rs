@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use bank::contract::exact_number::ExactNumber;
-use bank::contract::{AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, TransferList};
+use bank::contract::{
+    AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, Statement, TransferList,
+};
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
 #[server(prefix = "/api", endpoint = "queries/account", input = Json)]
@@ -183,6 +185,44 @@ pub async fn account_ledger(
     }
     visible_account(&caller, account_id).await?;
     Ok(super::services()?.read_model.ledger(account_id, limit, after).await?)
+}
+
+/// The account's statement for the days `from` to `to` (`YYYY-MM-DD`, UTC, both included, at
+/// most 366 days): the balance before, every movement with the balance it left, the balance
+/// after, from the ledger read model. With `after`, as the ledger. (Also as CSV:
+/// `GET /api/queries/accounts/{id}/statement.csv?from=&to=`.)
+#[server(prefix = "/api", endpoint = "queries/account-statement", input = Json)]
+pub async fn account_statement(
+    #[server(rename = "accountId")] account_id: Uuid,
+    from: String,
+    to: String,
+    after: Option<Position>,
+) -> Result<Statement, ApiError> {
+    let caller = super::signed_in()?;
+    let services = super::services()?;
+    statement(&services, &caller, account_id, (&from, &to), after).await
+}
+
+/// A statement for the caller, of an account they may see (404 otherwise, as for an unknown one).
+#[cfg(feature = "ssr")]
+pub async fn statement(
+    services: &backend::Services,
+    caller: &backend::identity::Caller,
+    account_id: Uuid,
+    (from, to): (&str, &str),
+    after: Option<Position>,
+) -> Result<Statement, ApiError> {
+    let period = bank::contract::StatementPeriod::parse(from, to).map_err(ApiError::invalid_request)?;
+    match services.history.owner(account_id).await? {
+        Some(owner) if caller.may_see(&owner) => {}
+        _ => return Err(ApiError::account_not_found(account_id)),
+    }
+    services.read_model.statement(account_id, period, after).await?.ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "the period has more than {} movements; ask for fewer days",
+            bank::contract::STATEMENT_MAX_ENTRIES
+        ))
+    })
 }
 
 /// The account's transfers, sent and received, newest first (at most `limit`, 1–100, default

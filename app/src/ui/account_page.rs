@@ -17,6 +17,7 @@ use super::identity_pages::OperatorsOnly;
 use super::live::{Live, use_live};
 use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::{poll_status_while_visible, poll_while_visible};
+use super::statement::StatementForm;
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
 use super::transfers::{TransferForm, TransfersList, transfers_resource, worth_reading_again};
@@ -135,6 +136,9 @@ pub fn AccountPage() -> impl IntoView {
                 <AccountCard account_id live token travel historical=historical_figures projections live_stream=stream.connected />
                 <MoveMoney account_id live on_accepted on_transfer />
                 <TransfersList account_id transfers />
+                {move || live.get().map(|account| view! {
+                    <StatementForm account_id=account.account_id last_movement=account.last_transaction />
+                })}
                 <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) />
                 <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) />
                 <AuditTrail page=history pages=visited_pages />

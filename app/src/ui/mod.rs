@@ -14,6 +14,7 @@ mod money_form;
 mod operations_page;
 mod polling;
 mod security_page;
+mod statement;
 mod sync_badge;
 mod time_travel;
 mod transfers;
@@ -83,6 +84,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <NotFound /> }>
                     <Route path=path!("") view=AccountsPage />
                     <Route path=path!("/accounts/:id") view=AccountPage />
+                    <Route path=path!("/accounts/:id/statement") view=statement::StatementPage />
                     <Route path=path!("/operations") view=OperationsPage />
                     <Route path=path!("/tokens") view=TokensPage />
                     <Route path=path!("/security") view=SecurityPage />

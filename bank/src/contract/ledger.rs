@@ -3,7 +3,7 @@
 use eventstore::Position;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::exact_number;
@@ -81,6 +81,74 @@ pub struct Ledger {
     pub account_id: Uuid,
     pub entries: Vec<LedgerEntry>,
     pub as_of: Position,
+}
+
+/// The most days one statement covers (a year, and a leap day).
+pub const STATEMENT_MAX_DAYS: i64 = 366;
+/// The most movements one statement lists: a longer one is asked for in parts.
+pub const STATEMENT_MAX_ENTRIES: usize = 10_000;
+
+time::serde::format_description!(day, Date, "[year]-[month]-[day]");
+
+/// The days a statement covers, from the first to the last (both included, UTC): parsed at the
+/// edge from `YYYY-MM-DD`, at most [`STATEMENT_MAX_DAYS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementPeriod {
+    #[serde(with = "day")]
+    pub from: Date,
+    #[serde(with = "day")]
+    pub to: Date,
+}
+
+impl StatementPeriod {
+    pub fn parse(from: &str, to: &str) -> Result<StatementPeriod, String> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = |name: &str, text: &str| {
+            Date::parse(text, &format).map_err(|_| format!("{name} must be a date as YYYY-MM-DD, not {text:?}"))
+        };
+        StatementPeriod::new(day("from", from)?, day("to", to)?)
+    }
+
+    pub fn new(from: Date, to: Date) -> Result<StatementPeriod, String> {
+        if to < from {
+            return Err(format!("the statement's last day ({to}) is before its first ({from})"));
+        }
+        if (to - from).whole_days() >= STATEMENT_MAX_DAYS {
+            return Err(format!("a statement covers at most {STATEMENT_MAX_DAYS} days; ask for a shorter period"));
+        }
+        Ok(StatementPeriod { from, to })
+    }
+
+    /// The first instant of the period, and the first after it (UTC midnights).
+    pub fn instants(self) -> (OffsetDateTime, OffsetDateTime) {
+        let start = self.from.midnight().assume_utc();
+        let end = self.to.midnight().assume_utc() + Duration::days(1);
+        (start, end)
+    }
+}
+
+/// An account's statement for a period, from the ledger read model: the balance before it, every
+/// movement in it (oldest first, each with the balance it left) and the balance after it. The
+/// opening balance plus the movements (withdrawals and transfers out negative) is the closing
+/// balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statement {
+    pub account_id: Uuid,
+    pub period: StatementPeriod,
+    #[serde(with = "exact_number")]
+    pub opening_balance: Decimal,
+    pub entries: Vec<LedgerEntry>,
+    #[serde(with = "exact_number")]
+    pub closing_balance: Decimal,
+    pub as_of: Position,
+}
+
+impl LedgerEntry {
+    /// The amount as it changed the balance: negative for money out.
+    pub fn signed_amount(&self) -> Decimal {
+        if self.kind.is_money_in() { self.amount } else { -self.amount }
+    }
 }
 
 /// One event of an account's audit trail, with the balance it left.

@@ -14,6 +14,9 @@ pub use accounts::{
     AccountList, AccountStatusView, AccountView, CommandAccepted, HistoricalAccount, ReplicaStatus, ServedBy,
 };
 pub use identity::{ApiTokenInfo, NewApiToken, Role, SessionInfo, SignedIn, TokenScope};
-pub use ledger::{HistoryEntry, HistoryPage, Ledger, LedgerEntry, MovementKind};
+pub use ledger::{
+    HistoryEntry, HistoryPage, Ledger, LedgerEntry, MovementKind, STATEMENT_MAX_DAYS, STATEMENT_MAX_ENTRIES, Statement,
+    StatementPeriod,
+};
 pub use live::{LiveProgress, ReadModelLag};
 pub use transfers::{TransferAccepted, TransferList, TransferStateView, TransferView};

@@ -54,6 +54,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         // live stream, which is quiet between messages.
         .route_layer(ResponseBodyTimeoutLayer::new(settings.request_timeout))
         .route("/api/queries/accounts/{id}", get(accounts::get_account))
+        .route("/api/queries/accounts/{id}/statement.csv", get(accounts::get_statement_csv))
         .route("/api/live", get(live::live))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))

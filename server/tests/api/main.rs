@@ -27,6 +27,7 @@ mod restore;
 mod roles;
 mod schema;
 mod snapshots;
+mod statements;
 mod transfers;
 mod unavailable;
 mod upcasting;

@@ -8,7 +8,10 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use bank::contract::{AccountList, AccountView, Ledger, LedgerEntry, MovementKind, ServedBy, TransferList};
+use bank::contract::{
+    AccountList, AccountView, Ledger, LedgerEntry, STATEMENT_MAX_ENTRIES, ServedBy, Statement, StatementPeriod,
+    TransferList,
+};
 
 mod rows;
 
@@ -253,6 +256,24 @@ impl ReadModel {
     }
 }
 
+impl ReadModel {
+    /// The account's statement for `period`, from the ledger; `None` if it has more than
+    /// [`STATEMENT_MAX_ENTRIES`] movements (ask for a shorter period). With `after`, as
+    /// [`Self::ledger`].
+    pub async fn statement(
+        &self,
+        account_id: Uuid,
+        period: StatementPeriod,
+        after: Option<Position>,
+    ) -> Result<Option<Statement>, sqlx::Error> {
+        let read = |pool| statement_of(pool, account_id, period);
+        if self.caught_up_with(account_ledger::PROJECTION_NAME, after).await? {
+            return Ok(self.reads.read_primary(read).await?.0);
+        }
+        Ok(self.reads.read(read).await?.0)
+    }
+}
+
 /// A list as [`list_statement`] read it, from the database that `served_by` names.
 fn listed((found, served_by): (Vec<SummaryOrCheckpoint>, ServedBy)) -> AccountList {
     let as_of = found.first().map_or(Position::START, |SummaryOrCheckpoint(_, as_of)| *as_of);
@@ -297,24 +318,68 @@ async fn ledger_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<Ledger,
     let as_of = read_checkpoint(&mut tx, account_ledger::PROJECTION_NAME).await?;
     tx.commit().await?;
     entries.reverse();
-    Ok(Ledger {
-        account_id,
-        entries: entries
-            .into_iter()
-            .map(|row| {
-                let kind = MovementKind::parse(&row.kind)
-                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown ledger kind {:?}", row.kind).into()))?;
-                Ok(LedgerEntry {
-                    version: row.version,
-                    kind,
-                    amount: row.amount,
-                    balance_after: row.balance_after,
-                    recorded_at: row.recorded_at,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?,
-        as_of,
-    })
+    Ok(Ledger { account_id, entries: entries.into_iter().map(LedgerRow::into_entry).collect::<Result<_, _>>()?, as_of })
+}
+
+/// The movements of a period are those from the first recorded in it to the last recorded in
+/// it, by version: a run without gaps, so that each balance follows from the one before even if
+/// two movements' times straddle midnight out of order.
+async fn statement_of(
+    pool: PgPool,
+    account_id: Uuid,
+    period: StatementPeriod,
+) -> Result<Option<Statement>, sqlx::Error> {
+    let (start, end) = period.instants();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT min(version) FILTER (WHERE recorded_at >= $2), max(version) FILTER (WHERE recorded_at < $3)
+         FROM account_ledger WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .bind(start)
+    .bind(end)
+    .fetch_one(&mut *tx)
+    .await?;
+    // The balance before the period: after the last movement before its first one (before its
+    // end, if it has none).
+    let before = match (first, last) {
+        (Some(first), _) => first,
+        (None, Some(last)) => last + 1,
+        (None, None) => 0,
+    };
+    let opening: Option<Decimal> = sqlx::query_scalar(
+        "SELECT balance_after FROM account_ledger WHERE account_id = $1 AND version < $2
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(account_id)
+    .bind(before)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let rows: Vec<LedgerRow> = match (first, last) {
+        (Some(first), Some(last)) if first <= last => {
+            sqlx::query_as(
+                "SELECT version, kind, amount, balance_after, recorded_at FROM account_ledger
+                 WHERE account_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
+            )
+            .bind(account_id)
+            .bind(first)
+            .bind(last)
+            .bind(STATEMENT_MAX_ENTRIES as i64 + 1)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        _ => Vec::new(),
+    };
+    let as_of = read_checkpoint(&mut tx, account_ledger::PROJECTION_NAME).await?;
+    tx.commit().await?;
+    if rows.len() > STATEMENT_MAX_ENTRIES {
+        return Ok(None);
+    }
+    let entries: Vec<LedgerEntry> = rows.into_iter().map(LedgerRow::into_entry).collect::<Result<_, _>>()?;
+    let opening_balance = opening.unwrap_or(Decimal::ZERO);
+    let closing_balance = entries.last().map_or(opening_balance, |entry| entry.balance_after);
+    Ok(Some(Statement { account_id, period, opening_balance, entries, closing_balance, as_of }))
 }
 
 /// A projection's checkpoint as readers see it (the least of its partitions', if split).

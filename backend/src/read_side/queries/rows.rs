@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use bank::contract::{AccountStatusView, AccountView, ServedBy, TransferStateView, TransferView};
+use bank::contract::{
+    AccountStatusView, AccountView, LedgerEntry, MovementKind, ServedBy, TransferStateView, TransferView,
+};
 
 use super::LIST_LIMIT;
 
@@ -108,6 +110,20 @@ pub(super) struct LedgerRow {
     pub(super) amount: Decimal,
     pub(super) balance_after: Decimal,
     pub(super) recorded_at: OffsetDateTime,
+}
+
+impl LedgerRow {
+    pub(super) fn into_entry(self) -> Result<LedgerEntry, sqlx::Error> {
+        let kind = MovementKind::parse(&self.kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown ledger kind {:?}", self.kind).into()))?;
+        Ok(LedgerEntry {
+            version: self.version,
+            kind,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            recorded_at: self.recorded_at,
+        })
+    }
 }
 
 /// The columns of an `account_summary` row `s` and of its checkpoint `c` that a [`SummaryRow`]
