@@ -68,13 +68,14 @@ pub async fn get_statement_csv(
 /// ```
 fn statement_csv(statement: &Statement) -> String {
     let mut csv = String::from("date,description,version,amount,balance\r\n");
-    let _ = write!(csv, "{},opening balance,,,{}\r\n", statement.period.from, statement.opening_balance);
+    let _ = write!(csv, "{},opening balance,,,{:.2}\r\n", statement.period.from, statement.opening_balance);
     for entry in &statement.entries {
         let at = entry.recorded_at.format(&Rfc3339).unwrap_or_default();
         let kind = entry.kind.as_str().replace('_', " ");
-        let _ = write!(csv, "{at},{kind},{},{},{}\r\n", entry.version, entry.signed_amount(), entry.balance_after);
+        let _ =
+            write!(csv, "{at},{kind},{},{:.2},{:.2}\r\n", entry.version, entry.signed_amount(), entry.balance_after);
     }
-    let _ = write!(csv, "{},closing balance,,,{}\r\n", statement.period.to, statement.closing_balance);
+    let _ = write!(csv, "{},closing balance,,,{:.2}\r\n", statement.period.to, statement.closing_balance);
     csv
 }
 

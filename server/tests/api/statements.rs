@@ -21,6 +21,11 @@ async fn csv(app: &TestApp, account: &str, query: &str) -> reqwest::Response {
 /// The CSV's lines as (description, amount, balance), checking each balance follows from the
 /// one before it; returns them and the sum of the opening balance and every amount.
 fn read_csv(text: &str) -> (Vec<(String, Option<Decimal>, Decimal)>, Decimal) {
+    // Amounts and balances with their cents, as a spreadsheet shows money.
+    for line in text.split("\r\n").skip(1).filter(|line| !line.is_empty()) {
+        let balance = line.rsplit(',').next().unwrap();
+        assert!(balance.split_once('.').is_some_and(|(_, cents)| cents.len() == 2), "{line}");
+    }
     let mut lines = text.split("\r\n").filter(|line| !line.is_empty());
     assert_eq!(lines.next(), Some("date,description,version,amount,balance"));
     let rows: Vec<_> = lines
