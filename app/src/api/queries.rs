@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use bank::contract::exact_number::ExactNumber;
 use bank::contract::{
-    AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, ReadModelLag, Statement, TransferList,
+    AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, PageCursor, ReadModelLag, Statement, TransferList,
 };
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
@@ -45,12 +45,14 @@ pub fn account_response(
     }
 }
 
-/// The newest accounts (at most 100), optionally only those of one owner. A customer's list
-/// holds their own accounts only (another owner's name gives an empty list). With `after`,
-/// waits (bounded) until the read model has passed that position; `asOf` says how far it got.
+/// The newest accounts (at most 100 a page), optionally only those of one owner. A customer's
+/// list holds their own accounts only (another owner's name gives an empty list). A full page
+/// names where the next starts (`nextPage`), to pass back as `before`. With `after`, waits
+/// (bounded) until the read model has passed that position; `asOf` says how far it got.
 #[server(prefix = "/api", endpoint = "queries/accounts", input = Json)]
 pub async fn list_accounts(
     #[server(rename = "ownerId")] owner_id: Option<String>,
+    before: Option<PageCursor>,
     after: Option<Position>,
 ) -> Result<AccountList, ApiError> {
     let caller = super::signed_in()?;
@@ -63,12 +65,13 @@ pub async fn list_accounts(
     let read_model = &super::services()?.read_model;
     match (caller.visible_owner(), &owner_id) {
         (Some(own), Some(asked)) if asked.as_str() != own => {
-            let mut none = read_model.accounts(Some(own), after).await?;
+            let mut none = read_model.accounts(Some(own), None, after).await?;
             none.accounts.clear();
+            none.next_page = None;
             Ok(none)
         }
-        (Some(own), _) => Ok(read_model.accounts(Some(own), after).await?),
-        (None, asked) => Ok(read_model.accounts(asked.as_ref().map(|owner| owner.as_str()), after).await?),
+        (Some(own), _) => Ok(read_model.accounts(Some(own), before, after).await?),
+        (None, asked) => Ok(read_model.accounts(asked.as_ref().map(|owner| owner.as_str()), before, after).await?),
     }
 }
 
@@ -226,11 +229,13 @@ pub async fn statement(
 }
 
 /// The account's transfers, sent and received, newest first (at most `limit`, 1–100, default
-/// 20), each with its state and the time of each step, from the transfers read model.
+/// 20, a page), each with its state and the time of each step, from the transfers read model.
+/// A full page names where the next (older) starts (`nextPage`), to pass back as `before`.
 #[server(prefix = "/api", endpoint = "queries/account-transfers", input = Json)]
 pub async fn account_transfers(
     #[server(rename = "accountId")] account_id: Uuid,
     limit: Option<i64>,
+    before: Option<PageCursor>,
 ) -> Result<TransferList, ApiError> {
     let caller = super::signed_in()?;
     let limit = limit.unwrap_or(20);
@@ -238,7 +243,7 @@ pub async fn account_transfers(
         return Err(ApiError::invalid_request("limit must be between 1 and 100"));
     }
     visible_account(&caller, account_id).await?;
-    Ok(super::services()?.read_model.transfers(account_id, limit).await?)
+    Ok(super::services()?.read_model.transfers(account_id, limit, before).await?)
 }
 
 /// How far the accounts' read model is behind (events and seconds), from the shared status

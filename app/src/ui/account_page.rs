@@ -87,7 +87,8 @@ pub fn AccountPage() -> impl IntoView {
     let ledger = ledger_resource(account_id, ledger_after);
     let visited_pages = RwSignal::new(vec![None::<i64>]);
     let history = audit_page(account_id, visited_pages);
-    let transfers = transfers_resource(account_id);
+    let transfers_page = RwSignal::new(None);
+    let transfers = transfers_resource(account_id, transfers_page);
     let projections = Resource::new(|| (), |_| accounts_read_model_lag());
     poll_while_visible(move || account.refetch());
     poll_status_while_visible(move || projections.refetch());
@@ -105,6 +106,7 @@ pub fn AccountPage() -> impl IntoView {
         travel.set(None);
         visited_pages.set(vec![None]);
         sent_transfers.set(Vec::new());
+        transfers_page.set(None);
     });
     let stream = use_live();
     read_again_on_the_stream(stream, account_id, token, account, projections);
@@ -121,6 +123,8 @@ pub fn AccountPage() -> impl IntoView {
     let on_accepted = Callback::new(move |accepted: CommandAccepted| token.set(Some(accepted.position)));
     let on_transfer = Callback::new(move |accepted: TransferAccepted| {
         sent_transfers.update(|sent| sent.push(accepted.transfer_id));
+        // The new transfer is on the newest page.
+        transfers_page.set(None);
         transfers.refetch();
     });
     let historical_figures = Signal::derive(move || historical.get().and_then(Result::ok).flatten());
@@ -135,7 +139,7 @@ pub fn AccountPage() -> impl IntoView {
             >
                 <AccountCard account_id live token travel historical=historical_figures projections live_stream=stream.connected />
                 <MoveMoney account_id live on_accepted on_transfer />
-                <TransfersList account_id transfers />
+                <TransfersList account_id transfers page=transfers_page />
                 {move || live.get().map(|account| view! {
                     <StatementForm account_id=account.account_id last_movement=account.last_transaction />
                 })}

@@ -14,7 +14,7 @@ use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
 use crate::api::queries::{high_value_accounts, list_accounts};
 use crate::api::{AccountList, AccountView, ApiError, CommandAccepted, ErrorCode};
-use bank::contract::AccountStatusView;
+use bank::contract::{AccountStatusView, PageCursor};
 use bank::domain::{Money, OwnerId};
 
 /// Which accounts the table lists, from the page's query string (`?owner=…` or `?min=…`), so
@@ -27,11 +27,13 @@ enum Listing {
     HighValue(String),
 }
 
-/// The list, read at or past `after` (a live message's position) when given.
-async fn load(listing: Listing, after: Option<Position>) -> Result<AccountList, ApiError> {
+/// The list, the page before `before` (a list's `nextPage`, from the address) if given, read at
+/// or past `after` (a live message's position) when given.
+async fn load(listing: Listing, before: Option<String>, after: Option<Position>) -> Result<AccountList, ApiError> {
+    let before = before.map(|token| token.parse::<PageCursor>().map_err(ApiError::invalid_request)).transpose()?;
     match listing {
-        Listing::All => list_accounts(None, after).await,
-        Listing::Owner(owner) => list_accounts(Some(owner), after).await,
+        Listing::All => list_accounts(None, before, after).await,
+        Listing::Owner(owner) => list_accounts(Some(owner), before, after).await,
         Listing::HighValue(min) => {
             let min = Money::parse(&min)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidAmount, format!("Invalid minimum balance: {e}")))?;
@@ -56,7 +58,11 @@ pub fn AccountsPage() -> impl IntoView {
     // not a key of the resource (a resource keyed on another signal is fetched twice on the
     // server and hydrates out of step).
     let after = RwSignal::new(None::<Position>);
-    let accounts = Resource::new(move || listing.get(), move |listing| load(listing, after.get_untracked()));
+    let before = Memo::new(move |_| query.with(|q| q.get("before").filter(|token| !token.is_empty())));
+    let accounts = Resource::new(
+        move || (listing.get(), before.get()),
+        move |(listing, before)| load(listing, before, after.get_untracked()),
+    );
     poll_while_visible(move || accounts.refetch());
     // A new account may belong in the list; a changed one matters if it is listed. The list is
     // read at or past the message's position: a read store (Redis, a replica) a moment behind
@@ -86,7 +92,10 @@ pub fn AccountsPage() -> impl IntoView {
                         Ok(list) if list.accounts.is_empty() => view! {
                             <p class="empty" data-testid="no-accounts">"No accounts here yet."</p>
                         }.into_any(),
-                        Ok(list) => view! { <AccountTable accounts=list.accounts /> }.into_any(),
+                        Ok(list) => view! {
+                            <AccountTable accounts=list.accounts />
+                            <Pages listing next=list.next_page first=before.with(Option::is_none) />
+                        }.into_any(),
                         Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
                     })}
                 </Transition>
@@ -95,12 +104,42 @@ pub fn AccountsPage() -> impl IntoView {
     }
 }
 
+/// Links to the next (older) page of the list, and back to its first: plain links, so that
+/// every page has an address.
+#[component]
+fn Pages(listing: Memo<Listing>, next: Option<PageCursor>, first: bool) -> impl IntoView {
+    let filter = move || match listing.get_untracked() {
+        Listing::Owner(owner) => format!("owner={}&", url_encoded(&owner)),
+        _ => String::new(),
+    };
+    let newest = format!("/?{}", filter());
+    let newest = newest.trim_end_matches(['&', '?']).to_owned();
+    view! {
+        <p class="pages">
+            {(!first).then(|| view! { <A href=newest>"← Newest"</A> })}
+            {next.map(|next| view! {
+                " " <A href=format!("/?{}before={next}", filter()) attr:data-testid="older-accounts">"Older accounts →"</A>
+            })}
+        </p>
+    }
+}
+
+/// `text` as a query string value: letters, digits and `-_.~` as they are, the rest as `%XX`.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 /// The two ways to narrow the list (an owner, for operators; a minimum balance) and what it
 /// shows now.
 #[component]
 fn ListingFilters(listing: Memo<Listing>) -> impl IntoView {
     let caption = move || match listing.get() {
-        Listing::All => "The newest 100 accounts".to_owned(),
+        Listing::All => "The newest accounts, 100 a page".to_owned(),
         Listing::Owner(owner) => format!("Accounts of {owner}"),
         Listing::HighValue(min) => format!("High-value accounts: balance at least {min}, highest first (at most 100)"),
     };

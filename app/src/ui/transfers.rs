@@ -12,16 +12,23 @@ use super::money_form::{clear_if_unchanged, show_response};
 use crate::api::commands::transfer;
 use crate::api::queries::account_transfers;
 use crate::api::{ApiError, TransferAccepted, TransferList, TransferView};
-use bank::contract::TransferStateView;
+use bank::contract::{PageCursor, TransferStateView};
 use bank::domain::Amount;
 
-/// The account's transfers, for the account page to create with its other resources.
-pub fn transfers_resource(account_id: Memo<Option<Uuid>>) -> Resource<Result<TransferList, ApiError>> {
+/// The page of the account's transfers shown: the newest, or those before a cursor.
+pub type TransfersPage = RwSignal<Option<PageCursor>>;
+
+/// The account's transfers, a page at a time, for the account page to create with its other
+/// resources.
+pub fn transfers_resource(
+    account_id: Memo<Option<Uuid>>,
+    page: TransfersPage,
+) -> Resource<Result<TransferList, ApiError>> {
     Resource::new(
-        move || account_id.get(),
-        |account_id| async move {
+        move || (account_id.get(), page.get()),
+        |(account_id, before)| async move {
             match account_id {
-                Some(account_id) => account_transfers(account_id, None).await,
+                Some(account_id) => account_transfers(account_id, None, before).await,
                 None => Err(ApiError::invalid_request("no account")),
             }
         },
@@ -126,7 +133,9 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
 pub fn TransfersList(
     account_id: Memo<Option<Uuid>>,
     transfers: Resource<Result<TransferList, ApiError>>,
+    page: TransfersPage,
 ) -> impl IntoView {
+    let next = move || transfers.get().and_then(Result::ok).and_then(|list| list.next_page);
     view! {
         <section class="card transfers" data-testid="transfers">
             <h2>"Transfers"</h2>
@@ -149,6 +158,15 @@ pub fn TransfersList(
                     None => ().into_any(),
                 }
             }}
+            <p class="pages">
+                {move || page.get().is_some().then(|| view! {
+                    <button type="button" class="link" on:click=move |_| page.set(None)>"← Newest"</button>
+                })}
+                {move || next().map(|next| view! {
+                    " " <button type="button" class="link" data-testid="older-transfers"
+                        on:click=move |_| page.set(Some(next))>"Older transfers →"</button>
+                })}
+            </p>
             <p class="form-error" role="alert">{move || transfers.get().and_then(Result::err).map(|e| e.message)}</p>
         </section>
     }

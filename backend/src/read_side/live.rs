@@ -67,7 +67,7 @@ impl Watch {
         };
         match self {
             Watch::Everything => {
-                let own = read_model.accounts(Some(owner), None).await?;
+                let own = read_model.accounts(Some(owner), None, None).await?;
                 Ok(Watch::Accounts(own.accounts.into_iter().map(|account| account.account_id).collect()))
             }
             Watch::Accounts(ids) => {

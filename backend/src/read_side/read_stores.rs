@@ -175,7 +175,7 @@ impl RedisReads {
             return None;
         }
         let as_of = answer.as_of()?;
-        Some(AccountList { accounts: answer.value, as_of, served_by: ServedBy::Redis })
+        Some(AccountList { accounts: answer.value, as_of, served_by: ServedBy::Redis, next_page: None })
     }
 
     /// Whether Redis is to be asked at all: chosen, and not resting after a failure.

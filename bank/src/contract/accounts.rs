@@ -133,6 +133,9 @@ pub struct AccountList {
     pub as_of: Position,
     #[serde(default)]
     pub served_by: ServedBy,
+    /// Where the next page starts (`before`), when this one is full: there may be more.
+    #[serde(default)]
+    pub next_page: Option<super::PageCursor>,
 }
 
 /// An account as it was at one version, folded from the event store (not the read model).

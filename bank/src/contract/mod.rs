@@ -8,6 +8,7 @@ mod accounts;
 mod identity;
 mod ledger;
 mod live;
+mod paging;
 mod transfers;
 
 pub use accounts::{
@@ -19,4 +20,5 @@ pub use ledger::{
     StatementPeriod,
 };
 pub use live::{LiveProgress, ReadModelLag};
+pub use paging::PageCursor;
 pub use transfers::{TransferAccepted, TransferList, TransferStateView, TransferView};

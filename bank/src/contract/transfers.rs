@@ -91,4 +91,7 @@ pub struct TransferList {
     pub account_id: Uuid,
     pub transfers: Vec<TransferView>,
     pub as_of: Position,
+    /// Where the next (older) page starts (`before`), when this one is full.
+    #[serde(default)]
+    pub next_page: Option<super::PageCursor>,
 }

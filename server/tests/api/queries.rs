@@ -166,3 +166,80 @@ async fn lists_and_the_ledger_read_at_or_past_the_position_they_are_given(_: PgP
         assert!(read.to_string().contains(&id), "{path}: {read}");
     }
 }
+
+/// The ids on one page of a list, and where the next starts.
+fn page(list: &Value, items: &str, id: &str) -> (Vec<String>, Option<String>) {
+    let ids = list[items].as_array().unwrap().iter().map(|item| item[id].as_str().unwrap().to_owned()).collect();
+    (ids, list["nextPage"].as_str().map(str::to_owned))
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_accounts_list_pages_by_keyset_and_a_new_account_shifts_no_later_page(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Given 105 accounts of alice's,
+    let app = spawn_app(db).await;
+    let mut created = Vec::new();
+    for _ in 0..105 {
+        created.push(app.account_id("alice", 1.0).await);
+    }
+    app.wait_for_projection().await;
+    // when she reads the first page, then an account is opened, then she reads the next,
+    let first: Value = app.post("/api/queries/accounts", &json!({})).await.json().await.unwrap();
+    let (first_ids, next) = page(&first, "accounts", "accountId");
+    let next = next.expect("a full page names the next");
+    let newer = app.account_id("alice", 1.0).await;
+    app.wait_for_projection().await;
+    let second: Value = app.post("/api/queries/accounts", &json!({"before": next})).await.json().await.unwrap();
+    let (second_ids, last) = page(&second, "accounts", "accountId");
+    // then the pages hold 100 and 5, newest first, each account once, the new one on neither,
+    assert_eq!((first_ids.len(), second_ids.len(), last), (100, 5, None));
+    let mut seen: Vec<String> = first_ids.iter().chain(&second_ids).cloned().collect();
+    assert_eq!(seen[0], created[104]);
+    assert_eq!(seen[104], created[0]);
+    seen.sort();
+    created.sort();
+    assert_eq!(seen, created);
+    assert!(!seen.contains(&newer));
+    // and a page token that is not one is 400.
+    let bad = app.post("/api/queries/accounts", &json!({"before": "yesterday"})).await;
+    assert_eq!(error_code(bad, StatusCode::BAD_REQUEST).await, "invalid_request");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_accounts_transfers_page_by_keyset(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given 12 transfers from one of alice's accounts to another,
+    let app = spawn_app(db).await;
+    let (from, to) = (app.account_id("alice", 100.0).await, app.account_id("alice", 0.0).await);
+    let mut sent = Vec::new();
+    for _ in 0..12 {
+        let body = json!({"fromAccountId": from, "toAccountId": to, "amount": 1});
+        let accepted: Value = app.post("/api/commands/transfer", &body).await.json().await.unwrap();
+        sent.push(accepted["transferId"].as_str().unwrap().to_owned());
+    }
+    eventually("the twelfth listed", PATIENCE, || async {
+        let body = json!({"accountId": from, "limit": 100});
+        let list: Value = app.post("/api/queries/account-transfers", &body).await.json().await.unwrap();
+        when(list, |list| list["transfers"].as_array().is_some_and(|t| t.len() == 12))
+    })
+    .await;
+    // when the sender reads them five at a time,
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let body = json!({"accountId": from, "limit": 5, "before": before});
+        let list: Value = app.post("/api/queries/account-transfers", &body).await.json().await.unwrap();
+        let (ids, next) = page(&list, "transfers", "transferId");
+        pages.push(ids);
+        match next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    // then three pages hold all twelve, newest first, each once.
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
+    let listed: Vec<String> = pages.concat();
+    sent.reverse();
+    assert_eq!(listed, sent);
+}

@@ -9,8 +9,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use bank::contract::{
-    AccountList, AccountView, Ledger, LedgerEntry, STATEMENT_MAX_ENTRIES, ServedBy, Statement, StatementPeriod,
-    TransferList,
+    AccountList, AccountView, Ledger, LedgerEntry, PageCursor, STATEMENT_MAX_ENTRIES, ServedBy, Statement,
+    StatementPeriod, TransferList, TransferView,
 };
 
 mod rows;
@@ -195,17 +195,33 @@ impl ReadModel {
     /// The newest accounts, optionally of one owner, at most [`LIST_LIMIT`]; with `after`, once
     /// the read model has passed it (waiting as [`Self::account`] does, at most its bound: the
     /// list's `as_of` says whether it got there).
-    pub async fn accounts(&self, owner_id: Option<&str>, after: Option<Position>) -> Result<AccountList, sqlx::Error> {
+    pub async fn accounts(
+        &self,
+        owner_id: Option<&str>,
+        before: Option<PageCursor>,
+        after: Option<Position>,
+    ) -> Result<AccountList, sqlx::Error> {
         let primary = self.caught_up_with(PROJECTION_NAME, after).await?;
         let read = |pool: PgPool| async move {
-            sqlx::query_as(&list_statement("$2::text IS NULL OR s.owner_id = $2", "s.created_at DESC, s.account_id"))
-                .bind(PROJECTION_NAME)
-                .bind(owner_id)
-                .fetch_all(&pool)
-                .await
+            sqlx::query_as(&list_statement(
+                "($2::text IS NULL OR s.owner_id = $2)
+                 AND ($3::timestamptz IS NULL OR (s.created_at, s.account_id) < ($3, $4))",
+                "s.created_at DESC, s.account_id DESC",
+            ))
+            .bind(PROJECTION_NAME)
+            .bind(owner_id)
+            .bind(before.map(|cursor| cursor.at))
+            .bind(before.map(|cursor| cursor.id))
+            .fetch_all(&pool)
+            .await
         };
         let listed_rows = if primary { self.reads.read_primary(read).await? } else { self.reads.read(read).await? };
-        Ok(listed(listed_rows))
+        let mut list = listed(listed_rows);
+        list.next_page = full_page(&list.accounts, LIST_LIMIT, |account| PageCursor {
+            at: account.created_at,
+            id: account.account_id,
+        });
+        Ok(list)
     }
 
     /// Accounts holding at least `min_balance`, highest first, at most [`LIST_LIMIT`].
@@ -240,8 +256,13 @@ impl ReadModel {
     /// The account's latest `limit` transfers, sent and received, newest first, and the
     /// checkpoint of the transfers read model they are current as of. A transfer whose source
     /// never paid is the sender's business only: the target does not see it.
-    pub async fn transfers(&self, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
-        Ok(self.reads.read(|pool| transfers_of(pool, account_id, limit)).await?.0)
+    pub async fn transfers(
+        &self,
+        account_id: Uuid,
+        limit: i64,
+        before: Option<PageCursor>,
+    ) -> Result<TransferList, sqlx::Error> {
+        Ok(self.reads.read(|pool| transfers_of(pool, account_id, limit, before)).await?.0)
     }
 
     /// The account's latest `limit` money movements from the ledger, oldest first; with
@@ -279,28 +300,46 @@ fn listed((found, served_by): (Vec<SummaryOrCheckpoint>, ServedBy)) -> AccountLi
     let as_of = found.first().map_or(Position::START, |SummaryOrCheckpoint(_, as_of)| *as_of);
     let accounts =
         found.into_iter().filter_map(|SummaryOrCheckpoint(row, _)| row).map(|row| row.into_view(false, served_by));
-    AccountList { accounts: accounts.collect(), as_of, served_by }
+    AccountList { accounts: accounts.collect(), as_of, served_by, next_page: None }
 }
 
-async fn transfers_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<TransferList, sqlx::Error> {
+/// The cursor after the last row of a page that is full (there may be more), else none.
+fn full_page<T>(rows: &[T], limit: i64, cursor: impl Fn(&T) -> PageCursor) -> Option<PageCursor> {
+    (rows.len() as i64 >= limit).then(|| rows.last().map(cursor)).flatten()
+}
+
+/// The account's transfers sent and received, newest first, those before `before` if given.
+async fn transfers_of(
+    pool: PgPool,
+    account_id: Uuid,
+    limit: i64,
+    before: Option<PageCursor>,
+) -> Result<TransferList, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
     let rows: Vec<TransferRow> = sqlx::query_as(
         "SELECT * FROM (
-             (SELECT * FROM transfers WHERE from_account = $1 ORDER BY requested_at DESC LIMIT $2)
+             (SELECT * FROM transfers WHERE from_account = $1
+                  AND ($3::timestamptz IS NULL OR (requested_at, transfer_id) < ($3, $4))
+              ORDER BY requested_at DESC, transfer_id DESC LIMIT $2)
              UNION
              (SELECT * FROM transfers WHERE to_account = $1 AND debited_at IS NOT NULL
-              ORDER BY requested_at DESC LIMIT $2)
-         ) t ORDER BY requested_at DESC, transfer_id LIMIT $2",
+                  AND ($3::timestamptz IS NULL OR (requested_at, transfer_id) < ($3, $4))
+              ORDER BY requested_at DESC, transfer_id DESC LIMIT $2)
+         ) t ORDER BY requested_at DESC, transfer_id DESC LIMIT $2",
     )
     .bind(account_id)
     .bind(limit)
+    .bind(before.map(|cursor| cursor.at))
+    .bind(before.map(|cursor| cursor.id))
     .fetch_all(&mut *tx)
     .await?;
     let as_of = read_checkpoint(&mut tx, transfers::PROJECTION_NAME).await?;
     tx.commit().await?;
-    let transfers = rows.into_iter().map(TransferRow::into_view).collect::<Result<_, _>>()?;
-    Ok(TransferList { account_id, transfers, as_of })
+    let transfers: Vec<TransferView> = rows.into_iter().map(TransferRow::into_view).collect::<Result<_, _>>()?;
+    let next_page =
+        full_page(&transfers, limit, |transfer| PageCursor { at: transfer.requested_at, id: transfer.transfer_id });
+    Ok(TransferList { account_id, transfers, as_of, next_page })
 }
 
 async fn ledger_of(pool: PgPool, account_id: Uuid, limit: i64) -> Result<Ledger, sqlx::Error> {
