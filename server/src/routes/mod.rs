@@ -9,6 +9,7 @@ pub mod client_address;
 pub mod cross_site;
 pub mod health;
 pub mod identity;
+pub mod json_bodies;
 pub mod json_errors;
 pub mod live;
 pub mod metrics;
@@ -99,6 +100,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             cross_site::allowed_hosts_only,
         ))
         .layer(axum::middleware::from_fn(cross_site::same_site_json_only))
+        .layer(axum::middleware::from_fn(json_bodies::objects_only))
         // A body that trickles in is not waited for long, and a request that cannot be answered
         // in time (a database that hangs) is answered 503; `json_errors` gives both the JSON
         // shape.

@@ -36,6 +36,29 @@ async fn malformed_or_incomplete_json_is_400(_: PgPoolOptions, db: PgConnectOpti
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_body_that_is_not_a_json_object_is_400_even_when_its_items_would_fit(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given a server whose commands' arguments, in order, are these,
+    let app = spawn_app(db).await;
+    let events_before = app.event_count().await;
+    // when the arguments come as an array (or any JSON but an object),
+    for (route, body) in [
+        ("/api/commands/create-account", r#"["alice", 100, null]"#),
+        ("/api/commands/create-account", r#"  ["alice", "100", null]"#),
+        ("/api/queries/accounts", "[null, null, null]"),
+        ("/api/auth/me", "[]"),
+        ("/api/auth/me", "\"text\""),
+        ("/api/auth/me", "7"),
+    ] {
+        // then each is refused as malformed, in the error shape,
+        let code = error_code(app.post_raw(route, body).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(code, "invalid_request", "{route} {body}");
+    }
+    // nothing is written, and the same arguments as an object still work.
+    assert_eq!(app.event_count().await, events_before);
+    assert_eq!(app.post_raw("/api/auth/me", " {}").await.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrations = false)]
 async fn invalid_amounts_are_400(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let id = app.create_account("alice", 10.0).await["accountId"].as_str().unwrap().to_owned();
