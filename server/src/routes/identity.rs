@@ -22,13 +22,14 @@ use crate::routes::access_log::Requester;
 use crate::startup::AppState;
 
 /// Paths anyone may reach: signing in, up and out, asking who is signed in (nobody), liveness,
-/// the WASM bundle and styles.
+/// the API's description, the WASM bundle and styles.
 fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/sign-in"
             | "/sign-up"
             | "/health"
+            | "/api/openapi.json"
             | "/favicon.ico"
             | "/api/auth/sign-in"
             | "/api/auth/sign-up"

@@ -13,6 +13,7 @@ pub mod json_bodies;
 pub mod json_errors;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limits;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/api/live", get(live::live))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/openapi.json", get(openapi::openapi))
         .merge(bundle)
         .fallback(file_and_error_handler_with_context::<AppState, _>(provide_services, shell));
 

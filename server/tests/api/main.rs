@@ -14,6 +14,7 @@ mod idempotency;
 mod identity;
 mod live;
 mod multi_instance;
+mod openapi;
 mod operations;
 mod pages;
 mod partitions;
