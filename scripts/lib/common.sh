@@ -169,6 +169,13 @@ ensure_cargo_tool() {
     cargo install --locked --quiet "$crate" --version "$version"
 }
 
+# ensure_python_venv: python3 able to make a virtualenv (Debian splits venv
+# out of python3).
+ensure_python_venv() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+}
+
 # ensure_wasm_target: the wasm32-unknown-unknown target, which the frontend
 # (hydrate) crate compiles to. (Captured, not piped into grep -q: see
 # is_deb_installed.)
