@@ -16,20 +16,29 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
 }) => {
   test.slow(); // two browsers, three accounts, two transfers taken through their steps
   const recipientContext = await browser.newContext();
-  await signUp(recipientContext, "recipient");
+  const recipient = await signUp(recipientContext, "recipient");
   const recipientPage = await recipientContext.newPage();
   const recipientErrors = watchConsole(recipientPage);
   const target = await createAccount(recipientPage, "5");
   const closing = await createAccount(recipientPage, "0");
-  await recipientPage.getByTestId("close-account").getByRole("button", { name: "Close account" }).click();
+  const closeAccount = recipientPage.getByTestId("close-account");
+  await closeAccount.getByRole("button", { name: "Close account" }).click();
+  await closeAccount.getByRole("button", { name: "Yes, close it" }).click();
   await expect(recipientPage.getByTestId("account-status")).toContainText("Closed");
 
   const source = await createAccount(page, "100");
-  const send = async (to: string, amount: string) => {
-    const form = page.getByTestId("transfer-form");
+  const form = page.getByTestId("transfer-form");
+  const fill = async (to: string, amount: string) => {
     await form.getByLabel("Transfer to account").fill(to);
     await form.getByLabel("Transfer amount").fill(amount);
     await form.getByRole("button", { name: "Transfer" }).click();
+  };
+  // A typed account number: the form names its owner, and sends only once confirmed.
+  const send = async (to: string, amount: string) => {
+    await fill(to, amount);
+    const confirm = form.getByTestId("transfer-confirm");
+    await expect(confirm.getByTestId("recipient-owner")).toHaveText(recipient);
+    await confirm.getByRole("button", { name: "Confirm transfer" }).click();
   };
 
   await send(target, "30.25");
@@ -62,11 +71,30 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   await screenshot(page, "transfers");
 
   // Checked in the browser before any request.
-  await send("not-an-account", "1");
+  await fill("not-an-account", "1");
   await expect(page.getByTestId("transfer-error")).toHaveText("Enter the recipient's account number (a UUID)");
-  await send(source, "1");
+  await fill(source, "1");
   await expect(page.getByTestId("transfer-error")).toHaveText("Money cannot move from an account to itself");
 
   expect(recipientErrors, "console errors of the recipient's page").toEqual([]);
   await recipientContext.close();
+});
+
+test("a transfer to one of your own accounts is chosen from a list; a typed one can be cancelled", async ({ page }) => {
+  const savings = await createAccount(page, "0");
+  await createAccount(page, "50");
+  const form = page.getByTestId("transfer-form");
+  // A typed number shows whose account it is, and cancelling sends nothing.
+  await form.getByLabel("Transfer to account").fill(savings);
+  await form.getByLabel("Transfer amount").fill("5");
+  await form.getByRole("button", { name: "Transfer" }).click();
+  await form.getByTestId("transfer-confirm").getByRole("button", { name: "Cancel" }).click();
+  await expect(form.getByTestId("transfer-confirm")).toHaveCount(0);
+  // Chosen from the list of the sender's own accounts, it goes at once.
+  await form.getByLabel("Transfer to", { exact: true }).selectOption({ value: savings });
+  await expect(form.getByLabel("Transfer to account")).toHaveCount(0);
+  await form.getByLabel("Transfer amount").fill("12.50");
+  await form.getByRole("button", { name: "Transfer" }).click();
+  await expect(page.getByTestId("transfer").first()).toHaveAttribute("data-state", "completed", { timeout: 15_000 });
+  await expect(page.getByTestId("balance")).toHaveText("37.50");
 });

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 use bank::contract::exact_number::ExactNumber;
 use bank::contract::{
-    AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, PageCursor, ReadModelLag, Statement, TransferList,
+    AccountList, AccountView, HistoricalAccount, HistoryPage, Ledger, PageCursor, ReadModelLag, Statement,
+    TransferList, TransferRecipient,
 };
 
 /// One account; with `after`, waits (bounded) until the read model has passed that position.
@@ -244,6 +245,19 @@ pub async fn account_transfers(
     }
     visible_account(&caller, account_id).await?;
     Ok(super::services()?.read_model.transfers(account_id, limit, before).await?)
+}
+
+/// Whose account `accountId` is, for a sender to check before a transfer: the owner's name only
+/// (an account number is a random UUID: knowing one means having been given it). 404 for no
+/// such account. Limited as commands are, per user and address.
+#[server(prefix = "/api", endpoint = "queries/transfer-recipient", input = Json)]
+#[middleware(crate::api::limits::Limited(crate::api::limits::Limit::Commands))]
+pub async fn check_recipient(#[server(rename = "accountId")] account_id: Uuid) -> Result<TransferRecipient, ApiError> {
+    super::signed_in()?;
+    match super::services()?.history.owner(account_id).await? {
+        Some(owner_id) => Ok(TransferRecipient { account_id, owner_id: owner_id.to_string() }),
+        None => Err(ApiError::account_not_found(account_id)),
+    }
 }
 
 /// How far the accounts' read model is behind (events and seconds), from the shared status

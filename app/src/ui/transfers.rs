@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::format;
 use super::money_form::{clear_if_unchanged, show_response};
 use crate::api::commands::transfer;
-use crate::api::queries::account_transfers;
-use crate::api::{ApiError, TransferAccepted, TransferList, TransferView};
-use bank::contract::{PageCursor, TransferStateView};
+use crate::api::queries::{account_transfers, check_recipient, list_accounts};
+use crate::api::{AccountView, ApiError, TransferAccepted, TransferList, TransferView};
+use bank::contract::{PageCursor, TransferRecipient, TransferStateView};
 use bank::domain::Amount;
 
 /// The page of the account's transfers shown: the newest, or those before a cursor.
@@ -53,32 +53,68 @@ pub fn worth_reading_again(
     })
 }
 
-/// The recipient's account number and an amount. Both are checked in the browser (the amount
-/// with the server's own parser); the server checks them again, and the source's balance is
-/// checked when the transfer debits it.
+/// A recipient and an amount. The recipient is one of the sender's other accounts, chosen from a
+/// list, or an account number typed in: then the form asks whose account that is and shows the
+/// owner's name for the sender to confirm before anything is sent (a mistyped number shows a
+/// name they did not expect). Both are checked in the browser (the amount with the server's own
+/// parser); the server checks them again, and the source's balance when the transfer debits it.
 #[component]
 pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -> impl IntoView {
+    // The sender's accounts, read in the browser once the page is interactive (the form is not
+    // usable before; a resource would hold the page's rendering on the server).
+    let own_accounts = RwSignal::new(Vec::<AccountView>::new());
+    Effect::new(move |_| {
+        leptos::task::spawn_local(async move {
+            if let Ok(list) = list_accounts(None, None, None).await {
+                own_accounts.set(list.accounts);
+            }
+        });
+    });
+    // "" for an account number typed in, else one of the sender's accounts.
+    let choice = RwSignal::new(String::new());
     let to_text = RwSignal::new(String::new());
     let amount_text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     // What was submitted, so that a success clears the amount only if the user has not typed
     // another one while the request ran.
     let submitted = RwSignal::new(String::new());
+    // A transfer to a typed account number: the amount waiting while its owner is looked up,
+    // then the recipient shown for the sender to confirm.
+    let asked = RwSignal::new(None::<(Amount, String)>);
+    let confirming = RwSignal::new(None::<(TransferRecipient, Amount, String)>);
+    let check = Action::new(move |to: &Uuid| {
+        let to = *to;
+        async move { check_recipient(to).await }
+    });
     let send = Action::new(move |(to, amount, command_id): &(Uuid, Amount, Uuid)| {
         let (to, amount, command_id) = (*to, *amount, *command_id);
         async move { transfer(account_id, to, amount.value().into(), Some(command_id)).await }
     });
-    let pending = send.pending();
+    let pending = Signal::derive(move || send.pending().get() || check.pending().get());
     show_response(send.value(), error, move |accepted| {
         clear_if_unchanged(amount_text, submitted);
         on_accepted.run(accepted);
     });
+    show_response(check.value(), error, move |recipient| {
+        if let Some((amount, text)) = asked.get_untracked() {
+            confirming.set(Some((recipient, amount, text)));
+        }
+    });
+    let dispatch = move |to: Uuid, amount: Amount, text: String| {
+        error.set(None);
+        submitted.set(text);
+        send.dispatch((to, amount, Uuid::new_v4()));
+    };
     let submit = move |event: SubmitEvent| {
         event.prevent_default();
         if pending.get_untracked() {
             return;
         }
-        let Ok(to) = Uuid::parse_str(to_text.get_untracked().trim()) else {
+        confirming.set(None);
+        let chosen = choice.get_untracked();
+        let typed = chosen.is_empty();
+        let to_entered = if typed { to_text.get_untracked() } else { chosen };
+        let Ok(to) = Uuid::parse_str(to_entered.trim()) else {
             error.set(Some("Enter the recipient's account number (a UUID)".to_owned()));
             return;
         };
@@ -88,26 +124,59 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
         }
         let text = amount_text.get_untracked();
         match Amount::parse(&text) {
-            Ok(amount) => {
+            Ok(amount) if typed => {
                 error.set(None);
-                submitted.set(text);
-                send.dispatch((to, amount, Uuid::new_v4()));
+                asked.set(Some((amount, text)));
+                check.dispatch(to);
             }
+            Ok(amount) => dispatch(to, amount, text),
             Err(invalid) => error.set(Some(format!("Invalid amount: {invalid}"))),
         }
     };
+    let confirm = move |_| {
+        if let Some((recipient, amount, text)) = confirming.get_untracked() {
+            confirming.set(None);
+            dispatch(recipient.account_id, amount, text);
+        }
+    };
+    let others =
+        move || own_accounts.get().into_iter().filter(|account| account.account_id != account_id).collect::<Vec<_>>();
     view! {
         <form class="money-form transfer-form" data-testid="transfer-form" on:submit=submit>
-            <label for="transfer-to">"Transfer to account"</label>
-            <input
-                id="transfer-to"
-                name="to"
-                type="text"
-                autocomplete="off"
-                spellcheck="false"
-                placeholder="recipient's account number"
-                bind:value=to_text
-            />
+            <label for="transfer-choice">"Transfer to"</label>
+            <select
+                id="transfer-choice"
+                prop:value=move || choice.get()
+                on:change=move |event| {
+                    choice.set(event_target_value(&event));
+                    confirming.set(None);
+                }
+            >
+                <option value="">"another account (enter its number)"</option>
+                {move || others().into_iter().map(|account| {
+                    let id = account.account_id.to_string();
+                    let label = format!(
+                        "{}'s account {} ({})",
+                        account.owner_id,
+                        &id[..8],
+                        format::money(account.current_balance),
+                    );
+                    view! { <option value=id>{label}</option> }
+                }).collect_view()}
+            </select>
+            <Show when=move || choice.with(String::is_empty)>
+                <label for="transfer-to">"Transfer to account"</label>
+                <input
+                    id="transfer-to"
+                    name="to"
+                    type="text"
+                    autocomplete="off"
+                    spellcheck="false"
+                    placeholder="recipient's account number"
+                    aria-describedby="transfer-error"
+                    bind:value=to_text
+                />
+            </Show>
             <label for="transfer-amount">"Transfer amount"</label>
             <div class="money-form-row">
                 <input
@@ -117,13 +186,29 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
                     inputmode="decimal"
                     autocomplete="off"
                     placeholder="0.00"
+                    aria-describedby="transfer-error"
                     bind:value=amount_text
                 />
-                <button type="submit" disabled=move || pending.get()>
+                <button type="submit" disabled={
+                    let ready = super::hydrated();
+                    move || !ready.get() || pending.get()
+                }>
                     {move || if pending.get() { "Sending…" } else { "Transfer" }}
                 </button>
             </div>
-            <p class="form-error" role="alert" data-testid="transfer-error">{move || error.get()}</p>
+            {move || confirming.get().map(|(recipient, amount, _)| view! {
+                <div class="confirm" role="group" aria-label="Confirm the transfer" data-testid="transfer-confirm">
+                    <p>
+                        "Send " {format::money(amount.value())} " to the account of "
+                        <strong data-testid="recipient-owner">{recipient.owner_id}</strong> " ("
+                        <code>{recipient.account_id.to_string()[..8].to_owned()}</code> ")?"
+                    </p>
+                    <button type="button" on:click=confirm>"Confirm transfer"</button>
+                    " "
+                    <button type="button" class="link" on:click=move |_| confirming.set(None)>"Cancel"</button>
+                </div>
+            })}
+            <p id="transfer-error" class="form-error" role="alert" data-testid="transfer-error">{move || error.get()}</p>
         </form>
     }
 }

@@ -21,4 +21,4 @@ pub use ledger::{
 };
 pub use live::{LiveProgress, ReadModelLag};
 pub use paging::PageCursor;
-pub use transfers::{TransferAccepted, TransferList, TransferStateView, TransferView};
+pub use transfers::{TransferAccepted, TransferList, TransferRecipient, TransferStateView, TransferView};

@@ -95,3 +95,12 @@ pub struct TransferList {
     #[serde(default)]
     pub next_page: Option<super::PageCursor>,
 }
+
+/// Whose account a transfer would go to, shown before it is sent so that a mistyped account
+/// number is caught by a name the sender did not expect: the owner's name and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferRecipient {
+    pub account_id: Uuid,
+    pub owner_id: String,
+}

@@ -1053,3 +1053,27 @@ async fn a_paused_transfer_process_leader_is_replaced_and_decides_nothing_twice(
     assert_transfers_read_model_equals_the_streams(&pool).await;
     drop((paused, survivor));
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_sender_sees_whose_account_a_number_is_and_nothing_more(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given bob's account, whose number alice was given,
+    let app = spawn_app(db).await;
+    let bob = app.sign_up("bob").await;
+    let bobs = app.create_account_as(&bob, 5.0).await["accountId"].as_str().unwrap().to_owned();
+    // when alice asks whose it is, she is told bob's name, and nothing else;
+    let response = app.post("/api/queries/transfer-recipient", &json!({"accountId": bobs})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let recipient: Value = response.json().await.unwrap();
+    assert_eq!(recipient, json!({"accountId": bobs, "ownerId": "bob"}));
+    // a number that is nobody's is 404, and nobody signed in may ask.
+    let nobody = app.post("/api/queries/transfer-recipient", &json!({"accountId": uuid::Uuid::new_v4()})).await;
+    assert_eq!(nobody.status(), StatusCode::NOT_FOUND);
+    let anonymous = app
+        .anonymous
+        .post(format!("{}/api/queries/transfer-recipient", app.address))
+        .json(&json!({"accountId": bobs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
