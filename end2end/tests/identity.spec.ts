@@ -123,6 +123,7 @@ test("an API token made on the tokens page drives the API until it is revoked", 
   const row = page.getByTestId("tokens-table").locator("tr", { hasText: "my script" });
   await expect(row).not.toContainText("never");
   await row.getByRole("button", { name: "Revoke" }).click();
+  await row.getByRole("button", { name: "Yes, revoke it" }).click();
   await expect(row).toContainText("revoked");
   const refused = await client.post("/api/commands/deposit", { data: { accountId, amount: 5 } });
   expect(refused.status()).toBe(401);

@@ -5,6 +5,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use uuid::Uuid;
 
+use super::confirm::ConfirmButton;
 use super::money_form::show_response;
 use crate::api::CommandAccepted;
 use crate::api::commands::{close_account, freeze_account, unfreeze_account};
@@ -51,10 +52,17 @@ pub fn CloseAccount(account_id: Uuid, on_accepted: Callback<CommandAccepted>) ->
     show_response(close.value(), error, move |accepted| on_accepted.run(accepted));
     view! {
         <div class="close-account" data-testid="close-account">
-            <button type="button" class="secondary" disabled=move || close.pending().get()
-                on:click=move |_| { close.dispatch(Uuid::new_v4()); }>
-                "Close account"
-            </button>
+            <ConfirmButton
+                label="Close account"
+                question="Close this account for good? It takes no money in or out after."
+                    .to_owned()
+                confirm="Yes, close it"
+                class="secondary"
+                disabled=close.pending()
+                on_confirm=Callback::new(move |()| {
+                    close.dispatch(Uuid::new_v4());
+                })
+            />
             <p class="form-error" role="alert">{move || error.get()}</p>
         </div>
     }
@@ -98,7 +106,10 @@ pub fn FreezeControls(account_id: Uuid, frozen: Signal<bool>, on_accepted: Callb
                 <label for="freeze-reason">"Reason to freeze"</label>
                 <input id="freeze-reason" name="reason" type="text" autocomplete="off" bind:value=reason_text />
             </Show>
-            <button type="submit" disabled=move || send.pending().get()>
+            <button type="submit" disabled={
+                let ready = super::hydrated();
+                move || !ready.get() || send.pending().get()
+            }>
                 {move || if frozen.get() { "Unfreeze" } else { "Freeze" }}
             </button>
             <p class="form-error" role="alert">{move || error.get()}</p>

@@ -175,7 +175,7 @@ fn ListingFilters(listing: Memo<Listing>) -> impl IntoView {
 #[component]
 fn AccountTable(accounts: Vec<AccountView>) -> impl IntoView {
     view! {
-        <div class="table-scroll">
+        <div class="table-scroll" tabindex="0">
             <table class="accounts" data-testid="accounts-table">
                 <thead>
                     <tr>
@@ -254,11 +254,15 @@ fn CreateAccountForm() -> impl IntoView {
             <form class="create-account" data-testid="create-account-form" on:submit=submit>
                 <p class="owner">"For " <strong data-testid="new-account-owner"><Transition fallback=|| ()>{owner}</Transition></strong></p>
                 <label for="initial-balance">"Initial balance"</label>
-                <input id="initial-balance" name="initialBalance" type="text" inputmode="decimal" bind:value=initial_balance />
-                <button type="submit" disabled=move || pending.get()>
+                <input id="initial-balance" name="initialBalance" type="text" inputmode="decimal"
+                    aria-describedby="create-error" bind:value=initial_balance />
+                <button type="submit" disabled={
+                    let ready = super::hydrated();
+                    move || !ready.get() || pending.get()
+                }>
                     {move || if pending.get() { "Processing…" } else { "Create account" }}
                 </button>
-                <p class="form-error" role="alert" data-testid="create-error">{move || error.get()}</p>
+                <p id="create-error" class="form-error" role="alert" data-testid="create-error">{move || error.get()}</p>
             </form>
         </section>
     }

@@ -6,6 +6,7 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 use uuid::Uuid;
 
+use super::confirm::ConfirmButton;
 use super::format;
 use crate::api::ApiError;
 use crate::api::identity::{create_token, list_tokens, me, revoke_token, sign_in, sign_out, sign_up};
@@ -147,7 +148,10 @@ fn Credentials(door: Door) -> impl IntoView {
                 {(door == Door::SignUp).then(|| view! {
                     <p class="hint">"3–32 letters, digits, '.', '_' or '-'; a password of at least 8 characters."</p>
                 })}
-                <button type="submit" disabled=move || pending.get()>
+                <button type="submit" disabled={
+                    let ready = super::hydrated();
+                    move || !ready.get() || pending.get()
+                }>
                     {move || if pending.get() { "Checking…" } else { button }}
                 </button>
                 <p class="form-error" role="alert" data-testid="credentials-error">{move || error.get()}</p>
@@ -234,7 +238,10 @@ pub fn TokensPage() -> impl IntoView {
                 <div class="money-form-row">
                     <input id="token-password" name="password" type="password" autocomplete="current-password"
                         required bind:value=password />
-                    <button type="submit">"Create token"</button>
+                    <button type="submit" disabled={
+                        let ready = super::hydrated();
+                        move || !ready.get()
+                    }>"Create token"</button>
                 </div>
                 <p class="form-error" role="alert">{move || error.get()}</p>
             </form>
@@ -273,7 +280,7 @@ fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError
                     let token_id = token.token_id;
                     view! {
                         <tr>
-                            <td>{token.name}</td>
+                            <td>{token.name.clone()}</td>
                             <td>{token.scope.as_str()}</td>
                             <td>{token.expires_at.map_or_else(|| "no expiry".to_owned(), format::time)}</td>
                             <td>{format::time(token.created_at)}</td>
@@ -281,7 +288,15 @@ fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError
                             <td>{match token.revoked_at {
                                 Some(at) => format!("revoked {}", format::time(at)).into_any(),
                                 None => view! {
-                                    <button class="link" on:click=move |_| { revoke.dispatch(token_id); }>"Revoke"</button>
+                                    <ConfirmButton
+                                        label="Revoke"
+                                        question=format!("Revoke {}? Programs using it are refused at once.", token.name)
+                                        confirm="Yes, revoke it"
+                                        class="link"
+                                        on_confirm=Callback::new(move |()| {
+                                            revoke.dispatch(token_id);
+                                        })
+                                    />
                                 }.into_any(),
                             }}</td>
                         </tr>

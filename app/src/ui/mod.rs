@@ -7,6 +7,7 @@ mod account_status;
 mod accounts_page;
 mod audit_trail;
 mod balance_chart;
+mod confirm;
 mod format;
 mod identity_pages;
 mod live;
@@ -53,14 +54,30 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Whether the WASM has taken over the page.
+#[derive(Clone, Copy)]
+struct Hydrated(ReadSignal<bool>);
+
+/// Whether the page is interactive yet: false on the server and until hydration. A form whose
+/// submission is code disables its button until then; clicked before, it would submit itself
+/// as a plain form, reloading the page with what was typed in its address (`?amount=…`).
+pub fn hydrated() -> Signal<bool> {
+    let hydrated = use_context::<Hydrated>().map(|Hydrated(hydrated)| hydrated);
+    Signal::derive(move || hydrated.is_some_and(|hydrated| hydrated.get()))
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
     live::provide_live();
     identity_pages::provide_me();
-    // Effects run only in the browser, once the WASM has taken over: a signal for tests and
-    // for anyone wondering whether the page is live.
-    Effect::new(|_| {
+    // Effects run only in the browser, once the WASM has taken over: a signal for the forms
+    // (below), for tests and for anyone wondering whether the page is live.
+    let (hydrated, set_hydrated) = signal(false);
+    let main = NodeRef::<leptos::html::Main>::new();
+    provide_context(Hydrated(hydrated));
+    Effect::new(move |_| {
+        set_hydrated.set(true);
         if let Some(body) = document().body() {
             let _ = body.set_attribute("data-hydrated", "true");
         }
@@ -69,6 +86,14 @@ pub fn App() -> impl IntoView {
         <Title text="CQRS Bank" />
         <Router>
             <live::LiveConnection />
+            // For keyboards and screen readers: past the header and its links, to the page.
+            <a class="skip-link" href="#main" on:click=move |event| {
+                // The router would take the link for a navigation: the focus is moved here.
+                event.prevent_default();
+                if let Some(main) = main.get() {
+                    let _ = main.focus();
+                }
+            }>"Skip to content"</a>
             <header class="site-header">
                 <A href="/" attr:class="brand">"CQRS Bank"</A>
                 <nav aria-label="Main">
@@ -80,7 +105,7 @@ pub fn App() -> impl IntoView {
                 <span class="tagline">"commands append events · projections build what you read"</span>
                 <SignedInAs />
             </header>
-            <main>
+            <main id="main" tabindex="-1" node_ref=main>
                 <Routes fallback=|| view! { <NotFound /> }>
                     <Route path=path!("") view=AccountsPage />
                     <Route path=path!("/accounts/:id") view=AccountPage />

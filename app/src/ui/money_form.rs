@@ -107,6 +107,8 @@ pub fn MoneyForm(
     };
 
     let input_id = format!("{}-amount", kind.slug());
+    // The field names its error message, which screen readers then read with it.
+    let error_id = format!("{}-error", kind.slug());
     view! {
         <form class="money-form" data-testid=format!("{}-form", kind.slug()) on:submit=submit>
             <label for=input_id.clone()>{kind.label()} " amount"</label>
@@ -118,13 +120,18 @@ pub fn MoneyForm(
                     inputmode="decimal"
                     autocomplete="off"
                     placeholder="0.00"
+                    aria-describedby=error_id.clone()
+                    aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
                     bind:value=amount_text
                 />
-                <button type="submit" disabled=move || pending.get()>
+                <button type="submit" disabled={
+                    let ready = super::hydrated();
+                    move || !ready.get() || pending.get()
+                }>
                     {move || if pending.get() { "Processing…" } else { kind.label() }}
                 </button>
             </div>
-            <p class="form-error" role="alert" data-testid=format!("{}-error", kind.slug())>
+            <p id=error_id class="form-error" role="alert" data-testid=format!("{}-error", kind.slug())>
                 {move || error.get()}
             </p>
         </form>

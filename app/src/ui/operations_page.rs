@@ -3,6 +3,7 @@
 use eventstore::{LeverPulled, Position, ProjectionState, ProjectionStatus};
 use leptos::prelude::*;
 
+use super::confirm::ConfirmButton;
 use super::format;
 use super::live::use_live;
 use super::polling::poll_status_while_visible;
@@ -129,6 +130,12 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
     let failed = failed_at.is_some();
     let rebuilding = status.state == ProjectionState::Rebuilding;
     let pending = pull.pending();
+    let skip = {
+        let name = status.name.clone();
+        move || {
+            pull.dispatch((Lever::Skip(failed_at.unwrap_or_default()), name.clone()));
+        }
+    };
     view! {
         <article class="projection" data-testid=format!("projection-{}", status.name) data-state=status.summary.clone()>
             <header>
@@ -161,9 +168,17 @@ fn ProjectionCard(status: ProjectionStatus, pull: Action<(Lever, String), Result
                     "Rebuild"
                 </button>
                 <button type="button" disabled=move || !failed || pending.get() on:click=lever(Lever::Retry)>"Retry"</button>
-                <button type="button" class="danger" disabled=move || !failed || pending.get() on:click=lever(Lever::Skip(failed_at.unwrap_or_default()))>
-                    "Skip failing event"
-                </button>
+                <ConfirmButton
+                    label="Skip failing event"
+                    question=format!(
+                        "Skip the event at #{} for good? This projection will never apply it.",
+                        failed_at.unwrap_or_default()
+                    )
+                    confirm="Yes, skip it"
+                    class="danger"
+                    disabled=Signal::derive(move || !failed || pending.get())
+                    on_confirm=Callback::new(move |()| skip())
+                />
             </div>
         </article>
     }

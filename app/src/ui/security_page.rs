@@ -68,7 +68,10 @@ fn ChangePassword(sessions: Resource<Result<Vec<SessionInfo>, ApiError>>) -> imp
                 <input type="checkbox" data-testid="end-tokens" bind:checked=end_tokens />
                 " Revoke my API tokens too"
             </label>
-            <button type="submit" disabled=move || pending.get()>"Change password"</button>
+            <button type="submit" disabled={
+                let ready = super::hydrated();
+                move || !ready.get() || pending.get()
+            }>"Change password"</button>
             <p class="form-error" role="alert">{move || error.get()}</p>
             {move || done.get().then(|| view! {
                 <p class="notice" data-testid="password-changed">

@@ -55,7 +55,10 @@ pub fn TimeTravel(
                 <label for="travel-moment">"Moment (UTC)"</label>
                 <div class="money-form-row">
                     <input id="travel-moment" type="datetime-local" step="1" bind:value=moment />
-                    <button type="submit">"Show then"</button>
+                    <button type="submit" disabled={
+                        let ready = super::hydrated();
+                        move || !ready.get()
+                    }>"Show then"</button>
                 </div>
             </form>
             <p class="form-error" role="alert" data-testid="travel-error">{move || error.get()}</p>
