@@ -21,30 +21,51 @@ struct Point {
     entry: LedgerEntry,
 }
 
-/// Screen positions for the entries: evenly spaced in order, scaled between the lowest and
-/// highest balance (a flat line sits in the middle).
+/// Screen positions for the entries: along a time axis (evenly spaced in order if they all share
+/// one instant), scaled between the lowest and highest balance (a flat line sits in the middle).
 fn layout(entries: &[LedgerEntry]) -> (Vec<Point>, Decimal, Decimal) {
     let min = entries.iter().map(|e| e.balance_after).min().unwrap_or_default();
     let max = entries.iter().map(|e| e.balance_after).max().unwrap_or_default();
     let span = (max - min).to_f64().unwrap_or(0.0);
-    let step = if entries.len() > 1 { (WIDTH - LEFT - RIGHT) / (entries.len() - 1) as f64 } else { 0.0 };
+    let width = WIDTH - LEFT - RIGHT;
+    let (first, last) = match (entries.first(), entries.last()) {
+        (Some(first), Some(last)) => (first.recorded_at, last.recorded_at),
+        _ => return (Vec::new(), min, max),
+    };
+    let duration = (last - first).as_seconds_f64();
+    let step = if entries.len() > 1 { width / (entries.len() - 1) as f64 } else { 0.0 };
     let points = entries
         .iter()
         .enumerate()
         .map(|(i, entry)| {
             let share = if span > 0.0 { (entry.balance_after - min).to_f64().unwrap_or(0.0) / span } else { 0.5 };
-            Point {
-                x: LEFT + step * i as f64 + if entries.len() == 1 { (WIDTH - LEFT - RIGHT) / 2.0 } else { 0.0 },
-                y: TOP + (1.0 - share) * (HEIGHT - TOP - BOTTOM),
-                entry: entry.clone(),
-            }
+            let x = match entries.len() {
+                1 => LEFT + width / 2.0,
+                _ if duration > 0.0 => LEFT + (entry.recorded_at - first).as_seconds_f64() / duration * width,
+                _ => LEFT + step * i as f64,
+            };
+            Point { x, y: TOP + (1.0 - share) * (HEIGHT - TOP - BOTTOM), entry: entry.clone() }
         })
         .collect();
     (points, min, max)
 }
 
+/// What one point stands for, in words: its tooltip, and what the keyboard's focus reads.
+fn describe(entry: &LedgerEntry) -> String {
+    format!(
+        "{}: {} {} → balance {} (version {})",
+        format::time(entry.recorded_at),
+        entry.kind.as_str().replace('_', " "),
+        format::money(entry.amount),
+        format::money(entry.balance_after),
+        entry.version
+    )
+}
+
 #[component]
 pub fn BalanceChart(ledger: Signal<Option<Ledger>>) -> impl IntoView {
+    // The point the keyboard (or a pointer) is on, described below the chart.
+    let focused = RwSignal::new(None::<String>);
     view! {
         <section class="card chart" data-testid="balance-chart">
             <h2>"Balance over time"</h2>
@@ -55,36 +76,52 @@ pub fn BalanceChart(ledger: Signal<Option<Ledger>>) -> impl IntoView {
                 let (points, min, max) = layout(&ledger.entries);
                 let line = points.iter().map(|p| format!("{:.1},{:.1}", p.x, p.y)).collect::<Vec<_>>().join(" ");
                 let count = points.len();
+                let (first, last) = (ledger.entries[0].recorded_at, ledger.entries[count - 1].recorded_at);
                 view! {
                     <svg
                         viewBox=format!("0 0 {WIDTH} {HEIGHT}")
-                        role="img"
-                        aria-label=format!("Balance over the last {count} movements, from {} to {}", format::money(min), format::money(max))
+                        role="group"
+                        aria-label=format!(
+                            "Balance over the last {count} movements, from {} to {}; each point can be focused",
+                            format::money(min),
+                            format::money(max),
+                        )
                     >
                         <line class="axis" x1=LEFT y1=TOP x2=LEFT y2=HEIGHT - BOTTOM />
                         <line class="axis" x1=LEFT y1=HEIGHT - BOTTOM x2=WIDTH - RIGHT y2=HEIGHT - BOTTOM />
                         <text class="tick" x=LEFT - 6.0 y=TOP + 4.0 text-anchor="end">{format::money(max)}</text>
                         <text class="tick" x=LEFT - 6.0 y=HEIGHT - BOTTOM text-anchor="end">{format::money(min)}</text>
-                        <text class="tick" x=WIDTH - RIGHT y=HEIGHT - 8.0 text-anchor="end">
-                            {format!("last {count} movements, oldest left")}
+                        // The time axis: when the first and the last movement shown were recorded.
+                        <text class="tick" x=LEFT y=HEIGHT - 8.0 text-anchor="start" data-testid="time-axis-start">
+                            {format::time(first)}
+                        </text>
+                        <text class="tick" x=WIDTH - RIGHT y=HEIGHT - 8.0 text-anchor="end" data-testid="time-axis-end">
+                            {format::time(last)}
                         </text>
                         <polyline class="balance-line" points=line />
                         {points.into_iter().map(|p| {
-                            let label = format!(
-                                "v{} {} {} → balance {}",
-                                p.entry.version, p.entry.kind, format::money(p.entry.amount), format::money(p.entry.balance_after)
-                            );
+                            let label = describe(&p.entry);
+                            let (on_focus, on_hover, title) = (label.clone(), label.clone(), label.clone());
                             view! {
                                 <circle
                                     class=format!("mark {}", p.entry.kind)
                                     cx=format!("{:.1}", p.x)
                                     cy=format!("{:.1}", p.y)
-                                    r="4"
+                                    r="5"
+                                    tabindex="0"
+                                    role="img"
                                     aria-label=label
-                                />
+                                    on:focus=move |_| focused.set(Some(on_focus.clone()))
+                                    on:mouseenter=move |_| focused.set(Some(on_hover.clone()))
+                                >
+                                    <title>{title}</title>
+                                </circle>
                             }
                         }).collect_view()}
                     </svg>
+                    <p class="chart-point" aria-live="polite" data-testid="chart-point">
+                        {move || focused.get().unwrap_or_else(|| "Point at or tab to a movement to read it.".to_owned())}
+                    </p>
                     <p class="legend">
                         <span class="key deposit">"deposit"</span>
                         <span class="key withdrawal">"withdrawal"</span>
