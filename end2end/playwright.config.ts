@@ -1,4 +1,4 @@
-import { defineConfig } from "@playwright/test";
+import { defineConfig, devices } from "@playwright/test";
 
 // scripts/test starts the server (E2E_BASE_URL) and waits for /health before this suite runs;
 // global-setup waits for it as well, for a server started by hand or by `cargo leptos end-to-end`.
@@ -12,7 +12,11 @@ export default defineConfig({
   // Two cores: one browser at a time keeps timings honest.
   workers: 1,
   retries: 0,
-  reporter: [["list"]],
+  // A test.only left in would silently skip the rest: refused where the suite gates changes.
+  forbidOnly: !!process.env.CI,
+  // The HTML report (traces, screenshots) to read a failure with: scripts/test keeps it only
+  // when a test failed, and says where.
+  reporter: [["list"], ["html", { open: "never", outputFolder: "playwright-report" }]],
   outputDir: "test-results",
   use: {
     baseURL,
@@ -33,4 +37,13 @@ export default defineConfig({
       ],
     },
   },
+  projects: [
+    { name: "desktop", use: { viewport: { width: 1280, height: 800 } } },
+    // A phone: the 700 px layout (style/main.css), touch, a narrow screen.
+    {
+      name: "mobile",
+      use: { viewport: devices["Pixel 7"].viewport, isMobile: true, hasTouch: true, deviceScaleFactor: 2 },
+      testMatch: ["accessibility.spec.ts", "account.spec.ts", "accounts.spec.ts", "statement.spec.ts"],
+    },
+  ],
 });

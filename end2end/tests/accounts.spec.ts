@@ -39,7 +39,7 @@ test("creating an account opens its page, and the overview lists and ranks the u
   await screenshot(page, "high-value-accounts");
 
   await page.getByRole("link", { name: "Show all" }).click();
-  await expect(page.getByTestId("listing-caption")).toHaveText("The newest 100 accounts");
+  await expect(page.getByTestId("listing-caption")).toHaveText("The newest accounts, 100 a page");
 });
 
 test("the overview is usable at phone width without sideways scrolling", async ({ page }) => {

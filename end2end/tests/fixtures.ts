@@ -1,4 +1,5 @@
 import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+import AxeBuilder from "@axe-core/playwright";
 
 /** The password of every user the tests sign up. */
 export const PASSWORD = "correct horse battery staple";
@@ -96,5 +97,24 @@ export function uniqueOwner(prefix: string) {
 
 /** A full-page screenshot kept as a test artifact in test-results/screenshots/. */
 export async function screenshot(page: Page, name: string) {
-  await page.screenshot({ path: `test-results/screenshots/${name}.png`, fullPage: true });
+  const project = test.info().project.name;
+  const suffix = project === "desktop" ? "" : `-${project}`;
+  await page.screenshot({ path: `test-results/screenshots/${name}${suffix}.png`, fullPage: true });
+}
+
+/**
+ * The page as axe-core judges it against WCAG 2.1 A and AA: no violation of serious or critical
+ * impact (each is listed with the elements it concerns when there is one).
+ */
+export async function expectAccessible(page: Page, what: string) {
+  const results = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+  const serious = results.violations
+    .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
+    .map((violation) => ({
+      rule: violation.id,
+      impact: violation.impact,
+      help: violation.help,
+      where: violation.nodes.slice(0, 5).map((node) => node.target.join(" ")),
+    }));
+  expect(serious, `accessibility of ${what}`).toEqual([]);
 }

@@ -35,7 +35,7 @@ pub fn AuditTrail(page: Resource<Result<HistoryPage, ApiError>>, pages: VisitedP
         <section class="card audit" data-testid="audit-trail">
             <h2>"Audit trail"</h2>
             <p class="hint">"Every event of the account, as stored: the event store is the record."</p>
-            <div class="table-scroll">
+            <div class="table-scroll" tabindex="0">
                 <table class="events">
                     <thead>
                         <tr>

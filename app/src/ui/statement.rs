@@ -84,7 +84,7 @@ fn StatementView(statement: Statement) -> impl IntoView {
                 <button type="button" on:click=|_| print()>"Print"</button>
                 " " <a href=csv download>"Download CSV"</a>
             </p>
-            <div class="table-scroll">
+            <div class="table-scroll" tabindex="0">
                 <table class="statement-lines">
                     <thead>
                         <tr>
