@@ -102,7 +102,6 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             cross_site::allowed_hosts_only,
         ))
         .layer(axum::middleware::from_fn(cross_site::same_site_json_only))
-        .layer(axum::middleware::from_fn(json_bodies::objects_only))
         // A body that trickles in is not waited for long, and a request that cannot be answered
         // in time (a database that hangs) is answered 503; `json_errors` gives both the JSON
         // shape.
@@ -114,7 +113,11 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         // The limiter the limited routes' own rules check (sign-in, sign-up, commands:
         // `app::api::limits`); who is asking is known by then.
         .layer(Extension(RouteLimiters(Arc::new(state.rate_limits.clone()))))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit));
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        // Innermost: its look at a body's first bytes is bounded by the limit and the timeouts
+        // above, and made only for a caller authentication let through.
+        .map_request(|request: Request<_>| request.map(Body::new))
+        .layer(axum::middleware::from_fn(json_bodies::objects_only));
     routes.layer(layers).with_state(state)
 }
 

@@ -118,3 +118,28 @@ async fn a_client_trickling_its_headers_is_cut_off(_: PgPoolOptions, db: PgConne
     })
     .await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_body_that_never_comes_is_answered_at_the_requests_bound(_: PgPoolOptions, db: PgConnectOptions) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Given a client of bob's that announces a command's body and never sends it,
+    let app = spawn_app_with(db, |settings| settings.request_timeout = Duration::from_secs(2)).await;
+    let bob = app.sign_up("bob").await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /api/commands/deposit HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n",
+        bob.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // when it waits, then it gets an answer (every layer that reads the body is bounded), not
+    // a connection held for good.
+    let mut buffer = vec![0u8; 1024];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+        .await
+        .expect("answered within the test's patience")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
