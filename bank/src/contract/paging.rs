@@ -37,8 +37,8 @@ impl FromStr for PageCursor {
     fn from_str(token: &str) -> Result<PageCursor, String> {
         let invalid = || format!("{token:?} is not a page token (as a list's nextPage gives)");
         let (micros, id) = token.split_once('.').ok_or_else(invalid)?;
-        let micros: i128 = micros.parse().map_err(|_| invalid())?;
-        let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| invalid())?;
+        let nanos = micros.parse::<i128>().ok().and_then(|micros| micros.checked_mul(1_000)).ok_or_else(invalid)?;
+        let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
         let id = Uuid::parse_str(id).map_err(|_| invalid())?;
         Ok(PageCursor { at, id })
     }
@@ -75,9 +75,10 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused() {
-        for token in
-            ["", "12", "x.y", "12.not-a-uuid", "99999999999999999999999999.3f0e0000-0000-0000-0000-000000000000"]
-        {
+        let id = "3f0e0000-0000-0000-0000-000000000000";
+        let beyond_any_time = format!("99999999999999999999999999.{id}");
+        let beyond_any_number = format!("{}.{id}", i128::MAX);
+        for token in ["", "12", "x.y", "12.not-a-uuid", &beyond_any_time, &beyond_any_number] {
             assert!(token.parse::<PageCursor>().is_err(), "{token}");
         }
     }
