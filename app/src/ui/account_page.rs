@@ -137,15 +137,19 @@ pub fn AccountPage() -> impl IntoView {
                 when=move || live.with(Option::is_some)
                 fallback=move || view! { <AccountMissing error=account.get().and_then(Result::err) /> }
             >
-                <AccountCard account_id live token travel historical=historical_figures projections live_stream=stream.connected />
-                <MoveMoney account_id live on_accepted on_transfer />
-                <TransfersList account_id transfers page=transfers_page />
+                // Each section's view type erased: nested, they made one type whose rendering
+                // took more than a 2 MiB stack in a debug build.
+                {view! {
+                    <AccountCard account_id live token travel historical=historical_figures projections live_stream=stream.connected />
+                }.into_any()}
+                {view! { <MoveMoney account_id live on_accepted on_transfer /> }.into_any()}
+                {view! { <TransfersList account_id transfers page=transfers_page /> }.into_any()}
                 {move || live.get().map(|account| view! {
                     <StatementForm account_id=account.account_id last_movement=account.last_transaction />
-                })}
-                <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) />
-                <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) />
-                <AuditTrail page=history pages=visited_pages />
+                }.into_any())}
+                {view! { <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) /> }.into_any()}
+                {view! { <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) /> }.into_any()}
+                {view! { <AuditTrail page=history pages=visited_pages /> }.into_any()}
             </Show>
         </Transition>
     }
