@@ -55,7 +55,7 @@ fn describe(entry: &LedgerEntry) -> String {
     format!(
         "{}: {} {} → balance {} (version {})",
         format::time(entry.recorded_at),
-        entry.kind.as_str().replace('_', " "),
+        entry.kind.in_words(),
         format::money(entry.amount),
         format::money(entry.balance_after),
         entry.version

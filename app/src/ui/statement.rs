@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use time::{Date, OffsetDateTime};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::format;
@@ -23,8 +23,8 @@ pub fn StatementForm(account_id: Uuid, last_movement: OffsetDateTime) -> impl In
         <section class="card statement-form" data-testid="statement-form">
             <h2>"Statement"</h2>
             <form method="get" action=format!("/accounts/{account_id}/statement")>
-                <label>"From " <input type="date" name="from" required value=day(from) /></label>
-                <label>"to " <input type="date" name="to" required value=day(to) /></label>
+                <label>"From " <input type="date" name="from" required value=from.to_string() /></label>
+                <label>"to " <input type="date" name="to" required value=to.to_string() /></label>
                 <button type="submit">"Show statement"</button>
                 <button type="submit" formaction=format!("/api/queries/accounts/{account_id}/statement.csv")>
                     "Download CSV"
@@ -71,7 +71,7 @@ pub fn StatementPage() -> impl IntoView {
 
 #[component]
 fn StatementView(statement: Statement) -> impl IntoView {
-    let (from, to) = (day(statement.period.from), day(statement.period.to));
+    let (from, to) = (statement.period.from.to_string(), statement.period.to.to_string());
     let csv = format!("/api/queries/accounts/{}/statement.csv?from={from}&to={to}", statement.account_id);
     view! {
         <section class="card statement" data-testid="statement">
@@ -104,7 +104,7 @@ fn StatementView(statement: Statement) -> impl IntoView {
                         {statement.entries.iter().map(|entry| view! {
                             <tr>
                                 <td>{format::time(entry.recorded_at)}</td>
-                                <td>{entry.kind.as_str().replace('_', " ")}</td>
+                                <td>{entry.kind.in_words()}</td>
                                 <td class="numeric">{format::money(entry.signed_amount())}</td>
                                 <td class="numeric">{format::money(entry.balance_after)}</td>
                             </tr>
@@ -121,11 +121,6 @@ fn StatementView(statement: Statement) -> impl IntoView {
             <p class="hint">{format!("{} movements, from the ledger read model.", statement.entries.len())}</p>
         </section>
     }
-}
-
-/// `2026-03-02`, as date inputs and the statement's addresses write days.
-fn day(date: Date) -> String {
-    date.format(time::macros::format_description!("[year]-[month]-[day]")).unwrap_or_default()
 }
 
 /// The browser's print dialog.

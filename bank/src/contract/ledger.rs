@@ -48,6 +48,15 @@ impl MovementKind {
         Self::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
+    /// The kind in words, for people: `transfer out`, not `transfer_out`.
+    pub fn in_words(self) -> &'static str {
+        match self {
+            MovementKind::TransferOut => "transfer out",
+            MovementKind::TransferIn => "transfer in",
+            other => other.as_str(),
+        }
+    }
+
     /// Whether it adds to the balance.
     pub fn is_money_in(self) -> bool {
         !matches!(self, MovementKind::Withdrawal | MovementKind::TransferOut)

@@ -22,8 +22,7 @@ pub async fn get_account(
     Path(account_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<AccountView>, ApiError> {
-    let account_id = Uuid::parse_str(&account_id)
-        .map_err(|_| ApiError::invalid_request(format!("{account_id:?} is not an account id (a UUID)")))?;
+    let account_id = account_id_param(&account_id)?;
     let after = after_param(&params)?;
     let lookup = state.services.read_model.account(account_id, after).await?;
     Ok(Json(app::api::queries::account_response(lookup, account_id, &caller)?))
@@ -37,8 +36,7 @@ pub async fn get_statement_csv(
     Path(account_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let account_id = Uuid::parse_str(&account_id)
-        .map_err(|_| ApiError::invalid_request(format!("{account_id:?} is not an account id (a UUID)")))?;
+    let account_id = account_id_param(&account_id)?;
     let param = |name: &str| {
         params.get(name).map(String::as_str).ok_or_else(|| ApiError::invalid_request(format!("{name} is missing")))
     };
@@ -71,12 +69,18 @@ fn statement_csv(statement: &Statement) -> String {
     let _ = write!(csv, "{},opening balance,,,{:.2}\r\n", statement.period.from, statement.opening_balance);
     for entry in &statement.entries {
         let at = entry.recorded_at.format(&Rfc3339).unwrap_or_default();
-        let kind = entry.kind.as_str().replace('_', " ");
+        let kind = entry.kind.in_words();
         let _ =
             write!(csv, "{at},{kind},{},{:.2},{:.2}\r\n", entry.version, entry.signed_amount(), entry.balance_after);
     }
     let _ = write!(csv, "{},closing balance,,,{:.2}\r\n", statement.period.to, statement.closing_balance);
     csv
+}
+
+/// The account id in the path: a UUID, else 400.
+fn account_id_param(account_id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(account_id)
+        .map_err(|_| ApiError::invalid_request(format!("{account_id:?} is not an account id (a UUID)")))
 }
 
 fn after_param(params: &HashMap<String, String>) -> Result<Option<Position>, ApiError> {
