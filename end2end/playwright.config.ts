@@ -20,6 +20,10 @@ export default defineConfig({
   outputDir: "test-results",
   use: {
     baseURL,
+    // The pages write money and times as the viewer's browser does: the suite is one viewer,
+    // pinned (locale.spec.ts is another).
+    locale: "en-US",
+    timezoneId: "UTC",
     trace: "retain-on-failure",
     screenshot: "only-on-failure",
     launchOptions: {

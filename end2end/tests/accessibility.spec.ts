@@ -27,7 +27,7 @@ test("the signed-out pages", async ({ browser }) => {
 test("a customer's pages", async ({ page }) => {
   const accountId = await createAccount(page, "100");
   await move(page, "Deposit", "25");
-  await expect(page.getByTestId("balance")).toHaveText("125.00");
+  await expect(page.getByTestId("balance")).toHaveText("$125.00");
   await expectAccessible(page, "the account page");
   for (const path of ["/", "/tokens", "/security", `/accounts/${accountId}/statement?from=2026-01-01&to=2026-12-31`]) {
     await gotoHydrated(page, path);

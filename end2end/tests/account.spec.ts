@@ -3,7 +3,7 @@ import { test, expect, createAccount, move, screenshot } from "./fixtures";
 test("create, deposit, then an overdraft is refused and the balance stays", async ({ page }) => {
   await createAccount(page, "100");
   const balance = page.getByTestId("balance");
-  await expect(balance).toHaveText("100.00");
+  await expect(balance).toHaveText("$100.00");
   await expect(page.getByTestId("transaction-count")).toHaveText("1");
 
   // Hold the deposit for a moment so that its pending state can be seen.
@@ -17,8 +17,8 @@ test("create, deposit, then an overdraft is refused and the balance stays", asyn
   await expect(pendingButton).toBeVisible();
   await expect(pendingButton).toBeDisabled();
 
-  await expect(balance).toHaveText("150.25");
-  await expect(page.getByTestId("total-deposits")).toHaveText("150.25");
+  await expect(balance).toHaveText("$150.25");
+  await expect(page.getByTestId("total-deposits")).toHaveText("$150.25");
   await expect(page.getByTestId("transaction-count")).toHaveText("2");
   await expect(depositForm.getByRole("button", { name: "Deposit" })).toBeEnabled();
 
@@ -28,12 +28,12 @@ test("create, deposit, then an overdraft is refused and the balance stays", asyn
   );
   // Past at least one poll of the read model, nothing has changed.
   await page.waitForTimeout(2_500);
-  await expect(balance).toHaveText("150.25");
+  await expect(balance).toHaveText("$150.25");
   await expect(page.getByTestId("transaction-count")).toHaveText("2");
-  await expect(page.getByTestId("total-withdrawals")).toHaveText("0.00");
+  await expect(page.getByTestId("total-withdrawals")).toHaveText("$0.00");
 
   await move(page, "Withdraw", "0.25");
-  await expect(balance).toHaveText("150.00");
+  await expect(balance).toHaveText("$150.00");
   await expect(page.getByTestId("withdraw-error")).toHaveText("");
   await screenshot(page, "account");
 });
@@ -74,7 +74,7 @@ test("the badge says syncing until the read model passes the command, then synce
   await expect(badge).toHaveClass(/syncing/);
   await expect(badge).toContainText("synced", { timeout: 10_000 });
   await expect(badge).not.toHaveClass(/syncing/);
-  await expect(page.getByTestId("balance")).toHaveText("3.00");
+  await expect(page.getByTestId("balance")).toHaveText("$3.00");
 });
 
 test("the badge says which read store answered, and Redis answers once it has the account", async ({ page }) => {
@@ -87,7 +87,7 @@ test("the badge says which read store answered, and Redis answers once it has th
     await page.reload();
     await expect(store).toHaveText("from Redis", { timeout: 1_000 });
   }).toPass({ timeout: 15_000 });
-  await expect(page.getByTestId("balance")).toHaveText("5.00");
+  await expect(page.getByTestId("balance")).toHaveText("$5.00");
 });
 
 test("a double-click on deposit deposits once", async ({ page }) => {
@@ -99,9 +99,9 @@ test("a double-click on deposit deposits once", async ({ page }) => {
   const form = page.getByTestId("deposit-form");
   await form.getByLabel("Deposit amount").fill("5");
   await form.getByRole("button", { name: "Deposit" }).dblclick();
-  await expect(page.getByTestId("balance")).toHaveText("15.00");
+  await expect(page.getByTestId("balance")).toHaveText("$15.00");
   await page.waitForTimeout(2_500);
-  await expect(page.getByTestId("balance")).toHaveText("15.00");
+  await expect(page.getByTestId("balance")).toHaveText("$15.00");
   await expect(page.getByTestId("transaction-count")).toHaveText("2");
 });
 
@@ -110,41 +110,42 @@ test("the deposit form works from the keyboard", async ({ page }) => {
   await page.getByLabel("Deposit amount").focus();
   await page.keyboard.type("4");
   await page.keyboard.press("Enter");
-  await expect(page.getByTestId("balance")).toHaveText("5.00");
+  await expect(page.getByTestId("balance")).toHaveText("$5.00");
 });
 
 test("time travel shows the account as it was, clearly marked, then comes back", async ({ page }) => {
   await createAccount(page, "100");
-  const created = (await page.getByTestId("created-at").textContent())!;
+  // The page shows times in the viewer's zone; hovering one shows it in UTC, as the form wants it.
+  const created = (await page.getByTestId("created-at").locator("time").getAttribute("title"))!;
   await page.waitForTimeout(1_100);
   await move(page, "Deposit", "50");
-  await expect(page.getByTestId("balance")).toHaveText("150.00");
+  await expect(page.getByTestId("balance")).toHaveText("$150.00");
   await move(page, "Withdraw", "30");
-  await expect(page.getByTestId("balance")).toHaveText("120.00");
+  await expect(page.getByTestId("balance")).toHaveText("$120.00");
 
   const slider = page.getByLabel(/^Version/);
   await slider.fill("1");
   await expect(page.getByTestId("historical-banner")).toContainText("version 1 of 3");
-  await expect(page.getByTestId("balance")).toHaveText("100.00");
+  await expect(page.getByTestId("balance")).toHaveText("$100.00");
   await expect(page.getByTestId("transaction-count")).toHaveText("1");
   await expect(page.getByTestId("account")).toHaveClass(/historical/);
   await screenshot(page, "time-travel");
   await slider.fill("2");
-  await expect(page.getByTestId("balance")).toHaveText("150.00");
-  await expect(page.getByTestId("total-deposits")).toHaveText("150.00");
+  await expect(page.getByTestId("balance")).toHaveText("$150.00");
+  await expect(page.getByTestId("total-deposits")).toHaveText("$150.00");
 
-  // A moment: the creation time exactly as the page shows it, to the second. It means the end of
+  // A moment: the creation time exactly as the page gives it, to the second. It means the end of
   // that second, so it includes the creation (recorded a fraction into it) and not the deposit,
   // made more than a second later.
   const [date, clock] = created.replace(" UTC", "").split(" ");
   await page.getByLabel("Moment (UTC)").fill(`${date}T${clock}`);
   await page.getByRole("button", { name: "Show then" }).click();
   await expect(page.getByTestId("historical-banner")).toContainText("version 1 of 3");
-  await expect(page.getByTestId("balance")).toHaveText("100.00");
+  await expect(page.getByTestId("balance")).toHaveText("$100.00");
 
   await page.getByTestId("time-travel").getByRole("button", { name: "Back to now" }).click();
   await expect(page.getByTestId("historical-banner")).toHaveCount(0);
-  await expect(page.getByTestId("balance")).toHaveText("120.00");
+  await expect(page.getByTestId("balance")).toHaveText("$120.00");
 });
 
 test("the audit trail and the balance chart show every movement", async ({ page }) => {
@@ -154,12 +155,12 @@ test("the audit trail and the balance chart show every movement", async ({ page 
   }
   await expect(page.getByTestId("transaction-count")).toHaveText("4");
   await move(page, "Withdraw", "6");
-  await expect(page.getByTestId("balance")).toHaveText("10.00");
+  await expect(page.getByTestId("balance")).toHaveText("$10.00");
 
   const rows = page.getByTestId("audit-trail").locator("tbody tr");
   await expect(rows).toHaveCount(5);
   await expect(rows.first()).toContainText("MoneyWithdrawn");
-  await expect(rows.first().locator("td").nth(3)).toHaveText("10.00");
+  await expect(rows.first().locator("td").nth(3)).toHaveText("$10.00");
   await expect(rows.last()).toContainText("AccountCreated");
   await expect(rows.first().locator("code").first()).toHaveText(/^[0-9a-f]{8}$/);
 

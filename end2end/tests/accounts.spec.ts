@@ -19,7 +19,7 @@ test("creating an account opens its page, and the overview lists and ranks the u
   user,
 }) => {
   await createAccount(page, "987654.32");
-  await expect(page.getByTestId("balance")).toHaveText("987,654.32");
+  await expect(page.getByTestId("balance")).toHaveText("$987,654.32");
   await createAccount(page, "12.00");
 
   await gotoHydrated(page, "/");
@@ -35,7 +35,7 @@ test("creating an account opens its page, and the overview lists and ranks the u
   await page.getByRole("button", { name: "High-value" }).click();
   await expect(page).toHaveURL(/min=100/);
   await expect(table.locator("tbody tr")).toHaveCount(1);
-  await expect(table.locator("tbody tr").first()).toContainText("987,654.32");
+  await expect(table.locator("tbody tr").first()).toContainText("$987,654.32");
   await screenshot(page, "high-value-accounts");
 
   await page.getByRole("link", { name: "Show all" }).click();

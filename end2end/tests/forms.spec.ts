@@ -36,10 +36,10 @@ test("a skip link leads the keyboard past the header to the page", async ({ page
 test("the balance chart has a time axis and each point can be focused and read", async ({ page }) => {
   await createAccount(page, "100");
   await move(page, "Deposit", "25");
-  await expect(page.getByTestId("balance")).toHaveText("125.00");
+  await expect(page.getByTestId("balance")).toHaveText("$125.00");
   const chart = page.getByTestId("balance-chart");
   await expect(chart.locator(".mark")).toHaveCount(2);
   await expect(chart.getByTestId("time-axis-start")).toContainText("UTC");
   await chart.locator(".mark").last().focus();
-  await expect(chart.getByTestId("chart-point")).toContainText("deposit 25.00 → balance 125.00");
+  await expect(chart.getByTestId("chart-point")).toContainText("deposit $25.00 → balance $125.00");
 });

@@ -36,7 +36,7 @@ test("a new user signs up, banks, signs out, and is sent back where they were af
 
   const accountId = await createAccount(page, "50");
   await move(page, "Deposit", "25");
-  await expect(page.getByTestId("balance")).toHaveText("75.00");
+  await expect(page.getByTestId("balance")).toHaveText("$75.00");
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/sign-in/);
@@ -51,7 +51,7 @@ test("a new user signs up, banks, signs out, and is sent back where they were af
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect(page).toHaveURL(new RegExp(`/accounts/${accountId}$`));
-  await expect(page.getByTestId("balance")).toHaveText("75.00");
+  await expect(page.getByTestId("balance")).toHaveText("$75.00");
 
   expect(errors).toEqual([]);
   await context.close();
@@ -74,7 +74,7 @@ test("two users cannot see or move each other's accounts, by address either", as
 
   // The owner's balance is untouched.
   await page.reload();
-  await expect(page.getByTestId("balance")).toHaveText("100.00");
+  await expect(page.getByTestId("balance")).toHaveText("$100.00");
   expect(errors).toEqual([]);
   await other.close();
 });

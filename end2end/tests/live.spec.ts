@@ -61,7 +61,7 @@ test("a change made elsewhere is pushed to an open page, which stops polling whi
   expect(response.status()).toBe(200);
   const { position: deposited } = await response.json();
   // The other browser shows it, read at the position the stream announced.
-  await expect(watcher.getByTestId("balance")).toHaveText("125.00");
+  await expect(watcher.getByTestId("balance")).toHaveText("$125.00");
   await expect.poll(() => readAtOrPast(reads.queries.slice(asked), deposited)).toBe(true);
 
   expect(errors).toEqual([]);
@@ -80,7 +80,7 @@ test("without the stream the page polls, and goes live again when the stream com
   const deposited = await request.post("/api/commands/deposit", { data: { accountId, amount: 5 } });
   expect(deposited.status()).toBe(200);
   // Picked up by the next poll.
-  await expect(page.getByTestId("balance")).toHaveText("15.00");
+  await expect(page.getByTestId("balance")).toHaveText("$15.00");
 
   // The stream is back: the browser reconnects by itself and the page goes live again.
   await page.unroute("**/api/live*");
@@ -90,6 +90,6 @@ test("without the stream the page polls, and goes live again when the stream com
   expect(again.status()).toBe(200);
   const { position } = await again.json();
   // Shown, read at the position the stream announced.
-  await expect(page.getByTestId("balance")).toHaveText("20.00");
+  await expect(page.getByTestId("balance")).toHaveText("$20.00");
   await expect.poll(() => readAtOrPast(reads.queries.slice(asked), position)).toBe(true);
 });

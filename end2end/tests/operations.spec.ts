@@ -83,5 +83,5 @@ test("a poison event stops the projections; the operator skips it and they run a
   // Commands kept working all along, and the read model catches up.
   await gotoHydrated(page, `/accounts/${accountId}`);
   await move(page, "Deposit", "5");
-  await expect(page.getByTestId("balance")).toHaveText("15.00");
+  await expect(page.getByTestId("balance")).toHaveText("$15.00");
 });

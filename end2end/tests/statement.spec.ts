@@ -5,9 +5,9 @@ test("a statement shows the month's movements and downloads as a CSV that adds u
   // Given an account with a deposit and a withdrawal,
   const accountId = await createAccount(page, "100");
   await move(page, "Deposit", "50.25");
-  await expect(page.getByTestId("balance")).toHaveText("150.25");
+  await expect(page.getByTestId("balance")).toHaveText("$150.25");
   await move(page, "Withdraw", "20");
-  await expect(page.getByTestId("balance")).toHaveText("130.25");
+  await expect(page.getByTestId("balance")).toHaveText("$130.25");
 
   // when the owner asks for the statement of the month the form offers,
   const form = page.getByTestId("statement-form");
@@ -16,8 +16,8 @@ test("a statement shows the month's movements and downloads as a CSV that adds u
 
   // then it opens at zero, lists the three movements and closes at the balance;
   const statement = page.getByTestId("statement");
-  await expect(statement.getByTestId("opening-balance")).toHaveText("0.00");
-  await expect(statement.getByTestId("closing-balance")).toHaveText("130.25");
+  await expect(statement.getByTestId("opening-balance")).toHaveText("$0.00");
+  await expect(statement.getByTestId("closing-balance")).toHaveText("$130.25");
   await expect(statement.locator("tbody tr")).toHaveCount(5);
   await expect(statement.getByRole("cell", { name: "withdrawal" })).toBeVisible();
   await screenshot(page, "statement");

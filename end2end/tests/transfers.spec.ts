@@ -47,14 +47,14 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   await expect(sent).toContainText("Sent to");
   expect(await doneSteps(sent)).toEqual(["requested", "debited", "credited", "completed"]);
   await expect(page.getByTestId("transaction-count")).toHaveText("2");
-  await expect(page.getByTestId("balance")).toHaveText("69.75");
+  await expect(page.getByTestId("balance")).toHaveText("$69.75");
 
   // The recipient, in their own browser, sees it arrive.
   await gotoHydrated(recipientPage, `/accounts/${target}`);
   const received = recipientPage.getByTestId("transfer").first();
   await expect(received).toHaveAttribute("data-state", "completed");
   await expect(received).toContainText("Received from");
-  await expect(recipientPage.getByTestId("balance")).toHaveText("35.25");
+  await expect(recipientPage.getByTestId("balance")).toHaveText("$35.25");
   await expect(recipientPage.getByTestId("audit-trail")).toContainText("TransferCredited");
 
   // To a closed account: debited, refused at the credit, refunded.
@@ -66,7 +66,7 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   await expect(refunded.getByTestId("transfer-reason")).toContainText("frozen or closed");
   // Debited, then refunded: two more events, and the balance where it was.
   await expect(page.getByTestId("transaction-count")).toHaveText("4");
-  await expect(page.getByTestId("balance")).toHaveText("69.75");
+  await expect(page.getByTestId("balance")).toHaveText("$69.75");
   await expect(page.getByTestId("audit-trail")).toContainText("TransferRefunded");
   await screenshot(page, "transfers");
 
@@ -96,5 +96,5 @@ test("a transfer to one of your own accounts is chosen from a list; a typed one 
   await form.getByLabel("Transfer amount").fill("12.50");
   await form.getByRole("button", { name: "Transfer" }).click();
   await expect(page.getByTestId("transfer").first()).toHaveAttribute("data-state", "completed", { timeout: 15_000 });
-  await expect(page.getByTestId("balance")).toHaveText("37.50");
+  await expect(page.getByTestId("balance")).toHaveText("$37.50");
 });

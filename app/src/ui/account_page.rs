@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::account_status::{CloseAccount, FreezeControls, StatusBadge};
 use super::audit_trail::{AuditTrail, audit_page};
 use super::balance_chart::BalanceChart;
-use super::format;
+use super::format::{self, Time};
 use super::identity_pages::OperatorsOnly;
 use super::live::{Live, use_live};
 use super::money_form::{MoneyCommand, MoneyForm};
@@ -318,7 +318,7 @@ fn AccountCard(
                     <strong>"Historical view"</strong>
                     {format!(
                         " — version {} of {}, as recorded at {}, folded from the event store.",
-                        then.version, then.latest_version, format::time(then.recorded_at)
+                        then.version, then.latest_version, format::viewer_time(then.recorded_at)
                     )}
                     <button type="button" class="link" on:click=move |_| travel.set(None)>"Back to now"</button>
                 </p>
@@ -372,14 +372,14 @@ fn FiguresView(figures: Signal<Option<Figures>>) -> impl IntoView {
     view! {
         <p class="balance">
             <span class="label">"Balance"</span>
-            <span class="amount" data-testid="balance">{show(|f| format::money(f.balance))}</span>
+            <span class="amount" data-testid="balance">{show(|f| format::viewer_money(f.balance))}</span>
         </p>
         <dl class="figures">
-            <div><dt>"Total deposits"</dt><dd data-testid="total-deposits">{show(|f| format::money(f.total_deposits))}</dd></div>
-            <div><dt>"Total withdrawals"</dt><dd data-testid="total-withdrawals">{show(|f| format::money(f.total_withdrawals))}</dd></div>
+            <div><dt>"Total deposits"</dt><dd data-testid="total-deposits">{show(|f| format::viewer_money(f.total_deposits))}</dd></div>
+            <div><dt>"Total withdrawals"</dt><dd data-testid="total-withdrawals">{show(|f| format::viewer_money(f.total_withdrawals))}</dd></div>
             <div><dt>"Transactions"</dt><dd data-testid="transaction-count">{show(|f| f.transaction_count.to_string())}</dd></div>
-            <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{show(|f| format::time(f.last_transaction))}</dd></div>
-            <div><dt>"Created"</dt><dd data-testid="created-at">{show(|f| format::time(f.created_at))}</dd></div>
+            <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{move || figures.with(|f| f.as_ref().map(|f| view! { <Time at=f.last_transaction /> }))}</dd></div>
+            <div><dt>"Created"</dt><dd data-testid="created-at">{move || figures.with(|f| f.as_ref().map(|f| view! { <Time at=f.created_at /> }))}</dd></div>
         </dl>
     }
 }

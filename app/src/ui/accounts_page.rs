@@ -8,14 +8,14 @@ use leptos_router::components::{A, Form};
 use leptos_router::hooks::{use_navigate, use_query_map};
 use uuid::Uuid;
 
-use super::format;
+use super::format::{Money, Time};
 use super::live::use_live;
 use super::polling::poll_while_visible;
 use crate::api::commands::create_account;
 use crate::api::queries::{high_value_accounts, list_accounts};
 use crate::api::{AccountList, AccountView, ApiError, CommandAccepted, ErrorCode};
 use bank::contract::{AccountStatusView, PageCursor};
-use bank::domain::{Money, OwnerId};
+use bank::domain::{self, OwnerId};
 
 /// Which accounts the table lists, from the page's query string (`?owner=…` or `?min=…`), so
 /// that every view has an address and works before the WASM has loaded.
@@ -23,7 +23,7 @@ use bank::domain::{Money, OwnerId};
 enum Listing {
     All,
     Owner(String),
-    /// The text the user typed; parsed by the domain's own `Money`.
+    /// The text the user typed; parsed by the domain's own `domain::Money`.
     HighValue(String),
 }
 
@@ -35,7 +35,7 @@ async fn load(listing: Listing, before: Option<String>, after: Option<Position>)
         Listing::All => list_accounts(None, before, after).await,
         Listing::Owner(owner) => list_accounts(Some(owner), before, after).await,
         Listing::HighValue(min) => {
-            let min = Money::parse(&min)
+            let min = domain::Money::parse(&min)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidAmount, format!("Invalid minimum balance: {e}")))?;
             high_value_accounts(min.value().into(), after).await
         }
@@ -194,9 +194,9 @@ fn AccountTable(accounts: Vec<AccountView>) -> impl IntoView {
                                     " " <span class=format!("status-tag {}", account.status.as_str())>{account.status.as_str()}</span>
                                 })}
                             </td>
-                            <td class="numeric">{format::money(account.current_balance)}</td>
+                            <td class="numeric"><Money value={account.current_balance} /></td>
                             <td class="numeric">{account.transaction_count}</td>
-                            <td>{format::time(account.last_transaction)}</td>
+                            <td><Time at={account.last_transaction} /></td>
                         </tr>
                     }).collect_view()}
                 </tbody>
@@ -215,7 +215,7 @@ fn CreateAccountForm() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let navigate = use_navigate();
 
-    let create = Action::new(|(owner, initial_balance, command_id): &(OwnerId, Money, Uuid)| {
+    let create = Action::new(|(owner, initial_balance, command_id): &(OwnerId, domain::Money, Uuid)| {
         let (owner, initial_balance, command_id) = (owner.to_string(), *initial_balance, *command_id);
         async move { create_account(owner, initial_balance.value().into(), Some(command_id)).await }
     });
@@ -235,7 +235,7 @@ fn CreateAccountForm() -> impl IntoView {
             return;
         }
         let parsed = OwnerId::parse(&untrack(owner)).map_err(|e| format!("Invalid owner: {e}")).and_then(|owner| {
-            Money::parse(&initial_balance.get_untracked())
+            domain::Money::parse(&initial_balance.get_untracked())
                 .map(|balance| (owner, balance))
                 .map_err(|e| format!("Invalid initial balance: {e}"))
         });

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use uuid::Uuid;
 
-use super::format;
+use super::format::{Money, Time};
 use crate::api::queries::account_history;
 use crate::api::{ApiError, HistoryPage};
 
@@ -62,9 +62,9 @@ pub fn AuditTrail(page: Resource<Result<HistoryPage, ApiError>>, pages: VisitedP
                                     })}
                                     {entry.reason.map(|reason| view! { <span class="reason">{format!(" ({reason})")}</span> })}
                                 </td>
-                                <td class="numeric">{format::money(entry.amount)}</td>
-                                <td class="numeric">{format::money(entry.balance_after)}</td>
-                                <td>{format::time(entry.recorded_at)}</td>
+                                <td class="numeric"><Money value={entry.amount} /></td>
+                                <td class="numeric"><Money value={entry.balance_after} /></td>
+                                <td><Time at={entry.recorded_at} /></td>
                                 <td data-testid="actor">{entry.actor.clone().unwrap_or_else(|| "—".to_owned())}</td>
                                 <td><code title=full(entry.command_id)>{short(entry.command_id)}</code></td>
                                 <td><code title=full(entry.correlation_id)>{short(entry.correlation_id)}</code></td>

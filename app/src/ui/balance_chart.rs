@@ -54,10 +54,10 @@ fn layout(entries: &[LedgerEntry]) -> (Vec<Point>, Decimal, Decimal) {
 fn describe(entry: &LedgerEntry) -> String {
     format!(
         "{}: {} {} → balance {} (version {})",
-        format::time(entry.recorded_at),
+        format::viewer_time(entry.recorded_at),
         entry.kind.in_words(),
-        format::money(entry.amount),
-        format::money(entry.balance_after),
+        format::viewer_money(entry.amount),
+        format::viewer_money(entry.balance_after),
         entry.version
     )
 }
@@ -83,20 +83,20 @@ pub fn BalanceChart(ledger: Signal<Option<Ledger>>) -> impl IntoView {
                         role="group"
                         aria-label=format!(
                             "Balance over the last {count} movements, from {} to {}; each point can be focused",
-                            format::money(min),
-                            format::money(max),
+                            format::viewer_money(min),
+                            format::viewer_money(max),
                         )
                     >
                         <line class="axis" x1=LEFT y1=TOP x2=LEFT y2=HEIGHT - BOTTOM />
                         <line class="axis" x1=LEFT y1=HEIGHT - BOTTOM x2=WIDTH - RIGHT y2=HEIGHT - BOTTOM />
-                        <text class="tick" x=LEFT - 6.0 y=TOP + 4.0 text-anchor="end">{format::money(max)}</text>
-                        <text class="tick" x=LEFT - 6.0 y=HEIGHT - BOTTOM text-anchor="end">{format::money(min)}</text>
+                        <text class="tick" x=LEFT - 6.0 y=TOP + 4.0 text-anchor="end">{format::viewer_money(max)}</text>
+                        <text class="tick" x=LEFT - 6.0 y=HEIGHT - BOTTOM text-anchor="end">{format::viewer_money(min)}</text>
                         // The time axis: when the first and the last movement shown were recorded.
                         <text class="tick" x=LEFT y=HEIGHT - 8.0 text-anchor="start" data-testid="time-axis-start">
-                            {format::time(first)}
+                            {format::viewer_time(first)}
                         </text>
                         <text class="tick" x=WIDTH - RIGHT y=HEIGHT - 8.0 text-anchor="end" data-testid="time-axis-end">
-                            {format::time(last)}
+                            {format::viewer_time(last)}
                         </text>
                         <polyline class="balance-line" points=line />
                         {points.into_iter().map(|p| {

@@ -7,7 +7,7 @@ use leptos_router::hooks::use_query_map;
 use uuid::Uuid;
 
 use super::confirm::ConfirmButton;
-use super::format;
+use super::format::Time;
 use crate::api::ApiError;
 use crate::api::identity::{create_token, list_tokens, me, revoke_token, sign_in, sign_out, sign_up};
 use bank::contract::{ApiTokenInfo, NewApiToken, Role, SignedIn, TokenScope};
@@ -282,11 +282,11 @@ fn TokensTable(list: Vec<ApiTokenInfo>, revoke: Action<Uuid, Result<(), ApiError
                         <tr>
                             <td>{token.name.clone()}</td>
                             <td>{token.scope.as_str()}</td>
-                            <td>{token.expires_at.map_or_else(|| "no expiry".to_owned(), format::time)}</td>
-                            <td>{format::time(token.created_at)}</td>
-                            <td>{token.last_used_at.map_or_else(|| "never".to_owned(), format::time)}</td>
+                            <td>{token.expires_at.map_or_else(|| "no expiry".into_any(), |at| view! { <Time at /> }.into_any())}</td>
+                            <td><Time at={token.created_at} /></td>
+                            <td>{token.last_used_at.map_or_else(|| "never".into_any(), |at| view! { <Time at /> }.into_any())}</td>
                             <td>{match token.revoked_at {
-                                Some(at) => format!("revoked {}", format::time(at)).into_any(),
+                                Some(at) => view! { "revoked " <Time at /> }.into_any(),
                                 None => view! {
                                     <ConfirmButton
                                         label="Revoke"

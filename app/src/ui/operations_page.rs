@@ -4,7 +4,7 @@ use eventstore::{LeverPulled, Position, ProjectionState, ProjectionStatus};
 use leptos::prelude::*;
 
 use super::confirm::ConfirmButton;
-use super::format;
+use super::format::{self, Time};
 use super::live::use_live;
 use super::polling::poll_status_while_visible;
 use crate::api::ApiError;
@@ -104,7 +104,7 @@ fn LeversTable(pulled: Vec<LeverPulled>) -> impl IntoView {
             <tbody>
                 {pulled.into_iter().map(|lever| view! {
                     <tr>
-                        <td>{format::time(lever.pulled_at)}</td>
+                        <td><Time at={lever.pulled_at} /></td>
                         <td>{lever.projection_name}</td>
                         <td>{lever.lever}{lever.position.map(|p| format!(" #{p}"))}</td>
                         <td>{lever.operator}</td>

@@ -6,7 +6,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use super::format;
+use super::format::Time;
 use super::identity_pages::load_page;
 use crate::api::ApiError;
 use crate::api::security::{change_password, end_session, list_sessions, sign_out_everywhere};
@@ -116,8 +116,8 @@ fn Sessions(sessions: Resource<Result<Vec<SessionInfo>, ApiError>>) -> impl Into
                                 view! {
                                     <tr data-testid="session-row">
                                         <td>{session.user_agent}</td>
-                                        <td>{format::time(session.created_at)}</td>
-                                        <td>{format::time(session.last_seen_at)}</td>
+                                        <td><Time at={session.created_at} /></td>
+                                        <td><Time at={session.last_seen_at} /></td>
                                         <td>{if session.current {
                                             view! { <span data-testid="this-session">"this browser"</span> }.into_any()
                                         } else {

@@ -7,10 +7,11 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::format;
+use super::format::{self, Money};
 use crate::api::ApiError;
 use crate::api::queries::account_statement;
 use bank::contract::Statement;
+use bank::domain::CURRENCY;
 
 /// Asks for a statement of the days chosen: a printable page, or a CSV file. A plain form (it
 /// works before the page is interactive, and the browser downloads the file), first showing the
@@ -99,26 +100,29 @@ fn StatementView(statement: Statement) -> impl IntoView {
                             <td>{from}</td>
                             <th scope="row">"Opening balance"</th>
                             <td></td>
-                            <td class="numeric" data-testid="opening-balance">{format::money(statement.opening_balance)}</td>
+                            <td class="numeric" data-testid="opening-balance"><Money value={statement.opening_balance} /></td>
                         </tr>
                         {statement.entries.iter().map(|entry| view! {
                             <tr>
+                                // In UTC, as the period is: a statement's days are UTC days.
                                 <td>{format::time(entry.recorded_at)}</td>
                                 <td>{entry.kind.in_words()}</td>
-                                <td class="numeric">{format::money(entry.signed_amount())}</td>
-                                <td class="numeric">{format::money(entry.balance_after)}</td>
+                                <td class="numeric"><Money value={entry.signed_amount()} /></td>
+                                <td class="numeric"><Money value={entry.balance_after} /></td>
                             </tr>
                         }).collect_view()}
                         <tr class="closing">
                             <td>{to}</td>
                             <th scope="row">"Closing balance"</th>
                             <td></td>
-                            <td class="numeric" data-testid="closing-balance">{format::money(statement.closing_balance)}</td>
+                            <td class="numeric" data-testid="closing-balance"><Money value={statement.closing_balance} /></td>
                         </tr>
                     </tbody>
                 </table>
             </div>
-            <p class="hint">{format!("{} movements, from the ledger read model.", statement.entries.len())}</p>
+            <p class="hint">
+                {format!("{} movements, from the ledger read model. Amounts in {CURRENCY}.", statement.entries.len())}
+            </p>
         </section>
     }
 }

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use uuid::Uuid;
 
-use super::format;
+use super::format::{self, Money};
 use super::money_form::{clear_if_unchanged, show_response};
 use crate::api::commands::transfer;
 use crate::api::queries::{account_transfers, check_recipient, list_accounts};
@@ -159,7 +159,7 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
                         "{}'s account {} ({})",
                         account.owner_id,
                         &id[..8],
-                        format::money(account.current_balance),
+                        format::viewer_money(account.current_balance),
                     );
                     view! { <option value=id>{label}</option> }
                 }).collect_view()}
@@ -199,7 +199,7 @@ pub fn TransferForm(account_id: Uuid, on_accepted: Callback<TransferAccepted>) -
             {move || confirming.get().map(|(recipient, amount, _)| view! {
                 <div class="confirm" role="group" aria-label="Confirm the transfer" data-testid="transfer-confirm">
                     <p>
-                        "Send " {format::money(amount.value())} " to the account of "
+                        "Send " <Money value={amount.value()} /> " to the account of "
                         <strong data-testid="recipient-owner">{recipient.owner_id}</strong> " ("
                         <code>{recipient.account_id.to_string()[..8].to_owned()}</code> ")?"
                     </p>
@@ -303,7 +303,7 @@ fn TransferRow(transfer: TransferView, own: Option<Uuid>) -> impl IntoView {
             <div class="transfer-head">
                 <span class="direction">{direction} " "</span>
                 <A href=format!("/accounts/{other}")><code>{other.to_string()[..8].to_owned()}</code></A>
-                <span class="amount" class:outgoing=sent>{sign} {format::money(transfer.amount)}</span>
+                <span class="amount" class:outgoing=sent>{sign} <Money value={transfer.amount} /></span>
                 <span class=format!("transfer-state {label}") data-testid="transfer-state">{label}</span>
             </div>
             <ol class="timeline" aria-label="steps">{timeline}</ol>

@@ -17,7 +17,7 @@ pub use account::{
     AccountCommand, AccountEvent, AccountState, AccountStatus, CommandBy, DomainError, Movement, OwnerId, OwnerIdError,
     Reason, ReasonError, Sender, decide, decide_for, evolve,
 };
-pub use money::{Amount, Balance, Money, MoneyError};
+pub use money::{Amount, Balance, CURRENCY, Money, MoneyError};
 pub use transfer::{
     TransferCommand, TransferEvent, TransferRefusal, TransferStage, TransferState, TransferStep, TransferTerms,
 };

@@ -14,6 +14,10 @@ use std::fmt;
 use rust_decimal::{Decimal, dec};
 use serde::{Deserialize, Serialize};
 
+/// The bank's one currency, as ISO 4217 names it. Sums carry no currency of their own: every
+/// amount, balance and limit is in this one, and the pages write it with each sum.
+pub const CURRENCY: &str = "USD";
+
 /// Why a sum of money was refused. The messages are shown to users as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {

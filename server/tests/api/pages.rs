@@ -13,8 +13,11 @@ async fn the_account_page_is_rendered_with_its_balance(_: PgPoolOptions, db: PgC
     let response = app.get(&format!("/accounts/{}", created["accountId"].as_str().unwrap())).await;
     assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.unwrap();
-    assert!(html.contains("1,234.50"), "{html}");
+    // The server's spelling, the same for every viewer (the browser rewrites it in theirs):
+    // money as en-US writes the bank's currency, times in UTC with the exact one for machines.
+    assert!(html.contains("$1,234.50"), "{html}");
     assert!(html.contains("alice"));
+    assert!(html.contains(r#"<time datetime=""#) && html.contains(" UTC</time>"), "{html}");
 }
 
 #[sqlx::test(migrations = false)]
