@@ -369,6 +369,9 @@ fn MoveMoney(
 #[component]
 fn FiguresView(figures: Signal<Option<Figures>>) -> impl IntoView {
     let show = move |read: fn(&Figures) -> String| move || figures.with(|f| f.as_ref().map(read).unwrap_or_default());
+    let show_time = move |read: fn(&Figures) -> OffsetDateTime| {
+        move || figures.with(|f| f.as_ref().map(|f| view! { <Time at=read(f) /> }))
+    };
     view! {
         <p class="balance">
             <span class="label">"Balance"</span>
@@ -378,8 +381,8 @@ fn FiguresView(figures: Signal<Option<Figures>>) -> impl IntoView {
             <div><dt>"Total deposits"</dt><dd data-testid="total-deposits">{show(|f| format::viewer_money(f.total_deposits))}</dd></div>
             <div><dt>"Total withdrawals"</dt><dd data-testid="total-withdrawals">{show(|f| format::viewer_money(f.total_withdrawals))}</dd></div>
             <div><dt>"Transactions"</dt><dd data-testid="transaction-count">{show(|f| f.transaction_count.to_string())}</dd></div>
-            <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{move || figures.with(|f| f.as_ref().map(|f| view! { <Time at=f.last_transaction /> }))}</dd></div>
-            <div><dt>"Created"</dt><dd data-testid="created-at">{move || figures.with(|f| f.as_ref().map(|f| view! { <Time at=f.created_at /> }))}</dd></div>
+            <div><dt>"Last transaction"</dt><dd data-testid="last-transaction">{show_time(|f| f.last_transaction)}</dd></div>
+            <div><dt>"Created"</dt><dd data-testid="created-at">{show_time(|f| f.created_at)}</dd></div>
         </dl>
     }
 }

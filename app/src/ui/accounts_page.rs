@@ -23,7 +23,7 @@ use bank::domain::{self, OwnerId};
 enum Listing {
     All,
     Owner(String),
-    /// The text the user typed; parsed by the domain's own `domain::Money`.
+    /// The text the user typed; parsed by the domain's `Money`.
     HighValue(String),
 }
 
