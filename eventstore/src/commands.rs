@@ -1,11 +1,12 @@
-//! The command loop, for any [`Aggregate`]: wait for the stream's turn in this process; on a
-//! warm stream (one whose state this process kept after its last command), decide on that state
-//! and append with the command's record in one statement, its own transaction: one round trip.
-//! Otherwise, or when that append finds the stream moved on (another process wrote it), or when
-//! the decision is a refusal: lock the stream, answer a retried command from its remembered
-//! outcome, load from the latest snapshot, decide, append and remember in one statement,
-//! snapshot when due — once per command, however often it is sent — and decide again on fresh
-//! state after losing a race.
+//! The command loop, for any [`Aggregate`]: join the stream's queue in this process, where one
+//! worker per stream takes the commands in turn. On a warm stream (one whose state this process
+//! kept after its last command), the worker decides every waiting command in order on that
+//! state and appends their events with their records in one statement, its own transaction: one
+//! round trip and one commit for all of them. Otherwise, or when that append finds the stream
+//! moved on (another process wrote it), or for a refusal: lock the stream, answer a retried
+//! command from its remembered outcome, load from the latest snapshot, decide, append and
+//! remember in one statement, snapshot when due — once per command, however often it is sent —
+//! and decide again on fresh state after losing a race.
 //!
 //! Why the warm path needs no lock: the append checks, in the statement that inserts, that the
 //! stream is still at the kept version and holds the kept last event there; an insert racing
@@ -13,6 +14,7 @@
 //! makes contending writers wait instead of retry; correctness never rested on it. A refusal is
 //! remembered for good, so it is only ever decided on a state read under the lock.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +24,16 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
 use crate::aggregate::{self, Aggregate, LATEST, LoadError, snapshot_due};
+use crate::command_queue::{CommandQueues, Joined, TooBusy};
 use crate::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
 use crate::store::{
-    AppendAndRecordError, AppendError, CommandRecord, WRITER_TIMEOUTS, append_and_record, begin_with_stream_lock,
+    AppendAndRecordError, AppendError, CommandRecord, WRITER_TIMEOUTS, append_and_record, append_and_record_each,
+    begin_with_stream_lock,
 };
-use crate::stream_turns::{StreamTurns, TooBusy};
 use crate::warm_streams::{WarmState, WarmStreams};
 use crate::{AppendNotifier, Position};
 
@@ -94,14 +100,15 @@ impl<R, D> From<LoadError<D>> for CommandError<R, D> {
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
-    /// Serialise each stream's writers with a transaction-scoped advisory lock taken with the
-    /// transaction's BEGIN, so that contention makes them wait instead of conflict and retry.
+    /// Serialise each stream's writers: in this process, in the stream's queue (whose worker
+    /// commits the commands waiting together), and between processes with a transaction-scoped
+    /// advisory lock, so that contention makes them wait instead of conflict and retry.
     pub serialize_writers: bool,
     /// How often a command is decided again after losing the race for its stream's next version.
     pub max_attempts: u32,
     /// A snapshot is stored every this many events (0: never).
     pub snapshot_interval: i64,
-    /// How long a command waits for its stream's turn in this process before it gives up.
+    /// How long a command waits in its stream's queue in this process before it gives up.
     pub turn_patience: Duration,
     /// How many streams' latest states this process keeps, so that their next command skips
     /// the load (0: every command loads). Each is a few hundred bytes of an account's state.
@@ -130,55 +137,35 @@ enum Outcome<Refusal> {
 
 type Result<T, A> = std::result::Result<T, CommandError<<A as Aggregate>::Refusal, <A as Aggregate>::DecodeError>>;
 
-/// Runs one aggregate's commands. Cheap to clone; clones share the per-stream turns and the
+/// At most this many waiting commands share one statement: it bounds the statement's size and
+/// the wait of a command behind a long queue.
+const MOST_AT_ONCE: usize = 64;
+
+/// Runs one aggregate's commands. Cheap to clone; clones share the per-stream queues and the
 /// warm streams.
 pub struct CommandHandler<A: Aggregate> {
     pool: PgPool,
     appends: AppendNotifier,
     options: WriteOptions,
-    turns: Arc<StreamTurns>,
+    queues: Arc<CommandQueues<Waiting<A>>>,
     warm: Arc<WarmStreams<A::State>>,
 }
 
-impl<A: Aggregate> Clone for CommandHandler<A> {
-    fn clone(&self) -> Self {
-        CommandHandler {
-            pool: self.pool.clone(),
-            appends: self.appends.clone(),
-            options: self.options,
-            turns: self.turns.clone(),
-            warm: self.warm.clone(),
-        }
-    }
+/// A command in its stream's queue, and where its answer goes.
+struct Waiting<A: Aggregate> {
+    command: Arc<Prepared<A>>,
+    answer: oneshot::Sender<Result<Accepted, A>>,
 }
 
-impl<A: Aggregate> CommandHandler<A> {
-    pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
-        let warm = Arc::new(WarmStreams::new(options.warm_streams));
-        CommandHandler { pool, appends, options, turns: Arc::new(StreamTurns::new()), warm }
-    }
+/// A command with what it is remembered by (its request) and what its events carry (metadata).
+struct Prepared<A: Aggregate> {
+    envelope: CommandEnvelope<A::Command>,
+    request: Value,
+    metadata: Value,
+}
 
-    /// Handles a command: take the stream's state from the warm streams or load it, decide,
-    /// append at its version and remember the outcome, all in one transaction.
-    ///
-    /// Sent again with the same command id, the command is answered with the first outcome and
-    /// writes nothing. Losing the race for the stream's next version means the decision was
-    /// made on stale state, so it is made again on fresh state, a bounded number of times.
-    ///
-    /// # Errors
-    ///
-    /// [`CommandError::Rejected`] when the aggregate refuses (remembered like an acceptance);
-    /// `Conflict` after the last attempt lost its race; `CommandIdReused`; `Busy` when too many
-    /// commands wait for the stream; `Unreadable`/`UnreadableOutcome` for stored data this
-    /// code cannot read; `Database`. Only a rejection writes anything.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropped (a client gone, a request timeout), the transaction rolls back unless its commit
-    /// had already been sent; either way the command id makes a retry safe: it is answered from
-    /// the first outcome if that committed, and decided afresh if not.
-    #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id), err(level = "info"))]
-    pub async fn handle(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
+impl<A: Aggregate> Prepared<A> {
+    fn new(envelope: CommandEnvelope<A::Command>) -> Prepared<A> {
         let request = A::request(envelope.stream_id, &envelope.command);
         let mut metadata = envelope.metadata.clone();
         let own = json!({
@@ -191,17 +178,210 @@ impl<A: Aggregate> CommandHandler<A> {
         if let Value::Object(own) = own {
             metadata.extend(own);
         }
-        let metadata = Value::Object(metadata);
+        Prepared { envelope, request, metadata: Value::Object(metadata) }
+    }
+}
+
+impl<A: Aggregate> Clone for CommandHandler<A> {
+    fn clone(&self) -> Self {
+        CommandHandler {
+            pool: self.pool.clone(),
+            appends: self.appends.clone(),
+            options: self.options,
+            queues: self.queues.clone(),
+            warm: self.warm.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate> CommandHandler<A> {
+    pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
+        let warm = Arc::new(WarmStreams::new(options.warm_streams));
+        CommandHandler { pool, appends, options, queues: Arc::new(CommandQueues::new()), warm }
+    }
+
+    /// Handles a command: take the stream's state from the warm streams or load it, decide,
+    /// append at its version and remember the outcome, all in one transaction — shared with the
+    /// commands that waited for the stream beside it.
+    ///
+    /// Sent again with the same command id, the command is answered with the first outcome and
+    /// writes nothing. Losing the race for the stream's next version means the decision was
+    /// made on stale state, so it is made again on fresh state, a bounded number of times.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Rejected`] when the aggregate refuses (remembered like an acceptance);
+    /// `Conflict` after the last attempt lost its race; `CommandIdReused`; `Busy` when the
+    /// command waited in its stream's queue for longer than the patience;
+    /// `Unreadable`/`UnreadableOutcome` for stored data this code cannot read; `Database`. Only
+    /// a rejection writes anything.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while the command waits in its stream's queue, it leaves the queue and nothing
+    /// is written. Dropped once the stream's worker took it, the command goes on and its
+    /// outcome is remembered. Either way the command id makes a retry safe: it is answered from
+    /// the first outcome if that committed, and decided afresh if not.
+    #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id), err(level = "info"))]
+    pub async fn handle(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
+        let command = Arc::new(Prepared::new(envelope));
+        if !self.options.serialize_writers {
+            return self.handle_one(&command).await;
+        }
         // In line for the stream in this process first, holding no connection: a hot stream's
         // commands then hold one pooled connection between them, not one each.
-        let _turn = if self.options.serialize_writers {
-            Some(self.turns.take(envelope.stream_id, self.options.turn_patience).await?)
-        } else {
-            None
+        let stream = command.envelope.stream_id;
+        let (answer, mut answered) = oneshot::channel();
+        let (ticket, joined) = self.queues.join(stream, Waiting { command: command.clone(), answer });
+        if joined == Joined::StartWorker {
+            let worker = self.clone();
+            tokio::spawn(worker.work(stream).instrument(tracing::info_span!("stream_worker", stream_id = %stream)));
+        }
+        let patience = self.options.turn_patience;
+        let answer = match tokio::time::timeout(patience, &mut answered).await {
+            Ok(answer) => answer,
+            Err(_) => match self.queues.withdraw(stream, ticket) {
+                Some(_) => return Err(TooBusy { stream, waited: patience }.into()),
+                // The worker took it meanwhile: its answer is on the way, bounded by the
+                // database's own timeouts.
+                None => answered.await,
+            },
         };
+        match answer {
+            Ok(result) => result,
+            // The worker stopped before it answered (a panic): the command id makes it safe to
+            // handle here, whether or not the worker's transaction committed.
+            Err(_) => self.handle_one(&command).await,
+        }
+    }
+
+    /// How many commands wait in the stream's queue in this process, not yet taken by its
+    /// worker (for tests).
+    pub fn waiting(&self, stream_id: Uuid) -> usize {
+        self.queues.waiting(stream_id)
+    }
+
+    /// The stream's worker: takes the waiting commands, as many at a time as wait, until none
+    /// is left.
+    async fn work(self, stream: Uuid) {
+        /// Abandons the queue if the worker stops early, so that its commands are answered (by
+        /// their callers, who see the worker gone) and the next command starts a new worker.
+        struct Running<'a, T> {
+            queues: &'a CommandQueues<T>,
+            stream: Uuid,
+            done: bool,
+        }
+        impl<T> Drop for Running<'_, T> {
+            fn drop(&mut self) {
+                if !self.done {
+                    self.queues.abandon(self.stream);
+                }
+            }
+        }
+        let mut running = Running { queues: &self.queues, stream, done: false };
+        loop {
+            let mut waiting: VecDeque<Waiting<A>> = self.queues.take(stream, MOST_AT_ONCE).into();
+            if waiting.is_empty() {
+                running.done = true;
+                return;
+            }
+            // A caller gone while its command waited wants nothing written.
+            waiting.retain(|waiting| !waiting.answer.is_closed());
+            while !waiting.is_empty() {
+                self.on_warm_stream_together(stream, &mut waiting).await;
+                if let Some(next) = waiting.pop_front() {
+                    let outcome = self.handle_one(&next.command).await;
+                    let _ = next.answer.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// On a warm stream, the commands at the front of `waiting` that the kept state accepts,
+    /// appended together with their records in one statement, and answered. Those it leaves
+    /// (the first refusal or snapshot due, and all if the append found the stream moved on)
+    /// are the caller's to handle one by one.
+    async fn on_warm_stream_together(&self, stream: Uuid, waiting: &mut VecDeque<Waiting<A>>) {
+        let Some(warm) = self.warm.take(stream) else {
+            return;
+        };
+        let WarmState { version: expected_version, last_event_id, mut state } = warm;
+        let mut version = expected_version;
+        let mut events = Vec::new();
+        // Each command's placeholder outcome, and how many events were appended by its end.
+        let mut outcomes = Vec::new();
+        for next in waiting.iter() {
+            let envelope = &next.command.envelope;
+            // The same command twice in one statement would fail it on the command's key.
+            if waiting.iter().take(outcomes.len()).any(|taken| taken.command.envelope.command_id == envelope.command_id)
+            {
+                break;
+            }
+            let Ok(decided) = A::decide(&state, &envelope.command) else {
+                break;
+            };
+            let after = version + decided.len() as i64;
+            if decided.is_empty() || snapshot_due(version, after, self.options.snapshot_interval) {
+                break;
+            }
+            let Ok(outcome) = accepted_placeholder::<A>(stream) else {
+                break;
+            };
+            events.extend(decided.iter().map(|event| A::encode(event, &next.command.metadata)));
+            state = decided.iter().fold(state, A::evolve);
+            version = after;
+            outcomes.push((events.len(), outcome));
+        }
+        if outcomes.is_empty() {
+            // Nothing decided on it changed it: the state is still the stream's.
+            self.warm.put(stream, WarmState { version, last_event_id, state });
+            return;
+        }
+        let records: Vec<CommandRecord<'_>> = waiting
+            .iter()
+            .zip(&outcomes)
+            .map(|(next, (_, outcome))| CommandRecord {
+                command_id: next.command.envelope.command_id,
+                request: &next.command.request,
+                outcome,
+                version_at: ACCEPTED_VERSION,
+                position_at: ACCEPTED_POSITION,
+            })
+            .collect();
+        let commands: Vec<(usize, &CommandRecord<'_>)> =
+            outcomes.iter().map(|(through, _)| *through).zip(&records).collect();
+        let expected = (expected_version, last_event_id);
+        let appended = match self.pool.acquire().await {
+            Ok(mut conn) => {
+                append_and_record_each(&mut conn, A::STREAM_TYPE, stream, expected, &events, &commands).await
+            }
+            Err(error) => Err(error),
+        };
+        // Moved on, a command id recorded before, or the database failing: the stream stays
+        // cold and each command takes the long way, where it is told apart.
+        let Ok(appended) = appended else {
+            return;
+        };
+        if appended.len() != outcomes.len() {
+            return;
+        }
+        self.appends.committed();
+        let last_event_id = events.last().map(|event| event.event_id);
+        self.warm.put(stream, WarmState { version, last_event_id, state });
+        for appended in appended {
+            let next = waiting.pop_front().expect("one waiting command per appended command");
+            let accepted = Accepted { stream_id: stream, version: appended.version, position: appended.position };
+            let _ = next.answer.send(Ok(accepted));
+        }
+    }
+
+    /// One command, alone: on the warm stream if it is, else (or if that fails) under the
+    /// stream's lock.
+    async fn handle_one(&self, command: &Prepared<A>) -> Result<Accepted, A> {
+        let Prepared { envelope, request, metadata } = command;
         // Taken out while the command works: put back only once its transaction committed.
         if let Some(warm) = self.warm.take(envelope.stream_id)
-            && let Some(accepted) = self.on_warm_stream(&envelope, &request, &metadata, warm).await?
+            && let Some(accepted) = self.on_warm_stream(envelope, request, metadata, warm).await?
         {
             return Ok(accepted);
         }
@@ -214,7 +394,7 @@ impl<A: Aggregate> CommandHandler<A> {
             // A first attempt does not look for an earlier outcome: recording it would fail on
             // the command's primary key if there were one, and the retry that follows looks.
             let replay_check = attempt > 1;
-            match self.attempt(&mut tx, &envelope, &request, &metadata, replay_check).await? {
+            match self.attempt(&mut tx, envelope, request, metadata, replay_check).await? {
                 Attempt::Done(outcome, after) => {
                     tx.commit().await?;
                     if matches!(outcome, Outcome::Accepted(_)) {
@@ -227,7 +407,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 }
                 Attempt::Replay(processed) => {
                     tx.rollback().await?;
-                    return replay::<A>(processed, &request, envelope.command_id);
+                    return replay::<A>(processed, request, envelope.command_id);
                 }
                 Attempt::Retry => {
                     // Explicitly, so that the failed transaction stops holding back readers now,
@@ -320,9 +500,7 @@ impl<'a> Appending<'a> {
         metadata: &Value,
         events: &[A::Event],
     ) -> Result<Appending<'a>, A> {
-        let placeholder = Accepted { stream_id: envelope.stream_id, version: 0, position: Position::START };
-        let outcome = serde_json::to_value(Outcome::<A::Refusal>::Accepted(placeholder))
-            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        let outcome = accepted_placeholder::<A>(envelope.stream_id)?;
         let events = events.iter().map(|event| A::encode(event, metadata)).collect();
         Ok(Appending { command_id: envelope.command_id, request, events, outcome })
     }
@@ -366,6 +544,14 @@ impl<'a> Appending<'a> {
 /// holds the two together).
 const ACCEPTED_VERSION: &[&str] = &["accepted", "version"];
 const ACCEPTED_POSITION: &[&str] = &["accepted", "position"];
+
+/// An accepted outcome with placeholders, which the append's statement fills in with the
+/// version and position only it knows.
+fn accepted_placeholder<A: Aggregate>(stream_id: Uuid) -> Result<Value, A> {
+    let placeholder = Accepted { stream_id, version: 0, position: Position::START };
+    serde_json::to_value(Outcome::<A::Refusal>::Accepted(placeholder))
+        .map_err(|error| CommandError::Database(sqlx::Error::Encode(Box::new(error))))
+}
 
 /// Remembers a refusal (an acceptance is remembered with its events).
 async fn remember<A: Aggregate>(

@@ -2,8 +2,9 @@
 //!
 //! - [`aggregate`]: what an aggregate supplies (its pure parts), and loading one from its latest
 //!   snapshot.
-//! - [`commands`]: the command loop for any aggregate: turns, stream lock, idempotency, decide,
-//!   append, retry, snapshot.
+//! - [`commands`]: the command loop for any aggregate: a queue per stream, stream lock,
+//!   idempotency, decide, append, retry, snapshot.
+//! - [`command_queue`]: the commands waiting for a stream in this process, taken by one worker.
 //! - [`store`]: append events to a stream at an expected version (optimistic concurrency), read
 //!   a stream back, and read the global log in a gap-safe order.
 //! - [`projection`]: run a named projection over the global log, applying each batch and
@@ -33,6 +34,8 @@ pub mod change_feed;
 #[cfg(feature = "postgres")]
 pub mod checkpoint_watch;
 #[cfg(feature = "postgres")]
+pub mod command_queue;
+#[cfg(feature = "postgres")]
 pub mod commands;
 #[cfg(feature = "postgres")]
 pub mod event;
@@ -52,8 +55,6 @@ pub mod schema;
 pub mod snapshots;
 #[cfg(feature = "postgres")]
 pub mod store;
-#[cfg(feature = "postgres")]
-pub mod stream_turns;
 #[cfg(feature = "postgres")]
 pub mod wakeup;
 #[cfg(feature = "postgres")]

@@ -128,6 +128,21 @@ fn sent_as(command_id: Uuid, stream_id: Uuid, command: TallyCommand) -> CommandE
     }
 }
 
+/// Returns once a session of the test's database waits for a lock (another than the caller's).
+async fn waiting_in_postgres(pool: &PgPool) {
+    eventually("a command waiting for the blocker", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        when(waiting, |&waiting| waiting > 0)
+    })
+    .await;
+}
+
 async fn load(pool: &PgPool, tally: Uuid) -> eventstore::Loaded<Tally> {
     let mut conn = pool.acquire().await.unwrap();
     eventstore::aggregate::load::<Tally>(&mut conn, tally, LATEST).await.unwrap()
@@ -244,17 +259,7 @@ async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool
         tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
     };
     // The first has the turn once it waits in Postgres.
-    eventually("the first command waiting for the blocker", PATIENCE, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        when(waiting, |&waiting| waiting > 0)
-    })
-    .await;
+    waiting_in_postgres(&pool).await;
     let second = tallies.handle(envelope(tally, TallyCommand::Add(1))).await;
     assert!(matches!(second, Err(TallyError::Busy(_))), "{second:?}");
     blocker.rollback().await.unwrap();
@@ -289,4 +294,73 @@ async fn a_lock_wait_that_runs_out_leaves_the_connection_fit_for_the_next_user(p
     assert_eq!(answer, 1);
     blocker.rollback().await.unwrap();
     tallies.handle(envelope(tally, TallyCommand::Open)).await.expect("the stream is free again");
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn commands_waiting_for_a_stream_share_one_commit_each_with_its_own_outcome(pool: PgPool) {
+    // Given a warm tally whose next append waits on another writer's uncommitted event ...
+    let tallies = handler(&pool, WriteOptions::default());
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
+    let blocked = Tally::encode(&TallyEvent::Added(500), &json!({}));
+    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[blocked]).await.unwrap();
+    let first = {
+        let tallies = tallies.clone();
+        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
+    };
+    waiting_in_postgres(&pool).await;
+    // ... and, queued behind it in this order: two additions, the first of them again (a
+    // retry sent at once), one that would pass the limit, and one more.
+    let (ten, twenty, too_much, thirty) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let queued = [(ten, 10), (twenty, 20), (ten, 10), (too_much, 995), (thirty, 30)];
+    let mut answers = Vec::new();
+    for (position, &(command_id, n)) in queued.iter().enumerate() {
+        let sender = tallies.clone();
+        answers
+            .push(tokio::spawn(async move { sender.handle(sent_as(command_id, tally, TallyCommand::Add(n))).await }));
+        eventually("the command in line", PATIENCE, || async {
+            when(tallies.waiting(tally), |&waiting| waiting == position + 1)
+        })
+        .await;
+    }
+
+    // When the other writer gives up, and the first command goes ahead.
+    blocker.rollback().await.unwrap();
+    let first = first.await.unwrap().expect("the first command goes ahead");
+    let mut outcomes = Vec::new();
+    for answer in answers {
+        outcomes.push(answer.await.unwrap());
+    }
+
+    // Then the two additions before the refusal were committed together, each answered with
+    // its own event's version ...
+    let [ten_answer, twenty_answer, again, too_much_answer, thirty_answer] = outcomes.try_into().unwrap();
+    let (ten_answer, twenty_answer, thirty_answer) =
+        (ten_answer.unwrap(), twenty_answer.unwrap(), thirty_answer.unwrap());
+    assert_eq!([first.version, ten_answer.version, twenty_answer.version], [2, 3, 4]);
+    assert_eq!(ten_answer.position.transaction_id, twenty_answer.position.transaction_id, "one commit for both");
+    assert_ne!(first.position.transaction_id, ten_answer.position.transaction_id);
+    assert!(ten_answer.position < twenty_answer.position);
+    // ... the retry was answered as the first time, the refusal refused on the state after
+    // them, and the last command accepted after it.
+    assert_eq!(again.unwrap(), ten_answer);
+    assert!(matches!(too_much_answer, Err(TallyError::Rejected(Refusal::OverLimit))), "{too_much_answer:?}");
+    assert_eq!(thirty_answer.version, 5);
+    let added: Vec<(i64, Value)> = read_stream(&pool, tally, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.stream_version, event.data["n"].clone()))
+        .collect();
+    assert_eq!(added, [(1, Value::Null), (2, json!(1)), (3, json!(10)), (4, json!(20)), (5, json!(30))]);
+
+    // And each command's remembered outcome is its own: sent again, each is answered alike.
+    for (command_id, n, expected) in [(ten, 10, ten_answer), (twenty, 20, twenty_answer), (thirty, 30, thirty_answer)] {
+        let replayed = tallies.handle(sent_as(command_id, tally, TallyCommand::Add(n))).await.unwrap();
+        assert_eq!(replayed, expected);
+    }
+    let replayed = tallies.handle(sent_as(too_much, tally, TallyCommand::Add(995))).await;
+    assert!(matches!(replayed, Err(TallyError::Rejected(Refusal::OverLimit))), "{replayed:?}");
+    assert_eq!(load(&pool, tally).await.state.total, 61);
 }
