@@ -69,8 +69,9 @@ impl<T> CommandQueues<T> {
         (ticket, joined)
     }
 
-    /// The worker's next commands: up to `at_most` from the front of the queue. None means the
-    /// worker is done: the stream left the map, and the next command starts a new worker.
+    /// The worker's next commands: up to `at_most` from the front of the queue. An empty list
+    /// means the worker is done: the stream left the map, and the next command starts a new
+    /// worker.
     pub fn take(&self, stream: Uuid, at_most: usize) -> Vec<T> {
         let mut streams = self.streams();
         let Some(queue) = streams.get_mut(&stream) else {

@@ -155,6 +155,9 @@ pub struct CommandHandler<A: Aggregate> {
 struct Waiting<A: Aggregate> {
     command: Arc<Prepared<A>>,
     answer: oneshot::Sender<Result<Accepted, A>>,
+    /// When its caller stops waiting for its turn: a command not begun by then is answered
+    /// busy and writes nothing, even if the worker has taken it from the queue.
+    until: tokio::time::Instant,
 }
 
 /// A command with what it is remembered by (its request) and what its events carry (metadata).
@@ -232,18 +235,22 @@ impl<A: Aggregate> CommandHandler<A> {
         // commands then hold one pooled connection between them, not one each.
         let stream = command.envelope.stream_id;
         let (answer, mut answered) = oneshot::channel();
-        let (ticket, joined) = self.queues.join(stream, Waiting { command: command.clone(), answer });
-        if joined == Joined::StartWorker {
-            let worker = self.clone();
-            tokio::spawn(worker.work(stream).instrument(tracing::info_span!("stream_worker", stream_id = %stream)));
-        }
         let patience = self.options.turn_patience;
+        let until = tokio::time::Instant::now() + patience;
+        let (ticket, joined) = self.queues.join(stream, Waiting { command: command.clone(), answer, until });
+        if joined == Joined::StartWorker {
+            // Made before the task: dropped unpolled (a runtime shutting down), it still frees
+            // the stream for the next command's worker.
+            let running = Running { queues: self.queues.clone(), stream, done: false };
+            let worker = self.clone().work(running);
+            tokio::spawn(worker.instrument(tracing::info_span!("stream_worker", stream_id = %stream)));
+        }
         let answer = match tokio::time::timeout(patience, &mut answered).await {
             Ok(answer) => answer,
             Err(_) => match self.queues.withdraw(stream, ticket) {
                 Some(_) => return Err(TooBusy { stream, waited: patience }.into()),
-                // The worker took it meanwhile: its answer is on the way, bounded by the
-                // database's own timeouts.
+                // The worker took it meanwhile: it answers at once if the command has not
+                // begun, else once it is done (bounded by the database's own timeouts).
                 None => answered.await,
             },
         };
@@ -263,32 +270,21 @@ impl<A: Aggregate> CommandHandler<A> {
 
     /// The stream's worker: takes the waiting commands, as many at a time as wait, until none
     /// is left.
-    async fn work(self, stream: Uuid) {
-        /// Abandons the queue if the worker stops early, so that its commands are answered (by
-        /// their callers, who see the worker gone) and the next command starts a new worker.
-        struct Running<'a, T> {
-            queues: &'a CommandQueues<T>,
-            stream: Uuid,
-            done: bool,
-        }
-        impl<T> Drop for Running<'_, T> {
-            fn drop(&mut self) {
-                if !self.done {
-                    self.queues.abandon(self.stream);
-                }
-            }
-        }
-        let mut running = Running { queues: &self.queues, stream, done: false };
+    async fn work(self, mut running: Running<Waiting<A>>) {
+        let stream = running.stream;
         loop {
             let mut waiting: VecDeque<Waiting<A>> = self.queues.take(stream, MOST_AT_ONCE).into();
             if waiting.is_empty() {
                 running.done = true;
                 return;
             }
-            // A caller gone while its command waited wants nothing written.
-            waiting.retain(|waiting| !waiting.answer.is_closed());
-            while !waiting.is_empty() {
+            loop {
+                still_wanted(&mut waiting, stream, self.options.turn_patience);
+                if waiting.is_empty() {
+                    break;
+                }
                 self.on_warm_stream_together(stream, &mut waiting).await;
+                still_wanted(&mut waiting, stream, self.options.turn_patience);
                 if let Some(next) = waiting.pop_front() {
                     let outcome = self.handle_one(&next.command).await;
                     let _ = next.answer.send(outcome);
@@ -362,7 +358,7 @@ impl<A: Aggregate> CommandHandler<A> {
         let Ok(appended) = appended else {
             return;
         };
-        if appended.len() != outcomes.len() {
+        if appended.is_empty() {
             return;
         }
         self.appends.committed();
@@ -544,6 +540,41 @@ impl<'a> Appending<'a> {
 /// holds the two together).
 const ACCEPTED_VERSION: &[&str] = &["accepted", "version"];
 const ACCEPTED_POSITION: &[&str] = &["accepted", "position"];
+
+/// A stream's worker at work. Dropped before it is done (the worker panicked, or its task was
+/// dropped), it abandons the queue: the waiting commands' callers see the worker gone, and the
+/// next command starts a new one.
+struct Running<T> {
+    queues: Arc<CommandQueues<T>>,
+    stream: Uuid,
+    done: bool,
+}
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.queues.abandon(self.stream);
+        }
+    }
+}
+
+/// Keeps the commands whose callers still wait for them: a caller gone wants nothing written,
+/// and a command whose caller's patience ran out before it began is answered busy.
+fn still_wanted<A: Aggregate>(waiting: &mut VecDeque<Waiting<A>>, stream: Uuid, patience: Duration) {
+    let now = tokio::time::Instant::now();
+    let mut kept = VecDeque::with_capacity(waiting.len());
+    for next in waiting.drain(..) {
+        if next.answer.is_closed() {
+            continue;
+        }
+        if next.until <= now {
+            let _ = next.answer.send(Err(TooBusy { stream, waited: patience }.into()));
+            continue;
+        }
+        kept.push_back(next);
+    }
+    *waiting = kept;
+}
 
 /// An accepted outcome with placeholders, which the append's statement fills in with the
 /// version and position only it knows.

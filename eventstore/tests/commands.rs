@@ -25,6 +25,8 @@ struct TallyState {
 enum TallyCommand {
     Open,
     Add(u32),
+    /// Two additions as one command: two events.
+    AddBoth(u32, u32),
 }
 
 #[derive(Debug, PartialEq)]
@@ -66,6 +68,9 @@ impl Aggregate for Tally {
             TallyCommand::Add(_) if !state.opened => Err(Refusal::NotOpen),
             TallyCommand::Add(n) if state.total + n > LIMIT => Err(Refusal::OverLimit),
             TallyCommand::Add(n) => Ok(vec![TallyEvent::Added(*n)]),
+            TallyCommand::AddBoth(..) if !state.opened => Err(Refusal::NotOpen),
+            TallyCommand::AddBoth(a, b) if state.total + a + b > LIMIT => Err(Refusal::OverLimit),
+            TallyCommand::AddBoth(a, b) => Ok(vec![TallyEvent::Added(*a), TallyEvent::Added(*b)]),
         }
     }
 
@@ -102,6 +107,7 @@ impl Aggregate for Tally {
         match command {
             TallyCommand::Open => json!({ "open": stream_id }),
             TallyCommand::Add(n) => json!({ "add": n, "to": stream_id }),
+            TallyCommand::AddBoth(a, b) => json!({ "add": [a, b], "to": stream_id }),
         }
     }
 }
@@ -310,15 +316,20 @@ async fn commands_waiting_for_a_stream_share_one_commit_each_with_its_own_outcom
         tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
     };
     waiting_in_postgres(&pool).await;
-    // ... and, queued behind it in this order: two additions, the first of them again (a
-    // retry sent at once), one that would pass the limit, and one more.
+    // ... and, queued behind it in this order: two additions (the second two events), the
+    // first of them again (a retry sent at once), one that would pass the limit, and one more.
     let (ten, twenty, too_much, thirty) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let queued = [(ten, 10), (twenty, 20), (ten, 10), (too_much, 995), (thirty, 30)];
+    let queued = [
+        (ten, TallyCommand::Add(10)),
+        (twenty, TallyCommand::AddBoth(15, 5)),
+        (ten, TallyCommand::Add(10)),
+        (too_much, TallyCommand::Add(995)),
+        (thirty, TallyCommand::Add(30)),
+    ];
     let mut answers = Vec::new();
-    for (position, &(command_id, n)) in queued.iter().enumerate() {
+    for (position, (command_id, command)) in queued.into_iter().enumerate() {
         let sender = tallies.clone();
-        answers
-            .push(tokio::spawn(async move { sender.handle(sent_as(command_id, tally, TallyCommand::Add(n))).await }));
+        answers.push(tokio::spawn(async move { sender.handle(sent_as(command_id, tally, command)).await }));
         eventually("the command in line", PATIENCE, || async {
             when(tallies.waiting(tally), |&waiting| waiting == position + 1)
         })
@@ -333,12 +344,12 @@ async fn commands_waiting_for_a_stream_share_one_commit_each_with_its_own_outcom
         outcomes.push(answer.await.unwrap());
     }
 
-    // Then the two additions before the refusal were committed together, each answered with
-    // its own event's version ...
+    // Then the two commands before the refusal were committed together, each answered with
+    // the version of its own last event ...
     let [ten_answer, twenty_answer, again, too_much_answer, thirty_answer] = outcomes.try_into().unwrap();
     let (ten_answer, twenty_answer, thirty_answer) =
         (ten_answer.unwrap(), twenty_answer.unwrap(), thirty_answer.unwrap());
-    assert_eq!([first.version, ten_answer.version, twenty_answer.version], [2, 3, 4]);
+    assert_eq!([first.version, ten_answer.version, twenty_answer.version], [2, 3, 5]);
     assert_eq!(ten_answer.position.transaction_id, twenty_answer.position.transaction_id, "one commit for both");
     assert_ne!(first.position.transaction_id, ten_answer.position.transaction_id);
     assert!(ten_answer.position < twenty_answer.position);
@@ -346,21 +357,66 @@ async fn commands_waiting_for_a_stream_share_one_commit_each_with_its_own_outcom
     // them, and the last command accepted after it.
     assert_eq!(again.unwrap(), ten_answer);
     assert!(matches!(too_much_answer, Err(TallyError::Rejected(Refusal::OverLimit))), "{too_much_answer:?}");
-    assert_eq!(thirty_answer.version, 5);
+    assert_eq!(thirty_answer.version, 6);
     let added: Vec<(i64, Value)> = read_stream(&pool, tally, 0)
         .await
         .unwrap()
         .into_iter()
         .map(|event| (event.stream_version, event.data["n"].clone()))
         .collect();
-    assert_eq!(added, [(1, Value::Null), (2, json!(1)), (3, json!(10)), (4, json!(20)), (5, json!(30))]);
+    let expected = [(1, Value::Null), (2, json!(1)), (3, json!(10)), (4, json!(15)), (5, json!(5)), (6, json!(30))];
+    assert_eq!(added, expected);
 
     // And each command's remembered outcome is its own: sent again, each is answered alike.
-    for (command_id, n, expected) in [(ten, 10, ten_answer), (twenty, 20, twenty_answer), (thirty, 30, thirty_answer)] {
-        let replayed = tallies.handle(sent_as(command_id, tally, TallyCommand::Add(n))).await.unwrap();
+    for (command_id, command, expected) in [
+        (ten, TallyCommand::Add(10), ten_answer),
+        (twenty, TallyCommand::AddBoth(15, 5), twenty_answer),
+        (thirty, TallyCommand::Add(30), thirty_answer),
+    ] {
+        let replayed = tallies.handle(sent_as(command_id, tally, command)).await.unwrap();
         assert_eq!(replayed, expected);
     }
     let replayed = tallies.handle(sent_as(too_much, tally, TallyCommand::Add(995))).await;
     assert!(matches!(replayed, Err(TallyError::Rejected(Refusal::OverLimit))), "{replayed:?}");
     assert_eq!(load(&pool, tally).await.state.total, 61);
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_command_whose_caller_left_while_it_waited_in_line_writes_nothing(pool: PgPool) {
+    // Given a tally whose next append waits on another writer's uncommitted event, and three
+    // commands in line behind the one waiting.
+    let tallies = handler(&pool, WriteOptions::default());
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
+    let blocked = Tally::encode(&TallyEvent::Added(500), &json!({}));
+    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[blocked]).await.unwrap();
+    let send = |n| {
+        let tallies = tallies.clone();
+        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(n))).await })
+    };
+    let first = send(1);
+    waiting_in_postgres(&pool).await;
+    let mut line = Vec::new();
+    for n in [10, 20, 30] {
+        line.push(send(n));
+        eventually("the command in line", PATIENCE, || async {
+            when(tallies.waiting(tally), |&waiting| waiting == line.len())
+        })
+        .await;
+    }
+
+    // When the caller of the second in line leaves (a client gone, a request timed out) ...
+    let [ten, twenty, thirty] = line.try_into().unwrap();
+    twenty.abort();
+    assert!(twenty.await.unwrap_err().is_cancelled());
+    blocker.rollback().await.unwrap();
+
+    // ... then the others are applied, and its command is not.
+    first.await.unwrap().unwrap();
+    ten.await.unwrap().unwrap();
+    thirty.await.unwrap().unwrap();
+    let added: Vec<Value> =
+        read_stream(&pool, tally, 0).await.unwrap().into_iter().skip(1).map(|event| event.data["n"].clone()).collect();
+    assert_eq!(added, [json!(1), json!(10), json!(30)]);
 }

@@ -169,11 +169,15 @@ pub(crate) async fn append_and_record_each(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let at = |version: i64| rows.iter().find(|(stream_version, ..)| *stream_version == version);
+    // Every event was inserted (the statement inserts all or none), so each command's last
+    // event has its row.
+    let at = |version: i64| {
+        *rows.iter().find(|(stream_version, ..)| *stream_version == version).expect("each appended event has a row")
+    };
     Ok(last_events
         .iter()
-        .filter_map(|&through| at(expected_version + through))
-        .map(|&(version, transaction_id, global_position)| Appended {
+        .map(|&through| at(expected_version + through))
+        .map(|(version, transaction_id, global_position)| Appended {
             version,
             position: Position { transaction_id, global_position },
         })
