@@ -29,9 +29,10 @@ use tracing::Instrument;
 
 use crate::aggregate::{self, Aggregate, LATEST, LoadError, snapshot_due};
 use crate::command_queue::{CommandQueues, Joined, TooBusy};
+use crate::group_commit::GroupCommit;
 use crate::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
 use crate::store::{
-    AppendAndRecordError, AppendError, CommandRecord, WRITER_TIMEOUTS, append_and_record, append_and_record_each,
+    AppendAndRecordError, AppendError, CommandRecord, GroupedCommand, StreamGroup, WRITER_TIMEOUTS, append_and_record,
     begin_with_stream_lock,
 };
 use crate::warm_streams::{WarmState, WarmStreams};
@@ -148,6 +149,7 @@ pub struct CommandHandler<A: Aggregate> {
     appends: AppendNotifier,
     options: WriteOptions,
     queues: Arc<CommandQueues<Waiting<A>>>,
+    group_commit: Arc<GroupCommit>,
     warm: Arc<WarmStreams<A::State>>,
 }
 
@@ -192,6 +194,7 @@ impl<A: Aggregate> Clone for CommandHandler<A> {
             appends: self.appends.clone(),
             options: self.options,
             queues: self.queues.clone(),
+            group_commit: self.group_commit.clone(),
             warm: self.warm.clone(),
         }
     }
@@ -200,7 +203,9 @@ impl<A: Aggregate> Clone for CommandHandler<A> {
 impl<A: Aggregate> CommandHandler<A> {
     pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
         let warm = Arc::new(WarmStreams::new(options.warm_streams));
-        CommandHandler { pool, appends, options, queues: Arc::new(CommandQueues::new()), warm }
+        let group_commit =
+            Arc::new(GroupCommit::new(pool.clone(), A::STREAM_TYPE, ACCEPTED_VERSION, ACCEPTED_POSITION));
+        CommandHandler { pool, appends, options, queues: Arc::new(CommandQueues::new()), group_commit, warm }
     }
 
     /// Handles a command: take the stream's state from the warm streams or load it, decide,
@@ -333,37 +338,25 @@ impl<A: Aggregate> CommandHandler<A> {
             self.warm.put(stream, WarmState { version, last_event_id, state });
             return;
         }
-        let records: Vec<CommandRecord<'_>> = waiting
+        let commands = waiting
             .iter()
-            .zip(&outcomes)
-            .map(|(next, (_, outcome))| CommandRecord {
+            .zip(outcomes)
+            .map(|(next, (through, outcome))| GroupedCommand {
                 command_id: next.command.envelope.command_id,
-                request: &next.command.request,
+                request: next.command.request.clone(),
                 outcome,
-                version_at: ACCEPTED_VERSION,
-                position_at: ACCEPTED_POSITION,
+                through,
             })
             .collect();
-        let commands: Vec<(usize, &CommandRecord<'_>)> =
-            outcomes.iter().map(|(through, _)| *through).zip(&records).collect();
-        let expected = (expected_version, last_event_id);
-        let appended = match self.pool.acquire().await {
-            Ok(mut conn) => {
-                append_and_record_each(&mut conn, A::STREAM_TYPE, stream, expected, &events, &commands).await
-            }
-            Err(error) => Err(error),
-        };
-        // Moved on, a command id recorded before, or the database failing: the stream stays
-        // cold and each command takes the long way, where it is told apart.
-        let Ok(appended) = appended else {
+        let last_event_id_after = events.last().map(|event| event.event_id);
+        let group = StreamGroup { stream_id: stream, expected: (expected_version, last_event_id), events, commands };
+        // Not written (moved on, a command id recorded before, the database failing): the
+        // stream stays cold and each command takes the long way, where it is told apart.
+        let Some(appended) = self.group_commit.append(group).await else {
             return;
         };
-        if appended.is_empty() {
-            return;
-        }
         self.appends.committed();
-        let last_event_id = events.last().map(|event| event.event_id);
-        self.warm.put(stream, WarmState { version, last_event_id, state });
+        self.warm.put(stream, WarmState { version, last_event_id: last_event_id_after, state });
         for appended in appended {
             let next = waiting.pop_front().expect("one waiting command per appended command");
             let accepted = Accepted { stream_id: stream, version: appended.version, position: appended.position };

@@ -5,6 +5,7 @@
 //! - [`commands`]: the command loop for any aggregate: a queue per stream, stream lock,
 //!   idempotency, decide, append, retry, snapshot.
 //! - [`command_queue`]: the commands waiting for a stream in this process, taken by one worker.
+//! - [`group_commit`]: the groups of commands several streams' workers decided, in one commit.
 //! - [`store`]: append events to a stream at an expected version (optimistic concurrency), read
 //!   a stream back, and read the global log in a gap-safe order.
 //! - [`projection`]: run a named projection over the global log, applying each batch and
@@ -39,6 +40,8 @@ pub mod command_queue;
 pub mod commands;
 #[cfg(feature = "postgres")]
 pub mod event;
+#[cfg(feature = "postgres")]
+pub mod group_commit;
 #[cfg(feature = "postgres")]
 pub mod guard;
 #[cfg(feature = "postgres")]

@@ -290,3 +290,133 @@ async fn a_command_is_recorded_once(pool: PgPool) {
     let found = find_processed(&pool, command).await.unwrap().unwrap();
     assert_eq!(found.outcome, json!("ok"));
 }
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_written_is_left_out(pool: PgPool) {
+    use eventstore::store::{GroupedCommand, StreamGroup, append_streams_and_record};
+    // Given four streams at version 1, and a command recorded before.
+    let [ready, moved_on, retried, also_ready] = [(); 4].map(|_| Uuid::new_v4());
+    let mut first_events = Vec::new();
+    for stream in [ready, moved_on, retried, also_ready] {
+        let first = event(0);
+        first_events.push(first.event_id);
+        append_now(&pool, stream, 0, std::slice::from_ref(&first)).await.unwrap();
+    }
+    let recorded_before = Uuid::new_v4();
+    let mut conn = pool.acquire().await.unwrap();
+    eventstore::processed_commands::record_processed(&mut conn, recorded_before, &json!({}), &json!({})).await.unwrap();
+    let outcome = json!({"accepted": {"version": 0, "position": "0:0"}});
+    let command =
+        |command_id, through| GroupedCommand { command_id, request: json!({}), outcome: outcome.clone(), through };
+    let group = |stream, expected, events: Vec<NewEvent>, commands| StreamGroup {
+        stream_id: stream,
+        expected,
+        events,
+        commands,
+    };
+    let (one, two, three) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+
+    // When four groups go in one statement: one of two commands (three events), one decided on
+    // an event the stream no longer ends with, one with the recorded command, one of one command.
+    let groups = [
+        group(
+            ready,
+            (1, Some(first_events[0])),
+            vec![event(1), event(2), event(3)],
+            vec![command(one, 1), command(two, 3)],
+        ),
+        group(moved_on, (1, Some(Uuid::new_v4())), vec![event(1)], vec![command(Uuid::new_v4(), 1)]),
+        group(retried, (1, None), vec![event(1)], vec![command(recorded_before, 1)]),
+        group(also_ready, (1, None), vec![event(1)], vec![command(three, 1)]),
+    ];
+    let written =
+        append_streams_and_record(&mut conn, "counter", &["accepted", "version"], &["accepted", "position"], &groups)
+            .await
+            .unwrap();
+
+    // Then the two that could be written were, in one transaction, each command answered with
+    // its own last event; the other two wrote nothing.
+    let written: [Option<Vec<eventstore::Appended>>; 4] = written.try_into().unwrap();
+    let [Some(ready_answers), None, None, Some(also_ready_answers)] = written else {
+        panic!("the groups that could be written are not the ones written");
+    };
+    assert_eq!(ready_answers.iter().map(|appended| appended.version).collect::<Vec<_>>(), [2, 4]);
+    assert_eq!(also_ready_answers[0].version, 2);
+    let transaction = ready_answers[0].position.transaction_id;
+    assert!(
+        ready_answers.iter().chain(&also_ready_answers).all(|appended| appended.position.transaction_id == transaction)
+    );
+    let pool = &pool;
+    let versions = |stream| async move {
+        read_stream(pool, stream, 0).await.unwrap().iter().map(|event| event.stream_version).collect::<Vec<_>>()
+    };
+    assert_eq!(versions(ready).await, [1, 2, 3, 4]);
+    assert_eq!(versions(moved_on).await, [1]);
+    assert_eq!(versions(retried).await, [1]);
+    assert_eq!(versions(also_ready).await, [1, 2]);
+    // Each command's outcome holds its own version and position.
+    for (command_id, appended) in [(one, ready_answers[0]), (two, ready_answers[1]), (three, also_ready_answers[0])] {
+        let stored: serde_json::Value =
+            sqlx::query_scalar("SELECT outcome FROM processed_commands WHERE command_id = $1")
+                .bind(command_id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored,
+            json!({"accepted": {"version": appended.version, "position": appended.position.to_string()}})
+        );
+    }
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_out(pool: PgPool) {
+    use eventstore::group_commit::GroupCommit;
+    use eventstore::store::{GroupedCommand, StreamGroup};
+    // Given two streams at version 1, and another writer's uncommitted append to the first.
+    let (contended, free) = (Uuid::new_v4(), Uuid::new_v4());
+    for stream in [contended, free] {
+        append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
+    }
+    let mut writer = pool.begin().await.unwrap();
+    append(&mut writer, "counter", contended, 1, &[event(1)]).await.unwrap();
+    // A pool of one connection, held for now, so that both groups wait for one statement.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let held = one.acquire().await.unwrap();
+    let commit = std::sync::Arc::new(GroupCommit::new(one.clone(), "counter", &["version"], &["position"]));
+    let group = |stream| StreamGroup {
+        stream_id: stream,
+        expected: (1, None),
+        events: vec![event(1)],
+        commands: vec![GroupedCommand {
+            command_id: Uuid::new_v4(),
+            request: json!({}),
+            outcome: json!({"version": 0, "position": "0:0"}),
+            through: 1,
+        }],
+    };
+
+    // When both streams' groups go in one statement, which waits for the other writer ...
+    let answers = [contended, free].map(|stream| {
+        let (commit, group) = (commit.clone(), group(stream));
+        tokio::spawn(async move { commit.append(group).await })
+    });
+    eventually("both groups waiting", PATIENCE, || async { when(commit.waiting(), |&waiting| waiting == 2) }).await;
+    drop(held);
+    someone_waits_for_a_lock(&pool).await;
+    // ... and the other writer commits.
+    writer.commit().await.unwrap();
+
+    // Then the free stream's group is written and the contended one's is left out, not lost
+    // with it.
+    let [contended_answer, free_answer] = answers;
+    let answers = [contended_answer.await.unwrap(), free_answer.await.unwrap()];
+    assert!(answers[0].is_none(), "the contended stream moved on: {:?}", answers[0]);
+    assert_eq!(answers[1].as_ref().map(|appended| appended[0].version), Some(2));
+    assert_eq!(read_stream(&pool, free, 0).await.unwrap().len(), 2);
+    assert_eq!(read_stream(&pool, contended, 0).await.unwrap().len(), 2, "the other writer's event only");
+}

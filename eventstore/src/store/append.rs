@@ -112,99 +112,45 @@ pub async fn append_and_record(
     command: &CommandRecord<'_>,
 ) -> Result<Appended, AppendAndRecordError> {
     let conflict = || AppendError::Conflict { stream_id, expected_version };
-    let expected = (expected_version, expected_last_event);
-    let appended = append_and_record_each(conn, stream_type, stream_id, expected, events, &[(events.len(), command)])
-        .await
-        .map_err(|error| match constraint(&error) {
-            Some(EVENTS_UNIQUE) => AppendAndRecordError::Append(conflict()),
-            Some(PROCESSED_COMMANDS_KEY) => AppendAndRecordError::AlreadyRecorded(command.command_id),
-            _ => AppendAndRecordError::Append(AppendError::Database(error)),
-        })?;
-    appended.into_iter().next().ok_or_else(|| conflict().into())
-}
-
-/// Several commands' events appended to one stream, each command recorded with the version and
-/// position of its own last event, in one statement: the commands queued for a hot stream
-/// share one commit. `commands` pairs each record with how many of `events` it has appended
-/// by its end (in order; the last pairs with all of them).
-///
-/// Returns each command's [`Appended`], in order; none when the stream is not at `expected`
-/// (a version and, if given, the id of the event there, as for [`append_and_record`]).
-///
-/// # Errors
-///
-/// The statement's: a conflict on `events_stream_version_unique` (another writer appended
-/// meanwhile) or on `processed_commands_pkey` (one of the command ids was recorded before)
-/// fails it whole, and nothing is written.
-pub(crate) async fn append_and_record_each(
-    conn: &mut PgConnection,
-    stream_type: &str,
-    stream_id: Uuid,
-    (expected_version, expected_last_event): (i64, Option<Uuid>),
-    events: &[NewEvent],
-    commands: &[(usize, &CommandRecord<'_>)],
-) -> Result<Vec<Appended>, sqlx::Error> {
-    let first = commands.first().expect("a statement records at least one command").1;
-    assert!(
-        commands
-            .iter()
-            .all(|(_, record)| record.version_at == first.version_at && record.position_at == first.position_at),
-        "the commands of one statement are of one aggregate, whose outcomes look alike"
-    );
-    let command_ids: Vec<Uuid> = commands.iter().map(|(_, record)| record.command_id).collect();
-    let requests: Vec<&serde_json::Value> = commands.iter().map(|(_, record)| record.request).collect();
-    let outcomes: Vec<&serde_json::Value> = commands.iter().map(|(_, record)| record.outcome).collect();
-    let last_events: Vec<i64> = commands.iter().map(|&(through, _)| through as i64).collect();
     let insert = sqlx::query_as(APPEND_AND_RECORD.as_str());
-    let rows: Vec<(i64, i64, i64)> =
+    let row: Option<(i64, i64, i64)> =
         bind_events(insert, stream_type, stream_id, expected_version, expected_last_event, events)
-            .bind(command_ids)
-            .bind(requests)
-            .bind(outcomes)
-            .bind(first.version_at)
-            .bind(first.position_at)
-            .bind(&last_events)
-            .fetch_all(&mut *conn)
-            .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Every event was inserted (the statement inserts all or none), so each command's last
-    // event has its row.
-    let at = |version: i64| {
-        *rows.iter().find(|(stream_version, ..)| *stream_version == version).expect("each appended event has a row")
-    };
-    Ok(last_events
-        .iter()
-        .map(|&through| at(expected_version + through))
-        .map(|(version, transaction_id, global_position)| Appended {
-            version,
-            position: Position { transaction_id, global_position },
-        })
-        .collect())
+            .bind(command.command_id)
+            .bind(command.request)
+            .bind(command.outcome)
+            .bind(command.version_at)
+            .bind(command.position_at)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|error| match constraint(&error) {
+                Some(EVENTS_UNIQUE) => AppendAndRecordError::Append(conflict()),
+                Some(PROCESSED_COMMANDS_KEY) => AppendAndRecordError::AlreadyRecorded(command.command_id),
+                _ => AppendAndRecordError::Append(AppendError::Database(error)),
+            })?;
+    let (version, transaction_id, global_position) = row.ok_or_else(conflict)?;
+    Ok(Appended { version, position: Position { transaction_id, global_position } })
 }
 
-/// [`INSERT_EVENTS`], then each command's record ($10..$12, one element each) from the row of
-/// its last event ($15: that event's ordinal). Data-modifying CTEs run exactly once, whether or
-/// not the outer query reads them; a command is recorded only if the events were appended (its
-/// event has a row). Made once: it is sent with every command on a warm stream.
+/// [`INSERT_EVENTS`], then the command's record ($10..$14) from its last row. Data-modifying
+/// CTEs run exactly once, whether or not the outer query reads them; the command is recorded
+/// only if the events were appended (`last` has a row). Made once: it is sent with every
+/// command on a warm stream.
 static APPEND_AND_RECORD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH appended AS ({INSERT_EVENTS}),
+              last AS (SELECT * FROM appended ORDER BY stream_version DESC LIMIT 1),
               recorded AS (
                   INSERT INTO processed_commands (command_id, request, outcome)
-                  SELECT c.command_id, c.request,
-                         jsonb_set(jsonb_set(c.outcome, $13, to_jsonb(a.stream_version)),
-                                   $14, to_jsonb(a.transaction_id::text || ':' || a.global_position::text))
-                  FROM UNNEST($10::uuid[], $11::jsonb[], $12::jsonb[], $15::bigint[])
-                       AS c(command_id, request, outcome, last_event)
-                  JOIN appended a ON a.stream_version = $2 + c.last_event
+                  SELECT $10, $11,
+                         jsonb_set(jsonb_set($12, $13, to_jsonb(last.stream_version)),
+                                   $14, to_jsonb(last.transaction_id::text || ':' || last.global_position::text))
+                  FROM last
                   RETURNING command_id)
-         SELECT stream_version, transaction_id, global_position FROM appended ORDER BY stream_version"
+         SELECT stream_version, transaction_id, global_position FROM last"
     )
 });
 
-const EVENTS_UNIQUE: &str = "events_stream_version_unique";
+pub(crate) const EVENTS_UNIQUE: &str = "events_stream_version_unique";
 pub(crate) const PROCESSED_COMMANDS_KEY: &str = "processed_commands_pkey";
 
 /// The constraint a statement broke, if that is why it failed.

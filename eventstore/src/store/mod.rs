@@ -2,6 +2,7 @@
 //! whole log in order (`log`).
 
 mod append;
+mod append_streams;
 mod log;
 mod streams;
 
@@ -9,7 +10,8 @@ pub use append::{
     AppendAndRecordError, AppendError, Appended, CommandRecord, WRITER_TIMEOUTS, append, append_and_record,
     begin_with_stream_lock, stream_lock_key,
 };
-pub(crate) use append::{PROCESSED_COMMANDS_KEY, append_and_record_each, constraint};
+pub(crate) use append::{EVENTS_UNIQUE, PROCESSED_COMMANDS_KEY, constraint};
+pub use append_streams::{GroupedCommand, StreamGroup, append_streams_and_record};
 pub use log::{ChangedStream, LogBatch, changed_streams, head, read_all_after, read_batch, read_partition_batch};
 pub use streams::{
     latest_version, read_stream, read_stream_from_snapshot, read_stream_until, stream_times, version_before,
