@@ -203,8 +203,7 @@ impl<A: Aggregate> Clone for CommandHandler<A> {
 impl<A: Aggregate> CommandHandler<A> {
     pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
         let warm = Arc::new(WarmStreams::new(options.warm_streams));
-        let group_commit =
-            Arc::new(GroupCommit::new(pool.clone(), A::STREAM_TYPE, ACCEPTED_VERSION, ACCEPTED_POSITION));
+        let group_commit = Arc::new(GroupCommit::new(&pool, A::STREAM_TYPE, ACCEPTED_VERSION, ACCEPTED_POSITION));
         CommandHandler { pool, appends, options, queues: Arc::new(CommandQueues::new()), group_commit, warm }
     }
 

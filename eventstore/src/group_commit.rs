@@ -7,8 +7,10 @@
 //! meanwhile, and keeps sending what arrives until nothing waits; the others wait for their
 //! answer. A group that cannot be written as decided is left out without failing the others.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::oneshot;
 
@@ -19,6 +21,7 @@ use crate::store::{EVENTS_UNIQUE, PROCESSED_COMMANDS_KEY, StreamGroup, append_st
 const MOST_EVENTS: usize = 1024;
 
 pub struct GroupCommit {
+    /// Where statements go: one connection, with a bounded lock wait (see [`GroupCommit::new`]).
     pool: PgPool,
     stream_type: &'static str,
     version_at: &'static [&'static str],
@@ -35,8 +38,27 @@ struct Pending {
 
 impl GroupCommit {
     /// For one aggregate's streams: their type, and where in an accepted outcome the version
-    /// and the position go (see [`crate::CommandRecord`]).
+    /// and the position go (see [`crate::CommandRecord`]). Statements go one at a time, on a
+    /// connection of their own, on which a lock waits at most as long as a writer's
+    /// transaction does ([`crate::store::WRITER_TIMEOUTS`]): another session's row that one
+    /// stream's group waits for must not hold every stream's for longer.
     pub fn new(
+        pool: &PgPool,
+        stream_type: &'static str,
+        version_at: &'static [&'static str],
+        position_at: &'static [&'static str],
+    ) -> GroupCommit {
+        let options = pool.connect_options().as_ref().clone().options([("lock_timeout", "3s")]);
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        GroupCommit::on(own, stream_type, version_at, position_at)
+    }
+
+    /// As [`GroupCommit::new`], on the connections of `pool` as they are (a test's pool of one
+    /// connection, held to gather groups).
+    pub fn on(
         pool: PgPool,
         stream_type: &'static str,
         version_at: &'static [&'static str],
@@ -140,17 +162,7 @@ impl Sending {
                     self.done = true;
                     return;
                 }
-                let mut events = 0;
-                let count = pending
-                    .groups
-                    .iter()
-                    .take_while(|(group, _)| {
-                        events += group.events.len();
-                        events <= MOST_EVENTS
-                    })
-                    .count()
-                    .max(1);
-                pending.groups.drain(..count).collect::<Vec<_>>()
+                next_batch(&mut pending.groups)
             };
             let (groups, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let written = match conn {
@@ -172,4 +184,32 @@ impl Sending {
             }
         }
     }
+}
+
+/// The groups of the next statement, taken from the front of `waiting`: at most
+/// [`MOST_EVENTS`] events (one group at least), and no stream and no command id twice — a
+/// command sent to two streams at once (a client's doing) would fail the statement for all the
+/// others on the command's key. What does not go waits, in order, for the next. Sorted by
+/// stream: two instances' statements then wait for each other's rows in the same order, never
+/// in a circle.
+fn next_batch<T>(waiting: &mut Vec<(StreamGroup, T)>) -> Vec<(StreamGroup, T)> {
+    let (mut streams, mut command_ids, mut events) = (HashSet::new(), HashSet::new(), 0);
+    let mut batch = Vec::new();
+    let mut later = Vec::new();
+    for (group, answer) in waiting.drain(..) {
+        let fits = batch.is_empty() || events + group.events.len() <= MOST_EVENTS;
+        let repeats = streams.contains(&group.stream_id)
+            || group.commands.iter().any(|command| command_ids.contains(&command.command_id));
+        if !fits || repeats {
+            later.push((group, answer));
+            continue;
+        }
+        streams.insert(group.stream_id);
+        command_ids.extend(group.commands.iter().map(|command| command.command_id));
+        events += group.events.len();
+        batch.push((group, answer));
+    }
+    *waiting = later;
+    batch.sort_by_key(|(group, _)| group.stream_id);
+    batch
 }

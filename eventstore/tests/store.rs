@@ -372,7 +372,6 @@ async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_wri
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_out(pool: PgPool) {
     use eventstore::group_commit::GroupCommit;
-    use eventstore::store::{GroupedCommand, StreamGroup};
     // Given two streams at version 1, and another writer's uncommitted append to the first.
     let (contended, free) = (Uuid::new_v4(), Uuid::new_v4());
     for stream in [contended, free] {
@@ -387,22 +386,10 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
         .await
         .unwrap();
     let held = one.acquire().await.unwrap();
-    let commit = std::sync::Arc::new(GroupCommit::new(one.clone(), "counter", &["version"], &["position"]));
-    let group = |stream| StreamGroup {
-        stream_id: stream,
-        expected: (1, None),
-        events: vec![event(1)],
-        commands: vec![GroupedCommand {
-            command_id: Uuid::new_v4(),
-            request: json!({}),
-            outcome: json!({"version": 0, "position": "0:0"}),
-            through: 1,
-        }],
-    };
-
+    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
     // When both streams' groups go in one statement, which waits for the other writer ...
     let answers = [contended, free].map(|stream| {
-        let (commit, group) = (commit.clone(), group(stream));
+        let (commit, group) = (commit.clone(), group_of_one(stream, Uuid::new_v4()));
         tokio::spawn(async move { commit.append(group).await })
     });
     eventually("both groups waiting", PATIENCE, || async { when(commit.waiting(), |&waiting| waiting == 2) }).await;
@@ -419,4 +406,81 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
     assert_eq!(answers[1].as_ref().map(|appended| appended[0].version), Some(2));
     assert_eq!(read_stream(&pool, free, 0).await.unwrap().len(), 2);
     assert_eq!(read_stream(&pool, contended, 0).await.unwrap().len(), 2, "the other writer's event only");
+}
+
+fn group_of_one(stream: Uuid, command_id: Uuid) -> eventstore::store::StreamGroup {
+    eventstore::store::StreamGroup {
+        stream_id: stream,
+        expected: (1, None),
+        events: vec![event(1)],
+        commands: vec![eventstore::store::GroupedCommand {
+            command_id,
+            request: json!({}),
+            outcome: json!({"version": 0, "position": "0:0"}),
+            through: 1,
+        }],
+    }
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_command_sent_to_two_streams_at_once_does_not_fail_the_others_groups(pool: PgPool) {
+    use eventstore::group_commit::GroupCommit;
+    // Given three streams at version 1, and groups gathered for one statement: the same
+    // command id in the first two, another in the third.
+    let [first, second, third] = [(); 3].map(|_| Uuid::new_v4());
+    for stream in [first, second, third] {
+        append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
+    }
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let held = one.acquire().await.unwrap();
+    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
+    let (twice, once) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut answers = Vec::new();
+    for (stream, command_id) in [(first, twice), (second, twice), (third, once)] {
+        let sender = commit.clone();
+        answers.push(tokio::spawn(async move { sender.append(group_of_one(stream, command_id)).await }));
+        let sent = answers.len();
+        eventually("the group waiting", PATIENCE, || async { when(commit.waiting(), |&waiting| waiting == sent) })
+            .await;
+    }
+
+    // When they are sent.
+    drop(held);
+    let mut written = Vec::new();
+    for answer in answers {
+        written.push(answer.await.unwrap());
+    }
+
+    // Then the first and the third are written, in one transaction, and the repeated command
+    // is left out of the next statement as recorded: applied once.
+    let [Some(first_answer), None, Some(third_answer)] = <[_; 3]>::try_from(written).unwrap() else {
+        panic!("the command sent twice was not applied exactly once, or failed the others");
+    };
+    assert_eq!(first_answer[0].position.transaction_id, third_answer[0].position.transaction_id);
+    assert_eq!(read_stream(&pool, second, 0).await.unwrap().len(), 1);
+}
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_group_commit_waits_for_another_sessions_row_no_longer_than_a_writer_does(pool: PgPool) {
+    use eventstore::group_commit::GroupCommit;
+    // Given a stream whose next version another session has inserted and holds uncommitted
+    // (no writer of the store's: it would be ended after 3 s idle in its transaction).
+    let stream = Uuid::new_v4();
+    append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    append(&mut other, "counter", stream, 1, &[event(1)]).await.unwrap();
+
+    // When a group of that stream is sent, with the writers' connection settings ...
+    let commit = std::sync::Arc::new(GroupCommit::new(&pool, "counter", &["version"], &["position"]));
+    let written = commit.append(group_of_one(stream, Uuid::new_v4())).await;
+
+    // ... then its statement gives up waiting while the other session still holds the row,
+    // and nothing of the group is written.
+    assert!(written.is_none());
+    other.rollback().await.unwrap();
+    assert_eq!(read_stream(&pool, stream, 0).await.unwrap().len(), 1);
 }

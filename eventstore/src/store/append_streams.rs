@@ -35,6 +35,10 @@ pub struct GroupedCommand {
 /// (another writer moved it on), or one of its command ids was recorded before (a retry).
 /// Leaving a group out does not fail the others.
 ///
+/// # Panics
+///
+/// If two groups are of one stream: the second would be decided on a state without the first.
+///
 /// # Errors
 ///
 /// The statement's. A concurrent writer's uncommitted append to one of the streams makes the
@@ -48,6 +52,8 @@ pub async fn append_streams_and_record(
     position_at: &[&str],
     groups: &[StreamGroup],
 ) -> Result<Vec<Option<Vec<Appended>>>, sqlx::Error> {
+    let distinct: std::collections::HashSet<Uuid> = groups.iter().map(|group| group.stream_id).collect();
+    assert_eq!(distinct.len(), groups.len(), "one group per stream in a statement");
     let events =
         groups.iter().flat_map(|group| group.events.iter().enumerate().map(move |(at, event)| (group, at, event)));
     let mut streams = Vec::new();
@@ -144,7 +150,7 @@ const APPEND_STREAMS_AND_RECORD: &str =
      recorded_before AS MATERIALIZED (
          SELECT DISTINCT c.stream_id FROM commands c JOIN processed_commands p USING (command_id)),
      ready AS (
-         SELECT s.stream_id
+         SELECT s.stream_id, s.expected_version
          FROM (SELECT DISTINCT stream_id, expected_version, expected_last FROM given) s
          WHERE (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = s.stream_id) = s.expected_version
            AND (s.expected_last IS NULL
@@ -155,7 +161,7 @@ const APPEND_STREAMS_AND_RECORD: &str =
      appended AS (
          INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version, data, metadata)
          SELECT e.event_id, $10, e.stream_id, e.expected_version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
-         FROM given e JOIN ready USING (stream_id)
+         FROM given e JOIN ready USING (stream_id, expected_version)
          ORDER BY e.n
          RETURNING stream_id, stream_version, transaction_id::text::bigint AS transaction_id, global_position),
      recorded AS (
@@ -164,5 +170,6 @@ const APPEND_STREAMS_AND_RECORD: &str =
                 jsonb_set(jsonb_set(c.outcome, $16, to_jsonb(a.stream_version)),
                           $17, to_jsonb(a.transaction_id::text || ':' || a.global_position::text))
          FROM commands c JOIN appended a ON a.stream_id = c.stream_id AND a.stream_version = c.last_version
+         ORDER BY c.command_id
          RETURNING command_id)
      SELECT stream_id, stream_version, transaction_id, global_position FROM appended";
