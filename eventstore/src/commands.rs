@@ -1,8 +1,9 @@
 //! The command loop, for any [`Aggregate`]: join the stream's queue in this process, where one
 //! worker per stream takes the commands in turn. On a warm stream (one whose state this process
 //! kept after its last command), the worker decides every waiting command in order on that
-//! state and appends their events with their records in one statement, its own transaction: one
-//! round trip and one commit for all of them. Otherwise, or when that append finds the stream
+//! state, and the group's events and records are appended in one statement, its own
+//! transaction, shared with the groups other streams' workers have ready at the same time
+//! ([`crate::group_commit`]): one round trip and one commit for all of them. Otherwise, or when that append finds the stream
 //! moved on (another process wrote it), or for a refusal: lock the stream, answer a retried
 //! command from its remembered outcome, load from the latest snapshot, decide, append and
 //! remember in one statement, snapshot when due — once per command, however often it is sent —
@@ -298,7 +299,7 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// On a warm stream, the commands at the front of `waiting` that the kept state accepts,
-    /// appended together with their records in one statement, and answered. Those it leaves
+    /// appended together with their records (and with other streams' groups), and answered. Those it leaves
     /// (the first refusal or snapshot due, and all if the append found the stream moved on)
     /// are the caller's to handle one by one.
     async fn on_warm_stream_together(&self, stream: Uuid, waiting: &mut VecDeque<Waiting<A>>) {

@@ -44,8 +44,11 @@ pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<(String, P
 pub async fn behind_the_log(executor: impl PgExecutor<'_>, names: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT p.name FROM unnest($1::text[]) p (name), LATERAL projection_checkpoint(p.name) c
-         WHERE EXISTS (SELECT 1 FROM events e
-                       WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position))",
+         -- The first event after the checkpoint in index order, not EXISTS, which scans the
+         -- whole log (see runner::has_events_after).
+         WHERE (SELECT e.global_position FROM events e
+                WHERE (e.transaction_id, e.global_position) > (c.transaction_id::text::xid8, c.global_position)
+                ORDER BY e.transaction_id, e.global_position LIMIT 1) IS NOT NULL",
     )
     .bind(names)
     .fetch_all(executor)

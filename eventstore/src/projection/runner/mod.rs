@@ -344,9 +344,16 @@ fn poison(event: &RecordedEvent, error: ApplyError) -> ProjectionError {
 }
 
 /// Whether any event, visible or held back, follows `position`.
+///
+/// The first event after it, in index order, rather than `EXISTS`: Postgres guesses that a
+/// third of the rows pass a row comparison, so for `EXISTS` it scanned the table from its
+/// start — the whole log, every time a caught-up projection looked (10–30 ms at 80,000 events,
+/// against 0.1 ms), which made this the busiest query of a loaded server.
 pub(super) async fn has_events_after(conn: impl sqlx::PgExecutor<'_>, position: Position) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
+        "SELECT (SELECT global_position FROM events
+                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                 ORDER BY transaction_id, global_position LIMIT 1) IS NOT NULL",
     )
     .bind(position.transaction_id.to_string())
     .bind(position.global_position)
