@@ -13,6 +13,9 @@ use sqlx::PgPool;
 use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
+mod common;
+use common::someone_waits_for_a_lock;
+
 /// A tally that must be opened before it counts, and never passes its limit.
 struct Tally;
 
@@ -134,19 +137,25 @@ fn sent_as(command_id: Uuid, stream_id: Uuid, command: TallyCommand) -> CommandE
     }
 }
 
-/// Returns once a session of the test's database waits for a lock (another than the caller's).
-async fn waiting_in_postgres(pool: &PgPool) {
-    eventually("a command waiting for the blocker", PATIENCE, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        when(waiting, |&waiting| waiting > 0)
-    })
-    .await;
+/// An open, warm tally whose next version another writer holds uncommitted, and a first
+/// command (`Add(1)`) sent to it, waiting in Postgres for that writer: the commands sent next
+/// wait in line behind it.
+async fn held_by_another_writer(
+    pool: &PgPool,
+    tallies: &CommandHandler<Tally>,
+) -> (Uuid, sqlx::Transaction<'static, sqlx::Postgres>, tokio::task::JoinHandle<Result<eventstore::Accepted, TallyError>>)
+{
+    let tally = Uuid::new_v4();
+    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
+    let mut blocker = eventstore::begin_with_stream_lock(pool, tally).await.unwrap();
+    let blocked = Tally::encode(&TallyEvent::Added(500), &json!({}));
+    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[blocked]).await.unwrap();
+    let first = {
+        let tallies = tallies.clone();
+        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
+    };
+    someone_waits_for_a_lock(pool).await;
+    (tally, blocker, first)
 }
 
 async fn load(pool: &PgPool, tally: Uuid) -> eventstore::Loaded<Tally> {
@@ -251,21 +260,11 @@ async fn snapshots_are_taken_at_the_interval_and_loading_from_them_equals_the_wh
 async fn a_stream_whose_turns_are_taken_too_long_is_refused_as_busy(pool: PgPool) {
     let options = WriteOptions { turn_patience: Duration::from_millis(50), ..WriteOptions::default() };
     let tallies = handler(&pool, options);
-    let tally = Uuid::new_v4();
-    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
     // Another writer's transaction has appended the stream's next event and not yet committed:
     // the first command's append waits on it (holding the turn) whichever path it takes — the
     // warm one meets the uncommitted row in the unique index, the locked one the stream lock
-    // taken here too — and the second runs out of patience in line and writes nothing.
-    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
-    let next = Tally::encode(&TallyEvent::Added(5), &json!({}));
-    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[next]).await.unwrap();
-    let first = {
-        let tallies = tallies.clone();
-        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
-    };
-    // The first has the turn once it waits in Postgres.
-    waiting_in_postgres(&pool).await;
+    // taken there too — and the second runs out of patience in line and writes nothing.
+    let (tally, blocker, first) = held_by_another_writer(&pool, &tallies).await;
     let second = tallies.handle(envelope(tally, TallyCommand::Add(1))).await;
     assert!(matches!(second, Err(TallyError::Busy(_))), "{second:?}");
     blocker.rollback().await.unwrap();
@@ -306,16 +305,7 @@ async fn a_lock_wait_that_runs_out_leaves_the_connection_fit_for_the_next_user(p
 async fn commands_waiting_for_a_stream_share_one_commit_each_with_its_own_outcome(pool: PgPool) {
     // Given a warm tally whose next append waits on another writer's uncommitted event ...
     let tallies = handler(&pool, WriteOptions::default());
-    let tally = Uuid::new_v4();
-    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
-    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
-    let blocked = Tally::encode(&TallyEvent::Added(500), &json!({}));
-    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[blocked]).await.unwrap();
-    let first = {
-        let tallies = tallies.clone();
-        tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(1))).await })
-    };
-    waiting_in_postgres(&pool).await;
+    let (tally, blocker, first) = held_by_another_writer(&pool, &tallies).await;
     // ... and, queued behind it in this order: two additions (the second two events), the
     // first of them again (a retry sent at once), one that would pass the limit, and one more.
     let (ten, twenty, too_much, thirty) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -386,17 +376,11 @@ async fn a_command_whose_caller_left_while_it_waited_in_line_writes_nothing(pool
     // Given a tally whose next append waits on another writer's uncommitted event, and three
     // commands in line behind the one waiting.
     let tallies = handler(&pool, WriteOptions::default());
-    let tally = Uuid::new_v4();
-    tallies.handle(envelope(tally, TallyCommand::Open)).await.unwrap();
-    let mut blocker = eventstore::begin_with_stream_lock(&pool, tally).await.unwrap();
-    let blocked = Tally::encode(&TallyEvent::Added(500), &json!({}));
-    eventstore::append(&mut blocker, Tally::STREAM_TYPE, tally, 1, &[blocked]).await.unwrap();
+    let (tally, blocker, first) = held_by_another_writer(&pool, &tallies).await;
     let send = |n| {
         let tallies = tallies.clone();
         tokio::spawn(async move { tallies.handle(envelope(tally, TallyCommand::Add(n))).await })
     };
-    let first = send(1);
-    waiting_in_postgres(&pool).await;
     let mut line = Vec::new();
     for n in [10, 20, 30] {
         line.push(send(n));

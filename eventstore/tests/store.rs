@@ -6,6 +6,9 @@ use sqlx::PgPool;
 use testkit::{PATIENCE, eventually, when};
 use uuid::Uuid;
 
+mod common;
+use common::someone_waits_for_a_lock;
+
 fn event(n: i64) -> NewEvent {
     NewEvent {
         event_id: Uuid::new_v4(),
@@ -33,21 +36,6 @@ async fn read_all_eventually(pool: &PgPool, after: Position, limit: i64, expecte
         when(read_all_after(pool, after, limit).await.unwrap(), |events| events.len() >= expected)
     })
     .await
-}
-
-/// Waits until a session of the test's database waits for a lock (another's, in Postgres).
-async fn someone_waits_for_a_lock(pool: &PgPool) {
-    eventually("a session waiting for a lock", PATIENCE, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        when(waiting, |&waiting| waiting > 0)
-    })
-    .await;
 }
 
 async fn count(pool: &PgPool) -> i64 {
@@ -380,12 +368,7 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
     let mut writer = pool.begin().await.unwrap();
     append(&mut writer, "counter", contended, 1, &[event(1)]).await.unwrap();
     // A pool of one connection, held for now, so that both groups wait for one statement.
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(pool.connect_options().as_ref().clone())
-        .await
-        .unwrap();
-    let held = one.acquire().await.unwrap();
+    let (one, held) = pool_of_one_held(&pool).await;
     let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
     // When both streams' groups go in one statement, which waits for the other writer ...
     let answers = [contended, free].map(|stream| {
@@ -406,6 +389,18 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
     assert_eq!(answers[1].as_ref().map(|appended| appended[0].version), Some(2));
     assert_eq!(read_stream(&pool, free, 0).await.unwrap().len(), 2);
     assert_eq!(read_stream(&pool, contended, 0).await.unwrap().len(), 2, "the other writer's event only");
+}
+
+/// A pool of one connection, and that connection: while it is held, a group commit on the pool
+/// gathers the groups sent to it for one statement.
+async fn pool_of_one_held(pool: &PgPool) -> (PgPool, sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let held = one.acquire().await.unwrap();
+    (one, held)
 }
 
 fn group_of_one(stream: Uuid, command_id: Uuid) -> eventstore::store::StreamGroup {
@@ -431,12 +426,7 @@ async fn a_command_sent_to_two_streams_at_once_does_not_fail_the_others_groups(p
     for stream in [first, second, third] {
         append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
     }
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(pool.connect_options().as_ref().clone())
-        .await
-        .unwrap();
-    let held = one.acquire().await.unwrap();
+    let (one, held) = pool_of_one_held(&pool).await;
     let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
     let (twice, once) = (Uuid::new_v4(), Uuid::new_v4());
     let mut answers = Vec::new();
