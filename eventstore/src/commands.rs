@@ -33,8 +33,8 @@ use crate::command_queue::{CommandQueues, Joined, TooBusy};
 use crate::group_commit::GroupCommit;
 use crate::processed_commands::{ProcessedCommand, RecordError, find_processed, record_processed};
 use crate::store::{
-    AppendAndRecordError, AppendError, CommandRecord, GroupedCommand, StreamGroup, WRITER_TIMEOUTS, append_and_record,
-    begin_with_stream_lock,
+    AppendAndRecordError, AppendError, CommandRecord, GroupedCommand, StreamGroup, StreamKind, WRITER_TIMEOUTS,
+    append_and_record, begin_with_stream_lock,
 };
 use crate::warm_streams::{WarmState, WarmStreams};
 use crate::{AppendNotifier, Position};
@@ -204,7 +204,15 @@ impl<A: Aggregate> Clone for CommandHandler<A> {
 impl<A: Aggregate> CommandHandler<A> {
     pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler<A> {
         let warm = Arc::new(WarmStreams::new(options.warm_streams));
-        let group_commit = Arc::new(GroupCommit::new(&pool, A::STREAM_TYPE, ACCEPTED_VERSION, ACCEPTED_POSITION));
+        let group_commit = Arc::new(GroupCommit::new(
+            &pool,
+            StreamKind {
+                stream_type: A::STREAM_TYPE,
+                version_at: ACCEPTED_VERSION,
+                position_at: ACCEPTED_POSITION,
+                snapshot_version: A::SNAPSHOT_VERSION,
+            },
+        ));
         CommandHandler { pool, appends, options, queues: Arc::new(CommandQueues::new()), group_commit, warm }
     }
 
@@ -300,7 +308,7 @@ impl<A: Aggregate> CommandHandler<A> {
 
     /// On a warm stream, the commands at the front of `waiting` that the kept state accepts,
     /// appended together with their records (and with other streams' groups), and answered. Those it leaves
-    /// (the first refusal or snapshot due, and all if the append found the stream moved on)
+    /// (the first refusal, and all if the append found the stream moved on)
     /// are the caller's to handle one by one.
     async fn on_warm_stream_together(&self, stream: Uuid, waiting: &mut VecDeque<Waiting<A>>) {
         let Some(warm) = self.warm.take(stream) else {
@@ -309,6 +317,7 @@ impl<A: Aggregate> CommandHandler<A> {
         let WarmState { version: expected_version, last_event_id, mut state } = warm;
         let mut version = expected_version;
         let mut events = Vec::new();
+        let mut snapshot = None;
         // Each command's placeholder outcome, and how many events were appended by its end.
         let mut outcomes = Vec::new();
         for next in waiting.iter() {
@@ -321,17 +330,23 @@ impl<A: Aggregate> CommandHandler<A> {
             let Ok(decided) = A::decide(&state, &envelope.command) else {
                 break;
             };
-            let after = version + decided.len() as i64;
-            if decided.is_empty() || snapshot_due(version, after, self.options.snapshot_interval) {
+            if decided.is_empty() {
                 break;
             }
             let Ok(outcome) = accepted_placeholder::<A>(stream) else {
                 break;
             };
+            let before = version;
             events.extend(decided.iter().map(|event| A::encode(event, &next.command.metadata)));
             state = decided.iter().fold(state, A::evolve);
-            version = after;
+            version += decided.len() as i64;
             outcomes.push((events.len(), outcome));
+            // The group ends with the command that makes a snapshot due, stored with it (a state
+            // that does not serialise is not stored: the next one due is).
+            if snapshot_due(before, version, self.options.snapshot_interval) {
+                snapshot = serde_json::to_value(&state).ok();
+                break;
+            }
         }
         if outcomes.is_empty() {
             // Nothing decided on it changed it: the state is still the stream's.
@@ -349,7 +364,8 @@ impl<A: Aggregate> CommandHandler<A> {
             })
             .collect();
         let last_event_id_after = events.last().map(|event| event.event_id);
-        let group = StreamGroup { stream_id: stream, expected: (expected_version, last_event_id), events, commands };
+        let group =
+            StreamGroup { stream_id: stream, expected: (expected_version, last_event_id), events, commands, snapshot };
         // Not written (moved on, a command id recorded before, the database failing): the
         // stream stays cold and each command takes the long way, where it is told apart.
         let Some(appended) = self.group_commit.append(group).await else {

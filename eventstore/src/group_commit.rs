@@ -15,7 +15,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::oneshot;
 
 use crate::Appended;
-use crate::store::{EVENTS_UNIQUE, PROCESSED_COMMANDS_KEY, StreamGroup, append_streams_and_record, constraint};
+use crate::store::{
+    EVENTS_UNIQUE, PROCESSED_COMMANDS_KEY, StreamGroup, StreamKind, append_streams_and_record, constraint,
+};
 
 /// At most this many events go in one statement; the rest wait for the next.
 const MOST_EVENTS: usize = 1024;
@@ -23,9 +25,7 @@ const MOST_EVENTS: usize = 1024;
 pub struct GroupCommit {
     /// Where statements go: one connection, with a bounded lock wait (see [`GroupCommit::new`]).
     pool: PgPool,
-    stream_type: &'static str,
-    version_at: &'static [&'static str],
-    position_at: &'static [&'static str],
+    kind: StreamKind,
     pending: Mutex<Pending>,
 }
 
@@ -37,34 +37,23 @@ struct Pending {
 }
 
 impl GroupCommit {
-    /// For one aggregate's streams: their type, and where in an accepted outcome the version
-    /// and the position go (see [`crate::CommandRecord`]). Statements go one at a time, on a
-    /// connection of their own, on which a lock waits at most as long as a writer's
-    /// transaction does ([`crate::store::WRITER_TIMEOUTS`]): another session's row that one
-    /// stream's group waits for must not hold every stream's for longer.
-    pub fn new(
-        pool: &PgPool,
-        stream_type: &'static str,
-        version_at: &'static [&'static str],
-        position_at: &'static [&'static str],
-    ) -> GroupCommit {
+    /// For one aggregate's streams. Statements go one at a time, on a connection of their own,
+    /// on which a lock waits at most as long as a writer's transaction does
+    /// ([`crate::store::WRITER_TIMEOUTS`]): another session's row that one stream's group waits
+    /// for must not hold every stream's for longer.
+    pub fn new(pool: &PgPool, kind: StreamKind) -> GroupCommit {
         let options = pool.connect_options().as_ref().clone().options([("lock_timeout", "3s")]);
         let own = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(options);
-        GroupCommit::on(own, stream_type, version_at, position_at)
+        GroupCommit::on(own, kind)
     }
 
     /// As [`GroupCommit::new`], on the connections of `pool` as they are (a test's pool of one
     /// connection, held to gather groups).
-    pub fn on(
-        pool: PgPool,
-        stream_type: &'static str,
-        version_at: &'static [&'static str],
-        position_at: &'static [&'static str],
-    ) -> GroupCommit {
-        GroupCommit { pool, stream_type, version_at, position_at, pending: Mutex::default() }
+    pub fn on(pool: PgPool, kind: StreamKind) -> GroupCommit {
+        GroupCommit { pool, kind, pending: Mutex::default() }
     }
 
     /// Appends the group and records its commands, together with the groups of other streams
@@ -110,9 +99,7 @@ impl GroupCommit {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match append_streams_and_record(&mut *conn, self.stream_type, self.version_at, self.position_at, groups)
-                .await
-            {
+            match append_streams_and_record(&mut *conn, self.kind, groups).await {
                 Err(error)
                     if attempts < 3 && matches!(constraint(&error), Some(EVENTS_UNIQUE | PROCESSED_COMMANDS_KEY)) =>
                 {

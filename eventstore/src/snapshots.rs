@@ -24,6 +24,15 @@ pub struct SnapshotVersion {
     pub fold: i32,
 }
 
+/// How an insert into `snapshots` meets a snapshot stored at the same version: one made by the
+/// same versions is kept (both were folded from the same immutable events by the same fold);
+/// one made by other versions is replaced, as loading would ignore it.
+pub(crate) const SNAPSHOT_UPSERT: &str = "ON CONFLICT (stream_id, stream_version) DO UPDATE
+             SET schema_version = excluded.schema_version, fold_version = excluded.fold_version,
+                 state = excluded.state, created_at = excluded.created_at
+             WHERE (snapshots.schema_version, snapshots.fold_version)
+                 <> (excluded.schema_version, excluded.fold_version)";
+
 /// Stores `state` as the stream's state at `stream_version`, made by `version`. Storing the same
 /// version twice keeps the first, both being folded from the same immutable events by the same
 /// fold; a snapshot there made by another version is replaced, as loading would ignore it.
@@ -34,15 +43,11 @@ pub async fn save_snapshot(
     version: SnapshotVersion,
     state: &Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO snapshots (stream_id, stream_version, schema_version, fold_version, state)
          VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (stream_id, stream_version) DO UPDATE
-             SET schema_version = excluded.schema_version, fold_version = excluded.fold_version,
-                 state = excluded.state, created_at = excluded.created_at
-             WHERE (snapshots.schema_version, snapshots.fold_version)
-                 <> (excluded.schema_version, excluded.fold_version)",
-    )
+         {SNAPSHOT_UPSERT}"
+    ))
     .bind(stream_id)
     .bind(stream_version)
     .bind(version.schema)

@@ -281,7 +281,7 @@ async fn a_command_is_recorded_once(pool: PgPool) {
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
 async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_written_is_left_out(pool: PgPool) {
-    use eventstore::store::{GroupedCommand, StreamGroup, append_streams_and_record};
+    use eventstore::store::{GroupedCommand, StreamGroup, StreamKind, append_streams_and_record};
     // Given four streams at version 1, and a command recorded before.
     let [ready, moved_on, retried, also_ready] = [(); 4].map(|_| Uuid::new_v4());
     let mut first_events = Vec::new();
@@ -301,11 +301,14 @@ async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_wri
         expected,
         events,
         commands,
+        // Each with the state after it, as if a snapshot were due.
+        snapshot: Some(json!({ "of": stream })),
     };
     let (one, two, three) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
 
-    // When four groups go in one statement: one of two commands (three events), one decided on
-    // an event the stream no longer ends with, one with the recorded command, one of one command.
+    // When four groups go in one statement, each with a snapshot: one of two commands (three
+    // events), one decided on an event the stream no longer ends with, one with the recorded
+    // command, one of one command.
     let groups = [
         group(
             ready,
@@ -317,10 +320,8 @@ async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_wri
         group(retried, (1, None), vec![event(1)], vec![command(recorded_before, 1)]),
         group(also_ready, (1, None), vec![event(1)], vec![command(three, 1)]),
     ];
-    let written =
-        append_streams_and_record(&mut conn, "counter", &["accepted", "version"], &["accepted", "position"], &groups)
-            .await
-            .unwrap();
+    let kind = StreamKind { version_at: &["accepted", "version"], position_at: &["accepted", "position"], ..COUNTER };
+    let written = append_streams_and_record(&mut conn, kind, &groups).await.unwrap();
 
     // Then the two that could be written were, in one transaction, each command answered with
     // its own last event; the other two wrote nothing.
@@ -355,6 +356,15 @@ async fn streams_appended_together_commit_at_once_and_a_group_that_cannot_be_wri
             json!({"accepted": {"version": appended.version, "position": appended.position.to_string()}})
         );
     }
+    // The written groups' snapshots are stored at their last version, and only theirs.
+    let snapshots: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT stream_id, stream_version FROM snapshots ORDER BY stream_version, stream_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut expected = vec![(also_ready, 2), (ready, 4)];
+    expected.sort_by_key(|&(stream, version)| (version, stream));
+    assert_eq!(snapshots, expected);
 }
 
 #[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
@@ -369,7 +379,7 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
     append(&mut writer, "counter", contended, 1, &[event(1)]).await.unwrap();
     // A pool of one connection, held for now, so that both groups wait for one statement.
     let (one, held) = pool_of_one_held(&pool).await;
-    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
+    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), COUNTER));
     // When both streams' groups go in one statement, which waits for the other writer ...
     let answers = [contended, free].map(|stream| {
         let (commit, group) = (commit.clone(), group_of_one(stream, Uuid::new_v4()));
@@ -390,6 +400,14 @@ async fn a_group_commit_that_meets_a_concurrent_append_leaves_only_that_stream_o
     assert_eq!(read_stream(&pool, free, 0).await.unwrap().len(), 2);
     assert_eq!(read_stream(&pool, contended, 0).await.unwrap().len(), 2, "the other writer's event only");
 }
+
+/// The streams of the group commit tests: counters, whose outcomes hold a version and a position.
+const COUNTER: eventstore::store::StreamKind = eventstore::store::StreamKind {
+    stream_type: "counter",
+    version_at: &["version"],
+    position_at: &["position"],
+    snapshot_version: eventstore::SnapshotVersion { schema: 1, fold: 1 },
+};
 
 /// A pool of one connection, and that connection: while it is held, a group commit on the pool
 /// gathers the groups sent to it for one statement.
@@ -414,6 +432,7 @@ fn group_of_one(stream: Uuid, command_id: Uuid) -> eventstore::store::StreamGrou
             outcome: json!({"version": 0, "position": "0:0"}),
             through: 1,
         }],
+        snapshot: None,
     }
 }
 
@@ -427,7 +446,7 @@ async fn a_command_sent_to_two_streams_at_once_does_not_fail_the_others_groups(p
         append_now(&pool, stream, 0, &[event(0)]).await.unwrap();
     }
     let (one, held) = pool_of_one_held(&pool).await;
-    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), "counter", &["version"], &["position"]));
+    let commit = std::sync::Arc::new(GroupCommit::on(one.clone(), COUNTER));
     let (twice, once) = (Uuid::new_v4(), Uuid::new_v4());
     let mut answers = Vec::new();
     for (stream, command_id) in [(first, twice), (second, twice), (third, once)] {
@@ -465,7 +484,7 @@ async fn a_group_commit_waits_for_another_sessions_row_no_longer_than_a_writer_d
     append(&mut other, "counter", stream, 1, &[event(1)]).await.unwrap();
 
     // When a group of that stream is sent, with the writers' connection settings ...
-    let commit = std::sync::Arc::new(GroupCommit::new(&pool, "counter", &["version"], &["position"]));
+    let commit = std::sync::Arc::new(GroupCommit::new(&pool, COUNTER));
     let written = commit.append(group_of_one(stream, Uuid::new_v4())).await;
 
     // ... then its statement gives up waiting while the other session still holds the row,

@@ -1,20 +1,36 @@
 //! Several streams' commands appended and recorded in one statement: the groups that the
 //! streams' workers decided on warm states, committed together (see [`crate::group_commit`]).
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Appended, NewEvent, Position};
+use crate::snapshots::SNAPSHOT_UPSERT;
+use crate::{Appended, NewEvent, Position, SnapshotVersion};
 
 /// One stream's share of the statement: its events, decided at `expected` (the version and the
-/// id of the event there), and its commands, each with its placeholder outcome and how many of
-/// the events were appended by its end.
+/// id of the event there), its commands, each with its placeholder outcome and how many of the
+/// events were appended by its end, and the stream's state after them if a snapshot is due.
 pub struct StreamGroup {
     pub stream_id: Uuid,
     pub expected: (i64, Option<Uuid>),
     pub events: Vec<NewEvent>,
     pub commands: Vec<GroupedCommand>,
+    /// Stored as the snapshot at the version after the group's events, with them.
+    pub snapshot: Option<Value>,
+}
+
+/// What the groups of one aggregate's streams have in common: the streams' type, where in an
+/// accepted outcome the version and the position go (see [`crate::CommandRecord`]), and what
+/// its snapshots are made by.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamKind {
+    pub stream_type: &'static str,
+    pub version_at: &'static [&'static str],
+    pub position_at: &'static [&'static str],
+    pub snapshot_version: SnapshotVersion,
 }
 
 pub struct GroupedCommand {
@@ -47,9 +63,7 @@ pub struct GroupedCommand {
 /// is written.
 pub async fn append_streams_and_record(
     conn: &mut PgConnection,
-    stream_type: &str,
-    version_at: &[&str],
-    position_at: &[&str],
+    kind: StreamKind,
     groups: &[StreamGroup],
 ) -> Result<Vec<Option<Vec<Appended>>>, sqlx::Error> {
     let distinct: std::collections::HashSet<Uuid> = groups.iter().map(|group| group.stream_id).collect();
@@ -89,7 +103,14 @@ pub async fn append_streams_and_record(
         command_streams.push(group.stream_id);
         last_versions.push(group.expected.0 + command.through as i64);
     }
-    let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(APPEND_STREAMS_AND_RECORD)
+    let snapshots = groups.iter().filter_map(|group| group.snapshot.as_ref().map(|state| (group, state)));
+    let (mut snapshot_streams, mut snapshot_versions, mut snapshot_states) = (Vec::new(), Vec::new(), Vec::new());
+    for (group, state) in snapshots {
+        snapshot_streams.push(group.stream_id);
+        snapshot_versions.push(group.expected.0 + group.events.len() as i64);
+        snapshot_states.push(state);
+    }
+    let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(&APPEND_STREAMS_AND_RECORD)
         .bind(streams)
         .bind(expected_versions)
         .bind(expected_last)
@@ -99,14 +120,19 @@ pub async fn append_streams_and_record(
         .bind(schema_versions)
         .bind(data)
         .bind(metadata)
-        .bind(stream_type)
+        .bind(kind.stream_type)
         .bind(command_ids)
         .bind(requests)
         .bind(outcomes)
         .bind(command_streams)
         .bind(last_versions)
-        .bind(version_at)
-        .bind(position_at)
+        .bind(kind.version_at)
+        .bind(kind.position_at)
+        .bind(snapshot_streams)
+        .bind(snapshot_versions)
+        .bind(snapshot_states)
+        .bind(kind.snapshot_version.schema)
+        .bind(kind.snapshot_version.fold)
         .fetch_all(&mut *conn)
         .await?;
     let row = |stream: Uuid, version: i64| {
@@ -136,10 +162,12 @@ pub async fn append_streams_and_record(
 /// last event, its ordinal in its group, then the event) of the streams that are where their
 /// group expects them and none of whose commands ($11..$15, one element per command) was
 /// recorded before, inserted in the order given; then each command's record, from the row of
-/// its last event. The streams with a command recorded before are looked up once for all
-/// (materialised): per stream, the probe would run once for every command of the statement.
-const APPEND_STREAMS_AND_RECORD: &str =
-    "WITH given AS (
+/// its last event; then the snapshots due ($18..$20: stream, version, state; $21, $22: the
+/// snapshot's schema and fold versions) of the streams written. The streams with a command
+/// recorded before are looked up once for all (materialised): per stream, the probe would run
+/// once for every command of the statement.
+static APPEND_STREAMS_AND_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!("WITH given AS (
          SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[],
                               $7::int[], $8::jsonb[], $9::jsonb[])
              WITH ORDINALITY AS e(stream_id, expected_version, expected_last, ord, event_id, event_type,
@@ -171,5 +199,13 @@ const APPEND_STREAMS_AND_RECORD: &str =
                           $17, to_jsonb(a.transaction_id::text || ':' || a.global_position::text))
          FROM commands c JOIN appended a ON a.stream_id = c.stream_id AND a.stream_version = c.last_version
          ORDER BY c.command_id
-         RETURNING command_id)
-     SELECT stream_id, stream_version, transaction_id, global_position FROM appended";
+         RETURNING command_id),
+     snapshotted AS (
+         INSERT INTO snapshots (stream_id, stream_version, schema_version, fold_version, state)
+         SELECT s.stream_id, s.stream_version, $21, $22, s.state
+         FROM UNNEST($18::uuid[], $19::bigint[], $20::jsonb[]) AS s(stream_id, stream_version, state)
+         JOIN ready USING (stream_id)
+         {SNAPSHOT_UPSERT}
+         RETURNING stream_id)
+     SELECT stream_id, stream_version, transaction_id, global_position FROM appended")
+});

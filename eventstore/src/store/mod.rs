@@ -11,7 +11,7 @@ pub use append::{
     begin_with_stream_lock, stream_lock_key,
 };
 pub(crate) use append::{EVENTS_UNIQUE, PROCESSED_COMMANDS_KEY, constraint};
-pub use append_streams::{GroupedCommand, StreamGroup, append_streams_and_record};
+pub use append_streams::{GroupedCommand, StreamGroup, StreamKind, append_streams_and_record};
 pub use log::{ChangedStream, LogBatch, changed_streams, head, read_all_after, read_batch, read_partition_batch};
 pub use streams::{
     latest_version, read_stream, read_stream_from_snapshot, read_stream_until, stream_times, version_before,
