@@ -2,10 +2,12 @@
 //! one statement and one commit for every stream that has some ready at the same time.
 //!
 //! A commit costs Postgres the same whether it carries one command or fifty (a WAL record, a
-//! flush, the statement's start), and under load many streams have a group ready at once. The
-//! first worker to arrive while no statement runs sends its group and everything that arrived
-//! meanwhile, and keeps sending what arrives until nothing waits; the others wait for their
-//! answer. A group that cannot be written as decided is left out without failing the others.
+//! flush, the statement's start), and under load many streams have a group ready at once. A
+//! group that finds fewer than [`SENDERS`] statements on their way starts a sender, which sends
+//! everything waiting and keeps sending what arrives until nothing waits; the workers wait for
+//! their answer. Two senders, not one: a hot stream's large group must not make every other
+//! stream's group wait for it. A group that cannot be written as decided is left out without
+//! failing the others.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,11 @@ use crate::store::{
 /// At most this many events go in one statement; the rest wait for the next.
 const MOST_EVENTS: usize = 1024;
 
+/// At most this many statements on their way at once, each on a connection of its own. Their
+/// streams differ (a stream's worker waits for its group), and each locks its rows in stream
+/// and command order, so they never wait for each other in a circle.
+const SENDERS: usize = 2;
+
 pub struct GroupCommit {
     /// Where statements go: one connection, with a bounded lock wait (see [`GroupCommit::new`]).
     pool: PgPool,
@@ -32,19 +39,19 @@ pub struct GroupCommit {
 #[derive(Default)]
 struct Pending {
     groups: Vec<(StreamGroup, oneshot::Sender<Option<Vec<Appended>>>)>,
-    /// Whether a worker is sending statements (and will send the groups waiting here).
-    sending: bool,
+    /// How many senders are at work (and will send the groups waiting here).
+    senders: usize,
 }
 
 impl GroupCommit {
-    /// For one aggregate's streams. Statements go one at a time, on a connection of their own,
+    /// For one aggregate's streams. Statements go on connections of their own ([`SENDERS`]),
     /// on which a lock waits at most as long as a writer's transaction does
     /// ([`crate::store::WRITER_TIMEOUTS`]): another session's row that one stream's group waits
     /// for must not hold every stream's for longer.
     pub fn new(pool: &PgPool, kind: StreamKind) -> GroupCommit {
         let options = pool.connect_options().as_ref().clone().options([("lock_timeout", "3s")]);
         let own = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(SENDERS as u32)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(options);
         GroupCommit::on(own, kind)
@@ -71,7 +78,9 @@ impl GroupCommit {
         let send = {
             let mut pending = self.pending();
             pending.groups.push((group, answer));
-            !std::mem::replace(&mut pending.sending, true)
+            let send = pending.senders < SENDERS;
+            pending.senders += usize::from(send);
+            send
         };
         if send {
             // A task of its own: a stream's worker that sent for the others would keep its own
@@ -116,9 +125,9 @@ impl GroupCommit {
     }
 }
 
-/// The task that sends statements until no group waits. Dropped before that (a panic, a
-/// runtime shutting down), it hands the sending on: the groups waiting are dropped (their
-/// workers see `None`), and the next group starts a new task.
+/// A task that sends statements until no group waits. Dropped before that (a panic, a runtime
+/// shutting down), it hands the sending on: if it was the last sender, the groups waiting are
+/// dropped (their workers see `None`); the next group starts a new one.
 struct Sending {
     commit: Arc<GroupCommit>,
     done: bool,
@@ -128,8 +137,10 @@ impl Drop for Sending {
     fn drop(&mut self) {
         if !self.done {
             let mut pending = self.commit.pending();
-            pending.sending = false;
-            pending.groups.clear();
+            pending.senders -= 1;
+            if pending.senders == 0 {
+                pending.groups.clear();
+            }
         }
     }
 }
@@ -144,8 +155,8 @@ impl Sending {
                 let mut pending = commit.pending();
                 if pending.groups.is_empty() {
                     // In the same critical section as the check: a group arriving after it
-                    // finds no sender and starts one.
-                    pending.sending = false;
+                    // finds a sender fewer and starts one.
+                    pending.senders -= 1;
                     self.done = true;
                     return;
                 }
