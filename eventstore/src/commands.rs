@@ -296,7 +296,13 @@ impl<A: Aggregate> CommandHandler<A> {
                 if waiting.is_empty() {
                     break;
                 }
-                self.on_warm_stream_together(stream, &mut waiting).await;
+                // A group answered (it may have ended at a snapshot): the rest form the next.
+                if self.on_warm_stream_together(stream, &mut waiting).await {
+                    continue;
+                }
+                // None could go together (the stream is cold, or the first is a refusal, a
+                // command id already in the group, or the group was left out): the first
+                // goes alone, the long way, which leaves the stream warm again.
                 still_wanted(&mut waiting, stream, self.options.turn_patience);
                 if let Some(next) = waiting.pop_front() {
                     let outcome = self.handle_one(&next.command).await;
@@ -307,12 +313,12 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// On a warm stream, the commands at the front of `waiting` that the kept state accepts,
-    /// appended together with their records (and with other streams' groups), and answered. Those it leaves
-    /// (the first refusal, and all if the append found the stream moved on)
-    /// are the caller's to handle one by one.
-    async fn on_warm_stream_together(&self, stream: Uuid, waiting: &mut VecDeque<Waiting<A>>) {
+    /// appended together with their records (and with other streams' groups), and answered;
+    /// whether any were. Those it leaves (from the first refusal on, and all if the group was
+    /// left out) are the caller's.
+    async fn on_warm_stream_together(&self, stream: Uuid, waiting: &mut VecDeque<Waiting<A>>) -> bool {
         let Some(warm) = self.warm.take(stream) else {
-            return;
+            return false;
         };
         let WarmState { version: expected_version, last_event_id, mut state } = warm;
         let mut version = expected_version;
@@ -351,7 +357,7 @@ impl<A: Aggregate> CommandHandler<A> {
         if outcomes.is_empty() {
             // Nothing decided on it changed it: the state is still the stream's.
             self.warm.put(stream, WarmState { version, last_event_id, state });
-            return;
+            return false;
         }
         let commands = waiting
             .iter()
@@ -369,7 +375,7 @@ impl<A: Aggregate> CommandHandler<A> {
         // Not written (moved on, a command id recorded before, the database failing): the
         // stream stays cold and each command takes the long way, where it is told apart.
         let Some(appended) = self.group_commit.append(group).await else {
-            return;
+            return false;
         };
         self.appends.committed();
         self.warm.put(stream, WarmState { version, last_event_id: last_event_id_after, state });
@@ -378,6 +384,7 @@ impl<A: Aggregate> CommandHandler<A> {
             let accepted = Accepted { stream_id: stream, version: appended.version, position: appended.position };
             let _ = next.answer.send(Ok(accepted));
         }
+        true
     }
 
     /// One command, alone: on the warm stream if it is, else (or if that fails) under the

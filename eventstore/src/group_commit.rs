@@ -30,7 +30,8 @@ const MOST_EVENTS: usize = 1024;
 const SENDERS: usize = 2;
 
 pub struct GroupCommit {
-    /// Where statements go: one connection, with a bounded lock wait (see [`GroupCommit::new`]).
+    /// Where statements go: a connection per sender, with a bounded lock wait (see
+    /// [`GroupCommit::new`]).
     pool: PgPool,
     kind: StreamKind,
     pending: Mutex<Pending>,

@@ -404,3 +404,48 @@ async fn a_command_whose_caller_left_while_it_waited_in_line_writes_nothing(pool
         read_stream(&pool, tally, 0).await.unwrap().into_iter().skip(1).map(|event| event.data["n"].clone()).collect();
     assert_eq!(added, [json!(1), json!(10), json!(30)]);
 }
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_group_ends_at_a_snapshot_due_and_the_commands_after_it_form_the_next(pool: PgPool) {
+    // Given a tally that snapshots every 4 events, held behind another writer at version 1 ...
+    let tallies = handler(&pool, WriteOptions { snapshot_interval: 4, ..WriteOptions::default() });
+    let (tally, blocker, first) = held_by_another_writer(&pool, &tallies).await;
+    // ... and six additions in line behind the first command.
+    let mut answers = Vec::new();
+    for n in [10, 20, 30, 40, 50, 60] {
+        let sender = tallies.clone();
+        answers.push(tokio::spawn(async move { sender.handle(envelope(tally, TallyCommand::Add(n))).await }));
+        let sent = answers.len();
+        eventually("the command in line", PATIENCE, || async {
+            when(tallies.waiting(tally), |&waiting| waiting == sent)
+        })
+        .await;
+    }
+
+    // When the other writer gives up.
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().unwrap();
+    let mut accepted = Vec::new();
+    for answer in answers {
+        accepted.push(answer.await.unwrap().unwrap());
+    }
+
+    // Then the first group ends with the command that reaches version 4, and the rest form one
+    // group that ends at version 8 ...
+    let versions: Vec<i64> = accepted.iter().map(|accepted| accepted.version).collect();
+    assert_eq!(versions, [3, 4, 5, 6, 7, 8]);
+    let transaction = |at: usize| accepted[at].position.transaction_id;
+    assert_eq!(transaction(0), transaction(1), "10 and 20 in one statement");
+    assert_ne!(transaction(1), transaction(2), "the group ended at the snapshot");
+    assert!((3..6).all(|at| transaction(at) == transaction(2)), "30 to 60 in one statement");
+    // ... each storing the state at its last version as the snapshot.
+    let snapshots: Vec<(i64, Value)> =
+        sqlx::query_as("SELECT stream_version, state FROM snapshots WHERE stream_id = $1 ORDER BY 1")
+            .bind(tally)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(snapshots, [(4, json!({"opened": true, "total": 31})), (8, json!({"opened": true, "total": 211}))]);
+    let loaded = load(&pool, tally).await;
+    assert_eq!((loaded.snapshot_version, loaded.state.total), (Some(8), 211));
+}
