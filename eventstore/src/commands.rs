@@ -1,13 +1,13 @@
 //! The command loop, for any [`Aggregate`]: join the stream's queue in this process, where one
 //! worker per stream takes the commands in turn. On a warm stream (one whose state this process
 //! kept after its last command), the worker decides every waiting command in order on that
-//! state, and the group's events and records are appended in one statement, its own
-//! transaction, shared with the groups other streams' workers have ready at the same time
-//! ([`crate::group_commit`]): one round trip and one commit for all of them. Otherwise, or when that append finds the stream
-//! moved on (another process wrote it), or for a refusal: lock the stream, answer a retried
-//! command from its remembered outcome, load from the latest snapshot, decide, append and
-//! remember in one statement, snapshot when due — once per command, however often it is sent —
-//! and decide again on fresh state after losing a race.
+//! state, and the group's events and records (and a snapshot, when due) are appended in one
+//! statement, its own transaction, shared with the groups other streams' workers have ready at
+//! the same time ([`crate::group_commit`]): one round trip and one commit for all of them.
+//! Otherwise, or when that append finds the stream moved on (another process wrote it), or for
+//! a refusal: lock the stream, answer a retried command from its remembered outcome, load from
+//! the latest snapshot, decide, append and remember in one statement, snapshot when due — once
+//! per command, however often it is sent — and decide again on fresh state after losing a race.
 //!
 //! Why the warm path needs no lock: the append checks, in the statement that inserts, that the
 //! stream is still at the kept version and holds the kept last event there; an insert racing
@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
-
 use tokio::sync::oneshot;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::aggregate::{self, Aggregate, LATEST, LoadError, snapshot_due};
 use crate::command_queue::{CommandQueues, Joined, TooBusy};

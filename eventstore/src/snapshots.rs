@@ -2,6 +2,8 @@
 //! snapshot plus the events after it instead of the whole history
 //! ([`crate::read_stream_from_snapshot`] reads both in one statement).
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -33,9 +35,17 @@ pub(crate) const SNAPSHOT_UPSERT: &str = "ON CONFLICT (stream_id, stream_version
              WHERE (snapshots.schema_version, snapshots.fold_version)
                  <> (excluded.schema_version, excluded.fold_version)";
 
-/// Stores `state` as the stream's state at `stream_version`, made by `version`. Storing the same
-/// version twice keeps the first, both being folded from the same immutable events by the same
-/// fold; a snapshot there made by another version is replaced, as loading would ignore it.
+/// Made once, not per snapshot.
+static SAVE_SNAPSHOT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO snapshots (stream_id, stream_version, schema_version, fold_version, state)
+         VALUES ($1, $2, $3, $4, $5)
+         {SNAPSHOT_UPSERT}"
+    )
+});
+
+/// Stores `state` as the stream's state at `stream_version`, made by `version`; a snapshot
+/// already there is met as [`SNAPSHOT_UPSERT`] says.
 pub async fn save_snapshot(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
@@ -43,17 +53,13 @@ pub async fn save_snapshot(
     version: SnapshotVersion,
     state: &Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "INSERT INTO snapshots (stream_id, stream_version, schema_version, fold_version, state)
-         VALUES ($1, $2, $3, $4, $5)
-         {SNAPSHOT_UPSERT}"
-    ))
-    .bind(stream_id)
-    .bind(stream_version)
-    .bind(version.schema)
-    .bind(version.fold)
-    .bind(state)
-    .execute(executor)
-    .await?;
+    sqlx::query(SAVE_SNAPSHOT.as_str())
+        .bind(stream_id)
+        .bind(stream_version)
+        .bind(version.schema)
+        .bind(version.fold)
+        .bind(state)
+        .execute(executor)
+        .await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Several streams' commands appended and recorded in one statement: the groups that the
 //! streams' workers decided on warm states, committed together (see [`crate::group_commit`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use serde_json::Value;
@@ -66,7 +67,7 @@ pub async fn append_streams_and_record(
     kind: StreamKind,
     groups: &[StreamGroup],
 ) -> Result<Vec<Option<Vec<Appended>>>, sqlx::Error> {
-    let distinct: std::collections::HashSet<Uuid> = groups.iter().map(|group| group.stream_id).collect();
+    let distinct: HashSet<Uuid> = groups.iter().map(|group| group.stream_id).collect();
     assert_eq!(distinct.len(), groups.len(), "one group per stream in a statement");
     let events =
         groups.iter().flat_map(|group| group.events.iter().enumerate().map(move |(at, event)| (group, at, event)));
@@ -135,23 +136,24 @@ pub async fn append_streams_and_record(
         .bind(kind.snapshot_version.fold)
         .fetch_all(&mut *conn)
         .await?;
-    let row = |stream: Uuid, version: i64| {
-        rows.iter().find(|(stream_id, stream_version, ..)| *stream_id == stream && *stream_version == version)
-    };
+    // Looked up once per command: a statement carries up to a thousand of each.
+    let appended: HashMap<(Uuid, i64), Position> = rows
+        .into_iter()
+        .map(|(stream_id, version, transaction_id, global_position)| {
+            ((stream_id, version), Position { transaction_id, global_position })
+        })
+        .collect();
     Ok(groups
         .iter()
         .map(|group| {
-            // A group is written whole or not at all: its first command's row tells which.
+            // A group is written whole or not at all: a command without its row means none has.
             let (expected_version, _) = group.expected;
             group
                 .commands
                 .iter()
                 .map(|command| {
                     let version = expected_version + command.through as i64;
-                    row(group.stream_id, version).map(|&(_, version, transaction_id, global_position)| Appended {
-                        version,
-                        position: Position { transaction_id, global_position },
-                    })
+                    appended.get(&(group.stream_id, version)).map(|&position| Appended { version, position })
                 })
                 .collect::<Option<Vec<_>>>()
         })
@@ -162,7 +164,8 @@ pub async fn append_streams_and_record(
 /// last event, its ordinal in its group, then the event) of the streams that are where their
 /// group expects them and none of whose commands ($11..$15, one element per command) was
 /// recorded before, inserted in the order given; then each command's record, from the row of
-/// its last event; then the snapshots due ($18..$20: stream, version, state; $21, $22: the
+/// its last event, with that row's version and position written at $16 and $17 of its
+/// outcome; then the snapshots due ($18..$20: stream, version, state; $21, $22: the
 /// snapshot's schema and fold versions) of the streams written. The streams with a command
 /// recorded before are looked up once for all (materialised): per stream, the probe would run
 /// once for every command of the statement.
