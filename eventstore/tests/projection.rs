@@ -656,3 +656,29 @@ async fn a_projection_is_shown_only_the_event_types_it_reads(pool: PgPool) {
     // The checkpoint went past the events it was not shown.
     assert_eq!(eventstore::projection::checkpoint(&pool, "recorder").await.unwrap(), last.position);
 }
+
+#[sqlx::test(migrator = "eventstore::schema::MIGRATOR")]
+async fn a_streams_partition_is_the_same_in_rust_and_in_the_database(pool: PgPool) {
+    // Given: ids random and chosen (all bits clear, all set, each byte alone), counts 1 to 64.
+    let mut ids: Vec<Uuid> = (0..2_000).map(|_| Uuid::new_v4()).collect();
+    ids.extend([Uuid::nil(), Uuid::max()]);
+    ids.extend((0..16).map(|byte| {
+        let mut bytes = [0u8; 16];
+        bytes[byte] = 0xa5;
+        Uuid::from_bytes(bytes)
+    }));
+    for count in [1, 2, 3, 4, 7, 16, 64] {
+        // When: the database says where each falls,
+        let found: Vec<i32> = sqlx::query_scalar("SELECT stream_partition(id, $2) FROM unnest($1::uuid[]) AS id")
+            .bind(&ids)
+            .bind(count as i32)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        // Then: Rust says the same.
+        for (id, found) in ids.iter().zip(found) {
+            let partition = eventstore::projection::Partition::of_stream(*id, count);
+            assert_eq!((partition.index as i32, partition.count), (found, count), "stream {id}, {count} partitions");
+        }
+    }
+}

@@ -51,6 +51,19 @@ impl Partition {
         (0..count).map(move |index| Partition { index, count })
     }
 
+    /// The partition of `count` that `stream_id`'s events are in: what the database's
+    /// `stream_partition(stream_id, count)` says, so that a reader can find a stream's partition
+    /// without asking (a read store keyed by partition, say).
+    pub fn of_stream(stream_id: uuid::Uuid, count: u32) -> Partition {
+        if count <= 1 {
+            return Partition::WHOLE;
+        }
+        // `uuid_hash_extended(stream_id, 0)`, a bigint, then a modulo that is never negative.
+        let hash = uuid_hash_extended(stream_id) as i64;
+        let index = hash.rem_euclid(i64::from(count)) as u32;
+        Partition { index, count }
+    }
+
     /// The name of this partition's checkpoint row: the projection's own name when it is whole.
     pub fn checkpoint_name(&self, projection: &str) -> String {
         if self.count <= 1 { projection.to_owned() } else { format!("{projection}/{}-of-{}", self.index, self.count) }
@@ -63,6 +76,61 @@ impl Partition {
         let partition = Partition { index: index.parse().ok()?, count: count.parse().ok()? };
         (partition.index < partition.count && partition.count > 1).then_some((projection, partition))
     }
+}
+
+/// Postgres's `uuid_hash_extended(id, 0)`: Bob Jenkins's lookup3 over the uuid's 16 bytes, read
+/// as little-endian words (as Postgres reads them on the little-endian machines it runs on; a
+/// test checks the two agree), the 64 bits of its final `b` and `c`.
+fn uuid_hash_extended(id: uuid::Uuid) -> u64 {
+    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+    fn finish(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(14));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(11));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(25));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(16));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(4));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(14));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(24));
+    }
+    let bytes = id.as_bytes();
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    // The initial state for a 16-byte key; a seed of 0 leaves it as it is.
+    let start = 0x9e37_79b9_u32.wrapping_add(16).wrapping_add(3_923_095);
+    let (mut a, mut b, mut c) = (start, start, start);
+    a = a.wrapping_add(word(0));
+    b = b.wrapping_add(word(4));
+    c = c.wrapping_add(word(8));
+    mix(&mut a, &mut b, &mut c);
+    // The last four bytes (of the 11 lookup3 handles after the full 12-byte blocks).
+    a = a.wrapping_add(word(12));
+    finish(&mut a, &mut b, &mut c);
+    (u64::from(b) << 32) | u64::from(c)
 }
 
 /// How many partitions the instances running `projection` agreed on last (one if never split).
