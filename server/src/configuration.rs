@@ -82,9 +82,10 @@ pub struct Settings {
     /// A hot standby of the database, fed by streaming replication, that queries read while it
     /// is close enough (`DATABASE_READ_URL`; unset: queries read the primary).
     pub read_replica: Option<ReplicaSettings>,
-    /// How many partitions `account_summary` and `account_ledger` are split into, each led by
-    /// one instance at a time (`PROJECTION_PARTITIONS`, 1 to 64, default 1). Every instance must
-    /// be started with the same count: a new count empties those tables and rebuilds them.
+    /// How many partitions `account_summary`, `account_ledger` and the Redis store are split
+    /// into, each led by one instance at a time (`PROJECTION_PARTITIONS`, 1 to 64, default 1; on
+    /// a Redis Cluster, a slot each). Every instance must be started with the same count: a new
+    /// count empties those tables and rebuilds them.
     pub projection_partitions: u32,
     /// Whether an instance started with another count than the one in force may change it —
     /// emptying those tables and applying the log again — (`PROJECTION_PARTITIONS_REBUILD=yes`)

@@ -112,7 +112,7 @@ impl Application {
         let checkpoints = CheckpointWatch::new(settings.max_read_model_waiters);
         background.extend(checkpoints.spawn_postgres_relay(pool.clone(), shutdown.clone()));
         let redis = match &settings.redis {
-            Some(redis) => Some(RedisAccounts::new(&redis.url, &redis.key_prefix)?),
+            Some(redis) => Some(RedisAccounts::new(&redis.url, &redis.key_prefix, settings.projection_partitions)?),
             None => None,
         };
         let mut read_model = ReadModel::new(read_pools(&settings, &pool), settings.catch_up_bound, checkpoints.clone());

@@ -13,7 +13,7 @@ use super::{
 pub const PROJECTION_NAMES: &[&str] =
     &[account_summary::PROJECTION_NAME, account_ledger::PROJECTION_NAME, transfers::PROJECTION_NAME];
 
-/// How the partitionable projections (`account_summary`, `account_ledger`) are split: into how
+/// How the partitionable projections (`account_summary`, `account_ledger`, the Redis store) are split: into how
 /// many partitions, and whether a count other than the one in force may be adopted (emptying
 /// their tables and applying the log again) rather than refused.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub async fn run_projections(
     instance: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, eventstore::projection::AdoptError> {
-    use eventstore::projection::{ExternalProjectionRunner, run_partitioned};
+    use eventstore::projection::{run_external_partitioned, run_partitioned};
     let Split { partitions, rebuild_on_change } = split;
     let mut runners = Vec::new();
     let (summary, ledger) = (AccountSummaryProjection, AccountLedgerProjection);
@@ -48,10 +48,11 @@ pub async fn run_projections(
     runners
         .extend(run_partitioned(pool, TransfersProjection, 1, false, appends, checkpoints, instance, shutdown).await?);
     if let Some(redis) = redis {
-        runners.push(tokio::spawn(
-            ExternalProjectionRunner::new(pool.clone(), redis.clone(), appends.subscribe(), instance)
-                .run(shutdown.clone()),
-        ));
+        assert_eq!(redis.partitions(), partitions, "the Redis store is split as the read model is");
+        runners.extend(
+            run_external_partitioned(pool, redis.clone(), partitions, rebuild_on_change, appends, instance, shutdown)
+                .await?,
+        );
     }
     Ok(runners)
 }

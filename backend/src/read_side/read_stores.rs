@@ -66,10 +66,11 @@ pub struct RedisReads {
     pool: PgPool,
     /// The database's history now, and when it was read.
     current: Arc<Mutex<Option<(Instant, History)>>>,
-    /// The history in which a checkpoint of Redis's was found in the log: Redis answers only
-    /// with what it built from the history the database has, never a restored database's
-    /// future nor another database's.
-    trusted: Arc<Mutex<Option<History>>>,
+    /// For each partition of the store, the history in which a checkpoint of it was found in
+    /// the log: Redis answers only with what it built from the history the database has, never a
+    /// restored database's future nor another database's. (Per partition: each is built and
+    /// kept on its own, on a cluster by another master.)
+    trusted: Arc<Mutex<std::collections::HashMap<u32, History>>>,
     /// A checkpoint of Redis's not found in the log: not looked up again.
     refuted: Arc<Mutex<Option<StoredCheckpoint>>>,
 }
@@ -113,11 +114,11 @@ impl RedisReads {
 
     /// Whether Redis's `checkpoint` belongs to the database's `history`: of its name, and — once
     /// per history and server start — its event found in the log at its position.
-    async fn of_this_history(&self, checkpoint: &StoredCheckpoint, history: &History) -> bool {
+    async fn of_this_history(&self, partition: u32, checkpoint: &StoredCheckpoint, history: &History) -> bool {
         if checkpoint.log != history.log {
             return false;
         }
-        if self.trusted.lock().expect("never poisoned").as_ref() == Some(history) {
+        if self.trusted.lock().expect("never poisoned").get(&partition) == Some(history) {
             return true;
         }
         if self.refuted.lock().expect("never poisoned").as_ref() == Some(checkpoint) {
@@ -128,7 +129,7 @@ impl RedisReads {
             Err(_) => return false,
         };
         if found == checkpoint.at.event {
-            *self.trusted.lock().expect("never poisoned") = Some(history.clone());
+            self.trusted.lock().expect("never poisoned").insert(partition, history.clone());
             true
         } else {
             tracing::warn!(
@@ -231,6 +232,11 @@ impl RedisReads {
             return false;
         }
         let Some(history) = self.history().await else { return false };
-        self.of_this_history(checkpoint, &history).await && self.accounts.may_evict().await.is_none()
+        for (partition, checkpoint) in &answer.partitions {
+            if !self.of_this_history(partition.index, checkpoint, &history).await {
+                return false;
+            }
+        }
+        self.accounts.may_evict().await.is_none()
     }
 }

@@ -164,3 +164,41 @@ pub async fn run_partitioned<P: Projection + Clone>(
     }
     Ok(tasks)
 }
+
+/// As [`run_partitioned`], for a projection into an outside store: each partition a runner of its
+/// own, with its own checkpoint in the store. A count change starts every partition from the
+/// first event (the store must keep each count's partitions apart, so that the new ones start
+/// empty: see [`ExternalProjection::PARTITIONABLE`]).
+pub async fn run_external_partitioned<X: ExternalProjection + Clone>(
+    pool: &sqlx::PgPool,
+    projection: X,
+    count: u32,
+    may_change: bool,
+    appends: &crate::AppendNotifier,
+    instance: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, AdoptError> {
+    assert!(X::PARTITIONABLE || count == 1, "{} cannot be partitioned", X::NAME);
+    assert!((1..=MAX_PARTITIONS).contains(&count), "a partition count is 1 to {MAX_PARTITIONS}");
+    if !X::PARTITIONABLE {
+        let runner = ExternalProjectionRunner::new(pool.clone(), projection, appends.subscribe(), instance);
+        return Ok(vec![tokio::spawn(runner.run(shutdown.clone()))]);
+    }
+    let before = partitions::recorded_count(&mut *pool.acquire().await?, X::NAME).await?;
+    if adopt_count(pool, X::NAME, &[], count, may_change).await? {
+        // As the tables of a Postgres projection are emptied: the old count's partitions go.
+        // Nothing reads them, so a store that cannot do it now only keeps them longer.
+        if let Err(error) = projection.retire(before).await {
+            tracing::warn!(projection = X::NAME, %error, partitions = before, "the old partitions were not removed");
+        }
+    }
+    let share = std::sync::Arc::new(PartitionShare::new(X::NAME, count));
+    partitions::join(pool, instance, &share).await?;
+    let mut tasks = vec![partitions::spawn_membership(pool, instance, &share, shutdown)];
+    for partition in Partition::all(count) {
+        let runner = ExternalProjectionRunner::new(pool.clone(), projection.clone(), appends.subscribe(), instance)
+            .partition(partition, share.clone());
+        tasks.push(tokio::spawn(runner.run(shutdown.clone())));
+    }
+    Ok(tasks)
+}

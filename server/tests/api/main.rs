@@ -22,6 +22,7 @@ mod private_postgres;
 mod processes;
 mod queries;
 mod read_model;
+mod redis_cluster;
 mod redis_store;
 mod replica;
 mod restore;

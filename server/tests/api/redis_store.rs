@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use backend::read_side::RedisAccounts;
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
+use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -29,6 +29,8 @@ use crate::read_model::{Summary, replay};
 pub struct RedisSpace {
     pub url: String,
     pub prefix: String,
+    /// How many partitions the store is split into (the server's `PROJECTION_PARTITIONS`).
+    pub partitions: u32,
 }
 
 impl RedisSpace {
@@ -39,7 +41,17 @@ impl RedisSpace {
     }
 
     pub fn at(url: String) -> RedisSpace {
-        RedisSpace { url, prefix: format!("test-{}:", Uuid::new_v4().simple()) }
+        RedisSpace { url, prefix: format!("test-{}:", Uuid::new_v4().simple()), partitions: 1 }
+    }
+
+    /// The key `name` of the store split in one (after the prefix and the partition's hash tag).
+    pub fn key(&self, name: &str) -> String {
+        self.key_in(Partition::WHOLE, name)
+    }
+
+    /// The key `name` of `partition`.
+    pub fn key_in(&self, partition: Partition, name: &str) -> String {
+        format!("{}{}{name}", self.prefix, backend::read_side::redis_accounts::slot_tag(partition))
     }
 
     pub fn settings(&self) -> RedisSettings {
@@ -47,7 +59,7 @@ impl RedisSpace {
     }
 
     pub fn accounts(&self) -> RedisAccounts {
-        RedisAccounts::new(&self.url, &self.prefix).expect("a valid Redis URL")
+        RedisAccounts::new(&self.url, &self.prefix, self.partitions).expect("a valid Redis URL")
     }
 
     /// A command on a connection of its own (none is kept: the server may be stopped).
@@ -62,7 +74,7 @@ impl RedisSpace {
 
     /// How many accounts the store ranks by balance.
     fn ranked(&self) -> i64 {
-        let count = self.command(redis::cmd("ZCARD").arg(format!("{}balances", self.prefix))).expect("Redis answers");
+        let count = self.command(redis::cmd("ZCARD").arg(self.key("balances"))).expect("Redis answers");
         count.as_i64().unwrap()
     }
 }
@@ -209,7 +221,15 @@ async fn a_batch_applied_twice_changes_nothing(_: PgPoolOptions, db: PgConnectOp
     let accounts = space.accounts();
     let log_identity = eventstore::log_identity(&app.pool).await.unwrap().unwrap().to_string();
     let to = LogPlace { position: log.read_to.unwrap(), event: log.read_to_event };
-    let batch = ExternalBatch { epoch: 0, log: &log_identity, from: None, to, events: &log.events, rebuilding: false };
+    let batch = ExternalBatch {
+        partition: Partition::WHOLE,
+        epoch: 0,
+        log: &log_identity,
+        from: None,
+        to,
+        events: &log.events,
+        rebuilding: false,
+    };
 
     assert_eq!(accounts.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     let first = accounts.account(id.parse().unwrap()).await.unwrap();
@@ -279,7 +299,7 @@ async fn both_read_stores_give_the_same_answers(_: PgPoolOptions, db: PgConnectO
 
     // A store marked as rebuilding is not read (no event comes that would unmark it).
     let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
-    let projection = format!("{}projection", space.prefix);
+    let projection = space.key("projection");
     let _: () = redis::cmd("HSET").arg(&projection).arg("rebuilding").arg("1").query(&mut connection).unwrap();
     let answer: Value = redis.get(&format!("/api/queries/accounts/{}", ids[0])).await.json().await.unwrap();
     assert_eq!(answer["servedBy"], "postgres", "{answer}");
@@ -418,17 +438,17 @@ async fn a_store_built_from_another_databases_log_is_rebuilt_from_this_one(_: Pg
     // As if the database were dropped and made again (a new log) while Redis kept its keys: a
     // checkpoint of another log, and an account this log never had.
     let stranger = Uuid::new_v4();
-    let projection = format!("{}projection", space.prefix);
+    let projection = space.key("projection");
     let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
     let stored: String = redis::cmd("HGET").arg(&projection).arg("checkpoint").query(&mut connection).unwrap();
     let (_, position) = stored.split_once('@').unwrap();
     let _: () = redis::cmd("HSET")
-        .arg(format!("{}account:{stranger}", space.prefix))
+        .arg(space.key(&format!("account:{stranger}")))
         .arg("owner_id")
         .arg("mallory")
         .query(&mut connection)
         .unwrap();
-    let account_key = format!("{}account:{id}", space.prefix);
+    let account_key = space.key(&format!("account:{id}"));
     let _: () = redis::cmd("HSET").arg(&account_key).arg("balance").arg("999999").query(&mut connection).unwrap();
     let _: () = redis::cmd("HSET")
         .arg(&projection)
@@ -443,7 +463,7 @@ async fn a_store_built_from_another_databases_log_is_rebuilt_from_this_one(_: Pg
 
     assert_redis_equals_replay(&app.pool, &space).await;
     let exists: i64 =
-        redis::cmd("EXISTS").arg(format!("{}account:{stranger}", space.prefix)).query(&mut connection).unwrap();
+        redis::cmd("EXISTS").arg(space.key(&format!("account:{stranger}"))).query(&mut connection).unwrap();
     assert_eq!(exists, 0, "the other log's account is gone");
 }
 
@@ -454,7 +474,7 @@ async fn an_operators_rebuild_empties_redis_and_builds_it_again(_: PgPoolOptions
     let id = app.account_id("alice", 70.0).await;
     wait_for_redis(&app.pool, &space.accounts()).await;
     // A key the projection never wrote, under its prefix: a rebuild starts from nothing.
-    let leftover = format!("{}account:{}", space.prefix, Uuid::new_v4());
+    let leftover = space.key(&format!("account:{}", Uuid::new_v4()));
     let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
     let _: () = redis::cmd("HSET").arg(&leftover).arg("owner_id").arg("nobody").query(&mut connection).unwrap();
 
@@ -485,7 +505,7 @@ async fn a_store_that_went_back_to_an_older_checkpoint_is_rebuilt_not_applied_tw
     let id = app.account_id("alice", 10.0).await;
     wait_for_redis(&app.pool, &space.accounts()).await;
     let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
-    let projection = format!("{}projection", space.prefix);
+    let projection = space.key("projection");
     let older: String = redis::cmd("HGET").arg(&projection).arg("checkpoint").query(&mut connection).unwrap();
     for _ in 0..3 {
         app.deposit(&id, 1).await;
@@ -512,7 +532,7 @@ async fn a_fence_of_another_history_refuses_nothing_and_one_of_this_history_is_s
     let id = app.account_id("alice", 30.0).await;
     wait_for_redis(&app.pool, &space.accounts()).await;
     let log = eventstore::log_identity(&app.pool).await.unwrap().unwrap().to_string();
-    let (projection, fence) = (format!("{}projection", space.prefix), format!("{}fence", space.prefix));
+    let (projection, fence) = (space.key("projection"), space.key("fence"));
     // As if the database were made anew under a Redis that kept its keys: the store and its
     // fence are of another history, whose leaders reached epoch 99; this database's start at 1.
     let other = "1.1.1.00000000-0000-0000-0000-000000000001";
@@ -578,9 +598,61 @@ async fn a_redis_that_may_evict_keys_is_not_read_and_a_lost_key_is_rebuilt(_: Pg
     .await;
     // A key the store's checkpoint says it holds, gone (as an eviction would leave it): the next
     // change to that account rebuilds the store, and says why.
-    let _: () = redis::cmd("DEL").arg(format!("{}account:{id}", space.prefix)).query(&mut connection).unwrap();
+    let _: () = redis::cmd("DEL").arg(space.key(&format!("account:{id}"))).query(&mut connection).unwrap();
     app.deposit(&id, 1).await;
     assert_redis_equals_replay(&app.pool, &space).await;
     let status = redis_status(&app).await;
     assert!(status["rebuildReason"].as_str().is_some_and(|why| why.contains("lost data")), "{status}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_new_partition_count_builds_the_store_anew_in_its_partitions_and_drops_the_old(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Given: the store built whole, by an instance that runs one partition.
+    let space = RedisSpace::shared();
+    let whole = spawn_with_redis(db.clone(), &space, "redis").await;
+    let mut ids = Vec::new();
+    for balance in [10.0, 20.0, 30.0, 40.0, 50.0, 60.0] {
+        let id = whole.account_id("alice", balance).await;
+        whole.deposit(&id, "0.25").await;
+        ids.push(id);
+    }
+    wait_for_redis(&whole.pool, &space.accounts()).await;
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    let exists = |connection: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("EXISTS").arg(key).query(connection).unwrap()
+    };
+    assert_eq!(exists(&mut connection, &space.key("balances")), 1);
+
+    // When: an instance starts with three partitions, allowed to change the count.
+    let split = RedisSpace { url: space.url.clone(), prefix: space.prefix.clone(), partitions: 3 };
+    let redis = split.settings();
+    let three = spawn_app_with(db, move |settings| {
+        settings.redis = Some(redis);
+        settings.read_store = "redis".parse().unwrap();
+        settings.projection_partitions = 3;
+        settings.projection_partitions_rebuild = true;
+    })
+    .await;
+    three.deposit(&ids[0], "1.00").await;
+
+    // Then: the three partitions hold what the log folds to, and the whole store's keys are gone.
+    let store = split.accounts();
+    wait_for_redis(&three.pool, &store).await;
+    let (expected, _) = replay(&three.pool).await;
+    for (id, summary) in &expected {
+        let view = store.account(*id).await.unwrap().value.unwrap_or_else(|| panic!("Redis lacks account {id}"));
+        assert_eq!((view.current_balance, view.version), (summary.current_balance, summary.version));
+    }
+    let ranked = store.highest(Decimal::ZERO, None, 100).await.unwrap();
+    assert_eq!(ranked.value.len(), expected.len());
+    assert_eq!(ranked.partitions.len(), 3, "every partition was read");
+    for name in ["projection", "balances", "fence"] {
+        assert_eq!(exists(&mut connection, &space.key(name)), 0, "the whole store's {name} is left");
+    }
+    assert_eq!(exists(&mut connection, &space.key(&format!("account:{}", ids[0]))), 0);
+    let answer: Value = three.get(&format!("/api/queries/accounts/{}", ids[0])).await.json().await.unwrap();
+    assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(11.25)));
 }

@@ -429,13 +429,21 @@ async fn a_step_taken_twice_or_twice_at_once_is_applied_once(_: PgPoolOptions, d
 
     // The same batch of the log delivered to the process twice: applied, then refused as a
     // batch the checkpoint has passed; nothing more is written either time.
-    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
     let (log, events) = bank.whole_log().await;
     let woken: Vec<_> =
         events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
     let last = woken.last().unwrap();
     let to = LogPlace { position: last.position(), event: Some(last.event_id) };
-    let batch = ExternalBatch { log: &log, from: None, to, events: &woken, rebuilding: false, epoch: 0 };
+    let batch = ExternalBatch {
+        partition: Partition::WHOLE,
+        log: &log,
+        from: None,
+        to,
+        events: &woken,
+        rebuilding: false,
+        epoch: 0,
+    };
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::CheckpointMoved);
     assert_eq!(bank.events().await, after_both);
@@ -766,13 +774,21 @@ async fn a_transfer_that_cannot_go_on_is_parked_and_holds_up_no_other(_: PgPoolO
     .unwrap();
     let good = bank.request(from, to, "10", Duration::from_secs(30)).await;
 
-    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
     let (log, events) = bank.whole_log().await;
     let woken: Vec<_> =
         events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
     let last = woken.last().unwrap();
     let to = LogPlace { position: last.position(), event: Some(last.event_id) };
-    let batch = ExternalBatch { log: &log, from: None, to, events: &woken, rebuilding: false, epoch: 0 };
+    let batch = ExternalBatch {
+        partition: Partition::WHOLE,
+        log: &log,
+        from: None,
+        to,
+        events: &woken,
+        rebuilding: false,
+        epoch: 0,
+    };
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied, "the batch goes through");
     assert_eq!(
         bank.events().await[&good],
@@ -794,11 +810,19 @@ async fn the_deadline_watch_undoes_a_transfer_the_log_no_longer_wakes_once(_: Pg
     assert!(bank.process.take_next_step(transfer).await.unwrap(), "the debit");
     // The process's checkpoint is past every event (as if it had crashed after moving it): the
     // log will not wake it for this transfer again; only the deadline watch can.
-    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace};
+    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
     let (log, events) = bank.whole_log().await;
     let last = events.last().unwrap();
     let past_all = LogPlace { position: last.position(), event: Some(last.event_id) };
-    let batch = ExternalBatch { log: &log, from: None, to: past_all, events: &[], rebuilding: false, epoch: 0 };
+    let batch = ExternalBatch {
+        partition: Partition::WHOLE,
+        log: &log,
+        from: None,
+        to: past_all,
+        events: &[],
+        rebuilding: false,
+        epoch: 0,
+    };
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     // The deadline under test passes: a second, and any more a busy machine takes, only helps.
     tokio::time::sleep(Duration::from_millis(1500)).await;

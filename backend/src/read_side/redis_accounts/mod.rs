@@ -1,7 +1,11 @@
 //! The `redis_accounts` projection: the design's second read store, the accounts' read model in
 //! Redis, for the account and high-value queries.
 //!
-//! Keys, under a prefix of their own (`REDIS_KEY_PREFIX`):
+//! The store is split as the Postgres read model is (`PROJECTION_PARTITIONS`): each partition's
+//! keys carry its hash tag after the prefix (`REDIS_KEY_PREFIX`), `{p<k>-of-<n>}:`, so that on a
+//! Redis Cluster a partition is one slot, where each script may read and write its keys
+//! together, and the partitions spread over the masters. (The count is in the tag: a new count
+//! starts from empty partitions, never from an old one's keys.) Each partition holds:
 //! - `projection`: a hash with the checkpoint (`<log>@<transaction>:<position>@<event>`: the
 //!   history of the log it was built from, [`eventstore::LogIdentity`], the position and the
 //!   event there) and `rebuilding`.
@@ -9,8 +13,8 @@
 //!   history: epochs start again in another (a database made anew), whose leaders it must not
 //!   refuse.
 //! - `account:<id>`: a hash with the read model's fields (those of `account_summary`).
-//! - `balances` and `owner:<owner>:balances`: sorted sets of every account (and each owner's)
-//!   by balance. Their scores are all 0 and the order is in the member,
+//! - `balances` and `owner:<owner>:balances`: sorted sets of the partition's accounts (and each
+//!   owner's) by balance; the high-value query takes the top of each and merges them. Their scores are all 0 and the order is in the member,
 //!   `<balance in cents, 21 digits>:<id with every hex digit inverted>:<id>`: a score is a
 //!   double, which cannot hold every balance exactly (beyond 2^53 cents two balances would tie
 //!   or swap), while members sort by their bytes — highest balance first, then lowest id, as the
@@ -22,6 +26,7 @@
 //! nothing unless the checkpoint is still the one they were read at. See
 //! [`eventstore::projection::ExternalProjection`] for why that makes each batch count once.
 
+mod connection;
 mod projection;
 mod scripts;
 mod stored;
@@ -29,13 +34,13 @@ mod stored;
 use std::time::Duration;
 
 use eventstore::Position;
-use eventstore::projection::StoredCheckpoint;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use eventstore::projection::{Partition, StoredCheckpoint};
 use redis::{RedisError, Value};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use bank::contract::AccountView;
+use connection::Connection;
 use scripts::{FIELDS, READ_ACCOUNTS, READ_HIGHEST};
 use stored::{StoredAccount, parse_checkpoint, sortable_cents};
 
@@ -49,8 +54,11 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// make of it.
 #[derive(Clone)]
 pub struct RedisAccounts {
-    redis: ConnectionManager,
-    keys: Keys,
+    redis: Connection,
+    /// The configured prefix of every key.
+    prefix: String,
+    /// How many partitions the store is split into.
+    partitions: u32,
     /// What [`RedisAccounts::may_evict`] found last, and when.
     eviction: std::sync::Arc<std::sync::Mutex<Option<EvictionCheck>>>,
 }
@@ -61,12 +69,24 @@ type EvictionCheck = (std::time::Instant, Option<String>);
 /// How often [`RedisAccounts::may_evict`] asks Redis again.
 const EVICTION_CHECK: Duration = Duration::from_secs(60);
 
+/// The hash tag the keys of `partition` carry after the prefix: a Redis Cluster puts the keys
+/// whose tags are the same in one slot.
+pub fn slot_tag(partition: Partition) -> String {
+    format!("{{p{}-of-{}}}:", partition.index, partition.count)
+}
+
+/// The keys of one partition of the store.
 #[derive(Clone)]
 struct Keys {
+    /// The configured prefix, then the partition's [`slot_tag`].
     prefix: String,
 }
 
 impl Keys {
+    fn new(prefix: &str, partition: Partition) -> Keys {
+        Keys { prefix: format!("{prefix}{}", slot_tag(partition)) }
+    }
+
     fn projection(&self) -> String {
         format!("{}projection", self.prefix)
     }
@@ -93,16 +113,37 @@ impl Keys {
     }
 }
 
-/// What the read store said, with the checkpoint it said it at.
+/// What the read store said, with the checkpoints of the partitions it read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisRead<T> {
-    /// `None`: the store holds no checkpoint (never built, or emptied). Its history
-    /// ([`eventstore::LogIdentity`]) is [`eventstore::projection::CLEARING_LOG`] while it is
-    /// being cleared.
+    /// The least of the partitions' checkpoints: everything up to it is in the answer. `None`:
+    /// a partition holds no checkpoint (never built, or emptied). A checkpoint's history
+    /// ([`eventstore::LogIdentity`]) is [`eventstore::projection::CLEARING_LOG`] while its
+    /// partition is being cleared.
     pub checkpoint: Option<StoredCheckpoint>,
-    /// A rebuild has not yet brought the store back to where it was.
+    /// A rebuild has not yet brought a partition back to where it was.
     pub rebuilding: bool,
+    /// Each partition read, with its checkpoint: each must be of the log's history.
+    pub partitions: Vec<(Partition, StoredCheckpoint)>,
     pub value: T,
+}
+
+impl RedisRead<()> {
+    /// The partitions' reads as one: the least checkpoint, a rebuild if any rebuilds.
+    fn combined(reads: Vec<(Partition, Option<StoredCheckpoint>, bool)>) -> RedisRead<()> {
+        let rebuilding = reads.iter().any(|(_, _, rebuilding)| *rebuilding);
+        let partitions: Option<Vec<(Partition, StoredCheckpoint)>> = reads
+            .into_iter()
+            .map(|(partition, checkpoint, _)| checkpoint.map(|checkpoint| (partition, checkpoint)))
+            .collect();
+        let partitions = partitions.unwrap_or_default();
+        let checkpoint = partitions.iter().map(|(_, checkpoint)| checkpoint).min_by_key(|c| c.at.position).cloned();
+        RedisRead { checkpoint, rebuilding, partitions, value: () }
+    }
+
+    fn with<T>(self, value: T) -> RedisRead<T> {
+        RedisRead { checkpoint: self.checkpoint, rebuilding: self.rebuilding, partitions: self.partitions, value }
+    }
 }
 
 impl<T> RedisRead<T> {
@@ -122,17 +163,27 @@ pub enum RedisReadError {
 }
 
 impl RedisAccounts {
-    /// The read store at `url`, under `prefix`. Connects on first use, and again after any
+    /// The read store at `url` (one Redis, or a cluster: `redis+cluster://host:port,host:port`),
+    /// under `prefix`, split into `partitions`. Connects on first use, and again after any
     /// failure, so that the server starts and serves (from Postgres) without Redis.
-    pub fn new(url: &str, prefix: &str) -> Result<RedisAccounts, RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisAccounts { redis, keys: Keys { prefix: prefix.to_owned() }, eviction: Default::default() })
+    pub fn new(url: &str, prefix: &str, partitions: u32) -> Result<RedisAccounts, RedisError> {
+        let redis = Connection::open(url)?;
+        let (prefix, eviction) = (prefix.to_owned(), Default::default());
+        Ok(RedisAccounts { redis, prefix, partitions: partitions.max(1), eviction })
+    }
+
+    /// How many partitions the store is split into.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn keys(&self, partition: Partition) -> Keys {
+        Keys::new(&self.prefix, partition)
+    }
+
+    /// The partition holding `account_id`: where the Postgres read model has it.
+    fn partition_of(&self, account_id: Uuid) -> Partition {
+        Partition::of_stream(account_id, self.partitions)
     }
 
     /// Why Redis may drop the store's keys, if it may: a `maxmemory` with a policy other than
@@ -150,10 +201,14 @@ impl RedisAccounts {
         {
             return found.clone();
         }
-        let info: Result<String, RedisError> =
+        // A cluster answers for each master: any of them may evict.
+        let info: Result<Value, RedisError> =
             redis::cmd("INFO").arg("memory").query_async(&mut self.redis.clone()).await;
         // Unreachable: no query reads it anyway; asked again a minute later.
-        let found = info.ok().and_then(|info| eviction_risk(&info));
+        let found = info.ok().and_then(|info| match info_texts(info) {
+            Some(texts) => texts.iter().find_map(|text| eviction_risk(text)),
+            None => Some("Redis answered INFO memory with something else than text".to_owned()),
+        });
         if let Some(why) = &found {
             tracing::warn!(why, "the Redis read store is not read from");
         }
@@ -161,10 +216,12 @@ impl RedisAccounts {
         found
     }
 
-    /// The account, as the store has it.
+    /// The account, as its partition of the store has it.
     pub async fn account(&self, account_id: Uuid) -> Result<RedisRead<Option<AccountView>>, RedisReadError> {
+        let partition = self.partition_of(account_id);
+        let keys = self.keys(partition);
         let mut script = READ_ACCOUNTS.prepare_invoke();
-        script.key(self.keys.projection()).key(self.keys.account(account_id)).arg(fields_json());
+        script.key(keys.projection()).key(keys.account(account_id)).arg(fields_json());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_reply(answer)?;
         let as_of = checkpoint.as_ref().map_or(Position::START, |checkpoint| checkpoint.at.position);
@@ -172,7 +229,8 @@ impl RedisAccounts {
             Some(values) => StoredAccount::parse(values)?,
             None => None,
         };
-        Ok(RedisRead { value: account.map(|account| account.into_view(account_id, as_of)), checkpoint, rebuilding })
+        let read = RedisRead::combined(vec![(partition, checkpoint, rebuilding)]);
+        Ok(read.with(account.map(|account| account.into_view(account_id, as_of))))
     }
 
     /// The accounts holding at least `min_balance` (whole cents), highest first, then by id; at
@@ -185,10 +243,46 @@ impl RedisAccounts {
     ) -> Result<RedisRead<Vec<AccountView>>, RedisReadError> {
         let lowest = sortable_cents(min_balance)
             .ok_or_else(|| RedisReadError::Unreadable(format!("a minimum balance of {min_balance}")))?;
-        let set = owner_id.map_or_else(|| self.keys.balances(), |owner| self.keys.owner_balances(owner));
+        // The top `limit` of each partition, asked at once (on a cluster, of several masters),
+        // hold the top `limit` of all.
+        let mut reads = tokio::task::JoinSet::new();
+        for partition in Partition::all(self.partitions) {
+            let (store, lowest, owner_id) = (self.clone(), lowest.clone(), owner_id.map(str::to_owned));
+            reads.spawn(async move { store.highest_in(partition, &lowest, owner_id.as_deref(), limit).await });
+        }
+        let (mut partitions, mut accounts) = (Vec::new(), Vec::new());
+        while let Some(read) = reads.join_next().await {
+            let (partition, checkpoint, rebuilding, found) = read.expect("a read does not panic")?;
+            partitions.push((partition, checkpoint, rebuilding));
+            accounts.extend(found);
+        }
+        partitions.sort_by_key(|(partition, _, _)| partition.index);
+        // As the Postgres query orders them: highest balance first, then lowest id.
+        accounts.sort_by(|a: &AccountView, b: &AccountView| {
+            b.current_balance.cmp(&a.current_balance).then(a.account_id.cmp(&b.account_id))
+        });
+        accounts.truncate(usize::try_from(limit).unwrap_or(0));
+        let read = RedisRead::combined(partitions);
+        // The list is as of the least checkpoint, as the Postgres read model's is.
+        if let Some(as_of) = read.as_of() {
+            accounts.iter_mut().for_each(|account| account.as_of = as_of);
+        }
+        Ok(read.with(accounts))
+    }
+
+    /// The top `limit` accounts of one partition at or above `lowest` (a sortable member).
+    async fn highest_in(
+        &self,
+        partition: Partition,
+        lowest: &str,
+        owner_id: Option<&str>,
+        limit: i64,
+    ) -> Result<(Partition, Option<StoredCheckpoint>, bool, Vec<AccountView>), RedisReadError> {
+        let keys = self.keys(partition);
+        let set = owner_id.map_or_else(|| keys.balances(), |owner| keys.owner_balances(owner));
         let mut script = READ_HIGHEST.prepare_invoke();
-        script.key(self.keys.projection()).key(set);
-        script.arg(fields_json()).arg(lowest).arg(limit).arg(self.keys.account_prefix());
+        script.key(keys.projection()).key(set);
+        script.arg(fields_json()).arg(lowest).arg(limit).arg(keys.account_prefix());
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
         let (checkpoint, rebuilding, rows) = split_reply(answer)?;
         let at = checkpoint.as_ref().map_or(Position::START, |checkpoint| checkpoint.at.position);
@@ -202,32 +296,45 @@ impl RedisAccounts {
                 .ok_or_else(|| RedisReadError::Unreadable(format!("account {id} is ranked but not stored")))?;
             accounts.push(account.into_view(id, at));
         }
-        Ok(RedisRead { checkpoint, rebuilding, value: accounts })
+        Ok((partition, checkpoint, rebuilding, accounts))
     }
 
-    /// Where the store is: its checkpoint, and whether it is rebuilding.
+    /// Where the store is: the least of its partitions' checkpoints, and whether one is
+    /// rebuilding.
     pub async fn progress(&self) -> Result<RedisRead<()>, RedisReadError> {
-        let mut script = READ_ACCOUNTS.prepare_invoke();
-        script.key(self.keys.projection()).arg(fields_json());
-        let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
-        let (checkpoint, rebuilding, _) = split_reply(answer)?;
-        Ok(RedisRead { checkpoint, rebuilding, value: () })
+        let mut reads = Vec::new();
+        for partition in Partition::all(self.partitions) {
+            let (checkpoint, rebuilding, _) = self.rows(partition, &[]).await?;
+            reads.push((partition, checkpoint, rebuilding));
+        }
+        Ok(RedisRead::combined(reads))
     }
 
-    /// The stored rows of `ids` (in order) with the checkpoint they are current as of.
+    /// The stored rows of `ids` (in order, all of `partition`) with the checkpoint they are
+    /// current as of, and whether the partition is rebuilding.
     async fn rows(
         &self,
+        partition: Partition,
         ids: &[Uuid],
-    ) -> Result<(Option<StoredCheckpoint>, Vec<Option<StoredAccount>>), RedisReadError> {
+    ) -> Result<(Option<StoredCheckpoint>, bool, Vec<Option<StoredAccount>>), RedisReadError> {
+        let keys = self.keys(partition);
         let mut script = READ_ACCOUNTS.prepare_invoke();
-        script.key(self.keys.projection()).arg(fields_json());
+        script.key(keys.projection()).arg(fields_json());
         for id in ids {
-            script.key(self.keys.account(*id));
+            script.key(keys.account(*id));
         }
         let answer: Vec<Value> = script.invoke_async(&mut self.redis.clone()).await?;
-        let (as_of, _, rows) = split_reply(answer)?;
+        let (as_of, rebuilding, rows) = split_reply(answer)?;
         let rows = rows.iter().map(|values| StoredAccount::parse(values)).collect::<Result<_, _>>()?;
-        Ok((as_of, rows))
+        Ok((as_of, rebuilding, rows))
+    }
+}
+
+/// The text of an `INFO` answer: one, or one per master of a cluster.
+fn info_texts(info: Value) -> Option<Vec<String>> {
+    match info {
+        Value::Map(nodes) => nodes.into_iter().map(|(_, text)| redis::from_redis_value(text).ok()).collect(),
+        text => redis::from_redis_value(text).ok().map(|text| vec![text]),
     }
 }
 

@@ -2,10 +2,12 @@
 //! one script; a clear that no former leader can undo.
 
 use eventstore::ApplyError;
-use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, StoredCheckpoint};
+use eventstore::projection::{
+    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, Partition, StoredCheckpoint,
+};
 use uuid::Uuid;
 
-use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR};
+use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_SOME};
 use super::stored::{StoredAccount, balance_member, checkpoint_text};
 use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
 use crate::read_side::account_summary::fold;
@@ -18,9 +20,11 @@ fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> Externa
 impl ExternalProjection for RedisAccounts {
     const NAME: &'static str = PROJECTION_NAME;
     const EVENT_TYPES: &'static [&'static str] = AccountEvent::TYPES;
+    /// An account's events change its hash and its place in its partition's rankings only.
+    const PARTITIONABLE: bool = true;
 
-    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
-        Ok(self.rows(&[]).await.map_err(store_error)?.0)
+    async fn checkpoint(&self, partition: Partition) -> Result<Option<StoredCheckpoint>, ExternalError> {
+        Ok(self.rows(partition, &[]).await.map_err(store_error)?.0)
     }
 
     async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
@@ -29,7 +33,8 @@ impl ExternalProjection for RedisAccounts {
             ApplyError::Database(error) => store_error(error),
         })?;
         let changed: Vec<Uuid> = folded.changes.iter().map(|change| change.account_id).collect();
-        let (as_of, stored) = self.rows(&changed).await.map_err(store_error)?;
+        let keys = self.keys(batch.partition);
+        let (as_of, _, stored) = self.rows(batch.partition, &changed).await.map_err(store_error)?;
         if as_of != batch.from.map(|from| StoredCheckpoint { log: batch.log.to_owned(), at: from }) {
             return Ok(CompareAndSet::CheckpointMoved);
         }
@@ -49,7 +54,7 @@ impl ExternalProjection for RedisAccounts {
             writes.push((change.account_id, Some(stored), changed));
         }
         let mut script = APPLY_BATCH.prepare_invoke();
-        script.key(self.keys.projection()).key(self.keys.balances()).key(self.keys.fence());
+        script.key(keys.projection()).key(keys.balances()).key(keys.fence());
         let from = batch.from.map(|from| checkpoint_text(batch.log, from)).unwrap_or_default();
         script
             .arg(from)
@@ -67,7 +72,7 @@ impl ExternalProjection for RedisAccounts {
                     ExternalError::Event { position, reason: reason.into() }
                 })
             };
-            script.key(self.keys.account(*id)).key(self.keys.owner_balances(&after.owner_id));
+            script.key(keys.account(*id)).key(keys.owner_balances(&after.owner_id));
             script.arg(before.as_ref().map(member).transpose()?.unwrap_or_default()).arg(member(after)?);
             for value in after.values().map_err(store_error)? {
                 script.arg(value);
@@ -79,19 +84,38 @@ impl ExternalProjection for RedisAccounts {
             0 => Ok(CompareAndSet::CheckpointMoved),
             _ => Err(store_error(RedisReadError::Unreadable(format!(
                 "a key under {:?} holds another type than the projection writes there",
-                self.keys.prefix
+                keys.prefix
             )))),
         }
+    }
+
+    async fn retire(&self, partitions: u32) -> Result<(), ExternalError> {
+        let mut redis = self.redis.clone();
+        for partition in Partition::all(partitions) {
+            let keys = self.keys(partition);
+            let pattern = format!("{}*", keys.prefix);
+            let mut cursor = "0".to_owned();
+            loop {
+                let mut script = RETIRE_SOME.prepare_invoke();
+                script.key(keys.projection()).arg(&cursor).arg(&pattern);
+                cursor = script.invoke_async(&mut redis).await.map_err(store_error)?;
+                if cursor == "0" {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn warning(&self) -> Option<String> {
         self.may_evict().await
     }
 
-    async fn clear(&self, epoch: i64, log: &str) -> Result<(), ExternalError> {
+    async fn clear(&self, partition: Partition, epoch: i64, log: &str) -> Result<(), ExternalError> {
+        let keys = self.keys(partition);
         let mut redis = self.redis.clone();
         let mut begin = BEGIN_CLEAR.prepare_invoke();
-        begin.key(self.keys.projection()).key(self.keys.fence()).arg(epoch).arg(CLEARING.as_str()).arg(log);
+        begin.key(keys.projection()).key(keys.fence()).arg(epoch).arg(CLEARING.as_str()).arg(log);
         let begun: i64 = begin.invoke_async(&mut redis).await.map_err(store_error)?;
         if begun == 0 {
             // A later leader of this history has written: the store is theirs, and this one
@@ -100,11 +124,11 @@ impl ExternalProjection for RedisAccounts {
                 format!("the store's fence refuses epoch {epoch}: a later leader has written").into(),
             ));
         }
-        let pattern = format!("{}*", self.keys.prefix);
+        let pattern = format!("{}*", keys.prefix);
         let mut cursor = "0".to_owned();
         loop {
             let mut script = CLEAR_SOME.prepare_invoke();
-            script.key(self.keys.projection()).key(self.keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
+            script.key(keys.projection()).key(keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
             let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
             match next {
                 // Someone else finished the clear and builds the store again: what is left is theirs.
@@ -114,7 +138,7 @@ impl ExternalProjection for RedisAccounts {
             }
         }
         let mut end = END_CLEAR.prepare_invoke();
-        end.key(self.keys.projection()).arg(CLEARING.as_str());
+        end.key(keys.projection()).arg(CLEARING.as_str());
         end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
         Ok(())
     }

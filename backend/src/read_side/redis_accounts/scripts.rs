@@ -40,8 +40,9 @@ return answer
 
 /// As [`READ_ACCOUNTS`](static@READ_ACCOUNTS), for the accounts of the sorted set `KEYS[2]` whose members sort at or
 /// above `ARGV[2]`, highest first, at most `ARGV[3]` of them; each row starts with its id.
-/// The account hashes are named from the members (`ARGV[4]` is their key prefix): a script that
-/// reads keys it was not given works on one Redis server, not across a cluster.
+/// The account hashes are named from the members (`ARGV[4]` is their key prefix): a script may
+/// read keys it was not given on one Redis, and on a cluster only in its keys' slot, which these
+/// share (their hash tag, [`super::SLOT_TAG`]).
 pub(super) static READ_HIGHEST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -187,6 +188,20 @@ if redis.call('HGET', KEYS[1], 'checkpoint') == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 return 1
+",
+    )
+});
+
+/// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`: one retired
+/// partition's keys, whose slot `KEYS[1]` names) and returns the next cursor.
+pub(super) static RETIRE_SOME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+for _, key in ipairs(found[2]) do
+  redis.call('UNLINK', key)
+end
+return found[1]
 ",
     )
 });

@@ -2,7 +2,7 @@
 
 use eventstore::Position;
 use eventstore::projection::{
-    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, LogPlace, StoredCheckpoint,
+    CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, LogPlace, Partition, StoredCheckpoint,
 };
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ impl ExternalProjection for TransferProcess {
     // again by its request. Its later events need no wake-up of their own.
     const EVENT_TYPES: &'static [&'static str] = TransferEvent::TYPES.split_at(1).0;
 
-    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, ExternalError> {
+    async fn checkpoint(&self, _: Partition) -> Result<Option<StoredCheckpoint>, ExternalError> {
         let row: Option<(String, i64, i64, Option<Uuid>)> = sqlx::query_as(
             "SELECT log, transaction_id, global_position, event FROM transfer_process_checkpoint WHERE log IS NOT NULL",
         )
@@ -62,7 +62,7 @@ impl ExternalProjection for TransferProcess {
 
     /// Starting over means waking every transfer again from the first event: finished ones
     /// need nothing, so they cost a read each.
-    async fn clear(&self, epoch: i64, _log: &str) -> Result<(), ExternalError> {
+    async fn clear(&self, _: Partition, epoch: i64, _log: &str) -> Result<(), ExternalError> {
         // The checkpoint lives in the same database as the log: its fence goes with the history.
         let refused: Option<i64> = sqlx::query_scalar(
             "WITH cleared AS (

@@ -167,11 +167,14 @@ pub(super) async fn skipped_among(
 }
 
 /// Whether an outside store at `stored` lacks events it had applied: events of `event_types`
-/// (not skipped) up to `reached`, the checkpoint it was known to have reached, lie after it.
+/// on `partition`'s streams (not skipped) up to `reached`, the checkpoint it was known to have
+/// reached, lie after it. (A checkpoint that went back over other partitions' events only lost
+/// nothing: it catches up.)
 pub(super) async fn missed_between(
     pool: &PgPool,
     name: &str,
     event_types: &[&str],
+    partition: crate::projection::Partition,
     stored: Option<Position>,
     reached: Position,
 ) -> Result<bool, sqlx::Error> {
@@ -184,6 +187,7 @@ pub(super) async fn missed_between(
              WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
                AND (e.transaction_id, e.global_position) <= ($3::text::xid8, $4)
                AND e.event_type = ANY($5)
+               AND ($8 = 1 OR stream_partition(e.stream_id, $8) = $7)
                AND NOT EXISTS (SELECT 1 FROM skipped_events s
                                WHERE s.projection_name = $6 AND s.global_position = e.global_position))",
     )
@@ -193,6 +197,8 @@ pub(super) async fn missed_between(
     .bind(reached.global_position)
     .bind(event_types)
     .bind(name)
+    .bind(partition.index as i32)
+    .bind(partition.count as i32)
     .fetch_one(pool)
     .await
 }

@@ -19,6 +19,11 @@
 //! to a point in time, or a standby that missed the last commits took over — is rebuilt the
 //! same way: it would otherwise go on from a position the log now gives to other events. The
 //! status says why it rebuilds.
+//!
+//! A projection whose events touch nothing but their own stream's data may be split into
+//! partitions ([`ExternalProjection::PARTITIONABLE`], [`crate::projection::run_external_partitioned`]):
+//! each is a store of its own to the runner — its own checkpoint there, Postgres row, leader and
+//! rebuild — so that the store can put each partition where it likes (a Redis Cluster slot).
 
 mod runner;
 
@@ -28,6 +33,7 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use crate::projection::Partition;
 use crate::{Position, RecordedEvent};
 
 /// The checkpoint of a store that is being cleared: of no history ([`ExternalProjection::clear`]).
@@ -41,9 +47,18 @@ pub trait ExternalProjection: Send + Sync + 'static {
     /// The event types the projection reads.
     const EVENT_TYPES: &'static [&'static str];
 
-    /// Where the store has applied events up to, and of which log; `None` when it holds no
-    /// checkpoint (never built, or its data is gone).
-    fn checkpoint(&self) -> impl Future<Output = Result<Option<StoredCheckpoint>, ExternalError>> + Send;
+    /// Whether it may be split into partitions by stream (as [`crate::Projection::PARTITIONABLE`]):
+    /// each partition then keeps a checkpoint of its own, and the calls below name it. The store
+    /// must keep the partitions of each count apart (a count in its keys, say): a new count starts
+    /// every partition from the first event, and a partition of it must find nothing of the old.
+    const PARTITIONABLE: bool = false;
+
+    /// Where the store has applied `partition`'s events up to, and of which log; `None` when it
+    /// holds no checkpoint (never built, or its data is gone).
+    fn checkpoint(
+        &self,
+        partition: Partition,
+    ) -> impl Future<Output = Result<Option<StoredCheckpoint>, ExternalError>> + Send;
 
     /// Applies the batch's events and moves the store's checkpoint from `batch.from` to
     /// `batch.to` (of `batch.log`), atomically, only if the checkpoint is still `batch.from`. An
@@ -51,12 +66,24 @@ pub trait ExternalProjection: Send + Sync + 'static {
     /// ([`ExternalError::Event`]).
     fn apply(&self, batch: &ExternalBatch<'_>) -> impl Future<Output = Result<CompareAndSet, ExternalError>> + Send;
 
-    /// Empties the store for a rebuild, fenced by the leader's `epoch` within the history `log`:
+    /// Empties the store (of `partition`) for a rebuild, fenced by the leader's `epoch` within the history `log`:
     /// refused ([`ExternalError::Store`]) if a later leader of that history has written. While
     /// it clears, the store must answer [`Self::checkpoint`] with one of [`CLEARING_LOG`] (a
     /// clear cut short is then done again), and no batch may apply. Stops, leaving the rest, if
     /// someone else finished the clear and began to build meanwhile.
-    fn clear(&self, epoch: i64, log: &str) -> impl Future<Output = Result<(), ExternalError>> + Send;
+    fn clear(
+        &self,
+        partition: Partition,
+        epoch: i64,
+        log: &str,
+    ) -> impl Future<Output = Result<(), ExternalError>> + Send;
+
+    /// Empties what the store holds for the partitions of a count no longer in force
+    /// (`partitions` of them): the new count's partitions were built from the first event.
+    fn retire(&self, partitions: u32) -> impl Future<Output = Result<(), ExternalError>> + Send {
+        let _ = partitions;
+        async { Ok(()) }
+    }
 
     /// Why the store, though it applies batches, should not be read (shown on the status while
     /// it holds): a setting that lets it drop data, say.
@@ -88,6 +115,8 @@ pub struct StoredCheckpoint {
 /// One batch for the outside store.
 #[derive(Debug, Clone, Copy)]
 pub struct ExternalBatch<'a> {
+    /// The partition whose streams the events are of (whole, unless the projection is split).
+    pub partition: Partition,
     /// The history the events come from ([`crate::LogIdentity`], as text).
     pub log: &'a str,
     /// The checkpoint the batch starts from; `None`: the store must hold none.

@@ -11,8 +11,9 @@ use super::{
     CompareAndSet, ExternalBatch, ExternalError, ExternalProjection, ExternalStepError, LogPlace, StoredCheckpoint,
 };
 use crate::projection::leadership::{Leadership, Steps};
+use crate::projection::partitions::{self, Partition, PartitionShare};
 use crate::projection::{Progress, control};
-use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_batch};
+use crate::{LogBatch, Position, ProjectionState, RecordedEvent, read_partition_batch};
 
 /// Runs one outside projection in this instance whenever this instance leads it.
 pub struct ExternalProjectionRunner<X> {
@@ -26,6 +27,12 @@ pub struct ExternalProjectionRunner<X> {
     /// The store's checkpoint as this leadership last found it in the log, or wrote it: one
     /// not looked up again.
     checked: std::sync::Mutex<Option<StoredCheckpoint>>,
+    /// The part of the log this runner applies: all of it, or one partition's streams.
+    partition: Partition,
+    /// The Postgres checkpoint row it follows and leads: the projection's, or its partition's.
+    name: String,
+    /// For a partition: this instance's share of the projection's partitions.
+    share: Option<std::sync::Arc<PartitionShare>>,
 }
 
 impl<X: ExternalProjection> ExternalProjectionRunner<X> {
@@ -40,7 +47,20 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             idle_poll: Duration::from_secs(1),
             epoch: None,
             checked: std::sync::Mutex::new(None),
+            partition: Partition::WHOLE,
+            name: X::NAME.to_owned(),
+            share: None,
         }
+    }
+
+    /// Applies only `partition`'s streams, led while this instance's `share` allows (as
+    /// [`crate::ProjectionRunner::partition`]).
+    pub fn partition(mut self, partition: Partition, share: std::sync::Arc<PartitionShare>) -> Self {
+        assert!(X::PARTITIONABLE || partition.count == 1, "{} cannot be partitioned", X::NAME);
+        self.name = partition.checkpoint_name(X::NAME);
+        self.partition = partition;
+        self.share = Some(share);
+        self
     }
 
     pub fn batch_size(mut self, batch_size: i64) -> Self {
@@ -55,14 +75,18 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
 
     /// Leads the projection whenever no other instance does, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let leadership = Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        let mut leadership =
+            Leadership::new(self.pool.clone(), self.wake.clone(), self.instance.clone(), self.idle_poll);
+        if let Some(share) = &self.share {
+            leadership = leadership.sharing(share.clone(), self.partition.index);
+        }
         leadership.run(&mut self, shutdown).await;
     }
 
     /// One step, as the leader takes it: notices a store that lost its data (or an operator's
     /// rebuild) and starts over, else applies the next batch.
     pub async fn run_step(&self) -> Result<Progress, ExternalStepError> {
-        let name = X::NAME;
+        let name = self.name.as_str();
         match self.try_step().await {
             Ok(progress) => {
                 match self.projection.warning().await {
@@ -86,17 +110,21 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     }
 
     async fn try_step(&self) -> Result<Progress, ExternalStepError> {
-        let name = X::NAME;
+        let name = self.name.as_str();
         let steering = control::steering(&self.pool, name).await?;
         if steering.state == ProjectionState::Failed {
             return Ok(Progress::CaughtUp);
+        }
+        // Another instance changed the partition count (and the store's partitions with it).
+        if X::PARTITIONABLE && !self.count_in_force().await? {
+            return Ok(Progress::NotLeading);
         }
         // Nothing to project from an empty log (and nothing to compare a store with).
         let Some(identity) = crate::log_identity(&self.pool).await? else {
             return Ok(Progress::CaughtUp);
         };
         let log = identity.to_string();
-        let stored = match self.projection.checkpoint().await {
+        let stored = match self.projection.checkpoint(self.partition).await {
             Ok(stored) => stored,
             Err(ExternalError::Lost(why)) => {
                 return self.start_over(&log, &format!("the read store lost data: {why}")).await;
@@ -118,7 +146,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         }
         if steering.state != ProjectionState::Rebuilding {
             let stored = stored_at.map(|at| at.position);
-            if control::missed_between(&self.pool, name, X::EVENT_TYPES, stored, reached).await? {
+            if control::missed_between(&self.pool, name, X::EVENT_TYPES, self.partition, stored, reached).await? {
                 tracing::warn!(projection = name, ?stored, %reached, "the read store lost data; rebuilding it");
                 return self
                     .start_over(&log, "the read store lost data (its checkpoint is missing or went back)")
@@ -168,14 +196,15 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     /// Clears the store and rebuilds it from the first event, up to where the Postgres
     /// checkpoint row says it had got; the status says `why`.
     async fn start_over(&self, log: &str, why: &str) -> Result<Progress, ExternalStepError> {
-        let name = X::NAME;
+        let name = self.name.as_str();
         // Only a leader clears: a former one could otherwise empty its successor's work. (For
         // one that pauses between this check and the clear, the store's clear is fenced by the
         // epoch and stops once a new build has begun.)
         if !control::leads_now(&self.pool, name, self.epoch).await? {
             return Ok(Progress::NotLeading);
         }
-        self.projection.clear(self.epoch.unwrap_or(0), log).await.map_err(ExternalStepError::Store)?;
+        let epoch = self.epoch.unwrap_or(0);
+        self.projection.clear(self.partition, epoch, log).await.map_err(ExternalStepError::Store)?;
         *self.checked.lock().expect("never poisoned") = None;
         if !control::start_external_rebuild(&self.pool, name, self.epoch, why).await? {
             return Ok(Progress::NotLeading);
@@ -192,7 +221,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         stored: Option<LogPlace>,
         until: Option<Position>,
     ) -> Result<Progress, ExternalStepError> {
-        let name = X::NAME;
+        let name = self.name.as_str();
         let Window { events, to, reached, read } = match self.window(stored, until).await? {
             Ok(window) => window,
             Err(progress) => return Ok(progress),
@@ -201,8 +230,9 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
             return Ok(Progress::NotLeading);
         }
         let rebuilding = until.is_some() && !reached;
+        let epoch = self.epoch.unwrap_or(0);
         let batch =
-            ExternalBatch { log, from: stored, to, events: &events, rebuilding, epoch: self.epoch.unwrap_or(0) };
+            ExternalBatch { partition: self.partition, log, from: stored, to, events: &events, rebuilding, epoch };
         let (applied, stop) = self.apply_up_to_a_culprit(&batch).await?;
         if let Some(Stop { position, error, kept, count }) = stop {
             if let (CompareAndSet::Applied, Some(kept)) = (applied, kept) {
@@ -239,7 +269,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     ) -> Result<Result<Window, Progress>, ExternalStepError> {
         let from = stored.unwrap_or(LogPlace::START);
         let LogBatch { mut events, read, read_to, read_to_event } =
-            read_batch(&self.pool, from.position, self.batch_size, X::EVENT_TYPES).await?;
+            read_partition_batch(&self.pool, from.position, self.batch_size, X::EVENT_TYPES, self.partition).await?;
         let mut end = read_to.map(|position| LogPlace { position, event: read_to_event });
         let mut reached = false;
         if let Some(until) = until {
@@ -265,7 +295,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         };
         let mut conn = self.pool.acquire().await?;
         let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
-        let skipped = control::skipped_among(&mut conn, X::NAME, &positions).await?;
+        let skipped = control::skipped_among(&mut conn, &self.name, &positions).await?;
         events.retain(|event| !skipped.contains(&event.global_position));
         Ok(Ok(Window { events, to, reached, read }))
     }
@@ -294,8 +324,14 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         };
         let event_type = batch.events.iter().find(|event| event.position() == position).map(|e| e.event_type.as_str());
         let error = format!("{} at {position}: {reason}", event_type.unwrap_or("event"));
-        tracing::error!(projection = X::NAME, %error, "projection stopped at an event it cannot apply");
+        tracing::error!(projection = self.name, %error, "projection stopped at an event it cannot apply");
         Ok((applied, Some(Stop { position, error, kept, count: before.len() })))
+    }
+
+    /// Whether the projection is still split as this runner splits it.
+    async fn count_in_force(&self) -> Result<bool, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(partitions::recorded_count(&mut conn, X::NAME).await? == self.partition.count)
     }
 
     /// This leadership moved the store's checkpoint to `to`, of the history `log`.
@@ -307,7 +343,7 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
     /// rebuild's progress).
     async fn follow(&self, to: Position, applied: usize, rebuilding: bool) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let name = X::NAME;
+        let name = self.name.as_str();
         if rebuilding {
             control::advance(&mut conn, &control::rebuild_checkpoint_name(name), to, applied).await?;
         } else {
@@ -321,7 +357,7 @@ impl<X: ExternalProjection> Steps for ExternalProjectionRunner<X> {
     type Error = ExternalStepError;
 
     fn name(&self) -> &str {
-        X::NAME
+        &self.name
     }
 
     fn batch_size(&self) -> i64 {
