@@ -105,7 +105,11 @@ impl RedisReads {
         {
             return Some(history.clone());
         }
-        let log = eventstore::log_identity(&self.pool).await.ok().flatten()?.to_string();
+        // The log's history, and the generation of the store's partition count in it.
+        let log = eventstore::projection::store_history(&self.pool, super::redis_accounts::PROJECTION_NAME)
+            .await
+            .ok()
+            .flatten()?;
         let server_started_at = eventstore::server_started_at(&self.pool).await.ok()?;
         let history = History { log, server_started_at };
         *self.current.lock().expect("never poisoned") = Some((Instant::now(), history.clone()));

@@ -38,7 +38,7 @@ pub use external::{
     ExternalStepError, LogPlace, StoredCheckpoint,
 };
 pub use monitor::{StatusCache, status};
-pub use partitions::{AdoptError, MAX_PARTITIONS, Partition, PartitionShare, adopt_count};
+pub use partitions::{AdoptError, MAX_PARTITIONS, Partition, PartitionShare, adopt_count, store_history};
 pub use runner::{Progress, ProjectionRunner};
 
 /// A read model built from the global log.
@@ -184,21 +184,45 @@ pub async fn run_external_partitioned<X: ExternalProjection + Clone>(
         let runner = ExternalProjectionRunner::new(pool.clone(), projection, appends.subscribe(), instance);
         return Ok(vec![tokio::spawn(runner.run(shutdown.clone()))]);
     }
-    let before = partitions::recorded_count(&mut *pool.acquire().await?, X::NAME).await?;
-    if adopt_count(pool, X::NAME, &[], count, may_change).await? {
-        // As the tables of a Postgres projection are emptied: the old count's partitions go.
-        // Nothing reads them, so a store that cannot do it now only keeps them longer.
-        if let Err(error) = projection.retire(before).await {
-            tracing::warn!(projection = X::NAME, %error, partitions = before, "the old partitions were not removed");
-        }
-    }
+    let retired = partitions::adopt_count_from(pool, X::NAME, &[], count, may_change).await?;
     let share = std::sync::Arc::new(PartitionShare::new(X::NAME, count));
     partitions::join(pool, instance, &share).await?;
     let mut tasks = vec![partitions::spawn_membership(pool, instance, &share, shutdown)];
+    if let Some(before) = retired {
+        tasks.push(tokio::spawn(retire(projection.clone(), before, shutdown.clone())));
+    }
     for partition in Partition::all(count) {
         let runner = ExternalProjectionRunner::new(pool.clone(), projection.clone(), appends.subscribe(), instance)
             .partition(partition, share.clone());
         tasks.push(tokio::spawn(runner.run(shutdown.clone())));
     }
     Ok(tasks)
+}
+
+/// Removes what an outside store keeps of the `partitions` of a count no longer in force, as a
+/// Postgres projection's tables are emptied, trying again until it is done or `shutdown`. Nothing
+/// reads them (they are of an older generation: [`store_history`]), so a store that cannot do it
+/// now only keeps them longer.
+async fn retire<X: ExternalProjection>(projection: X, partitions: u32, shutdown: tokio_util::sync::CancellationToken) {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let outcome = tokio::select! {
+            outcome = projection.retire(partitions) => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(projection = X::NAME, partitions, "the old count's partitions are removed");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(projection = X::NAME, %error, partitions, "the old partitions are not removed yet")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+    }
 }

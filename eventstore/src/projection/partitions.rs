@@ -143,6 +143,36 @@ pub async fn recorded_count(conn: &mut PgConnection, projection: &str) -> Result
     Ok(count.map_or(1, |count| count as u32))
 }
 
+/// The count `projection` is split into and its generation (`g<microseconds>`, from when that
+/// count was adopted), if a count was ever recorded: a count adopted again later is another
+/// generation.
+pub async fn recorded_generation(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<Option<(u32, String)>, sqlx::Error> {
+    let found: Option<(i32, i64)> = sqlx::query_as(
+        "SELECT partitions, (extract(epoch FROM changed_at) * 1000000)::bigint
+         FROM projection_partitionings WHERE projection_name = $1",
+    )
+    .bind(projection)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.map(|(count, micros)| (count as u32, format!("g{micros}"))))
+}
+
+/// The history an outside store split into partitions is built in: the log's
+/// ([`crate::LogIdentity`]) and the generation of the partition count in force, so that what a
+/// store kept of an earlier adoption of the same count (a checkpoint, a fence of epochs that
+/// started again) reads as of another history, never as its own. `None` with an empty log.
+pub async fn store_history(pool: &PgPool, projection: &str) -> Result<Option<String>, sqlx::Error> {
+    let Some(identity) = crate::log_identity(pool).await? else { return Ok(None) };
+    let mut conn = pool.acquire().await?;
+    Ok(Some(match recorded_generation(&mut conn, projection).await? {
+        Some((_, generation)) => format!("{identity}#{generation}"),
+        None => identity.to_string(),
+    }))
+}
+
 /// Why a partition count was not adopted.
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
@@ -170,6 +200,18 @@ pub async fn adopt_count(
     count: u32,
     may_change: bool,
 ) -> Result<bool, AdoptError> {
+    Ok(adopt_count_from(pool, projection, tables, count, may_change).await?.is_some())
+}
+
+/// As [`adopt_count`]; returns the count that was in force, read under the count's lock, if it
+/// changed.
+pub async fn adopt_count_from(
+    pool: &PgPool,
+    projection: &str,
+    tables: &[&str],
+    count: u32,
+    may_change: bool,
+) -> Result<Option<u32>, AdoptError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventstore partitioning'), hashtext($1))")
         .bind(projection)
@@ -223,7 +265,7 @@ pub async fn adopt_count(
         .await?;
     }
     tx.commit().await?;
-    Ok(changed)
+    Ok(changed.then_some(in_force))
 }
 
 /// The partitions of one projection this instance leads, and how many it may lead.

@@ -531,7 +531,8 @@ async fn a_fence_of_another_history_refuses_nothing_and_one_of_this_history_is_s
     let app = spawn_with_redis(db, &space, "auto").await;
     let id = app.account_id("alice", 30.0).await;
     wait_for_redis(&app.pool, &space.accounts()).await;
-    let log = eventstore::log_identity(&app.pool).await.unwrap().unwrap().to_string();
+    // The history the store is built in: the log's, and the generation of its partition count.
+    let log = eventstore::projection::store_history(&app.pool, "redis_accounts").await.unwrap().unwrap();
     let (projection, fence) = (space.key("projection"), space.key("fence"));
     // As if the database were made anew under a Redis that kept its keys: the store and its
     // fence are of another history, whose leaders reached epoch 99; this database's start at 1.
@@ -649,10 +650,66 @@ async fn a_new_partition_count_builds_the_store_anew_in_its_partitions_and_drops
     let ranked = store.highest(Decimal::ZERO, None, 100).await.unwrap();
     assert_eq!(ranked.value.len(), expected.len());
     assert_eq!(ranked.partitions.len(), 3, "every partition was read");
-    for name in ["projection", "balances", "fence"] {
-        assert_eq!(exists(&mut connection, &space.key(name)), 0, "the whole store's {name} is left");
-    }
-    assert_eq!(exists(&mut connection, &space.key(&format!("account:{}", ids[0]))), 0);
+    let whole_keys: Vec<String> = ["projection", "balances", "fence", &format!("account:{}", ids[0])]
+        .iter()
+        .map(|name| space.key(name))
+        .collect();
+    eventually("the whole store's keys removed", PATIENCE, || async {
+        let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+        let left: Vec<&String> = whole_keys.iter().filter(|key| exists(&mut connection, key) > 0).collect();
+        when(left.len(), |left| *left == 0).map_err(|_| format!("{left:?}"))
+    })
+    .await;
     let answer: Value = three.get(&format!("/api/queries/accounts/{}", ids[0])).await.json().await.unwrap();
     assert_eq!((answer["servedBy"].as_str(), answer["currentBalance"].as_f64()), (Some("redis"), Some(11.25)));
+}
+
+#[sqlx::test(migrations = false)]
+async fn what_an_earlier_adoption_of_the_same_count_left_is_of_another_history(_: PgPoolOptions, db: PgConnectOptions) {
+    // Given: the store built whole, then the count changed to two and back to one, while its
+    // first build's keys stayed (as if their removal had failed), with a fence of an epoch the
+    // new leaders have not reached.
+    let space = RedisSpace::shared();
+    let first = spawn_with_redis(db.clone(), &space, "redis").await;
+    let id = first.account_id("alice", 40.0).await;
+    wait_for_redis(&first.pool, &space.accounts()).await;
+    let earlier = eventstore::projection::store_history(&first.pool, "redis_accounts").await.unwrap().unwrap();
+    let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+    let stale_checkpoint: String =
+        redis::cmd("HGET").arg(space.key("projection")).arg("checkpoint").query(&mut connection).unwrap();
+    first.stop();
+    let count = |partitions: u32| {
+        let redis = space.settings();
+        move |settings: &mut server::configuration::Settings| {
+            settings.redis = Some(redis);
+            settings.read_store = "redis".parse().unwrap();
+            settings.projection_partitions = partitions;
+            settings.projection_partitions_rebuild = true;
+        }
+    };
+    let two = spawn_app_with(db.clone(), count(2)).await;
+    eventually("the whole store's keys removed", PATIENCE, || async {
+        let mut connection = redis::Client::open(space.url.as_str()).unwrap().get_connection().unwrap();
+        let left: i64 = redis::cmd("EXISTS").arg(space.key("projection")).query(&mut connection).unwrap();
+        when(left, |left| *left == 0)
+    })
+    .await;
+    two.stop();
+    space.command(redis::cmd("HSET").arg(space.key("projection")).arg("checkpoint").arg(&stale_checkpoint)).unwrap();
+    space.command(redis::cmd("SET").arg(space.key("fence")).arg(format!("99@{earlier}"))).unwrap();
+
+    // When: an instance adopts one partition again and the account changes.
+    let again = spawn_app_with(db, count(1)).await;
+    again.deposit(&id, "2.50").await;
+
+    // Then: the leftovers are not taken for the new build's: it is built from the first event,
+    // not stuck behind the old fence, and served.
+    assert_ne!(eventstore::projection::store_history(&again.pool, "redis_accounts").await.unwrap().unwrap(), earlier);
+    let answer = eventually("the account served from the new build", PATIENCE, || async {
+        let answer: Value = again.get(&format!("/api/queries/accounts/{id}")).await.json().await.unwrap();
+        when(answer, |answer| answer["servedBy"] == "redis" && answer["currentBalance"].as_f64() == Some(42.5))
+    })
+    .await;
+    assert_eq!(answer["transactionCount"], 2, "{answer}");
+    assert_redis_equals_replay(&again.pool, &space).await;
 }

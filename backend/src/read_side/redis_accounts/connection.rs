@@ -54,13 +54,24 @@ impl Connection {
 
 impl Cluster {
     /// The cluster's connection, made on first use (and tried again on the next if it failed).
-    async fn connection(&self) -> Result<ClusterConnection, RedisError> {
-        let made = self.connection.get_or_try_init(|| async {
-            tokio::time::timeout(RESPONSE_TIMEOUT * 3, self.client.get_async_connection())
-                .await
-                .map_err(|_| RedisError::from((ErrorKind::Io, "no node of the Redis Cluster answered in time")))?
+    /// Made by a task of its own: a caller that gives up waiting (a query's 250 ms) does not
+    /// cancel it, so that the next caller finds it made.
+    async fn connection(self: &Arc<Self>) -> Result<ClusterConnection, RedisError> {
+        if let Some(made) = self.connection.get() {
+            return Ok(made.clone());
+        }
+        let cluster = self.clone();
+        let making = tokio::spawn(async move {
+            let made = cluster.connection.get_or_try_init(|| async {
+                tokio::time::timeout(RESPONSE_TIMEOUT * 3, cluster.client.get_async_connection())
+                    .await
+                    .map_err(|_| RedisError::from((ErrorKind::Io, "no node of the Redis Cluster answered in time")))?
+            });
+            made.await.cloned()
         });
-        Ok(made.await?.clone())
+        making
+            .await
+            .map_err(|_| RedisError::from((ErrorKind::Io, "the connection to the Redis Cluster was not made")))?
     }
 }
 

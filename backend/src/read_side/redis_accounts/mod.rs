@@ -69,6 +69,9 @@ type EvictionCheck = (std::time::Instant, Option<String>);
 /// How often [`RedisAccounts::may_evict`] asks Redis again.
 const EVICTION_CHECK: Duration = Duration::from_secs(60);
 
+/// How soon it asks again when Redis did not answer.
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
+
 /// The hash tag the keys of `partition` carry after the prefix: a Redis Cluster puts the keys
 /// whose tags are the same in one slot.
 pub fn slot_tag(partition: Partition) -> String {
@@ -196,19 +199,35 @@ impl RedisAccounts {
     ///
     /// Cancelled, it finds out again on the next call.
     pub async fn may_evict(&self) -> Option<String> {
-        if let Some((at, found)) = self.eviction.lock().expect("never poisoned").as_ref()
-            && at.elapsed() < EVICTION_CHECK
         {
-            return found.clone();
+            let mut eviction = self.eviction.lock().expect("never poisoned");
+            match eviction.as_mut() {
+                Some((at, found)) if at.elapsed() < EVICTION_CHECK => return found.clone(),
+                // One caller asks; the others meanwhile go by what was found last.
+                Some((at, _)) => *at = std::time::Instant::now(),
+                None => *eviction = Some((std::time::Instant::now(), None)),
+            }
         }
-        // A cluster answers for each master: any of them may evict.
-        let info: Result<Value, RedisError> =
-            redis::cmd("INFO").arg("memory").query_async(&mut self.redis.clone()).await;
-        // Unreachable: no query reads it anyway; asked again a minute later.
-        let found = info.ok().and_then(|info| match info_texts(info) {
+        // A cluster answers for each master: any of them may evict. Bounded, as it is asked on
+        // a query's way; unanswered (a master down, say), what was found before stands, and it
+        // is asked again a few seconds later.
+        let info = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+            redis::cmd("INFO").arg("memory").query_async::<Value>(&mut self.redis.clone()).await
+        })
+        .await;
+        let Ok(Ok(info)) = info else {
+            let mut eviction = self.eviction.lock().expect("never poisoned");
+            let now = std::time::Instant::now();
+            let again_in = now.checked_sub(EVICTION_CHECK - EVICTION_RETRY).unwrap_or(now);
+            return eviction.as_mut().and_then(|(at, found)| {
+                *at = again_in;
+                found.clone()
+            });
+        };
+        let found = match info_texts(info) {
             Some(texts) => texts.iter().find_map(|text| eviction_risk(text)),
             None => Some("Redis answered INFO memory with something else than text".to_owned()),
-        });
+        };
         if let Some(why) = &found {
             tracing::warn!(why, "the Redis read store is not read from");
         }
@@ -243,6 +262,11 @@ impl RedisAccounts {
     ) -> Result<RedisRead<Vec<AccountView>>, RedisReadError> {
         let lowest = sortable_cents(min_balance)
             .ok_or_else(|| RedisReadError::Unreadable(format!("a minimum balance of {min_balance}")))?;
+        if self.partitions == 1 {
+            let (partition, checkpoint, rebuilding, accounts) =
+                self.highest_in(Partition::WHOLE, &lowest, owner_id, limit).await?;
+            return Ok(RedisRead::combined(vec![(partition, checkpoint, rebuilding)]).with(accounts));
+        }
         // The top `limit` of each partition, asked at once (on a cluster, of several masters),
         // hold the top `limit` of all.
         let mut reads = tokio::task::JoinSet::new();
@@ -252,7 +276,9 @@ impl RedisAccounts {
         }
         let (mut partitions, mut accounts) = (Vec::new(), Vec::new());
         while let Some(read) = reads.join_next().await {
-            let (partition, checkpoint, rebuilding, found) = read.expect("a read does not panic")?;
+            let read =
+                read.map_err(|error| RedisReadError::Unreadable(format!("a partition's read stopped: {error}")))?;
+            let (partition, checkpoint, rebuilding, found) = read?;
             partitions.push((partition, checkpoint, rebuilding));
             accounts.extend(found);
         }

@@ -13,6 +13,9 @@ use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
 use crate::read_side::account_summary::fold;
 use bank::domain::AccountEvent;
 
+/// At most how many passes a clear makes over the keys (each after one that found some).
+const CLEAR_PASSES: usize = 5;
+
 fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> ExternalError {
     ExternalError::Store(Box::new(error))
 }
@@ -91,6 +94,13 @@ impl ExternalProjection for RedisAccounts {
 
     async fn retire(&self, partitions: u32) -> Result<(), ExternalError> {
         let mut redis = self.redis.clone();
+        // First every partition's checkpoint is marked as of no history, so that an instance
+        // still running the old count reads none of them half removed.
+        for partition in Partition::all(partitions) {
+            let keys = self.keys(partition);
+            let marked = redis::cmd("HSET").arg(keys.projection()).arg("checkpoint").arg(CLEARING.as_str()).clone();
+            marked.query_async::<i64>(&mut redis).await.map_err(store_error)?;
+        }
         for partition in Partition::all(partitions) {
             let keys = self.keys(partition);
             let pattern = format!("{}*", keys.prefix);
@@ -124,17 +134,29 @@ impl ExternalProjection for RedisAccounts {
                 format!("the store's fence refuses epoch {epoch}: a later leader has written").into(),
             ));
         }
+        // Passes over the keys until one finds none left: a `SCAN` cursor is one node's, and a
+        // cluster's slot may move (or fail over) mid-clear, which would let keys slip by.
         let pattern = format!("{}*", keys.prefix);
-        let mut cursor = "0".to_owned();
-        loop {
-            let mut script = CLEAR_SOME.prepare_invoke();
-            script.key(keys.projection()).key(keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
-            let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
-            match next {
-                // Someone else finished the clear and builds the store again: what is left is theirs.
-                None => return Ok(()),
-                Some(next) if next == "0" => break,
-                Some(next) => cursor = next,
+        for _ in 0..CLEAR_PASSES {
+            let (mut cursor, mut removed) = ("0".to_owned(), 0);
+            loop {
+                let mut script = CLEAR_SOME.prepare_invoke();
+                script.key(keys.projection()).key(keys.fence()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
+                let next: Option<(String, i64)> = script.invoke_async(&mut redis).await.map_err(store_error)?;
+                match next {
+                    // Someone else finished the clear and builds the store again: what is left is theirs.
+                    None => return Ok(()),
+                    Some((next, some)) => {
+                        removed += some;
+                        if next == "0" {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+            if removed == 0 {
+                break;
             }
         }
         let mut end = END_CLEAR.prepare_invoke();

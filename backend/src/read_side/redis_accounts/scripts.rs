@@ -159,9 +159,10 @@ return 1
 });
 
 /// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`) but the projection's
-/// hash and the fence, and returns the next cursor — unless the checkpoint is no longer
-/// [`CLEARING`](static@CLEARING) (`ARGV[3]`): someone finished the clear and began to build anew, so it removes
-/// nothing and answers nil. A former leader waking mid-way cannot delete its successor's work.
+/// hash and the fence, and returns the next cursor and how many it removed — unless the
+/// checkpoint is no longer [`CLEARING`](static@CLEARING) (`ARGV[3]`): someone finished the clear
+/// and began to build anew, so it removes nothing and answers nil. A former leader waking mid-way
+/// cannot delete its successor's work.
 pub(super) static CLEAR_SOME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -169,12 +170,14 @@ if redis.call('HGET', KEYS[1], 'checkpoint') ~= ARGV[3] then
   return false
 end
 local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+local removed = 0
 for _, key in ipairs(found[2]) do
   if key ~= KEYS[1] and key ~= KEYS[2] then
     redis.call('UNLINK', key)
+    removed = removed + 1
   end
 end
-return found[1]
+return {found[1], removed}
 ",
     )
 });

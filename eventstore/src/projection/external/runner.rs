@@ -115,15 +115,19 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         if steering.state == ProjectionState::Failed {
             return Ok(Progress::CaughtUp);
         }
-        // Another instance changed the partition count (and the store's partitions with it).
-        if X::PARTITIONABLE && !self.count_in_force().await? {
-            return Ok(Progress::NotLeading);
-        }
         // Nothing to project from an empty log (and nothing to compare a store with).
         let Some(identity) = crate::log_identity(&self.pool).await? else {
             return Ok(Progress::CaughtUp);
         };
-        let log = identity.to_string();
+        let log = if X::PARTITIONABLE {
+            // Another instance changed the partition count (and the store's partitions with it).
+            let Some(generation) = self.generation_in_force().await? else {
+                return Ok(Progress::NotLeading);
+            };
+            format!("{identity}#{generation}")
+        } else {
+            identity.to_string()
+        };
         let stored = match self.projection.checkpoint(self.partition).await {
             Ok(stored) => stored,
             Err(ExternalError::Lost(why)) => {
@@ -328,10 +332,12 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         Ok((applied, Some(Stop { position, error, kept, count: before.len() })))
     }
 
-    /// Whether the projection is still split as this runner splits it.
-    async fn count_in_force(&self) -> Result<bool, sqlx::Error> {
+    /// The generation of the partition count in force ([`crate::projection::store_history`]),
+    /// if it is this runner's count.
+    async fn generation_in_force(&self) -> Result<Option<String>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        Ok(partitions::recorded_count(&mut conn, X::NAME).await? == self.partition.count)
+        let recorded = partitions::recorded_generation(&mut conn, X::NAME).await?;
+        Ok(recorded.filter(|(count, _)| *count == self.partition.count).map(|(_, generation)| generation))
     }
 
     /// This leadership moved the store's checkpoint to `to`, of the history `log`.
