@@ -7,6 +7,7 @@ mod b10_redis_queries;
 mod b11_transfers;
 mod b12_replica_reads;
 mod b13_partitioned_catch_up;
+mod b14_redis_cluster;
 pub mod b1_append;
 mod b2_http_commands;
 mod b3_command_to_visible;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("b11_transfers", |context| Box::pin(b11_transfers::run(context))),
         ("b12_replica_reads", |context| Box::pin(b12_replica_reads::run(context))),
         ("b13_partitioned_catch_up", |context| Box::pin(b13_partitioned_catch_up::run(context))),
+        ("b14_redis_cluster", |context| Box::pin(b14_redis_cluster::run(context))),
         ("contention", |context| Box::pin(contention::run(context))),
     ]
 }
