@@ -78,7 +78,7 @@ pub async fn run(context: Context) -> Outcome {
             ))
         }
         .await;
-        store.retire(PARTITIONS).await?;
+        store.retire(PARTITIONS, None).await?;
         measured.push(outcome?);
     }
     let [(catch_single, reads_single, latencies_single), (catch_cluster, reads_cluster, latencies_cluster)] =

@@ -189,7 +189,7 @@ pub async fn run_external_partitioned<X: ExternalProjection + Clone>(
     partitions::join(pool, instance, &share).await?;
     let mut tasks = vec![partitions::spawn_membership(pool, instance, &share, shutdown)];
     if let Some(before) = retired {
-        tasks.push(tokio::spawn(retire(projection.clone(), before, shutdown.clone())));
+        tasks.push(tokio::spawn(retire(pool.clone(), projection.clone(), before, shutdown.clone())));
     }
     for partition in Partition::all(count) {
         let runner = ExternalProjectionRunner::new(pool.clone(), projection.clone(), appends.subscribe(), instance)
@@ -203,11 +203,22 @@ pub async fn run_external_partitioned<X: ExternalProjection + Clone>(
 /// Postgres projection's tables are emptied, trying again until it is done or `shutdown`. Nothing
 /// reads them (they are of an older generation: [`store_history`]), so a store that cannot do it
 /// now only keeps them longer.
-async fn retire<X: ExternalProjection>(projection: X, partitions: u32, shutdown: tokio_util::sync::CancellationToken) {
+async fn retire<X: ExternalProjection>(
+    pool: sqlx::PgPool,
+    projection: X,
+    partitions: u32,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut pause = std::time::Duration::from_secs(1);
     loop {
+        // Asked each time: the same count may have been adopted again meanwhile, and its new
+        // partitions are not to be removed.
+        let attempt = async {
+            let current = store_history(&pool, X::NAME).await.map_err(|error| ExternalError::Store(error.into()))?;
+            projection.retire(partitions, current.as_deref()).await
+        };
         let outcome = tokio::select! {
-            outcome = projection.retire(partitions) => outcome,
+            outcome = attempt => outcome,
             () = shutdown.cancelled() => return,
         };
         match outcome {

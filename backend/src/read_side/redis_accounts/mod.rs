@@ -201,11 +201,14 @@ impl RedisAccounts {
     pub async fn may_evict(&self) -> Option<String> {
         {
             let mut eviction = self.eviction.lock().expect("never poisoned");
+            // One caller asks; the others meanwhile go by what was found last, for at most a
+            // few seconds (the caller may give up, or be given up on).
+            let now = std::time::Instant::now();
+            let asking = now.checked_sub(EVICTION_CHECK - EVICTION_RETRY).unwrap_or(now);
             match eviction.as_mut() {
                 Some((at, found)) if at.elapsed() < EVICTION_CHECK => return found.clone(),
-                // One caller asks; the others meanwhile go by what was found last.
-                Some((at, _)) => *at = std::time::Instant::now(),
-                None => *eviction = Some((std::time::Instant::now(), None)),
+                Some((at, _)) => *at = asking,
+                None => *eviction = Some((asking, None)),
             }
         }
         // A cluster answers for each master: any of them may evict. Bounded, as it is asked on

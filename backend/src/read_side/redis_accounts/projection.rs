@@ -7,7 +7,7 @@ use eventstore::projection::{
 };
 use uuid::Uuid;
 
-use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_SOME};
+use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_BEGIN, RETIRE_SOME};
 use super::stored::{StoredAccount, balance_member, checkpoint_text};
 use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
 use crate::read_side::account_summary::fold;
@@ -92,25 +92,37 @@ impl ExternalProjection for RedisAccounts {
         }
     }
 
-    async fn retire(&self, partitions: u32) -> Result<(), ExternalError> {
+    async fn retire(&self, partitions: u32, current: Option<&str>) -> Result<(), ExternalError> {
         let mut redis = self.redis.clone();
+        let current = current.map(|history| format!("{history}@")).unwrap_or_default();
         // First every partition's checkpoint is marked as of no history, so that an instance
         // still running the old count reads none of them half removed.
+        let mut retiring = Vec::new();
         for partition in Partition::all(partitions) {
             let keys = self.keys(partition);
-            let marked = redis::cmd("HSET").arg(keys.projection()).arg("checkpoint").arg(CLEARING.as_str()).clone();
-            marked.query_async::<i64>(&mut redis).await.map_err(store_error)?;
+            let mut begin = RETIRE_BEGIN.prepare_invoke();
+            begin.key(keys.projection()).arg(CLEARING.as_str()).arg(&current);
+            if begin.invoke_async::<i64>(&mut redis).await.map_err(store_error)? == 1 {
+                retiring.push(keys);
+            }
         }
-        for partition in Partition::all(partitions) {
-            let keys = self.keys(partition);
+        for keys in retiring {
             let pattern = format!("{}*", keys.prefix);
             let mut cursor = "0".to_owned();
             loop {
                 let mut script = RETIRE_SOME.prepare_invoke();
-                script.key(keys.projection()).arg(&cursor).arg(&pattern);
-                cursor = script.invoke_async(&mut redis).await.map_err(store_error)?;
-                if cursor == "0" {
-                    break;
+                script.key(keys.projection()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
+                let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
+                match next {
+                    // The partition is being built again: what is there is the build's.
+                    None => break,
+                    Some(next) if next == "0" => {
+                        let mut end = END_CLEAR.prepare_invoke();
+                        end.key(keys.projection()).arg(CLEARING.as_str());
+                        end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
+                        break;
+                    }
+                    Some(next) => cursor = next,
                 }
             }
         }

@@ -195,14 +195,38 @@ return 1
     )
 });
 
+/// Starts retiring a partition (its projection's hash `KEYS[1]`): puts
+/// [`CLEARING`](static@CLEARING) (`ARGV[1]`) in its checkpoint's place and returns 1 — unless
+/// the checkpoint is of the history being built now (it starts with `ARGV[2]`, unless that is
+/// empty): that partition is the same count's, adopted again, and it returns 0.
+pub(super) static RETIRE_BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local checkpoint = redis.call('HGET', KEYS[1], 'checkpoint')
+if checkpoint and ARGV[2] ~= '' and string.sub(checkpoint, 1, #ARGV[2]) == ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[1])
+return 1
+",
+    )
+});
+
 /// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`: one retired
-/// partition's keys, whose slot `KEYS[1]` names) and returns the next cursor.
+/// partition's keys, whose slot `KEYS[1]`, its projection's hash, names) but that hash, and
+/// returns the next cursor — unless the checkpoint is no longer [`CLEARING`](static@CLEARING)
+/// (`ARGV[3]`): a build of the partition began meanwhile, and it answers nil.
 pub(super) static RETIRE_SOME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('HGET', KEYS[1], 'checkpoint') ~= ARGV[3] then
+  return false
+end
 local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 for _, key in ipairs(found[2]) do
-  redis.call('UNLINK', key)
+  if key ~= KEYS[1] then
+    redis.call('UNLINK', key)
+  end
 end
 return found[1]
 ",

@@ -79,9 +79,11 @@ pub trait ExternalProjection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ExternalError>> + Send;
 
     /// Empties what the store holds for the partitions of a count no longer in force
-    /// (`partitions` of them): the new count's partitions were built from the first event.
-    fn retire(&self, partitions: u32) -> impl Future<Output = Result<(), ExternalError>> + Send {
-        let _ = partitions;
+    /// (`partitions` of them): the new count's partitions were built from the first event. A
+    /// partition built in the history `current` (that count, adopted again since) is left, and
+    /// so is one that begins to be built meanwhile.
+    fn retire(&self, partitions: u32, current: Option<&str>) -> impl Future<Output = Result<(), ExternalError>> + Send {
+        let _ = (partitions, current);
         async { Ok(()) }
     }
 
