@@ -121,6 +121,27 @@ pub async fn insert_account_events(
     Ok(inserted.rows_affected())
 }
 
+/// A backlog of `events_per_account` events on each of `accounts` accounts of `prefix`
+/// ([`insert_account_events`]), inserted in transactions of about `chunk` events, versions
+/// interleaved across accounts as many users would write them; then `ANALYZE`d.
+pub async fn insert_backlog(
+    pool: &PgPool,
+    prefix: &str,
+    accounts: i64,
+    events_per_account: i64,
+    chunk: i64,
+) -> Result<(), sqlx::Error> {
+    let per_chunk = (chunk / accounts).max(1);
+    let mut version = 1;
+    while version <= events_per_account {
+        let until = (version + per_chunk - 1).min(events_per_account);
+        insert_account_events(pool, prefix, accounts, version, until).await?;
+        version = until + 1;
+    }
+    sqlx::query("ANALYZE events").execute(pool).await?;
+    Ok(())
+}
+
 /// The stream id [`insert_account_events`] gives account `a` of `prefix`.
 pub async fn stream_id(pool: &PgPool, prefix: &str, a: i64) -> Result<uuid::Uuid, sqlx::Error> {
     sqlx::query_scalar("SELECT md5($1 || $2::text)::uuid").bind(prefix).bind(a).fetch_one(pool).await

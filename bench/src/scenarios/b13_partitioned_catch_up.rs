@@ -35,14 +35,7 @@ pub async fn run(context: Context) -> Outcome {
         ),
     );
     let pool = &context.pool;
-    let per_chunk = (CHUNK / accounts).max(1);
-    let mut version = 1;
-    while version <= EVENTS_PER_ACCOUNT {
-        let until = (version + per_chunk - 1).min(EVENTS_PER_ACCOUNT);
-        database::insert_account_events(pool, "b13-", accounts, version, until).await?;
-        version = until + 1;
-    }
-    sqlx::query("ANALYZE events").execute(pool).await?;
+    database::insert_backlog(pool, "b13-", accounts, EVENTS_PER_ACCOUNT, CHUNK).await?;
 
     // Two "instances": each its own pool, as two server processes would have.
     let instances = [database::pool(10).await?, database::pool(10).await?];

@@ -48,14 +48,7 @@ pub async fn run(context: Context) -> Outcome {
         return Ok(());
     };
     let pool = &context.pool;
-    let per_chunk = (CHUNK / accounts).max(1);
-    let mut version = 1;
-    while version <= EVENTS_PER_ACCOUNT {
-        let until = (version + per_chunk - 1).min(EVENTS_PER_ACCOUNT);
-        database::insert_account_events(pool, "b14-", accounts, version, until).await?;
-        version = until + 1;
-    }
-    sqlx::query("ANALYZE events").execute(pool).await?;
+    database::insert_backlog(pool, "b14-", accounts, EVENTS_PER_ACCOUNT, CHUNK).await?;
     let mut ids = Vec::with_capacity(accounts as usize);
     for a in 1..=accounts {
         ids.push(database::stream_id(pool, "b14-", a).await?);

@@ -41,14 +41,7 @@ pub async fn run(context: Context) -> Outcome {
     let pool = &context.pool;
 
     let started = Instant::now();
-    let per_chunk = (CHUNK / accounts).max(1);
-    let mut version = 1;
-    while version <= EVENTS_PER_ACCOUNT {
-        let until = (version + per_chunk - 1).min(EVENTS_PER_ACCOUNT);
-        database::insert_account_events(pool, "b4-", accounts, version, until).await?;
-        version = until + 1;
-    }
-    sqlx::query("ANALYZE events").execute(pool).await?;
+    database::insert_backlog(pool, "b4-", accounts, EVENTS_PER_ACCOUNT, CHUNK).await?;
     report::figure(
         "backlog inserted in bulk (INSERT … SELECT)",
         report::per_second(events as usize, started.elapsed()),

@@ -121,10 +121,10 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         };
         let log = if X::PARTITIONABLE {
             // Another instance changed the partition count (and the store's partitions with it).
-            let Some(generation) = self.generation_in_force().await? else {
+            let Some(history) = self.history_in_force(&identity.to_string()).await? else {
                 return Ok(Progress::NotLeading);
             };
-            format!("{identity}#{generation}")
+            history
         } else {
             identity.to_string()
         };
@@ -332,12 +332,15 @@ impl<X: ExternalProjection> ExternalProjectionRunner<X> {
         Ok((applied, Some(Stop { position, error, kept, count: before.len() })))
     }
 
-    /// The generation of the partition count in force ([`crate::projection::store_history`]),
-    /// if it is this runner's count.
-    async fn generation_in_force(&self) -> Result<Option<String>, sqlx::Error> {
+    /// The history the store is built in ([`crate::projection::store_history`]: the log's
+    /// `identity` and the generation of the partition count in force), if that count is this
+    /// runner's. A count never recorded is one, of no generation.
+    async fn history_in_force(&self, identity: &str) -> Result<Option<String>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let recorded = partitions::recorded_generation(&mut conn, X::NAME).await?;
-        Ok(recorded.filter(|(count, _)| *count == self.partition.count).map(|(_, generation)| generation))
+        Ok(match partitions::recorded_generation(&mut conn, X::NAME).await? {
+            Some((count, generation)) => (count == self.partition.count).then(|| format!("{identity}#{generation}")),
+            None => (self.partition.count == 1).then(|| identity.to_owned()),
+        })
     }
 
     /// This leadership moved the store's checkpoint to `to`, of the history `log`.
