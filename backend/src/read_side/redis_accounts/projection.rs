@@ -7,7 +7,7 @@ use eventstore::projection::{
 };
 use uuid::Uuid;
 
-use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_BEGIN, RETIRE_SOME};
+use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_BEGIN};
 use super::stored::{StoredAccount, balance_member, checkpoint_text};
 use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
 use crate::read_side::account_summary::fold;
@@ -110,19 +110,22 @@ impl ExternalProjection for RedisAccounts {
             let pattern = format!("{}*", keys.prefix);
             let mut cursor = "0".to_owned();
             loop {
-                let mut script = RETIRE_SOME.prepare_invoke();
-                script.key(keys.projection()).arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
-                let next: Option<String> = script.invoke_async(&mut redis).await.map_err(store_error)?;
+                // The clear's own step, keeping the projection's hash alone (given twice): the
+                // retired partition's fence goes too.
+                let mut script = CLEAR_SOME.prepare_invoke();
+                script.key(keys.projection()).key(keys.projection());
+                script.arg(&cursor).arg(&pattern).arg(CLEARING.as_str());
+                let next: Option<(String, i64)> = script.invoke_async(&mut redis).await.map_err(store_error)?;
                 match next {
                     // The partition is being built again: what is there is the build's.
                     None => break,
-                    Some(next) if next == "0" => {
+                    Some((next, _)) if next == "0" => {
                         let mut end = END_CLEAR.prepare_invoke();
                         end.key(keys.projection()).arg(CLEARING.as_str());
                         end.invoke_async::<i64>(&mut redis).await.map_err(store_error)?;
                         break;
                     }
-                    Some(next) => cursor = next,
+                    Some((next, _)) => cursor = next,
                 }
             }
         }

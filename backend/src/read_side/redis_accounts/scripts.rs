@@ -211,24 +211,3 @@ return 1
 ",
     )
 });
-
-/// Removes the next keys of a `SCAN` (cursor `ARGV[1]`, pattern `ARGV[2]`: one retired
-/// partition's keys, whose slot `KEYS[1]`, its projection's hash, names) but that hash, and
-/// returns the next cursor — unless the checkpoint is no longer [`CLEARING`](static@CLEARING)
-/// (`ARGV[3]`): a build of the partition began meanwhile, and it answers nil.
-pub(super) static RETIRE_SOME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'checkpoint') ~= ARGV[3] then
-  return false
-end
-local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
-for _, key in ipairs(found[2]) do
-  if key ~= KEYS[1] then
-    redis.call('UNLINK', key)
-  end
-end
-return found[1]
-",
-    )
-});
