@@ -385,6 +385,16 @@ impl Bank {
         .await
     }
 
+    /// As [`Self::whole_log`], only the events that wake the transfer process.
+    async fn woken_log(&self) -> (String, Vec<eventstore::RecordedEvent>) {
+        let (log, events) = self.whole_log().await;
+        let woken = events.into_iter().filter(|event| {
+            <TransferProcess as eventstore::projection::ExternalProjection>::EVENT_TYPES
+                .contains(&event.event_type.as_str())
+        });
+        (log, woken.collect())
+    }
+
     /// Every event's type, by stream, once `transfer` has finished (four events: it went as far
     /// as it goes).
     async fn finished(&self, transfer: Uuid) -> BTreeMap<Uuid, Vec<String>> {
@@ -429,21 +439,9 @@ async fn a_step_taken_twice_or_twice_at_once_is_applied_once(_: PgPoolOptions, d
 
     // The same batch of the log delivered to the process twice: applied, then refused as a
     // batch the checkpoint has passed; nothing more is written either time.
-    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
-    let (log, events) = bank.whole_log().await;
-    let woken: Vec<_> =
-        events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
-    let last = woken.last().unwrap();
-    let to = LogPlace { position: last.position(), event: Some(last.event_id) };
-    let batch = ExternalBatch {
-        partition: Partition::WHOLE,
-        log: &log,
-        from: None,
-        to,
-        events: &woken,
-        rebuilding: false,
-        epoch: 0,
-    };
+    use eventstore::projection::{CompareAndSet, ExternalProjection};
+    let (log, woken) = bank.woken_log().await;
+    let batch = whole_batch(&log, &woken);
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied);
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::CheckpointMoved);
     assert_eq!(bank.events().await, after_both);
@@ -774,21 +772,9 @@ async fn a_transfer_that_cannot_go_on_is_parked_and_holds_up_no_other(_: PgPoolO
     .unwrap();
     let good = bank.request(from, to, "10", Duration::from_secs(30)).await;
 
-    use eventstore::projection::{CompareAndSet, ExternalBatch, ExternalProjection, LogPlace, Partition};
-    let (log, events) = bank.whole_log().await;
-    let woken: Vec<_> =
-        events.into_iter().filter(|event| TransferProcess::EVENT_TYPES.contains(&event.event_type.as_str())).collect();
-    let last = woken.last().unwrap();
-    let to = LogPlace { position: last.position(), event: Some(last.event_id) };
-    let batch = ExternalBatch {
-        partition: Partition::WHOLE,
-        log: &log,
-        from: None,
-        to,
-        events: &woken,
-        rebuilding: false,
-        epoch: 0,
-    };
+    use eventstore::projection::{CompareAndSet, ExternalProjection};
+    let (log, woken) = bank.woken_log().await;
+    let batch = whole_batch(&log, &woken);
     assert_eq!(bank.process.apply(&batch).await.unwrap(), CompareAndSet::Applied, "the batch goes through");
     assert_eq!(
         bank.events().await[&good],
@@ -1100,4 +1086,18 @@ async fn a_sender_sees_whose_account_a_number_is_and_nothing_more(_: PgPoolOptio
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// One batch of all of `events` (to the last of them) of the log `log`, from no checkpoint.
+fn whole_batch<'a>(log: &'a str, events: &'a [eventstore::RecordedEvent]) -> eventstore::projection::ExternalBatch<'a> {
+    let last = events.last().expect("events to deliver");
+    eventstore::projection::ExternalBatch {
+        partition: eventstore::projection::Partition::WHOLE,
+        log,
+        from: None,
+        to: eventstore::projection::LogPlace { position: last.position(), event: Some(last.event_id) },
+        events,
+        rebuilding: false,
+        epoch: 0,
+    }
 }
