@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::money::{Amount, Balance, Money};
 
 mod texts;
-pub use texts::{OwnerId, OwnerIdError, Reason, ReasonError};
+pub use texts::{FORGOTTEN, OwnerId, OwnerIdError, Reason, ReasonError};
 
 /// What is asked of one account. The values inside are already valid: parsing happened at the
 /// edge, so the rules left here are the ones that need the account's state.
@@ -115,6 +115,11 @@ pub enum AccountEvent {
     },
     AccountUnfrozen,
     AccountClosed,
+    /// The owner asked to be forgotten (or an operator did it for them): from here on the
+    /// account's owner reads as [`OwnerId::forgotten`]. The events before it are not rewritten;
+    /// their personal fields were sealed with a key that is now destroyed, and this event
+    /// re-states, for what was written in clear before sealing existed, that it is gone.
+    OwnerForgotten,
 }
 
 /// How an event moves an account's balance.
@@ -140,6 +145,7 @@ impl AccountEvent {
         "AccountFrozen",
         "AccountUnfrozen",
         "AccountClosed",
+        "OwnerForgotten",
     ];
 
     /// The name stored in the event store's `event_type` column.
@@ -154,6 +160,7 @@ impl AccountEvent {
             AccountEvent::AccountFrozen { .. } => Self::TYPES[6],
             AccountEvent::AccountUnfrozen => Self::TYPES[7],
             AccountEvent::AccountClosed => Self::TYPES[8],
+            AccountEvent::OwnerForgotten => Self::TYPES[9],
         }
     }
 
@@ -167,7 +174,10 @@ impl AccountEvent {
             AccountEvent::MoneyWithdrawn { amount } | AccountEvent::TransferDebited { amount, .. } => {
                 Some(Movement::Out(*amount))
             }
-            AccountEvent::AccountFrozen { .. } | AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => None,
+            AccountEvent::AccountFrozen { .. }
+            | AccountEvent::AccountUnfrozen
+            | AccountEvent::AccountClosed
+            | AccountEvent::OwnerForgotten => None,
         }
     }
 
@@ -271,6 +281,19 @@ pub enum DomainError {
     BalanceNotZero { balance: Balance },
     #[error("the transfer's deadline passed")]
     TransferExpired,
+    #[error("the account is not closed: an owner is forgotten once all their accounts are closed")]
+    AccountNotClosed,
+}
+
+/// The events that forget an account's owner: none if it is forgotten already; refused while
+/// the account is open (money with no one to claim it would be stranded).
+pub fn forget_owner(state: &AccountState) -> Result<Vec<AccountEvent>, DomainError> {
+    match state {
+        AccountState::NotCreated => Err(DomainError::AccountNotFound),
+        AccountState::Open { owner_id, .. } if owner_id.is_forgotten() => Ok(vec![]),
+        AccountState::Open { status: AccountStatus::Closed, .. } => Ok(vec![AccountEvent::OwnerForgotten]),
+        AccountState::Open { .. } => Err(DomainError::AccountNotClosed),
+    }
 }
 
 pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<AccountEvent>, DomainError> {
@@ -365,6 +388,10 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
             total_withdrawals: Decimal::ZERO,
             status: AccountStatus::Active,
         },
+        (
+            AccountState::Open { balance, total_deposits, total_withdrawals, status, .. },
+            AccountEvent::OwnerForgotten,
+        ) => AccountState::Open { owner_id: OwnerId::forgotten(), balance, total_deposits, total_withdrawals, status },
         (AccountState::Open { owner_id, balance, total_deposits, total_withdrawals, status }, event) => {
             let moved = match event.movement() {
                 Some(Movement::In(amount)) => {

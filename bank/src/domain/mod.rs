@@ -14,8 +14,8 @@ pub(crate) mod properties;
 pub mod transfer;
 
 pub use account::{
-    AccountCommand, AccountEvent, AccountState, AccountStatus, CommandBy, DomainError, Movement, OwnerId, OwnerIdError,
-    Reason, ReasonError, Sender, decide, decide_for, evolve,
+    AccountCommand, AccountEvent, AccountState, AccountStatus, CommandBy, DomainError, FORGOTTEN, Movement, OwnerId,
+    OwnerIdError, Reason, ReasonError, Sender, decide, decide_for, evolve, forget_owner,
 };
 pub use money::{Amount, Balance, CURRENCY, Money, MoneyError};
 pub use transfer::{

@@ -313,7 +313,10 @@ fn public_reason(refusal: &DomainError) -> &'static str {
         DomainError::TransferExpired => "the transfer's deadline passed",
         DomainError::BalanceLimitExceeded => "its balance would pass the limit",
         DomainError::AccountNotFound => "it does not exist",
-        DomainError::AccountAlreadyExists | DomainError::NotFrozen | DomainError::BalanceNotZero { .. } => "refused",
+        DomainError::AccountAlreadyExists
+        | DomainError::NotFrozen
+        | DomainError::BalanceNotZero { .. }
+        | DomainError::AccountNotClosed => "refused",
     }
 }
 

@@ -355,3 +355,23 @@ fn owner_and_reason_refusals_say_what_to_fix() {
     );
     assert_eq!(ReasonError::ControlCharacter.to_string(), "the reason must not contain control characters");
 }
+
+#[test]
+fn an_owner_is_forgotten_once_the_account_is_closed_and_then_owns_nothing() {
+    let alice = OwnerId::parse("alice").unwrap();
+    let created = AccountEvent::AccountCreated { owner_id: alice.clone(), initial_balance: Money::parse("0").unwrap() };
+    let open = evolve(AccountState::default(), &created);
+    assert_eq!(forget_owner(&open), Err(DomainError::AccountNotClosed));
+    let closed = evolve(open, &AccountEvent::AccountClosed);
+    assert_eq!(forget_owner(&closed), Ok(vec![AccountEvent::OwnerForgotten]));
+    let forgotten = evolve(closed, &AccountEvent::OwnerForgotten);
+    assert_eq!(forgotten.owner_id(), Some(&OwnerId::forgotten()));
+    assert_eq!(forget_owner(&forgotten), Ok(vec![]), "forgetting twice changes nothing");
+    // Whoever takes the name later sends as a customer named `alice`: it is not the owner.
+    let deposit = CommandBy {
+        by: Sender::Customer(alice),
+        command: AccountCommand::Deposit { amount: Amount::parse("1").unwrap() },
+    };
+    assert_eq!(decide_for(&forgotten, &deposit), Err(DomainError::AccountNotFound));
+    assert_eq!(forget_owner(&AccountState::NotCreated), Err(DomainError::AccountNotFound));
+}

@@ -34,7 +34,20 @@ impl OwnerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Where a forgotten person was: their name is gone from every read of the log. No
+    /// username can be it (usernames have no brackets), so it owns nothing anyone can reach.
+    pub fn forgotten() -> OwnerId {
+        OwnerId(FORGOTTEN.to_owned())
+    }
+
+    pub fn is_forgotten(&self) -> bool {
+        self.0 == FORGOTTEN
+    }
 }
+
+/// The text that stands where a forgotten person's name or words were.
+pub const FORGOTTEN: &str = "(forgotten)";
 
 impl TryFrom<String> for OwnerId {
     type Error = OwnerIdError;
@@ -106,6 +119,11 @@ impl Reason {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Where the words of a forgotten person were.
+    pub fn forgotten() -> Reason {
+        Reason(FORGOTTEN.to_owned())
     }
 }
 
