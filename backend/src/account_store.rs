@@ -82,13 +82,19 @@ impl Aggregate for Account {
             AccountCommand::RefundTransfer { transfer_id, amount } => json!({
                 "type": "RefundTransfer", "accountId": account_id, "transferId": transfer_id, "amount": amount,
             }),
+            // The reason is personal (about the owner): only its digest is remembered in clear.
             AccountCommand::Freeze { reason } => {
-                json!({ "type": "Freeze", "accountId": account_id, "reason": reason })
+                json!({ "type": "Freeze", "accountId": account_id, "reasonSha256": sha256_hex(reason.as_str()) })
             }
             AccountCommand::Unfreeze => json!({ "type": "Unfreeze", "accountId": account_id }),
             AccountCommand::Close => json!({ "type": "Close", "accountId": account_id }),
         }
     }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 pub use eventstore::LATEST;
@@ -105,6 +111,27 @@ pub async fn load(conn: &mut PgConnection, account_id: Uuid, up_to_version: i64)
 /// if it does not exist.
 pub async fn owner(conn: &mut PgConnection, account_id: Uuid) -> Result<Option<bank::domain::OwnerId>, LoadError> {
     Ok(load(conn, account_id, 1).await?.state.owner_id().cloned())
+}
+
+/// The user id of the account's owner, whose key seals what is written about them: the key
+/// their name was sealed with, or the user of that name if it was written in clear. `None` for
+/// no such account, or an owner who is no user (forgotten, or from before users existed).
+pub async fn owner_user_id(conn: &mut PgConnection, account_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    let owner: Option<Value> = sqlx::query_scalar(
+        "SELECT coalesce(data -> 'ownerId', data -> 'owner_id') FROM events
+         WHERE stream_id = $1 AND stream_version = 1 AND event_type = 'AccountCreated'",
+    )
+    .bind(account_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    match owner {
+        Some(Value::String(name)) => {
+            sqlx::query_scalar("SELECT user_id FROM users WHERE username = $1").bind(name).fetch_optional(conn).await
+        }
+        Some(sealed) => Ok(sealed.get("keyId").and_then(Value::as_str).and_then(|id| id.parse().ok())),
+        None => Ok(None),
+    }
 }
 
 /// Stores the account's state at `version` as a snapshot, as the command loop does when one is due.

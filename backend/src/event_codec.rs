@@ -9,6 +9,12 @@
 //! - v2 (current): camelCase keys and amounts as decimal strings (`{"amount": "100.50"}`), so
 //!   that no JSON reader can round them. The transfer events and the account's transfer and
 //!   status events were born at v2.
+//!
+//! Personal fields (an owner's name, a requester's, an operator's reason, the actor's name in
+//! the metadata) are sealed with the writer's key ([`crate::personal::sealed`]); a field sealed
+//! with a destroyed key reads as [`bank::domain::FORGOTTEN`]. Fields written in clear before
+//! sealing existed read as written (`OwnerForgotten` re-states them). Sealing changes no shape:
+//! a personal field is a text or a sealed object at every version.
 
 use eventstore::{NewEvent, RecordedEvent};
 use serde::{Deserialize, Serialize};
@@ -17,6 +23,7 @@ use uuid::Uuid;
 
 use time::OffsetDateTime;
 
+use crate::personal::sealed::{self, Opened, Unopened};
 use bank::domain::{AccountEvent, Amount, Money, OwnerId, Reason, TransferEvent, TransferTerms};
 
 /// The schema version written today.
@@ -25,7 +32,8 @@ pub const SCHEMA_VERSION: i32 = 2;
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AccountCreatedV2 {
-    owner_id: OwnerId,
+    /// Personal: sealed.
+    owner_id: Value,
     initial_balance: Money,
 }
 
@@ -61,7 +69,8 @@ struct TransferRefundedV2 {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FrozenV2 {
-    reason: Reason,
+    /// Personal (the operator's words about the owner): sealed with the owner's key.
+    reason: Value,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,7 +83,8 @@ struct TransferRequestedV2 {
     from: Uuid,
     to: Uuid,
     amount: Amount,
-    requested_by: OwnerId,
+    /// Personal: sealed.
+    requested_by: Value,
     #[serde(with = "time::serde::rfc3339")]
     deadline: OffsetDateTime,
 }
@@ -85,19 +95,65 @@ struct WhyV2 {
     reason: String,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserForgottenV2 {
+    /// `self` or `operator`.
+    by: String,
+    /// The operator's reason. Personal (the operator's words): sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("event {event_type} v{schema_version} cannot be read: {reason}")]
 pub struct DecodeError {
     pub event_type: String,
     pub schema_version: i32,
     pub reason: String,
+    /// A data key to load before reading it again (see [`crate::personal::keys::load`]).
+    pub missing_key: Option<Uuid>,
+}
+
+/// The stream type of a user's own events (only `UserForgotten` so far).
+pub const USER_STREAM_TYPE: &str = "user";
+
+/// A personal field read back as text, [`bank::domain::FORGOTTEN`] if its key was destroyed.
+fn opened(field: &Value) -> Result<Option<String>, Unopened> {
+    Ok(match sealed::open(field)? {
+        Opened::Text(text) => Some(text),
+        Opened::Forgotten => None,
+    })
+}
+
+fn owner_from(field: &Value) -> Result<OwnerId, String> {
+    match opened(field).map_err(|unopened| unopened.to_string())? {
+        Some(text) => OwnerId::parse(&text).map_err(|error| error.to_string()),
+        None => Ok(OwnerId::forgotten()),
+    }
+}
+
+fn reason_from(field: &Value) -> Result<Reason, String> {
+    match opened(field).map_err(|unopened| unopened.to_string())? {
+        Some(text) => Reason::parse(&text).map_err(|error| error.to_string()),
+        None => Ok(Reason::forgotten()),
+    }
+}
+
+/// The first personal field of a stored event whose key is not loaded, if any.
+fn missing_key(event: &RecordedEvent) -> Option<Uuid> {
+    let fields = [event.data.get("ownerId"), event.data.get("reason"), event.data.get("requestedBy")];
+    let actor = event.metadata.pointer("/actor/username");
+    fields.into_iter().chain([actor]).flatten().find_map(|field| sealed::open(field).err()?.missing_key())
 }
 
 pub fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
+    let writer = sealed::writer(metadata);
     let data = match event {
-        AccountEvent::AccountCreated { owner_id, initial_balance } => {
-            serde_json::to_value(AccountCreatedV2 { owner_id: owner_id.clone(), initial_balance: *initial_balance })
-        }
+        AccountEvent::AccountCreated { owner_id, initial_balance } => serde_json::to_value(AccountCreatedV2 {
+            owner_id: sealed::seal(writer, owner_id.as_str()),
+            initial_balance: *initial_balance,
+        }),
         AccountEvent::MoneyDeposited { amount } | AccountEvent::MoneyWithdrawn { amount } => {
             serde_json::to_value(MoneyMovedV2 { amount: *amount })
         }
@@ -110,8 +166,14 @@ pub fn encode(event: &AccountEvent, metadata: &Value) -> NewEvent {
         AccountEvent::TransferRefunded { transfer_id, amount } => {
             serde_json::to_value(TransferRefundedV2 { transfer_id: *transfer_id, amount: *amount })
         }
-        AccountEvent::AccountFrozen { reason } => serde_json::to_value(FrozenV2 { reason: reason.clone() }),
-        AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => serde_json::to_value(NothingV2 {}),
+        AccountEvent::AccountFrozen { reason } => {
+            // About the owner: sealed with their key, so that forgetting them forgets it.
+            let about = sealed::subject(metadata).or(writer);
+            serde_json::to_value(FrozenV2 { reason: sealed::seal(about, reason.as_str()) })
+        }
+        AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed | AccountEvent::OwnerForgotten => {
+            serde_json::to_value(NothingV2 {})
+        }
     }
     .expect("account events always serialise to JSON");
     new_event(event.event_type(), data, metadata)
@@ -123,18 +185,28 @@ fn new_event(event_type: &str, data: Value, metadata: &Value) -> NewEvent {
         event_type: event_type.to_owned(),
         schema_version: SCHEMA_VERSION,
         data,
-        metadata: metadata.clone(),
+        metadata: sealed::seal_metadata(metadata),
     }
+}
+
+/// A user's `UserForgotten`, on their own stream: `by` is `self` or `operator` (with their
+/// reason, sealed with the operator's key).
+pub fn encode_user_forgotten(by: &str, reason: Option<&Reason>, metadata: &Value) -> NewEvent {
+    let writer = sealed::writer(metadata);
+    let data =
+        UserForgottenV2 { by: by.to_owned(), reason: reason.map(|reason| sealed::seal(writer, reason.as_str())) };
+    new_event("UserForgotten", serde_json::to_value(data).expect("a UserForgotten serialises to JSON"), metadata)
 }
 
 /// A transfer's event as stored.
 pub fn encode_transfer(event: &TransferEvent, metadata: &Value) -> NewEvent {
+    let writer = sealed::writer(metadata);
     let data = match event {
         TransferEvent::TransferRequested(terms) => serde_json::to_value(TransferRequestedV2 {
             from: terms.from,
             to: terms.to,
             amount: terms.amount,
-            requested_by: terms.requested_by.clone(),
+            requested_by: sealed::seal(writer, terms.requested_by.as_str()),
             deadline: terms.deadline,
         }),
         TransferEvent::SourceDebited | TransferEvent::TargetCredited | TransferEvent::TransferCompleted => {
@@ -154,6 +226,7 @@ pub fn decode_transfer(event: &RecordedEvent) -> Result<TransferEvent, DecodeErr
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         reason,
+        missing_key: missing_key(event),
     };
     if event.schema_version != SCHEMA_VERSION {
         return Err(fail(format!("transfer events are v{SCHEMA_VERSION}")));
@@ -169,7 +242,7 @@ pub fn decode_transfer(event: &RecordedEvent) -> Result<TransferEvent, DecodeErr
                 from: v2.from,
                 to: v2.to,
                 amount: v2.amount,
-                requested_by: v2.requested_by,
+                requested_by: owner_from(&v2.requested_by).map_err(fail)?,
                 deadline: v2.deadline,
             })
         }
@@ -187,13 +260,17 @@ pub fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         reason,
+        missing_key: missing_key(event),
     };
     let data = upcast(&event.event_type, event.schema_version, event.data.clone()).map_err(fail)?;
     let invalid = |e: serde_json::Error| fail(e.to_string());
     match event.event_type.as_str() {
         "AccountCreated" => {
             let v2: AccountCreatedV2 = serde_json::from_value(data).map_err(invalid)?;
-            Ok(AccountEvent::AccountCreated { owner_id: v2.owner_id, initial_balance: v2.initial_balance })
+            Ok(AccountEvent::AccountCreated {
+                owner_id: owner_from(&v2.owner_id).map_err(fail)?,
+                initial_balance: v2.initial_balance,
+            })
         }
         "MoneyDeposited" => {
             let v2: MoneyMovedV2 = serde_json::from_value(data).map_err(invalid)?;
@@ -217,13 +294,16 @@ pub fn decode(event: &RecordedEvent) -> Result<AccountEvent, DecodeError> {
         }
         "AccountFrozen" => {
             let v2: FrozenV2 = serde_json::from_value(data).map_err(invalid)?;
-            Ok(AccountEvent::AccountFrozen { reason: v2.reason })
+            Ok(AccountEvent::AccountFrozen { reason: reason_from(&v2.reason).map_err(fail)? })
         }
         "AccountUnfrozen" => {
             serde_json::from_value::<NothingV2>(data).map_err(invalid).map(|_| AccountEvent::AccountUnfrozen)
         }
         "AccountClosed" => {
             serde_json::from_value::<NothingV2>(data).map_err(invalid).map(|_| AccountEvent::AccountClosed)
+        }
+        "OwnerForgotten" => {
+            serde_json::from_value::<NothingV2>(data).map_err(invalid).map(|_| AccountEvent::OwnerForgotten)
         }
         other => Err(fail(format!("unknown event type {other}"))),
     }

@@ -6,6 +6,7 @@
 pub mod account_store;
 pub mod event_codec;
 pub mod identity;
+pub mod personal;
 pub mod read_side;
 pub mod schema;
 pub mod transfer_store;

@@ -18,4 +18,17 @@ pub struct Services {
     pub callers: crate::identity::CallerCache,
     /// Session cookies are marked `Secure` (sent over https only).
     pub secure_cookies: bool,
+    /// What seals personal data; `None`: it is written in clear, and nobody can be forgotten.
+    pub master_keys: Option<crate::personal::MasterKeys>,
+    /// How long a forgotten person's username stays refused at sign-up.
+    pub username_cooling_off: std::time::Duration,
+    /// Wakes the projections when something outside the command handlers appends (an erasure).
+    pub appends: eventstore::AppendNotifier,
+}
+
+impl Services {
+    /// The master key new data keys are wrapped with, if there is one.
+    pub fn master_key(&self) -> Option<&crate::personal::MasterKey> {
+        self.master_keys.as_ref().map(|keys| &keys.current)
+    }
 }

@@ -799,6 +799,26 @@ ensure_redis_server() {
 #   a. REDIS_URL from the environment, as is;
 #   b. a Redis answering on 127.0.0.1:6379 (CQRS_BANK_REDIS_PROBE);
 #   c. a private redis-server of our own on 127.0.0.1:$PRIVATE_REDIS_PORT.
+# MASTER_KEY_FILE: the master key that seals personal data (README, "Personal data"). Unset,
+# a key is made once, kept outside the repository and the database, readable by this user only
+# ($XDG_DATA_HOME/cqrs-bank/master.key), and used from then on: losing it makes every sealed
+# name and reason read as forgotten.
+ensure_master_key() {
+    if [[ -n ${MASTER_KEY_FILE:-} ]]; then
+        [[ -r $MASTER_KEY_FILE ]] || die "MASTER_KEY_FILE=$MASTER_KEY_FILE cannot be read"
+        return 0
+    fi
+    local dir="${XDG_DATA_HOME:-$HOME/.local/share}/cqrs-bank"
+    MASTER_KEY_FILE="$dir/master.key"
+    if [[ ! -s $MASTER_KEY_FILE ]]; then
+        mkdir -p "$dir"
+        (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$MASTER_KEY_FILE.tmp") &&
+            mv "$MASTER_KEY_FILE.tmp" "$MASTER_KEY_FILE" || die "cannot write a master key to $MASTER_KEY_FILE"
+        log "made a master key for personal data: $MASTER_KEY_FILE (back it up apart from the database)"
+    fi
+    export MASTER_KEY_FILE
+}
+
 ensure_redis() {
     if [[ -n ${REDIS_URL:-} ]]; then
         export REDIS_URL

@@ -93,6 +93,14 @@ pub struct Settings {
     pub projection_partitions_rebuild: bool,
     /// Names this server instance in the projections' status (`INSTANCE_ID`).
     pub instance_id: String,
+    /// The master key that wraps every person's data key (`MASTER_KEY_FILE`, a file holding 64
+    /// hex digits; `scripts/run` makes one), and during a rotation the one before it
+    /// (`PREVIOUS_MASTER_KEY_FILE`). Unset: personal data is written in clear and nobody can be
+    /// forgotten (the server says so at start).
+    pub master_keys: Option<backend::personal::MasterKeys>,
+    /// How long a forgotten person's username stays refused at sign-up
+    /// (`USERNAME_COOLING_OFF_DAYS`, default 30), so that nobody passes for them at once.
+    pub username_cooling_off: Duration,
     pub leptos_options: LeptosOptions,
 }
 
@@ -248,6 +256,16 @@ pub struct SettingsArgs {
     /// This instance's name in the projections' status [default: <host>-<pid>].
     #[arg(long, env)]
     pub instance_id: Option<String>,
+    /// A file holding the master key (64 hex digits) that wraps personal data keys [default:
+    /// none: personal data in clear, erasure refused].
+    #[arg(long, env)]
+    pub master_key_file: Option<String>,
+    /// During a rotation, a file holding the master key before MASTER_KEY_FILE's.
+    #[arg(long, env)]
+    pub previous_master_key_file: Option<String>,
+    /// Days a forgotten user's username stays refused at sign-up [default: 30].
+    #[arg(long, env)]
+    pub username_cooling_off_days: Option<u64>,
 }
 
 /// `REDIS_KEY_PREFIX`, if it is a valid one.
@@ -303,7 +321,21 @@ impl Settings {
             let seconds = args.database_read_max_lag_seconds.unwrap_or(5).clamp(1, 3600);
             ReplicaSettings { database, max_lag: Duration::from_secs(seconds) }
         });
+        let master_key = |name: &'static str, path: Option<&str>| {
+            path.map(str::trim)
+                .filter(|path| !path.is_empty())
+                .map(backend::personal::MasterKey::from_file)
+                .transpose()
+                .map_err(|error| ConfigurationError::Invalid(name, error.to_string()))
+        };
+        let previous = master_key("PREVIOUS_MASTER_KEY_FILE", args.previous_master_key_file.as_deref())?;
+        let master_keys = master_key("MASTER_KEY_FILE", args.master_key_file.as_deref())?
+            .map(|current| backend::personal::MasterKeys { current, previous });
         Ok(Settings {
+            master_keys,
+            username_cooling_off: args
+                .username_cooling_off_days
+                .map_or(defaults.username_cooling_off, |days| Duration::from_secs(days * 24 * 3600)),
             owner_database,
             max_connections: args.database_max_connections.map_or(defaults.max_connections, |max| max.clamp(2, 1000)),
             write: WriteOptions {
@@ -392,6 +424,8 @@ impl Settings {
             projection_partitions: 1,
             projection_partitions_rebuild: false,
             instance_id: default_instance_id(),
+            master_keys: None,
+            username_cooling_off: Duration::from_secs(30 * 24 * 3600),
             leptos_options,
         }
     }

@@ -132,7 +132,19 @@ impl Application {
             passwords: backend::identity::Passwords::new(),
             callers: backend::identity::CallerCache::new(settings.callers_remembered_for),
             secure_cookies: settings.secure_cookies,
+            master_keys: settings.master_keys.clone(),
+            username_cooling_off: settings.username_cooling_off,
+            appends: appends.clone(),
         });
+        match &settings.master_keys {
+            Some(keys) => {
+                keys.install();
+                background.push(tokio::spawn(rewrap_keys(pool.clone(), keys.current.clone(), shutdown.clone())));
+            }
+            None => tracing::warn!(
+                "no MASTER_KEY_FILE: personal data is written to the log in clear, and nobody can be forgotten"
+            ),
+        }
         background.push(services.callers.spawn_postgres_relay(pool.clone(), shutdown.clone()));
         background.push(tokio::spawn(housekeeping(pool.clone(), settings.command_id_retention, shutdown.clone())));
         let split = Split {
@@ -230,6 +242,32 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
         }
         if let Err(error) = backend::identity::tokens::purge_revoked(&pool).await {
             tracing::warn!(%error, "could not purge long-revoked tokens; will try again");
+        }
+    }
+}
+
+/// Wraps anew, under the current master key, every data key another one wrapped (a rotation:
+/// see README), a batch at a time, then every hour (an instance still on the old key may have
+/// made some since).
+async fn rewrap_keys(pool: PgPool, current: backend::personal::MasterKey, shutdown: CancellationToken) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = hourly.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        loop {
+            match backend::personal::keys::rewrap(&pool, &current, 500).await {
+                Ok(0) => break,
+                Ok(rewrapped) => tracing::info!(rewrapped, master_key = current.id(), "wrapped data keys anew"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not wrap data keys anew; will try again");
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
         }
     }
 }

@@ -89,7 +89,7 @@ pub async fn freeze_account(
     use bank::domain::{AccountCommand, Reason};
     let caller = super::operator()?;
     let command = AccountCommand::Freeze { reason: Reason::parse(&reason)? };
-    server::handle_as_operator(caller, account_id, command, command_id).await
+    server::freeze_as_operator(caller, account_id, command, command_id).await
 }
 
 /// Unfreezes a frozen account (operators only).
@@ -157,6 +157,30 @@ mod server {
         handle_as(sender, caller, account_id, command, client_command_id).await
     }
 
+    /// An operator's freeze: its reason is about the account's owner, so it is sealed with the
+    /// owner's key (forgetting them forgets it), not the operator's.
+    pub async fn freeze_as_operator(
+        caller: Caller,
+        account_id: Uuid,
+        command: AccountCommand,
+        client_command_id: Option<Uuid>,
+    ) -> Result<CommandAccepted, ApiError> {
+        let services = crate::api::services()?;
+        let mut subject = None;
+        if let Some(master) = services.master_key() {
+            let mut conn = services.pool.acquire().await?;
+            subject = backend::account_store::owner_user_id(&mut conn, account_id).await?;
+            drop(conn);
+            if let Some(owner) = subject {
+                backend::personal::keys::load_for_writing(&services.pool, master, owner)
+                    .await
+                    .map_err(crate::api::identity::server::key_error)?;
+            }
+        }
+        let sender = Sender::Operator(OwnerId::parse(caller.username.as_str())?);
+        handle_as_about(sender, caller, account_id, command, client_command_id, subject).await
+    }
+
     async fn handle_as(
         sender: Sender,
         caller: Caller,
@@ -164,7 +188,23 @@ mod server {
         command: AccountCommand,
         client_command_id: Option<Uuid>,
     ) -> Result<CommandAccepted, ApiError> {
-        let sent = Sent::new(&caller, client_command_id)?;
+        handle_as_about(sender, caller, account_id, command, client_command_id, None).await
+    }
+
+    /// `subject`: whom the command's words are about, whose key seals them (else the sender's).
+    async fn handle_as_about(
+        sender: Sender,
+        caller: Caller,
+        account_id: Uuid,
+        command: AccountCommand,
+        client_command_id: Option<Uuid>,
+        subject: Option<Uuid>,
+    ) -> Result<CommandAccepted, ApiError> {
+        let mut sent = Sent::new(&caller, client_command_id)?;
+        if let Some(subject) = subject {
+            sent.metadata.insert("subject".into(), json!({ "userId": subject }));
+        }
+        load_writer_key(&caller).await?;
         let envelope = CommandEnvelope {
             command_id: sent.command_id,
             correlation_id: sent.correlation_id,
@@ -194,6 +234,7 @@ mod server {
             return Err(ApiError::account_not_found(to));
         }
         let sent = Sent::new(&caller, client_command_id)?;
+        load_writer_key(&caller).await?;
         let requested_by = OwnerId::parse(caller.username.as_str())?;
         let envelope = eventstore::CommandEnvelope {
             command_id: sent.command_id,
@@ -205,6 +246,16 @@ mod server {
             metadata: sent.metadata,
         };
         Ok(services.transfers.request(envelope).await?)
+    }
+
+    /// The caller's data key, loaded (made on their first write), so that the codec seals
+    /// their name and words with it; nothing to load on a server without a master key.
+    async fn load_writer_key(caller: &Caller) -> Result<(), ApiError> {
+        let services = crate::api::services()?;
+        let Some(master) = services.master_key() else { return Ok(()) };
+        backend::personal::keys::load_for_writing(&services.pool, master, caller.user_id)
+            .await
+            .map_err(crate::api::identity::server::key_error)
     }
 
     /// What every command a caller sends carries: its stored id, its correlation id and the

@@ -162,11 +162,17 @@ impl eventstore::relay::Listener for CallerCache {
     /// Notifications may have been missed: nothing remembered is trusted any more.
     async fn catch_up(&self, _pool: &PgPool) {
         self.forget_everyone();
+        crate::personal::keys::drop_all_cached();
     }
 
+    /// A user whose credentials changed may have been forgotten: their data key is looked up
+    /// again too.
     fn received(&self, payload: &str) {
         match payload.parse() {
-            Ok(user_id) => self.forget_user(user_id),
+            Ok(user_id) => {
+                self.forget_user(user_id);
+                crate::personal::keys::drop_cached(user_id);
+            }
             Err(_) => tracing::warn!(payload, "a credentials notification that names no user"),
         }
     }

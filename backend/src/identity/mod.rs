@@ -15,6 +15,7 @@ pub mod users;
 use uuid::Uuid;
 
 pub use bank::contract::{Role, TokenScope};
+pub(crate) use cache::announce_change;
 pub use cache::{CallerCache, Presented};
 pub use passwords::{PasswordError, Passwords};
 pub use secrets::Secret;
@@ -23,7 +24,7 @@ pub use users::{AdminError, Password, SignUpError, User, Username, UsernameError
 /// Gives the server's role (quoted) what identity needs of its tables.
 pub async fn grant_to_server_role(pool: &sqlx::PgPool, role: &str) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens, sign_in_addresses TO {role}"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON users, sessions, api_tokens, sign_in_addresses, user_keys, forgotten_users TO {role}"
     ))
     .execute(pool)
     .await?;

@@ -8,8 +8,18 @@ use uuid::Uuid;
 
 use crate::account_store::{self, LoadError};
 use crate::event_codec;
+use crate::personal::keys;
+use crate::personal::sealed::{self, Opened};
 use bank::contract::{HistoricalAccount, HistoryEntry, HistoryPage};
-use bank::domain::{AccountEvent, AccountState, Movement, evolve};
+use bank::domain::{AccountEvent, AccountState, FORGOTTEN, Movement, evolve};
+
+/// The data key a read found missing, to load before reading again.
+fn missing_key(error: &LoadError) -> Option<Uuid> {
+    match error {
+        LoadError::Unreadable(error) => error.missing_key,
+        LoadError::Database(_) => None,
+    }
+}
 
 #[derive(Clone)]
 pub struct AccountHistory {
@@ -21,15 +31,27 @@ impl AccountHistory {
         AccountHistory { pool }
     }
 
-    /// Who owns the account (as its creation event says), or `None` if it does not exist.
+    /// Who owns the account (as its creation event says, unless they were forgotten since), or
+    /// `None` if it does not exist.
     pub async fn owner(&self, account_id: Uuid) -> Result<Option<String>, LoadError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(account_store::owner(&mut conn, account_id).await?.map(|owner| owner.to_string()))
+        keys::retrying(&self.pool, missing_key, || async {
+            let mut conn = self.pool.acquire().await?;
+            let Some(owner) = account_store::owner(&mut conn, account_id).await? else { return Ok(None) };
+            if !owner.is_forgotten() && owner_forgotten(&mut conn, account_id).await? {
+                return Ok(Some(FORGOTTEN.to_owned()));
+            }
+            Ok(Some(owner.to_string()))
+        })
+        .await
     }
 
     /// The account at `version` (the newest one if `version` is beyond it); `None` if the
-    /// account does not exist.
+    /// account does not exist. An owner forgotten since reads as forgotten at every version.
     pub async fn at_version(&self, account_id: Uuid, version: i64) -> Result<Option<HistoricalAccount>, LoadError> {
+        keys::retrying(&self.pool, missing_key, || self.at_version_once(account_id, version)).await
+    }
+
+    async fn at_version_once(&self, account_id: Uuid, version: i64) -> Result<Option<HistoricalAccount>, LoadError> {
         // Every read on this one connection: a request that holds one connection while asking
         // the pool for another can wait for itself when the pool runs dry.
         let mut conn = self.pool.acquire().await?;
@@ -44,9 +66,14 @@ impl AccountHistory {
         else {
             return Ok(None);
         };
+        let owner_id = if loaded.version < latest_version && owner_forgotten(&mut conn, account_id).await? {
+            FORGOTTEN.to_owned()
+        } else {
+            owner_id.to_string()
+        };
         Ok(Some(HistoricalAccount {
             account_id,
-            owner_id: owner_id.to_string(),
+            owner_id,
             balance: balance.value(),
             total_deposits,
             total_withdrawals,
@@ -76,6 +103,15 @@ impl AccountHistory {
         before_version: Option<i64>,
         limit: i64,
     ) -> Result<Option<HistoryPage>, LoadError> {
+        keys::retrying(&self.pool, missing_key, || self.page_once(account_id, before_version, limit)).await
+    }
+
+    async fn page_once(
+        &self,
+        account_id: Uuid,
+        before_version: Option<i64>,
+        limit: i64,
+    ) -> Result<Option<HistoryPage>, LoadError> {
         let latest_version = eventstore::latest_version(&self.pool, account_id).await?;
         // Another aggregate's stream (a transfer's id) is no account either.
         if latest_version == 0 || self.owner(account_id).await?.is_none() {
@@ -89,7 +125,11 @@ impl AccountHistory {
         if top >= 1 {
             let mut conn = self.pool.acquire().await?;
             let mut state = account_store::load(&mut conn, account_id, bottom - 1).await?.state;
-            for event in read_stream_until(&mut *conn, account_id, bottom - 1, top).await? {
+            let events = read_stream_until(&mut *conn, account_id, bottom - 1, top).await?;
+            // Actors named in clear (before names were sealed) who were forgotten since.
+            let forgotten_actors =
+                forgotten_users(&mut conn, events.iter().filter_map(|e| sealed::writer(&e.metadata))).await?;
+            for event in events {
                 let decoded = event_codec::decode(&event).map_err(LoadError::Unreadable)?;
                 state = evolve(state, &decoded);
                 let amount = match decoded.movement() {
@@ -119,12 +159,14 @@ impl AccountHistory {
                     command_id: metadata_id("commandId"),
                     correlation_id: metadata_id("correlationId"),
                     causation_id: metadata_id("causationId"),
-                    actor: event
-                        .metadata
-                        .get("actor")
-                        .and_then(|actor| actor.get("username"))
-                        .and_then(|name| name.as_str())
-                        .map(str::to_owned),
+                    actor: actor_name(&event.metadata, &forgotten_actors).map_err(|reason| {
+                        LoadError::Unreadable(event_codec::DecodeError {
+                            event_type: event.event_type.clone(),
+                            schema_version: event.schema_version,
+                            reason: reason.to_string(),
+                            missing_key: reason.missing_key(),
+                        })
+                    })?,
                     transfer_id,
                     counterparty_account_id,
                     reason,
@@ -135,4 +177,40 @@ impl AccountHistory {
         let next_before_version = (bottom > 1 && top >= 1).then_some(bottom);
         Ok(Some(HistoryPage { account_id, latest_version, entries, next_before_version }))
     }
+}
+
+/// Whether the account's owner was forgotten (an `OwnerForgotten` in its stream): what was
+/// written in clear before names were sealed reads as forgotten too.
+async fn owner_forgotten(conn: &mut sqlx::PgConnection, account_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND event_type = 'OwnerForgotten')")
+        .bind(account_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Which of `user_ids` were forgotten.
+async fn forgotten_users(
+    conn: &mut sqlx::PgConnection,
+    user_ids: impl Iterator<Item = Uuid>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = user_ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    sqlx::query_scalar("SELECT user_id FROM forgotten_users WHERE user_id = ANY($1)").bind(&ids).fetch_all(conn).await
+}
+
+/// The actor's name in an event's metadata, as the audit trail shows it: *forgotten* for
+/// someone forgotten, however it was written.
+fn actor_name(metadata: &serde_json::Value, forgotten: &[Uuid]) -> Result<Option<String>, sealed::Unopened> {
+    if sealed::writer(metadata).is_some_and(|writer| forgotten.contains(&writer)) {
+        return Ok(Some(FORGOTTEN.to_owned()));
+    }
+    Ok(match sealed::actor_name(metadata).transpose()? {
+        Some(Opened::Text(name)) => Some(name),
+        Some(Opened::Forgotten) => Some(FORGOTTEN.to_owned()),
+        None => None,
+    })
 }

@@ -31,13 +31,15 @@ pub type CommandEnvelope = eventstore::CommandEnvelope<CommandBy>;
 pub struct CommandHandler {
     accounts: eventstore::CommandHandler<Account>,
     owners: Owners,
+    pool: PgPool,
 }
 
 impl CommandHandler {
     pub fn new(pool: PgPool, appends: AppendNotifier, options: WriteOptions) -> CommandHandler {
         CommandHandler {
             accounts: eventstore::CommandHandler::new(pool.clone(), appends, options),
-            owners: Owners::new(pool),
+            owners: Owners::new(pool.clone()),
+            pool,
         }
     }
 
@@ -47,7 +49,17 @@ impl CommandHandler {
     /// first, as the domain would refuse it, but without waiting for the account's turn or
     /// recording anything: a stranger who knows an account's id (every counterparty of a
     /// transfer does) can neither slow its owner down nor grow the command table.
-    pub async fn handle(&self, mut envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
+    /// Handles the command, loading the data keys its account's events need as it finds them
+    /// missing (an operator's reason, another customer's name).
+    pub async fn handle(&self, envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
+        let missing_key = |error: &CommandError| match error {
+            CommandError::Unreadable(error) => error.missing_key,
+            _ => None,
+        };
+        crate::personal::keys::retrying(&self.pool, missing_key, || self.handle_once(envelope.clone())).await
+    }
+
+    async fn handle_once(&self, mut envelope: CommandEnvelope) -> Result<CommandAccepted, CommandError> {
         if let Some(sender) = customer_to_an_existing_account(&envelope.command)
             && self.owners.of(envelope.stream_id).await?.as_ref() != Some(sender)
         {

@@ -57,6 +57,9 @@ pub async fn spawn_app_with(database: PgConnectOptions, configure: impl FnOnce(&
     let leptos_options = LeptosOptions::builder().output_name("cqrs-bank").site_root("target/site").build();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), database.clone(), leptos_options);
     settings.max_connections = TEST_POOL_SIZE;
+    // Personal data sealed, as on a server started by scripts/run; every instance of a test
+    // shares the one key (they share a database).
+    settings.master_keys = Some(test_master_keys());
     // Tests sign in often from one address; the tests of the limits set their own.
     settings.rate_limits.sign_in = server::routes::rate_limits::Rate::per_minute(10_000);
     settings.rate_limits.sign_up = server::routes::rate_limits::Rate::per_hour(10_000);
@@ -341,4 +344,19 @@ pub async fn ensure_operator(database: &PgConnectOptions, username: &str) {
         Ok(()) | Err(UserCommandError::Refused(AdminError::AlreadyOperator(_))) => {}
         Err(error) => panic!("the operator {username} is not made: {error}"),
     }
+}
+
+/// The master key of every server the tests start: made once per test binary.
+pub fn test_master_keys() -> backend::personal::MasterKeys {
+    static KEY: std::sync::LazyLock<backend::personal::MasterKey> = std::sync::LazyLock::new(|| {
+        backend::personal::MasterKey::parse(&backend::personal::MasterKey::generate()).expect("a generated key parses")
+    });
+    backend::personal::MasterKeys { current: KEY.clone(), previous: None }
+}
+
+/// Loads the data keys `events`' personal fields were sealed with, as every reader in the server
+/// does before decoding (the process-wide cache may have dropped them since they were written).
+pub async fn load_keys(pool: &PgPool, events: &[eventstore::RecordedEvent]) {
+    let ids = backend::personal::sealed::key_ids(events.iter().flat_map(|event| [&event.data, &event.metadata]));
+    backend::personal::keys::load(pool, ids).await.expect("the data keys load");
 }

@@ -53,7 +53,10 @@ async fn every_event_records_its_command_correlation_and_causation(_: PgPoolOpti
         sqlx::query_scalar("SELECT metadata FROM events WHERE stream_version = 2").fetch_one(&app.pool).await.unwrap();
     assert!(metadata["issuedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{metadata}");
     assert_eq!(metadata["clientCommandId"], json!(command_id));
-    assert_eq!(metadata["actor"]["username"], json!("alice"));
+    // The actor's name is sealed with their key (docs/PRIVACY.md); the audit trail reads it.
+    assert!(metadata["actor"]["username"]["ciphertext"].is_string(), "{metadata}");
+    assert!(!metadata.to_string().contains("alice"), "{metadata}");
+    assert_eq!(newest["actor"], json!("alice"));
     assert_eq!(metadata["actor"]["userId"], json!(alice_id(&app).await));
     assert_eq!(metadata["correlationIdFromClient"], json!(true));
     assert!(metadata["requestId"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{metadata}");

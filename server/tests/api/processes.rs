@@ -103,6 +103,11 @@ impl ServerProcess {
         self.child.wait().expect("the process is reaped");
     }
 
+    /// Every line it has written to its log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Waits until it has written `count` lines containing `text` to its log.
     pub async fn logged(&self, text: &str, count: usize) {
         testkit::eventually(

@@ -26,6 +26,7 @@ pub struct Summary {
 /// `account_summary` and `account_ledger` as a fresh fold of every event would make them.
 pub async fn replay(pool: &PgPool) -> (BTreeMap<Uuid, Summary>, BTreeMap<(Uuid, i64), Decimal>) {
     let events = eventstore::read_all_after(pool, eventstore::Position::START, i64::MAX).await.unwrap();
+    crate::helpers::load_keys(pool, &events).await;
     let mut summaries: BTreeMap<Uuid, Summary> = BTreeMap::new();
     let mut ledger = BTreeMap::new();
     let mut statuses: BTreeMap<Uuid, AccountStatus> = BTreeMap::new();

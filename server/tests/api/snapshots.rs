@@ -26,10 +26,10 @@ async fn loading_from_snapshots_equals_folding_the_whole_stream(_: PgPoolOptions
         assert_eq!(response.status(), StatusCode::OK);
 
         let version = n + 1;
+        let stream = eventstore::read_stream(&mut *conn, account_id, 0).await.unwrap();
+        crate::helpers::load_keys(&app.pool, &stream).await;
         let loaded = load(&mut conn, account_id, LATEST).await.unwrap();
-        let full_fold = eventstore::read_stream(&mut *conn, account_id, 0)
-            .await
-            .unwrap()
+        let full_fold = stream
             .iter()
             .map(|event| decode(event).unwrap())
             .fold(AccountState::default(), |state, event| evolve(state, &event));

@@ -639,6 +639,7 @@ async fn assert_money_is_conserved(pool: &PgPool, accounts: usize, each: Decimal
     for stream in streams {
         events.extend(eventstore::read_stream(pool, stream, 0).await.unwrap());
     }
+    crate::helpers::load_keys(pool, &events).await;
     let mut states: HashMap<Uuid, AccountState> = HashMap::new();
     // Per transfer: how often it was debited, credited and refunded in the accounts' streams,
     // and its own stream's events.

@@ -171,6 +171,14 @@ impl TransferProcess {
 
     /// The transfer's state and latest event, from its stream.
     async fn load(&self, transfer_id: Uuid) -> Result<(TransferState, Option<Uuid>), ProcessError> {
+        let missing_key = |error: &ProcessError| match error {
+            ProcessError::Unreadable { source, .. } => source.missing_key,
+            _ => None,
+        };
+        crate::personal::keys::retrying(&self.inner.pool, missing_key, || self.load_once(transfer_id)).await
+    }
+
+    async fn load_once(&self, transfer_id: Uuid) -> Result<(TransferState, Option<Uuid>), ProcessError> {
         let mut conn = self.inner.pool.acquire().await?;
         let loaded = eventstore::aggregate::load::<Transfer>(&mut conn, transfer_id, LATEST).await.map_err(
             |error| match error {
