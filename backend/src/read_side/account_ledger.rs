@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::account_summary::{NeverCreated, decode};
+use super::account_summary::{NeverCreated, decode, key_error, load_keys};
 use bank::contract::MovementKind;
 use bank::domain::{AccountEvent, Movement};
 
@@ -34,6 +34,8 @@ impl Projection for AccountLedgerProjection {
         target: &Target,
     ) -> Result<(), ApplyError> {
         let table = target.table("account_ledger");
+        // Nothing personal is kept here, but every event is decoded, its sealed fields too.
+        load_keys(&mut *conn, events).await.map_err(key_error)?;
         let decoded = events.iter().map(|event| Ok((event, decode(event)?))).collect::<Result<Vec<_>, ApplyError>>()?;
         let balances = balances_before(conn, &table, &opened_before(&decoded)).await?;
         write(conn, &fold(&decoded, balances)?, &table).await
@@ -88,9 +90,10 @@ pub fn kind_of(event: &AccountEvent) -> Option<MovementKind> {
         AccountEvent::TransferDebited { .. } => MovementKind::TransferOut,
         AccountEvent::TransferCredited { .. } => MovementKind::TransferIn,
         AccountEvent::TransferRefunded { .. } => MovementKind::Refund,
-        AccountEvent::AccountFrozen { .. } | AccountEvent::AccountUnfrozen | AccountEvent::AccountClosed => {
-            return None;
-        }
+        AccountEvent::AccountFrozen { .. }
+        | AccountEvent::AccountUnfrozen
+        | AccountEvent::AccountClosed
+        | AccountEvent::OwnerForgotten => return None,
     })
 }
 

@@ -11,8 +11,10 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::event_codec;
-use bank::domain::{AccountEvent, AccountStatus, Movement};
+use crate::event_codec::{self, DecodeError};
+use crate::personal::keys::{self, KeyError};
+use crate::personal::sealed;
+use bank::domain::{AccountEvent, AccountStatus, FORGOTTEN, Movement};
 
 pub const PROJECTION_NAME: &str = "account_summary";
 
@@ -50,6 +52,8 @@ pub struct Change {
     pub status: Option<AccountStatus>,
     /// Money came back before any status was set in the batch: a closed account is open again.
     pub reopen_if_closed: bool,
+    /// The owner was forgotten (`OwnerForgotten`): the row names [`FORGOTTEN`] from now on.
+    pub owner_forgotten: bool,
 }
 
 impl Change {
@@ -79,10 +83,46 @@ pub struct NeverCreated {
     pub table: &'static str,
 }
 
-/// Decodes an event for a projection; an unreadable one stops the projection at it.
+/// Decodes an event for a projection; an unreadable one stops the projection at it. Its keys
+/// must be loaded first ([`load_keys`]).
 pub(super) fn decode(event: &RecordedEvent) -> Result<AccountEvent, ApplyError> {
-    event_codec::decode(event)
-        .map_err(|error| ApplyError::Event { position: event.position(), reason: Box::new(error) })
+    event_codec::decode(event).map_err(|error| unreadable(event, error))
+}
+
+/// Why `event` could not be decoded, as a projection says it: a data key missing from the cache
+/// (dropped since the batch loaded it: someone forgotten, or a credential change) is retried, as
+/// a database error that may pass, and loaded again; anything else stops the projection at it.
+pub(super) fn unreadable(event: &RecordedEvent, error: DecodeError) -> ApplyError {
+    if error.missing_key.is_some() {
+        return ApplyError::Database(retried(error));
+    }
+    ApplyError::Event { position: event.position(), reason: Box::new(error) }
+}
+
+/// `error` as a database error the runners retry (see [`eventstore::projection::is_transient`]).
+fn retried(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(error))
+}
+
+/// Loads the data keys the personal fields of `events` were sealed with, so that decoding them
+/// never finds one missing. A failure is retried, never taken for an unreadable event: a
+/// database error as the runner retries any, and a key wrapped by a master key this server was
+/// not given as one that may pass (another instance, given it, may lead; or this one restarted
+/// with it) — the events are readable, and skipping them would lose them.
+pub(super) async fn load_keys(executor: impl sqlx::PgExecutor<'_>, events: &[RecordedEvent]) -> Result<(), KeyError> {
+    let ids = sealed::key_ids(events.iter().flat_map(|event| [&event.data, &event.metadata]));
+    if ids.is_empty() {
+        return Ok(());
+    }
+    keys::load(executor, ids).await
+}
+
+/// A [`load_keys`] failure as a projection's error: always one the runner retries.
+pub(super) fn key_error(error: KeyError) -> ApplyError {
+    match error {
+        KeyError::Database(error) => ApplyError::Database(error),
+        other => ApplyError::Database(retried(other)),
+    }
 }
 
 /// Folds a batch in memory, without the database: pure, and what the tests below check.
@@ -128,6 +168,9 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
             if let Some(status) = decoded.status_after(&row.status) {
                 row.status = status;
             }
+            if matches!(decoded, AccountEvent::OwnerForgotten) {
+                row.owner_id = FORGOTTEN.to_owned();
+            }
         } else {
             let index = *change_index.entry(id).or_insert_with(|| {
                 batch.changes.push(Change {
@@ -141,6 +184,7 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
                     position: 0,
                     status: None,
                     reopen_if_closed: false,
+                    owner_forgotten: false,
                 });
                 batch.changes.len() - 1
             });
@@ -150,6 +194,9 @@ pub fn fold(events: &[RecordedEvent]) -> Result<SummaryBatch, ApplyError> {
             change.count += 1;
             (change.last_transaction, change.version, change.position) =
                 (event.recorded_at, event.stream_version, event.global_position);
+            if matches!(decoded, AccountEvent::OwnerForgotten) {
+                change.owner_forgotten = true;
+            }
             match &change.status {
                 Some(known) => {
                     if let Some(status) = decoded.status_after(known) {
@@ -178,6 +225,7 @@ impl Projection for AccountSummaryProjection {
         events: &[RecordedEvent],
         target: &Target,
     ) -> Result<(), ApplyError> {
+        load_keys(&mut *conn, events).await.map_err(key_error)?;
         write(conn, &fold(events)?, &target.table("account_summary")).await
     }
 }
@@ -222,11 +270,12 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
                  status = CASE WHEN c.status IS NOT NULL THEN c.status
                      WHEN c.reopen AND s.status = 'closed' THEN 'active' ELSE s.status END,
                  status_reason = CASE WHEN c.status IS NOT NULL THEN c.status_reason
-                     WHEN c.reopen AND s.status = 'closed' THEN NULL ELSE s.status_reason END
+                     WHEN c.reopen AND s.status = 'closed' THEN NULL ELSE s.status_reason END,
+                 owner_id = CASE WHEN c.owner_forgotten THEN $12 ELSE s.owner_id END
              FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::bigint[], $5::timestamptz[],
-                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bool[])
+                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bool[], $11::bool[])
                  AS c(account_id, deposits, withdrawals, count, last_transaction, version, position, status,
-                      status_reason, reopen)
+                      status_reason, reopen, owner_forgotten)
              WHERE s.account_id = c.account_id
              RETURNING s.account_id"
         ))
@@ -245,6 +294,8 @@ async fn write(conn: &mut PgConnection, batch: &SummaryBatch, table: &str) -> Re
                 .collect::<Vec<_>>(),
         )
         .bind(changes.iter().map(|c| c.reopen_if_closed).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.owner_forgotten).collect::<Vec<_>>())
+        .bind(FORGOTTEN)
         .fetch_all(&mut *conn)
         .await?;
         if updated.len() != ids.len() {
@@ -330,6 +381,47 @@ mod tests {
         let change = &batch.changes[0];
         assert_eq!((change.deposits, change.withdrawals, change.count), (dec!(5), dec!(2), 2));
         assert_eq!((change.version, change.position, change.first_event), (5, 12, events[0].position()));
+    }
+
+    #[test]
+    fn a_forgotten_owner_is_no_longer_named_by_an_account_opened_before() {
+        let id = Uuid::new_v4();
+        let events = [recorded(id, 4, 10, &deposited(dec!(5))), recorded(id, 5, 11, &AccountEvent::OwnerForgotten)];
+        let batch = fold(&events).unwrap();
+        let [change] = batch.changes.as_slice() else { panic!("one change: {batch:?}") };
+        assert!(change.owner_forgotten);
+        assert_eq!((change.deposits, change.count, change.version, change.status.clone()), (dec!(5), 2, 5, None));
+
+        let untouched = fold(&events[..1]).unwrap();
+        assert!(!untouched.changes[0].owner_forgotten);
+    }
+
+    #[test]
+    fn an_account_opened_and_forgotten_in_one_batch_never_names_its_owner() {
+        let id = Uuid::new_v4();
+        let events = [
+            recorded(id, 1, 1, &created(dec!(10))),
+            recorded(id, 2, 2, &withdrawn(dec!(10))),
+            recorded(id, 3, 3, &AccountEvent::AccountClosed),
+            recorded(id, 4, 4, &AccountEvent::OwnerForgotten),
+        ];
+        let batch = fold(&events).unwrap();
+        let [row] = batch.new_rows.as_slice() else { panic!("one row: {batch:?}") };
+        assert_eq!(row.owner_id, FORGOTTEN);
+        assert_eq!((row.status.clone(), row.balance, row.count, row.version), (AccountStatus::Closed, dec!(0), 4, 4));
+    }
+
+    #[test]
+    fn a_key_missing_from_the_cache_is_retried_not_taken_for_an_unreadable_event() {
+        let id = Uuid::new_v4();
+        let mut sealed = recorded(id, 1, 1, &created(dec!(1)));
+        // Sealed with a key no one loaded: the batch is tried again once it is.
+        sealed.data["ownerId"] = json!({"keyId": Uuid::new_v4(), "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "AAAA"});
+        let error = fold(&[sealed]).unwrap_err();
+        assert!(
+            matches!(&error, ApplyError::Database(error) if eventstore::projection::is_transient(error)),
+            "{error}"
+        );
     }
 
     #[test]

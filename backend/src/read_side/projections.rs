@@ -54,9 +54,9 @@ pub async fn run_projections(
         // (A store written before it was split has a checkpoint row of its own: the first start
         // with more partitions changes the count without PROJECTION_PARTITIONS_REBUILD.)
         let may_change = true;
-        runners.extend(
-            run_external_partitioned(pool, redis.clone(), partitions, may_change, appends, instance, shutdown).await?,
-        );
+        let redis = redis.clone().loading_keys_from(pool.clone());
+        runners
+            .extend(run_external_partitioned(pool, redis, partitions, may_change, appends, instance, shutdown).await?);
     }
     Ok(runners)
 }

@@ -61,6 +61,9 @@ pub struct RedisAccounts {
     partitions: u32,
     /// What [`RedisAccounts::may_evict`] found last, and when.
     eviction: std::sync::Arc<std::sync::Mutex<Option<EvictionCheck>>>,
+    /// Where the projection loads the data keys its events were sealed with
+    /// ([`RedisAccounts::loading_keys_from`]).
+    keys_from: Option<sqlx::PgPool>,
 }
 
 /// When Redis's memory settings were read, and the risk they showed, if any.
@@ -172,7 +175,15 @@ impl RedisAccounts {
     pub fn new(url: &str, prefix: &str, partitions: u32) -> Result<RedisAccounts, RedisError> {
         let redis = Connection::open(url)?;
         let (prefix, eviction) = (prefix.to_owned(), Default::default());
-        Ok(RedisAccounts { redis, prefix, partitions: partitions.max(1), eviction })
+        Ok(RedisAccounts { redis, prefix, partitions: partitions.max(1), eviction, keys_from: None })
+    }
+
+    /// The store, its projection loading the data keys of the events it applies from `pool`
+    /// (the event store's database). Without it the projection reads sealed fields only with the
+    /// keys the process has loaded anyway, and retries a batch until they are.
+    pub fn loading_keys_from(mut self, pool: sqlx::PgPool) -> RedisAccounts {
+        self.keys_from = Some(pool);
+        self
     }
 
     /// How many partitions the store is split into.

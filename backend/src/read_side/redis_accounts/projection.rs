@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::scripts::{APPLY_BATCH, BEGIN_CLEAR, CLEAR_SOME, CLEARING, END_CLEAR, RETIRE_BEGIN};
 use super::stored::{StoredAccount, balance_member, checkpoint_text};
 use super::{PROJECTION_NAME, RedisAccounts, RedisReadError, fields_json};
-use crate::read_side::account_summary::fold;
+use crate::read_side::account_summary::{fold, load_keys};
 use bank::domain::AccountEvent;
 
 /// At most how many passes a clear makes over the keys (each after one that found some).
@@ -31,6 +31,10 @@ impl ExternalProjection for RedisAccounts {
     }
 
     async fn apply(&self, batch: &ExternalBatch<'_>) -> Result<CompareAndSet, ExternalError> {
+        if let Some(pool) = &self.keys_from {
+            // Retried, whatever failed (see `load_keys`).
+            load_keys(pool, batch.events).await.map_err(store_error)?;
+        }
         let folded = fold(batch.events).map_err(|error| match error {
             ApplyError::Event { position, reason } => ExternalError::Event { position, reason },
             ApplyError::Database(error) => store_error(error),
@@ -75,7 +79,13 @@ impl ExternalProjection for RedisAccounts {
                     ExternalError::Event { position, reason: reason.into() }
                 })
             };
-            script.key(keys.account(*id)).key(keys.owner_balances(&after.owner_id));
+            // The owner's set it leaves (its owner forgotten, say) and the one it joins; the same
+            // one for an account whose owner stays, or that is new.
+            let owner_before = before.as_ref().map_or(&after.owner_id, |before| &before.owner_id);
+            script
+                .key(keys.account(*id))
+                .key(keys.owner_balances(owner_before))
+                .key(keys.owner_balances(&after.owner_id));
             script.arg(before.as_ref().map(member).transpose()?.unwrap_or_default()).arg(member(after)?);
             for value in after.values().map_err(store_error)? {
                 script.arg(value);

@@ -79,8 +79,10 @@ end
 /// moving the checkpoint to `ARGV[2]`; returns 1, or 0 having written nothing, or -1 having
 /// written nothing because a key holds another type (a script that failed part-way would keep
 /// what it had written). `KEYS[1]`: the projection's hash, `KEYS[2]`: every account's balances,
-/// `KEYS[3]`: the fence; then per account its hash and its owner's balances. `ARGV[7..]`: per
-/// account its old member (empty for a new account), its new member and its fields' values.
+/// `KEYS[3]`: the fence; then per account its hash, its owner's balances before the batch and
+/// after it (the same key unless its owner changed: forgotten; the old one goes once empty).
+/// `ARGV[7..]`: per account its old member (empty for a new account), its new member and its
+/// fields' values.
 pub(super) static APPLY_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
@@ -100,15 +102,15 @@ end
 if not holds(KEYS[2], 'zset') then
   return -1
 end
-for i = 4, #KEYS, 2 do
-  if not holds(KEYS[i], 'hash') or not holds(KEYS[i + 1], 'zset') then
+for i = 4, #KEYS, 3 do
+  if not holds(KEYS[i], 'hash') or not holds(KEYS[i + 1], 'zset') or not holds(KEYS[i + 2], 'zset') then
     return -1
   end
 end
 local fields = cjson.decode(ARGV[4])
 local stride = 2 + #fields
-for i = 0, (#KEYS - 3) / 2 - 1 do
-  local account, owner_balances = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+for i = 0, (#KEYS - 3) / 3 - 1 do
+  local account, owner_before, owner_after = KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i]
   local at = 7 + stride * i
   local old, new = ARGV[at], ARGV[at + 1]
   local pairs = {}
@@ -119,10 +121,10 @@ for i = 0, (#KEYS - 3) / 2 - 1 do
   redis.call('HSET', account, unpack(pairs))
   if old ~= '' then
     redis.call('ZREM', KEYS[2], old)
-    redis.call('ZREM', owner_balances, old)
+    redis.call('ZREM', owner_before, old)
   end
   redis.call('ZADD', KEYS[2], 0, new)
-  redis.call('ZADD', owner_balances, 0, new)
+  redis.call('ZADD', owner_after, 0, new)
 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'rebuilding', ARGV[3])
 redis.call('SET', KEYS[3], ARGV[5] .. '@' .. ARGV[6])

@@ -13,7 +13,7 @@ use super::RedisReadError;
 use super::scripts::FIELDS;
 use crate::read_side::account_summary::{Change, NewRow};
 use bank::contract::{AccountStatusView, AccountView, ServedBy};
-use bank::domain::{AccountStatus, Reason};
+use bank::domain::{AccountStatus, FORGOTTEN, Reason};
 
 /// One account's hash, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +48,7 @@ impl StoredAccount {
 
     pub(super) fn changed(&self, change: &Change) -> StoredAccount {
         StoredAccount {
-            owner_id: self.owner_id.clone(),
+            owner_id: if change.owner_forgotten { FORGOTTEN.to_owned() } else { self.owner_id.clone() },
             balance: self.balance + change.deposits - change.withdrawals,
             deposits: self.deposits + change.deposits,
             withdrawals: self.withdrawals + change.withdrawals,
@@ -242,6 +242,42 @@ mod tests {
         let older = parse_checkpoint("00000000-0000-0000-0000-000000000001@812:3").unwrap();
         assert_eq!((older.log.as_str(), older.at.event), ("00000000-0000-0000-0000-000000000001", None));
         assert_eq!(parse_checkpoint(&CLEARING).unwrap().log, eventstore::projection::CLEARING_LOG);
+    }
+
+    #[test]
+    fn a_change_that_forgets_the_owner_names_no_one() {
+        let at = time::macros::datetime!(2026-12-07 12:00 UTC);
+        let row = NewRow {
+            account_id: Uuid::new_v4(),
+            owner_id: "alice".into(),
+            balance: dec!(10),
+            deposits: dec!(10),
+            withdrawals: dec!(0),
+            count: 1,
+            last_transaction: at,
+            created_at: at,
+            version: 1,
+            position: 1,
+            status: AccountStatus::Active,
+        };
+        let change = |owner_forgotten| Change {
+            account_id: row.account_id,
+            first_event: Position { transaction_id: 2, global_position: 2 },
+            deposits: dec!(0),
+            withdrawals: dec!(0),
+            count: 1,
+            last_transaction: at,
+            version: 2,
+            position: 2,
+            status: None,
+            reopen_if_closed: false,
+            owner_forgotten,
+        };
+        let stored = StoredAccount::opened(&row);
+        assert_eq!(stored.changed(&change(false)).owner_id, "alice");
+        let forgotten = stored.changed(&change(true));
+        assert_eq!(forgotten.owner_id, FORGOTTEN);
+        assert!(!forgotten.values().unwrap().iter().any(|value| value.contains("alice")));
     }
 
     #[test]
