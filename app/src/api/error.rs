@@ -215,6 +215,7 @@ impl From<DomainError> for ApiError {
             DomainError::BalanceNotZero { .. } => ErrorCode::BalanceNotZero,
             // Only a transfer's steps carry a deadline, and the process answers those itself.
             DomainError::TransferExpired => ErrorCode::Conflict,
+            DomainError::AccountNotClosed => ErrorCode::Conflict,
         };
         ApiError::new(code, capitalised(&error.to_string()))
     }

@@ -17,6 +17,10 @@ pub async fn sign_up(username: String, password: String) -> Result<SignedIn, Api
     let services = super::services()?;
     let username = Username::parse(&username).map_err(|error| ApiError::invalid_request(error.to_string()))?;
     let password = Password::parse(&password).map_err(ApiError::invalid_request)?;
+    // A forgotten person's name is refused until its cooling-off ends, as if it were taken.
+    if server::is_cooling_off(&services, &username).await? {
+        return Err(ApiError::new(super::ErrorCode::Conflict, SignUpError::Taken(username.clone()).to_string()));
+    }
     let user = match users::create(&services.pool, &services.passwords, &username, &password, Role::Customer).await {
         Ok(user) => user,
         Err(taken @ SignUpError::Taken(_)) => {
@@ -189,6 +193,24 @@ pub(super) mod server {
     async fn note_address_of(services: &Services, user_id: uuid::Uuid, address: &str) {
         if let Err(error) = users::note_sign_in_address(&services.pool, user_id, address).await {
             tracing::warn!(%error, "could not note a sign-in's address");
+        }
+    }
+
+    /// Whether `username` belonged to someone forgotten less than the cooling-off period ago.
+    pub async fn is_cooling_off(services: &Services, username: &backend::identity::Username) -> Result<bool, ApiError> {
+        backend::personal::erasure::is_cooling_off(&services.pool, services.master_key(), username.as_str())
+            .await
+            .map_err(key_error)
+    }
+
+    /// A data key that could not be had: the database's fault (503), or the server's (500).
+    pub fn key_error(error: backend::personal::keys::KeyError) -> ApiError {
+        match error {
+            backend::personal::keys::KeyError::Database(error) => error.into(),
+            other => {
+                tracing::error!(error = %other, "a data key could not be had");
+                ApiError::internal()
+            }
         }
     }
 

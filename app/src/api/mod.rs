@@ -9,6 +9,7 @@ pub mod identity;
 #[cfg(feature = "ssr")]
 pub mod limits;
 pub mod operations;
+pub mod privacy;
 pub mod queries;
 pub mod security;
 

@@ -82,7 +82,7 @@ pub async fn sign_out_everywhere() -> Result<u64, ApiError> {
 /// leak) neither sees nor ends sessions, nor changes the password. 401 signed out, 403 with a
 /// token.
 #[cfg(feature = "ssr")]
-fn signed_in_with_a_session() -> Result<backend::identity::Caller, ApiError> {
+pub(crate) fn signed_in_with_a_session() -> Result<backend::identity::Caller, ApiError> {
     let caller = super::signed_in()?;
     if caller.credential != backend::identity::Credential::Session {
         return Err(ApiError::new(

@@ -115,3 +115,26 @@ pub struct NewApiToken {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
 }
+
+/// What the operations page shows of personal data: whether it is sealed, how many people have
+/// a data key, how many were forgotten.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalDataStatus {
+    /// The server has a master key: personal data is sealed, and people can be forgotten.
+    pub sealed: bool,
+    /// People with a data key.
+    pub keys: i64,
+    /// Of those, keys a master key other than the current one wrapped (a rotation under way).
+    pub keys_under_other_master_keys: i64,
+    /// People forgotten.
+    pub forgotten: i64,
+}
+
+/// What forgetting someone did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgetResponse {
+    /// Their accounts, which now read as owned by someone forgotten.
+    pub accounts: Vec<Uuid>,
+}

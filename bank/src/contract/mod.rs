@@ -14,7 +14,9 @@ mod transfers;
 pub use accounts::{
     AccountList, AccountStatusView, AccountView, CommandAccepted, HistoricalAccount, ReplicaStatus, ServedBy,
 };
-pub use identity::{ApiTokenInfo, NewApiToken, Role, SessionInfo, SignedIn, TokenScope};
+pub use identity::{
+    ApiTokenInfo, ForgetResponse, NewApiToken, PersonalDataStatus, Role, SessionInfo, SignedIn, TokenScope,
+};
 pub use ledger::{
     HistoryEntry, HistoryPage, Ledger, LedgerEntry, MovementKind, STATEMENT_MAX_DAYS, STATEMENT_MAX_ENTRIES, Statement,
     StatementPeriod,

@@ -7,6 +7,7 @@ mod commands;
 mod concurrency;
 mod credentials;
 mod cross_site;
+mod erasure;
 mod fuzz;
 mod helpers;
 mod history;
