@@ -1,4 +1,5 @@
-//! The read side at work: every projection's status, live, and the operator's levers.
+//! The read side at work: every projection's status, live, and the operator's levers; and
+//! personal data: whether it is sealed, and forgetting a customer.
 
 use eventstore::{LeverPulled, Position, ProjectionState, ProjectionStatus};
 use leptos::prelude::*;
@@ -11,6 +12,8 @@ use crate::api::ApiError;
 use crate::api::operations::{
     list_projections, rebuild_projection, recent_levers, replica_status, retry_projection, skip_failed_event,
 };
+use crate::api::privacy::{forget_user, personal_data};
+use bank::contract::PersonalDataStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lever {
@@ -86,6 +89,106 @@ pub fn OperationsPage() -> impl IntoView {
                 })}
             </Transition>
         </section>
+        <PersonalData />
+    }
+}
+
+/// Personal data: sealed or in clear, how many keys (and how many a previous master key still
+/// wraps), how many people were forgotten; and the lever that forgets a customer.
+#[component]
+fn PersonalData() -> impl IntoView {
+    let status = Resource::new(|| (), |_| personal_data());
+    let username = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let forget = Action::new(move |(username, reason): &(String, String)| {
+        let (username, reason) = (username.clone(), reason.clone());
+        async move {
+            let result = forget_user(username.clone(), reason).await.map(|done| (username, done.accounts.len()));
+            status.refetch();
+            result
+        }
+    });
+    let pending = forget.pending();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = forget.value().get() {
+            username.set(String::new());
+            reason.set(String::new());
+        }
+    });
+    let ready = super::hydrated();
+    let outcome = move || {
+        forget.value().get().map(|result| match result {
+            Ok((who, accounts)) => view! {
+                <p class="notice" role="status" data-testid="forget-user-done">
+                    {format!(
+                        "{who} is forgotten: {accounts} account{} now owned by {}.",
+                        if accounts == 1 { "" } else { "s" },
+                        bank::domain::FORGOTTEN,
+                    )}
+                </p>
+            }
+            .into_any(),
+            Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
+        })
+    };
+    view! {
+        <section class="card personal-data" data-testid="personal-data">
+            <h2>"Personal data"</h2>
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || status.get().map(|result| match result {
+                    Ok(status) => view! { <PersonalDataFigures status /> }.into_any(),
+                    Err(error) => view! { <p class="form-error" role="alert">{error.message}</p> }.into_any(),
+                })}
+            </Transition>
+            <form data-testid="forget-user-form" on:submit=|event: leptos::ev::SubmitEvent| event.prevent_default()>
+                <h3>"Forget a customer"</h3>
+                <p class="hint">
+                    "Their accounts must be closed. Their name and words are erased for good; their accounts' "
+                    "money history stays. The reason is recorded."
+                </p>
+                <label for="forget-username">"Customer's username"</label>
+                <input id="forget-username" type="text" autocomplete="off" required bind:value=username />
+                <label for="forget-reason">"Why they are forgotten (recorded)"</label>
+                <input id="forget-reason" type="text" autocomplete="off" required bind:value=reason
+                    placeholder="e.g. their written request of 3 March" />
+                <ConfirmButton
+                    label="Forget customer"
+                    question="Forget this customer for good? It cannot be undone.".to_owned()
+                    confirm="Yes, forget them"
+                    class="danger"
+                    disabled=Signal::derive(move || !ready.get() || pending.get())
+                    on_confirm=Callback::new(move |()| {
+                        if !pending.get_untracked() {
+                            forget.dispatch((username.get_untracked(), reason.get_untracked()));
+                        }
+                    })
+                />
+                {outcome}
+            </form>
+        </section>
+    }
+}
+
+#[component]
+fn PersonalDataFigures(status: PersonalDataStatus) -> impl IntoView {
+    view! {
+        <p data-testid="sealed" data-sealed=status.sealed.to_string()>
+            {if status.sealed {
+                "Personal data is sealed with a key per person."
+            } else {
+                "No master key: personal data is stored in clear (nobody can be forgotten)."
+            }}
+        </p>
+        <dl class="figures">
+            <div><dt>"Keys"</dt><dd data-testid="personal-keys">{format::count(status.keys)}</dd></div>
+            {(status.keys_under_other_master_keys > 0).then(|| view! {
+                <div>
+                    <dt>"Under another master key"</dt>
+                    <dd data-testid="keys-under-other">{format::count(status.keys_under_other_master_keys)}</dd>
+                </div>
+            })}
+            <div><dt>"People forgotten"</dt><dd data-testid="people-forgotten">{format::count(status.forgotten)}</dd></div>
+        </dl>
     }
 }
 

@@ -1,14 +1,16 @@
 //! The security page: change one's password, see one's sessions and end one, sign out
 //! everywhere — what a user does when they think someone else has their password or a browser
-//! of theirs.
+//! of theirs; and ask to be forgotten.
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use uuid::Uuid;
 
+use super::confirm::ConfirmButton;
 use super::format::Time;
 use super::identity_pages::load_page;
 use crate::api::ApiError;
+use crate::api::privacy::forget_me;
 use crate::api::security::{change_password, end_session, list_sessions, sign_out_everywhere};
 use bank::contract::SessionInfo;
 
@@ -23,6 +25,9 @@ pub fn SecurityPage() -> impl IntoView {
         <section class="card">
             <h2>"Where you are signed in"</h2>
             <Sessions sessions />
+        </section>
+        <section class="card">
+            <ForgetMe />
         </section>
     }
 }
@@ -139,5 +144,66 @@ fn Sessions(sessions: Resource<Result<Vec<SessionInfo>, ApiError>>) -> impl Into
         <button data-testid="sign-out-everywhere" on:click=move |_| { everywhere.dispatch(()); }>
             "Sign out everywhere"
         </button>
+    }
+}
+
+/// Being forgotten, asked for with one's password (and confirmed): once every account of theirs
+/// is closed, the user's name and words are erased and they are signed out, as "sign out
+/// everywhere" does.
+#[component]
+fn ForgetMe() -> impl IntoView {
+    let password = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let forget = Action::new(|password: &String| {
+        let password = password.clone();
+        async move {
+            let result = forget_me(password).await;
+            // Signed out: the server ended every session and cleared this browser's cookie.
+            if result.is_ok() {
+                load_page("/sign-in");
+            }
+            result
+        }
+    });
+    let pending = forget.pending();
+    Effect::new(move |_| {
+        if let Some(Err(ApiError { message, .. })) = forget.value().get() {
+            error.set(Some(message));
+        }
+    });
+    let ready = super::hydrated();
+    let ask = move || {
+        if pending.get_untracked() {
+            return;
+        }
+        let typed = password.get_untracked();
+        if typed.is_empty() {
+            error.set(Some("Type your password first.".to_owned()));
+        } else {
+            error.set(None);
+            forget.dispatch(typed);
+        }
+    };
+    view! {
+        // The confirmation's buttons are the only ones: Enter in the field does nothing.
+        <form data-testid="forget-me-form" on:submit=|event: SubmitEvent| event.prevent_default()>
+            <h2>"Forget me"</h2>
+            <p class="hint">
+                "Close your accounts first. Your name and your words (reasons, notes) are then erased from the "
+                "bank's records; your accounts' money history stays, their owner shown as (forgotten). "
+                "You are signed out everywhere, and nobody can take your username for a while."
+            </p>
+            <label for="forget-password">"Your password, to confirm it is you"</label>
+            <input id="forget-password" type="password" autocomplete="current-password" required bind:value=password />
+            <ConfirmButton
+                label="Forget me"
+                question="Forget you for good? This cannot be undone.".to_owned()
+                confirm="Yes, forget me"
+                class="danger"
+                disabled=Signal::derive(move || !ready.get() || pending.get())
+                on_confirm=Callback::new(move |()| ask())
+            />
+            <p class="form-error" role="alert">{move || error.get()}</p>
+        </form>
     }
 }
