@@ -9,6 +9,7 @@
 //! cache serves every server in a process (tests run several, each with its own database).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -39,45 +40,76 @@ pub(crate) enum Known {
     Forgotten,
 }
 
-static CACHE: LazyLock<RwLock<HashMap<Uuid, (Known, Instant)>>> = LazyLock::new(Default::default);
+/// One person's entry: what is known, when it was read, and whether it may still be read with.
+/// An entry is distrusted, never removed, when its person's credentials change: a command in
+/// flight still seals with it (so nothing is ever written in clear for want of a key), while
+/// reading asks the database again.
+struct Entry {
+    known: Known,
+    loaded: Instant,
+    trusted: bool,
+}
 
-fn cache() -> std::sync::RwLockReadGuard<'static, HashMap<Uuid, (Known, Instant)>> {
+static CACHE: LazyLock<RwLock<HashMap<Uuid, Entry>>> = LazyLock::new(Default::default);
+
+/// Bumped by every drop: a key read from the database before a drop is not trusted after it (the
+/// erasure that caused the drop may have destroyed it).
+static DROPS: AtomicU64 = AtomicU64::new(0);
+
+fn cache() -> std::sync::RwLockReadGuard<'static, HashMap<Uuid, Entry>> {
     CACHE.read().expect("the key cache is never poisoned")
 }
 
-fn remember(user_id: Uuid, known: Known) {
-    let mut cache = CACHE.write().expect("the key cache is never poisoned");
-    if cache.len() >= MAX_ENTRIES {
-        cache.clear();
-    }
-    cache.insert(user_id, (known, Instant::now()));
+fn cache_mut() -> std::sync::RwLockWriteGuard<'static, HashMap<Uuid, Entry>> {
+    CACHE.write().expect("the key cache is never poisoned")
 }
 
-/// The key to seal with for `user_id`, as the cache has it (however old: sealing with a key
-/// destroyed a moment ago only makes the field unreadable sooner).
+/// Remembers what a read that began at drop count `read_at` found.
+fn remember(user_id: Uuid, known: Known, read_at: u64) {
+    let trusted = matches!(known, Known::Forgotten) || DROPS.load(Ordering::SeqCst) == read_at;
+    let mut cache = cache_mut();
+    if cache.len() >= MAX_ENTRIES {
+        cache.retain(|_, entry| matches!(entry.known, Known::Forgotten) || entry.loaded.elapsed() < TRUSTED_FOR);
+    }
+    cache.insert(user_id, Entry { known, loaded: Instant::now(), trusted });
+}
+
+/// The key to seal with for `user_id`, as the cache has it (however old or distrusted: sealing
+/// with a key destroyed a moment ago only makes the field unreadable sooner).
 pub(crate) fn for_sealing(user_id: Uuid) -> Option<Known> {
-    cache().get(&user_id).map(|(known, _)| known.clone())
+    cache().get(&user_id).map(|entry| entry.known.clone())
 }
 
 /// The key to open with, if the cache's word on it is recent enough to trust.
 pub(crate) fn for_opening(user_id: Uuid) -> Option<Known> {
-    cache().get(&user_id).and_then(|(known, loaded)| match known {
+    cache().get(&user_id).and_then(|entry| match entry.known {
         Known::Forgotten => Some(Known::Forgotten),
-        Known::Key(_) if loaded.elapsed() < TRUSTED_FOR => Some(known.clone()),
+        Known::Key(_) if entry.trusted && entry.loaded.elapsed() < TRUSTED_FOR => Some(entry.known.clone()),
         Known::Key(_) => None,
     })
 }
 
-/// Drops what the cache knows of `user_id` (their credentials changed, or they were forgotten,
-/// on this instance or another): the next read asks the database.
+/// Distrusts what the cache knows of `user_id` (their credentials changed, or they were
+/// forgotten, on this instance or another): the next read asks the database.
 pub fn drop_cached(user_id: Uuid) {
-    CACHE.write().expect("the key cache is never poisoned").remove(&user_id);
+    DROPS.fetch_add(1, Ordering::SeqCst);
+    if let Some(entry) = cache_mut().get_mut(&user_id) {
+        entry.trusted = false;
+    }
 }
 
-/// Drops every key the cache holds (notifications may have been missed). What is forgotten
+/// Empties the cache, keys in use included: for a process that runs a server that seals after
+/// one that does not on the same users (the benchmarks' on ÷ off), which would otherwise seal.
+pub fn clear_cache() {
+    DROPS.fetch_add(1, Ordering::SeqCst);
+    cache_mut().clear();
+}
+
+/// Distrusts every key the cache holds (notifications may have been missed). What is forgotten
 /// stays forgotten.
 pub fn drop_all_cached() {
-    CACHE.write().expect("the key cache is never poisoned").retain(|_, (known, _)| matches!(known, Known::Forgotten));
+    DROPS.fetch_add(1, Ordering::SeqCst);
+    cache_mut().values_mut().for_each(|entry| entry.trusted = false);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +149,7 @@ pub async fn load(executor: impl PgExecutor<'_>, user_ids: impl IntoIterator<Ite
     }
     wanted.sort_unstable();
     wanted.dedup();
+    let read_at = DROPS.load(Ordering::SeqCst);
     let rows: Vec<WrappedKey> =
         sqlx::query_as("SELECT user_id, wrapped_key, nonce, master_key_id FROM user_keys WHERE user_id = ANY($1)")
             .bind(&wanted)
@@ -124,8 +157,8 @@ pub async fn load(executor: impl PgExecutor<'_>, user_ids: impl IntoIterator<Ite
             .await?;
     for id in &wanted {
         match rows.iter().find(|row| row.user_id == *id) {
-            Some(row) => remember(*id, Known::Key(row.open()?)),
-            None => remember(*id, Known::Forgotten),
+            Some(row) => remember(*id, Known::Key(row.open()?), read_at),
+            None => remember(*id, Known::Forgotten, read_at),
         }
     }
     Ok(())
@@ -138,8 +171,9 @@ pub async fn load_for_writing(pool: &PgPool, master: &MasterKey, user_id: Uuid) 
     if matches!(for_opening(user_id), Some(Known::Key(_))) {
         return Ok(());
     }
+    let read_at = DROPS.load(Ordering::SeqCst);
     if let Some(row) = find(pool, user_id).await? {
-        remember(user_id, Known::Key(row.open()?));
+        remember(user_id, Known::Key(row.open()?), read_at);
         return Ok(());
     }
     let mut key = [0u8; 32];
@@ -159,8 +193,8 @@ pub async fn load_for_writing(pool: &PgPool, master: &MasterKey, user_id: Uuid) 
     .await?;
     // Whoever inserted first, this is the key.
     match find(pool, user_id).await? {
-        Some(row) => remember(user_id, Known::Key(row.open()?)),
-        None => remember(user_id, Known::Forgotten),
+        Some(row) => remember(user_id, Known::Key(row.open()?), read_at),
+        None => remember(user_id, Known::Forgotten, read_at),
     }
     Ok(())
 }
@@ -205,36 +239,54 @@ pub async fn username_digest(pool: &PgPool, master: &MasterKey, username: &str) 
     Ok(mac.finalize().into_bytes().to_vec())
 }
 
-/// Wraps anew, under `keys.current`, up to `batch` keys wrapped by another master key; returns
-/// how many. Run until it returns 0 after a rotation (the server does, at start).
-pub async fn rewrap(pool: &PgPool, current: &MasterKey, batch: i64) -> Result<u64, KeyError> {
-    let rows: Vec<WrappedKey> = sqlx::query_as(
-        "SELECT user_id, wrapped_key, nonce, master_key_id FROM user_keys WHERE master_key_id <> $1 LIMIT $2",
-    )
-    .bind(current.id())
-    .bind(batch)
-    .fetch_all(pool)
-    .await?;
-    let mut done = 0;
-    for row in rows {
-        let Some(old) = master_key::unwrapping(&row.master_key_id) else { continue };
-        let Some(key) = old.unwrap(row.user_id.as_bytes(), &row.wrapped_key, &row.nonce) else { continue };
-        let (wrapped, nonce) = current.wrap(row.user_id.as_bytes(), &key);
-        // Only if nobody changed it meanwhile (another instance rewrapping, or an erasure).
-        done += sqlx::query(
-            "UPDATE user_keys SET wrapped_key = $2, nonce = $3, master_key_id = $4
-             WHERE user_id = $1 AND master_key_id = $5",
+/// Wraps anew, under `current`, every key wrapped by another master key this server has, a
+/// batch at a time (the server does, at start and every hour); counts those none of its master
+/// keys opens.
+pub async fn rewrap(pool: &PgPool, current: &MasterKey, batch: i64) -> Result<Rewrapped, KeyError> {
+    let mut rewrapped = Rewrapped::default();
+    let mut after = Uuid::nil();
+    loop {
+        let rows: Vec<WrappedKey> = sqlx::query_as(
+            "SELECT user_id, wrapped_key, nonce, master_key_id FROM user_keys
+             WHERE master_key_id <> $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
         )
-        .bind(row.user_id)
-        .bind(&wrapped)
-        .bind(&nonce)
         .bind(current.id())
-        .bind(&row.master_key_id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        .bind(after)
+        .bind(batch)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else { return Ok(rewrapped) };
+        after = last.user_id;
+        for row in rows {
+            let opened = master_key::unwrapping(&row.master_key_id)
+                .and_then(|old| old.unwrap(row.user_id.as_bytes(), &row.wrapped_key, &row.nonce));
+            let Some(key) = opened else {
+                rewrapped.unopenable += 1;
+                continue;
+            };
+            let (wrapped, nonce) = current.wrap(row.user_id.as_bytes(), &key);
+            // Only if nobody changed it meanwhile (another instance rewrapping, or an erasure).
+            rewrapped.done += sqlx::query(
+                "UPDATE user_keys SET wrapped_key = $2, nonce = $3, master_key_id = $4
+                 WHERE user_id = $1 AND master_key_id = $5",
+            )
+            .bind(row.user_id)
+            .bind(&wrapped)
+            .bind(&nonce)
+            .bind(current.id())
+            .bind(&row.master_key_id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
     }
-    Ok(done)
+}
+
+/// What a [`rewrap`] did: keys wrapped anew, and keys none of the server's master keys opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrapped {
+    pub done: u64,
+    pub unopenable: u64,
 }
 
 /// What the operations page shows of the keys.
@@ -263,7 +315,7 @@ pub async fn counts(executor: impl PgExecutor<'_>, current: Option<&MasterKey>) 
 
 #[cfg(test)]
 pub(crate) fn tests_remember(user_id: Uuid, known: Known) {
-    remember(user_id, known);
+    remember(user_id, known, DROPS.load(Ordering::SeqCst));
 }
 
 /// Runs `attempt` again after loading each key it reports missing (`missing_key`), at most

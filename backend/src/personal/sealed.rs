@@ -179,6 +179,19 @@ mod tests {
     }
 
     #[test]
+    fn a_key_distrusted_while_a_command_runs_still_seals_and_is_loaded_again_to_read() {
+        let frank = Uuid::new_v4();
+        with_key(frank);
+        // Their credentials change (a sign-out) between loading the key and encoding.
+        keys::drop_cached(frank);
+        let sealed = seal(Some(frank), "frank");
+        assert!(sealed["ciphertext"].is_string(), "never in clear for want of a key: {sealed}");
+        assert_eq!(open(&sealed), Err(Unopened::KeyNotLoaded(frank)), "read again from the database first");
+        keys::drop_all_cached();
+        assert!(seal(Some(frank), "frank")["ciphertext"].is_string());
+    }
+
+    #[test]
     fn clear_text_is_read_as_written_and_a_tampered_field_is_refused() {
         assert_eq!(open(&json!("carol")), Ok(Opened::Text("carol".into())));
         assert_eq!(seal(None, "dave"), json!("dave"));
