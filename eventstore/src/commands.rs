@@ -237,8 +237,20 @@ impl<A: Aggregate> CommandHandler<A> {
     /// is written. Dropped once the stream's worker took it, the command goes on and its
     /// outcome is remembered. Either way the command id makes a retry safe: it is answered from
     /// the first outcome if that committed, and decided afresh if not.
-    #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id), err(level = "info"))]
+    #[tracing::instrument(skip_all, fields(command_id = %envelope.command_id, stream_type = A::STREAM_TYPE, stream_id = %envelope.stream_id))]
     pub async fn handle(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
+        let handled = self.handle_logged(envelope).await;
+        match &handled {
+            // A refusal's words are the aggregate's answer to its sender (a balance, a reason
+            // for freezing an account): only that there was one goes to the log.
+            Err(CommandError::Rejected(_)) => tracing::info!("refused"),
+            Err(error) => tracing::info!(%error, "failed"),
+            Ok(_) => {}
+        }
+        handled
+    }
+
+    async fn handle_logged(&self, envelope: CommandEnvelope<A::Command>) -> Result<Accepted, A> {
         let command = Arc::new(Prepared::new(envelope));
         if !self.options.serialize_writers {
             return self.handle_one(&command).await;
