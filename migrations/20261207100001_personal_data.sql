@@ -18,11 +18,19 @@ CREATE TABLE IF NOT EXISTS user_keys (
 CREATE INDEX IF NOT EXISTS user_keys_master_key ON user_keys (master_key_id);
 
 -- Who was forgotten and when: no name, only a keyed hash of it (HMAC-SHA256 under the username
--- key), so that sign-up can refuse the name until its cooling-off ends.
+-- key), so that sign-up can refuse the name until its cooling-off ends; then the hash goes too
+-- (housekeeping), so that nobody can tell, even with the master key, whose id this was.
 CREATE TABLE IF NOT EXISTS forgotten_users (
     user_id             uuid        PRIMARY KEY,
     forgotten_at        timestamptz NOT NULL DEFAULT now(),
-    username_digest     bytea       NOT NULL,
+    username_digest     bytea,
     username_free_after timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS forgotten_users_digest ON forgotten_users (username_digest);
+
+-- Forgetting someone finds their accounts in the log (a read model may lag): by the key their
+-- name was sealed with, or by their name written in clear before names were sealed.
+CREATE INDEX IF NOT EXISTS events_account_owner_key ON events ((data -> 'ownerId' ->> 'keyId'))
+    WHERE event_type = 'AccountCreated';
+CREATE INDEX IF NOT EXISTS events_account_owner_name ON events ((coalesce(data ->> 'ownerId', data ->> 'owner_id')))
+    WHERE event_type = 'AccountCreated';

@@ -263,7 +263,7 @@ pub struct SettingsArgs {
     /// During a rotation, a file holding the master key before MASTER_KEY_FILE's.
     #[arg(long, env)]
     pub previous_master_key_file: Option<String>,
-    /// Days a forgotten user's username stays refused at sign-up [default: 30].
+    /// Days a forgotten user's username stays refused at sign-up, at most 36,500 [default: 30].
     #[arg(long, env)]
     pub username_cooling_off_days: Option<u64>,
 }
@@ -335,7 +335,7 @@ impl Settings {
             master_keys,
             username_cooling_off: args
                 .username_cooling_off_days
-                .map_or(defaults.username_cooling_off, |days| Duration::from_secs(days * 24 * 3600)),
+                .map_or(defaults.username_cooling_off, |days| Duration::from_secs(days.min(36_500) * 24 * 3600)),
             owner_database,
             max_connections: args.database_max_connections.map_or(defaults.max_connections, |max| max.clamp(2, 1000)),
             write: WriteOptions {

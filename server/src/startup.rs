@@ -141,6 +141,10 @@ impl Application {
                 keys.install();
                 background.push(tokio::spawn(rewrap_keys(pool.clone(), keys.current.clone(), shutdown.clone())));
             }
+            None if backend::personal::erasure::was_sealed(&pool).await? => tracing::error!(
+                "no MASTER_KEY_FILE, yet personal data was sealed in this database: names are now written in clear \
+                 beside them, the sealed ones cannot be read, and nobody can be forgotten"
+            ),
             None => tracing::warn!(
                 "no MASTER_KEY_FILE: personal data is written to the log in clear, and nobody can be forgotten"
             ),
@@ -243,6 +247,9 @@ async fn housekeeping(pool: PgPool, command_id_retention: std::time::Duration, s
         if let Err(error) = backend::identity::tokens::purge_revoked(&pool).await {
             tracing::warn!(%error, "could not purge long-revoked tokens; will try again");
         }
+        if let Err(error) = backend::personal::erasure::drop_cooled_off_names(&pool).await {
+            tracing::warn!(%error, "could not drop cooled-off usernames' hashes; will try again");
+        }
     }
 }
 
@@ -256,18 +263,16 @@ async fn rewrap_keys(pool: PgPool, current: backend::personal::MasterKey, shutdo
             _ = hourly.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        loop {
-            match backend::personal::keys::rewrap(&pool, &current, 500).await {
-                Ok(0) => break,
-                Ok(rewrapped) => tracing::info!(rewrapped, master_key = current.id(), "wrapped data keys anew"),
-                Err(error) => {
-                    tracing::warn!(%error, "could not wrap data keys anew; will try again");
-                    break;
-                }
+        match backend::personal::keys::rewrap(&pool, &current, 500).await {
+            Ok(rewrapped) if rewrapped.unopenable > 0 => tracing::error!(
+                unopenable = rewrapped.unopenable,
+                "data keys wrapped by a master key this server was not given: give it as PREVIOUS_MASTER_KEY_FILE"
+            ),
+            Ok(rewrapped) if rewrapped.done > 0 => {
+                tracing::info!(rewrapped = rewrapped.done, master_key = current.id(), "wrapped data keys anew")
             }
-            if shutdown.is_cancelled() {
-                return;
-            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not wrap data keys anew; will try again"),
         }
     }
 }

@@ -86,9 +86,10 @@ mod server {
         let message = error.to_string();
         match error {
             EraseError::NoSuchUser => ApiError::new(ErrorCode::NotFound, message),
-            EraseError::NotACustomer | EraseError::AccountsOpen { .. } | EraseError::NoMasterKey => {
-                ApiError::new(ErrorCode::Conflict, message)
-            }
+            EraseError::NotACustomer
+            | EraseError::AccountsOpen { .. }
+            | EraseError::TransfersUnderWay { .. }
+            | EraseError::NoMasterKey => ApiError::new(ErrorCode::Conflict, message),
             EraseError::Conflict => ApiError::new(ErrorCode::Conflict, message),
             EraseError::Database(error) => error.into(),
             EraseError::Key(error) => {

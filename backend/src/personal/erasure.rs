@@ -45,6 +45,10 @@ pub enum EraseError {
     NotACustomer,
     #[error("{open} of the user's accounts are still open: close them first (money must be claimed by someone)")]
     AccountsOpen { open: usize },
+    #[error(
+        "{under_way} transfers from the user's accounts are under way: wait until they are done (one refused would bring money back to them)"
+    )]
+    TransfersUnderWay { under_way: i64 },
     #[error("erasure needs a master key (MASTER_KEY_FILE): without one, personal data is not sealed")]
     NoMasterKey,
     #[error("an account of the user changed meanwhile; try again")]
@@ -122,6 +126,10 @@ pub async fn forget(
     if open > 0 {
         return Err(EraseError::AccountsOpen { open });
     }
+    let under_way = transfers_under_way(&mut tx, &accounts).await?;
+    if under_way > 0 {
+        return Err(EraseError::TransfersUnderWay { under_way });
+    }
     for (account_id, version, events) in &appends {
         let stored: Vec<_> = events.iter().map(|event| event_codec::encode(event, &metadata)).collect();
         eventstore::append(
@@ -140,19 +148,8 @@ pub async fn forget(
     let forgotten = event_codec::encode_user_forgotten(by_whom, reason, &metadata);
     eventstore::append(&mut tx, USER_STREAM_TYPE, user_id, 0, &[forgotten]).await?;
 
-    // What kept the name in clear outside the log: the accounts' snapshots (folded again from
-    // the log on the next load) and the remembered requests that opened them.
+    // The accounts' snapshots held the name in clear (the next load folds the log again).
     sqlx::query("DELETE FROM snapshots WHERE stream_id = ANY($1)").bind(&accounts).execute(&mut *tx).await?;
-    // (Freeze reasons were remembered in clear before they were remembered as digests.)
-    let account_texts: Vec<String> = accounts.iter().map(Uuid::to_string).collect();
-    sqlx::query(
-        "DELETE FROM processed_commands
-         WHERE request ->> 'ownerId' = $1 OR (request ->> 'type' = 'Freeze' AND request ->> 'accountId' = ANY($2))",
-    )
-    .bind(&username)
-    .bind(&account_texts)
-    .execute(&mut *tx)
-    .await?;
     sqlx::query(
         "INSERT INTO forgotten_users (user_id, username_digest, username_free_after)
          VALUES ($1, $2, now() + make_interval(secs => $3))",
@@ -169,6 +166,8 @@ pub async fn forget(
     tx.commit().await?;
     keys::drop_cached(user_id);
     notifier.committed();
+    forget_stragglers(pool, user_id, &username, &accounts, &metadata).await;
+    forget_requests(pool, &username, &accounts).await;
     tracing::info!(%user_id, accounts = accounts.len(), by = by_whom, "forgot a user");
     Ok(Forgotten { accounts })
 }
@@ -178,13 +177,77 @@ pub async fn forget(
 async fn owned_accounts(conn: &mut PgConnection, user_id: Uuid, username: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT stream_id FROM events
-         WHERE stream_type = 'account' AND event_type = 'AccountCreated'
-           AND (data -> 'ownerId' ->> 'keyId' = $1 OR data ->> 'ownerId' = $2 OR data ->> 'owner_id' = $2)",
+         WHERE event_type = 'AccountCreated' AND stream_type = 'account' AND data -> 'ownerId' ->> 'keyId' = $1
+         UNION
+         SELECT stream_id FROM events
+         WHERE event_type = 'AccountCreated' AND stream_type = 'account'
+           AND coalesce(data ->> 'ownerId', data ->> 'owner_id') = $2",
     )
     .bind(user_id.to_string())
     .bind(username)
     .fetch_all(conn)
     .await
+}
+
+/// Transfers from `accounts` that took money and are not finished: one refused by its target
+/// would bring the money back to an account nobody can claim.
+async fn transfers_under_way(conn: &mut PgConnection, accounts: &[Uuid]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events debit
+         WHERE debit.stream_id = ANY($1) AND debit.event_type = 'TransferDebited'
+           AND NOT EXISTS (SELECT 1 FROM events done
+                           WHERE done.stream_id = (debit.data ->> 'transferId')::uuid
+                             AND done.event_type IN ('TransferCompleted', 'TransferFailed'))",
+    )
+    .bind(accounts)
+    .fetch_one(conn)
+    .await
+}
+
+/// Accounts the person opened while they were being forgotten (a command that passed its
+/// checks before their sessions ended, and committed after the log was read): their owner is
+/// forgotten too, open or not, for the person is gone. Their creation was sealed with the key
+/// now destroyed, so their name reads as forgotten already; this tells the read models, which
+/// may have read it before.
+async fn forget_stragglers(pool: &PgPool, user_id: Uuid, username: &str, known: &[Uuid], metadata: &serde_json::Value) {
+    let result = async {
+        let mut conn = pool.acquire().await?;
+        let found = owned_accounts(&mut conn, user_id, username).await?;
+        for account_id in found.into_iter().filter(|id| !known.contains(id)) {
+            let mut tx = eventstore::begin_with_stream_lock(pool, account_id).await?;
+            let loaded = load_account(&mut tx, account_id).await?;
+            if loaded.state.owner_id().is_some_and(|owner| !owner.is_forgotten()) {
+                let forgotten = event_codec::encode(&bank::domain::AccountEvent::OwnerForgotten, metadata);
+                let stream_type = <account_store::Account as eventstore::Aggregate>::STREAM_TYPE;
+                eventstore::append(&mut tx, stream_type, account_id, loaded.version, &[forgotten]).await?;
+                sqlx::query("DELETE FROM snapshots WHERE stream_id = $1").bind(account_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            tracing::warn!(%user_id, %account_id, "an account opened while its owner was being forgotten");
+        }
+        Ok::<_, EraseError>(())
+    };
+    if let Err(error) = result.await {
+        tracing::error!(%user_id, %error, "could not check for accounts opened while forgetting a user");
+    }
+}
+
+/// Forgets the remembered requests (`processed_commands`) to the person's accounts and those
+/// that opened them: their answers may quote a freeze reason about them, and older ones named
+/// them in clear. Outside the erasure's transaction, which must not hold back readers of the
+/// log while this scans; what it misses goes with the commands' retention.
+async fn forget_requests(pool: &PgPool, username: &str, accounts: &[Uuid]) {
+    let account_texts: Vec<String> = accounts.iter().map(Uuid::to_string).collect();
+    let deleted = sqlx::query(
+        "DELETE FROM processed_commands WHERE request ->> 'ownerId' = $1 OR request ->> 'accountId' = ANY($2)",
+    )
+    .bind(username)
+    .bind(&account_texts)
+    .execute(pool)
+    .await;
+    if let Err(error) = deleted {
+        tracing::error!(%error, "could not forget the remembered requests of a forgotten user's accounts");
+    }
 }
 
 /// An account, its keys loaded as its events need them.
@@ -219,4 +282,22 @@ pub async fn is_cooling_off(pool: &PgPool, master: Option<&MasterKey>, username:
     .bind(&digest)
     .fetch_one(pool)
     .await?)
+}
+
+/// Drops the username hashes whose cooling-off is over: what is left of a forgotten person is
+/// then an id and a date. Returns how many.
+pub async fn drop_cooled_off_names(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE forgotten_users SET username_digest = NULL
+         WHERE username_digest IS NOT NULL AND username_free_after <= now()",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Whether personal data was sealed in this database before (a data key exists): a server
+/// started without a master key says loudly that it writes names in clear beside them.
+pub async fn was_sealed(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_keys)").fetch_one(pool).await
 }

@@ -126,6 +126,11 @@ impl AccountHistory {
             let mut conn = self.pool.acquire().await?;
             let mut state = account_store::load(&mut conn, account_id, bottom - 1).await?.state;
             let events = read_stream_until(&mut *conn, account_id, bottom - 1, top).await?;
+            keys::load(&mut *conn, sealed::key_ids(events.iter().flat_map(|e| [&e.data, &e.metadata])))
+                .await
+                .map_err(key_error)?;
+            // Words about an owner forgotten since, written in clear before words were sealed.
+            let owner_gone = owner_forgotten(&mut conn, account_id).await?;
             // Actors named in clear (before names were sealed) who were forgotten since.
             let forgotten_actors =
                 forgotten_users(&mut conn, events.iter().filter_map(|e| sealed::writer(&e.metadata))).await?;
@@ -144,6 +149,7 @@ impl AccountHistory {
                     _ => (None, None),
                 };
                 let reason = match &decoded {
+                    AccountEvent::AccountFrozen { .. } if owner_gone => Some(FORGOTTEN.to_owned()),
                     AccountEvent::AccountFrozen { reason } => Some(reason.to_string()),
                     _ => None,
                 };
@@ -176,6 +182,19 @@ impl AccountHistory {
         }
         let next_before_version = (bottom > 1 && top >= 1).then_some(bottom);
         Ok(Some(HistoryPage { account_id, latest_version, entries, next_before_version }))
+    }
+}
+
+/// A key that could not be loaded, as a read's error: the database's, or unreadable.
+fn key_error(error: keys::KeyError) -> LoadError {
+    match error {
+        keys::KeyError::Database(error) => LoadError::Database(error),
+        other => LoadError::Unreadable(event_codec::DecodeError {
+            event_type: String::new(),
+            schema_version: 0,
+            reason: other.to_string(),
+            missing_key: None,
+        }),
     }
 }
 

@@ -360,6 +360,9 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
 pub fn decide_for(state: &AccountState, sent: &CommandBy) -> Result<Vec<AccountEvent>, DomainError> {
     use AccountCommand as C;
     let allowed = match (&sent.by, &sent.command) {
+        // Nobody is the forgotten owner (a transfer requested before its requester was forgotten
+        // would otherwise still be sent as them).
+        (Sender::Customer(by), _) if by.is_forgotten() => false,
         (Sender::Customer(by), C::CreateAccount { owner_id, .. }) => by == owner_id,
         (Sender::Customer(by), C::Deposit { .. } | C::Withdraw { .. } | C::DebitForTransfer { .. } | C::Close) => {
             state.owner_id().is_none_or(|owner| owner == by)

@@ -199,6 +199,10 @@ async fn a_forgotten_customer_leaves_no_readable_trace_and_a_rebuild_brings_none
     )
     .await)
     .await;
+    // Refused while frozen: the refusal quotes the reason to her, and is remembered.
+    let refused =
+        post(&zoe.client, &server, "/api/commands/deposit", json!({"accountId": account, "amount": "1"})).await;
+    assert_eq!(error_code(refused, StatusCode::UNPROCESSABLE_ENTITY).await, "account_frozen");
     ok(post(&operator.client, &server, "/api/commands/unfreeze-account", json!({"accountId": account})).await).await;
     ok(post(
         &zoe.client,
