@@ -16,6 +16,7 @@ mod pgbench;
 mod redis_store;
 mod report;
 mod scenarios;
+mod sealing;
 mod server;
 
 use std::collections::HashMap;

@@ -98,6 +98,16 @@ pub async fn create_accounts(handler: &CommandHandler, count: usize) -> Result<V
 }
 
 pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
+    envelope_with(account_id, command, Default::default())
+}
+
+/// [`envelope`] with the metadata the application adds to its events (who asked: see
+/// `crate::sealing`).
+pub fn envelope_with(
+    account_id: Uuid,
+    command: AccountCommand,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> CommandEnvelope {
     let command_id = Uuid::new_v4();
     CommandEnvelope {
         command_id,
@@ -105,6 +115,6 @@ pub fn envelope(account_id: Uuid, command: AccountCommand) -> CommandEnvelope {
         stream_id: account_id,
         command: CommandBy { by: Sender::Customer(OwnerId::parse(BENCH_OWNER).expect("a valid owner")), command },
         causation_id: None,
-        metadata: Default::default(),
+        metadata,
     }
 }

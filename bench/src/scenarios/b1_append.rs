@@ -6,6 +6,9 @@
 //! raw limit. Every write figure is also printed against pgbench (the machine's physical limit,
 //! see `crate::pgbench`), whose transactions are single statements: so B1 measures appends sent
 //! that way too, each its own transaction, which is how a command on a warm stream writes.
+//! Last, issue 32's figure: the same deposits with the actor's name sealed (a master key, the
+//! actor's data key loaded) ÷ in clear (an actor with no key), runs interleaved (see
+//! `crate::sealing`).
 
 use std::time::Duration;
 
@@ -21,7 +24,8 @@ use super::Outcome;
 use crate::diagnose::Probe;
 use crate::load::{self, Run};
 use crate::report::{self};
-use crate::server::{create_accounts, envelope};
+use crate::sealing::{self, Measured, Mode};
+use crate::server::{create_accounts, envelope_with};
 use crate::{B1_APPEND_32, Context};
 
 /// Each client appends round-robin to this many streams of its own.
@@ -150,7 +154,52 @@ async fn commands_against_appends(
     }
     report::latencies_against("  its latency", commands.latencies.as_ref(), "raw INSERT", raw_32.latencies.as_ref());
     commands.report_errors("deposits");
+    sealed_against_clear(context, &handler, &accounts).await
+}
+
+/// The same deposits, their metadata naming an actor as the API's does: one whose data key is
+/// loaded (sealed), or one with no key (clear), in runs interleaved as `sealing::order` says.
+async fn sealed_against_clear(context: &Context, handler: &CommandHandler, accounts: &[Uuid]) -> Outcome {
+    use backend::identity::{Password, Passwords, Role, Username, users};
+    // Shorter runs than the figures above, and more of them (see `sealing::order`).
+    let (warmup, duration) = context.size.pick(
+        (Duration::from_millis(100), Duration::from_millis(300)),
+        (Duration::from_secs(1), Duration::from_secs(3)),
+    );
+    let pool = &context.pool;
+    let keys = sealing::master_keys();
+    let username = Username::parse("bench-sealed")?;
+    let password = Password::parse("the bench's own password")?;
+    let user = users::create(pool, &Passwords::new(), &username, &password, Role::Customer).await?;
+    backend::personal::keys::load_for_writing(pool, &keys.current, user.user_id).await?;
+    // Nobody by this id exists or has a key: what they write stays in clear.
+    let keyless = Uuid::new_v4();
+    let mut runs = Vec::new();
+    for mode in sealing::order(context.size) {
+        let actor = match mode {
+            Mode::Sealed => user.user_id,
+            Mode::Clear => keyless,
+        };
+        let metadata = api_metadata(actor, username.as_str());
+        let from = sealing::log_end(pool).await?;
+        let probe = Probe::start(context, &format!("CommandHandler::handle, {}, 32 clients", mode.name()));
+        let run = deposits_as(handler, accounts, metadata, 32, warmup, duration).await;
+        probe.finish().await;
+        let (sealed, clear) = sealing::deposits_since(pool, from).await?;
+        runs.push(Measured { mode, run, sealed, clear });
+    }
+    sealing::report("CommandHandler::handle deposit, 32 clients", "cmd/s", &runs)?;
     Ok(())
+}
+
+/// The metadata the API adds to a command's events (see `app::api::commands`): who asked, and
+/// the client's command id.
+fn api_metadata(user_id: Uuid, username: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("actor".into(), json!({ "userId": user_id, "username": username }));
+    metadata.insert("clientCommandId".into(), json!(Uuid::new_v4()));
+    metadata.insert("correlationIdFromClient".into(), json!(false));
+    metadata
 }
 
 fn phases(context: &Context) -> (Duration, Duration) {
@@ -244,14 +293,30 @@ pub async fn deposits(
     warmup: Duration,
     duration: Duration,
 ) -> Run {
+    deposits_as(handler, accounts, Default::default(), concurrency, warmup, duration).await
+}
+
+/// [`deposits`] whose events carry `metadata` (each with a new client command id, if it has one).
+pub async fn deposits_as(
+    handler: &CommandHandler,
+    accounts: &[Uuid],
+    metadata: serde_json::Map<String, serde_json::Value>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Run {
     let (handler, accounts) = (handler.clone(), accounts.to_vec());
     let amount = Amount::parse("1.00").expect("a valid amount");
     load::closed_loop(concurrency, warmup, duration, move |client, i| {
         let handler = handler.clone();
         let account = accounts[(client + i * concurrency) % accounts.len()];
+        let mut metadata = metadata.clone();
+        if metadata.contains_key("clientCommandId") {
+            metadata.insert("clientCommandId".into(), json!(Uuid::new_v4()));
+        }
         async move {
             handler
-                .handle(envelope(account, AccountCommand::Deposit { amount }))
+                .handle(envelope_with(account, AccountCommand::Deposit { amount }, metadata))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

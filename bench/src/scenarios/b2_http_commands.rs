@@ -6,6 +6,10 @@
 //! concurrency, on a pool of the server's size, while the server's projections follow them
 //! (woken through NOTIFY as in production), so that the ratio is what HTTP adds: the load
 //! generator, axum, the Leptos server function's decoding and the JSON answer.
+//!
+//! Then issue 32's figure: the same HTTP load on a server given a master key (the bench user's
+//! name sealed in every deposit's metadata) ÷ on one without (in clear), each run on a server
+//! started for it, runs interleaved (see `crate::sealing`).
 
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ use super::Outcome;
 use super::b1_append;
 use crate::diagnose::Probe;
 use crate::http::{self, Kind, Requests};
+use crate::sealing::{self, Measured, Mode};
 use crate::server::{Server, create_accounts};
 use crate::{B2_MAX_RATE, Context, database, report};
 
@@ -36,7 +41,48 @@ pub async fn run(context: Context) -> Outcome {
     let server = Server::start().await?;
     let measured = measure(&context, &server, warmup, duration).await;
     server.stop().await;
-    measured
+    let accounts = measured?;
+    sealed_against_clear(&context, &accounts).await
+}
+
+/// The HTTP deposits on a server with a master key and on one without, each run on a server
+/// started for it (a server's master key is set at start), once its projections are current.
+async fn sealed_against_clear(context: &Context, accounts: &[Uuid]) -> Outcome {
+    // Shorter runs than the figures above, and more of them (see `sealing::order`).
+    let (warmup, duration) = context.size.pick(
+        (Duration::from_millis(200), Duration::from_millis(500)),
+        (Duration::from_secs(2), Duration::from_secs(5)),
+    );
+    let keys = sealing::master_keys();
+    let mut runs = Vec::new();
+    for mode in sealing::order(context.size) {
+        let server = match mode {
+            Mode::Sealed => Server::start_with(|settings| settings.master_keys = Some(keys.clone())).await?,
+            Mode::Clear => Server::start().await?,
+        };
+        let measured = async {
+            database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+            if mode == Mode::Clear {
+                // The data keys loaded for an earlier sealed run would seal again: the cache is
+                // process-wide, and a server without a master key loads none.
+                backend::personal::keys::clear_cache();
+            }
+            let from = sealing::log_end(&context.pool).await?;
+            let probe = Probe::start(context, &format!("HTTP, {}", mode.name()));
+            let run =
+                http::closed_loop(&server.base, &Requests::new(Kind::Deposit, accounts), CONNECTIONS, warmup, duration)
+                    .await?;
+            probe.finish().await;
+            let (sealed, clear) = sealing::deposits_since(&context.pool, from).await?;
+            database::wait_for_projections(&context.pool, Duration::from_secs(120)).await?;
+            Ok::<_, Box<dyn std::error::Error>>(Measured { mode, run, sealed, clear })
+        }
+        .await;
+        server.stop().await;
+        runs.push(measured?);
+    }
+    sealing::report(&format!("HTTP deposit, {CONNECTIONS} connections"), "cmd/s", &runs)?;
+    Ok(())
 }
 
 fn phases(context: &Context) -> (Duration, Duration) {
@@ -46,7 +92,13 @@ fn phases(context: &Context) -> (Duration, Duration) {
     )
 }
 
-async fn measure(context: &Context, server: &Server, warmup: Duration, duration: Duration) -> Outcome {
+/// The HTTP and in-process figures; the accounts they deposit to.
+async fn measure(
+    context: &Context,
+    server: &Server,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Vec<Uuid>, Box<dyn std::error::Error>> {
     let accounts = prepare_accounts(context, (CONNECTIONS * 32).max(64)).await?;
 
     let handler_pool = database::pool(server.max_connections).await?;
@@ -91,7 +143,7 @@ async fn measure(context: &Context, server: &Server, warmup: Duration, duration:
         report::target("B2: HTTP deposit p99 < 20 ms at 32 connections", p99 < 20.0, &format!("{p99:.1} ms"));
     }
     context.shared.set(B2_MAX_RATE, over_http.rate());
-    Ok(())
+    Ok(accounts)
 }
 
 /// Opens `count` accounts through the command handler and waits until the server's
