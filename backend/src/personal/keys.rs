@@ -132,10 +132,16 @@ struct WrappedKey {
 }
 
 impl WrappedKey {
-    fn open(&self) -> Result<Arc<Aes256Gcm>, KeyError> {
+    /// The key, unwrapped with the master key that wrapped it.
+    fn bytes(&self) -> Result<Vec<u8>, KeyError> {
         let no_key = || KeyError::NoMasterKey { user_id: self.user_id, master_key_id: self.master_key_id.clone() };
         let master = master_key::unwrapping(&self.master_key_id).ok_or_else(no_key)?;
-        let bytes = master.unwrap(self.user_id.as_bytes(), &self.wrapped_key, &self.nonce).ok_or_else(no_key)?;
+        master.unwrap(self.user_id.as_bytes(), &self.wrapped_key, &self.nonce).ok_or_else(no_key)
+    }
+
+    fn open(&self) -> Result<Arc<Aes256Gcm>, KeyError> {
+        let bytes = self.bytes()?;
+        let no_key = || KeyError::NoMasterKey { user_id: self.user_id, master_key_id: self.master_key_id.clone() };
         Ok(Arc::new(Aes256Gcm::new_from_slice(&bytes).map_err(|_| no_key())?))
     }
 }
@@ -176,27 +182,32 @@ pub async fn load_for_writing(pool: &PgPool, master: &MasterKey, user_id: Uuid) 
         remember(user_id, Known::Key(row.open()?), read_at);
         return Ok(());
     }
+    // Only for a user who exists: forgetting deletes both rows in one transaction.
+    match create(pool, master, user_id, "EXISTS (SELECT 1 FROM users WHERE user_id = $1)").await? {
+        Some(row) => remember(user_id, Known::Key(row.open()?), read_at),
+        None => remember(user_id, Known::Forgotten, read_at),
+    }
+    Ok(())
+}
+
+/// A new random key for `id`, wrapped under `master`, stored if `condition` holds (SQL, `$1`
+/// being `id`) and no key was stored first; then whichever key is stored.
+async fn create(pool: &PgPool, master: &MasterKey, id: Uuid, condition: &str) -> Result<Option<WrappedKey>, KeyError> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).expect("the operating system gives random bytes");
-    let (wrapped, nonce) = master.wrap(user_id.as_bytes(), &key);
-    // Only for a user who exists: forgetting deletes both rows in one transaction.
-    sqlx::query(
+    let (wrapped, nonce) = master.wrap(id.as_bytes(), &key);
+    sqlx::query(&format!(
         "INSERT INTO user_keys (user_id, wrapped_key, nonce, master_key_id)
-         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE user_id = $1)
-         ON CONFLICT (user_id) DO NOTHING",
-    )
-    .bind(user_id)
+         SELECT $1, $2, $3, $4 WHERE {condition}
+         ON CONFLICT (user_id) DO NOTHING"
+    ))
+    .bind(id)
     .bind(&wrapped)
     .bind(&nonce)
     .bind(master.id())
     .execute(pool)
     .await?;
-    // Whoever inserted first, this is the key.
-    match find(pool, user_id).await? {
-        Some(row) => remember(user_id, Known::Key(row.open()?), read_at),
-        None => remember(user_id, Known::Forgotten, read_at),
-    }
-    Ok(())
+    Ok(find(pool, id).await?)
 }
 
 async fn find(executor: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<WrappedKey>, sqlx::Error> {
@@ -214,26 +225,9 @@ pub async fn username_digest(pool: &PgPool, master: &MasterKey, username: &str) 
     use hmac::{Hmac, Mac};
     let row = match find(pool, USERNAME_KEY).await? {
         Some(row) => row,
-        None => {
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key).expect("the operating system gives random bytes");
-            let (wrapped, nonce) = master.wrap(USERNAME_KEY.as_bytes(), &key);
-            sqlx::query(
-                "INSERT INTO user_keys (user_id, wrapped_key, nonce, master_key_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id) DO NOTHING",
-            )
-            .bind(USERNAME_KEY)
-            .bind(&wrapped)
-            .bind(&nonce)
-            .bind(master.id())
-            .execute(pool)
-            .await?;
-            find(pool, USERNAME_KEY).await?.ok_or(sqlx::Error::RowNotFound)?
-        }
+        None => create(pool, master, USERNAME_KEY, "true").await?.ok_or(sqlx::Error::RowNotFound)?,
     };
-    let no_key = || KeyError::NoMasterKey { user_id: USERNAME_KEY, master_key_id: row.master_key_id.clone() };
-    let master = master_key::unwrapping(&row.master_key_id).ok_or_else(no_key)?;
-    let key = master.unwrap(USERNAME_KEY.as_bytes(), &row.wrapped_key, &row.nonce).ok_or_else(no_key)?;
+    let key = row.bytes()?;
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes a key of any length");
     mac.update(username.as_bytes());
     Ok(mac.finalize().into_bytes().to_vec())

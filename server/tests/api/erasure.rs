@@ -23,6 +23,27 @@ fn sealing_server(db: &PgConnectOptions, redis: &RedisSpace, key_file: &std::pat
     spawn_server_with(db, "forgetting", &env)
 }
 
+/// A sealing server process, its operator, the test's own pool and Redis space.
+struct Sealing {
+    server: ServerProcess,
+    operator: User,
+    pool: PgPool,
+    redis: RedisSpace,
+    _key: tempfile_path::Path,
+}
+
+impl Sealing {
+    async fn start(pool_options: PgPoolOptions, db: &PgConnectOptions) -> Sealing {
+        let redis = RedisSpace::shared();
+        let key = key_file();
+        let server = sealing_server(db, &redis, &key);
+        ensure_operator(db, OPERATOR).await;
+        let operator = signed_in_user(&server.address, Arrival::SignIn, OPERATOR, PASSWORD).await;
+        let pool = pool_options.connect_with(db.clone()).await.unwrap();
+        Sealing { server, operator, pool, redis, _key: key }
+    }
+}
+
 fn key_file() -> tempfile_path::Path {
     tempfile_path::Path::new(&backend::personal::MasterKey::generate())
 }
@@ -160,12 +181,7 @@ async fn a_forgotten_customer_leaves_no_readable_trace_and_a_rebuild_brings_none
     pool_options: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let redis = RedisSpace::shared();
-    let key = key_file();
-    let server = sealing_server(&db, &redis, &key);
-    ensure_operator(&db, OPERATOR).await;
-    let operator = signed_in_user(&server.address, Arrival::SignIn, OPERATOR, PASSWORD).await;
-    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    let Sealing { server, operator, pool, redis, _key } = Sealing::start(pool_options, &db).await;
 
     // Given zoe, a customer who opened an account, moved money to bob's, and closed it; her
     // account was frozen once by an operator, with a reason that names her.
@@ -310,12 +326,7 @@ async fn an_operator_forgets_a_customer_with_a_reason_the_log_keeps_sealed(
     pool_options: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let redis = RedisSpace::shared();
-    let key = key_file();
-    let server = sealing_server(&db, &redis, &key);
-    ensure_operator(&db, OPERATOR).await;
-    let operator = signed_in_user(&server.address, Arrival::SignIn, OPERATOR, PASSWORD).await;
-    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    let Sealing { server, operator, pool, redis, _key } = Sealing::start(pool_options, &db).await;
     let name = format!("carl-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let carl = signed_in_user(&server.address, Arrival::SignUp, &name, PASSWORD).await;
     let opened = ok(post(
