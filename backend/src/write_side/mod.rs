@@ -90,9 +90,10 @@ fn customer_to_an_existing_account(sent: &CommandBy) -> Option<&OwnerId> {
     }
 }
 
-/// Who owns each account, as its creation event says. That never changes, so it is remembered
-/// (up to [`Owners::MAX_ENTRIES`] accounts, then afresh): a command to a known account costs no
-/// query for it.
+/// Who owns each account, as its creation event says, remembered (up to [`Owners::MAX_ENTRIES`]
+/// accounts, then afresh): a command to a known account costs no query for it. Only forgetting
+/// the owner changes it, and then the account's own rule refuses every customer: a stale entry
+/// lets nobody in.
 #[derive(Clone)]
 struct Owners {
     pool: PgPool,
