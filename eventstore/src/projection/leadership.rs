@@ -155,10 +155,25 @@ impl Leadership {
         tracing::info!(projection = name, instance = self.instance, epoch, "leading the projection");
         steps.led_with(Some(epoch));
         let instance = self.instance.clone();
-        let led = tokio::select! {
-            renewed = renew_lease(&mut leader, name, &instance, epoch) => renewed,
-            applied = self.step_until(steps, shutdown) => applied,
+        // A lost lease stops the steps between two steps, never inside one: a step dropped while
+        // sqlx's `begin` awaits its BEGIN leaves the pooled connection in a transaction nothing
+        // ends (sqlx 0.8, transact-rs/sqlx#4393), whose id holds back every projection.
+        let stop = shutdown.child_token();
+        let renewing = async {
+            let renewed = tokio::select! {
+                renewed = renew_lease(&mut leader, name, &instance, epoch) => renewed,
+                () = stop.cancelled() => Ok(()),
+            };
+            stop.cancel();
+            renewed
         };
+        let stepping = async {
+            let applied = self.step_until(steps, &stop).await;
+            stop.cancel();
+            applied
+        };
+        let (renewed, applied) = tokio::join!(renewing, stepping);
+        let led = renewed.and(applied);
         steps.led_with(None);
         if let Err(error) = &led {
             tracing::warn!(projection = name, instance = self.instance, %error, "stopped leading");
@@ -174,12 +189,13 @@ impl Leadership {
         }
     }
 
-    async fn step_until(&mut self, steps: &mut impl Steps, shutdown: &CancellationToken) -> Result<(), LeadError> {
+    /// Steps until `stop` (shutdown, or the lease lost), which the step in flight finishes first.
+    async fn step_until(&mut self, steps: &mut impl Steps, stop: &CancellationToken) -> Result<(), LeadError> {
         let name = steps.name().to_owned();
         let name = name.as_str();
         let (mut failures, mut held_back) = (0u32, 0u32);
         loop {
-            if shutdown.is_cancelled() {
+            if stop.is_cancelled() {
                 return Ok(());
             }
             // Another instance joined (this one leads more than its share) or the count changed.
@@ -218,7 +234,7 @@ impl Leadership {
             };
             let wake = &mut self.wake;
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
                 // Err: nobody can wake us any more; the sleep still does.
                 Ok(()) = wake.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
