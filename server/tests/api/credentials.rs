@@ -358,7 +358,10 @@ async fn making_a_token_asks_for_the_password_again(_: PgPoolOptions, db: PgConn
 #[sqlx::test(migrations = false)]
 async fn a_token_may_be_made_to_read_only_to_scrape_only_or_to_expire(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
-    let account = app.account_id("alice", 10.0).await;
+    let created = app.create_account("alice", 10.0).await;
+    let account = created["accountId"].as_str().unwrap().to_owned();
+    // Read below without `after`: the read model must have the account first.
+    app.account_after(&account, created["position"].as_str().unwrap()).await;
     let alice = app.sign_in(CUSTOMER).await;
     let make = |cookie: String, body: Value| {
         let app = &app;
