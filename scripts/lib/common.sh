@@ -812,8 +812,10 @@ ensure_master_key() {
     MASTER_KEY_FILE="$dir/master.key"
     if [[ ! -s $MASTER_KEY_FILE ]]; then
         mkdir -p "$dir"
-        (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$MASTER_KEY_FILE.tmp") &&
-            mv "$MASTER_KEY_FILE.tmp" "$MASTER_KEY_FILE" || die "cannot write a master key to $MASTER_KEY_FILE"
+        if ! (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$MASTER_KEY_FILE.tmp"); then
+            die "cannot write a master key to $MASTER_KEY_FILE"
+        fi
+        mv "$MASTER_KEY_FILE.tmp" "$MASTER_KEY_FILE"
         log "made a master key for personal data: $MASTER_KEY_FILE (back it up apart from the database)"
     fi
     export MASTER_KEY_FILE

@@ -326,7 +326,7 @@ async fn an_operator_forgets_a_customer_with_a_reason_the_log_keeps_sealed(
     pool_options: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let Sealing { server, operator, pool, redis, _key } = Sealing::start(pool_options, &db).await;
+    let Sealing { server, operator, pool, redis: _, _key } = Sealing::start(pool_options, &db).await;
     let name = format!("carl-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let carl = signed_in_user(&server.address, Arrival::SignUp, &name, PASSWORD).await;
     let opened = ok(post(
