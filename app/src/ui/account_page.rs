@@ -17,6 +17,7 @@ use super::identity_pages::OperatorsOnly;
 use super::live::{Live, use_live};
 use super::money_form::{MoneyCommand, MoneyForm};
 use super::polling::{poll_status_while_visible, poll_while_visible};
+use super::show_loaded::ShowLoaded;
 use super::statement::StatementForm;
 use super::sync_badge::SyncBadge;
 use super::time_travel::{TimeTravel, TravelTo};
@@ -133,7 +134,7 @@ pub fn AccountPage() -> impl IntoView {
     view! {
         <p class="breadcrumbs"><A href="/">"← All accounts"</A></p>
         <Transition fallback=|| view! { <p class="loading">"Loading the account…"</p> }>
-            <Show
+            <ShowLoaded
                 when=move || live.with(Option::is_some)
                 fallback=move || view! { <AccountMissing error=account.get().and_then(Result::err) /> }
             >
@@ -150,7 +151,7 @@ pub fn AccountPage() -> impl IntoView {
                 {view! { <TimeTravel latest_version=version.into() travel error=Signal::derive(travel_error) /> }.into_any()}
                 {view! { <BalanceChart ledger=Signal::derive(move || ledger.get().flatten()) /> }.into_any()}
                 {view! { <AuditTrail page=history pages=visited_pages /> }.into_any()}
-            </Show>
+            </ShowLoaded>
         </Transition>
     }
 }

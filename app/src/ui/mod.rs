@@ -15,6 +15,7 @@ mod money_form;
 mod operations_page;
 mod polling;
 mod security_page;
+mod show_loaded;
 mod statement;
 mod sync_badge;
 mod time_travel;
