@@ -15,7 +15,7 @@ import {
 test("the signed-out pages", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  const errors = watchConsole(page);
+  const errors = await watchConsole(page);
   for (const path of ["/sign-in", "/sign-up"]) {
     await gotoHydrated(page, path);
     await expectAccessible(page, path);

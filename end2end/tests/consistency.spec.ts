@@ -6,7 +6,7 @@ test("two browsers on one account see each other's changes within seconds", asyn
   const other = await browser.newContext();
   await signIn(other, user);
   const otherPage = await other.newPage();
-  const otherErrors = watchConsole(otherPage);
+  const otherErrors = await watchConsole(otherPage);
   await gotoHydrated(otherPage, `/accounts/${accountId}`);
   await expect(otherPage.getByTestId("balance")).toHaveText("$100.00");
 

@@ -16,7 +16,7 @@ import {
 test("a new user signs up, banks, signs out, and is sent back where they were after signing in", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  const errors = watchConsole(page);
+  const errors = await watchConsole(page);
 
   // Signed out, any page leads to sign-in.
   await page.goto("/");
@@ -62,7 +62,7 @@ test("two users cannot see or move each other's accounts, by address either", as
   const other = await browser.newContext();
   const stranger = await signUp(other, "stranger");
   const theirs = await other.newPage();
-  const errors = watchConsole(theirs);
+  const errors = await watchConsole(theirs);
 
   await gotoHydrated(theirs, `/accounts/${accountId}`);
   await expect(theirs.getByTestId("account-missing")).toContainText("Account not found");
@@ -88,7 +88,7 @@ test("operations are the operator's: customers neither see the link nor get the 
   const operators = await browser.newContext();
   await signInAsOperator(operators);
   const operator = await operators.newPage();
-  const errors = watchConsole(operator);
+  const errors = await watchConsole(operator);
   await gotoHydrated(operator, "/");
   await expect(operator.getByText("operator", { exact: true })).toBeVisible();
   await operator.getByRole("link", { name: "Operations" }).click();

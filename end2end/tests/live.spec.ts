@@ -44,7 +44,7 @@ test("a change made elsewhere is pushed to an open page, which stops polling whi
   const other = await browser.newContext();
   await signIn(other, user);
   const watcher = await other.newPage();
-  const errors = watchConsole(watcher);
+  const errors = await watchConsole(watcher);
   const reads = watchReads(watcher);
   await gotoHydrated(watcher, `/accounts/${accountId}`);
   await expect(watcher.getByTestId("sync-mode")).toHaveText("live");

@@ -77,7 +77,7 @@ test("a customer with an open account is refused; once it is closed they are for
   const operators = await browser.newContext();
   await signInAsOperator(operators);
   const operator = await operators.newPage();
-  const errors = watchConsole(operator);
+  const errors = await watchConsole(operator);
   await seesForgotten(operator, accountId);
   await gotoHydrated(operator, "/operations");
   const panel = operator.getByTestId("personal-data");
@@ -95,7 +95,7 @@ test("an operator forgets a customer whose accounts are closed, with a reason", 
   const customers = await browser.newContext();
   const customer = await signUp(customers, "forgotten");
   const theirs = await customers.newPage();
-  const theirErrors = watchConsole(theirs);
+  const theirErrors = await watchConsole(theirs);
   const accountId = await createAccount(theirs, "0");
   await closeAccount(theirs);
 

@@ -18,7 +18,7 @@ test("a transfer between two customers' accounts, seen from both sides; a refuse
   const recipientContext = await browser.newContext();
   const recipient = await signUp(recipientContext, "recipient");
   const recipientPage = await recipientContext.newPage();
-  const recipientErrors = watchConsole(recipientPage);
+  const recipientErrors = await watchConsole(recipientPage);
   const target = await createAccount(recipientPage, "5");
   const closing = await createAccount(recipientPage, "0");
   const closeAccount = recipientPage.getByTestId("close-account");
