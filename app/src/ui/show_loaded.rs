@@ -63,13 +63,13 @@ mod tests {
         let owner = Owner::new_root(Some(Arc::new(SsrSharedContext::new())));
         let page = owner.with(|| {
             let (release, released) = oneshot::channel::<()>();
-            let released = Arc::new(futures::lock::Mutex::new(Some(released)));
+            let released = Mutex::new(Some(released));
             let resource = Resource::new(
                 || (),
                 move |()| {
-                    let released = Arc::clone(&released);
+                    let released = released.lock().ok().and_then(|mut released| released.take());
                     async move {
-                        if let Some(released) = released.lock().await.take() {
+                        if let Some(released) = released {
                             let _ = released.await;
                         }
                         7_u32
